@@ -1,0 +1,138 @@
+"""`gpushift-webhook`: serve the admission webhook, or check a configuration file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from aiohttp import web
+
+from gpushift_certs.issue import service_dns_names
+from gpushift_certs.reloading import ReloadingCertificate
+from gpushift_certs.rotation import RotationPolicy
+from gpushift_webhook import jsonlog, self_managed
+from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
+from gpushift_webhook.kube import KubeApi
+from gpushift_webhook.metrics import WebhookMetrics
+from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
+
+log = logging.getLogger("gpushift.webhook")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpushift-webhook", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve POST /mutate over HTTPS")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    serve.add_argument("--port", type=int, default=8443, help="HTTPS port")
+    serve.add_argument("--cert-dir", required=True,
+                       help="directory holding tls.crt and tls.key (reloaded when they change)")
+    serve.add_argument("--config", help="webhook config YAML (the chart's ConfigMap)")
+    serve.add_argument("--namespace", default=os.environ.get("GPUSHIFT_NAMESPACE", ""),
+                       help="the webhook's own namespace, never injected "
+                            "(default: $GPUSHIFT_NAMESPACE)")
+    serve.add_argument("--reload-interval", type=float, default=1.0,
+                       help="seconds between checks of the certificate files")
+    serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
+                       help="larger request bodies are refused with 400")
+    serve.add_argument("--log-level", default="INFO")
+    managed = serve.add_argument_group(
+        "self-managed certificates",
+        "keep the CA and serving certificate in a Secret, rotate them, write them into "
+        "--cert-dir and publish the CA as the webhook configuration's caBundle")
+    managed.add_argument("--self-managed-certs", action="store_true",
+                         help="turn the self-managed mode on")
+    managed.add_argument("--secret-name", default="gpushift-webhook-tls",
+                         help="Secret in --namespace holding the certificates")
+    managed.add_argument("--webhook-configuration", default="gpushift",
+                         help="MutatingWebhookConfiguration whose caBundle is kept current")
+    managed.add_argument("--service-name", default="gpushift-webhook",
+                         help="Service of the webhook: its DNS names go into the certificate")
+    managed.add_argument("--ip-san", action="append", default=[],
+                         help="IP address SAN (repeat), for a webhook reached by address")
+    managed.add_argument("--cert-interval", type=float, default=60.0,
+                         help="seconds between certificate reconciles")
+    managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                         help="kubeconfig outside the cluster (default: in-cluster)")
+
+    check = sub.add_parser("check-config", help="validate a config file and print it")
+    check.add_argument("--config", required=True)
+
+    args = parser.parse_args(argv)
+    jsonlog.setup(getattr(args, "log_level", "INFO"))
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"gpushift-webhook: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config":
+        print(f"configuration OK: {len(config.profiles)} GPU profile(s), "
+              f"{len(config.image_map)} image pair(s)")
+        return 0
+    if args.self_managed_certs and not args.namespace:
+        parser.error("--self-managed-certs needs --namespace (or $GPUSHIFT_NAMESPACE)")
+    if args.namespace and args.namespace not in config.excluded_namespaces:
+        config = replace(config, excluded_namespaces=[*config.excluded_namespaces,
+                                                      args.namespace])
+    asyncio.run(serve_forever(config, args))
+    return 0
+
+
+async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None:
+    metrics = WebhookMetrics()
+    cert = ReloadingCertificate(args.cert_dir,
+                                on_change=lambda info: record_certificate(metrics, info))
+    if not cert.reload():
+        log.warning("starting without a valid certificate; /readyz fails until one "
+                    "appears", extra={"cert_dir": args.cert_dir, "why": cert.last_error})
+    app = make_app(config, cert, metrics, args.max_body_bytes)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    # Keep-alive matters: the API server reuses connections, and a new TLS handshake
+    # per review costs more than the review.
+    site = web.TCPSite(runner, args.host, args.port, ssl_context=cert.server_context(),
+                       backlog=1024)
+    await site.start()
+    log.info("webhook serving", extra={"host": args.host, "port": args.port})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [asyncio.create_task(cert.watch(args.reload_interval))]
+    if args.self_managed_certs:
+        tasks.append(asyncio.create_task(self_managed.run(
+            KubeApi.connect(args.kubeconfig), _self_managed_settings(args))))
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        # Graceful: stop accepting, let requests in flight finish.
+        await runner.cleanup()
+        log.info("webhook stopped")
+
+
+def _self_managed_settings(args: argparse.Namespace) -> self_managed.SelfManagedSettings:
+    return self_managed.SelfManagedSettings(
+        namespace=args.namespace,
+        secret_name=args.secret_name,
+        webhook_configuration=args.webhook_configuration,
+        cert_dir=Path(args.cert_dir),
+        policy=RotationPolicy(dns_names=service_dns_names(args.service_name, args.namespace),
+                              ips=args.ip_san),
+        interval_seconds=args.cert_interval,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""The webhook configuration: the one definition of the file the Helm chart mounts.
+
+The same file carries the admin's GPU profiles, the CPU<->CUDA image map and the idle
+bounds; the webhook hands those to every injected sidecar (see `sidecar_settings`), so
+the schema lives here once and both sides read it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpushift_webhook.settings_loader import ConfigError, build
+
+__all__ = ["ConfigError", "WebhookConfig", "load_config", "parse_config"]
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
+
+
+@dataclass(frozen=True)
+class ResourceSettings:
+    requests: dict[str, str] = field(default_factory=lambda: {"cpu": "10m", "memory": "64Mi"})
+    """Resource requests of the sidecar container."""
+    limits: dict[str, str] = field(default_factory=lambda: {"cpu": "250m", "memory": "192Mi"})
+    """Resource limits of the sidecar container."""
+
+
+@dataclass(frozen=True)
+class SidecarSettings:
+    image: str = "gpushift/sidecar:0.1.0"
+    """Image of the sidecar (built from Dockerfile.sidecar)."""
+    image_pull_policy: str = "IfNotPresent"
+    """Pull policy of the sidecar image: Always, IfNotPresent or Never."""
+    name: str = "gpushift-sidecar"
+    """Container name of the sidecar; also how an injected pod is recognised."""
+    native: bool = True
+    """Inject as a native sidecar (init container with restartPolicy Always, Kubernetes
+    1.29+), so the notebook container starts only after the sidecar's startup probe
+    passes. False injects a plain container, for older clusters."""
+    port: int = 8765
+    """Loopback port of the sidecar's API inside the pod."""
+    run_as_user: int = 1000
+    """UID of the sidecar. Kubeflow notebook images run as jovyan (1000): the sidecar
+    shares the workspace files with the notebook, so it runs as the same user."""
+    run_as_group: int = 100
+    """GID of the sidecar (Kubeflow's fsGroup for notebooks is 100, 'users')."""
+    resources: ResourceSettings = field(default_factory=ResourceSettings)
+    """Requests and limits of the sidecar container."""
+    startup_period_seconds: int = 1
+    """How often the startup probe asks the sidecar whether runtime-config.json exists."""
+    startup_failure_threshold: int = 120
+    """Failed startup probes before the kubelet restarts the sidecar."""
+
+
+@dataclass(frozen=True)
+class RuntimeVolumeSettings:
+    name: str = "gpushift-runtime"
+    """Name of the emptyDir volume shared by the sidecar and the notebook container."""
+    mount_path: str = "/var/run/gpushift"
+    """Where both containers see it (runtime-config.json and the API token live here)."""
+    size_limit: str = "16Mi"
+    """sizeLimit of the emptyDir; the files in it are a few kilobytes."""
+
+
+@dataclass(frozen=True)
+class WorkspaceSettings:
+    mount_path: str = "/home/jovyan"
+    """The volume the notebook container mounts here is the workspace (Kubeflow's
+    workspace PVC is mounted at the home directory). The sidecar mounts the same
+    volume at the same path, so notebook paths mean the same thing in both."""
+    volume_name: str = ""
+    """Name of the workspace volume, when it is not the one at mount_path."""
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    name: str
+    """Name the users and the sidecar refer to, e.g. "nvidia-1"."""
+    resource: str = "nvidia.com/gpu"
+    """Extended resource requested as a limit on the notebook container."""
+    count: int = 1
+    """How many of that resource."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node selector added to the pod while it holds the GPU."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Tolerations added to the pod while it holds the GPU (Kubernetes' own shape)."""
+    runtime_class_name: str = ""
+    """runtimeClassName for GPU pods (e.g. "nvidia"), empty for none."""
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    cpu: str
+    """A CPU notebook image, as written in the Notebook."""
+    cuda: str
+    """The matching CUDA image that replaces it on a GPU pod."""
+
+
+@dataclass(frozen=True)
+class IdleSettings:
+    timeout_seconds: int = 180
+    """Seconds without GPU work on a GPU pod before it moves back to CPU."""
+    min_seconds: int = 60
+    """Lowest per-notebook override (annotation gpushift.io/idle-timeout) allowed."""
+    max_seconds: int = 3600
+    """Highest per-notebook override allowed."""
+    warning_seconds: int = 30
+    """How long the "moving back to CPU" warning shows before the move."""
+    allow_pin: bool = False
+    """Whether a notebook may be pinned to its GPU (never moved back on idle)."""
+    utilization_threshold_percent: int = 5
+    """GPU utilisation (NVML) under which the GPU counts as idle."""
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    ready_timeout_seconds: int = 300
+    """A migrated pod not Ready after this long is rolled back to the previous profile."""
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    sidecar: SidecarSettings = field(default_factory=SidecarSettings)
+    """The injected sidecar container."""
+    runtime_volume: RuntimeVolumeSettings = field(default_factory=RuntimeVolumeSettings)
+    """The shared emptyDir for runtime files."""
+    workspace: WorkspaceSettings = field(default_factory=WorkspaceSettings)
+    """How the workspace (checkpoint) volume is found."""
+    notebook_container: str = ""
+    """Name of the notebook container; empty means container 0 (as in Kubeflow)."""
+    gpu_resources: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_RESOURCES))
+    """Extended resources that count as a GPU when read from the notebook's limits."""
+    excluded_namespaces: list[str] = field(default_factory=lambda: ["kube-system"])
+    """Namespaces never injected, whatever their labels (the webhook's own is added)."""
+    profiles: list[GpuProfile] = field(
+        default_factory=lambda: [
+            GpuProfile(
+                name="nvidia-1",
+                tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists",
+                              "effect": "NoSchedule"}],
+            )
+        ]
+    )
+    """GPU profiles a notebook can move to."""
+    default_profile: str = "nvidia-1"
+    """Profile used when a move to GPU names none."""
+    image_map: list[ImagePair] = field(default_factory=list)
+    """CPU image <-> CUDA image pairs; an image not listed is kept on a move."""
+    idle: IdleSettings = field(default_factory=IdleSettings)
+    """Idle timer of GPU pods."""
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    """Rollback of migrations whose pod does not become Ready."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def sidecar_settings(self) -> dict[str, Any]:
+        """What the sidecar needs of this file, handed to it as JSON in its env."""
+        return {
+            "profiles": [_profile_json(p) for p in self.profiles],
+            "default_profile": self.default_profile,
+            "image_map": [{"cpu": p.cpu, "cuda": p.cuda} for p in self.image_map],
+            "idle": vars(self.idle).copy(),
+            "gpu_resources": list(self.gpu_resources),
+        }
+
+
+def _profile_json(p: GpuProfile) -> dict[str, Any]:
+    return {
+        "name": p.name,
+        "resource": p.resource,
+        "count": p.count,
+        "node_selector": dict(p.node_selector),
+        "tolerations": [dict(t) for t in p.tolerations],
+        "runtime_class_name": p.runtime_class_name,
+    }
+
+
+def _validate(c: WebhookConfig) -> None:
+    s = c.sidecar
+    if not s.image:
+        raise ConfigError("sidecar.image: must not be empty")
+    if s.image_pull_policy not in _PULL_POLICIES:
+        raise ConfigError(f"sidecar.image_pull_policy: one of {', '.join(_PULL_POLICIES)}")
+    for what, name in (("sidecar.name", s.name), ("runtime_volume.name", c.runtime_volume.name)):
+        if not _DNS_LABEL.match(name):
+            raise ConfigError(f"{what}: {name!r} is not a valid DNS label")
+    if not 1 <= s.port <= 65535:
+        raise ConfigError(f"sidecar.port: {s.port} is not a TCP port")
+    if s.run_as_user <= 0:
+        raise ConfigError("sidecar.run_as_user: the sidecar never runs as root (UID 0)")
+    for what, path in (("runtime_volume.mount_path", c.runtime_volume.mount_path),
+                       ("workspace.mount_path", c.workspace.mount_path)):
+        if not path.startswith("/"):
+            raise ConfigError(f"{what}: {path!r} is not an absolute path")
+    names = [p.name for p in c.profiles]
+    if len(set(names)) != len(names):
+        raise ConfigError("profiles: profile names must be unique")
+    for p in c.profiles:
+        if p.resource not in c.gpu_resources:
+            raise ConfigError(f"profiles.{p.name}.resource: {p.resource!r} is not in gpu_resources")
+        if p.count < 1:
+            raise ConfigError(f"profiles.{p.name}.count: must be at least 1")
+    if c.profiles and c.default_profile not in names:
+        raise ConfigError(f"default_profile: {c.default_profile!r} is not a profile")
+    i = c.idle
+    if not 0 < i.min_seconds <= i.timeout_seconds <= i.max_seconds:
+        raise ConfigError("idle: need 0 < min_seconds <= timeout_seconds <= max_seconds")
+    if i.warning_seconds < 0 or i.warning_seconds >= i.min_seconds:
+        raise ConfigError("idle.warning_seconds: must be >= 0 and below min_seconds")
+    if c.guard.ready_timeout_seconds < 10:
+        raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
+
+
+def parse_config(data: object) -> WebhookConfig:
+    """Build the config from parsed YAML; an empty file means all defaults."""
+    return build(WebhookConfig, {} if data is None else data)
+
+
+def load_config(path: str | Path | None) -> WebhookConfig:
+    """Read the YAML file the chart mounts (None: all defaults)."""
+    if path is None:
+        return WebhookConfig()
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data)

@@ -1,0 +1,246 @@
+"""What gpushift adds to a notebook pod, decided from the pod alone (pure).
+
+`plan_injection(pod, namespace, config)` returns a `Decision`: the patch to apply (or
+none), warnings for the user, and the outcome and reason for logs and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from gpushift_webhook import labels
+from gpushift_webhook.config import WebhookConfig
+from gpushift_webhook.patches import PatchBuilder, PatchConflict
+from gpushift_webhook.version import __version__
+
+
+class Outcome(StrEnum):
+    INJECTED = "injected"
+    SKIPPED = "skipped"
+    ALREADY_INJECTED = "already_injected"
+    UNHANDLED = "unhandled"  # allowed without a patch, with a warning
+    ERROR = "error"  # a bug of ours: allowed without a patch, logged
+    BAD_REQUEST = "bad_request"  # HTTP 400, never reached the decision
+
+
+@dataclass(frozen=True)
+class Decision:
+    outcome: Outcome
+    reason: str
+    operations: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notebook: str = ""
+
+
+class Unhandled(Exception):
+    """The pod has a shape we cannot inject into; it is admitted unchanged."""
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    resource: str
+    count: int
+
+
+def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig) -> Decision:
+    metadata = _mapping(pod.get("metadata"))
+    pod_labels = _mapping(metadata.get("labels"))
+    annotations = _mapping(metadata.get("annotations"))
+    notebook = pod_labels.get(labels.NOTEBOOK_NAME_LABEL, "")
+    if not isinstance(notebook, str):
+        notebook = ""
+    if namespace in config.excluded_namespaces:
+        return Decision(Outcome.SKIPPED, f"namespace {namespace} is excluded", notebook=notebook)
+    if not notebook:
+        return Decision(Outcome.SKIPPED, f"no {labels.NOTEBOOK_NAME_LABEL} label")
+    if str(annotations.get(labels.INJECT_ANNOTATION, "")).lower() == "false":
+        return Decision(Outcome.SKIPPED, f"annotation {labels.INJECT_ANNOTATION}=false",
+                        notebook=notebook)
+    if labels.INJECTED_ANNOTATION in annotations:
+        return Decision(Outcome.ALREADY_INJECTED, "pod already injected", notebook=notebook)
+    try:
+        return _inject(pod, notebook, config)
+    except (Unhandled, PatchConflict) as exc:
+        return Decision(
+            Outcome.UNHANDLED, str(exc), notebook=notebook,
+            warnings=[f"gpushift: the GPU optimizer is off for this pod: {exc}"],
+        )
+
+
+def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Decision:
+    spec = pod.get("spec")
+    if not isinstance(spec, Mapping):
+        raise Unhandled("the pod has no spec")
+    containers = spec.get("containers")
+    if not isinstance(containers, list) or not containers:
+        raise Unhandled("the pod has no containers")
+    if not all(isinstance(c, Mapping) for c in containers):
+        raise Unhandled("a container is not an object")
+    sidecar = config.sidecar
+    present = [c.get("name") for c in containers + _list(spec.get("initContainers"))
+               if isinstance(c, Mapping)]
+    if sidecar.name in present:
+        return Decision(Outcome.ALREADY_INJECTED, f"container {sidecar.name} already present",
+                        notebook=notebook)
+    index = _notebook_container_index(containers, config.notebook_container)
+    notebook_container = containers[index]
+    volume_names = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, Mapping)}
+    if config.runtime_volume.name in volume_names:
+        raise Unhandled(f"a volume named {config.runtime_volume.name} already exists")
+
+    warnings: list[str] = []
+    gpu = gpu_facts(notebook_container, config.gpu_resources)
+    workspace = _workspace_mount(spec, notebook_container, config)
+    if workspace is None:
+        warnings.append(
+            f"gpushift: no persistent volume is mounted at {config.workspace.mount_path} in "
+            f"container {notebook_container.get('name')!r}: kernel state will not survive a "
+            "move between CPU and GPU"
+        )
+
+    runtime_mount = {"name": config.runtime_volume.name,
+                     "mountPath": config.runtime_volume.mount_path}
+    patch = PatchBuilder(pod)
+    patch.append(("spec", "volumes"), {
+        "name": config.runtime_volume.name,
+        "emptyDir": {"sizeLimit": config.runtime_volume.size_limit},
+    })
+    container = _sidecar_container(notebook, notebook_container, gpu, workspace, runtime_mount,
+                                   config)
+    if sidecar.native:
+        patch.append(("spec", "initContainers"), container)
+    else:
+        patch.append(("spec", "containers"), container)
+    patch.append(("spec", "containers", index, "volumeMounts"), runtime_mount)
+    patch.append_all(("spec", "containers", index, "env"), [
+        {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
+        {"name": "GPUSHIFT_SIDECAR_URL", "value": f"http://127.0.0.1:{sidecar.port}"},
+    ])
+    patch.set_key(("metadata", "annotations"), labels.INJECTED_ANNOTATION, __version__)
+    return Decision(Outcome.INJECTED, "sidecar injected", patch.operations, warnings, notebook)
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    """Kubernetes validates the pod after us; until then any field may be malformed."""
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _notebook_container_index(containers: list[Mapping[str, Any]], name: str) -> int:
+    if not name:
+        return 0
+    for i, c in enumerate(containers):
+        if c.get("name") == name:
+            return i
+    raise Unhandled(f"no container named {name!r} (the configured notebook container)")
+
+
+def gpu_facts(container: Mapping[str, Any], vendors: list[str]) -> GpuFacts | None:
+    """The GPU resource and count in the container's limits (Kubeflow sets limits)."""
+    limits = _mapping(_mapping(container.get("resources")).get("limits"))
+    for key in vendors:
+        if key in limits:
+            try:
+                count = int(str(limits[key]))
+            except ValueError:
+                raise Unhandled(f"limit {key}={limits[key]!r} is not a whole number") from None
+            if count > 0:
+                return GpuFacts(key, count)
+    return None
+
+
+def _workspace_mount(spec: Mapping[str, Any], container: Mapping[str, Any],
+                     config: WebhookConfig) -> dict[str, Any] | None:
+    """The notebook container's mount of the workspace PVC, or None when there is none."""
+    claims = {v.get("name") for v in _list(spec.get("volumes"))
+              if isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping)}
+    for mount in _list(container.get("volumeMounts")):
+        if not isinstance(mount, Mapping) or mount.get("name") not in claims:
+            continue
+        wanted = config.workspace.volume_name
+        if (wanted and mount.get("name") == wanted) or (
+            not wanted and str(mount.get("mountPath", "")).rstrip("/")
+            == config.workspace.mount_path.rstrip("/")
+        ):
+            copied = {k: mount[k] for k in ("name", "mountPath", "subPath", "subPathExpr")
+                      if k in mount}
+            return copied
+    return None
+
+
+def _sidecar_container(  # noqa: PLR0917 - private, called once
+    notebook: str,
+    notebook_container: Mapping[str, Any],
+    gpu: GpuFacts | None,
+    workspace: dict[str, Any] | None,
+    runtime_mount: dict[str, Any],
+    config: WebhookConfig,
+) -> dict[str, Any]:
+    s = config.sidecar
+    mounts = [runtime_mount]
+    if workspace is not None:
+        mounts.append(workspace)
+    # The ServiceAccount admission plug-in ran before us and mounted the token only into
+    # the containers that existed then; the sidecar needs it to patch its Notebook.
+    mounts += [dict(m) for m in _list(notebook_container.get("volumeMounts"))
+               if isinstance(m, Mapping)
+               and m.get("mountPath") == labels.SERVICE_ACCOUNT_MOUNT_PATH]
+    env = [
+        _field_env("GPUSHIFT_POD_NAME", "metadata.name"),
+        _field_env("GPUSHIFT_POD_NAMESPACE", "metadata.namespace"),
+        _field_env("GPUSHIFT_POD_UID", "metadata.uid"),
+        _field_env("GPUSHIFT_NODE_NAME", "spec.nodeName"),
+        {"name": "GPUSHIFT_NOTEBOOK_NAME", "value": notebook},
+        {"name": "GPUSHIFT_NOTEBOOK_CONTAINER", "value": str(notebook_container.get("name", ""))},
+        {"name": "GPUSHIFT_GPU_RESOURCE", "value": gpu.resource if gpu else ""},
+        {"name": "GPUSHIFT_GPU_COUNT", "value": str(gpu.count if gpu else 0)},
+        {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
+        {"name": "GPUSHIFT_WORKSPACE_DIR", "value": workspace["mountPath"] if workspace else ""},
+        {"name": "GPUSHIFT_API_PORT", "value": str(s.port)},
+        {"name": "GPUSHIFT_SETTINGS",
+         "value": json.dumps(config.sidecar_settings(), sort_keys=True, separators=(",", ":"))},
+        # The root filesystem is read-only; Python's temporary files go to the runtime volume.
+        {"name": "TMPDIR", "value": config.runtime_volume.mount_path},
+    ]
+    container: dict[str, Any] = {
+        "name": s.name,
+        "image": s.image,
+        "imagePullPolicy": s.image_pull_policy,
+        "args": ["serve", "--port", str(s.port)],
+        "env": env,
+        "volumeMounts": mounts,
+        "resources": {"requests": dict(s.resources.requests), "limits": dict(s.resources.limits)},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": s.run_as_user,
+            "runAsGroup": s.run_as_group,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        # The API listens on loopback only, which the kubelet's httpGet probes cannot
+        # reach; the probe runs inside the container instead. It passes only once
+        # runtime-config.json has been written.
+        "startupProbe": {
+            "exec": {"command": ["gpushift-sidecar", "probe", "--port", str(s.port)]},
+            "periodSeconds": s.startup_period_seconds,
+            "failureThreshold": s.startup_failure_threshold,
+            "timeoutSeconds": 2,
+        },
+    }
+    if s.native:
+        container["restartPolicy"] = "Always"
+    return container
+
+
+def _field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}

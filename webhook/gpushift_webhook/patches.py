@@ -1,0 +1,135 @@
+"""The one place that builds JSON Patches (RFC 6902) for admission responses.
+
+A patch is a list of operations applied in order to the *original* object, so this
+builder tracks which parents exist — in the original or created by an earlier
+operation of the same patch — and:
+  * creates a missing parent instead of adding below it (`/metadata/annotations`,
+    `/spec/initContainers`, `/spec/volumes`, `/spec/containers/0/env`);
+  * escapes `~` and `/` in keys (`gpushift.io/injected` -> `gpushift.io~1injected`);
+  * appends to lists with `/-`, never by index, so it never overwrites an element.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jsonpatch
+
+Path = tuple[str | int, ...]
+
+
+def escape(segment: str | int) -> str:
+    """Escape one path segment as RFC 6901 requires."""
+    return str(segment).replace("~", "~0").replace("/", "~1")
+
+
+def pointer(path: Path) -> str:
+    return "".join("/" + escape(s) for s in path)
+
+
+class PatchConflict(ValueError):
+    """The original object has a value of the wrong type where the patch must add."""
+
+
+class PatchBuilder:
+    """Accumulates add-operations against one original object."""
+
+    def __init__(self, original: Mapping[str, Any]) -> None:
+        self._original = original
+        self._ops: list[dict[str, Any]] = []
+        self._created: set[Path] = set()
+
+    @property
+    def operations(self) -> list[dict[str, Any]]:
+        return list(self._ops)
+
+    def __bool__(self) -> bool:
+        return bool(self._ops)
+
+    def test(self, path: Path, value: Any) -> None:
+        """Fail the whole patch unless `path` holds `value` (optimistic concurrency)."""
+        self._ops.append({"op": "test", "path": pointer(path), "value": value})
+
+    def set_key(self, parent: Path, key: str, value: Any) -> None:
+        """Set `parent[key] = value`, creating the mapping `parent` if it is missing."""
+        if self._exists(parent, Mapping):
+            self._add((*parent, key), value)
+        else:
+            self._add_missing(parent, {key: value})
+
+    def append(self, parent: Path, item: Any) -> None:
+        """Append `item` to the list at `parent`, creating the list if it is missing."""
+        if self._exists(parent, list):
+            self._add((*parent, "-"), item, record=False)
+        else:
+            self._add_missing(parent, [item])
+
+    def append_all(self, parent: Path, items: Sequence[Any]) -> None:
+        for item in items:
+            self.append(parent, item)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _add_missing(self, path: Path, value: Any) -> None:
+        """Add `value` at `path`, wrapping it in new mappings for each missing parent."""
+        depth = len(path)
+        while depth > 1 and not self._exists(path[: depth - 1], Mapping):
+            depth -= 1
+        for segment in reversed(path[depth:]):
+            value = {segment: value}
+        self._add(path[:depth], value)
+
+    def _add(self, path: Path, value: Any, *, record: bool = True) -> None:
+        self._ops.append({"op": "add", "path": pointer(path), "value": value})
+        if record:
+            self._record(path, value)
+
+    def _record(self, path: Path, value: Any) -> None:
+        self._created.add(path)
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                self._record((*path, k), v)
+
+    def _exists(self, path: Path, kind: type) -> bool:
+        """Whether a `kind` container is at `path`; PatchConflict if something else is."""
+        if path in self._created or not path:
+            return True
+        node: Any = self._original
+        for segment in path:
+            node = _child(node, segment)
+            if node is _MISSING:
+                return False
+        if node is None:
+            return False
+        if not isinstance(node, kind):
+            raise PatchConflict(f"{pointer(path)} is a {type(node).__name__}, "
+                                f"not a {'list' if kind is list else 'mapping'}")
+        return True
+
+
+_MISSING = object()
+
+
+def _child(node: Any, segment: str | int) -> Any:
+    if isinstance(node, Mapping) and isinstance(segment, str):
+        return node.get(segment, _MISSING)
+    if isinstance(node, list) and isinstance(segment, int) and 0 <= segment < len(node):
+        return node[segment]
+    if node is None:
+        return _MISSING
+    raise PatchConflict(f"cannot add below a {type(node).__name__}")
+
+
+def encode(operations: list[dict[str, Any]]) -> str:
+    """The patch as AdmissionReview carries it: base64 of its JSON."""
+    # jsonpatch checks the operations' shape; its string is what goes on the wire.
+    text = jsonpatch.JsonPatch(operations).to_string()
+    return base64.b64encode(text.encode()).decode()
+
+
+def apply(original: Mapping[str, Any], operations: list[dict[str, Any]]) -> Any:
+    """Apply a patch to a copy of `original` (for tests and for checking our own work)."""
+    return jsonpatch.apply_patch(json.loads(json.dumps(original)), operations)

@@ -1,0 +1,91 @@
+"""Self-managed certificates in the cluster: keep the CA and serving certificate in a
+Secret, rotate them (see `gpushift_certs.rotation`), write the serving files for this
+process, and publish the trusted CAs as the webhook configuration's caBundle.
+
+Every replica runs the loop. The Secret is written with optimistic concurrency, so
+when two replicas rotate at once one write wins and the other adopts it on its next
+pass; both then serve the same certificate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpushift_certs.issue import utcnow, write_cert_dir
+from gpushift_certs.rotation import CertState, RotationPolicy, plan
+from gpushift_webhook.kube import KubeApi, KubeError
+
+log = logging.getLogger("gpushift.certs")
+
+
+@dataclass(frozen=True)
+class SelfManagedSettings:
+    namespace: str
+    """Namespace of the Secret (the webhook's own)."""
+    secret_name: str
+    """Secret holding the CA, the serving certificate and the trusted bundle."""
+    webhook_configuration: str
+    """MutatingWebhookConfiguration whose caBundle is kept up to date."""
+    cert_dir: Path
+    """Where this process's server reads tls.crt and tls.key."""
+    policy: RotationPolicy
+    """Names, lifetimes and renewal points."""
+    interval_seconds: float = 60.0
+    """Time between reconciles."""
+
+
+async def reconcile_once(api: KubeApi, settings: SelfManagedSettings) -> list[str]:
+    """One pass; returns what changed (empty when all was current)."""
+    secret = await api.read_secret(settings.namespace, settings.secret_name)
+    state = CertState.from_secret_data(secret.data if secret else None)
+    if secret is not None and state is None:
+        log.warning("certificate Secret is damaged; issuing a new CA",
+                    extra={"secret": settings.secret_name})
+    try:
+        published = await api.read_ca_bundles(settings.webhook_configuration)
+    except KubeError as exc:
+        if not exc.not_found:
+            raise
+        published = []
+    # A next CA is promoted only when every webhook of the configuration trusts it.
+    common = min(published, key=len) if published else b""
+    result = plan(state, settings.policy, utcnow(), common)
+    changes = list(result.changes)
+    if changes:
+        await api.write_secret(settings.namespace, settings.secret_name,
+                               result.state.to_secret_data(),
+                               secret.resource_version if secret else None)
+    bundle = result.state.trusted_bundle()
+    if published and any(b != bundle for b in published):
+        count = await api.write_ca_bundle(settings.webhook_configuration,
+                                          base64.b64encode(bundle).decode())
+        changes.append(f"published caBundle to {count} webhook(s)")
+    _write_files(settings.cert_dir, result.state)
+    return changes
+
+
+def _write_files(cert_dir: Path, state: CertState) -> None:
+    current = cert_dir / "tls.crt"
+    if current.exists() and current.read_bytes() == state.serving.cert_pem:
+        return
+    write_cert_dir(cert_dir, state.trusted_bundle(), state.serving)
+
+
+async def run(api: KubeApi, settings: SelfManagedSettings) -> None:
+    """Reconcile until cancelled; failures are logged and retried sooner."""
+    while True:
+        delay = settings.interval_seconds
+        try:
+            changes = await reconcile_once(api, settings)
+            for change in changes:
+                log.info("certificates: %s", change, extra={"secret": settings.secret_name})
+        except KubeError as exc:
+            level = logging.INFO if exc.conflict else logging.WARNING
+            log.log(level, "certificate reconcile failed: %s", exc,
+                    extra={"status": exc.status, "reason": exc.reason})
+            delay = min(delay, 1.0 if exc.conflict else 5.0)
+        await asyncio.sleep(delay)

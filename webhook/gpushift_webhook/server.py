@@ -1,0 +1,131 @@
+"""The HTTP adapter: aiohttp routes around the pure `review()`.
+
+Errors are JSON `{"error", "detail"}`: a malformed review gets 400; a route or method
+that does not exist gets aiohttp's 404/405, as JSON; nothing answers with a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gpushift_certs.reloading import CertificateInfo, ReloadingCertificate
+from gpushift_webhook.config import WebhookConfig
+from gpushift_webhook.injection import Outcome
+from gpushift_webhook.metrics import WebhookMetrics
+from gpushift_webhook.review import BadRequest, review
+
+log = logging.getLogger("gpushift.webhook")
+
+# A Pod is at most ~1.5 MiB (etcd's object limit); a CREATE review carries it once.
+DEFAULT_MAX_BODY_BYTES = 3 * 1024 * 1024
+
+CONFIG = web.AppKey("config", WebhookConfig)
+METRICS = web.AppKey("metrics", WebhookMetrics)
+CERT = web.AppKey("cert", ReloadingCertificate)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error_response(status: int, error: str, detail: str) -> web.Response:
+    return web.json_response({"error": error, "detail": detail}, status=status)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal_error", "see the webhook's log")
+
+
+def make_app(config: WebhookConfig, cert: ReloadingCertificate,
+             metrics: WebhookMetrics | None = None,
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
+    app[MAX_BODY] = max_body_bytes
+    app[CONFIG] = config
+    app[METRICS] = metrics or WebhookMetrics()
+    app[CERT] = cert
+    app.router.add_post("/mutate", mutate)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_endpoint)
+    if cert.info is not None:
+        record_certificate(app[METRICS], cert.info)
+    return app
+
+
+def record_certificate(metrics: WebhookMetrics, info: CertificateInfo) -> None:
+    metrics.cert_expiry.set(info.not_after.timestamp())
+    metrics.cert_reloads.inc()
+
+
+async def mutate(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    metrics = request.app[METRICS]
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _bad(metrics, "request_too_large",
+                    f"the body is larger than {request.app[MAX_BODY]} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return _bad(metrics, "invalid_json", f"the body is not JSON: {exc}")
+    try:
+        answer, decision = review(body, request.app[CONFIG])
+    except BadRequest as exc:
+        return _bad(metrics, exc.error, exc.detail)
+    elapsed = time.perf_counter() - started
+    metrics.reviews.labels(decision.outcome.value).inc()
+    metrics.latency.observe(elapsed)
+    req = body["request"]
+    log.info("admission", extra={
+        "uid": req["uid"],
+        "namespace": req.get("namespace", ""),
+        "pod": (req["object"].get("metadata") or {}).get("name")
+        or (req["object"].get("metadata") or {}).get("generateName", ""),
+        "notebook": decision.notebook,
+        "outcome": decision.outcome.value,
+        "reason": decision.reason,
+        "warnings": len(decision.warnings),
+        "duration_ms": round(elapsed * 1000, 3),
+    })
+    return web.json_response(answer)
+
+
+def _bad(metrics: WebhookMetrics, error: str, detail: str) -> web.Response:
+    metrics.reviews.labels(Outcome.BAD_REQUEST.value).inc()
+    log.warning("bad admission request", extra={"error": error, "detail": detail[:300]})
+    return error_response(400, error, detail)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    cert = request.app[CERT]
+    if cert.ready():
+        assert cert.info is not None
+        return web.json_response({"status": "ready",
+                                  "certificate_expires": cert.info.not_after.isoformat()})
+    detail = cert.last_error or "no valid serving certificate loaded"
+    return web.json_response({"status": "not ready", "detail": detail}, status=503)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[METRICS].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
