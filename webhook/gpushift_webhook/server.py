@@ -6,11 +6,11 @@ that does not exist gets aiohttp's 404/405, as JSON; nothing answers with a trac
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -81,8 +81,8 @@ async def mutate(request: web.Request) -> web.Response:
         return _bad(metrics, "request_too_large",
                     f"the body is larger than {request.app[MAX_BODY]} bytes")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         return _bad(metrics, "invalid_json", f"the body is not JSON: {exc}")
     try:
         answer, decision = review(body, request.app[CONFIG])
@@ -103,7 +103,7 @@ async def mutate(request: web.Request) -> web.Response:
         "warnings": len(decision.warnings),
         "duration_ms": round(elapsed * 1000, 3),
     })
-    return web.json_response(answer)
+    return web.Response(body=orjson.dumps(answer), content_type="application/json")
 
 
 def _bad(metrics: WebhookMetrics, error: str, detail: str) -> web.Response:
