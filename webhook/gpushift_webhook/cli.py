@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import os
 import signal
@@ -61,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
                          help="IP address SAN (repeat), for a webhook reached by address")
     managed.add_argument("--cert-interval", type=float, default=60.0,
                          help="seconds between certificate reconciles")
+    managed.add_argument("--serving-cert-validity", type=float, default=365 * 86400.0,
+                         help="seconds a new serving certificate is valid (renewed at 2/3)")
+    managed.add_argument("--ca-validity", type=float, default=5 * 365 * 86400.0,
+                         help="seconds a new CA is valid (replaced at 2/3)")
+    managed.add_argument("--ca-propagation-delay", type=float, default=60.0,
+                         help="seconds a next CA is published before it signs")
     managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                          help="kubeconfig outside the cluster (default: in-cluster)")
 
@@ -132,8 +139,13 @@ def _self_managed_settings(args: argparse.Namespace) -> self_managed.SelfManaged
         secret_name=args.secret_name,
         webhook_configuration=args.webhook_configuration,
         cert_dir=Path(args.cert_dir),
-        policy=RotationPolicy(dns_names=service_dns_names(args.service_name, args.namespace),
-                              ips=args.ip_san),
+        policy=RotationPolicy(
+            dns_names=service_dns_names(args.service_name, args.namespace),
+            ips=args.ip_san,
+            serving_validity=dt.timedelta(seconds=args.serving_cert_validity),
+            ca_validity=dt.timedelta(seconds=args.ca_validity),
+            propagation_delay=dt.timedelta(seconds=args.ca_propagation_delay),
+        ),
         interval_seconds=args.cert_interval,
     )
 
