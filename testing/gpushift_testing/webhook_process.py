@@ -1,0 +1,98 @@
+"""The webhook as a local process registered in a local control plane (tests and demo).
+
+The chart is installed with real helm, with the Deployment left out and the webhook
+configuration's clientConfig pointed at this process (`webhook.urlOverride`); the
+process runs in self-managed certificate mode, so the caBundle is its own doing.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "charts" / "gpushift"
+NAMESPACE = "gpushift-system"
+RELEASE = "gpushift"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LocalWebhook:
+    """`gpushift-webhook serve --self-managed-certs` on 127.0.0.1, against `kubeconfig`."""
+
+    kubeconfig: Path
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    args: tuple[str, ...] = ()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}/mutate"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "webhook.log"
+
+    def start(self, *extra: str) -> LocalWebhook:
+        self.stop()
+        self.args = extra
+        cert_dir = self.workdir / "certs"
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        argv = [str(Path(sys.executable).parent / "gpushift-webhook"), "serve",
+                "--host", "127.0.0.1", "--port", str(self.port), "--cert-dir", str(cert_dir),
+                "--namespace", NAMESPACE, "--self-managed-certs", "--ip-san", "127.0.0.1",
+                "--webhook-configuration", RELEASE, "--kubeconfig", str(self.kubeconfig),
+                "--cert-interval", "1", "--reload-interval", "0.5", *extra]
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def logs(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+def helm(helm_bin: Path, kubeconfig: Path, *args: str, check: bool = True) -> str:
+    proc = subprocess.run([str(helm_bin), "--kubeconfig", str(kubeconfig), *args],
+                          capture_output=True, text=True, check=False)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc.stdout
+
+
+def install_chart(helm_bin: Path, kubeconfig: Path, webhook: LocalWebhook,
+                  *sets: str) -> str:
+    """helm upgrade --install of charts/gpushift pointing at the local webhook."""
+    values: list[str] = []
+    for s in ("webhook.deploy=false", f"webhook.urlOverride={webhook.url}", *sets):
+        values += ["--set", s]
+    return helm(helm_bin, kubeconfig, "upgrade", "--install", RELEASE, str(CHART),
+                "--namespace", NAMESPACE, "--create-namespace", "--wait", "--timeout", "60s",
+                *values)
+
+
+def ca_bundle_published(admission_api: Any) -> bool:
+    mwc = admission_api.read_mutating_webhook_configuration(RELEASE)
+    return all(w.client_config.ca_bundle for w in mwc.webhooks or [])

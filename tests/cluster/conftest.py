@@ -1,0 +1,120 @@
+"""Fixtures for tests against a real local control plane (testing/gpushift_testing).
+
+The binaries are built on first use by hack/build-controlplane.sh into
+${GPUSHIFT_CACHE:-~/.cache/gpushift} (a cold build takes minutes). Set
+GPUSHIFT_REQUIRE_NOTEBOOK_CONTROLLER=1 to make the Notebook tests fail, not skip, when the
+Kubeflow notebook-controller binary is not available.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Generator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT / "testing") not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / "testing"))
+
+from gpushift_testing import controlplane as cpmod  # noqa: E402
+from gpushift_testing.kube import wait_for  # noqa: E402
+
+_PLANE: cpmod.ControlPlane | None = None
+_SUMMARY: list[str] = []
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[cpmod.ControlPlane]:
+    global _PLANE  # noqa: PLW0603
+    missing = cpmod.missing_binaries()
+    if missing:
+        t = time.monotonic()
+        print(f"\nbuilding control plane binaries {missing} (cold: several minutes) ...")
+        proc = cpmod.build(check=False)
+        print(proc.stdout)
+        if cpmod.missing_binaries():
+            pytest.fail(
+                f"hack/build-controlplane.sh did not produce {cpmod.missing_binaries()} "
+                f"(exit {proc.returncode}):\n{proc.stdout}"
+            )
+        print(f"built in {time.monotonic() - t:.0f}s")
+    plane = cpmod.ControlPlane(tmp_path_factory.mktemp("controlplane"))
+    _PLANE = plane
+    try:
+        plane.start()
+    except cpmod.ControlPlaneError as e:
+        pytest.fail(f"control plane did not start: {e}\n{plane.logs_tail(30)}")
+    _SUMMARY.append(plane.summary())
+    try:
+        yield plane
+    finally:
+        _SUMMARY.append(f"  RSS total after the tests: {plane.total_rss_bytes() / 2**20:.0f} MiB")
+        plane.stop()
+        _PLANE = None
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _SUMMARY:
+        terminalreporter.write_sep("-", "local control plane")
+    for line in _SUMMARY:
+        terminalreporter.write_line(line)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, Any, None]:
+    """Attach the components' log tails to the report of a failed test that used them."""
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed and _PLANE is not None and "control_plane" in getattr(item, "fixturenames", ()):
+        rep.sections.append(("control plane component logs (tail)", _PLANE.logs_tail(40)))
+
+
+@pytest.fixture
+def core(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
+    from kubernetes import client
+
+    api = control_plane.api_client()
+    try:
+        yield client.CoreV1Api(api)
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def namespace(
+    control_plane: cpmod.ControlPlane, core: Any, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount) per test, deleted afterwards."""
+    base = "".join(c if c.isalnum() else "-" for c in request.node.name.lower())[:40].strip("-")
+    name = f"{base}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"gpushift.io/test": "true"}}})
+    # Pods are refused until the controller-manager has made the default ServiceAccount.
+    wait_for(
+        f"ServiceAccount {name}/default",
+        lambda: core.read_namespaced_service_account("default", name),
+        timeout=60,
+    )
+    try:
+        yield name
+    finally:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise
