@@ -8,7 +8,7 @@ __all__ = ["ControlPlane", "ControlPlaneError"]
 def __getattr__(name: str) -> Any:
     # Lazy, so that `python -m gpushift_testing.controlplane` does not import it twice.
     if name in __all__:
-        from gpushift_testing import controlplane  # noqa: PLC0415
+        from gpushift_testing import controlplane
 
         return getattr(controlplane, name)
     raise AttributeError(name)

@@ -234,15 +234,11 @@ def test_certificates_rotated_while_pods_are_created(gpushift, control_plane, ap
     original = gpushift.args
     gpushift.start("--secret-name", "gpushift-rotation-test", "--serving-cert-validity", "9",
                    "--ca-validity", "30", "--ca-propagation-delay", "3")
-    admission = client.AdmissionregistrationV1Api(apis.raw)
-
-    def new_ca_published() -> bool:
-        return bundle_published(apis, "gpushift-rotation-test")
-
     try:
         # Switching to another Secret replaces the CA at once (not a rotation): wait
         # until the new CA is published before measuring.
-        wait_for("the new CA published", new_ca_published, timeout=30)
+        wait_for("the new CA published",
+                 lambda: bundle_published(apis, "gpushift-rotation-test"), timeout=30)
         time.sleep(2)
         wait_for("rotation webhook serving", lambda: INJECTED in (bare_notebook_pod(
             apis.core, namespace, f"warm-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
