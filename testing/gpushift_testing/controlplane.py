@@ -170,7 +170,10 @@ class ControlPlane:
             if self._stopped:
                 return
             self._stopped = True
-        stop_all(reversed(list(self.procs.values())), grace)
+        # etcd last: kube-apiserver shuts down slowly (up to `grace`) once etcd is gone
+        procs = list(reversed(self.procs.values()))
+        stop_all([p for p in procs if p.name != "etcd"], grace)
+        stop_all([p for p in procs if p.name == "etcd"], grace)
         with contextlib.suppress(Exception):
             atexit.unregister(self.stop)
 

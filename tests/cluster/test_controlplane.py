@@ -1,16 +1,21 @@
 """The local control plane behaves like the cluster gpushift will run in.
 
 Real kube-apiserver, scheduler and controller-manager; kwok plays the kubelets of fake
-CPU and GPU nodes; Kubeflow's notebook-controller reconciles Notebooks when available.
+CPU and GPU nodes; Notebooks are reconciled by Kubeflow's notebook-controller when its binary
+exists, else by gpushift_testing.notebook_standin -- a stand-in, NOT Kubeflow's controller
+(the Go module proxy does not serve Kubeflow's module). The Notebook tests never skip: they
+fail when no Notebook controller runs.
 """
 
 from __future__ import annotations
 
-import os
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from gpushift_testing import notebook_standin, notebooks
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
 from kubernetes import client
@@ -154,23 +159,44 @@ def _wait_unschedulable(core: Any, ns: str, name: str) -> Any:
 
 # --------------------------------------------------------------------------- Kubeflow Notebook
 
+NB = ("kubeflow.org", "v1")
+
 
 def require_notebook_controller(plane: ControlPlane) -> None:
-    """Skip (or fail, with GPUSHIFT_REQUIRE_NOTEBOOK_CONTROLLER=1) without the controller."""
-    if plane.notebook_controller_running:
-        return
-    msg = f"Kubeflow notebook-controller not running: {plane.notebook_controller_reason}"
-    if os.environ.get("GPUSHIFT_REQUIRE_NOTEBOOK_CONTROLLER") == "1":
-        pytest.fail(msg)
-    pytest.skip(msg)
+    """Fail (never skip) when no Notebook controller runs."""
+    assert plane.notebook_controller_running, (
+        f"no Notebook controller running: {plane.notebook_controller_reason}"
+    )
 
 
-def make_notebook(name: str, image: str) -> dict[str, Any]:
+def notebook_container(name: str, image: str, *, gpus: int = 0) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}],
+    }
+    if gpus:
+        container["resources"] = {"limits": {GPU_RESOURCE: str(gpus)}}
+    return container
+
+
+def make_notebook(
+    name: str, image: str, *, claim: str | None = None, annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": name, "image": image}
+    spec: dict[str, Any] = {"containers": [container]}
+    if claim:
+        container.update(notebook_container(name, image))
+        spec["volumes"] = [{"name": "workspace", "persistentVolumeClaim": {"claimName": claim}}]
     return {
         "apiVersion": "kubeflow.org/v1",
         "kind": "Notebook",
-        "metadata": {"name": name},
-        "spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}},
+        "metadata": {
+            "name": name,
+            "labels": {"app": name},
+            "annotations": annotations or {},
+        },
+        "spec": {"template": {"spec": spec}},
     }
 
 
@@ -183,10 +209,138 @@ def custom(control_plane: ControlPlane) -> Any:
         api.close()
 
 
+@pytest.fixture
+def apps(control_plane: ControlPlane) -> Any:
+    api = control_plane.api_client()
+    try:
+        yield client.AppsV1Api(api)
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def workspace(core: Any, tmp_path: Path) -> Iterator[Callable[[str, str], str]]:
+    """make(namespace, notebook) -> the name of a Bound PVC on a hostPath PV under tmp_path."""
+    volumes: list[str] = []
+
+    def make(ns: str, notebook: str) -> str:
+        claim = f"{notebook}-workspace"
+        pv = f"{ns}-{claim}"  # PersistentVolumes are cluster-scoped
+        host = tmp_path / claim
+        host.mkdir()
+        core.create_persistent_volume(
+            {
+                "metadata": {"name": pv},
+                "spec": {
+                    "capacity": {"storage": "1Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(host)},
+                    "claimRef": {"namespace": ns, "name": claim},
+                },
+            }
+        )
+        volumes.append(pv)
+        core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "manual",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_for(
+            f"PVC {ns}/{claim} Bound",
+            lambda: core.read_namespaced_persistent_volume_claim(claim, ns).status.phase == "Bound",
+            60,
+        )
+        return claim
+
+    yield make
+    for pv in volumes:
+        try:
+            core.delete_persistent_volume(pv)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def patch_container(
+    custom: Any, ns: str, name: str, container: dict[str, Any], *, tolerate_gpu: bool
+) -> None:
+    """Merge-patch the Notebook's container 0 (a merge patch replaces the list) and tolerations."""
+    spec = {"containers": [container], "tolerations": [GPU_TOLERATION] if tolerate_gpu else None}
+    custom.patch_namespaced_custom_object(
+        *NB, ns, "notebooks", name, {"spec": {"template": {"spec": spec}}}
+    )
+
+
+def wait_recreated(
+    core: Any, ns: str, name: str, old_uid: str, ok: Callable[[Any], bool], what: str
+) -> Any:
+    """Wait for pod `name` with a uid other than `old_uid`, Running, for which ok(pod)."""
+
+    def recreated() -> Any:
+        pod = core.read_namespaced_pod(name, ns)
+        if pod.metadata.uid != old_uid and pod.status.phase == "Running" and ok(pod):
+            return pod
+        return None
+
+    return wait_for(
+        f"pod {ns}/{name} recreated: {what}",
+        recreated,
+        90,
+        describe=lambda: pod_summary(core.read_namespaced_pod(name, ns)),
+    )
+
+
+def gpu_limit(pod: Any) -> str | None:
+    limits = pod.spec.containers[0].resources.limits or {}
+    return limits.get(GPU_RESOURCE)
+
+
+def test_notebook_controller_says_which_it_is(control_plane: ControlPlane) -> None:
+    """The plane records whether Kubeflow's controller or the stand-in runs, and says so."""
+    require_notebook_controller(control_plane)
+    kind = control_plane.notebook_controller_kind
+    assert kind in ("kubeflow", "stand-in"), kind
+    assert f"notebook controller: {kind}: running" in control_plane.summary()
+    proc = control_plane.notebook_controller_proc
+    assert proc is not None
+    if kind == "stand-in":
+        assert "NOT Kubeflow's controller" in control_plane.notebook_controller_reason
+        log = proc.log.read_text()
+        assert notebook_standin.BANNER in log, log[:2000]
+
+
+def test_named_notebook_controller_binary_is_used_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$GPUSHIFT_NOTEBOOK_CONTROLLER names the real binary: used when there, else an error."""
+    fake = tmp_path / "notebook-controller"
+    monkeypatch.setenv("GPUSHIFT_NOTEBOOK_CONTROLLER", str(fake))
+    with pytest.raises(notebooks.ControlPlaneError, match="no such file"):
+        notebooks.choose_controller(fake)
+    fake.write_text("#!/bin/sh\n")
+    assert notebooks.choose_controller(fake)[0] == "kubeflow"
+    argv, env = notebooks.controller_command(
+        "kubeflow", fake, tmp_path / "kc", {"nbc-probe": 1, "nbc-metrics": 2}
+    )
+    assert argv[0] == str(fake) and env["USE_ISTIO"] == "false"
+    monkeypatch.delenv("GPUSHIFT_NOTEBOOK_CONTROLLER")
+    kind, reason = notebooks.choose_controller(tmp_path / "missing")
+    assert kind == "stand-in" and "NOT Kubeflow's controller" in reason
+
+
 def test_notebook_crd_accepts_a_notebook(custom: Any, namespace: str) -> None:
     """The real Kubeflow CRD is installed, serves 3 versions, validates (422)."""
     created = custom.create_namespaced_custom_object(
-        "kubeflow.org", "v1", namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
+        *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
     )
     assert created["spec"]["template"]["spec"]["containers"][0]["image"] == "jupyter:cpu"
     for version in ("v1beta1", "v1alpha1"):
@@ -197,57 +351,226 @@ def test_notebook_crd_accepts_a_notebook(custom: Any, namespace: str) -> None:
     bad = make_notebook("bad", "jupyter:cpu")
     del bad["spec"]["template"]["spec"]["containers"][0]["name"]  # the schema requires it
     with pytest.raises(client.ApiException) as err:
-        custom.create_namespaced_custom_object("kubeflow.org", "v1", namespace, "notebooks", bad)
+        custom.create_namespaced_custom_object(*NB, namespace, "notebooks", bad)
     assert err.value.status == 422
 
 
-def test_notebook_becomes_statefulset_and_running_pod(
-    control_plane: ControlPlane, core: Any, custom: Any, namespace: str
+def test_notebook_with_workspace_becomes_statefulset_service_and_running_pod(
+    control_plane: ControlPlane,
+    core: Any,
+    apps: Any,
+    custom: Any,
+    namespace: str,
+    workspace: Callable[[str, str], str],
 ) -> None:
     require_notebook_controller(control_plane)
-    custom.create_namespaced_custom_object(
-        "kubeflow.org", "v1", namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
-    )
-    apps = client.AppsV1Api(control_plane.api_client())
-    sts = wait_for("StatefulSet nb", lambda: apps.read_namespaced_stateful_set("nb", namespace))
-    assert sts.spec.template.spec.containers[0].image == "jupyter:cpu"
-    pod = wait_pod_running(core, namespace, "nb-0")
-    assert pod.metadata.labels["notebook-name"] == "nb"
-    assert pod.metadata.labels["statefulset"] == "nb"
-    assert node_kind(core, pod.spec.node_name) == "cpu"
-
-
-def test_patching_notebook_image_recreates_pod(
-    control_plane: ControlPlane, core: Any, custom: Any, namespace: str
-) -> None:
-    require_notebook_controller(control_plane)
-    custom.create_namespaced_custom_object(
-        "kubeflow.org", "v1", namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
-    )
-    old = wait_pod_running(core, namespace, "nb-0")
-    custom.patch_namespaced_custom_object(
-        "kubeflow.org",
-        "v1",
+    claim = workspace(namespace, "nb")
+    annotations = {"team": "ml", "notebooks.kubeflow.org/creator": "alice"}
+    nb = custom.create_namespaced_custom_object(
+        *NB,
         namespace,
         "notebooks",
-        "nb",
-        {"spec": {"template": {"spec": {"containers": [{"name": "nb", "image": "jupyter:cuda"}]}}}},
+        make_notebook("nb", "jupyter:cpu", claim=claim, annotations=annotations),
     )
 
-    def recreated() -> Any:
-        pod = core.read_namespaced_pod("nb-0", namespace)
-        return (
-            pod
-            if pod.metadata.uid != old.metadata.uid
-            and pod.spec.containers[0].image == "jupyter:cuda"
-            and pod.status.phase == "Running"
-            else None
-        )
+    sts = wait_for("StatefulSet nb", lambda: apps.read_namespaced_stateful_set("nb", namespace))
+    owner = sts.metadata.owner_references[0]
+    assert (owner.kind, owner.name, owner.uid, owner.controller) == (
+        "Notebook",
+        "nb",
+        nb["metadata"]["uid"],
+        True,
+    )
+    assert sts.spec.replicas == 1 and sts.spec.service_name == "nb"
+    assert sts.spec.selector.match_labels == {"statefulset": "nb"}
 
-    pod = wait_for(
-        "pod nb-0 recreated with image jupyter:cuda",
-        recreated,
+    svc = wait_for("Service nb", lambda: core.read_namespaced_service("nb", namespace))
+    assert svc.spec.type == "ClusterIP" and svc.spec.selector == {"statefulset": "nb"}
+    [port] = svc.spec.ports
+    assert (port.name, port.port, port.target_port) == ("http-nb", 80, 8888)
+    assert svc.metadata.owner_references[0].uid == nb["metadata"]["uid"]
+
+    pod = wait_pod_running(core, namespace, "nb-0")
+    assert node_kind(core, pod.spec.node_name) == "cpu", pod_summary(pod)
+    labels = pod.metadata.labels
+    assert (labels["notebook-name"], labels["statefulset"], labels["app"]) == ("nb", "nb", "nb")
+    assert pod.metadata.annotations.get("team") == "ml"
+    assert "notebooks.kubeflow.org/creator" not in pod.metadata.annotations
+    c0 = pod.spec.containers[0]
+    env = {e.name: e.value for e in c0.env}
+    assert env["NB_PREFIX"] == f"/notebook/{namespace}/nb"
+    assert c0.working_dir == "/home/jovyan"
+    assert [(p.name, p.container_port) for p in c0.ports] == [("notebook-port", 8888)]
+    assert pod.spec.security_context.fs_group == 100
+    volumes = {v.name: v for v in pod.spec.volumes}
+    assert volumes["workspace"].persistent_volume_claim.claim_name == claim
+    assert core.read_namespaced_persistent_volume_claim(claim, namespace).status.phase == "Bound"
+
+    def ready_status() -> Any:
+        got = custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+        status = got.get("status") or {}
+        return status if status.get("readyReplicas") == 1 else None
+
+    status = wait_for("Notebook nb status.readyReplicas == 1", ready_status, 60)
+    assert "running" in status["containerState"], status
+
+
+def test_patching_notebook_recreates_pod_with_new_spec_on_cpu_and_gpu(
+    control_plane: ControlPlane,
+    core: Any,
+    custom: Any,
+    namespace: str,
+    workspace: Callable[[str, str], str],
+) -> None:
+    require_notebook_controller(control_plane)
+    claim = workspace(namespace, "nb")
+    custom.create_namespaced_custom_object(
+        *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu", claim=claim)
+    )
+    pod = wait_pod_running(core, namespace, "nb-0")
+    assert node_kind(core, pod.spec.node_name) == "cpu"
+
+    # 1. another image
+    patch_container(
+        custom, namespace, "nb", notebook_container("nb", "jupyter:cuda"), tolerate_gpu=False
+    )
+    pod = wait_recreated(
+        core,
+        namespace,
+        "nb-0",
+        pod.metadata.uid,
+        lambda p: p.spec.containers[0].image == "jupyter:cuda",
+        "image jupyter:cuda",
+    )
+    assert node_kind(core, pod.spec.node_name) == "cpu", pod_summary(pod)
+
+    # 2. one GPU and the GPU toleration: the new pod lands on the GPU node
+    patch_container(
+        custom, namespace, "nb", notebook_container("nb", "jupyter:cuda", gpus=1), tolerate_gpu=True
+    )
+    pod = wait_recreated(
+        core, namespace, "nb-0", pod.metadata.uid, lambda p: gpu_limit(p) == "1", "1 GPU"
+    )
+    assert node_kind(core, pod.spec.node_name) == "gpu", pod_summary(pod)
+    assert pod.metadata.labels["notebook-name"] == "nb"
+    volumes = {v.name: v for v in pod.spec.volumes}
+    assert volumes["workspace"].persistent_volume_claim.claim_name == claim
+
+    # 3. back: no GPU, no toleration -> CPU node again
+    patch_container(
+        custom, namespace, "nb", notebook_container("nb", "jupyter:cpu"), tolerate_gpu=False
+    )
+    pod = wait_recreated(
+        core,
+        namespace,
+        "nb-0",
+        pod.metadata.uid,
+        lambda p: (
+            gpu_limit(p) is None and not any(t.key == GPU_RESOURCE for t in p.spec.tolerations)
+        ),
+        "no GPU",
+    )
+    assert node_kind(core, pod.spec.node_name) == "cpu", pod_summary(pod)
+    assert pod.spec.containers[0].image == "jupyter:cpu"
+
+
+def test_notebook_asking_for_too_many_gpus_stays_pending_until_its_pod_is_deleted(
+    control_plane: ControlPlane,
+    core: Any,
+    apps: Any,
+    custom: Any,
+    namespace: str,
+    workspace: Callable[[str, str], str],
+) -> None:
+    require_notebook_controller(control_plane)
+    too_many = max(n.gpus for n in control_plane.nodes) + 1
+    claim = workspace(namespace, "nb")
+    custom.create_namespaced_custom_object(
+        *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu", claim=claim)
+    )
+    first = wait_pod_running(core, namespace, "nb-0")
+
+    patch_container(
+        custom,
+        namespace,
+        "nb",
+        notebook_container("nb", "jupyter:cuda", gpus=too_many),
+        tolerate_gpu=True,
+    )
+    wait_for(
+        f"pod nb-0 recreated with {too_many} GPUs",
+        lambda: (
+            (p := core.read_namespaced_pod("nb-0", namespace)).metadata.uid != first.metadata.uid
+            and gpu_limit(p) == str(too_many)
+        ),
         90,
         describe=lambda: pod_summary(core.read_namespaced_pod("nb-0", namespace)),
     )
-    assert pod.metadata.labels["notebook-name"] == "nb"
+    cond = _wait_unschedulable(core, namespace, "nb-0")
+    assert f"Insufficient {GPU_RESOURCE}" in cond.message, cond.message
+    stuck = core.read_namespaced_pod("nb-0", namespace)
+    assert stuck.status.phase == "Pending" and not stuck.spec.node_name, pod_summary(stuck)
+
+    def not_ready() -> bool:
+        got = custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+        return bool((got.get("status") or {}).get("readyReplicas") == 0)
+
+    wait_for("Notebook nb status.readyReplicas == 0", not_ready, 60)
+
+    # Revert the spec. The StatefulSet's template follows, but a StatefulSet (default
+    # OrderedReady policy) does not replace a Pending pod by itself: it waits for pod 0 to
+    # become Running and Ready before it rolls it, which never happens. The pod must be
+    # deleted (DESIGN.md: "the Pending pod must be deleted").
+    patch_container(
+        custom, namespace, "nb", notebook_container("nb", "jupyter:cpu"), tolerate_gpu=False
+    )
+    wait_for(
+        "StatefulSet nb template without GPUs",
+        lambda: (
+            not (
+                apps.read_namespaced_stateful_set("nb", namespace)
+                .spec.template.spec.containers[0]
+                .resources.limits
+            )
+        ),
+        30,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        pod = core.read_namespaced_pod("nb-0", namespace)
+        assert pod.metadata.uid == stuck.metadata.uid, pod_summary(pod)
+        assert pod.status.phase == "Pending" and gpu_limit(pod) == str(too_many), pod_summary(pod)
+        time.sleep(0.5)
+
+    core.delete_namespaced_pod("nb-0", namespace)
+    pod = wait_recreated(
+        core, namespace, "nb-0", stuck.metadata.uid, lambda p: gpu_limit(p) is None, "no GPU"
+    )
+    assert node_kind(core, pod.spec.node_name) == "cpu", pod_summary(pod)
+    assert pod.spec.containers[0].image == "jupyter:cpu"
+
+
+def test_stopped_notebook_scales_to_zero_and_back(
+    control_plane: ControlPlane, core: Any, apps: Any, custom: Any, namespace: str
+) -> None:
+    require_notebook_controller(control_plane)
+    custom.create_namespaced_custom_object(
+        *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
+    )
+    first = wait_pod_running(core, namespace, "nb-0")
+    stop = {"metadata": {"annotations": {"kubeflow-resource-stopped": "2024-01-01T00:00:00Z"}}}
+    custom.patch_namespaced_custom_object(*NB, namespace, "notebooks", "nb", stop)
+    wait_for(
+        "StatefulSet nb scaled to 0",
+        lambda: apps.read_namespaced_stateful_set("nb", namespace).spec.replicas == 0,
+        30,
+    )
+
+    def gone() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector="notebook-name=nb").items
+        return not pods
+
+    wait_for("pod nb-0 gone", gone, 60)
+    start = {"metadata": {"annotations": {"kubeflow-resource-stopped": None}}}
+    custom.patch_namespaced_custom_object(*NB, namespace, "notebooks", "nb", start)
+    wait_recreated(core, namespace, "nb-0", first.metadata.uid, lambda p: True, "started again")
