@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +71,16 @@ class LocalWebhook:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+    def ready(self) -> bool:
+        """GET /readyz, trusting the CA the process wrote next to its certificate."""
+        context = ssl.create_default_context(cafile=str(self.workdir / "certs" / "ca.crt"))
+        url = f"https://127.0.0.1:{self.port}/readyz"
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=2) as response:
+                return bool(response.status == 200)
+        except (OSError, ssl.SSLError):
+            return False
 
     def logs(self) -> str:
         return self.log.read_text() if self.log.exists() else ""

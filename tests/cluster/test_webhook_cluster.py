@@ -43,6 +43,7 @@ def gpushift(control_plane: cpmod.ControlPlane,
     wait_for("the webhook's caBundle in the MutatingWebhookConfiguration",
              lambda: ca_bundle_published(api), timeout=60,
              describe=hook.logs)
+    wait_for("the webhook ready", hook.ready, timeout=30, describe=hook.logs)
     try:
         yield hook
     finally:

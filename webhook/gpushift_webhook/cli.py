@@ -119,8 +119,9 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(cert.watch(args.reload_interval))]
     if args.self_managed_certs:
+        settings = replace(_self_managed_settings(args), load_files=cert.reload)
         tasks.append(asyncio.create_task(self_managed.run(
-            KubeApi.connect(args.kubeconfig), _self_managed_settings(args))))
+            KubeApi.connect(args.kubeconfig), settings)))
     try:
         await stop.wait()
     finally:

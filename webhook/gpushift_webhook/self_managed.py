@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,9 @@ class SelfManagedSettings:
     """Names, lifetimes and renewal points."""
     interval_seconds: float = 60.0
     """Time between reconciles."""
+    load_files: Callable[[], object] | None = None
+    """Makes this process serve the files just written (the server's reload), so a new
+    CA is published only once the certificate it signed is being served."""
 
 
 async def reconcile_once(api: KubeApi, settings: SelfManagedSettings) -> list[str]:
@@ -59,20 +63,25 @@ async def reconcile_once(api: KubeApi, settings: SelfManagedSettings) -> list[st
         await api.write_secret(settings.namespace, settings.secret_name,
                                result.state.to_secret_data(),
                                secret.resource_version if secret else None)
+    # Serve first, publish second: the API server must never trust a CA whose
+    # certificate this process does not serve yet.
+    if _write_files(settings.cert_dir, result.state) and settings.load_files is not None:
+        settings.load_files()
     bundle = result.state.trusted_bundle()
     if published and any(b != bundle for b in published):
         count = await api.write_ca_bundle(settings.webhook_configuration,
                                           base64.b64encode(bundle).decode())
         changes.append(f"published caBundle to {count} webhook(s)")
-    _write_files(settings.cert_dir, result.state)
     return changes
 
 
-def _write_files(cert_dir: Path, state: CertState) -> None:
+def _write_files(cert_dir: Path, state: CertState) -> bool:
+    """Write the serving files if they differ; True when they were written."""
     current = cert_dir / "tls.crt"
     if current.exists() and current.read_bytes() == state.serving.cert_pem:
-        return
+        return False
     write_cert_dir(cert_dir, state.trusted_bundle(), state.serving)
+    return True
 
 
 async def run(api: KubeApi, settings: SelfManagedSettings) -> None:
