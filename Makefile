@@ -28,7 +28,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict -p gpushift_webhook -p gpushift_certs
+	$(BIN)/mypy --strict -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar
+	$(BIN)/mypy --strict testing/gpushift_testing
 
 dockerlint: $(STAMP)
 	$(BIN)/hadolint Dockerfile.webhook Dockerfile.sidecar

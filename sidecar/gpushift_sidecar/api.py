@@ -1,0 +1,251 @@
+"""The sidecar's loopback HTTP API (aiohttp), used by the notebook's server extension.
+
+Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
+none is 401, a wrong one 403. Errors are JSON `{"error", "detail"}`: bad input 400, a
+body over the limit 413, a migration in the way 409, unknown routes and methods 404 and
+405; nothing answers with a traceback. Request parsing lives in `api_requests` (pure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from gpushift_sidecar.api_requests import (
+    ActivityReport,
+    ApiError,
+    parse_activity,
+    parse_migration_request,
+)
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.metrics import SidecarMetrics
+from gpushift_sidecar.runtime_config import RuntimeFiles
+from gpushift_sidecar.state import Migration, MigrationStore, Phase
+from gpushift_sidecar.token import TOKEN_FILE, ApiToken
+from gpushift_sidecar.tracker import MigrationInFlight, MigrationTracker
+
+log = logging.getLogger("gpushift.sidecar")
+
+# The server extension sends a pending cell's source; 64 KiB is a long cell.
+DEFAULT_MAX_BODY_BYTES = 64 * 1024
+# More kernels than one person runs at once in one notebook server.
+MAX_KERNELS = 256
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class MigrationRunner(Protocol):
+    """Carries a migration through its phases (checkpoint, patch, restore)."""
+
+    async def start(self, migration: Migration) -> None:
+        """Take over `migration`, which is current and persisted. Called for a new one
+        (phase `requested`) and, when the sidecar starts, for one that has not ended,
+        in whatever phase it was left: carry on from there. Return promptly (run the
+        steps in a task of your own) and record each step with `MigrationTracker`."""
+
+
+@dataclass
+class Sidecar:
+    """Everything the API serves, wired together once by `Sidecar.create`."""
+
+    env: SidecarEnv
+    token: ApiToken
+    files: RuntimeFiles
+    tracker: MigrationTracker
+    metrics: SidecarMetrics
+    runner: MigrationRunner
+    activity: dict[str, ActivityReport] = field(default_factory=dict)
+    """The latest activity report of each kernel, by kernel id (for the idle timer)."""
+
+    @classmethod
+    def create(cls, env: SidecarEnv, runner: MigrationRunner,
+               metrics: SidecarMetrics | None = None) -> Sidecar:
+        metrics = metrics or SidecarMetrics()
+        token = ApiToken.load_or_create(env.runtime_dir)
+        files = RuntimeFiles(env, token, on_write=metrics.record_write)
+        tracker = MigrationTracker(MigrationStore.for_env(env))
+        sidecar = cls(env, token, files, tracker, metrics, runner)
+        tracker.on_change = sidecar.migration_changed
+        if tracker.current is not None:
+            metrics.show_phase(tracker.current)
+            files.update(migration=tracker.current.summary(),
+                         last_checkpoint=_checkpoint_json(tracker.current))
+        return sidecar
+
+    def migration_changed(self, previous: Migration | None, migration: Migration) -> None:
+        self.metrics.record_change(previous, migration)
+        checkpoint = self.files.last_checkpoint
+        if previous is None or previous.id != migration.id:  # a new migration
+            checkpoint = _checkpoint_json(migration) or checkpoint
+        self.files.update(migration=migration.summary(), last_checkpoint=checkpoint)
+        log.info("migration step", extra={
+            "notebook": migration.notebook, "namespace": migration.namespace,
+            "migration": migration.id, "phase": migration.phase.value,
+            "target": migration.target.value, "error": migration.error})
+
+    async def resume(self) -> None:
+        """Hand an unfinished migration found on disk back to the runner."""
+        current = self.tracker.current
+        if current is not None and current.active:
+            log.info("resuming migration", extra={"migration": current.id,
+                                                  "phase": current.phase.value})
+            await self.runner.start(current)
+
+
+def _checkpoint_json(migration: Migration) -> dict[str, Any] | None:
+    c = migration.checkpoint
+    return None if c is None else {"notebookPath": c.notebook_path, "commitId": c.commit_id}
+
+
+SIDECAR = web.AppKey("sidecar", Sidecar)
+MAX_BODY = web.AppKey("max_body_bytes", int)
+
+
+def error_response(status: int, error: str, detail: str,
+                   headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
+    return web.json_response({"error": error, "detail": detail, **extra}, status=status,
+                             headers=headers)
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await handler(request)  # json_errors, inside, turns errors into answers
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    request.app[SIDECAR].metrics.api_requests.labels(route, str(response.status)).inc()
+    return response
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.error, exc.detail, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if isinstance(exc, web.HTTPRequestEntityTooLarge):
+            return error_response(413, "request_too_large",
+                                  f"the body is larger than {request.app[MAX_BODY]} bytes")
+        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason,
+                              headers={k: v for k, v in exc.headers.items()
+                                       if k.lower() == "allow"})
+    except Exception:
+        log.exception("unhandled error", extra={"path": request.path})
+        return error_response(500, "internal_error", "see the sidecar's log")
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.path == "/healthz":  # the startup probe has no token
+        return await handler(request)
+    scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        return error_response(
+            401, "unauthorized",
+            f"send this pod's API token (the file {TOKEN_FILE} in the runtime dir) as "
+            "'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
+    if not request.app[SIDECAR].token.matches(credentials.strip()):
+        return error_response(403, "forbidden", "the API token does not match this pod's")
+    return await handler(request)
+
+
+def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+    app = web.Application(middlewares=[count_requests, json_errors, require_token],
+                          client_max_size=max_body_bytes)
+    app[SIDECAR] = sidecar
+    app[MAX_BODY] = max_body_bytes
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/runtime-config", runtime_config)
+    app.router.add_post("/migrations", create_migration)
+    app.router.add_get("/migrations/current", current_migration)
+    app.router.add_post("/activity", record_activity)
+    app.router.add_get("/metrics", metrics_endpoint)
+    return app
+
+
+async def healthz(request: web.Request) -> web.Response:
+    files = request.app[SIDECAR].files
+    if not files.ready:
+        return web.json_response({"status": "not ready", "detail": files.problem},
+                                 status=503)
+    body: dict[str, Any] = {"status": "ready"}
+    if files.problem is not None:  # written once; a later change is not on disk yet
+        body["warning"] = files.problem
+    return web.json_response(body)
+
+
+async def runtime_config(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIDECAR].files.document())
+
+
+async def create_migration(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    wanted = parse_migration_request(await read_json(request), sidecar.env)
+    migration = Migration.new(sidecar.env, target=wanted.target, reason=wanted.reason,
+                              profile=wanted.profile, checkpoint=wanted.checkpoint,
+                              pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC))
+    # No await between the in-flight check in begin() and the write: of two concurrent
+    # requests exactly one gets here first and the other sees its migration.
+    try:
+        sidecar.tracker.begin(migration)
+    except MigrationInFlight as exc:
+        return error_response(409, "migration_in_flight",
+                              f"migration {exc.current.id} is {exc.current.phase}; one "
+                              "at a time per notebook", migration=exc.current.to_dict())
+    except OSError as exc:
+        log.error("migration state not written", extra={
+            "path": str(sidecar.tracker.store.path), "why": exc.strerror})
+        return error_response(503, "state_unwritable",
+                              f"cannot write the migration state: {exc.strerror}")
+    try:
+        await sidecar.runner.start(migration)
+    except Exception as exc:
+        log.exception("the migration runner did not start", extra={"migration": migration.id})
+        failed = sidecar.tracker.advance(migration.id, Phase.FAILED,
+                                         error=f"the migration could not start: {exc}")
+        return error_response(500, "runner_failed", failed.error or "", migration=failed.to_dict())
+    return web.json_response(migration.to_dict(), status=202,
+                             headers={"Location": "/migrations/current"})
+
+
+async def current_migration(request: web.Request) -> web.Response:
+    current = request.app[SIDECAR].tracker.current
+    if current is None:
+        return error_response(404, "no_migration", "this notebook has no migration on record")
+    return web.json_response(current.to_dict())
+
+
+async def record_activity(request: web.Request) -> web.Response:
+    report = parse_activity(await read_json(request), dt.datetime.now(dt.UTC).timestamp())
+    activity = request.app[SIDECAR].activity
+    activity.pop(report.kernel_id, None)  # re-inserted last: the dict stays oldest-first
+    activity[report.kernel_id] = report
+    while len(activity) > MAX_KERNELS:  # kernels come and go; forget the longest silent
+        del activity[next(iter(activity))]
+    return web.Response(status=204)
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[SIDECAR].metrics.registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 413 over the limit (from aiohttp), 400 otherwise."""
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    return body

@@ -1,0 +1,174 @@
+"""The API's request bodies, checked (pure): what the server extension may ask for.
+
+Unknown keys are refused rather than ignored: a misspelt `pending_cell` would otherwise
+move the notebook and silently drop the cell that asked for the move.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.state import CheckpointRef, PendingCell, Reason, Target
+
+# Ids and paths are short; a cell's code is bounded by the body limit alone.
+_MAX_ID_CHARS = 256
+_MAX_PATH_CHARS = 4096
+_E = TypeVar("_E", Target, Reason)
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status, error code and a sentence for people."""
+
+    def __init__(self, status: int, error: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class MigrationRequest:
+    target: Target
+    reason: Reason
+    profile: str | None
+    """The GPU profile to move to (the default one when the request names none);
+    None for a move to CPU."""
+    checkpoint: CheckpointRef | None
+    pending_cell: PendingCell | None
+
+
+@dataclass(frozen=True)
+class ActivityReport:
+    kernel_id: str
+    gpu_cell_running: bool
+    """A cell that uses the GPU is running in this kernel right now."""
+    gpu_cell_finished_at: float | None
+    """Epoch seconds at which the kernel's last GPU cell finished, if one did."""
+    received_at: float = field(compare=False)
+    """Epoch seconds at which the sidecar got the report."""
+
+
+def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
+    _known_keys(body, {"target", "reason", "checkpoint", "pending_cell", "profile"}, "")
+    target = _choice(body, "target", Target)
+    reason = _choice(body, "reason", Reason)
+    settings = env.settings
+    named = body.get("profile")
+    if named is not None and not isinstance(named, str):
+        raise _invalid("profile", "must be a profile name (a string)")
+    if named is not None and settings.profile(named) is None:
+        known = ", ".join(p.name for p in settings.profiles) or "none configured"
+        raise ApiError(400, "unknown_profile",
+                       f"profile {named!r} is not one of the admin's profiles ({known})")
+    profile = None
+    if target is Target.GPU:
+        profile = named or settings.default_profile or None
+        if profile is None:
+            raise ApiError(400, "unknown_profile", "the admin configured no GPU profiles")
+    _refuse_no_move(env, target, profile)
+    checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
+    if checkpoint is not None and env.workspace_dir is None:
+        raise ApiError(400, "no_workspace", "this pod has no workspace volume: a checkpoint "
+                       "would not survive the move (send checkpoint null to move anyway)")
+    cell = _object(body, "pending_cell", {"notebook_path", "cell_id", "code"})
+    return MigrationRequest(
+        target=target, reason=reason, profile=profile,
+        checkpoint=None if checkpoint is None else CheckpointRef(
+            notebook_path=_notebook_path(checkpoint, "checkpoint", env),
+            commit_id=_text(checkpoint, "commit_id", "checkpoint.")),
+        pending_cell=None if cell is None else PendingCell(
+            notebook_path=_notebook_path(cell, "pending_cell", env),
+            cell_id=_text(cell, "cell_id", "pending_cell."),
+            code=_code(cell)),
+    )
+
+
+def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> None:
+    """409 for a move to where the notebook already is. A GPU pod may move to another
+    GPU profile: that is a real move (other GPUs, maybe other nodes)."""
+    if target is Target.CPU and env.gpu is None:
+        raise ApiError(409, "already_on_target", "this pod already runs on CPU")
+    active = env.settings.matching_profile(env.gpu)
+    if target is Target.GPU and active is not None and active.name == profile:
+        raise ApiError(409, "already_on_target",
+                       f"this pod already runs on GPU profile {profile!r}")
+
+
+def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityReport:
+    _known_keys(body, {"gpu_cell_running", "gpu_cell_finished_at", "kernel_id"}, "")
+    running = body.get("gpu_cell_running")
+    if not isinstance(running, bool):
+        raise _invalid("gpu_cell_running", "required, true or false")
+    finished = body.get("gpu_cell_finished_at")
+    if finished is not None and (isinstance(finished, bool)
+                                 or not isinstance(finished, int | float) or finished < 0):
+        raise _invalid("gpu_cell_finished_at", "epoch seconds (a number) or null")
+    return ActivityReport(kernel_id=_text(body, "kernel_id", ""), gpu_cell_running=running,
+                          gpu_cell_finished_at=None if finished is None else float(finished),
+                          received_at=received_at)
+
+
+def _invalid(where: str, problem: str) -> ApiError:
+    return ApiError(400, "invalid_field", f"{where}: {problem}")
+
+
+def _known_keys(data: Mapping[str, Any], known: set[str], prefix: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ApiError(400, "unknown_field",
+                       f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                       f"expected {', '.join(sorted(prefix + k for k in known))}")
+
+
+def _choice(body: Mapping[str, Any], key: str, kind: type[_E]) -> _E:
+    value = body.get(key)
+    allowed = [e.value for e in kind]
+    if not isinstance(value, str) or value not in allowed:
+        raise ApiError(400, f"unknown_{key}",
+                       f"{key}: {value!r} is not one of {', '.join(allowed)}")
+    return kind(value)
+
+
+def _object(body: Mapping[str, Any], key: str, fields: set[str]) -> Mapping[str, Any] | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _invalid(key, "must be an object or null")
+    _known_keys(value, fields, f"{key}.")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, prefix: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise _invalid(prefix + key, "required, a non-empty string")
+    if len(value) > _MAX_ID_CHARS:
+        raise _invalid(prefix + key, f"longer than {_MAX_ID_CHARS} characters")
+    return value
+
+
+def _code(cell: Mapping[str, Any]) -> str:
+    code = cell.get("code")
+    if not isinstance(code, str):
+        raise _invalid("pending_cell.code", "required, a string")
+    return code
+
+
+def _notebook_path(data: Mapping[str, Any], prefix: str, env: SidecarEnv) -> str:
+    """An absolute notebook path under the workspace: the sidecar shares only that
+    volume with the notebook, so a path elsewhere means nothing on the new pod."""
+    where = f"{prefix}.notebook_path"
+    value = data.get("notebook_path")
+    if not isinstance(value, str) or not value or len(value) > _MAX_PATH_CHARS:
+        raise _invalid(where, "required, an absolute path")
+    if "\x00" in value or not value.startswith("/"):
+        raise _invalid(where, f"{value!r} is not an absolute path")
+    path = posixpath.normpath(value)
+    workspace = str(env.workspace_dir) if env.workspace_dir is not None else None
+    if workspace is not None and not path.startswith(workspace.rstrip("/") + "/"):
+        raise _invalid(where, f"{value!r} is not under the workspace {workspace}")
+    return path

@@ -1,0 +1,160 @@
+"""`gpushift-sidecar`: serve the loopback API, or probe it (the startup probe).
+
+`probe` runs every second in every notebook pod until the sidecar is ready, so this
+module imports the server's dependencies only when it serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import http.client
+import ipaddress
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gpushift_sidecar.env import EnvError, SidecarEnv
+from gpushift_webhook import jsonlog
+
+if TYPE_CHECKING:
+    from gpushift_sidecar.api import MigrationRunner, Sidecar
+    from gpushift_sidecar.state import Migration
+
+log = logging.getLogger("gpushift.sidecar")
+
+RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
+_DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
+
+
+def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="gpushift-sidecar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="write runtime-config.json and serve the API")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="loopback address to listen on; any other is refused")
+    serve.add_argument("--port", type=int, default=None,
+                       help="port (default: $GPUSHIFT_API_PORT, else 8765)")
+    serve.add_argument("--log-level", default="INFO")
+    probe = sub.add_parser("probe", help="exit 0 when GET /healthz answers 200, else 1")
+    probe.add_argument("--port", type=int, default=None,
+                       help="port (default: $GPUSHIFT_API_PORT, else 8765)")
+    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait")
+    args = parser.parse_args(argv)
+    if args.command == "probe":
+        return run_probe(args.port or _port_from_environ(), args.timeout)
+    return run_serve(args, runner_factory)
+
+
+def run_probe(port: int, timeout: float) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        body = response.read(2048).decode("utf-8", "replace")
+    except OSError as exc:
+        print(f"gpushift-sidecar probe: no answer on 127.0.0.1:{port}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        connection.close()
+    if response.status == 200:
+        return 0
+    # The kubelet puts this in the probe's event: it says why the sidecar is not ready.
+    print(f"gpushift-sidecar probe: {response.status} {body}", file=sys.stderr)
+    return 1
+
+
+def _port_from_environ() -> int:
+    text = os.environ.get("GPUSHIFT_API_PORT", "").strip()
+    return int(text) if text.isdigit() else _DEFAULT_PORT
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: it could resolve to anything
+        return False
+
+
+def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) -> int:
+    # aiohttp, uvloop and prometheus_client take ~0.2 s of CPU to import; the probe,
+    # run every second under the sidecar's small CPU limit, must not pay for them.
+    import uvloop  # noqa: PLC0415
+
+    jsonlog.setup(args.log_level)
+    if not is_loopback(args.host):
+        # The API moves the user's notebook; only processes inside the pod may ask.
+        message = (f"--host {args.host!r} is not a loopback address: the sidecar "
+                   "listens on loopback only (e.g. 127.0.0.1)")
+        log.error(message)
+        print(f"gpushift-sidecar: {message}", file=sys.stderr)
+        return 2
+    try:
+        env = SidecarEnv.from_environ()
+    except EnvError as exc:
+        log.error("invalid environment", extra={"variable": exc.variable, "why": str(exc)})
+        print(f"gpushift-sidecar: invalid environment: {exc}", file=sys.stderr)
+        return 2
+    port = args.port or env.api_port
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(serve_forever(env, args.host, port, runner_factory))
+
+
+class UnwiredRunner:
+    """Stands in until the migration steps are plugged in: the migration is recorded
+    (phase `requested`) and nothing else happens."""
+
+    async def start(self, migration: Migration) -> None:
+        log.warning(
+            "no migration runner in this build; the migration stays requested",
+            extra={"migration": migration.id})
+
+
+async def serve_forever(env: SidecarEnv, host: str, port: int,
+                        runner_factory: RunnerFactory | None) -> int:
+    from aiohttp import web  # noqa: PLC0415 - see run_serve
+
+    from gpushift_sidecar.api import Sidecar, make_app  # noqa: PLC0415
+
+    sidecar = Sidecar.create(env, UnwiredRunner())
+    if runner_factory is not None:
+        sidecar.runner = runner_factory(sidecar)
+    # Before listening: a ready answer to the first probe, or the reason in the log.
+    sidecar.files.write_now()
+    app_runner = web.AppRunner(make_app(sidecar), access_log=None, handle_signals=False)
+    await app_runner.setup()
+    try:
+        await web.TCPSite(app_runner, host, port).start()
+    except OSError as exc:
+        log.error("cannot listen", extra={"host": host, "port": port, "why": exc.strerror})
+        await app_runner.cleanup()
+        return 1
+    log.info("sidecar serving", extra={"host": host, "port": port,
+                                       "notebook": env.notebook_name,
+                                       "namespace": env.pod_namespace})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    writer = asyncio.create_task(sidecar.files.run())
+    try:
+        try:
+            await sidecar.resume()
+        except Exception:  # the API still serves the state; the runner's bug is logged
+            log.exception("the migration runner could not resume")
+        await stop.wait()
+    finally:
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        await app_runner.cleanup()  # stop accepting; requests in flight finish
+        log.info("sidecar stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

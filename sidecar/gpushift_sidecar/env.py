@@ -1,0 +1,179 @@
+"""What the webhook hands the sidecar as env, validated once at start (pure).
+
+The webhook writes these variables (see `gpushift_webhook.injection`); a sidecar started
+any other way must get the same. A missing or malformed variable is an `EnvError` that
+names it: the CLI prints it and exits 2, rather than running half-configured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpushift_webhook.config import DEFAULT_GPU_RESOURCES, GpuProfile, IdleSettings, ImagePair
+from gpushift_webhook.injection import GpuFacts
+from gpushift_webhook.settings_loader import ConfigError, build
+
+DEFAULT_API_PORT = 8765
+# Kubernetes object names (DNS-1123 subdomain). The notebook name also becomes part of
+# a file name on the workspace volume, so it must not carry a path.
+_OBJECT_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+class EnvError(ValueError):
+    """A variable the sidecar needs is missing or malformed; the message names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable}: {problem}")
+        self.variable = variable
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """The part of the webhook's configuration the sidecar needs (`sidecar_settings()`).
+
+    Built with the webhook's own loader from the webhook's own dataclasses, so the
+    profile / image-map schema is defined once.
+    """
+
+    profiles: list[GpuProfile] = field(default_factory=list)
+    """GPU profiles a notebook can move to."""
+    default_profile: str = ""
+    """Profile used when a move to GPU names none."""
+    image_map: list[ImagePair] = field(default_factory=list)
+    """CPU image <-> CUDA image pairs."""
+    idle: IdleSettings = field(default_factory=IdleSettings)
+    """Idle timer of GPU pods."""
+    gpu_resources: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_RESOURCES))
+    """Extended resources that count as a GPU."""
+
+    def profile(self, name: str) -> GpuProfile | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+    def matching_profile(self, gpu: GpuFacts | None) -> GpuProfile | None:
+        """The first profile with this pod's GPU resource and count: the active one."""
+        if gpu is None:
+            return None
+        return next((p for p in self.profiles
+                     if p.resource == gpu.resource and p.count == gpu.count), None)
+
+
+@dataclass(frozen=True)
+class SidecarEnv:
+    pod_name: str
+    """This pod (downward API), e.g. "my-notebook-0"."""
+    pod_namespace: str
+    """The notebook's namespace (downward API)."""
+    pod_uid: str
+    """This pod's UID: tells a migration's source pod from the pod that replaced it."""
+    node_name: str
+    """The node this pod runs on; empty when the downward API gave none."""
+    notebook_name: str
+    """The Notebook custom resource that owns this pod."""
+    notebook_container: str
+    """Name of the notebook container in this pod."""
+    gpu: GpuFacts | None
+    """The GPU resource and count of the notebook container's limits; None on CPU."""
+    runtime_dir: Path
+    """The emptyDir shared with the notebook container (runtime-config.json, api-token)."""
+    workspace_dir: Path | None
+    """Mount path of the workspace PVC (where checkpoints live); None when the pod has
+    none, and then kernel state does not survive a move."""
+    api_port: int
+    """Loopback port of the API."""
+    settings: AdminSettings
+    """The admin's profiles, image map and idle bounds."""
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str] | None = None) -> SidecarEnv:
+        env = os.environ if environ is None else environ
+        settings = parse_settings(_required(env, "GPUSHIFT_SETTINGS"))
+        return cls(
+            pod_name=_object_name(env, "GPUSHIFT_POD_NAME"),
+            pod_namespace=_object_name(env, "GPUSHIFT_POD_NAMESPACE"),
+            pod_uid=env.get("GPUSHIFT_POD_UID", "").strip(),
+            node_name=env.get("GPUSHIFT_NODE_NAME", "").strip(),
+            notebook_name=_object_name(env, "GPUSHIFT_NOTEBOOK_NAME"),
+            notebook_container=env.get("GPUSHIFT_NOTEBOOK_CONTAINER", "").strip(),
+            gpu=_gpu(env, settings),
+            runtime_dir=_absolute("GPUSHIFT_RUNTIME_DIR", _required(env, "GPUSHIFT_RUNTIME_DIR")),
+            workspace_dir=_workspace(env),
+            api_port=api_port_from(env),
+            settings=settings,
+        )
+
+
+def parse_settings(text: str) -> AdminSettings:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise EnvError("GPUSHIFT_SETTINGS", f"not JSON: {exc}") from None
+    try:
+        settings = build(AdminSettings, data)
+    except ConfigError as exc:
+        raise EnvError("GPUSHIFT_SETTINGS", str(exc)) from None
+    if settings.profiles and settings.profile(settings.default_profile) is None:
+        raise EnvError("GPUSHIFT_SETTINGS",
+                       f"default_profile: {settings.default_profile!r} is not a profile")
+    return settings
+
+
+def api_port_from(env: Mapping[str, str]) -> int:
+    """GPUSHIFT_API_PORT, or the webhook's default port when it is not set."""
+    text = env.get("GPUSHIFT_API_PORT", "").strip()
+    if not text:
+        return DEFAULT_API_PORT
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise EnvError("GPUSHIFT_API_PORT", f"{text!r} is not a TCP port")
+    return int(text)
+
+
+def _required(env: Mapping[str, str], name: str) -> str:
+    value = env.get(name, "").strip()
+    if not value:
+        raise EnvError(name, "not set (the gpushift webhook sets it on the sidecar)")
+    return value
+
+
+def _object_name(env: Mapping[str, str], name: str) -> str:
+    value = _required(env, name)
+    if not _OBJECT_NAME.match(value):
+        raise EnvError(name, f"{value!r} is not a Kubernetes object name")
+    return value
+
+
+def _absolute(name: str, value: str) -> Path:
+    path = Path(value)
+    if not path.is_absolute() or ".." in path.parts:
+        raise EnvError(name, f"{value!r} is not an absolute path")
+    return path
+
+
+def _workspace(env: Mapping[str, str]) -> Path | None:
+    # The webhook sets it empty when the notebook mounts no PVC at the workspace path.
+    value = env.get("GPUSHIFT_WORKSPACE_DIR", "").strip()
+    return _absolute("GPUSHIFT_WORKSPACE_DIR", value) if value else None
+
+
+def _gpu(env: Mapping[str, str], settings: AdminSettings) -> GpuFacts | None:
+    resource = env.get("GPUSHIFT_GPU_RESOURCE", "").strip()
+    count_text = env.get("GPUSHIFT_GPU_COUNT", "").strip() or "0"
+    if not count_text.isdigit():
+        raise EnvError("GPUSHIFT_GPU_COUNT", f"{count_text!r} is not a whole number")
+    count = int(count_text)
+    if not resource:
+        if count:
+            raise EnvError("GPUSHIFT_GPU_RESOURCE",
+                           f"empty while GPUSHIFT_GPU_COUNT is {count}")
+        return None
+    if resource not in settings.gpu_resources:
+        raise EnvError("GPUSHIFT_GPU_RESOURCE",
+                       f"{resource!r} is not one of gpu_resources "
+                       f"({', '.join(settings.gpu_resources)})")
+    if count == 0:
+        raise EnvError("GPUSHIFT_GPU_COUNT", f"0 while GPUSHIFT_GPU_RESOURCE is {resource}")
+    return GpuFacts(resource, count)

@@ -1,0 +1,187 @@
+"""runtime-config.json: what the notebook container reads about its pod (build: pure).
+
+The file keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) so older front
+ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `migration`,
+`lastCheckpoint`, `sidecarVersion`, `updatedAt`. The native sidecar's startup probe
+passes only once it has been written, so the notebook container never starts without
+it; it is rewritten whenever one of its fields changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gpushift_sidecar import __version__
+from gpushift_sidecar.env import SidecarEnv
+
+if TYPE_CHECKING:
+    from gpushift_sidecar.token import ApiToken
+
+FILE_NAME = "runtime-config.json"
+
+log = logging.getLogger("gpushift.sidecar")
+
+
+def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
+                         last_checkpoint: dict[str, Any] | None,
+                         updated_at: dt.datetime) -> dict[str, Any]:
+    """The document, from the webhook's facts and what changed since (pure)."""
+    profile = env.settings.matching_profile(env.gpu)
+    return {
+        "usingGPU": env.gpu is not None,
+        "PodName": env.pod_name,
+        "PodNamespace": env.pod_namespace,
+        "notebook": env.notebook_name,
+        "gpu": {"resource": env.gpu.resource, "count": env.gpu.count} if env.gpu else None,
+        "node": env.node_name,
+        "profile": profile.name if profile else None,
+        "migration": migration,
+        "lastCheckpoint": last_checkpoint,
+        "sidecarVersion": __version__,
+        "updatedAt": iso_utc(updated_at),
+    }
+
+
+def iso_utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Readers see the old content or the new, never a part, even across a crash: write
+    a temporary file beside it, fsync, rename over the old one, fsync the folder."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    # The rename is durable only once the folder's entry is on disk.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+class RuntimeFiles:
+    """Keeps api-token and runtime-config.json written in the runtime dir.
+
+    A failed write (volume missing, read-only, full) is logged once per distinct reason
+    and retried by `run()`; the sidecar stays up and `/healthz` says why it is not
+    ready, instead of crashing into a restart loop that tells nobody anything.
+    """
+
+    def __init__(self, env: SidecarEnv, token: ApiToken,
+                 on_write: Callable[[bool], None] | None = None) -> None:
+        self._env = env
+        self._token = token
+        self._on_write = on_write  # told whether each write worked, for metrics
+        self._migration: dict[str, Any] | None = None
+        self._last_checkpoint: dict[str, Any] | None = None
+        self._document = self._build()
+        self._dirty = True
+        self._token_written = False
+        self._changed = asyncio.Event()
+        self.ready = False
+        """True once runtime-config.json (and the token before it) has been written."""
+        self.problem: str | None = "runtime-config.json has not been written yet"
+        """Why the files are not (or no longer) current; None when they are."""
+
+    @property
+    def path(self) -> Path:
+        return self._env.runtime_dir / FILE_NAME
+
+    def document(self) -> dict[str, Any]:
+        return dict(self._document)
+
+    @property
+    def migration(self) -> dict[str, Any] | None:
+        return self._migration
+
+    @property
+    def last_checkpoint(self) -> dict[str, Any] | None:
+        return self._last_checkpoint
+
+    def update(self, *, migration: dict[str, Any] | None,
+               last_checkpoint: dict[str, Any] | None) -> None:
+        """Set the fields that change while the pod runs; rewrite if they did."""
+        if (migration, last_checkpoint) != (self._migration, self._last_checkpoint):
+            self._migration, self._last_checkpoint = migration, last_checkpoint
+            self._changed_now()
+
+    def _changed_now(self) -> None:
+        self._document = self._build()
+        self._dirty = True
+        # Written before the caller answers, so a client that reads the file after an
+        # API call sees the change; a failure is left to run()'s retries.
+        self.write_now()
+        self._changed.set()
+
+    def write_now(self) -> bool:
+        """Write what is not current yet; True when everything is."""
+        if not self._dirty:
+            return True
+        try:
+            self._env.runtime_dir.mkdir(parents=True, exist_ok=True)
+            if not self._token_written:
+                self._token.write(self._env.runtime_dir)
+                self._token_written = True
+            write_atomically(self.path, _encode(self._document))
+        except OSError as exc:
+            problem = (f"cannot write {exc.filename or self._env.runtime_dir}: "
+                       f"{exc.strerror or exc}")
+            if problem != self.problem:
+                log.error("runtime files not written; retrying",
+                          extra={"runtime_dir": str(self._env.runtime_dir),
+                                 "why": problem})
+            self.problem = problem
+            self._report(ok=False)
+            return False
+        if not self.ready or self.problem is not None:
+            log.info("runtime-config.json written", extra={"path": str(self.path)})
+        self._dirty = False
+        self.ready = True
+        self.problem = None
+        self._report(ok=True)
+        return True
+
+    async def run(self, retry_first: float = 0.5, retry_max: float = 5.0) -> None:
+        """Write now, then again after each change; retry failures with backoff."""
+        delay = retry_first
+        while True:
+            if self.write_now():
+                delay = retry_first
+                self._changed.clear()
+                await self._changed.wait()
+            else:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, retry_max)
+
+    def _build(self) -> dict[str, Any]:
+        return build_runtime_config(self._env, migration=self._migration,
+                                    last_checkpoint=self._last_checkpoint,
+                                    updated_at=dt.datetime.now(dt.UTC))
+
+    def _report(self, *, ok: bool) -> None:
+        if self._on_write is not None:
+            self._on_write(ok)
+
+
+def _encode(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, indent=2, sort_keys=True).encode() + b"\n"

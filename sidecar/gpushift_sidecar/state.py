@@ -1,0 +1,297 @@
+"""The migration state machine (transitions: pure) and its file on the workspace volume.
+
+    requested -> checkpointing -> checkpointed -> patching -> recreating -> restoring -> done
+
+Any unfinished phase may end in `failed`. Once the Notebook may have been patched
+(`patching`, `recreating`, `restoring`) it may instead end in `rolled_back`, meaning the
+previous profile was put back. Both need a reason, which the user is shown.
+
+The state lives on the workspace PVC, which moves with the notebook: the sidecar of the
+new pod reads it and carries on (restore, pending cell). The Notebook annotation
+`gpushift.io/migration` mirrors a summary (`to_annotation()`) for the cluster-side guard.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.runtime_config import iso_utc, write_atomically
+from gpushift_webhook.labels import PREFIX
+
+MIGRATION_ANNOTATION = f"{PREFIX}/migration"
+SCHEMA = 1
+
+log = logging.getLogger("gpushift.sidecar")
+
+
+class Phase(StrEnum):
+    REQUESTED = "requested"
+    CHECKPOINTING = "checkpointing"
+    CHECKPOINTED = "checkpointed"
+    PATCHING = "patching"
+    RECREATING = "recreating"
+    RESTORING = "restoring"
+    DONE = "done"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+class Target(StrEnum):
+    GPU = "gpu"
+    CPU = "cpu"
+
+
+class Reason(StrEnum):
+    AUTO = "auto"  # a cell that needs a GPU asked for it
+    MANUAL = "manual"  # the user pressed the button
+    IDLE = "idle"  # the GPU sat idle past the timeout
+
+
+ENDED = frozenset({Phase.DONE, Phase.ROLLED_BACK, Phase.FAILED})
+_NEXT_STEP = {
+    Phase.REQUESTED: Phase.CHECKPOINTING,
+    Phase.CHECKPOINTING: Phase.CHECKPOINTED,
+    Phase.CHECKPOINTED: Phase.PATCHING,
+    Phase.PATCHING: Phase.RECREATING,
+    Phase.RECREATING: Phase.RESTORING,
+    Phase.RESTORING: Phase.DONE,
+}
+# Before `patching` nothing outside the kernel changed: there is nothing to roll back.
+_MAY_ROLL_BACK = frozenset({Phase.PATCHING, Phase.RECREATING, Phase.RESTORING})
+
+
+class IllegalTransition(ValueError):
+    """A phase change the state machine does not allow."""
+
+
+class CorruptState(ValueError):
+    """A state file that does not hold a migration this sidecar understands."""
+
+
+def check_transition(current: Phase, new: Phase, error: str | None) -> None:
+    """Raise IllegalTransition unless `current -> new` is a step of a migration."""
+    if current in ENDED:
+        raise IllegalTransition(f"the migration already ended ({current})")
+    if new is Phase.FAILED or (new is Phase.ROLLED_BACK and current in _MAY_ROLL_BACK):
+        if not error:
+            raise IllegalTransition(f"{current} -> {new} needs a reason")
+        return
+    if _NEXT_STEP.get(current) is not new:
+        raise IllegalTransition(f"{current} -> {new} is not a step of a migration")
+    if error:
+        raise IllegalTransition(f"{current} -> {new} is a step forward: it takes no error")
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    notebook_path: str
+    """Absolute path of the notebook whose kishu database holds the checkpoint."""
+    commit_id: str
+    """The kishu commit to restore."""
+
+
+@dataclass(frozen=True)
+class PendingCell:
+    notebook_path: str
+    """Absolute path of the notebook the cell belongs to."""
+    cell_id: str
+    """The cell's id in the notebook (nbformat 4.5)."""
+    code: str
+    """The source that asked for the move; it runs once the state is restored."""
+
+
+@dataclass(frozen=True)
+class PhaseChange:
+    phase: Phase
+    at: str
+    """ISO 8601 UTC time of the change."""
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    notebook: str
+    namespace: str
+    source_pod: str
+    """Name of the pod the migration started in (the new pod has the same name)."""
+    source_pod_uid: str
+    """UID of that pod: a sidecar with another UID runs in the pod that replaced it."""
+    target: Target
+    reason: Reason
+    profile: str | None
+    """The GPU profile moved to; None for a move to CPU."""
+    checkpoint: CheckpointRef | None
+    pending_cell: PendingCell | None
+    phase: Phase
+    created_at: str
+    updated_at: str
+    history: tuple[PhaseChange, ...]
+    previous_profile: dict[str, Any] | None = None
+    """What the Notebook looked like before the patch (opaque here: the patching step
+    writes it, a rollback reads it)."""
+    error: str | None = None
+    """Why the migration failed or was rolled back."""
+
+    @classmethod
+    def new(cls, env: SidecarEnv, *, target: Target, reason: Reason, profile: str | None,
+            checkpoint: CheckpointRef | None, pending_cell: PendingCell | None,
+            now: dt.datetime) -> Migration:
+        at = iso_utc(now)
+        return cls(id=str(uuid.uuid4()), notebook=env.notebook_name,
+                   namespace=env.pod_namespace, source_pod=env.pod_name,
+                   source_pod_uid=env.pod_uid, target=target, reason=reason, profile=profile,
+                   checkpoint=checkpoint, pending_cell=pending_cell, phase=Phase.REQUESTED,
+                   created_at=at, updated_at=at, history=(PhaseChange(Phase.REQUESTED, at),))
+
+    @property
+    def active(self) -> bool:
+        return self.phase not in ENDED
+
+    def advance(self, phase: Phase, *, now: dt.datetime, error: str | None = None) -> Migration:
+        """This migration in `phase`; raises IllegalTransition when that is no step."""
+        check_transition(self.phase, phase, error)
+        at = iso_utc(now)
+        return dataclasses.replace(self, phase=phase, error=error, updated_at=at,
+                                   history=(*self.history, PhaseChange(phase, at, error)))
+
+    def with_previous_profile(self, record: dict[str, Any], *, now: dt.datetime) -> Migration:
+        if not self.active:
+            raise IllegalTransition(f"the migration already ended ({self.phase})")
+        return dataclasses.replace(self, previous_profile=dict(record), updated_at=iso_utc(now))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["history"] = [{k: v for k, v in dataclasses.asdict(h).items()
+                            if v is not None or k != "error"} for h in self.history]
+        data["active"] = self.active
+        return data
+
+    def summary(self) -> dict[str, Any]:
+        """The `migration` field of runtime-config.json (camelCase, like the file)."""
+        return {"id": self.id, "phase": self.phase.value, "target": self.target.value,
+                "reason": self.reason.value, "profile": self.profile, "error": self.error,
+                "active": self.active, "updatedAt": self.updated_at}
+
+    def to_annotation(self) -> str:
+        """Compact JSON for the Notebook annotation `gpushift.io/migration`."""
+        return json.dumps({"id": self.id, "phase": self.phase.value,
+                           "target": self.target.value, "updated": self.updated_at},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: object) -> Migration:
+        """Parse `to_dict()`'s output; raises CorruptState on anything else."""
+        try:
+            return _parse(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CorruptState(f"{type(exc).__name__}: {exc}") from None
+
+
+def _parse(data: object) -> Migration:
+    d = _mapping(data, "migration")
+    entries = d["history"]
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("history: not a list of phase changes")
+    history = tuple(PhaseChange(Phase(_mapping(h, "history entry")["phase"]), _str(h["at"]),
+                                _opt_str(h.get("error"))) for h in entries)
+    if history[-1].phase != d["phase"]:
+        raise ValueError(f"phase {d['phase']!r} is not the last of the history")
+    checkpoint = d.get("checkpoint")
+    pending = d.get("pending_cell")
+    previous = d.get("previous_profile")
+    return Migration(
+        id=_str(d["id"]), notebook=_str(d["notebook"]), namespace=_str(d["namespace"]),
+        source_pod=_str(d["source_pod"]), source_pod_uid=_str(d["source_pod_uid"]),
+        target=Target(d["target"]), reason=Reason(d["reason"]),
+        profile=_opt_str(d.get("profile")),
+        checkpoint=None if checkpoint is None else CheckpointRef(
+            **{k: _str(v) for k, v in _mapping(checkpoint, "checkpoint").items()}),
+        pending_cell=None if pending is None else PendingCell(
+            **{k: _str(v) for k, v in _mapping(pending, "pending_cell").items()}),
+        phase=Phase(d["phase"]), created_at=_str(d["created_at"]),
+        updated_at=_str(d["updated_at"]), history=history,
+        previous_profile=None if previous is None else dict(_mapping(previous, "profile")),
+        error=_opt_str(d.get("error")),
+    )
+
+
+def _mapping(value: object, what: str) -> Mapping[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is not an object")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{value!r} is not a string")
+    return value
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else _str(value)
+
+
+class MigrationStore:
+    """The migration's file, written atomically; a file that cannot be read is kept."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def for_env(cls, env: SidecarEnv) -> MigrationStore:
+        name = f"migration-{env.notebook_name}.json"
+        if env.workspace_dir is not None:
+            return cls(env.workspace_dir / ".gpushift" / name)
+        log.warning("no workspace volume: the migration state is kept in the runtime dir "
+                    "and will not survive a move to another pod",
+                    extra={"notebook": env.notebook_name})
+        return cls(env.runtime_dir / name)
+
+    def load(self) -> Migration | None:
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            self._set_aside(f"unreadable: {exc.strerror}")
+            return None
+        try:
+            data = json.loads(raw)
+            if not isinstance(data, dict) or data.pop("schema", None) != SCHEMA:
+                raise CorruptState(f"not a gpushift migration of schema {SCHEMA}")
+            return Migration.from_dict(data)
+        except (ValueError, CorruptState) as exc:  # JSONDecodeError is a ValueError
+            self._set_aside(f"corrupt: {exc}")
+            return None
+
+    def save(self, migration: Migration) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        document = {"schema": SCHEMA, **migration.to_dict()}
+        # 0600: the pending cell is the user's code.
+        write_atomically(self.path, json.dumps(document, indent=2).encode() + b"\n", 0o600)
+
+    def _set_aside(self, why: str) -> None:
+        """Keep the file for a human to look at (it may be the only copy of something),
+        under a name the sidecar never reads, and start without a migration."""
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        kept = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        try:
+            self.path.rename(kept)
+        except OSError as exc:
+            log.error("migration state file cannot be read nor set aside; starting "
+                      "without a migration", extra={"path": str(self.path), "why": why,
+                                                    "rename_error": exc.strerror})
+            return
+        log.error("migration state file set aside; starting without a migration",
+                  extra={"path": str(self.path), "kept_as": str(kept), "why": why})
