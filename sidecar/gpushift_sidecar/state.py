@@ -8,7 +8,7 @@ previous profile was put back. Both need a reason, which the user is shown.
 
 The state lives on the workspace PVC, which moves with the notebook: the sidecar of the
 new pod reads it and carries on (restore, pending cell). The Notebook annotation
-`gpushift.io/migration` mirrors a summary (`to_annotation()`) for the cluster-side guard.
+`gpushift.io/notebook-migration` mirrors a summary (`to_annotation()`) for the cluster-side guard.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.runtime_config import iso_utc, write_atomically
 from gpushift_webhook.labels import PREFIX
 
-MIGRATION_ANNOTATION = f"{PREFIX}/migration"
+# The key must contain "notebook": Kubeflow's notebook-controller copies every other
+# Notebook annotation into the pod template, and changing the template recreates the pod.
+MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
 SCHEMA = 1
 
 log = logging.getLogger("gpushift.sidecar")

@@ -99,3 +99,115 @@ def test_escaped_keys_round_trip(key):
 def test_wrong_types_in_the_original_are_refused_not_patched(pod, call):
     with pytest.raises(PatchConflict):
         call(PatchBuilder(pod))
+
+
+# -- replace / remove ------------------------------------------------------------------
+
+
+def test_replace_and_remove_keys_with_escaping():
+    nb = {"spec": {"limits": {"nvidia.com/gpu": "1", "cpu": "2"}, "image": "a"}}
+    patch = PatchBuilder(nb)
+    patch.replace(("spec", "image"), "b")
+    patch.remove(("spec", "limits", "nvidia.com/gpu"))
+    assert patch.operations == [
+        {"op": "replace", "path": "/spec/image", "value": "b"},
+        {"op": "remove", "path": "/spec/limits/nvidia.com~1gpu"},
+    ]
+    assert apply(nb, patch.operations) == {"spec": {"limits": {"cpu": "2"}, "image": "b"}}
+
+
+def test_replace_and_remove_refuse_missing_paths():
+    nb = {"spec": {"a": 1, "list": [1], "text": "x"}}
+    for call in (lambda p: p.remove(("spec", "b")),
+                 lambda p: p.replace(("spec", "b"), 1),
+                 lambda p: p.remove(("spec", "list", 1)),
+                 lambda p: p.remove(("spec", "text", "x")),
+                 lambda p: p.remove(())):
+        patch = PatchBuilder(nb)
+        with pytest.raises(PatchConflict):
+            call(patch)
+        assert patch.operations == []
+
+
+def test_replace_a_null_value():
+    nb = {"spec": {"nodeSelector": None}}
+    patch = PatchBuilder(nb)
+    patch.replace(("spec", "nodeSelector"), {"a": "b"})
+    assert apply(nb, patch.operations) == {"spec": {"nodeSelector": {"a": "b"}}}
+
+
+def test_later_operations_see_a_removal():
+    nb = {"spec": {"limits": {"gpu": "1"}}}
+    patch = PatchBuilder(nb)
+    patch.remove(("spec", "limits", "gpu"))
+    assert patch.value_at(("spec", "limits")) == {}
+    patch.remove(("spec", "limits"))
+    assert patch.value_at(("spec", "limits"), "gone") == "gone"
+    # The parent is gone again: set_key creates it, as for a missing one.
+    patch.set_key(("spec", "limits"), "cpu", "1")
+    with pytest.raises(PatchConflict):
+        patch.remove(("spec", "limits", "gpu"))
+    assert apply(nb, patch.operations) == {"spec": {"limits": {"cpu": "1"}}}
+    assert patch.operations[-1] == {"op": "add", "path": "/spec/limits", "value": {"cpu": "1"}}
+
+
+def test_removing_list_elements_shifts_later_ones():
+    nb = {"spec": {"tolerations": ["a", "b", "c", "d"]}}
+    patch = PatchBuilder(nb)
+    patch.remove(("spec", "tolerations", 1))
+    assert patch.value_at(("spec", "tolerations")) == ["a", "c", "d"]
+    patch.remove(("spec", "tolerations", 2))
+    patch.append(("spec", "tolerations"), "e")
+    assert patch.operations[1] == {"op": "remove", "path": "/spec/tolerations/2"}
+    assert apply(nb, patch.operations)["spec"]["tolerations"] == ["a", "c", "e"]
+
+
+def test_adds_before_a_replace_are_seen_and_not_changed_afterwards():
+    pod = {"metadata": {"name": "p"}}
+    patch = PatchBuilder(pod)
+    patch.set_key(("metadata", "annotations"), "a", "1")
+    patch.replace(("metadata", "name"), "q")
+    patch.set_key(("metadata", "annotations"), "b", "2")
+    patch.remove(("metadata", "annotations", "a"))
+    ops = patch.operations
+    # The first add still carries what it added, not what later operations made of it.
+    assert ops[0] == {"op": "add", "path": "/metadata/annotations", "value": {"a": "1"}}
+    assert apply(pod, ops) == {"metadata": {"name": "q", "annotations": {"b": "2"}}}
+    assert pod == {"metadata": {"name": "p"}}
+
+
+def test_replace_then_add_below_the_new_value():
+    nb = {"spec": {"resources": "odd"}}
+    patch = PatchBuilder(nb)
+    patch.replace(("spec", "resources"), {})
+    patch.set_key(("spec", "resources", "limits"), "gpu", "1")
+    value = {"x": 1}
+    patch.set_key(("spec",), "x", value)
+    value["x"] = 2  # the caller's object changes after the call: the document does not
+    patch.set_key(("spec", "x"), "y", 3)
+    result = apply(nb, patch.operations)
+    assert result["spec"]["resources"] == {"limits": {"gpu": "1"}}
+    assert patch.value_at(("spec", "x")) == {"x": 1, "y": 3}
+
+
+def test_test_operations_are_kept_in_order_with_replace():
+    nb = {"metadata": {"resourceVersion": "7"}, "spec": {"a": 1}}
+    patch = PatchBuilder(nb)
+    patch.test(("metadata", "resourceVersion"), "7")
+    patch.replace(("spec", "a"), 2)
+    assert patch.operations[0] == {"op": "test", "path": "/metadata/resourceVersion",
+                                   "value": "7"}
+    assert apply(nb, patch.operations)["spec"] == {"a": 2}
+    stale = {"metadata": {"resourceVersion": "8"}, "spec": {"a": 1}}
+    import jsonpatch
+    with pytest.raises(jsonpatch.JsonPatchTestFailed):
+        apply(stale, patch.operations)
+
+
+def test_value_at_reads_the_original_when_nothing_changed():
+    nb = {"spec": {"a": [1, {"b": None}]}}
+    patch = PatchBuilder(nb)
+    assert patch.value_at(("spec", "a", 1, "b"), "d") is None
+    assert patch.value_at(("spec", "a", 2), "d") == "d"
+    assert patch.value_at(("spec", "a", 0, "x"), "d") == "d"
+    assert not patch

@@ -7,11 +7,18 @@ operation of the same patch — and:
     `/spec/initContainers`, `/spec/volumes`, `/spec/containers/0/env`);
   * escapes `~` and `/` in keys (`gpushift.io/injected` -> `gpushift.io~1injected`);
   * appends to lists with `/-`, never by index, so it never overwrites an element.
+
+`replace` and `remove` change or drop what is there (the original's value, or one an
+earlier operation of the patch put there) and refuse a path where nothing is. From the
+first of them on, the builder follows the patched document itself (a copy of the
+original with each operation applied), so later operations see every earlier change;
+`value_at` reads that document. Add-only patches (the webhook's) never copy.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -20,6 +27,7 @@ import jsonpatch
 import orjson
 
 Path = tuple[str | int, ...]
+_NO_VALUE: Any = object()
 
 
 def escape(segment: str | int) -> str:
@@ -35,17 +43,20 @@ def pointer(path: Path) -> str:
 
 
 class PatchConflict(ValueError):
-    """The original object has a value of the wrong type where the patch must add."""
+    """The original object has a value of the wrong type where the patch must add, or
+    nothing where it must replace or remove."""
 
 
 class PatchBuilder:
-    """Accumulates add-operations against one original object."""
+    """Accumulates operations against one original object."""
 
     def __init__(self, original: Mapping[str, Any]) -> None:
         self._original = original
         self._ops: list[dict[str, Any]] = []
         # Values this patch added, by path: later operations may add below them.
         self._created: dict[Path, Any] = {}
+        # The patched document, once a replace/remove made tracking by path unsound.
+        self._doc: Any = None
 
     @property
     def operations(self) -> list[dict[str, Any]]:
@@ -76,6 +87,33 @@ class PatchBuilder:
         for item in items:
             self.append(parent, item)
 
+    def replace(self, path: Path, value: Any) -> None:
+        """Replace the value at `path`; PatchConflict if nothing is there."""
+        self._require(path, "replace")
+        self._emit("replace", path, value)
+
+    def remove(self, path: Path) -> None:
+        """Remove the key or list element at `path`; PatchConflict if nothing is there.
+
+        Removing a list element shifts the later ones down, as RFC 6902 says: to remove
+        several, remove the highest index first (or ask `value_at` again)."""
+        self._require(path, "remove")
+        self._emit("remove", path)
+
+    def value_at(self, path: Path, default: Any = None) -> Any:
+        """The value at `path` in the document as patched so far (`default` if none).
+
+        The document's own objects: read them, do not change them."""
+        node = self._document()
+        for segment in path:
+            try:
+                node = _child(node, segment)
+            except PatchConflict:  # below a scalar
+                return default
+            if node is _MISSING:
+                return default
+        return node
+
     # -- internals ---------------------------------------------------------------
 
     def _add_missing(self, path: Path, value: Any) -> None:
@@ -88,9 +126,40 @@ class PatchBuilder:
         self._add(path[:depth], value)
 
     def _add(self, path: Path, value: Any, *, record: bool = True) -> None:
+        if self._doc is not None:
+            self._emit("add", path, value)
+            return
         self._ops.append({"op": "add", "path": pointer(path), "value": value})
         if record:
             self._created[path] = value
+
+    def _emit(self, op: str, path: Path, value: Any = _NO_VALUE) -> None:
+        """Append an operation and apply it to the patched document."""
+        doc = self._document()
+        entry: dict[str, Any] = {"op": op, "path": pointer(path)}
+        if value is not _NO_VALUE:
+            entry["value"] = value
+        self._ops.append(entry)
+        # The document gets its own copy: later operations below this value must not
+        # change the value this operation carries.
+        self._doc = _apply_one(doc, op, path, copy.deepcopy(value))
+
+    def _document(self) -> Any:
+        """The patched document, built from the original and the operations so far."""
+        if self._doc is None:
+            doc: Any = copy.deepcopy(dict(self._original))
+            for op in self._ops:
+                if op["op"] != "test":
+                    # A copy: the document must not share values with the operations.
+                    doc = jsonpatch.apply_patch(doc, [copy.deepcopy(op)], in_place=True)
+            self._doc = doc
+        return self._doc
+
+    def _require(self, path: Path, verb: str) -> None:
+        if not path:
+            raise PatchConflict(f"cannot {verb} the whole document")
+        if self.value_at(path, _MISSING) is _MISSING:
+            raise PatchConflict(f"{pointer(path)}: nothing there to {verb}")
 
     def _exists(self, path: Path, kind: type) -> bool:
         """Whether a `kind` container is at `path`; PatchConflict if something else is."""
@@ -98,10 +167,13 @@ class PatchBuilder:
             return True
         node: Any = self._original
         start = 0
-        for depth in range(len(path), 0, -1):
-            if path[:depth] in self._created:
-                node, start = self._created[path[:depth]], depth
-                break
+        if self._doc is not None:
+            node = self._doc
+        else:
+            for depth in range(len(path), 0, -1):
+                if path[:depth] in self._created:
+                    node, start = self._created[path[:depth]], depth
+                    break
         for segment in path[start:]:
             node = _child(node, segment)
             if node is _MISSING:
@@ -117,6 +189,26 @@ class PatchBuilder:
 _MISSING = object()
 
 
+def _apply_one(doc: Any, op: str, path: Path, value: Any) -> Any:
+    """Apply one add/replace/remove to `doc` in place (paths are checked by the caller)."""
+    *parents, last = path
+    node = doc
+    for segment in parents:
+        node = node[segment]
+    if op == "remove":
+        del node[last]
+    elif isinstance(node, list):
+        if op == "replace":
+            node[int(last)] = value
+        elif last == "-":
+            node.append(value)
+        else:
+            node.insert(int(last), value)
+    else:
+        node[last] = value
+    return doc
+
+
 def _child(node: Any, segment: str | int) -> Any:
     if isinstance(node, dict) and isinstance(segment, str):
         return node.get(segment, _MISSING)
@@ -130,7 +222,7 @@ def _child(node: Any, segment: str | int) -> Any:
 def encode(operations: list[dict[str, Any]]) -> str:
     """The patch as AdmissionReview carries it: base64 of its JSON.
 
-    The builder only makes well-formed add/test operations, so this serialises them
+    The builder only makes well-formed operations, so this serialises them
     directly; `apply` (jsonpatch) is what checks them, in the tests.
     """
     return base64.b64encode(orjson.dumps(operations)).decode()

@@ -1,0 +1,567 @@
+"""The sidecar's Notebook patching against the real control plane, under least privilege.
+
+The sidecar's client (gpushift_sidecar.kube) runs as the namespace's `default-editor`
+ServiceAccount (as in a Kubeflow profile namespace) with a token from the TokenRequest
+API, and only the rules of the chart's sidecar ClusterRole (rendered with helm), bound in
+the test namespace. The Notebook is reconciled by the notebook controller of the control
+plane (Kubeflow's when its binary exists, else the stand-in; the run's summary says which),
+kwok runs the pods on fake CPU and GPU nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane, binary_paths
+from gpushift_testing.kube import pod_summary, wait_for
+from kubernetes import client
+
+from gpushift_sidecar.kube import (
+    KubeApi,
+    KubeError,
+    PatchConflictError,
+    Retry,
+    Unreachable,
+)
+from gpushift_sidecar.notebook_patch import MovePlan, plan_move
+from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "gpushift"
+NB = ("kubeflow.org", "v1")
+SA = "default-editor"
+CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
+CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
+IMAGE_MAP = [ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)]
+# The migration mirror, with "notebook" in its key: Kubeflow's notebook-controller copies
+# every other Notebook annotation into the pod template (see
+# test_which_notebook_annotations_reach_the_pod), which would recreate the pod each time.
+MIRROR = "gpushift.io/notebook-migration"
+DEFAULT_PROFILE = GpuProfile(
+    name="nvidia-1",
+    resource=GPU_RESOURCE,
+    count=1,
+    node_selector={"nvidia.com/gpu.present": "true"},
+    tolerations=[{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+)
+
+
+def test_default_profile_is_the_chart_default_plus_node_selector():
+    """The profile used here is the configured default, with the GPU nodes' label."""
+    default = WebhookConfig().profiles[0]
+    assert (default.name, default.resource, default.count, default.tolerations) == (
+        DEFAULT_PROFILE.name, DEFAULT_PROFILE.resource, DEFAULT_PROFILE.count,
+        DEFAULT_PROFILE.tolerations)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def admin(control_plane: ControlPlane) -> Iterator[Any]:
+    api = control_plane.api_client()
+    yield type("Admin", (), {"core": client.CoreV1Api(api),
+                             "custom": client.CustomObjectsApi(api),
+                             "apps": client.AppsV1Api(api),
+                             "rbac": client.RbacAuthorizationV1Api(api)})
+    api.close()
+
+
+def sidecar_rules() -> list[dict[str, Any]]:
+    """The rules of the chart's sidecar ClusterRole, as `helm template` renders them."""
+    helm = binary_paths()["helm"]
+    if not helm.is_file():
+        pytest.fail(f"helm not found at {helm}: build it with `hack/build-controlplane.sh "
+                    "helm`", pytrace=False)
+    out = subprocess.run(
+        [str(helm), "template", "gpushift", str(CHART), "--namespace", "gpushift",
+         "--show-only", "templates/rbac-sidecar.yaml"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    roles = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ClusterRole"
+             and d["metadata"]["labels"].get("app.kubernetes.io/component") == "sidecar"]
+    assert len(roles) == 1, out
+    return roles[0]["rules"]  # type: ignore[no-any-return]
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "sidecar",
+        "clusters": [{"name": "plane", "cluster": {"server": server,
+                                                    "certificate-authority": str(ca_file)}}],
+        "users": [{"name": SA, "user": {"token": token}}],
+        "contexts": [{"name": "sidecar", "context": {"cluster": "plane", "user": SA}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def sidecar_kubeconfig(control_plane: ControlPlane, admin: Any, namespace: str,
+                       tmp_path: Path) -> Callable[[str], Path]:
+    """make(server) -> a kubeconfig of `default-editor`, bound to the sidecar's rules only."""
+    admin.core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
+    admin.rbac.create_namespaced_role(namespace, {
+        "metadata": {"name": "gpushift-notebook-sidecar"}, "rules": sidecar_rules()})
+    admin.rbac.create_namespaced_role_binding(namespace, {
+        "metadata": {"name": "gpushift-notebook-sidecar"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                    "name": "gpushift-notebook-sidecar"},
+        "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
+    })
+    # A bound token, as the kubelet projects into the pod (and the webhook into the sidecar).
+    token = admin.core.create_namespaced_service_account_token(
+        SA, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+
+    def make(server: str = control_plane.server) -> Path:
+        name = f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"
+        return write_kubeconfig(tmp_path / name, server, control_plane.ca_file, token)
+
+    return make
+
+
+@pytest.fixture
+async def sidecar(sidecar_kubeconfig: Callable[[str], Path],
+                  control_plane: ControlPlane) -> AsyncIterator[KubeApi]:
+    api = KubeApi.connect(str(sidecar_kubeconfig(control_plane.server)), instance="nb-0",
+                          host="test-node")
+    try:
+        yield api
+    finally:
+        api.close()
+
+
+def make_workspace(core: Any, namespace: str, claim: str, host: Path) -> str:
+    pv = f"{namespace}-{claim}"[:63]
+    host.mkdir(parents=True, exist_ok=True)
+    core.create_persistent_volume({
+        "metadata": {"name": pv, "labels": {"gpushift.io/test": "true"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": str(host)},
+                 "claimRef": {"namespace": namespace, "name": claim}},
+    })
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    wait_for(f"PVC {namespace}/{claim} Bound",
+             lambda: core.read_namespaced_persistent_volume_claim(claim, namespace)
+             .status.phase == "Bound", 60)
+    return pv
+
+
+@pytest.fixture
+def notebook(control_plane: ControlPlane, admin: Any, namespace: str,
+             tmp_path: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """make(name) -> a CPU Notebook as Kubeflow's UI makes it, with a PV+PVC workspace."""
+    assert control_plane.notebook_controller_running, control_plane.notebook_controller_reason
+    volumes: list[str] = []
+
+    def make(name: str) -> dict[str, Any]:
+        claim = f"{name}-workspace"
+        volumes.append(make_workspace(admin.core, namespace, claim, tmp_path / claim))
+        body = {
+            "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
+            "metadata": {"name": name, "labels": {"app": name},
+                         "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"}},
+            "spec": {"template": {"spec": {
+                "serviceAccountName": SA,
+                "containers": [{
+                    "name": name, "image": CPU_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "resources": {"limits": {"cpu": "600m", "memory": "1.2Gi"},
+                                  "requests": {"cpu": "500m", "memory": "1Gi"}},
+                    "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"},
+                                     {"name": "workspace", "mountPath": "/home/jovyan"}],
+                }],
+                "volumes": [{"name": "dshm", "emptyDir": {"medium": "Memory"}},
+                            {"name": "workspace",
+                             "persistentVolumeClaim": {"claimName": claim}}],
+            }}},
+        }
+        created: dict[str, Any] = admin.custom.create_namespaced_custom_object(
+            *NB, namespace, "notebooks", body)
+        return created
+
+    yield make
+    for pv in volumes:
+        try:
+            admin.core.delete_persistent_volume(pv)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def node_kind(core: Any, node: str) -> str:
+    return str(core.read_node(node).metadata.labels.get("gpushift.io/node-kind", ""))
+
+
+def wait_running(core: Any, namespace: str, name: str, *, not_uid: str = "",
+                 timeout: float = 90) -> Any:
+    """Pod `name` Running (with a uid other than `not_uid`), polled every 50 ms."""
+
+    def running() -> Any:
+        pod = core.read_namespaced_pod(name, namespace)
+        if pod.metadata.uid != not_uid and pod.status.phase == "Running":
+            return pod
+        return None
+
+    return wait_for(f"pod {namespace}/{name} Running" + (" (recreated)" if not_uid else ""),
+                    running, timeout, interval=0.05,
+                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+
+
+async def move(sidecar: KubeApi, namespace: str, name: str, target: str,
+               previous: dict[str, Any] | None = None,
+               before_patch: Callable[[int], None] | None = None,
+               attempts: int = 5) -> tuple[Any, MovePlan]:
+    """Patch as the sidecar does: plan against each fresh read; return (result, plan)."""
+    plans: list[MovePlan] = []
+
+    def build(nb: dict[str, Any]) -> list[dict[str, Any]]:
+        plan = plan_move(nb, target, DEFAULT_PROFILE, IMAGE_MAP, previous=previous)
+        plans.append(plan)
+        if before_patch is not None:
+            before_patch(len(plans))
+        return plan.operations
+
+    result = await sidecar.patch_notebook(namespace, name, build, attempts=attempts)
+    return result, plans[-1]
+
+
+def gpu_limit(pod: Any) -> str | None:
+    limits = pod.spec.containers[0].resources.limits or {}
+    return limits.get(GPU_RESOURCE)
+
+
+# ----------------------------------------------------------------------------- the move
+
+
+async def test_move_to_gpu_and_back_as_the_sidecar_under_least_privilege(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    created = notebook("nb")
+    first = wait_running(admin.core, namespace, "nb-0")
+    assert node_kind(admin.core, first.spec.node_name) == "cpu", pod_summary(first)
+
+    # The sidecar reads its Notebook and its pod.
+    nb = await sidecar.get_notebook(namespace, "nb")
+    assert nb["metadata"]["uid"] == created["metadata"]["uid"]
+    pod = await sidecar.get_pod(namespace, "nb-0")
+    assert pod["metadata"]["uid"] == first.metadata.uid
+
+    # --- to GPU
+    t0 = time.monotonic()
+    result, to_gpu = await move(sidecar, namespace, "nb", "gpu")
+    patched = time.monotonic()
+    assert result.changed
+    attempts = [result.attempts]
+    spec = result.notebook["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"]["limits"][GPU_RESOURCE] == "1"
+    gpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=first.metadata.uid)
+    to_gpu_s = time.monotonic() - t0
+    assert gpu_limit(gpu_pod) == "1", pod_summary(gpu_pod)
+    assert gpu_pod.spec.containers[0].image == CUDA_IMAGE
+    assert any((t.key, t.operator, t.effect) == (GPU_RESOURCE, "Exists", "NoSchedule")
+               for t in gpu_pod.spec.tolerations)
+    assert gpu_pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", pod_summary(gpu_pod)
+    volumes = {v.name: v for v in gpu_pod.spec.volumes}
+    assert volumes["workspace"].persistent_volume_claim.claim_name == "nb-workspace"
+    sts = admin.apps.read_namespaced_stateful_set("nb", namespace)
+    assert sts.spec.template.spec.containers[0].resources.limits[GPU_RESOURCE] == "1"
+
+    # The story, on the Notebook: an Event and the migration mirror.
+    await sidecar.create_event(namespace, result.notebook, "MigrationPatched",
+                               to_gpu.summary)
+    await sidecar.set_annotation(namespace, "nb", MIRROR,
+                                 '{"phase":"recreating","target":"gpu"}')
+    events = admin.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=nb,involvedObject.kind=Notebook").items
+    [event] = [e for e in events if e.reason == "MigrationPatched"]
+    assert event.message == to_gpu.summary and event.type == "Normal"
+    assert event.involved_object.uid == created["metadata"]["uid"]
+    assert event.source.component == "gpushift-sidecar"
+    assert event.reporting_instance == "nb-0"
+
+    # --- back to CPU with the recorded previous profile
+    t1 = time.monotonic()
+    result, to_cpu = await move(sidecar, namespace, "nb", "cpu",
+                                previous=to_gpu.previous_profile)
+    attempts.append(result.attempts)
+    cpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=gpu_pod.metadata.uid)
+    to_cpu_s = time.monotonic() - t1
+    assert node_kind(admin.core, cpu_pod.spec.node_name) == "cpu", pod_summary(cpu_pod)
+    assert cpu_pod.spec.containers[0].image == CPU_IMAGE
+    assert gpu_limit(cpu_pod) is None
+    assert not any(t.key == GPU_RESOURCE for t in cpu_pod.spec.tolerations or [])
+    assert not cpu_pod.spec.node_selector
+
+    final = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert final["spec"] == created["spec"]
+    managers = {m["manager"] for m in final["metadata"]["managedFields"]}
+    assert "gpushift-sidecar" in managers, managers
+    assert final["metadata"]["annotations"][MIRROR].startswith('{"phase"')
+    print(f"\npatch -> new pod Running: to GPU {to_gpu_s:.2f}s (the patch call itself "
+          f"{patched - t0:.3f}s), back to CPU {to_cpu_s:.2f}s; patch attempts {attempts}")
+    assert "to CPU" in to_cpu.summary
+
+
+async def test_least_privilege_is_all_the_sidecar_has(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    notebook("nb")
+    calls = {
+        "list pods": lambda: client.CoreV1Api(sidecar.api_client).list_namespaced_pod(namespace),
+        "get secrets": lambda: client.CoreV1Api(sidecar.api_client).list_namespaced_secret(
+            namespace),
+        "delete notebook": lambda: client.CustomObjectsApi(sidecar.api_client)
+        .delete_namespaced_custom_object(*NB, namespace, "notebooks", "nb"),
+        "update notebook": lambda: client.CustomObjectsApi(sidecar.api_client)
+        .replace_namespaced_custom_object(*NB, namespace, "notebooks", "nb", {}),
+        "patch pods": lambda: client.CoreV1Api(sidecar.api_client).patch_namespaced_pod(
+            "nb-0", namespace, {"metadata": {"labels": {"x": "y"}}}),
+        "other namespace": lambda: client.CoreV1Api(sidecar.api_client).read_namespaced_pod(
+            "x", "default"),
+    }
+    for what, call in calls.items():
+        with pytest.raises(client.ApiException) as err:
+            call()
+        assert err.value.status == 403, what
+    # What it needs works (the first test moves the notebook with it).
+    assert (await sidecar.get_notebook(namespace, "nb"))["metadata"]["name"] == "nb"
+
+
+async def test_in_cluster_config_is_the_pods_service_account_token(
+        control_plane: ControlPlane, sidecar_kubeconfig: Callable[[str], Path],
+        namespace: str, notebook: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In the pod, connect() finds the token mount the webhook copies into the sidecar."""
+    from kubernetes.config import incluster_config
+
+    notebook("nb")
+    kubeconfig = yaml.safe_load(sidecar_kubeconfig(control_plane.server).read_text())
+    mount = tmp_path / "serviceaccount"
+    mount.mkdir()
+    (mount / "token").write_text(kubeconfig["users"][0]["user"]["token"])
+    (mount / "ca.crt").write_bytes(Path(control_plane.ca_file).read_bytes())
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(mount / "token"))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(mount / "ca.crt"))
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    api = KubeApi.connect()
+    try:
+        assert api.api_client.configuration.host == control_plane.server
+        assert (await api.get_notebook(namespace, "nb"))["metadata"]["name"] == "nb"
+        with pytest.raises(client.ApiException) as err:  # it is the ServiceAccount
+            client.CoreV1Api(api.api_client).list_namespaced_pod(namespace)
+        assert err.value.status == 403
+        assert f"system:serviceaccount:{namespace}:{SA}" in str(err.value.body)
+    finally:
+        api.close()
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def settled(admin: Any, namespace: str, name: str) -> None:
+    """Pod Running and the controller's status written: no writer left but the test's."""
+    wait_running(admin.core, namespace, f"{name}-0")
+    wait_for(f"Notebook {name} status.readyReplicas == 1", lambda: (
+        admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", name)
+        .get("status") or {}).get("readyReplicas") == 1, 60)
+
+
+async def test_concurrent_writer_makes_the_patch_retry_and_succeed(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    notebook("nb")
+    settled(admin, namespace, "nb")
+    writes: list[int] = []
+
+    def other_writer(attempt: int) -> None:
+        """Between the sidecar's read and its patch, someone edits an annotation."""
+        if attempt == 1:
+            admin.custom.patch_namespaced_custom_object(
+                *NB, namespace, "notebooks", "nb",
+                {"metadata": {"annotations": {"team.example/owner": "bob"}}})
+            writes.append(attempt)
+
+    result, plan = await move(sidecar, namespace, "nb", "gpu", before_patch=other_writer)
+    assert writes == [1]
+    # 2: the other writer's change made the first patch fail. More only if the
+    # controller wrote the status in between as well.
+    assert result.attempts >= 2, result
+    print(f"\nconcurrent writer: patched after {result.attempts} attempts")
+    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert got["metadata"]["annotations"]["team.example/owner"] == "bob"
+    c = got["spec"]["template"]["spec"]["containers"][0]
+    assert (c["image"], c["resources"]["limits"][GPU_RESOURCE]) == (CUDA_IMAGE, "1")
+    # The plan that landed is the one built on the second read.
+    assert plan.operations[0]["value"] != result.notebook["metadata"]["resourceVersion"]
+
+
+async def test_a_notebook_that_never_stops_changing_gives_up_after_the_attempts(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    notebook("nb")
+
+    def always(attempt: int) -> None:
+        admin.custom.patch_namespaced_custom_object(
+            *NB, namespace, "notebooks", "nb",
+            {"metadata": {"annotations": {"counter": str(attempt)}}})
+
+    with pytest.raises(PatchConflictError) as err:
+        await move(sidecar, namespace, "nb", "gpu", before_patch=always, attempts=3)
+    assert err.value.attempts == 3 and err.value.status == 422
+    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert got["spec"]["template"]["spec"]["containers"][0]["image"] == CPU_IMAGE
+
+
+async def test_invalid_patch_is_refused_at_once_not_retried(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    notebook("nb")
+    reads: list[str] = []
+
+    def invalid(nb: dict[str, Any]) -> list[dict[str, Any]]:
+        reads.append(nb["metadata"]["resourceVersion"])
+        return [{"op": "add", "path": "/spec/template/spec/containers/0/resources/limits/x",
+                 "value": ["not a quantity"]}]
+
+    with pytest.raises(KubeError) as err:
+        await sidecar.patch_notebook(namespace, "nb", invalid)
+    assert err.value.status == 422 and err.value.details.get("causes"), err.value
+    assert not err.value.stale and len(reads) == 1
+
+
+async def test_nothing_to_change_sends_no_patch(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    created = notebook("nb")
+    result, plan = await move(sidecar, namespace, "nb", "cpu")
+    assert (result.changed, result.operations, plan.operations) == (False, [], [])
+    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    # set_annotation of the value already there, and removal of one that is not: no patch
+    await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
+    again = await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
+    gone = await sidecar.set_annotation(namespace, "nb", "gpushift.io/notebook-none", None)
+    assert not again.changed and not gone.changed
+
+
+async def test_which_notebook_annotations_reach_the_pod(
+        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
+    """The notebook-controller copies Notebook annotations into the pod template unless
+    the key contains "notebook" or "kubectl" (Kubeflow's generateStatefulSet does; the
+    stand-in copies that): the migration mirror needs such a key, or each write of it
+    recreates the pod."""
+    notebook("nb")
+    settled(admin, namespace, "nb")
+    first = admin.core.read_namespaced_pod("nb-0", namespace)
+    generation = admin.apps.read_namespaced_stateful_set("nb", namespace).metadata.generation
+
+    await sidecar.set_annotation(namespace, "nb", MIRROR, '{"phase":"checkpointing"}')
+    time.sleep(2)
+    sts = admin.apps.read_namespaced_stateful_set("nb", namespace)
+    assert sts.metadata.generation == generation
+    assert MIRROR not in (sts.spec.template.metadata.annotations or {})
+    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == first.metadata.uid
+
+    with pytest.raises(ValueError, match="recreates the pod"):
+        await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x")
+    await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x",
+                                 restart_pod=True)
+    recreated = wait_running(admin.core, namespace, "nb-0", not_uid=first.metadata.uid)
+    assert recreated.metadata.annotations["gpushift.io/migration"] == "x"
+
+
+# ----------------------------------------------------------------------------- unreachable
+
+
+class LateProxy:
+    """A TCP forwarder to the API server that starts listening only when told to: the
+    API as the sidecar sees it before the Istio proxy is up (connection refused)."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("https://").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.server: asyncio.AbstractServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+
+        async def copy_(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                dst.close()
+
+        await asyncio.gather(copy_(reader, up_writer), copy_(up_reader, writer))
+
+
+async def test_api_unreachable_at_start_is_retried_until_it_answers(
+        control_plane: ControlPlane, sidecar_kubeconfig: Callable[[str], Path],
+        admin: Any, namespace: str, notebook: Any) -> None:
+    notebook("nb")
+    proxy = LateProxy(control_plane.server)
+    late = KubeApi.connect(str(sidecar_kubeconfig(proxy.url)),
+                           retry=Retry(deadline_seconds=20, initial_seconds=0.1,
+                                       max_seconds=0.5))
+    try:
+        t0 = time.monotonic()
+        read = asyncio.create_task(late.get_notebook(namespace, "nb"))
+        patch = asyncio.create_task(late.set_annotation(namespace, "nb", MIRROR, "late"))
+        await asyncio.sleep(1.5)
+        assert not read.done() and not patch.done()
+        await proxy.start()
+        nb = await asyncio.wait_for(read, 10)
+        assert nb["metadata"]["name"] == "nb"
+        result = await asyncio.wait_for(patch, 10)
+        waited = time.monotonic() - t0
+        assert result.changed and 1.5 <= waited < 10, waited
+        print(f"\nAPI reachable after {waited:.2f}s: read and patch went through")
+    finally:
+        await proxy.stop()
+        late.close()
+    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert got["metadata"]["annotations"][MIRROR] == "late"
+
+
+async def test_api_that_never_answers_is_unreachable_after_the_deadline(
+        sidecar_kubeconfig: Callable[[str], Path], namespace: str) -> None:
+    proxy = LateProxy("https://127.0.0.1:1")  # never started: connection refused
+    api = KubeApi.connect(str(sidecar_kubeconfig(proxy.url)),
+                          retry=Retry(deadline_seconds=1.0, initial_seconds=0.1,
+                                      max_seconds=0.2))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(Unreachable) as err:
+            await api.get_notebook(namespace, "nb")
+        assert 0.5 < time.monotonic() - t0 < 5
+        assert err.value.status == 0 and "Connection" in err.value.message, err.value
+    finally:
+        api.close()
