@@ -1,0 +1,515 @@
+"""Which kishu checkpoints have landed on the workspace volume, per notebook.
+
+kishu 0.3.4 keeps one SQLite database beside each notebook it is attached to:
+`<notebook dir>/<stem>.kishudb`, journal mode `delete`. A commit is written in several
+transactions (variable snapshots, then its row in `commit_entry`, then the commit
+graph and the `HEAD` rows, then variable versions); no single write marks it done. So
+here a commit is *complete* when its id is in `commit_entry` and no `<db>-journal` file
+exists (no write transaction in flight).
+
+The *latest* commit of a notebook is kishu's own `HEAD` (`head_branch`, the commit
+`kishu log` starts from, i.e. the state the kernel is in); when there is none (kishu
+clears it when a new kernel attaches) the commit stored last (`commit_entry` rowid).
+
+The database is only ever opened read-only (`file:...?mode=ro`): this module never
+writes, never creates and never rolls back a journal. A missing or corrupt database is
+a `Verdict`, never an exception.
+
+`CheckpointWatcher` watches only the folders of the notebooks it is told about (never
+the whole volume: a recursive watch over a home directory can exhaust
+`fs.inotify.max_user_watches`), with watchdog's inotify observer, and falls back to
+polling the two files of a notebook when an inotify watch cannot be added.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from watchdog.events import (
+    DirDeletedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+
+log = logging.getLogger("gpushift.sidecar")
+
+DB_SUFFIX = ".kishudb"
+JOURNAL_SUFFIX = "-journal"
+# The events that can mean a commit landed (and the watched folder going away). Opened /
+# closed-without-write events are left out on purpose: this module's own reads would
+# otherwise wake it up again.
+WATCHED_EVENTS: list[type[FileSystemEvent]] = [
+    FileCreatedEvent, FileModifiedEvent, FileDeletedEvent, FileMovedEvent, FileClosedEvent,
+    DirDeletedEvent]
+_BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY_ROLLBACK",
+                "SQLITE_BUSY_RECOVERY", "SQLITE_BUSY_SNAPSHOT"}
+
+
+def database_path(notebook_path: str | Path) -> Path:
+    """Where kishu 0.3.4 keeps a notebook's checkpoints (`KishuPath.database_path`)."""
+    path = Path(os.path.realpath(notebook_path))
+    return path.parent / f"{path.stem}{DB_SUFFIX}"
+
+
+def journal_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + JOURNAL_SUFFIX)
+
+
+class VerdictStatus(StrEnum):
+    COMPLETE = "complete"
+    """The commit id is in the database and no write is in flight."""
+    MISSING = "missing"
+    """No database, or the commit is not in it."""
+    INCOMPLETE = "incomplete"
+    """kishu is writing (journal present, database locked): ask again shortly."""
+    UNREADABLE = "unreadable"
+    """The file is no kishu database SQLite can read (corrupt, wrong schema, no access)."""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    status: VerdictStatus
+    reason: str
+    """A sentence for people: why this status."""
+    commit_id: str
+    db_path: str
+
+    @property
+    def complete(self) -> bool:
+        return self.status is VerdictStatus.COMPLETE
+
+    def to_json(self) -> dict[str, Any]:
+        return {"status": self.status.value, "reason": self.reason,
+                "commitId": self.commit_id, "dbPath": self.db_path}
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    notebook_path: str
+    commit_id: str
+    """The latest complete commit (kishu's HEAD, else the commit stored last)."""
+    db_path: str
+    mtime: float
+    """Modification time of the database when the commit was read (epoch seconds)."""
+    verified_at: float
+    """When this module read it (epoch seconds)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase, like runtime-config.json's `lastCheckpoint`."""
+        return {"notebookPath": self.notebook_path, "commitId": self.commit_id,
+                "dbPath": self.db_path, "mtime": self.mtime, "verifiedAt": self.verified_at}
+
+
+@dataclass(frozen=True)
+class _Read:
+    status: VerdictStatus
+    reason: str
+    head: str | None = None
+    """The latest complete commit, when the database could be read."""
+    has_commit: bool = False
+    """Whether the commit asked about is in `commit_entry`."""
+    mtime: float = 0.0
+
+
+def read_database(db_path: Path, commit_id: str | None = None) -> _Read:
+    """Read-only look at a kishu database: its latest commit, and whether `commit_id`
+    is in it. Never raises for a missing, locked or corrupt file; never writes."""
+    try:
+        st = os.stat(db_path)
+    except FileNotFoundError:
+        return _Read(VerdictStatus.MISSING,
+                     f"no kishu database at {db_path} (is kishu attached to the notebook?)")
+    except OSError as exc:
+        return _Read(VerdictStatus.UNREADABLE, f"cannot stat {db_path}: {exc.strerror}")
+    if not stat.S_ISREG(st.st_mode):
+        return _Read(VerdictStatus.UNREADABLE, f"{db_path} is not a regular file")
+    journal = journal_path(db_path)
+    if os.path.lexists(journal):
+        return _Read(VerdictStatus.INCOMPLETE,
+                     f"kishu is writing: {journal.name} is present", mtime=st.st_mtime)
+    try:
+        head, has_commit = _query(db_path, commit_id)
+    except sqlite3.Error as exc:
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name in _BUSY_ERRORS or "locked" in str(exc):
+            return _Read(VerdictStatus.INCOMPLETE, f"kishu is writing: {exc}", mtime=st.st_mtime)
+        detail = f"{name}: {exc}" if name else str(exc)
+        return _Read(VerdictStatus.UNREADABLE,
+                     f"{db_path} is not a kishu database SQLite can read ({detail})",
+                     mtime=st.st_mtime)
+    return _Read(VerdictStatus.COMPLETE, "read", head=head, has_commit=has_commit,
+                 mtime=st.st_mtime)
+
+
+def _query(db_path: Path, commit_id: str | None) -> tuple[str | None, bool]:
+    uri = f"{db_path.as_uri()}?mode=ro"
+    # isolation_level=None: no implicit transactions; one explicit read transaction
+    # gives both answers from the same state of the file.
+    con = sqlite3.connect(uri, uri=True, timeout=0.5, isolation_level=None)
+    try:
+        con.execute("BEGIN")
+        tables = {row[0] for row in con.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "commit_entry" not in tables:
+            raise sqlite3.DatabaseError("no commit_entry table")
+        head = None
+        for table in ("head_branch", "var_head_commit"):
+            if table not in tables:
+                continue
+            row = con.execute(
+                f"SELECT h.commit_id FROM {table} h JOIN commit_entry c "  # noqa: S608
+                "ON c.commit_id = h.commit_id WHERE h.head = 'HEAD'").fetchone()
+            if row is not None and row[0]:
+                head = str(row[0])
+                break
+        if head is None:
+            row = con.execute(
+                "SELECT commit_id FROM commit_entry ORDER BY rowid DESC LIMIT 1").fetchone()
+            head = None if row is None else str(row[0])
+        has_commit = False
+        if commit_id is not None:
+            has_commit = con.execute("SELECT 1 FROM commit_entry WHERE commit_id = ?",
+                                     (commit_id,)).fetchone() is not None
+        con.execute("COMMIT")
+        return head, has_commit
+    finally:
+        con.close()
+
+
+def verify_database(db_path: Path, commit_id: str) -> Verdict:
+    """Whether commit `commit_id` is complete in the database at `db_path`."""
+    read = read_database(db_path, commit_id)
+    if read.status is VerdictStatus.COMPLETE:
+        if read.has_commit:
+            return Verdict(VerdictStatus.COMPLETE,
+                           "the commit is in the database and no write is in flight",
+                           commit_id, str(db_path))
+        return Verdict(VerdictStatus.MISSING, f"commit {commit_id!r} is not in {db_path}",
+                       commit_id, str(db_path))
+    return Verdict(read.status, read.reason, commit_id, str(db_path))
+
+
+OnChange = Callable[[str, CheckpointInfo | None], None]
+
+
+class WatchObserver(Protocol):
+    """What this module needs of a watchdog observer (injectable for tests)."""
+
+    def schedule(self, event_handler: FileSystemEventHandler, path: str, *,
+                 recursive: bool = False,
+                 event_filter: list[type[FileSystemEvent]] | None = None) -> Any: ...
+
+    def unschedule(self, watch: Any) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def join(self, timeout: float | None = None) -> None: ...
+
+    def is_alive(self) -> bool: ...
+
+
+@dataclass
+class _Notebook:
+    path: str
+    db_path: Path
+    folder: str
+    polling: bool
+    info: CheckpointInfo | None = None
+    signature: tuple[object, ...] | None = None
+    """What the poller saw last: (db stat, journal present)."""
+
+
+class _Handler(FileSystemEventHandler):
+    def __init__(self, watcher: CheckpointWatcher) -> None:
+        self._watcher = watcher
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self._watcher._on_event(event)
+
+
+class CheckpointWatcher:
+    """Knows, per watched notebook, the latest complete kishu commit.
+
+    `on_change(notebook_path, info)` is called when that changes (info None: the
+    database went away or became unreadable). With an event loop (given, or the running
+    one when `start()` is called on it) it is called on the loop through
+    `call_soon_threadsafe`; without one, on the watcher's own thread.
+    """
+
+    def __init__(self, on_change: OnChange | None = None, *,
+                 loop: asyncio.AbstractEventLoop | None = None,
+                 root: Path | None = None,
+                 observer: WatchObserver | None = None,
+                 poll_interval: float = 2.0,
+                 debounce: float = 0.05,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._on_change = on_change
+        self._loop = loop
+        self._root = None if root is None else Path(os.path.realpath(root))
+        self._observer: WatchObserver = observer if observer is not None else Observer()
+        self._poll_interval = poll_interval
+        self._debounce = debounce
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
+        """Held across a read and its on_change, so changes are reported in order."""
+        self._wake = threading.Condition(self._lock)
+        self._notebooks: dict[str, _Notebook] = {}
+        self._by_file: dict[str, set[str]] = {}
+        """db and journal path -> notebook paths (a db may serve several paths)."""
+        self._watches: dict[str, Any] = {}
+        """folder -> watchdog watch (inotify) of that folder."""
+        self._dirty: set[str] = set()
+        self._stopping = False
+        self._started = False
+        self._thread = threading.Thread(target=self._run, name="gpushift-checkpoints",
+                                        daemon=True)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the observer and the refresher thread. Called on an event loop, the
+        callbacks go to that loop."""
+        if self._loop is None:
+            with contextlib.suppress(RuntimeError):
+                self._loop = asyncio.get_running_loop()
+        if self._started:
+            return
+        self._started = True
+        self._observer.start()
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify_all()
+        if self._started:
+            with contextlib.suppress(Exception):
+                self._observer.stop()
+                self._observer.join(timeout=5)
+            self._thread.join(timeout=5)
+
+    # -- what the sidecar asks ------------------------------------------------------
+
+    def watch_notebook(self, notebook_path: str | Path) -> CheckpointInfo | None:
+        """Watch the notebook's folder (not recursively) and read its latest commit now.
+        Raises ValueError for a path outside `root`. Watching twice is harmless."""
+        path = self._key(notebook_path)
+        with self._lock:
+            if path in self._notebooks:
+                return self._notebooks[path].info
+        if not self._started:
+            self.start()
+        db = database_path(path)
+        folder = str(db.parent)
+        polling = not self._watch_folder(folder)
+        with self._wake:
+            nb = _Notebook(path=path, db_path=db, folder=folder, polling=polling)
+            self._notebooks[path] = nb
+            for file in (db, journal_path(db)):
+                self._by_file.setdefault(str(file), set()).add(path)
+            self._wake.notify_all()
+        self.refresh(path)
+        return self.latest(path)
+
+    def unwatch_notebook(self, notebook_path: str | Path) -> None:
+        path = self._key(notebook_path)
+        with self._lock:
+            nb = self._notebooks.pop(path, None)
+            if nb is None:
+                return
+            for file in (nb.db_path, journal_path(nb.db_path)):
+                paths = self._by_file.get(str(file), set())
+                paths.discard(path)
+                if not paths:
+                    self._by_file.pop(str(file), None)
+            still_used = any(n.folder == nb.folder for n in self._notebooks.values())
+            watch = None if still_used else self._watches.pop(nb.folder, None)
+        if watch is not None:
+            with contextlib.suppress(Exception):
+                self._observer.unschedule(watch)
+
+    def watched(self) -> dict[str, str]:
+        """notebook path -> "inotify" or "polling"."""
+        with self._lock:
+            return {p: ("polling" if n.polling else "inotify")
+                    for p, n in self._notebooks.items()}
+
+    def latest(self, notebook_path: str | Path) -> CheckpointInfo | None:
+        """The latest complete commit of a watched notebook, as last read."""
+        with self._lock:
+            nb = self._notebooks.get(self._key(notebook_path))
+            return None if nb is None else nb.info
+
+    def verify(self, notebook_path: str | Path, commit_id: str) -> Verdict:
+        """Whether `commit_id` is complete in the notebook's kishu database, read now.
+        Blocking file I/O: on an event loop, use `averify`."""
+        return verify_database(database_path(notebook_path), commit_id)
+
+    async def averify(self, notebook_path: str | Path, commit_id: str) -> Verdict:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.verify, notebook_path, commit_id)
+
+    def refresh(self, notebook_path: str | Path) -> CheckpointInfo | None:
+        """Read the notebook's database now; calls on_change when the latest changed.
+        While kishu is writing (journal present), the previous answer stands."""
+        path = self._key(notebook_path)
+        with self._refreshing:
+            return self._refresh(path)
+
+    def _refresh(self, path: str) -> CheckpointInfo | None:
+        with self._lock:
+            nb = self._notebooks.get(path)
+            if nb is None:
+                return None
+            db = nb.db_path
+        read = read_database(db)
+        with self._lock:
+            nb = self._notebooks.get(path)
+            if nb is None:
+                return None
+            previous = nb.info
+            if read.status is VerdictStatus.INCOMPLETE:
+                return previous
+            info = None
+            if read.status is VerdictStatus.COMPLETE and read.head is not None:
+                same = previous is not None and previous.commit_id == read.head
+                info = CheckpointInfo(notebook_path=path, commit_id=read.head,
+                                      db_path=str(db), mtime=read.mtime,
+                                      verified_at=self._clock())
+                if same and previous is not None:
+                    info = dataclasses.replace(previous, mtime=read.mtime,
+                                               verified_at=info.verified_at)
+            elif read.status is VerdictStatus.UNREADABLE and previous is not None:
+                log.warning("kishu database unreadable", extra={
+                    "notebook_path": path, "why": read.reason})
+            nb.info = info
+        changed = (previous is None) != (info is None) or (
+            previous is not None and info is not None and previous.commit_id != info.commit_id)
+        if changed:
+            self._notify(path, info)
+        return info
+
+    # -- inside ------------------------------------------------------------------------
+
+    def _key(self, notebook_path: str | Path) -> str:
+        path = Path(notebook_path)
+        if not path.is_absolute():
+            raise ValueError(f"{notebook_path}: not an absolute path")
+        real = Path(os.path.realpath(path))
+        if self._root is not None and not real.is_relative_to(self._root):
+            raise ValueError(f"{notebook_path}: not on the workspace volume ({self._root})")
+        return os.path.normpath(path)
+
+    def _watch_folder(self, folder: str) -> bool:
+        """An inotify watch on `folder` (shared by its notebooks); False: poll instead."""
+        with self._lock:
+            if folder in self._watches:
+                return True
+        try:
+            watch = self._observer.schedule(_Handler(self), folder, recursive=False,
+                                            event_filter=WATCHED_EVENTS)
+        except OSError as exc:
+            log.warning("cannot watch folder with inotify; polling its kishu files instead",
+                        extra={"folder": folder, "why": f"{exc.strerror or exc}",
+                               "errno": exc.errno, "poll_interval": self._poll_interval})
+            return False
+        with self._lock:
+            self._watches[folder] = watch
+        return True
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        """On watchdog's thread: note which notebooks to read again."""
+        touched: set[str] = set()
+        with self._wake:
+            folder = os.fsdecode(event.src_path)
+            if event.is_directory and event.event_type == "deleted" and folder in self._watches:
+                # The watched folder itself went away, and its inotify watch with it:
+                # poll its notebooks from now on (the folder may come back).
+                self._watches.pop(folder)
+                for nb in self._notebooks.values():
+                    if nb.folder == folder:
+                        nb.polling = True
+                        touched.add(nb.path)
+            for raw in (event.src_path, getattr(event, "dest_path", "")):
+                if raw:
+                    touched |= self._by_file.get(os.fsdecode(raw), set())
+            if touched:
+                self._dirty |= touched
+                self._wake.notify_all()
+
+    def _run(self) -> None:
+        """The refresher: reads dirty notebooks (after a short debounce, so a burst of
+        writes is one read) and polls the notebooks that have no inotify watch."""
+        next_poll = time.monotonic()
+        while True:
+            with self._wake:
+                while not self._stopping and not self._dirty:
+                    polling = any(n.polling for n in self._notebooks.values())
+                    if polling and time.monotonic() >= next_poll:
+                        break
+                    timeout = max(0.0, next_poll - time.monotonic()) if polling else None
+                    self._wake.wait(timeout)
+                if self._stopping:
+                    return
+            if self._dirty:
+                time.sleep(self._debounce)
+            with self._lock:
+                dirty, self._dirty = self._dirty, set()
+                polled = [n for n in self._notebooks.values() if n.polling]
+            if time.monotonic() >= next_poll:
+                next_poll = time.monotonic() + self._poll_interval
+                for nb in polled:
+                    signature = _signature(nb.db_path)
+                    if signature != nb.signature:
+                        nb.signature = signature
+                        dirty.add(nb.path)
+            for path in dirty:
+                try:
+                    self.refresh(path)
+                except Exception:  # the refresher must outlive any one notebook
+                    log.exception("refreshing kishu checkpoint failed",
+                                  extra={"notebook_path": path})
+
+    def _notify(self, path: str, info: CheckpointInfo | None) -> None:
+        callback = self._on_change
+        if callback is None:
+            return
+        loop = self._loop
+        if loop is None:
+            callback(path, info)
+            return
+        try:
+            loop.call_soon_threadsafe(callback, path, info)
+        except RuntimeError:  # the loop is closed: the sidecar is shutting down
+            log.debug("event loop closed; checkpoint change not delivered")
+
+
+def _signature(db_path: Path) -> tuple[object, ...]:
+    try:
+        st = os.stat(db_path)
+        db: tuple[object, ...] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    except OSError:
+        db = ()
+    return (db, os.path.lexists(journal_path(db_path)))

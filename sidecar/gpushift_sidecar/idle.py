@@ -1,0 +1,268 @@
+"""The idle timer of a GPU pod (pure: every input carries its time, nothing reads a clock).
+
+On a GPU pod, no GPU work for the idle timeout moves the notebook back to CPU. GPU work
+is: a GPU cell running in some kernel, a GPU cell that finished (the timer restarts
+then), or a GPU utilisation sample at or above the admin's threshold. A sample of None
+(NVML unavailable) says nothing and is ignored.
+
+    active --(timeout - warning_seconds idle)--> idle-warning --(timeout idle)--> move
+
+The warning shows for the last `warning_seconds` of the timeout, so the move happens
+after exactly `timeout` idle seconds; `warning_until` is when. `stay()` (the user's
+"stay on GPU") and any GPU work reset the timer. `tick()` hands out each transition once:
+a `warn` when the warning starts and a `move` when it ran out; after a move the timer
+stays in `move` (nothing more is emitted) until it is reset.
+
+On a CPU pod the timer is inert. A notebook annotated `gpushift.io/pin-gpu: "true"` is
+never moved on idle, if the admin allows pinning (`idle.allow_pin`). The annotation
+`gpushift.io/idle-timeout` overrides the timeout: seconds ("300") or a duration ("5m",
+"90s", "1h", "1h30m"), clamped into the admin's [min_seconds, max_seconds].
+
+Times are epoch seconds, like the server extension's activity reports.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+from gpushift_webhook.config import IdleSettings
+from gpushift_webhook.labels import PREFIX
+
+IDLE_TIMEOUT_ANNOTATION = f"{PREFIX}/idle-timeout"
+PIN_ANNOTATION = f"{PREFIX}/pin-gpu"
+
+_DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
+_MAX_DIGITS = 9  # 31 years of seconds; longer strings are nonsense, not a timeout
+
+
+class IdleState(StrEnum):
+    INERT = "inert"
+    """Not a GPU pod: nothing to reclaim."""
+    PINNED = "pinned"
+    """Pinned to its GPU by annotation, and the admin allows it."""
+    ACTIVE = "active"
+    """GPU work, or idle for less than timeout - warning_seconds."""
+    WARNING = "idle-warning"
+    """Idle long enough that the move is near: the user may choose to stay."""
+    MOVE = "move"
+    """The timeout ran out: the notebook is to move to CPU."""
+
+
+@dataclass(frozen=True)
+class Timeout:
+    seconds: int
+    reason: str | None
+    """Why the timeout is not the annotation's value as written (None: it is, or there
+    is no annotation)."""
+    source: Literal["default", "annotation"]
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds of "300", "90s", "5m", "1h" or "1h30m"; None when it is none of those."""
+    value = text.strip().lower()
+    if not value or len(value) > 3 * _MAX_DIGITS:
+        return None
+    if value.isdigit():
+        return int(value) if len(value) <= _MAX_DIGITS else None
+    match = _DURATION.match(value)
+    if match is None or not any(match.groupdict().values()):
+        return None
+    parts = {k: v for k, v in match.groupdict().items() if v is not None}
+    if any(len(v) > _MAX_DIGITS for v in parts.values()):
+        return None
+    return (int(parts.get("h", 0)) * 3600 + int(parts.get("m", 0)) * 60
+            + int(parts.get("s", 0)))
+
+
+def resolve_timeout(settings: IdleSettings, annotation: str | None) -> Timeout:
+    """The timeout for a notebook: the admin's, or its annotation clamped into bounds."""
+    if annotation is None:
+        return Timeout(settings.timeout_seconds, None, "default")
+    seconds = parse_duration(annotation)
+    if seconds is None:
+        return Timeout(settings.timeout_seconds,
+                       f"{IDLE_TIMEOUT_ANNOTATION}: {annotation!r} is not seconds or a "
+                       f"duration like 5m, 90s, 1h; using the default "
+                       f"{settings.timeout_seconds}s", "default")
+    clamped = min(max(seconds, settings.min_seconds), settings.max_seconds)
+    if clamped != seconds:
+        return Timeout(clamped,
+                       f"{IDLE_TIMEOUT_ANNOTATION}: {seconds}s is outside the admin's bounds "
+                       f"[{settings.min_seconds}s, {settings.max_seconds}s]; using {clamped}s",
+                       "annotation")
+    return Timeout(seconds, None, "annotation")
+
+
+def pin_requested(annotations: Mapping[str, str]) -> bool:
+    return annotations.get(PIN_ANNOTATION, "").strip().lower() == "true"
+
+
+@dataclass(frozen=True)
+class IdleTransition:
+    action: Literal["warn", "move"]
+    at: float
+    """When it happened (the tick's time)."""
+    idle_since: float
+    """The last GPU work (or the timer's start, or the last reset)."""
+    timeout: int
+    warning_until: float
+    """When the move is (or was) due: idle_since + timeout."""
+
+
+class IdleTimer:
+    """One notebook's idle timer. Feed it activity, utilisation samples and ticks."""
+
+    def __init__(self, settings: IdleSettings, *, on_gpu: bool, now: float,
+                 annotations: Mapping[str, str] | None = None) -> None:
+        self.settings = settings
+        self.on_gpu = on_gpu
+        self._idle_since = now
+        self._running: set[str] = set()
+        """Kernels with a GPU cell running now."""
+        self._warned = False
+        self._moved = False
+        self._reason: str | None = None
+        """Why the timer was last reset or changed state (for people)."""
+        self.timeout = Timeout(settings.timeout_seconds, None, "default")
+        self.pinned = False
+        self._pin_reason: str | None = None
+        self.configure(annotations or {})
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def configure(self, annotations: Mapping[str, str]) -> None:
+        """Apply the notebook's annotations (timeout override, pin); may change any time."""
+        self.timeout = resolve_timeout(self.settings, annotations.get(IDLE_TIMEOUT_ANNOTATION))
+        wants_pin = pin_requested(annotations)
+        self.pinned = wants_pin and self.settings.allow_pin
+        self._pin_reason = None
+        if wants_pin and not self.settings.allow_pin:
+            self._pin_reason = (f"{PIN_ANNOTATION} is ignored: the admin does not allow "
+                                "pinning a notebook to its GPU")
+
+    def report_activity(self, kernel_id: str, *, gpu_cell_running: bool,
+                        gpu_cell_finished_at: float | None, now: float) -> None:
+        """A kernel's activity report (the server extension's `POST /activity`)."""
+        if gpu_cell_running:
+            self._running.add(kernel_id)
+            self._activity(now, "a GPU cell is running")
+        else:
+            was_running = kernel_id in self._running
+            self._running.discard(kernel_id)
+            if was_running:
+                self._activity(now, "a GPU cell finished")
+        if gpu_cell_finished_at is not None:
+            self._activity(min(gpu_cell_finished_at, now), "a GPU cell finished")
+
+    def forget_kernel(self, kernel_id: str, now: float) -> None:
+        """The kernel is gone: a GPU cell it was running no longer counts."""
+        if kernel_id in self._running:
+            self._running.discard(kernel_id)
+            self._activity(now, "a kernel with a running GPU cell went away")
+
+    def observe_utilization(self, percent: float | None, now: float) -> None:
+        """A GPU utilisation sample (max over the pod's GPUs); None: NVML unavailable.
+        0 % is always idle; at or above the threshold is GPU work."""
+        if percent is None:
+            return
+        if percent > 0 and percent >= self.settings.utilization_threshold_percent:
+            self._activity(now, f"GPU utilisation {percent:g}%")
+
+    def stay(self, now: float) -> None:
+        """The user chose to stay on the GPU: a fresh timeout from now."""
+        self._reset(now, "the user chose to stay on the GPU")
+
+    def reset(self, now: float, reason: str) -> None:
+        """Start over (e.g. the move did not happen), as after GPU work."""
+        self._reset(now, reason)
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def state(self, now: float) -> IdleState:
+        if not self.on_gpu:
+            return IdleState.INERT
+        if self.pinned:
+            return IdleState.PINNED
+        if self._moved:
+            return IdleState.MOVE
+        if self._running:
+            return IdleState.ACTIVE
+        idle_for = now - self._idle_since
+        if idle_for >= self.timeout.seconds:
+            return IdleState.MOVE
+        if idle_for >= self.timeout.seconds - self.settings.warning_seconds:
+            return IdleState.WARNING
+        return IdleState.ACTIVE
+
+    def tick(self, now: float) -> IdleTransition | None:
+        """Advance to `now`; the warning and the move are each returned once."""
+        state = self.state(now)
+        due = self._idle_since + self.timeout.seconds
+        if state is IdleState.ACTIVE:
+            self._warned = False  # e.g. the timeout was raised during the warning
+        if state is IdleState.MOVE and not self._moved:
+            self._moved = True
+            self._reason = f"no GPU work for {self.timeout.seconds}s"
+            return IdleTransition("move", now, self._idle_since, self.timeout.seconds, due)
+        if state is IdleState.WARNING and not self._warned:
+            self._warned = True
+            self._reason = (f"no GPU work for {now - self._idle_since:.0f}s; moving to CPU "
+                            f"at {self.timeout.seconds}s")
+            return IdleTransition("warn", now, self._idle_since, self.timeout.seconds, due)
+        return None
+
+    def next_deadline(self, now: float) -> float | None:
+        """When `tick` next has something to say (None: nothing planned)."""
+        state = self.state(now)
+        if state in (IdleState.INERT, IdleState.PINNED) or self._moved or self._running:
+            return None
+        due = self._idle_since + self.timeout.seconds
+        if state is IdleState.ACTIVE:
+            return due - self.settings.warning_seconds
+        if state is IdleState.WARNING and not self._warned:
+            return now
+        return due
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """What the API shows (and the front end's countdown reads)."""
+        state = self.state(now)
+        live = state not in (IdleState.INERT, IdleState.PINNED)
+        due = self._idle_since + self.timeout.seconds
+        reasons = [r for r in (self._pin_reason, self.timeout.reason,
+                               self._reason if live else None) if r]
+        if state is IdleState.INERT:
+            reasons.insert(0, "not a GPU pod")
+        elif state is IdleState.PINNED:
+            reasons.insert(0, f"pinned to its GPU ({PIN_ANNOTATION})")
+        return {
+            "state": state.value,
+            "idle_for": max(0.0, now - self._idle_since) if live and not self._running else 0.0,
+            "idle_since": self._idle_since if live else None,
+            "timeout": self.timeout.seconds,
+            "timeout_source": self.timeout.source,
+            "warning_seconds": self.settings.warning_seconds,
+            "warning_until": due if state in (IdleState.WARNING, IdleState.MOVE) else None,
+            "gpu_cells_running": len(self._running),
+            "pinned": self.pinned,
+            "reason": "; ".join(reasons) or None,
+        }
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _activity(self, at: float, why: str) -> None:
+        if self._moved:
+            return  # the decision is out; only reset() or stay() take it back
+        if at >= self._idle_since:
+            self._idle_since = at
+            self._warned = False
+            self._reason = why
+
+    def _reset(self, now: float, why: str) -> None:
+        self._idle_since = now
+        self._warned = False
+        self._moved = False
+        self._reason = why

@@ -1,0 +1,531 @@
+"""The kishu checkpoint watcher, against SQLite files laid out like kishu 0.3.4's.
+
+The schema below is what kishu 0.3.4 wrote in a real run (see
+tests/server/test_checkpoints_kishu.py for the run itself).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from watchdog.observers import Observer
+
+from gpushift_sidecar import checkpoints
+from gpushift_sidecar.checkpoints import (
+    CheckpointInfo,
+    CheckpointWatcher,
+    VerdictStatus,
+    database_path,
+    journal_path,
+    verify_database,
+)
+
+KISHU_SCHEMA = [
+    "CREATE TABLE persistent_config (config_category text, config_entry text, "
+    "config_value blob, primary key(config_category, config_entry))",
+    "CREATE TABLE connection (conn primary key, kernel_id text, notebook_path text)",
+    "CREATE TABLE commit_entry (commit_id text primary key, data blob)",
+    "CREATE TABLE checkpoint (commit_id text, chunk_id int, data blob, "
+    "primary key (commit_id, chunk_id))",
+    "CREATE TABLE variable_snapshot (versioned_name text, commit_id text, chunk_id int, "
+    "data blob, primary key (versioned_name, commit_id, chunk_id))",
+    "CREATE TABLE branch (branch_name text primary key, commit_id text)",
+    "CREATE TABLE head_branch (head primary key, branch_name text, commit_id text)",
+    "CREATE TABLE var_commit_parent (commit_id text primary key, parent_id text)",
+    "CREATE TABLE var_head_commit (head primary key, commit_id text)",
+    "CREATE TABLE nb_commit_parent (commit_id text primary key, parent_id text)",
+    "CREATE TABLE nb_head_commit (head primary key, commit_id text)",
+]
+
+
+def make_db(notebook: Path) -> Path:
+    notebook.parent.mkdir(parents=True, exist_ok=True)
+    notebook.write_text("{}")
+    db = database_path(notebook)
+    con = sqlite3.connect(db)
+    for statement in KISHU_SCHEMA:
+        con.execute(statement)
+    con.commit()
+    con.close()
+    return db
+
+
+def add_commit(db: Path, commit_id: str, *, head: bool = True) -> None:
+    """What kishu does for one cell: the commit row, the graph, then HEAD (several
+    transactions, journal mode delete)."""
+    con = sqlite3.connect(db)
+    con.execute("INSERT INTO commit_entry VALUES (?, ?)", (commit_id, b"dill bytes"))
+    con.commit()
+    con.execute("INSERT INTO var_commit_parent VALUES (?, '')", (commit_id,))
+    if head:
+        con.execute("INSERT OR REPLACE INTO var_head_commit VALUES ('HEAD', ?)", (commit_id,))
+        con.execute("INSERT OR REPLACE INTO head_branch VALUES ('HEAD', 'main', ?)",
+                    (commit_id,))
+    con.commit()
+    con.close()
+
+
+def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
+    """Every file in the folder: content hash and mtime."""
+    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def notebook(tmp_path: Path) -> Path:
+    return tmp_path / "work" / "analysis.ipynb"
+
+
+# -- verify: the verdicts ---------------------------------------------------------------
+
+
+def test_database_path_is_kishus() -> None:
+    assert database_path("/home/jovyan/a/b.ipynb") == Path("/home/jovyan/a/b.kishudb")
+
+
+def test_complete_commit(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    add_commit(db, "c2")
+    before = fingerprint(db.parent)
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.COMPLETE and verdict.complete
+    assert verdict.db_path == str(db)
+    assert fingerprint(db.parent) == before  # read-only: not even a journal appeared
+
+
+def test_unknown_commit_is_missing(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    verdict = verify_database(db, "c9")
+    assert verdict.status is VerdictStatus.MISSING
+    assert "c9" in verdict.reason
+
+
+def test_missing_database_is_missing_and_not_created(notebook: Path) -> None:
+    notebook.parent.mkdir(parents=True)
+    db = database_path(notebook)
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.MISSING
+    assert "kishu attached" in verdict.reason
+    assert list(notebook.parent.iterdir()) == []
+
+
+def test_journal_present_is_incomplete(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    journal_path(db).write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+    before = fingerprint(db.parent)
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.INCOMPLETE
+    assert "journal" in verdict.reason
+    assert fingerprint(db.parent) == before
+
+
+def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
+    """A writer killed mid-transaction leaves a hot journal. A read-write open would roll
+    it back (change the database, delete the journal); the watcher must not."""
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    code = (
+        "import os, sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+        "con.execute('PRAGMA cache_size=1')\n"
+        "con.execute('BEGIN IMMEDIATE')\n"
+        "for i in range(500):\n"
+        "    con.execute('INSERT INTO commit_entry VALUES (?, randomblob(4000))', (f'x{i}',))\n"
+        "os._exit(0)\n")
+    subprocess.run([sys.executable, "-c", code, str(db)], check=True)
+    assert journal_path(db).exists()
+    before = fingerprint(db.parent)
+
+    assert verify_database(db, "c1").status is VerdictStatus.INCOMPLETE
+    # The journal may also appear just after the check for it: SQLite itself must then
+    # refuse (read-only open), not roll it back.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(checkpoints.os.path, "lexists", lambda _path: False)
+        verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.INCOMPLETE, verdict.reason
+    assert fingerprint(db.parent) == before
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    assert watcher.watch_notebook(notebook) is None
+    watcher.stop()
+    assert fingerprint(db.parent) == before
+
+    # What the test guards against: an ordinary open rolls the journal back.
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM commit_entry").fetchone() == (1,)
+    con.close()
+    assert not journal_path(db).exists()
+
+
+@pytest.mark.parametrize("content", [b"this is no database" * 300, b"",
+                                     b"SQLite format 3\0" + b"\xff" * 4000])
+def test_corrupt_database_is_unreadable_and_unchanged(notebook: Path, content: bytes) -> None:
+    notebook.parent.mkdir(parents=True)
+    db = database_path(notebook)
+    db.write_bytes(content)
+    before = fingerprint(db.parent)
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.UNREADABLE
+    assert str(db) in verdict.reason
+    assert fingerprint(db.parent) == before
+
+
+def test_a_sqlite_file_that_is_not_kishus_is_unreadable(notebook: Path) -> None:
+    notebook.parent.mkdir(parents=True)
+    db = database_path(notebook)
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE other (x)")
+    con.commit()
+    con.close()
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.UNREADABLE
+    assert "commit_entry" in verdict.reason
+
+
+def test_a_directory_in_place_of_the_database_is_unreadable(notebook: Path) -> None:
+    database_path(notebook).mkdir(parents=True)
+    assert verify_database(database_path(notebook), "c1").status is VerdictStatus.UNREADABLE
+
+
+def test_verify_through_the_watcher_uses_the_notebook_path(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    assert watcher.verify(notebook, "c1").complete
+    assert watcher.verify(notebook, "c2").status is VerdictStatus.MISSING
+
+
+# -- latest --------------------------------------------------------------------------------
+
+
+def test_latest_is_kishus_head(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    add_commit(db, "c2")
+    con = sqlite3.connect(db)  # a checkout of c1 moves HEAD back
+    con.execute("UPDATE head_branch SET commit_id = 'c1'")
+    con.commit()
+    con.close()
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    info = watcher.watch_notebook(notebook)
+    watcher.stop()
+    assert info is not None and info.commit_id == "c1"
+    assert info.db_path == str(db) and info.notebook_path == str(notebook)
+    assert info.mtime == db.stat().st_mtime
+    assert info.to_json()["commitId"] == "c1"
+
+
+def test_latest_without_head_is_the_commit_stored_last(notebook: Path) -> None:
+    db = make_db(notebook)
+    for commit in ("b", "c", "a"):
+        add_commit(db, commit, head=False)
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    info = watcher.watch_notebook(notebook)
+    watcher.stop()
+    assert info is not None and info.commit_id == "a"
+
+
+def test_latest_ignores_a_head_whose_commit_is_not_stored(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    con = sqlite3.connect(db)
+    con.execute("UPDATE head_branch SET commit_id = 'ghost'")
+    con.execute("UPDATE var_head_commit SET commit_id = 'ghost'")
+    con.commit()
+    con.close()
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    info = watcher.watch_notebook(notebook)
+    watcher.stop()
+    assert info is not None and info.commit_id == "c1"
+
+
+def test_latest_of_an_unwatched_notebook_is_none(notebook: Path) -> None:
+    make_db(notebook)
+    assert CheckpointWatcher(observer=_RecordingObserver()).latest(notebook) is None
+
+
+def test_paths_outside_the_workspace_are_refused(tmp_path: Path) -> None:
+    watcher = CheckpointWatcher(root=tmp_path / "home", observer=_RecordingObserver())
+    with pytest.raises(ValueError, match="workspace"):
+        watcher.watch_notebook(tmp_path / "elsewhere" / "a.ipynb")
+    with pytest.raises(ValueError, match="absolute"):
+        watcher.watch_notebook("relative.ipynb")
+
+
+# -- watching --------------------------------------------------------------------------
+
+
+class _RecordingObserver:
+    """A real watchdog observer that records what it was asked to watch, and can fail
+    to add a watch the way watchdog does when the inotify limit is reached."""
+
+    def __init__(self, fail: OSError | None = None) -> None:
+        self.inner = Observer()
+        self.fail = fail
+        self.scheduled: list[tuple[str, bool]] = []
+
+    def schedule(self, handler: Any, path: str, *, recursive: bool = False,
+                 event_filter: Any = None) -> Any:
+        self.scheduled.append((path, recursive))
+        if self.fail is not None:
+            raise self.fail
+        return self.inner.schedule(handler, path, recursive=recursive,
+                                   event_filter=event_filter)
+
+    def unschedule(self, watch: Any) -> None:
+        self.inner.unschedule(watch)
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def stop(self) -> None:
+        self.inner.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        self.inner.join(timeout)
+
+    def is_alive(self) -> bool:
+        return self.inner.is_alive()
+
+
+class _Changes:
+    """on_change, recording the calls and the thread they came on."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, CheckpointInfo | None]] = []
+        self.threads: set[int] = set()
+        self.event = asyncio.Event()
+
+    def __call__(self, path: str, info: CheckpointInfo | None) -> None:
+        self.calls.append((path, info))
+        self.threads.add(threading.get_ident())
+        self.event.set()
+
+    async def wait_for(self, commit_id: str | None, timeout: float = 5.0) -> None:
+        async def until() -> None:
+            while not self.calls or (self.calls[-1][1].commit_id if self.calls[-1][1]
+                                     else None) != commit_id:
+                self.event.clear()
+                await self.event.wait()
+
+        await asyncio.wait_for(until(), timeout)
+
+
+async def test_inotify_reports_a_new_commit_on_the_event_loop(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    (notebook.parent / "sub").mkdir()
+    changes = _Changes()
+    observer = _RecordingObserver()
+    # A poll interval of an hour: only inotify can deliver within the test's timeout.
+    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=3600)
+    watcher.start()
+    try:
+        assert watcher.watch_notebook(notebook) is not None
+        await changes.wait_for("c1")
+        assert watcher.watched() == {str(notebook): "inotify"}
+        # only the notebook's own folder, not recursively
+        assert observer.scheduled == [(str(notebook.parent), False)]
+        await asyncio.to_thread(add_commit, db, "c2")
+        await changes.wait_for("c2")
+        latest = watcher.latest(notebook)
+        assert latest is not None and latest.commit_id == "c2"
+        assert changes.threads == {threading.get_ident()}  # delivered on the loop
+        # a file in a subfolder or another file changes nothing
+        (notebook.parent / "sub" / "x.kishudb").write_bytes(b"x")
+        (notebook.parent / "other.txt").write_text("x")
+        await asyncio.sleep(0.3)
+        assert [c[1].commit_id for c in changes.calls if c[1]] == ["c1", "c2"]
+    finally:
+        watcher.stop()
+
+
+async def test_two_notebooks_in_one_folder_share_one_watch(notebook: Path) -> None:
+    other = notebook.with_name("other.ipynb")
+    db1, db2 = make_db(notebook), make_db(other)
+    changes = _Changes()
+    observer = _RecordingObserver()
+    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=3600)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        watcher.watch_notebook(other)
+        assert len(observer.scheduled) == 1
+        await asyncio.to_thread(add_commit, db2, "o1")
+        await changes.wait_for("o1")
+        assert changes.calls[-1][0] == str(other)
+        assert watcher.latest(notebook) is None
+        await asyncio.to_thread(add_commit, db1, "n1")
+        await changes.wait_for("n1")
+        assert changes.calls[-1][0] == str(notebook)
+    finally:
+        watcher.stop()
+
+
+async def test_a_commit_is_reported_only_once_the_journal_is_gone(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    changes = _Changes()
+    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=3600)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        await changes.wait_for("c1")
+        journal = journal_path(db)
+        journal.write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+        await asyncio.to_thread(_add_commit_behind_the_journal, db, "c2")
+        await asyncio.sleep(0.4)
+        latest = watcher.latest(notebook)
+        assert latest is not None and latest.commit_id == "c1"
+        journal.unlink()
+        await changes.wait_for("c2")
+    finally:
+        watcher.stop()
+
+
+def _add_commit_behind_the_journal(db: Path, commit_id: str) -> None:
+    """Write a commit while a (fake) journal sits beside the database: rename the journal
+    away for the write, then put it back, so SQLite does not see it as hot."""
+    journal = journal_path(db)
+    parked = journal.with_name("parked")
+    journal.rename(parked)
+    add_commit(db, commit_id)
+    parked.rename(journal)
+
+
+async def test_a_database_that_goes_bad_is_reported_as_none(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    changes = _Changes()
+    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=3600)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        await changes.wait_for("c1")
+        db.write_bytes(b"garbage" * 1000)
+        await changes.wait_for(None)
+        assert watcher.latest(notebook) is None
+    finally:
+        watcher.stop()
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, "inotify watch limit reached"),
+    OSError(errno.EMFILE, "inotify instance limit reached")])
+async def test_falls_back_to_polling_when_inotify_cannot_watch(
+        notebook: Path, failure: OSError, caplog: pytest.LogCaptureFixture) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    changes = _Changes()
+    observer = _RecordingObserver(fail=failure)
+    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=0.1)
+    watcher.start()
+    try:
+        info = watcher.watch_notebook(notebook)
+        assert info is not None and info.commit_id == "c1"
+        assert watcher.watched() == {str(notebook): "polling"}
+        assert observer.scheduled == [(str(notebook.parent), False)]
+        assert "polling" in caplog.text
+        await changes.wait_for("c1")
+        await asyncio.to_thread(add_commit, db, "c2")
+        await changes.wait_for("c2", timeout=3)
+        # and the journal rule holds when polling too
+        journal = journal_path(db)
+        journal.write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
+        await asyncio.to_thread(_add_commit_behind_the_journal, db, "c3")
+        await asyncio.sleep(0.5)
+        assert watcher.latest(notebook).commit_id == "c2"  # type: ignore[union-attr]
+        journal.unlink()
+        await changes.wait_for("c3", timeout=3)
+    finally:
+        watcher.stop()
+
+
+async def test_polling_takes_over_when_the_watched_folder_is_removed(tmp_path: Path) -> None:
+    notebook = tmp_path / "proj" / "a.ipynb"
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    changes = _Changes()
+    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=0.1)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        await changes.wait_for("c1")
+        for p in notebook.parent.iterdir():
+            p.unlink()
+        notebook.parent.rmdir()
+        await changes.wait_for(None)
+        for _ in range(50):
+            if watcher.watched() == {str(notebook): "polling"}:
+                break
+            await asyncio.sleep(0.05)
+        assert watcher.watched() == {str(notebook): "polling"}
+        db = make_db(notebook)
+        add_commit(db, "c2")
+        await changes.wait_for("c2", timeout=3)
+    finally:
+        watcher.stop()
+
+
+def test_without_a_loop_on_change_runs_on_the_watcher_thread(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    seen: list[tuple[str, int]] = []
+    done = threading.Event()
+
+    def on_change(path: str, info: CheckpointInfo | None) -> None:
+        if info is not None:
+            seen.append((info.commit_id, threading.get_ident()))
+            if info.commit_id == "c2":
+                done.set()
+
+    watcher = CheckpointWatcher(on_change, observer=_RecordingObserver(), poll_interval=3600)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        add_commit(db, "c2")
+        assert done.wait(5)
+        assert seen[0] == ("c1", threading.get_ident())  # the initial read, here
+        assert seen[-1][1] != threading.get_ident()
+    finally:
+        watcher.stop()
+
+
+def test_unwatch_drops_the_folder_watch(notebook: Path) -> None:
+    make_db(notebook)
+    observer = _RecordingObserver()
+    watcher = CheckpointWatcher(observer=observer)
+    watcher.start()
+    try:
+        watcher.watch_notebook(notebook)
+        assert len(observer.inner.emitters) == 1
+        watcher.unwatch_notebook(notebook)
+        assert watcher.watched() == {}
+        assert len(observer.inner.emitters) == 0
+    finally:
+        watcher.stop()
+
+
+def test_nothing_is_written_next_to_the_notebook(notebook: Path) -> None:
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    before = fingerprint(db.parent)
+    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher.watch_notebook(notebook)
+    watcher.refresh(notebook)
+    watcher.verify(notebook, "c1")
+    watcher.stop()
+    assert fingerprint(db.parent) == before
+    assert sorted(os.listdir(db.parent)) == ["analysis.ipynb", "analysis.kishudb"]
