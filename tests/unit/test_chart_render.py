@@ -313,6 +313,39 @@ def test_deployment_args_are_what_the_webhook_cli_expects(release, tmp_path, mon
     assert NAMESPACE in config.excluded_namespaces
 
 
+@pytest.mark.parametrize("release", [RELEASE, "team"])
+def test_migration_guard_is_on_with_the_lease_its_role_names(release, tmp_path, monkeypatch):
+    docs = render(release=release)
+    fullname = release if "gpushift" in release else f"{release}-gpushift"
+    config, args = _run_cli(docs, tmp_path, monkeypatch)
+    assert args.guard is True
+    assert args.guard_lease_name == args.guard_lease.name == f"{fullname}-guard"
+    assert args.guard_lease.namespace == NAMESPACE
+    assert args.guard_interval == chart_values()["guard"]["intervalSeconds"] == 5
+    assert config.guard.ready_timeout_seconds == 300
+    # The Role lets it get and update exactly that Lease (create cannot be named).
+    role = one(docs, "Role")
+    named = [r for r in role["rules"] if "leases" in r["resources"] and "resourceNames" in r]
+    assert named and all(r["resourceNames"] == [args.guard_lease_name] for r in named)
+    assert {"get", "update"} <= {v for r in named for v in r["verbs"]}
+
+
+@pytest.mark.parametrize("sets", [["guard.enabled=false"], ["rbac.migrationGuard=false"]])
+def test_migration_guard_off(sets, tmp_path, monkeypatch):
+    """Off by value, or without its RBAC (it would only collect 403s)."""
+    docs = render(*sets)
+    assert not any(a.startswith("--guard") for a in webhook_container(docs)["args"])
+    _, args = _run_cli(docs, tmp_path, monkeypatch)
+    assert args.guard is False
+
+
+def test_migration_guard_interval_is_a_value(tmp_path, monkeypatch):
+    _, args = _run_cli(render(set_json=("guard.intervalSeconds=2.5",)), tmp_path, monkeypatch)
+    assert args.guard_interval == 2.5
+    proc = run_helm("template", RELEASE, str(CHART), "--set", "guard.intervalSeconds=0")
+    assert proc.returncode != 0
+
+
 def test_deployment_args_cert_manager_mode(tmp_path, monkeypatch):
     _, args = _run_cli(render("certs.mode=certManager"), tmp_path, monkeypatch)
     assert args.self_managed_certs is False

@@ -1,4 +1,5 @@
-"""`gpushift-webhook`: serve the admission webhook, or check a configuration file."""
+"""`gpushift-webhook`: serve the admission webhook (and, with --guard, the migration
+guard), or check a configuration file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import datetime as dt
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -19,9 +21,10 @@ from aiohttp import web
 from gpushift_certs.issue import service_dns_names
 from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
-from gpushift_webhook import jsonlog, self_managed
+from gpushift_webhook import guard, jsonlog, self_managed
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
 from gpushift_webhook.kube import KubeApi
+from gpushift_webhook.lease import LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
 
@@ -71,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                          help="kubeconfig outside the cluster (default: in-cluster)")
 
+    _add_guard_arguments(serve)
+
     check = sub.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("--config", required=True)
 
@@ -87,6 +92,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.self_managed_certs and not args.namespace:
         parser.error("--self-managed-certs needs --namespace (or $GPUSHIFT_NAMESPACE)")
+    if args.guard:
+        if not args.namespace:
+            parser.error("--guard needs --namespace (or $GPUSHIFT_NAMESPACE): its Lease is "
+                         "kept there")
+        if args.guard_interval <= 0:
+            parser.error("--guard-interval must be positive")
+        try:
+            args.guard_lease = _lease_settings(args)
+        except ValueError as exc:
+            parser.error(f"guard lease: {exc}")
     if args.namespace and args.namespace not in config.excluded_namespaces:
         config = replace(config, excluded_namespaces=[*config.excluded_namespaces,
                                                       args.namespace])
@@ -118,10 +133,18 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(cert.watch(args.reload_interval))]
+    api = None
+    if args.self_managed_certs or getattr(args, "guard", False):
+        api = KubeApi.connect(args.kubeconfig, component="gpushift-guard",
+                              instance=getattr(args, "guard_identity", ""))
     if args.self_managed_certs:
         settings = replace(_self_managed_settings(args), load_files=cert.reload)
-        tasks.append(asyncio.create_task(self_managed.run(
-            KubeApi.connect(args.kubeconfig), settings)))
+        assert api is not None
+        tasks.append(asyncio.create_task(self_managed.run(api, settings)))
+    if getattr(args, "guard", False):
+        assert api is not None
+        tasks.append(asyncio.create_task(guard.run(api, config, guard.GuardLoopSettings(
+            lease=args.guard_lease, interval_seconds=args.guard_interval), metrics)))
     try:
         await stop.wait()
     finally:
@@ -132,6 +155,34 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         # Graceful: stop accepting, let requests in flight finish.
         await runner.cleanup()
         log.info("webhook stopped")
+
+
+def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:
+    guarding = serve.add_argument_group(
+        "migration guard",
+        "roll back a migration whose new pod is not Ready within the config's "
+        "guard.ready_timeout_seconds (previous profile restored, stuck pod deleted); "
+        "with several replicas, the one holding a Lease in --namespace acts")
+    guarding.add_argument("--guard", action="store_true", help="run the migration guard")
+    guarding.add_argument("--guard-lease-name", default="gpushift-guard",
+                          help="Lease in --namespace for the guard's leader election")
+    guarding.add_argument("--guard-interval", type=float, default=5.0,
+                          help="seconds between looks at the Notebooks")
+    guarding.add_argument("--guard-lease-duration", type=float, default=15.0,
+                          help="seconds after which a Lease not renewed is taken over")
+    guarding.add_argument("--guard-renew-interval", type=float, default=5.0,
+                          help="seconds between reads and renewals of the Lease")
+    guarding.add_argument("--guard-identity",
+                          default=f"{socket.gethostname()}_{os.getpid()}",
+                          help="holderIdentity in the Lease (default: hostname_pid; in a "
+                               "pod the hostname is the pod's name)")
+
+
+def _lease_settings(args: argparse.Namespace) -> LeaseSettings:
+    return LeaseSettings(namespace=args.namespace, name=args.guard_lease_name,
+                         identity=args.guard_identity,
+                         duration_seconds=args.guard_lease_duration,
+                         renew_seconds=args.guard_renew_interval)
 
 
 def _self_managed_settings(args: argparse.Namespace) -> self_managed.SelfManagedSettings:

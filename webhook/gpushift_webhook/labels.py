@@ -16,3 +16,12 @@ NOTEBOOK_NAME_LABEL = "notebook-name"
 # webhook does not get this mount from the ServiceAccount admission plug-in (it ran
 # before us), so the sidecar copies it from the notebook container.
 SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+# Notebook annotations of a migration in flight (the sidecar writes them in the same JSON
+# patch that moves the Notebook; the guard reads them and writes the rollback). Both keys
+# contain "notebook": Kubeflow's notebook-controller copies every other Notebook
+# annotation into the pod template, so changing one would recreate the pod.
+# Compact JSON {"id", "phase", "target", "updated"} (+ "reason" once rolled back/failed).
+MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
+# JSON of the move's previous-profile record (gpushift_sidecar.notebook_patch.plan_move).
+PREVIOUS_PROFILE_ANNOTATION = f"{PREFIX}/notebook-previous-profile"

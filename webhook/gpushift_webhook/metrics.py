@@ -27,3 +27,39 @@ class WebhookMetrics:
             "gpushift_webhook_certificate_reloads",
             "Serving certificates loaded (the first one included).", registry=self.registry,
         )
+        # The migration guard (gpushift_webhook.guard).
+        self.guard_leader = Gauge(
+            "gpushift_webhook_guard_leader",
+            "1 while this replica holds the migration guard's Lease and acts, else 0.",
+            registry=self.registry,
+        )
+        self.guard_rollbacks = Counter(
+            "gpushift_webhook_guard_rollbacks",
+            "Migrations to GPU rolled back because the new pod did not become Ready, "
+            "by class of reason (insufficient_resources, volume_node_affinity, "
+            "untolerated_taint, node_selector, unschedulable, image_pull, "
+            "container_waiting, pod_missing, not_ready).",
+            ["reason"], registry=self.registry,
+        )
+        self.guard_failures = Counter(
+            "gpushift_webhook_guard_failed_migrations",
+            "Migrations marked failed by the guard (a move to CPU whose pod did not become "
+            "Ready, or a rollback that could not be planned), by class of reason.",
+            ["reason"], registry=self.registry,
+        )
+        self.guard_pods_deleted = Counter(
+            "gpushift_webhook_guard_stuck_pods_deleted",
+            "Pods deleted by the guard because they were stuck on a rolled-back profile.",
+            registry=self.registry,
+        )
+        self.guard_in_flight = Gauge(
+            "gpushift_webhook_guard_migrations_in_flight",
+            "Migrations whose new pod is not Ready yet (phase patching or recreating), as "
+            "the leader's last pass found them.",
+            registry=self.registry,
+        )
+        self.guard_errors = Counter(
+            "gpushift_webhook_guard_errors",
+            "Kubernetes API calls of the guard that failed (retried at the next pass).",
+            registry=self.registry,
+        )

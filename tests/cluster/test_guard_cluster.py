@@ -1,0 +1,473 @@
+"""The migration guard against the real control plane, as two `gpushift-webhook serve
+--guard` processes under the chart's own RBAC for the webhook.
+
+A Notebook with a PV/PVC workspace is moved to a profile of 2 GPUs (more than any kwok
+node has) by patching it exactly as the sidecar does (its KubeApi, plan_move, the two
+annotations, phase recreating); the new pod stays Pending (Insufficient nvidia.com/gpu).
+The guard rolls it back after guard.ready_timeout_seconds (10 s, the minimum): Notebook
+spec back to the original, the Pending pod deleted (the StatefulSet would not replace it
+by itself), a CPU pod Running again, phase rolled_back with the scheduler's reason, a
+Warning Event. Of the two processes exactly one holds the Lease and rolls back; when it
+is killed, the other takes over within about a lease duration and rolls back the next one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane, binary_paths
+from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.webhook_process import free_port
+from kubernetes import client, utils
+
+from gpushift_sidecar.kube import KubeApi as SidecarApi
+from gpushift_sidecar.notebook_patch import plan_move
+from gpushift_webhook.config import GpuProfile, ImagePair
+from gpushift_webhook.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "gpushift"
+NB = ("kubeflow.org", "v1")
+RELEASE = "guardtest"
+FULLNAME = f"{RELEASE}-gpushift"
+LEASE = f"{FULLNAME}-guard"
+SERVICE_ACCOUNT = f"{FULLNAME}-webhook"
+CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
+CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
+IMAGE_MAP = [ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)]
+TWO_GPUS = GpuProfile(
+    name="nvidia-2", resource=GPU_RESOURCE, count=2,
+    node_selector={"nvidia.com/gpu.present": "true"},
+    tolerations=[{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+)
+READY_TIMEOUT = 10  # the least the config allows
+LEASE_DURATION, RENEW = 6.0, 2.0  # shorter than the 15 s / 5 s defaults: a quick test
+ROLLED_BACK_LINE = "guard: migration rolled back"
+
+
+# ----------------------------------------------------------------------------- guards
+
+
+@dataclass
+class GuardProcess:
+    identity: str
+    argv: list[str]
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.alive():
+            assert self.process is not None
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def lines(self) -> list[dict[str, Any]]:
+        out = []
+        for line in self.log.read_text().splitlines() if self.log.exists() else []:
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def count(self, msg: str) -> int:
+        return sum(1 for line in self.lines() if line.get("msg") == msg)
+
+
+@dataclass
+class Guards:
+    namespace: str
+    procs: dict[str, GuardProcess] = field(default_factory=dict)
+
+    def holder(self, coordination: Any) -> str:
+        lease = coordination.read_namespaced_lease(LEASE, self.namespace)
+        return str(lease.spec.holder_identity or "")
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.identity}\n" + p.log.read_text()[-4000:]
+                         for p in self.procs.values() if p.log.exists())
+
+
+def chart_webhook_rbac(namespace: str) -> list[dict[str, Any]]:
+    """The webhook's ServiceAccount and RBAC as the chart renders them (the guard's
+    grants included: rbac.migrationGuard is on by default)."""
+    helm = binary_paths()["helm"]
+    assert helm.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm})"
+    out = subprocess.run(
+        [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace,
+         "--show-only", "templates/serviceaccount.yaml",
+         "--show-only", "templates/rbac-webhook.yaml", "--set", "certs.mode=certManager"],
+        capture_output=True, text=True, timeout=60, check=True).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def kubeconfig_for_token(path: Path, plane: ControlPlane, token: str) -> Path:
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "guard",
+        "clusters": [{"name": "plane", "cluster": {
+            "server": plane.server, "certificate-authority": str(plane.ca_file)}}],
+        "users": [{"name": "guard", "user": {"token": token}}],
+        "contexts": [{"name": "guard", "context": {"cluster": "plane", "user": "guard"}}],
+    }))
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture(scope="module")
+def guards(control_plane: ControlPlane,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guards]:
+    """Two guard processes (guard-a, guard-b) in their own namespace, with the chart's
+    webhook RBAC only."""
+    assert control_plane.notebook_controller_running, control_plane.notebook_controller_reason
+    workdir = tmp_path_factory.mktemp("guards")
+    api = control_plane.api_client()
+    core = client.CoreV1Api(api)
+    rbac = client.RbacAuthorizationV1Api(api)
+    namespace = f"gpushift-guard-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"metadata": {"name": namespace,
+                                        "labels": {"gpushift.io/test": "true"}}})
+    docs = chart_webhook_rbac(namespace)
+    cluster_scoped = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
+    for doc in docs:
+        utils.create_from_dict(api, doc, namespace=namespace)
+    token = core.create_namespaced_service_account_token(
+        SERVICE_ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
+    kubeconfig = kubeconfig_for_token(workdir / "kubeconfig", control_plane, token)
+    config_file = workdir / "config.yaml"
+    config_file.write_text(yaml.safe_dump({
+        "guard": {"ready_timeout_seconds": READY_TIMEOUT},
+        "image_map": [{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
+    }))
+    exe = str(Path(sys.executable).parent / "gpushift-webhook")
+    result = Guards(namespace)
+    for identity in ("guard-a", "guard-b"):
+        cert_dir = workdir / identity / "certs"  # no certificate: only the guard matters
+        cert_dir.mkdir(parents=True)
+        argv = [exe, "serve", "--host", "127.0.0.1", "--port", str(free_port()),
+                "--cert-dir", str(cert_dir), "--config", str(config_file),
+                "--namespace", namespace, "--kubeconfig", str(kubeconfig),
+                "--guard", "--guard-lease-name", LEASE, "--guard-identity", identity,
+                "--guard-interval", "1", "--guard-lease-duration", str(LEASE_DURATION),
+                "--guard-renew-interval", str(RENEW)]
+        result.procs[identity] = GuardProcess(identity, argv, workdir / f"{identity}.log")
+    for proc in result.procs.values():
+        proc.start()
+    try:
+        yield result
+    finally:
+        for proc in result.procs.values():
+            proc.stop()
+        for doc in cluster_scoped:
+            delete = (rbac.delete_cluster_role if doc["kind"] == "ClusterRole"
+                      else rbac.delete_cluster_role_binding)
+            try:
+                delete(doc["metadata"]["name"])
+            except client.ApiException as e:
+                if e.status != 404:
+                    raise
+        core.delete_namespace(namespace)
+        api.close()
+
+
+@pytest.fixture
+def admin(control_plane: ControlPlane) -> Iterator[Any]:
+    api = control_plane.api_client()
+    yield type("Admin", (), {"core": client.CoreV1Api(api),
+                             "custom": client.CustomObjectsApi(api),
+                             "coordination": client.CoordinationV1Api(api)})
+    api.close()
+
+
+@pytest.fixture
+async def sidecar(control_plane: ControlPlane) -> Any:
+    """The sidecar's own API module (admin credentials: its RBAC has its own tests)."""
+    api = SidecarApi.connect(str(control_plane.kubeconfig), instance="nb-0")
+    yield api
+    api.close()
+
+
+# ----------------------------------------------------------------------------- notebook
+
+
+def workspace(core: Any, namespace: str, claim: str, host: Path) -> str:
+    pv = f"{namespace}-{claim}"[:63]
+    host.mkdir(parents=True, exist_ok=True)
+    core.create_persistent_volume({
+        "metadata": {"name": pv, "labels": {"gpushift.io/test": "true"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
+                 "hostPath": {"path": str(host)},
+                 "claimRef": {"namespace": namespace, "name": claim}},
+    })
+    core.create_namespaced_persistent_volume_claim(namespace, {
+        "metadata": {"name": claim},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
+    })
+    wait_for(f"PVC {namespace}/{claim} Bound",
+             lambda: core.read_namespaced_persistent_volume_claim(claim, namespace)
+             .status.phase == "Bound", 60)
+    return pv
+
+
+@pytest.fixture
+def notebook(admin: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
+    """make(name) -> (the CPU Notebook as created, its workspace folder on the host)."""
+    volumes: list[str] = []
+
+    def make(name: str) -> tuple[dict[str, Any], Path]:
+        claim = f"{name}-workspace"
+        host = tmp_path / claim
+        volumes.append(workspace(admin.core, namespace, claim, host))
+        body = {
+            "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
+            "metadata": {"name": name, "labels": {"app": name},
+                         "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"}},
+            "spec": {"template": {"spec": {
+                "containers": [{
+                    "name": name, "image": CPU_IMAGE, "imagePullPolicy": "IfNotPresent",
+                    "resources": {"limits": {"cpu": "600m", "memory": "1.2Gi"},
+                                  "requests": {"cpu": "500m", "memory": "1Gi"}},
+                    "volumeMounts": [{"name": "workspace", "mountPath": "/home/jovyan"}],
+                }],
+                "volumes": [{"name": "workspace",
+                             "persistentVolumeClaim": {"claimName": claim}}],
+            }}},
+        }
+        created = admin.custom.create_namespaced_custom_object(*NB, namespace, "notebooks",
+                                                               body)
+        return created, host
+
+    yield make
+    for pv in volumes:
+        try:
+            admin.core.delete_persistent_volume(pv)
+        except client.ApiException as e:
+            if e.status != 404:
+                raise
+
+
+def running(core: Any, namespace: str, name: str, not_uid: str = "",
+            timeout: float = 90) -> Any:
+    def check() -> Any:
+        pod = core.read_namespaced_pod(name, namespace)
+        ok = pod.metadata.uid != not_uid and pod.status.phase == "Running" and \
+            not pod.metadata.deletion_timestamp
+        return pod if ok else None
+
+    return wait_for(f"pod {namespace}/{name} Running", check, timeout, interval=0.1,
+                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+
+
+def node_kind(core: Any, node: str) -> str:
+    return str(core.read_node(node).metadata.labels.get("gpushift.io/node-kind", ""))
+
+
+async def move_to_two_gpus(sidecar: Any, namespace: str, name: str) -> tuple[str, str]:
+    """Patch the Notebook as the sidecar does for a move to GPU: the move and the two
+    annotations in one JSON patch. Returns (migration id, updated)."""
+    migration_id = str(uuid.uuid4())
+    updated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    def build(nb: dict[str, Any]) -> list[dict[str, Any]]:
+        plan = plan_move(nb, "gpu", TWO_GPUS, IMAGE_MAP)
+        annotations = (nb["metadata"].get("annotations") or {})
+        assert annotations, "the Notebook has annotations: add below them"
+        return [*plan.operations,
+                {"op": "add", "path": "/metadata/annotations/gpushift.io~1notebook-migration",
+                 "value": json.dumps({"id": migration_id, "phase": "recreating",
+                                      "target": "gpu", "updated": updated},
+                                     separators=(",", ":"))},
+                {"op": "add",
+                 "path": "/metadata/annotations/gpushift.io~1notebook-previous-profile",
+                 "value": json.dumps(plan.previous_profile, separators=(",", ":"))}]
+
+    result = await sidecar.patch_notebook(namespace, name, build)
+    assert result.changed
+    limits = result.notebook["spec"]["template"]["spec"]["containers"][0]["resources"][
+        "limits"]
+    assert limits[GPU_RESOURCE] == "2"
+    return migration_id, updated
+
+
+def stuck_pending(core: Any, namespace: str, name: str, not_uid: str) -> Any:
+    """The new pod, Pending because no node has 2 GPUs."""
+    def check() -> Any:
+        pod = core.read_namespaced_pod(name, namespace)
+        if pod.metadata.uid == not_uid:
+            return None
+        for c in pod.status.conditions or []:
+            if c.type == "PodScheduled" and c.status == "False" and \
+                    "Insufficient nvidia.com/gpu" in (c.message or ""):
+                return pod
+        return None
+
+    return wait_for(f"pod {namespace}/{name} Pending on Insufficient nvidia.com/gpu", check,
+                    60, interval=0.1,
+                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+
+
+def migration_of(custom: Any, namespace: str, name: str) -> dict[str, Any]:
+    nb = custom.get_namespaced_custom_object(*NB, namespace, "notebooks", name)
+    return dict(json.loads(nb["metadata"]["annotations"][MIGRATION_ANNOTATION]))
+
+
+def rolled_back(custom: Any, namespace: str, name: str, timeout: float) -> dict[str, Any]:
+    return dict(wait_for(
+        f"Notebook {namespace}/{name} rolled back",
+        lambda: (m := migration_of(custom, namespace, name))["phase"] == "rolled_back" and m,
+        timeout, interval=0.2))
+
+
+def notebook_events(core: Any, namespace: str, name: str, reason: str) -> list[Any]:
+    events = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={name},involvedObject.kind=Notebook")
+    return [e for e in events.items if e.reason == reason]
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+async def test_a_move_no_node_can_take_is_rolled_back_once_by_the_lease_holder(
+        guards: Guards, admin: Any, sidecar: Any, namespace: str, notebook: Any) -> None:
+    # One of the two holds the Lease, the other stands by.
+    holder = wait_for("a guard holding the Lease", lambda: guards.holder(admin.coordination),
+                      30, describe=guards.logs)
+    assert holder in guards.procs
+    standby = next(i for i in guards.procs if i != holder)
+    wait_for(f"{standby} standing by", lambda: any(
+        line["msg"].startswith("guard standby") and line.get("holder") == holder
+        for line in guards.procs[standby].lines()), 20, describe=guards.logs)
+    assert guards.procs[standby].count("guard leader: this replica acts") == 0
+
+    created, host = notebook("nb")
+    first = running(admin.core, namespace, "nb-0")
+    assert node_kind(admin.core, first.spec.node_name) == "cpu"
+    work = host / "analysis.ipynb"
+    work.write_text('{"cells": ["precious"]}')
+
+    t0 = time.monotonic()
+    migration_id, updated = await move_to_two_gpus(sidecar, namespace, "nb")
+    stuck = stuck_pending(admin.core, namespace, "nb-0", first.metadata.uid)
+    pending_after = time.monotonic() - t0
+    assert stuck.status.phase == "Pending"
+    assert stuck.spec.containers[0].resources.limits[GPU_RESOURCE] == "2"
+    assert migration_of(admin.custom, namespace, "nb")["phase"] == "recreating"
+
+    after = rolled_back(admin.custom, namespace, "nb", READY_TIMEOUT + 20)
+    rolled_back_after = time.monotonic() - t0
+    assert rolled_back_after >= READY_TIMEOUT - 1, rolled_back_after
+    assert after["id"] == migration_id and after["target"] == "gpu"
+    assert after["updated"] > updated
+    assert "Insufficient nvidia.com/gpu" in after["reason"], after
+
+    nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+    assert nb["spec"] == created["spec"]
+    assert PREVIOUS_PROFILE_ANNOTATION not in nb["metadata"]["annotations"]
+    assert nb["metadata"]["annotations"]["notebooks.kubeflow.org/server-type"] == "jupyter"
+
+    # The stuck pod was deleted; the StatefulSet made a CPU pod from the restored spec.
+    back = running(admin.core, namespace, "nb-0", not_uid=stuck.metadata.uid, timeout=60)
+    running_after = time.monotonic() - t0
+    assert back.metadata.uid not in (first.metadata.uid, stuck.metadata.uid)
+    assert node_kind(admin.core, back.spec.node_name) == "cpu", pod_summary(back)
+    assert GPU_RESOURCE not in (back.spec.containers[0].resources.limits or {})
+    assert back.spec.containers[0].image == CPU_IMAGE
+    claims = [v.persistent_volume_claim.claim_name for v in back.spec.volumes
+              if v.persistent_volume_claim]
+    assert claims == ["nb-workspace"]
+    assert admin.core.read_namespaced_persistent_volume_claim(
+        "nb-workspace", namespace).status.phase == "Bound"
+    assert work.read_text() == '{"cells": ["precious"]}'
+
+    # The story on the Notebook, told once, by the Lease holder only.
+    [event] = notebook_events(admin.core, namespace, "nb", "MigrationRolledBack")
+    assert event.type == "Warning"
+    assert "Insufficient nvidia.com/gpu" in event.message
+    assert event.involved_object.uid == created["metadata"]["uid"]
+    assert event.source.component == "gpushift-guard"
+    assert guards.procs[holder].count(ROLLED_BACK_LINE) == 1
+    assert guards.procs[standby].count(ROLLED_BACK_LINE) == 0
+    [line] = [x for x in guards.procs[holder].lines() if x["msg"] == ROLLED_BACK_LINE]
+    assert (line["notebook"], line["namespace"], line["migration_id"], line["phase"]) == (
+        "nb", namespace, migration_id, "rolled_back")
+    assert line["reason_class"] == "insufficient_resources" and line["pod_deleted"] is True
+
+    # Idempotent: more passes change nothing.
+    time.sleep(3)
+    assert migration_of(admin.custom, namespace, "nb") == after
+    assert len(notebook_events(admin.core, namespace, "nb", "MigrationRolledBack")) == 1
+    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == back.metadata.uid
+    assert guards.holder(admin.coordination) == holder
+    print(f"\nstuck pod Pending {pending_after:.1f}s after the patch; rolled back after "
+          f"{rolled_back_after:.1f}s (ready timeout {READY_TIMEOUT}s); CPU pod Running "
+          f"after {running_after:.1f}s; leader {holder}")
+
+
+async def test_the_standby_takes_over_when_the_leader_is_killed(
+        guards: Guards, admin: Any, sidecar: Any, namespace: str, notebook: Any) -> None:
+    holder = wait_for("a guard holding the Lease", lambda: guards.holder(admin.coordination),
+                      30, describe=guards.logs)
+    survivor = next(i for i in guards.procs if i != holder and guards.procs[i].alive())
+    before = guards.procs[survivor].count(ROLLED_BACK_LINE)
+    created, _ = notebook("nb2")
+    first = running(admin.core, namespace, "nb2-0")
+
+    guards.procs[holder].kill()
+    killed = time.monotonic()
+    await move_to_two_gpus(sidecar, namespace, "nb2")
+    wait_for(f"{survivor} holding the Lease", lambda: guards.holder(
+        admin.coordination) == survivor, LEASE_DURATION + 3 * RENEW + 5,
+        interval=0.1, describe=guards.logs)
+    takeover = time.monotonic() - killed
+    assert takeover <= LEASE_DURATION + 1.2 * RENEW + 2, takeover
+    lease = admin.coordination.read_namespaced_lease(LEASE, guards.namespace)
+    assert lease.spec.lease_transitions >= 1
+
+    stuck = stuck_pending(admin.core, namespace, "nb2-0", first.metadata.uid)
+    after = rolled_back(admin.custom, namespace, "nb2", READY_TIMEOUT + 20)
+    assert "Insufficient nvidia.com/gpu" in after["reason"]
+    running(admin.core, namespace, "nb2-0", not_uid=stuck.metadata.uid, timeout=60)
+    nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb2")
+    assert nb["spec"] == created["spec"]
+    assert guards.procs[survivor].count(ROLLED_BACK_LINE) == before + 1
+    assert len(notebook_events(admin.core, namespace, "nb2", "MigrationRolledBack")) == 1
+    # A clean stop (SIGTERM, as in a rollout) releases the Lease at once.
+    guards.procs[survivor].stop()
+    assert guards.procs[survivor].process is None or \
+        guards.procs[survivor].process.returncode == 0
+    assert guards.holder(admin.coordination) == ""
+    assert guards.procs[survivor].count("guard lease released") == 1
+    print(f"\n{survivor} took the Lease over {takeover:.1f}s after {holder} was killed "
+          f"(lease duration {LEASE_DURATION}s, renew every {RENEW}s)")
