@@ -1,5 +1,10 @@
 """The sidecar's loopback HTTP API (aiohttp), used by the notebook's server extension.
 
+Routes: `GET /healthz`, `GET /runtime-config`, `POST /migrations`, `GET /migrations/current`,
+`POST /migrations/current/restore` (the server extension's restore report: the migration
+in `restoring` ends `done`, or `failed` when `ok` is false; 409 when none is restoring),
+`POST /activity`, `GET /metrics`.
+
 Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
 none is 401, a wrong one 403. Errors are JSON `{"error", "detail"}`: bad input 400, a
 body over the limit 413, a migration in the way 409, unknown routes and methods 404 and
@@ -21,8 +26,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gpushift_sidecar.api_requests import (
     ActivityReport,
     ApiError,
+    RestoreReport,
     parse_activity,
     parse_migration_request,
+    parse_restore_report,
 )
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.metrics import SidecarMetrics
@@ -50,6 +57,11 @@ class MigrationRunner(Protocol):
         in whatever phase it was left: carry on from there. Return promptly (run the
         steps in a task of your own) and record each step with `MigrationTracker`."""
 
+    async def restored(self, migration: Migration, report: RestoreReport) -> Migration:
+        """The server extension restored (or failed to restore) the state of `migration`,
+        which is current and `restoring`: end it (done, or failed when not `report.ok`)
+        and return it. Persist before the first await: concurrent reports race here."""
+
 
 @dataclass
 class Sidecar:
@@ -66,11 +78,14 @@ class Sidecar:
 
     @classmethod
     def create(cls, env: SidecarEnv, runner: MigrationRunner,
-               metrics: SidecarMetrics | None = None) -> Sidecar:
+               metrics: SidecarMetrics | None = None,
+               tracker: MigrationTracker | None = None) -> Sidecar:
+        """`tracker`: the one the runner was built with (default: a new one on the state
+        file of `env`)."""
         metrics = metrics or SidecarMetrics()
         token = ApiToken.load_or_create(env.runtime_dir)
         files = RuntimeFiles(env, token, on_write=metrics.record_write)
-        tracker = MigrationTracker(MigrationStore.for_env(env))
+        tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
         sidecar = cls(env, token, files, tracker, metrics, runner)
         tracker.on_change = sidecar.migration_changed
         if tracker.current is not None:
@@ -167,6 +182,7 @@ def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
     app.router.add_get("/runtime-config", runtime_config)
     app.router.add_post("/migrations", create_migration)
     app.router.add_get("/migrations/current", current_migration)
+    app.router.add_post("/migrations/current/restore", confirm_restore)
     app.router.add_post("/activity", record_activity)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
@@ -222,6 +238,26 @@ async def current_migration(request: web.Request) -> web.Response:
     if current is None:
         return error_response(404, "no_migration", "this notebook has no migration on record")
     return web.json_response(current.to_dict())
+
+
+async def confirm_restore(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    report = parse_restore_report(await read_json(request))
+    # No await between this check and the runner's write (see MigrationRunner.restored).
+    current = sidecar.tracker.current
+    if current is None or current.phase is not Phase.RESTORING:
+        detail = ("this notebook has no migration on record" if current is None else
+                  f"migration {current.id} is {current.phase}, not restoring")
+        extra = {} if current is None else {"migration": current.to_dict()}
+        return error_response(409, "not_restoring", detail, **extra)
+    try:
+        ended = await sidecar.runner.restored(current, report)
+    except OSError as exc:
+        log.error("migration state not written", extra={
+            "path": str(sidecar.tracker.store.path), "why": exc.strerror})
+        return error_response(503, "state_unwritable",
+                              f"cannot write the migration state: {exc.strerror}")
+    return web.json_response(ended.to_dict())
 
 
 async def record_activity(request: web.Request) -> web.Response:

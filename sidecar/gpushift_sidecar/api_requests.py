@@ -97,6 +97,52 @@ def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> Non
                        f"this pod already runs on GPU profile {profile!r}")
 
 
+@dataclass(frozen=True)
+class RestoreReport:
+    """`POST /migrations/current/restore`: how restoring the state on the new pod went."""
+
+    ok: bool
+    """The state is back (done); false: the migration failed, the checkpoint stays on
+    the volume and nothing was deleted."""
+    restored: tuple[str, ...]
+    """Names of the variables that came back."""
+    not_restored: tuple[tuple[str, str], ...]
+    """(name, reason) of each variable that did not."""
+    detail: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "restored": list(self.restored),
+                "not_restored": [{"name": n, "reason": r} for n, r in self.not_restored],
+                "detail": self.detail}
+
+
+def parse_restore_report(body: Mapping[str, Any]) -> RestoreReport:
+    _known_keys(body, {"ok", "restored", "not_restored", "detail"}, "")
+    ok = body.get("ok")
+    if not isinstance(ok, bool):
+        raise _invalid("ok", "required, true or false")
+    restored = body.get("restored", [])
+    if not isinstance(restored, list) or not all(isinstance(n, str) for n in restored):
+        raise _invalid("restored", "a list of variable names (strings)")
+    missing = body.get("not_restored", [])
+    if not isinstance(missing, list):
+        raise _invalid("not_restored", 'a list of {"name", "reason"} objects')
+    not_restored = []
+    for i, item in enumerate(missing):
+        if not isinstance(item, dict):
+            raise _invalid(f"not_restored[{i}]", 'must be a {"name", "reason"} object')
+        _known_keys(item, {"name", "reason"}, f"not_restored[{i}].")
+        name, reason = item.get("name"), item.get("reason")
+        if not isinstance(name, str) or not name or not isinstance(reason, str):
+            raise _invalid(f"not_restored[{i}]", "name (non-empty) and reason are strings")
+        not_restored.append((name, reason))
+    detail = body.get("detail")
+    if detail is not None and not isinstance(detail, str):
+        raise _invalid("detail", "a string or null")
+    return RestoreReport(ok=ok, restored=tuple(restored), not_restored=tuple(not_restored),
+                         detail=detail or None)
+
+
 def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityReport:
     _known_keys(body, {"gpu_cell_running", "gpu_cell_finished_at", "kernel_id"}, "")
     running = body.get("gpu_cell_running")

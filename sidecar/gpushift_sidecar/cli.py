@@ -23,12 +23,13 @@ from gpushift_webhook import jsonlog
 
 if TYPE_CHECKING:
     from gpushift_sidecar.api import MigrationRunner, Sidecar
-    from gpushift_sidecar.state import Migration
+    from gpushift_sidecar.kube import KubeApi
 
 log = logging.getLogger("gpushift.sidecar")
 
 RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
 _DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
+_DEFAULT_CHECKPOINT_TIMEOUT = 60.0
 
 
 def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = None) -> int:
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     serve.add_argument("--port", type=int, default=None,
                        help="port (default: $GPUSHIFT_API_PORT, else 8765)")
     serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--kubeconfig", default=None,
+                       help="kubeconfig file for the Kubernetes API (tests, local runs); "
+                            "default: the pod's ServiceAccount (in-cluster), else "
+                            "$KUBECONFIG")
+    serve.add_argument("--checkpoint-timeout", type=float, default=None,
+                       help="seconds a migration waits for its kishu checkpoint to be "
+                            "complete (default: $GPUSHIFT_CHECKPOINT_TIMEOUT, else 60)")
     probe = sub.add_parser("probe", help="exit 0 when GET /healthz answers 200, else 1")
     probe.add_argument("--port", type=int, default=None,
                        help="port (default: $GPUSHIFT_API_PORT, else 8765)")
@@ -99,28 +107,61 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
         log.error("invalid environment", extra={"variable": exc.variable, "why": str(exc)})
         print(f"gpushift-sidecar: invalid environment: {exc}", file=sys.stderr)
         return 2
+    try:
+        checkpoint_timeout = _checkpoint_timeout(args.checkpoint_timeout)
+    except ValueError as exc:
+        print(f"gpushift-sidecar: {exc}", file=sys.stderr)
+        return 2
     port = args.port or env.api_port
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(serve_forever(env, args.host, port, runner_factory))
+        return runner.run(serve_forever(env, args.host, port, runner_factory,
+                                        kubeconfig=args.kubeconfig,
+                                        checkpoint_timeout=checkpoint_timeout))
 
 
-class UnwiredRunner:
-    """Stands in until the migration steps are plugged in: the migration is recorded
-    (phase `requested`) and nothing else happens."""
+def _checkpoint_timeout(flag: float | None) -> float:
+    if flag is None:
+        text = os.environ.get("GPUSHIFT_CHECKPOINT_TIMEOUT", "").strip()
+        try:
+            flag = float(text) if text else _DEFAULT_CHECKPOINT_TIMEOUT
+        except ValueError:
+            raise ValueError(f"GPUSHIFT_CHECKPOINT_TIMEOUT: {text!r} is not a number "
+                             "of seconds") from None
+    if not 0 <= flag <= 3600:
+        raise ValueError(f"checkpoint timeout {flag:g}s is not between 0 and 3600")
+    return flag
 
-    async def start(self, migration: Migration) -> None:
-        log.warning(
-            "no migration runner in this build; the migration stays requested",
-            extra={"migration": migration.id})
+
+def connect_kube(env: SidecarEnv, kubeconfig: str | None) -> tuple[KubeApi | None, str]:
+    """The API client (no request is made yet), or None and why there is none: the API
+    stays up without it, and a migration fails at the patch with that reason."""
+    from gpushift_sidecar.kube import KubeApi  # noqa: PLC0415
+
+    try:
+        return KubeApi.connect(kubeconfig, instance=env.pod_name, host=env.node_name), ""
+    except Exception as exc:  # config.ConfigException, a broken file, a missing token
+        problem = f"no Kubernetes API configuration: {exc}"
+        log.warning("no Kubernetes API client; migrations will fail at the patch",
+                  extra={"why": problem})
+        return None, problem
 
 
 async def serve_forever(env: SidecarEnv, host: str, port: int,
-                        runner_factory: RunnerFactory | None) -> int:
+                        runner_factory: RunnerFactory | None, *,
+                        kubeconfig: str | None = None,
+                        checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
     from gpushift_sidecar.api import Sidecar, make_app  # noqa: PLC0415
+    from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
+    from gpushift_sidecar.state import MigrationStore  # noqa: PLC0415
+    from gpushift_sidecar.tracker import MigrationTracker  # noqa: PLC0415
 
-    sidecar = Sidecar.create(env, UnwiredRunner())
+    kube, problem = connect_kube(env, kubeconfig)
+    tracker = MigrationTracker(MigrationStore.for_env(env))
+    steps = StepRunner(env, tracker, kube, kube_problem=problem,
+                       config=RunnerConfig(checkpoint_timeout=checkpoint_timeout))
+    sidecar = Sidecar.create(env, steps, tracker=tracker)
     if runner_factory is not None:
         sidecar.runner = runner_factory(sidecar)
     # Before listening: a ready answer to the first probe, or the reason in the log.
@@ -148,10 +189,13 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
             log.exception("the migration runner could not resume")
         await stop.wait()
     finally:
+        await steps.stop()  # a patch in flight is persisted first
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         await app_runner.cleanup()  # stop accepting; requests in flight finish
+        if kube is not None:
+            kube.close()
         log.info("sidecar stopped")
     return 0
 

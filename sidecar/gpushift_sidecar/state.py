@@ -4,7 +4,9 @@
 
 Any unfinished phase may end in `failed`. Once the Notebook may have been patched
 (`patching`, `recreating`, `restoring`) it may instead end in `rolled_back`, meaning the
-previous profile was put back. Both need a reason, which the user is shown.
+previous profile was put back. Both need a reason, which the user is shown. One shortcut:
+`patching -> done` when the Notebook already was as the target wants (nothing patched,
+no pod recreated; the migration's `notes` say so).
 
 The state lives on the workspace PVC, which moves with the notebook: the sidecar of the
 new pod reads it and carries on (restore, pending cell). The Notebook annotation
@@ -26,11 +28,16 @@ from typing import Any
 
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.runtime_config import iso_utc, write_atomically
-from gpushift_webhook.labels import PREFIX
+from gpushift_webhook import labels
 
 # The key must contain "notebook": Kubeflow's notebook-controller copies every other
 # Notebook annotation into the pod template, and changing the template recreates the pod.
-MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
+# MIGRATION_ANNOTATION and PREVIOUS_PROFILE_ANNOTATION are defined once, in
+# gpushift_webhook.labels (the guard reads and writes them too). The second holds JSON of
+# the last move to GPU's `notebook_patch.MovePlan.previous_profile`, written in the same
+# patch as the move: the move back to CPU, and the guard's rollback, read it there.
+MIGRATION_ANNOTATION = labels.MIGRATION_ANNOTATION
+PREVIOUS_PROFILE_ANNOTATION = labels.PREVIOUS_PROFILE_ANNOTATION
 SCHEMA = 1
 
 log = logging.getLogger("gpushift.sidecar")
@@ -70,6 +77,8 @@ _NEXT_STEP = {
 }
 # Before `patching` nothing outside the kernel changed: there is nothing to roll back.
 _MAY_ROLL_BACK = frozenset({Phase.PATCHING, Phase.RECREATING, Phase.RESTORING})
+# The Notebook already was as the target wants: nothing patched, nothing to restore.
+_SHORTCUTS = frozenset({(Phase.PATCHING, Phase.DONE)})
 
 
 class IllegalTransition(ValueError):
@@ -88,7 +97,7 @@ def check_transition(current: Phase, new: Phase, error: str | None) -> None:
         if not error:
             raise IllegalTransition(f"{current} -> {new} needs a reason")
         return
-    if _NEXT_STEP.get(current) is not new:
+    if _NEXT_STEP.get(current) is not new and (current, new) not in _SHORTCUTS:
         raise IllegalTransition(f"{current} -> {new} is not a step of a migration")
     if error:
         raise IllegalTransition(f"{current} -> {new} is a step forward: it takes no error")
@@ -144,6 +153,12 @@ class Migration:
     writes it, a rollback reads it)."""
     error: str | None = None
     """Why the migration failed or was rolled back."""
+    notes: tuple[str, ...] = ()
+    """Sentences for people about how the migration went (e.g. that no checkpoint was
+    named, so the kernel state will not be restored)."""
+    restore_report: dict[str, Any] | None = None
+    """What the server extension reported when it restored the state on the new pod
+    (`ok`, `restored`, `not_restored`, `detail`, `at`)."""
 
     @classmethod
     def new(cls, env: SidecarEnv, *, target: Target, reason: Reason, profile: str | None,
@@ -172,10 +187,21 @@ class Migration:
             raise IllegalTransition(f"the migration already ended ({self.phase})")
         return dataclasses.replace(self, previous_profile=dict(record), updated_at=iso_utc(now))
 
+    def with_note(self, note: str, *, now: dt.datetime) -> Migration:
+        if not self.active:
+            raise IllegalTransition(f"the migration already ended ({self.phase})")
+        return dataclasses.replace(self, notes=(*self.notes, note), updated_at=iso_utc(now))
+
+    def with_restore_report(self, report: Mapping[str, Any], *, now: dt.datetime) -> Migration:
+        if not self.active:
+            raise IllegalTransition(f"the migration already ended ({self.phase})")
+        return dataclasses.replace(self, restore_report=dict(report), updated_at=iso_utc(now))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["history"] = [{k: v for k, v in dataclasses.asdict(h).items()
                             if v is not None or k != "error"} for h in self.history]
+        data["notes"] = list(self.notes)
         data["active"] = self.active
         return data
 
@@ -186,10 +212,14 @@ class Migration:
                 "active": self.active, "updatedAt": self.updated_at}
 
     def to_annotation(self) -> str:
-        """Compact JSON for the Notebook annotation `gpushift.io/migration`."""
-        return json.dumps({"id": self.id, "phase": self.phase.value,
-                           "target": self.target.value, "updated": self.updated_at},
-                          separators=(",", ":"))
+        """Compact JSON for the Notebook annotation `gpushift.io/notebook-migration`
+        (+ `reason`, the error, once the migration failed or was rolled back: the
+        key the cluster-side guard writes too)."""
+        mirror: dict[str, Any] = {"id": self.id, "phase": self.phase.value,
+                                  "target": self.target.value, "updated": self.updated_at}
+        if self.error:
+            mirror["reason"] = self.error
+        return json.dumps(mirror, separators=(",", ":"))
 
     @classmethod
     def from_dict(cls, data: object) -> Migration:
@@ -212,6 +242,10 @@ def _parse(data: object) -> Migration:
     checkpoint = d.get("checkpoint")
     pending = d.get("pending_cell")
     previous = d.get("previous_profile")
+    notes = d.get("notes") or []
+    if not isinstance(notes, list):
+        raise TypeError("notes is not a list")
+    report = d.get("restore_report")
     return Migration(
         id=_str(d["id"]), notebook=_str(d["notebook"]), namespace=_str(d["namespace"]),
         source_pod=_str(d["source_pod"]), source_pod_uid=_str(d["source_pod_uid"]),
@@ -225,6 +259,8 @@ def _parse(data: object) -> Migration:
         updated_at=_str(d["updated_at"]), history=history,
         previous_profile=None if previous is None else dict(_mapping(previous, "profile")),
         error=_opt_str(d.get("error")),
+        notes=tuple(_str(n) for n in notes),
+        restore_report=None if report is None else dict(_mapping(report, "restore_report")),
     )
 
 

@@ -7,7 +7,7 @@ before anyone sees it, so a sidecar killed at any point resumes from the file.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from gpushift_sidecar.state import IllegalTransition, Migration, MigrationStore, Phase
@@ -44,6 +44,23 @@ class MigrationTracker:
     def record_previous_profile(self, migration_id: str, record: dict[str, Any]) -> Migration:
         current = self._get(migration_id)
         return self._commit(current.with_previous_profile(record, now=_now()))
+
+    def add_note(self, migration_id: str, note: str) -> Migration:
+        current = self._get(migration_id)
+        return self._commit(current.with_note(note, now=_now()))
+
+    def finish_restore(self, migration_id: str, report: Mapping[str, Any], *,
+                       error: str | None = None, now: dt.datetime | None = None) -> Migration:
+        """`restoring -> done` (no error) or `-> failed`, with the restore report, in
+        one write."""
+        current = self._get(migration_id)
+        if current.phase is not Phase.RESTORING:
+            raise IllegalTransition(f"migration {migration_id} is {current.phase}, not "
+                                    "restoring")
+        moment = now or _now()
+        phase = Phase.FAILED if error else Phase.DONE
+        return self._commit(current.with_restore_report(report, now=moment)
+                            .advance(phase, now=moment, error=error))
 
     def _get(self, migration_id: str) -> Migration:
         if self.current is None or self.current.id != migration_id:

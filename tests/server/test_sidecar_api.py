@@ -120,6 +120,15 @@ def wait_for_health(sidecar: Sidecar, status: int, timeout: float = 15) -> bool:
     return False
 
 
+def wait_for_phase(sidecar: Sidecar, phase: str, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if (sidecar.runtime_config().get("migration") or {}).get("phase") == phase:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def stop(sidecar: Sidecar) -> int:
     if sidecar.process.poll() is None:
         sidecar.process.send_signal(signal.SIGTERM)
@@ -262,6 +271,8 @@ async def test_two_concurrent_migrations_one_wins(sidecar):
         refused = next(body for status, body in answers if status == 409)
         assert refused["error"] == "migration_in_flight"
         assert refused["migration"]["id"] == accepted["id"]
+        # The runner goes on at once and waits for the checkpoint (there is none here).
+        assert wait_for_phase(sidecar, "checkpointing"), sidecar.logs()
         async with s.post(sidecar.url + "/activity",
                           json={"gpu_cell_running": False, "kernel_id": "k1"}) as r:
             assert r.status == 204
@@ -270,7 +281,8 @@ async def test_two_concurrent_migrations_one_wins(sidecar):
     assert sidecar.runtime_config()["migration"]["id"] == accepted["id"]
     assert 'gpushift_sidecar_api_requests_total{route="/migrations",status="409"} 1.0' in text
     assert 'gpushift_sidecar_api_requests_total{route="/activity",status="204"} 1.0' in text
-    assert 'gpushift_sidecar_migration_phase{phase="requested"} 1.0' in text
+    assert 'gpushift_sidecar_migration_phase{phase="checkpointing"} 1.0' in text
+    assert 'gpushift_sidecar_migration_phase{phase="requested"} 0.0' in text
 
 
 async def test_a_killed_sidecar_resumes_its_migration(tmp_path):
@@ -289,11 +301,14 @@ async def test_a_killed_sidecar_resumes_its_migration(tmp_path):
         async with aiohttp.ClientSession(headers=second.auth()) as s:
             async with s.get(second.url + "/migrations/current") as r:
                 assert r.status == 200
-                assert await r.json() == created
+                resumed = await r.json()
+            assert resumed["id"] == created["id"]
+            assert resumed["history"][0] == created["history"][0]
             async with s.post(second.url + "/migrations", json=migration_body(second)) as r:
                 assert r.status == 409  # still in flight after the restart
+        # Resumed where it was: waiting for the checkpoint (none exists here).
         summary = second.runtime_config()["migration"]
-        assert summary["id"] == created["id"] and summary["phase"] == "requested"
+        assert summary["id"] == created["id"] and summary["phase"] == "checkpointing"
         assert "resuming migration" in second.logs()
     finally:
         assert stop(second) == 0

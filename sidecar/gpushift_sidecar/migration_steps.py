@@ -1,0 +1,353 @@
+"""The migration runner's decisions (pure): what to patch, and where to carry on.
+
+`gpushift_sidecar.runner` does the waiting, the API calls and the persisting; every
+choice it makes is a function of this module, given the migration, this pod's facts
+and a Notebook as read from the API:
+
+* `plan_patch`: the one JSON Patch that moves the Notebook — `notebook_patch.plan_move`'s
+  operations plus, atomically with them, the migration mirror (phase `recreating`) and,
+  for a move to GPU, the record of the previous profile as Notebook annotations (keys
+  with "notebook" in them: the notebook-controller copies every other Notebook annotation
+  into the pod template). A mirror of this migration in a post-patch phase means the
+  patch landed already (a sidecar killed after the patch, before persisting): nothing is
+  patched twice.
+* `resume_action`: on sidecar start, which step an unfinished migration resumes with; in
+  `recreating`, whether this pod is the one the migration started in (same UID) or the
+  pod that replaced it.
+* `new_pod_outcome` / `old_pod_outcome`: in `recreating`, what the new pod (restore, or
+  the guard rolled the move back) or a restarted old pod (keep waiting, patch again, or
+  rolled back) does.
+* `mirror_ops`: the mirror of a phase, never overwriting a later phase of the same
+  migration nor the cluster-side guard's `rolled_back`.
+
+The guard (gpushift_webhook.guard) marks a rollback by writing the mirror with the
+migration's id, phase `rolled_back` and the reason in `reason` (a move to CPU it cannot
+undo: phase `failed`); the sidecar takes either over when it finds it (`error` is read
+too).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gpushift_sidecar.env import AdminSettings
+from gpushift_sidecar.notebook_patch import MovePlan, PlanError, plan_move
+from gpushift_sidecar.state import (
+    MIGRATION_ANNOTATION,
+    PREVIOUS_PROFILE_ANNOTATION,
+    Migration,
+    Phase,
+    Target,
+)
+from gpushift_webhook.config import GpuProfile
+from gpushift_webhook.injection import GpuFacts
+from gpushift_webhook.patches import PatchBuilder
+
+__all__ = [
+    "NO_CHECKPOINT_NOTE",
+    "Mirror",
+    "OldPodAction",
+    "PatchDecision",
+    "PatchKind",
+    "ResumeAction",
+    "guard_verdict",
+    "mirror_ops",
+    "new_pod_outcome",
+    "old_pod_outcome",
+    "plan_patch",
+    "read_mirror",
+    "resume_action",
+    "runs_on_target",
+    "spec_on_target",
+]
+
+NO_CHECKPOINT_NOTE = ("no checkpoint was named: the kernel state will not be restored on "
+                      "the new pod")
+ANNOTATIONS = ("metadata", "annotations")
+# Phases in the order a migration goes through them; the ended ones come last.
+_RANK = {phase: i for i, phase in enumerate(
+    (Phase.REQUESTED, Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING,
+     Phase.RECREATING, Phase.RESTORING))}
+_ENDED_RANK = len(_RANK)
+# A mirror of the migration in one of these phases was written with or after the patch.
+_PATCHED = frozenset({Phase.RECREATING, Phase.RESTORING, Phase.DONE, Phase.ROLLED_BACK})
+
+
+def _rank(phase: Phase) -> int:
+    return _RANK.get(phase, _ENDED_RANK)
+
+
+# ----------------------------------------------------------------------------- mirror
+
+
+@dataclass(frozen=True)
+class Mirror:
+    """The Notebook annotation `gpushift.io/notebook-migration`, parsed."""
+
+    id: str
+    phase: Phase | None
+    """None: a phase this sidecar does not know."""
+    raw: str
+    error: str | None = None
+
+    @classmethod
+    def parse(cls, value: object) -> Mirror | None:
+        """None for a missing or unreadable annotation (it is only a mirror)."""
+        if not isinstance(value, str):
+            return None
+        try:
+            data = json.loads(value)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+            return None
+        try:
+            phase: Phase | None = Phase(str(data.get("phase")))
+        except ValueError:
+            phase = None
+        error = data.get("reason") or data.get("error")
+        return cls(id=data["id"], phase=phase, raw=value,
+                   error=error if isinstance(error, str) and error else None)
+
+
+def annotations_of(notebook: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = notebook.get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def read_mirror(notebook: Mapping[str, Any] | None) -> Mirror | None:
+    if notebook is None:
+        return None
+    return Mirror.parse(annotations_of(notebook).get(MIGRATION_ANNOTATION))
+
+
+def read_previous_profile(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record of the last move to GPU, from its Notebook annotation (None when there
+    is none or it is not a JSON object)."""
+    value = annotations_of(notebook).get(PREVIOUS_PROFILE_ANNOTATION)
+    if not isinstance(value, str):
+        return None
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def mirror_allows(current: Mirror | None, migration: Migration) -> bool:
+    """Whether the mirror may show `migration` now: not over a later phase of the same
+    migration, and not over the guard's `rolled_back` (the guard's word stands)."""
+    if current is None or current.id != migration.id or current.phase is None:
+        return True
+    if current.phase is Phase.ROLLED_BACK:
+        return migration.phase is Phase.ROLLED_BACK
+    return _rank(current.phase) <= _rank(migration.phase)
+
+
+def mirror_ops(notebook: Mapping[str, Any], migration: Migration, *,
+               drop_previous: bool = False) -> list[dict[str, Any]]:
+    """The operations that make the Notebook's mirror show `migration` (and, with
+    `drop_previous`, remove the previous-profile record); [] when nothing changes or the
+    mirror must not be overwritten."""
+    pb = PatchBuilder(notebook)
+    annotations = annotations_of(notebook)
+    value = migration.to_annotation()
+    if (mirror_allows(read_mirror(notebook), migration)
+            and annotations.get(MIGRATION_ANNOTATION) != value):
+        pb.set_key(ANNOTATIONS, MIGRATION_ANNOTATION, value)
+    if drop_previous and PREVIOUS_PROFILE_ANNOTATION in annotations:
+        pb.remove((*ANNOTATIONS, PREVIOUS_PROFILE_ANNOTATION))
+    return pb.operations
+
+
+# ----------------------------------------------------------------------------- the patch
+
+
+class PatchKind(StrEnum):
+    PATCH = "patch"
+    """Operations to apply: the move."""
+    LANDED = "landed"
+    """The mirror shows this migration after the patch: it was applied already."""
+    NOTHING = "nothing"
+    """The Notebook already is as the target wants."""
+
+
+@dataclass(frozen=True)
+class PatchDecision:
+    kind: PatchKind
+    operations: list[dict[str, Any]]
+    plan: MovePlan | None
+    previous_profile: dict[str, Any] | None
+    """What to record in the tracker: the plan's record, or (landed) the one on the
+    Notebook for a move to GPU."""
+
+
+def move_profile(migration: Migration, settings: AdminSettings,
+                 held: GpuFacts | None) -> GpuProfile | None:
+    """The GpuProfile handed to plan_move: the migration's (or the default) to GPU; the
+    one this pod holds to CPU (used only when there is no record to restore)."""
+    if migration.target is Target.GPU:
+        profile = settings.profile(migration.profile or settings.default_profile)
+        if profile is None:
+            raise PlanError(f"GPU profile {migration.profile!r} is not one of the admin's")
+        return profile
+    return settings.matching_profile(held)
+
+
+def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminSettings, *,
+             container: str | None, held: GpuFacts | None) -> MovePlan:
+    """notebook_patch.plan_move for this migration (PlanError when it cannot be planned)."""
+    previous = read_previous_profile(notebook) if migration.target is Target.CPU else None
+    try:
+        return plan_move(notebook, migration.target.value,
+                         move_profile(migration, settings, held), settings.image_map,
+                         container=container or None, previous=previous,
+                         gpu_resources=settings.gpu_resources, profiles=settings.profiles)
+    except PlanError:
+        if previous is None:
+            raise
+        # A record this code does not understand: take the GPU away without it.
+        return plan_move(notebook, migration.target.value,
+                         move_profile(migration, settings, held), settings.image_map,
+                         container=container or None,
+                         gpu_resources=settings.gpu_resources, profiles=settings.profiles)
+
+
+def spec_on_target(notebook: Mapping[str, Any], migration: Migration,
+                   settings: AdminSettings, *, container: str | None,
+                   held: GpuFacts | None) -> bool:
+    """Whether the Notebook's spec already is what the move makes of it."""
+    return not plan_for(notebook, migration, settings, container=container,
+                        held=held).operations
+
+
+def plan_patch(notebook: Mapping[str, Any], migration: Migration, settings: AdminSettings,
+               *, now: dt.datetime, container: str | None, held: GpuFacts | None,
+               trust_mirror: bool = True) -> PatchDecision:
+    """The decision of the `patching` step against a fresh read of the Notebook.
+
+    `migration` is in `patching`; the mirror written with the patch shows it in
+    `recreating` at `now` (the time the runner then persists). `trust_mirror=False`
+    patches again even though the mirror says the patch landed (a restarted old pod
+    that finds the spec changed back)."""
+    mirror = read_mirror(notebook)
+    if (trust_mirror and mirror is not None and mirror.id == migration.id
+            and mirror.phase in _PATCHED):
+        landed = read_previous_profile(notebook) if migration.target is Target.GPU else None
+        return PatchDecision(PatchKind.LANDED, [], None, landed)
+    plan = plan_for(notebook, migration, settings, container=container, held=held)
+    if not plan.operations:
+        return PatchDecision(PatchKind.NOTHING, [], plan, None)
+    recreating = (migration.advance(Phase.RECREATING, now=now)
+                  if migration.phase is Phase.PATCHING else migration)
+    pb = PatchBuilder(notebook)
+    pb.set_key(ANNOTATIONS, MIGRATION_ANNOTATION, recreating.to_annotation())
+    if migration.target is Target.GPU:
+        pb.set_key(ANNOTATIONS, PREVIOUS_PROFILE_ANNOTATION,
+                   json.dumps(plan.previous_profile, separators=(",", ":"), sort_keys=True))
+    return PatchDecision(PatchKind.PATCH, [*plan.operations, *pb.operations], plan,
+                         plan.previous_profile)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+class ResumeAction(StrEnum):
+    REQUEST = "request"
+    """requested: announce it and start with the checkpoint."""
+    VERIFY = "verify"
+    """checkpointing: verify the checkpoint (again)."""
+    PATCH = "patch"
+    """checkpointed / patching: patch (a landed patch is recognised by the mirror)."""
+    NEW_POD = "new_pod"
+    """recreating, in the pod that replaced the source pod."""
+    OLD_POD = "old_pod"
+    """recreating, in the source pod (the sidecar restarted before the pod went)."""
+    AWAIT_RESTORE = "await_restore"
+    """restoring: wait for the server extension's POST /migrations/current/restore."""
+    NOTHING = "nothing"
+    """The migration ended."""
+
+
+def runs_on_target(migration: Migration, gpu: GpuFacts | None,
+                   settings: AdminSettings) -> bool:
+    """Whether a pod with these GPU facts is where the migration goes."""
+    if migration.target is Target.CPU:
+        return gpu is None
+    if gpu is None:
+        return False
+    profile = settings.profile(migration.profile or settings.default_profile)
+    return profile is None or (profile.resource, profile.count) == (gpu.resource, gpu.count)
+
+
+def resume_action(migration: Migration, pod_uid: str, on_target: bool) -> ResumeAction:
+    """Where an unfinished migration carries on in a sidecar that (re)started in the pod
+    with `pod_uid`. Without both UIDs, the pod's GPU facts decide: a pod already where
+    the migration goes is the new one."""
+    phase = migration.phase
+    if not migration.active:
+        return ResumeAction.NOTHING
+    if phase is Phase.REQUESTED:
+        return ResumeAction.REQUEST
+    if phase is Phase.CHECKPOINTING:
+        return ResumeAction.VERIFY
+    if phase in (Phase.CHECKPOINTED, Phase.PATCHING):
+        return ResumeAction.PATCH
+    if phase is Phase.RESTORING:
+        return ResumeAction.AWAIT_RESTORE
+    known = bool(pod_uid and migration.source_pod_uid)
+    new = pod_uid != migration.source_pod_uid if known else on_target
+    return ResumeAction.NEW_POD if new else ResumeAction.OLD_POD
+
+
+def guard_verdict(migration: Migration, mirror: Mirror | None) -> tuple[Phase, str] | None:
+    """The cluster-side guard's end of this migration, when the mirror shows one."""
+    if mirror is None or mirror.id != migration.id:
+        return None
+    if mirror.phase is Phase.ROLLED_BACK:
+        return Phase.ROLLED_BACK, mirror.error or "rolled back by the cluster-side guard"
+    if mirror.phase is Phase.FAILED:
+        return Phase.FAILED, mirror.error or "marked failed by the cluster-side guard"
+    return None
+
+
+def new_pod_outcome(migration: Migration, mirror: Mirror | None, on_target: bool,
+                    pod: str) -> tuple[Phase, str | None]:
+    """The new pod's step out of `recreating`: `restoring`, or `rolled_back` / `failed`
+    with the reason (the guard marked the mirror, or this pod is not where the move
+    went)."""
+    verdict = guard_verdict(migration, mirror)
+    if verdict is not None:
+        return verdict
+    if not on_target:
+        where = "a GPU" if migration.target is Target.CPU else "CPU"
+        return Phase.ROLLED_BACK, (
+            f"the pod that replaced {migration.source_pod} ({pod}) runs on {where}, not on "
+            f"the target {migration.target.value.upper()}: the Notebook was changed back "
+            "before the move completed")
+    return Phase.RESTORING, None
+
+
+class OldPodAction(StrEnum):
+    WAIT = "wait"
+    """The Notebook shows the target: this pod is about to be replaced."""
+    REPATCH = "repatch"
+    """The spec does not show the target (and the guard marked nothing): patch again."""
+    GUARD = "guard"
+    """The guard ended the migration (rolled back or failed): take its verdict."""
+
+
+def old_pod_outcome(migration: Migration, mirror: Mirror | None, on_target_spec: bool,
+                    ) -> tuple[OldPodAction, tuple[Phase, str] | None]:
+    verdict = guard_verdict(migration, mirror)
+    if verdict is not None:
+        return OldPodAction.GUARD, verdict
+    if on_target_spec:
+        return OldPodAction.WAIT, None
+    return OldPodAction.REPATCH, None

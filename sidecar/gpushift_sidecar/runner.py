@@ -1,0 +1,483 @@
+"""The migration runner: carries a migration through its phases, one verified step at a time.
+
+    requested -> checkpointing -> checkpointed -> patching -> recreating -> restoring -> done
+
+* checkpointing: the kishu commit the migration names is verified complete on the
+  workspace volume (`checkpoints.verify_database`: its id in the database, no `-journal`
+  file), waiting up to `checkpoint_timeout` for kishu to finish writing it; not verified
+  -> failed with the verdict's reason, and the Notebook is not touched. A migration that
+  names no checkpoint goes on and notes that the state will not be restored.
+* patching: one JSON Patch against a fresh read of the Notebook (`migration_steps.plan_patch`):
+  the move, the migration mirror in `recreating` and the previous-profile record, together.
+  The previous profile is recorded in the state file too. A Notebook already as the
+  target wants -> done, with a note.
+* recreating: the StatefulSet controller replaces this pod. The new pod's sidecar starts
+  with the state file on the same volume and goes on to `restoring` (or `rolled_back`, when
+  the cluster-side guard marked the mirror so).
+* restoring -> done (or failed) when the server extension reports the restore
+  (`restored`, called by `POST /migrations/current/restore`).
+
+Each change is persisted by the `MigrationTracker` before the next step starts, mirrored
+in the Notebook annotation and told as an Event on the Notebook. The mirror and the
+Events are best effort (logged when the API refuses them); the patch is not: an API
+error that kube.py's retries did not overcome fails the migration with the API's Status
+message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gpushift_sidecar import checkpoints
+from gpushift_sidecar.api_requests import RestoreReport
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.kube import KubeError, PatchResult
+from gpushift_sidecar.migration_steps import (
+    NO_CHECKPOINT_NOTE,
+    OldPodAction,
+    PatchDecision,
+    PatchKind,
+    ResumeAction,
+    mirror_ops,
+    new_pod_outcome,
+    old_pod_outcome,
+    plan_patch,
+    read_mirror,
+    resume_action,
+    runs_on_target,
+    spec_on_target,
+)
+from gpushift_sidecar.notebook_patch import PlanError
+from gpushift_sidecar.runtime_config import iso_utc
+from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Target
+from gpushift_sidecar.tracker import MigrationTracker
+
+__all__ = ["NotebookApi", "RunnerConfig", "StepRunner", "verify_checkpoint"]
+
+log = logging.getLogger("gpushift.sidecar")
+
+BuildOps = Callable[[dict[str, Any]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
+Verify = Callable[[str, str], checkpoints.Verdict]
+
+
+class NotebookApi(Protocol):
+    """What the runner needs of `gpushift_sidecar.kube.KubeApi`."""
+
+    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
+                             attempts: int = 5) -> PatchResult: ...
+
+    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+    async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
+                           message: str, type: str = "Normal") -> dict[str, Any]: ...
+
+
+def verify_checkpoint(notebook_path: str, commit_id: str) -> checkpoints.Verdict:
+    """Whether the kishu commit is complete beside the notebook (blocking file I/O)."""
+    return checkpoints.verify_database(checkpoints.database_path(notebook_path), commit_id)
+
+
+@dataclass(frozen=True)
+class RunnerConfig:
+    checkpoint_timeout: float = 60.0
+    """Seconds to wait for the named kishu commit to be complete."""
+    checkpoint_poll: float = 0.1
+    """Seconds between looks at the kishu database while waiting."""
+    stop_grace: float = 5.0
+    """On SIGTERM, how long a patch in flight may take to be persisted."""
+    event_grace: float = 2.0
+    """On SIGTERM, how long queued Events may take to be sent."""
+
+
+class StepRunner:
+    """The `api.MigrationRunner` of the sidecar. `kube` None: no API access (`kube_problem`
+    says why); a migration then fails when it gets to the patch."""
+
+    def __init__(self, env: SidecarEnv, tracker: MigrationTracker, kube: NotebookApi | None,
+                 *, config: RunnerConfig | None = None, verify: Verify = verify_checkpoint,
+                 kube_problem: str = "no Kubernetes API configuration") -> None:
+        self.env = env
+        self.tracker = tracker
+        self.kube = kube
+        self.config = config or RunnerConfig()
+        self.verify = verify
+        self.kube_problem = kube_problem
+        self._task: asyncio.Task[None] | None = None
+        self._events: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        self._event_worker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._mirror_lock = asyncio.Lock()
+        self._notebook: dict[str, Any] | None = None
+        """The Notebook as last read or patched (Events name it)."""
+        self._patched_here: str | None = None
+        """The migration this process patched: it runs in the pod that goes away."""
+
+    # -- api.MigrationRunner ------------------------------------------------------------
+
+    async def start(self, migration: Migration) -> None:
+        # The driver of the previous migration may still be writing its last mirror
+        # (its migration ended, e.g. by `restored`): the new one starts after it.
+        previous = self._task if self._task is not None and not self._task.done() else None
+        self._task = asyncio.create_task(self._drive(migration.id, after=previous),
+                                         name=f"migration-{migration.id}")
+
+    async def restored(self, migration: Migration, report: RestoreReport) -> Migration:
+        """The server extension's restore report: `restoring` -> done / failed. Persisted
+        before this coroutine first waits, so of two concurrent reports one wins."""
+        error = None
+        if not report.ok:
+            error = (f"the state was not restored: {report.detail or 'no detail given'} "
+                     "(the checkpoint is still on the workspace volume)")
+        done = self.tracker.finish_restore(migration.id, {
+            **report.to_json(), "at": iso_utc(dt.datetime.now(dt.UTC))}, error=error)
+        if error:
+            self._event("MigrationFailed", f"{_name(done)}: {error}", "Warning")
+        else:
+            self._event("MigrationDone", f"{_name(done)}: {_restore_summary(report)}")
+        self._spawn(self._mirror())
+        return done
+
+    async def stop(self) -> None:
+        """On SIGTERM: let a patch in flight be persisted, then stop; send queued Events."""
+        task = self._task
+        if task is not None and not task.done():
+            current = self.tracker.current
+            if current is not None and current.phase is Phase.PATCHING:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    await asyncio.wait_for(asyncio.shield(task), self.config.stop_grace)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        workers = [t for t in (*self._background, self._event_worker)
+                   if t is not None and not t.done()]
+        if not workers:
+            return
+
+        async def drain() -> None:
+            await asyncio.gather(*self._background, return_exceptions=True)
+            await self._events.join()
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drain(), self.config.event_grace)
+        for t in workers:
+            t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+
+    # -- the steps ------------------------------------------------------------------------
+
+    async def _drive(self, migration_id: str, after: asyncio.Task[None] | None = None,
+                     ) -> None:
+        """Run the steps of the migration until it ends or waits for someone else."""
+        if after is not None:
+            await asyncio.gather(after, return_exceptions=True)
+        try:
+            while True:
+                m = self.tracker.current
+                if m is None or m.id != migration_id or not m.active:
+                    return
+                if not await self._step(m):
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug: the user still gets an answer
+            log.exception("migration step crashed", extra={"migration": migration_id})
+            m = self.tracker.current
+            if m is not None and m.id == migration_id and m.active:
+                try:
+                    await self._fail(m, f"internal error in the sidecar: {exc}")
+                except Exception:
+                    log.exception("the migration could not be marked failed",
+                                  extra={"migration": migration_id})
+
+    async def _step(self, m: Migration) -> bool:
+        """One step; True when the phase advanced and the next step may run."""
+        if m.phase is Phase.RECREATING:
+            if self._patched_here == m.id:
+                return False  # this pod is about to be replaced: wait for SIGTERM
+            uid = await self._pod_uid()
+            action = resume_action(m, uid, runs_on_target(m, self.env.gpu,
+                                                          self.env.settings))
+        else:
+            action = resume_action(m, "", False)
+        log.debug("migration step", extra={"migration": m.id, "action": action.value})
+        match action:
+            case ResumeAction.REQUEST:
+                self._event("MigrationRequested", _requested_message(m))
+                await self._advance(m, Phase.CHECKPOINTING)
+                return True
+            case ResumeAction.VERIFY:
+                return await self._checkpoint(m)
+            case ResumeAction.PATCH:
+                if m.phase is Phase.CHECKPOINTED:
+                    await self._advance(m, Phase.PATCHING)
+                    return True
+                return await self._patch(m)
+            case ResumeAction.NEW_POD:
+                return await self._arrived(m)
+            case ResumeAction.OLD_POD:
+                return await self._still_old_pod(m)
+            case ResumeAction.AWAIT_RESTORE | ResumeAction.NOTHING:
+                return False
+
+    async def _checkpoint(self, m: Migration) -> bool:
+        ref = m.checkpoint
+        if ref is None:
+            if NO_CHECKPOINT_NOTE not in m.notes:  # not again when resumed
+                self.tracker.add_note(m.id, NO_CHECKPOINT_NOTE)
+            self._event("CheckpointSkipped", f"{_name(m)}: {NO_CHECKPOINT_NOTE}")
+            await self._advance(m, Phase.CHECKPOINTED)
+            return True
+        verdict = await self._await_checkpoint(m, ref)
+        if not verdict.complete:
+            await self._fail(m, f"checkpoint {ref.commit_id} of {ref.notebook_path} not "
+                                f"verified within {self.config.checkpoint_timeout:g}s "
+                                f"({verdict.status.value}): {verdict.reason}")
+            return False
+        self._event("CheckpointVerified", f"{_name(m)}: kishu commit {ref.commit_id} is "
+                                          f"complete in {verdict.db_path}")
+        await self._advance(m, Phase.CHECKPOINTED)
+        return True
+
+    async def _await_checkpoint(self, m: Migration, ref: CheckpointRef) -> checkpoints.Verdict:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.checkpoint_timeout
+        said = False
+        while True:
+            verdict = await asyncio.to_thread(self.verify, ref.notebook_path, ref.commit_id)
+            if verdict.complete or loop.time() >= deadline:
+                return verdict
+            if not said:
+                log.info("waiting for the checkpoint to be complete", extra={
+                    "migration": m.id, "commit": ref.commit_id, "why": verdict.reason})
+                said = True
+            await asyncio.sleep(min(self.config.checkpoint_poll,
+                                    max(0.0, deadline - loop.time())))
+
+    async def _patch(self, m: Migration, *, again: bool = False) -> bool:
+        """The patching step (`again`: a restarted old pod patching in `recreating`)."""
+        if self.kube is None:
+            await self._fail(m, f"cannot patch the Notebook: {self.kube_problem}")
+            return False
+        now = dt.datetime.now(dt.UTC)
+        decisions: list[PatchDecision] = []
+
+        def build(notebook: dict[str, Any]) -> list[dict[str, Any]]:
+            decision = plan_patch(notebook, m, self.env.settings, now=now,
+                                  container=self.env.notebook_container or None,
+                                  held=self.env.gpu, trust_mirror=not again)
+            decisions.append(decision)
+            return decision.operations
+
+        try:
+            result = await self.kube.patch_notebook(self.env.pod_namespace,
+                                                    self.env.notebook_name, build)
+        except PlanError as exc:
+            await self._fail(m, f"the move cannot be planned: {exc}")
+            return False
+        except KubeError as exc:
+            await self._fail(m, f"patching Notebook {self.env.pod_namespace}/"
+                                f"{self.env.notebook_name} failed: {_status(exc)}")
+            return False
+        self._notebook = result.notebook
+        decision = decisions[-1]
+        if decision.previous_profile is not None and (
+                decision.kind is PatchKind.PATCH or m.previous_profile is None):
+            self.tracker.record_previous_profile(m.id, decision.previous_profile)
+        if decision.kind is PatchKind.NOTHING:
+            if again:  # the spec shows the target after all
+                self._patched_here = m.id
+                return False
+            note = (f"the Notebook already was as the move to {m.target.value.upper()} "
+                    "wants it: nothing patched, no pod recreated")
+            self.tracker.add_note(m.id, note)
+            current = self.tracker.current
+            assert current is not None
+            done = await self._advance(current, Phase.DONE)
+            self._event("MigrationDone", f"{_name(done)}: {note}")
+            return False
+        if decision.kind is PatchKind.PATCH:
+            assert decision.plan is not None
+            self._patched_here = m.id  # this pod is the one the patch replaces
+            self._event("NotebookPatched", f"{_name(m)}: "
+                        + ("patched again: " if again else "") + decision.plan.summary)
+        else:
+            log.info("the patch had landed already", extra={"migration": m.id})
+        if again:
+            return False
+        # The mirror went with the patch (same time stamp): no second write.
+        await self._advance(m, Phase.RECREATING, now=now, mirror=False)
+        return True
+
+    async def _arrived(self, m: Migration) -> bool:
+        """In the pod that replaced the source pod: restore, or the move was undone."""
+        notebook = await self._read_notebook()
+        on_target = runs_on_target(m, self.env.gpu, self.env.settings)
+        phase, error = new_pod_outcome(m, read_mirror(notebook), on_target,
+                                       self.env.pod_name)
+        if phase is not Phase.RESTORING:
+            assert error is not None
+            await self._ended_elsewhere(m, phase, error)
+            return False
+        restoring = await self._advance(m, Phase.RESTORING,
+                                        drop_previous=m.target is Target.CPU)
+        what = ("restoring the kernel state from kishu commit "
+                f"{m.checkpoint.commit_id}" if m.checkpoint else NO_CHECKPOINT_NOTE)
+        self._event("MigrationRestoring", f"{_name(restoring)}: pod {self.env.pod_name} "
+                    f"runs on {m.target.value.upper()}; {what}")
+        return True
+
+    async def _still_old_pod(self, m: Migration) -> bool:
+        """A sidecar restarted in the source pod while the migration is `recreating`."""
+        notebook = await self._read_notebook()
+        if notebook is None:
+            return False  # nothing to decide on; the pod goes away or the guard acts
+        try:
+            shows_target = spec_on_target(notebook, m, self.env.settings,
+                                          container=self.env.notebook_container or None,
+                                          held=self.env.gpu)
+        except PlanError as exc:
+            log.warning("cannot compare the Notebook with the target", extra={
+                "migration": m.id, "why": str(exc)})
+            return False
+        action, verdict = old_pod_outcome(m, read_mirror(notebook), shows_target)
+        if action is OldPodAction.GUARD:
+            assert verdict is not None
+            await self._ended_elsewhere(m, *verdict)
+            return False
+        if action is OldPodAction.WAIT:
+            self._patched_here = m.id
+            log.info("the Notebook shows the target; waiting for this pod to be replaced",
+                     extra={"migration": m.id})
+            return False
+        log.warning("the Notebook no longer shows the target; patching again",
+                    extra={"migration": m.id})
+        return await self._patch(m, again=True)
+
+    # -- persisting, mirroring, telling ---------------------------------------------------
+
+    async def _advance(self, m: Migration, phase: Phase, *, error: str | None = None,
+                       now: dt.datetime | None = None, mirror: bool = True,
+                       drop_previous: bool = False) -> Migration:
+        new = self.tracker.advance(m.id, phase, error=error, now=now)
+        if mirror:
+            await self._mirror(drop_previous=new.id if drop_previous else None)
+        return new
+
+    async def _ended_elsewhere(self, m: Migration, phase: Phase, error: str) -> None:
+        """Rolled back (or failed) by the guard, or the Notebook was changed back."""
+        ended = await self._advance(m, phase, error=error)
+        reason = "MigrationRolledBack" if phase is Phase.ROLLED_BACK else "MigrationFailed"
+        self._event(reason, f"{_name(ended)}: {error}", "Warning")
+
+    async def _fail(self, m: Migration, error: str) -> None:
+        failed = await self._advance(m, Phase.FAILED, error=error)
+        self._event("MigrationFailed", f"{_name(failed)}: {error}", "Warning")
+
+    async def _mirror(self, *, drop_previous: str | None = None) -> None:
+        """Make the Notebook's mirror show the current migration as it is when the
+        Notebook is read (a late writer never puts back an older state), one write at a
+        time. `drop_previous`: the id of the migration on whose behalf the previous-
+        profile record goes (only while that migration is still the current one)."""
+        if self.kube is None:
+            return
+
+        def build(notebook: dict[str, Any]) -> list[dict[str, Any]]:
+            current = self.tracker.current
+            if current is None:
+                return []
+            return mirror_ops(notebook, current,
+                              drop_previous=drop_previous == current.id)
+
+        async with self._mirror_lock:
+            try:
+                result = await self.kube.patch_notebook(self.env.pod_namespace,
+                                                        self.env.notebook_name, build)
+            except KubeError as exc:
+                log.warning("migration mirror not written", extra={"why": _status(exc)})
+                return
+        self._notebook = result.notebook
+
+    async def _read_notebook(self) -> dict[str, Any] | None:
+        if self.kube is None:
+            return None
+        try:
+            self._notebook = await self.kube.get_notebook(self.env.pod_namespace,
+                                                          self.env.notebook_name)
+        except KubeError as exc:
+            log.warning("cannot read the Notebook", extra={"why": _status(exc)})
+            return None
+        return self._notebook
+
+    async def _pod_uid(self) -> str:
+        """This pod's UID: from the webhook's env, else from the API ("" if unknown)."""
+        if self.env.pod_uid or self.kube is None:
+            return self.env.pod_uid
+        try:
+            pod = await self.kube.get_pod(self.env.pod_namespace, self.env.pod_name)
+        except KubeError as exc:
+            log.warning("cannot read this pod's UID", extra={"why": _status(exc)})
+            return ""
+        return str((pod.get("metadata") or {}).get("uid") or "")
+
+    def _event(self, reason: str, message: str, type: str = "Normal") -> None:
+        """Queue an Event on the Notebook; one worker sends them in order."""
+        if self.kube is None:
+            return
+        self._events.put_nowait((reason, message, type))
+        if self._event_worker is None or self._event_worker.done():
+            self._event_worker = asyncio.create_task(self._send_events())
+
+    async def _send_events(self) -> None:
+        assert self.kube is not None
+        while True:
+            reason, message, type = await self._events.get()
+            try:
+                notebook = self._notebook or await self.kube.get_notebook(
+                    self.env.pod_namespace, self.env.notebook_name)
+                self._notebook = notebook
+                await self.kube.create_event(self.env.pod_namespace, notebook, reason,
+                                             message, type)
+            except KubeError as exc:
+                log.warning("Event not created", extra={"reason": reason,
+                                                        "why": _status(exc)})
+            except Exception:  # the worker must outlive one bad Event
+                log.exception("Event not created", extra={"reason": reason})
+            finally:
+                self._events.task_done()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _name(m: Migration) -> str:
+    profile = f" (profile {m.profile})" if m.profile else ""
+    return f"migration {m.id} to {m.target.value.upper()}{profile}"
+
+
+def _requested_message(m: Migration) -> str:
+    checkpoint = (f"checkpoint {m.checkpoint.commit_id}" if m.checkpoint
+                  else "no checkpoint")
+    return f"{_name(m)}: requested ({m.reason.value}) from pod {m.source_pod}; {checkpoint}"
+
+
+def _restore_summary(report: RestoreReport) -> str:
+    text = f"state restored ({len(report.restored)} variable(s))"
+    if report.not_restored:
+        text += "; not restored: " + ", ".join(f"{n} ({r})" for n, r in report.not_restored)
+    if report.detail:
+        text += f"; {report.detail}"
+    return text
+
+
+def _status(exc: KubeError) -> str:
+    return f"{exc.status} {exc.reason}: {exc.message}" if exc.status else exc.message

@@ -1,0 +1,409 @@
+"""Whole migrations by the real `gpushift-sidecar serve` process against the real control plane.
+
+The sidecar runs here as a process with the env the webhook gives it, its pod facts (name,
+UID, node, GPU) read from the real pod `<name>-0`, and a kubeconfig of the namespace's
+`default-editor` ServiceAccount bound to the chart's sidecar rules only (as
+test_sidecar_patching.py does). The workspace is a hostPath PV: the directory the sidecar
+sees is the one the pod mounts. The notebook controller of the control plane recreates
+the pod; kwok runs it on a fake CPU or GPU node. "The new pod" is a second sidecar process
+started with the new pod's facts on the same workspace and a fresh runtime dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_sidecar_patching as patching
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
+from gpushift_testing.kube import pod_summary, wait_for
+
+from gpushift_webhook.config import WebhookConfig
+
+# The fixtures and helpers of the patching tests: the same Notebook, PV, RBAC and token.
+admin = patching.admin
+notebook = patching.notebook
+sidecar_kubeconfig = patching.sidecar_kubeconfig
+CPU_IMAGE, CUDA_IMAGE, NB = patching.CPU_IMAGE, patching.CUDA_IMAGE, patching.NB
+gpu_limit, node_kind, wait_running = patching.gpu_limit, patching.node_kind, patching.wait_running
+
+SIDECAR = Path(sys.executable).parent / "gpushift-sidecar"
+MIRROR = "gpushift.io/notebook-migration"
+PREVIOUS = "gpushift.io/notebook-previous-profile"
+SETTINGS = WebhookConfig(profiles=[patching.DEFAULT_PROFILE],
+                         default_profile=patching.DEFAULT_PROFILE.name,
+                         image_map=patching.IMAGE_MAP)
+
+
+# ----------------------------------------------------------------------------- kishu files
+
+
+def kishu_db(notebook_path: Path, *commits: str) -> Path:
+    """A kishu 0.3.4 database beside the notebook, laid out as kishu writes it (the tables
+    gpushift_sidecar.checkpoints reads), with `commits`, the last one HEAD."""
+    notebook_path.parent.mkdir(parents=True, exist_ok=True)
+    if not notebook_path.exists():
+        notebook_path.write_text("{}")
+    db = notebook_path.with_name(notebook_path.stem + ".kishudb")
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE IF NOT EXISTS commit_entry (commit_id text primary key, "
+                "data blob)")
+    con.execute("CREATE TABLE IF NOT EXISTS head_branch (head primary key, branch_name "
+                "text, commit_id text)")
+    for commit in commits:
+        con.execute("INSERT INTO commit_entry VALUES (?, ?)", (commit, b"dill bytes"))
+        con.execute("INSERT OR REPLACE INTO head_branch VALUES ('HEAD', 'main', ?)", (commit,))
+    con.commit()
+    con.close()
+    return db
+
+
+# ----------------------------------------------------------------------------- the process
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class PodFacts:
+    """What the webhook reads from the pod and hands the sidecar as env."""
+
+    name: str
+    uid: str
+    node: str
+    gpu: tuple[str, int] | None
+
+    @classmethod
+    def of(cls, pod: Any) -> PodFacts:
+        limits = pod.spec.containers[0].resources.limits or {}
+        count = int(limits.get(GPU_RESOURCE, 0) or 0)
+        return cls(pod.metadata.name, pod.metadata.uid, pod.spec.node_name or "",
+                   (GPU_RESOURCE, count) if count else None)
+
+
+@dataclass
+class SidecarProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    runtime_dir: Path
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text()
+
+    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
+                ) -> tuple[int, dict[str, Any]]:
+        token = (self.runtime_dir / "api-token").read_text().strip()
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def migration(self) -> dict[str, Any]:
+        status, body = self.request("GET", "/migrations/current")
+        assert status == 200, body
+        return body
+
+    def wait_phase(self, *phases: str, timeout: float = 30) -> dict[str, Any]:
+        return wait_for(f"migration in {phases}", lambda: (
+            m if (m := self.migration())["phase"] in phases else None), timeout,
+            interval=0.05, describe=lambda: (self.migration(), self.logs()[-3000:]))
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path, namespace: str, sidecar_kubeconfig: Callable[..., Path],
+                  control_plane: ControlPlane) -> Iterator[Callable[..., SidecarProcess]]:
+    kubeconfig = sidecar_kubeconfig(control_plane.server)
+    started: list[SidecarProcess] = []
+
+    def start(pod: PodFacts, workspace: Path, runtime: str,
+              checkpoint_timeout: float = 10) -> SidecarProcess:
+        port = free_port()
+        runtime_dir = tmp_path / runtime
+        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+        env.update({
+            "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path),
+            "GPUSHIFT_POD_NAME": pod.name, "GPUSHIFT_POD_NAMESPACE": namespace,
+            "GPUSHIFT_POD_UID": pod.uid, "GPUSHIFT_NODE_NAME": pod.node,
+            "GPUSHIFT_NOTEBOOK_NAME": pod.name.rsplit("-", 1)[0],
+            "GPUSHIFT_NOTEBOOK_CONTAINER": pod.name.rsplit("-", 1)[0],
+            "GPUSHIFT_GPU_RESOURCE": pod.gpu[0] if pod.gpu else "",
+            "GPUSHIFT_GPU_COUNT": str(pod.gpu[1] if pod.gpu else 0),
+            "GPUSHIFT_RUNTIME_DIR": str(runtime_dir),
+            "GPUSHIFT_WORKSPACE_DIR": str(workspace),
+            "GPUSHIFT_API_PORT": str(port),
+            "GPUSHIFT_SETTINGS": SETTINGS.sidecar_settings_json,
+        })
+        log = tmp_path / f"sidecar-{runtime}-{time.monotonic_ns()}.log"
+        process = subprocess.Popen(
+            [str(SIDECAR), "serve", "--kubeconfig", str(kubeconfig),
+             "--checkpoint-timeout", str(checkpoint_timeout)],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+        sidecar = SidecarProcess(process, f"http://127.0.0.1:{port}", runtime_dir, log)
+        started.append(sidecar)
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"sidecar exited {process.returncode}:\n{sidecar.logs()}")
+            try:
+                with urllib.request.urlopen(sidecar.url + "/healthz", timeout=1) as r:
+                    return r.status == 200
+            except OSError:
+                return False
+
+        wait_for("sidecar ready", healthy, 20, interval=0.05)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop(signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def read_notebook(admin: Any, namespace: str, name: str = "nb") -> dict[str, Any]:
+    nb: dict[str, Any] = admin.custom.get_namespaced_custom_object(*NB, namespace,
+                                                                   "notebooks", name)
+    return nb
+
+
+def annotation(nb: dict[str, Any], key: str) -> Any:
+    value = (nb["metadata"].get("annotations") or {}).get(key)
+    return None if value is None else json.loads(value)
+
+
+def events(admin: Any, namespace: str) -> list[Any]:
+    items = admin.core.list_namespaced_event(
+        namespace, field_selector="involvedObject.name=nb,involvedObject.kind=Notebook").items
+    return sorted(items, key=lambda e: (e.first_timestamp, e.metadata.creation_timestamp))
+
+
+def wait_events(admin: Any, namespace: str, *reasons: str) -> list[Any]:
+    def all_there() -> list[Any] | None:
+        found = events(admin, namespace)
+        return found if set(reasons) <= {e.reason for e in found} else None
+
+    return wait_for(f"Events {reasons} on the Notebook", all_there, 20, describe=lambda: [
+        (e.reason, e.message) for e in events(admin, namespace)])
+
+
+def wait_gone(admin: Any, namespace: str, uid: str) -> None:
+    """Pod nb-0 with `uid` deleted (what SIGTERMs the old pod's sidecar)."""
+    def gone() -> bool:
+        try:
+            return bool(admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid != uid)
+        except Exception as e:  # 404 while the new one is not created yet
+            return getattr(e, "status", None) == 404
+    wait_for("old pod nb-0 gone", gone, 60, interval=0.05)
+
+
+def no_traceback(*sidecars: SidecarProcess) -> None:
+    for s in sidecars:
+        assert "Traceback" not in s.logs(), s.logs()
+
+
+# ----------------------------------------------------------------------------- the moves
+
+
+async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu_on_idle(
+        admin: Any, namespace: str, notebook: Any, tmp_path: Path,
+        start_sidecar: Callable[..., SidecarProcess]) -> None:
+    created = notebook("nb")
+    workspace = tmp_path / "nb-workspace"  # the hostPath of the notebook's PV
+    train = workspace / "work" / "train.ipynb"
+    kishu_db(train, "c-1")
+    cpu_pod = wait_running(admin.core, namespace, "nb-0")
+    first = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
+    assert first.request("GET", "/runtime-config")[1]["usingGPU"] is False
+
+    t0 = time.monotonic()
+    status, accepted = first.request("POST", "/migrations", {
+        "target": "gpu", "reason": "manual",
+        "checkpoint": {"notebook_path": str(train), "commit_id": "c-1"}})
+    assert status == 202, accepted
+    gpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=cpu_pod.metadata.uid)
+    moved_s = time.monotonic() - t0
+    assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", pod_summary(gpu_pod)
+    assert gpu_limit(gpu_pod) == "1" and gpu_pod.spec.containers[0].image == CUDA_IMAGE
+
+    m = first.wait_phase("recreating")
+    assert [h["phase"] for h in m["history"]] == [
+        "requested", "checkpointing", "checkpointed", "patching", "recreating"]
+    nb = read_notebook(admin, namespace)
+    assert annotation(nb, MIRROR) == {"id": m["id"], "phase": "recreating", "target": "gpu",
+                                      "updated": m["updated_at"]}
+    assert annotation(nb, PREVIOUS) == m["previous_profile"]
+    assert m["previous_profile"]["fields"]["image"]["before"] == {"present": True,
+                                                                  "value": CPU_IMAGE}
+    # The mirror and the record stay on the Notebook: not copied into the pod.
+    assert MIRROR not in (gpu_pod.metadata.annotations or {})
+    assert PREVIOUS not in (gpu_pod.metadata.annotations or {})
+    wait_gone(admin, namespace, cpu_pod.metadata.uid)
+    assert first.stop() == 0  # the kubelet's SIGTERM: a graceful stop in `recreating`
+
+    # The new pod's sidecar: same workspace volume, a fresh runtime emptyDir.
+    second = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-2")
+    m = second.wait_phase("restoring")
+    assert m["id"] == accepted["id"]
+    config = second.request("GET", "/runtime-config")[1]
+    assert config["usingGPU"] is True and config["migration"]["phase"] == "restoring"
+    assert json.loads((second.runtime_dir / "runtime-config.json").read_text())[
+        "migration"]["phase"] == "restoring"
+    status, done = second.request("POST", "/migrations/current/restore", {
+        "ok": True, "restored": ["model", "df"],
+        "not_restored": [{"name": "conn", "reason": "a socket cannot be pickled"}]})
+    assert status == 200 and done["phase"] == "done", done
+    assert done["restore_report"]["restored"] == ["model", "df"]
+    assert second.request("POST", "/migrations/current/restore", {"ok": True})[0] == 409
+    wait_for("mirror done", lambda: annotation(read_notebook(admin, namespace),
+                                               MIRROR)["phase"] == "done", 10)
+    story = wait_events(admin, namespace, "MigrationRequested", "CheckpointVerified",
+                        "NotebookPatched", "MigrationRestoring", "MigrationDone")
+    assert all(e.type == "Normal" for e in story)
+    assert all(e.involved_object.uid == created["metadata"]["uid"] for e in story)
+    patched = next(e for e in story if e.reason == "NotebookPatched")
+    assert "to GPU (profile nvidia-1)" in patched.message and CUDA_IMAGE in patched.message
+    assert "conn (a socket cannot be pickled)" in next(
+        e for e in story if e.reason == "MigrationDone").message
+
+    # --- back to CPU on idle, with a newer checkpoint
+    kishu_db(train, "c-2")
+    status, back = second.request("POST", "/migrations", {
+        "target": "cpu", "reason": "idle",
+        "checkpoint": {"notebook_path": str(train), "commit_id": "c-2"}})
+    assert status == 202, back
+    cpu_again = wait_running(admin.core, namespace, "nb-0", not_uid=gpu_pod.metadata.uid)
+    assert node_kind(admin.core, cpu_again.spec.node_name) == "cpu"
+    assert gpu_limit(cpu_again) is None and cpu_again.spec.containers[0].image == CPU_IMAGE
+    assert read_notebook(admin, namespace)["spec"] == created["spec"]  # the original spec
+    second.wait_phase("recreating")
+    wait_gone(admin, namespace, gpu_pod.metadata.uid)
+    assert second.stop() == 0
+    third = start_sidecar(PodFacts.of(cpu_again), workspace, "run-3")
+    third.wait_phase("restoring")
+    wait_for("the previous-profile record dropped (nothing left to undo)", lambda: (
+        PREVIOUS not in read_notebook(admin, namespace)["metadata"]["annotations"]), 10)
+    status, done = third.request("POST", "/migrations/current/restore",
+                                 {"ok": True, "restored": ["model", "df"]})
+    assert status == 200 and done["phase"] == "done" and done["reason"] == "idle"
+    assert third.stop() == 0
+    no_traceback(first, second, third)
+    print(f"\nPOST /migrations -> GPU pod Running: {moved_s:.2f}s")
+
+
+async def test_an_unverified_checkpoint_fails_and_the_notebook_is_not_touched(
+        admin: Any, namespace: str, notebook: Any, tmp_path: Path,
+        start_sidecar: Callable[..., SidecarProcess]) -> None:
+    notebook("nb")
+    workspace = tmp_path / "nb-workspace"
+    train = workspace / "train.ipynb"
+    db = kishu_db(train, "c-1")
+    db.with_name(db.name + "-journal").write_bytes(b"kishu is writing")
+    pod = wait_running(admin.core, namespace, "nb-0")
+    before = read_notebook(admin, namespace)
+    sidecar = start_sidecar(PodFacts.of(pod), workspace, "run", checkpoint_timeout=1.5)
+    t0 = time.monotonic()
+    status, _ = sidecar.request("POST", "/migrations", {
+        "target": "gpu", "reason": "auto",
+        "checkpoint": {"notebook_path": str(train), "commit_id": "c-1"}})
+    assert status == 202
+    m = sidecar.wait_phase("failed")
+    assert 1.5 <= time.monotonic() - t0 < 10
+    assert "not verified within 1.5s (incomplete)" in m["error"], m
+    assert "train.kishudb-journal is present" in m["error"]
+    assert [h["phase"] for h in m["history"]] == ["requested", "checkpointing", "failed"]
+    after = read_notebook(admin, namespace)
+    assert after["spec"] == before["spec"]
+    assert after["metadata"]["generation"] == before["metadata"]["generation"]
+    assert annotation(after, PREVIOUS) is None
+    # The mirror follows the state file (written right after it).
+    wait_for("mirror failed", lambda: annotation(read_notebook(admin, namespace),
+                                                 MIRROR)["phase"] == "failed", 10)
+    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == pod.metadata.uid
+    story = wait_events(admin, namespace, "MigrationRequested", "MigrationFailed")
+    failed = next(e for e in story if e.reason == "MigrationFailed")
+    assert failed.type == "Warning" and "journal" in failed.message
+    assert "NotebookPatched" not in {e.reason for e in story}
+    assert sidecar.stop() == 0
+    no_traceback(sidecar)
+
+
+async def test_a_sidecar_killed_right_after_the_patch_resumes_without_patching_again(
+        admin: Any, namespace: str, notebook: Any, tmp_path: Path,
+        start_sidecar: Callable[..., SidecarProcess]) -> None:
+    notebook("nb")
+    workspace = tmp_path / "nb-workspace"
+    train = workspace / "train.ipynb"
+    kishu_db(train, "c-1")
+    cpu_pod = wait_running(admin.core, namespace, "nb-0")
+    facts = PodFacts.of(cpu_pod)
+    generation = read_notebook(admin, namespace)["metadata"]["generation"]
+    first = start_sidecar(facts, workspace, "run")
+    status, accepted = first.request("POST", "/migrations", {
+        "target": "gpu", "reason": "auto",
+        "checkpoint": {"notebook_path": str(train), "commit_id": "c-1"}})
+    assert status == 202
+
+    def patched() -> bool:
+        nb = read_notebook(admin, namespace)
+        return bool(nb["metadata"]["generation"] > generation)
+
+    wait_for("the Notebook patched", patched, 20, interval=0.005)
+    first.stop(signal.SIGKILL)
+    on_disk = json.loads((workspace / ".gpushift" / "migration-nb.json").read_text())
+    assert on_disk["phase"] in ("patching", "recreating"), on_disk["phase"]
+    patched_generation = read_notebook(admin, namespace)["metadata"]["generation"]
+
+    # The container restarts in the same pod: same UID, same runtime dir.
+    again = start_sidecar(facts, workspace, "run")
+    m = again.wait_phase("recreating")
+    wait_for("the restarted sidecar decided", lambda: (
+        "waiting for this pod to be replaced" in again.logs()
+        or "the patch had landed already" in again.logs()), 20)
+    assert m["id"] == accepted["id"] and m["previous_profile"] is not None
+    assert read_notebook(admin, namespace)["metadata"]["generation"] == patched_generation
+    gpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=cpu_pod.metadata.uid)
+    assert again.stop() == 0
+
+    new = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-new")
+    new.wait_phase("restoring")
+    assert new.request("POST", "/migrations/current/restore", {"ok": True})[1]["phase"] == "done"
+    wait_for("mirror done", lambda: annotation(read_notebook(admin, namespace),
+                                               MIRROR)["phase"] == "done", 10)
+    nb = read_notebook(admin, namespace)
+    assert nb["metadata"]["generation"] == patched_generation  # one patch of the spec, ever
+    patches = [e for e in events(admin, namespace) if e.reason == "NotebookPatched"]
+    assert len(patches) <= 1  # 0 when the kill came before the Event was sent
+    assert new.stop() == 0
+    no_traceback(again, new)

@@ -1,0 +1,606 @@
+"""The migration runner: its decisions (pure, gpushift_sidecar.migration_steps) and its
+steps against a fake API server behind the real `KubeApi` (the real control plane is in
+tests/cluster/test_sidecar_migration.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import datetime as dt
+import json
+import time
+import types
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+from sidecar_environ import make_environ
+
+from gpushift_sidecar.api import Sidecar, make_app
+from gpushift_sidecar.api_requests import RestoreReport
+from gpushift_sidecar.checkpoints import Verdict, VerdictStatus
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.kube import KubeApi, Retry
+from gpushift_sidecar.migration_steps import (
+    NO_CHECKPOINT_NOTE,
+    Mirror,
+    OldPodAction,
+    PatchKind,
+    ResumeAction,
+    mirror_ops,
+    new_pod_outcome,
+    old_pod_outcome,
+    plan_patch,
+    resume_action,
+    runs_on_target,
+)
+from gpushift_sidecar.runner import RunnerConfig, StepRunner
+from gpushift_sidecar.state import (
+    MIGRATION_ANNOTATION,
+    PREVIOUS_PROFILE_ANNOTATION,
+    CheckpointRef,
+    Migration,
+    MigrationStore,
+    Phase,
+    Reason,
+    Target,
+)
+from gpushift_sidecar.token import TOKEN_FILE
+from gpushift_sidecar.tracker import MigrationTracker
+from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
+from gpushift_webhook.patches import apply
+
+GPU = "nvidia.com/gpu"
+CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
+CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
+PROFILE = GpuProfile(name="nvidia-1", node_selector={"nvidia.com/gpu.present": "true"},
+                     tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}])
+SETTINGS = WebhookConfig(profiles=[PROFILE, GpuProfile(name="nvidia-2", count=2)],
+                         default_profile="nvidia-1",
+                         image_map=[ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)])
+SOURCE_UID = "uid-source"
+NEW_UID = "uid-new"
+T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
+FAST = Retry(deadline_seconds=0.5, initial_seconds=0.01, max_seconds=0.02)
+
+
+def environ(tmp_path, *, uid: str = SOURCE_UID, gpu: tuple[str, int] | None = None,
+            runtime: str = "run") -> dict[str, str]:
+    return make_environ(tmp_path, gpu=gpu, GPUSHIFT_POD_UID=uid,
+                        GPUSHIFT_RUNTIME_DIR=str(tmp_path / runtime),
+                        GPUSHIFT_SETTINGS=SETTINGS.sidecar_settings_json)
+
+
+def notebook_cr() -> dict[str, Any]:
+    return {
+        "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
+        "metadata": {"name": "my-notebook", "namespace": "kubeflow-user", "uid": "nb-uid",
+                     "resourceVersion": "100",
+                     "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"}},
+        "spec": {"template": {"spec": {"containers": [{
+            "name": "my-notebook", "image": CPU_IMAGE,
+            "resources": {"limits": {"cpu": "600m", "memory": "1.2Gi"},
+                          "requests": {"cpu": "500m", "memory": "1Gi"}}}]}}},
+    }
+
+
+def status(code: int, reason: str, message: str) -> ApiException:
+    exc = ApiException(status=code, reason=reason)
+    exc.body = json.dumps({"kind": "Status", "reason": reason, "message": message,
+                           "code": code, "details": {"name": "my-notebook"}})
+    return exc
+
+
+class FakeServer:
+    """The API server as the sidecar's KubeApi sees it: one Notebook (JSON Patches with a
+    resourceVersion test), its pod, and Events."""
+
+    def __init__(self, pod_uid: str = SOURCE_UID) -> None:
+        self.nb = notebook_cr()
+        self.pod_uid = pod_uid
+        self.patches: list[list[dict[str, Any]]] = []
+        self.events: list[dict[str, Any]] = []
+        self.refuse_patch: ApiException | None = None
+        self.patch_delay = 0.0
+
+    # CustomObjectsApi
+    def get_namespaced_custom_object(self, *args: Any, **kw: Any) -> dict[str, Any]:
+        return copy.deepcopy(self.nb)
+
+    def patch_namespaced_custom_object(self, group: str, version: str, ns: str, plural: str,
+                                       name: str, body: list[dict[str, Any]],
+                                       **kw: Any) -> dict[str, Any]:
+        if self.refuse_patch is not None:
+            raise self.refuse_patch
+        time.sleep(self.patch_delay)  # in KubeApi's worker thread
+        assert body[0] == {"op": "test", "path": "/metadata/resourceVersion",
+                           "value": body[0]["value"]}
+        if body[0]["value"] != self.nb["metadata"]["resourceVersion"]:
+            raise status(422, "Invalid", "the server rejected our request")
+        self.patches.append(body)
+        self.nb = apply(self.nb, body)
+        self.nb["metadata"]["resourceVersion"] = str(int(self.nb["metadata"]
+                                                         ["resourceVersion"]) + 1)
+        return copy.deepcopy(self.nb)
+
+    # CoreV1Api
+    def read_namespaced_pod(self, name: str, ns: str, **kw: Any) -> Any:
+        return types.SimpleNamespace(data=json.dumps({"metadata": {"uid": self.pod_uid}}))
+
+    def create_namespaced_event(self, ns: str, body: dict[str, Any], **kw: Any) -> Any:
+        self.events.append(body)
+        return types.SimpleNamespace(data=json.dumps(body))
+
+    # what tests look at
+    @property
+    def spec_patches(self) -> list[list[dict[str, Any]]]:
+        return [p for p in self.patches if any("/spec/" in op["path"] for op in p)]
+
+    def annotation(self, key: str = MIGRATION_ANNOTATION) -> Any:
+        value = self.nb["metadata"].get("annotations", {}).get(key)
+        return None if value is None else json.loads(value)
+
+    def reasons(self) -> list[str]:
+        return [e["reason"] for e in self.events]
+
+
+def kube_for(server: FakeServer) -> KubeApi:
+    api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST, instance="pod-0")
+    api._custom = server  # type: ignore[assignment]
+    api._core = server  # type: ignore[assignment]
+    return api
+
+
+def complete(path: str, commit: str) -> Verdict:
+    return Verdict(VerdictStatus.COMPLETE, "the commit is in the database", commit,
+                   path + ".kishudb")
+
+
+def journal(path: str, commit: str) -> Verdict:
+    return Verdict(VerdictStatus.INCOMPLETE, "kishu is writing: a.kishudb-journal is present",
+                   commit, path + ".kishudb")
+
+
+class Pod:
+    """One sidecar's runner (its env, a tracker on the shared state file)."""
+
+    def __init__(self, tmp_path, server: FakeServer, *, uid: str = SOURCE_UID,
+                 gpu: tuple[str, int] | None = None, runtime: str = "run",
+                 verify=complete, timeout: float = 0.3) -> None:
+        self.env = SidecarEnv.from_environ(environ(tmp_path, uid=uid, gpu=gpu,
+                                                   runtime=runtime))
+        self.tracker = MigrationTracker(MigrationStore.for_env(self.env))
+        self.runner = StepRunner(self.env, self.tracker, kube_for(server), verify=verify,
+                                 config=RunnerConfig(checkpoint_timeout=timeout,
+                                                     checkpoint_poll=0.02))
+
+    def new(self, target: Target = Target.GPU, checkpoint: bool = True,
+            reason: Reason = Reason.MANUAL) -> Migration:
+        ref = (CheckpointRef(str(self.env.workspace_dir / "a.ipynb"), "c-1")
+               if checkpoint else None)
+        m = Migration.new(self.env, target=target, reason=reason,
+                          profile="nvidia-1" if target is Target.GPU else None,
+                          checkpoint=ref, pending_cell=None, now=dt.datetime.now(dt.UTC))
+        return self.tracker.begin(m)
+
+    async def run(self, migration: Migration) -> Migration:
+        await self.runner.start(migration)
+        assert self.runner._task is not None
+        await asyncio.wait_for(self.runner._task, 5)
+        await self.runner.stop()  # sends the queued Events
+        assert self.tracker.current is not None
+        return self.tracker.current
+
+
+def phases(m: Migration) -> list[str]:
+    return [h.phase.value for h in m.history]
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+@pytest.fixture
+def env(tmp_path) -> SidecarEnv:
+    return SidecarEnv.from_environ(environ(tmp_path))
+
+
+def migration_in(env: SidecarEnv, phase: Phase, target: Target = Target.GPU) -> Migration:
+    now = T0
+    m = Migration.new(env, target=target, reason=Reason.MANUAL,
+                      profile="nvidia-1" if target is Target.GPU else None,
+                      checkpoint=None, pending_cell=None, now=now)
+    order = [Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING, Phase.RECREATING,
+             Phase.RESTORING]
+    for p in order[:order.index(phase) + 1] if phase in order else []:
+        m = m.advance(p, now=now)
+    return m
+
+
+@pytest.mark.parametrize(("phase", "uid", "on_target", "action"), [
+    (Phase.REQUESTED, SOURCE_UID, False, ResumeAction.REQUEST),
+    (Phase.CHECKPOINTING, NEW_UID, True, ResumeAction.VERIFY),  # re-verify, any pod
+    (Phase.CHECKPOINTED, SOURCE_UID, False, ResumeAction.PATCH),
+    (Phase.PATCHING, SOURCE_UID, False, ResumeAction.PATCH),
+    (Phase.PATCHING, NEW_UID, True, ResumeAction.PATCH),  # the mirror tells it landed
+    (Phase.RECREATING, NEW_UID, True, ResumeAction.NEW_POD),
+    (Phase.RECREATING, NEW_UID, False, ResumeAction.NEW_POD),  # uids decide, not the GPU
+    (Phase.RECREATING, SOURCE_UID, False, ResumeAction.OLD_POD),
+    (Phase.RECREATING, SOURCE_UID, True, ResumeAction.OLD_POD),
+    (Phase.RECREATING, "", True, ResumeAction.NEW_POD),  # no uid: the GPU facts decide
+    (Phase.RECREATING, "", False, ResumeAction.OLD_POD),
+    (Phase.RESTORING, NEW_UID, True, ResumeAction.AWAIT_RESTORE),
+])
+def test_where_a_migration_resumes(env, phase, uid, on_target, action):
+    assert resume_action(migration_in(env, phase), uid, on_target) is action
+
+
+def test_an_ended_migration_resumes_nothing(env):
+    m = migration_in(env, Phase.PATCHING).advance(Phase.FAILED, now=T0, error="x")
+    assert resume_action(m, NEW_UID, True) is ResumeAction.NOTHING
+
+
+def test_which_pod_runs_on_the_target(env):
+    gpu_m, cpu_m = migration_in(env, Phase.RECREATING), migration_in(
+        env, Phase.RECREATING, Target.CPU)
+    facts = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 1))).gpu
+    two = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 2))).gpu
+    assert runs_on_target(gpu_m, facts, env.settings)
+    assert not runs_on_target(gpu_m, two, env.settings)  # another profile's GPU count
+    assert not runs_on_target(gpu_m, None, env.settings)
+    assert runs_on_target(cpu_m, None, env.settings)
+    assert not runs_on_target(cpu_m, facts, env.settings)
+
+
+def mirror(m: Migration, phase: str, **extra: str) -> Mirror:
+    raw = json.dumps({"id": m.id, "phase": phase, "target": m.target.value, **extra})
+    parsed = Mirror.parse(raw)
+    assert parsed is not None
+    return parsed
+
+
+def test_the_new_pod_restores_unless_the_move_was_undone(env):
+    m = migration_in(env, Phase.RECREATING)
+    assert new_pod_outcome(m, mirror(m, "recreating"), True, "p-0") == (Phase.RESTORING, None)
+    assert new_pod_outcome(m, None, True, "p-0") == (Phase.RESTORING, None)
+    # The guard marked the rollback: its reason (key "reason", or "error") is the user's.
+    assert new_pod_outcome(m, mirror(m, "rolled_back", reason="0/3 nodes: Insufficient "
+                                     "nvidia.com/gpu"), False, "p-0") == (
+        Phase.ROLLED_BACK, "0/3 nodes: Insufficient nvidia.com/gpu")
+    assert new_pod_outcome(m, mirror(m, "rolled_back", error="quota"), False, "p-0") == (
+        Phase.ROLLED_BACK, "quota")
+    # A move to CPU the guard could not undo: it marks it failed; the pod takes that.
+    assert new_pod_outcome(m, mirror(m, "failed", reason="no CPU node"), True, "p-0") == (
+        Phase.FAILED, "no CPU node")
+    # Another migration's rollback is not this one's.
+    other = Mirror.parse(json.dumps({"id": "other", "phase": "rolled_back", "error": "x"}))
+    assert new_pod_outcome(m, other, True, "p-0") == (Phase.RESTORING, None)
+    # Not on the target and nothing marked: rolled back all the same, saying why.
+    phase, error = new_pod_outcome(m, mirror(m, "recreating"), False, "p-0")
+    assert phase is Phase.ROLLED_BACK and "runs on CPU, not on the target GPU" in error
+
+
+def test_a_restarted_old_pod_waits_patches_again_or_sees_the_rollback(env):
+    m = migration_in(env, Phase.RECREATING)
+    assert old_pod_outcome(m, mirror(m, "recreating"), True) == (OldPodAction.WAIT, None)
+    assert old_pod_outcome(m, mirror(m, "recreating"), False) == (OldPodAction.REPATCH, None)
+    assert old_pod_outcome(m, mirror(m, "rolled_back", reason="no GPU"), False) == (
+        OldPodAction.GUARD, (Phase.ROLLED_BACK, "no GPU"))
+    assert old_pod_outcome(m, mirror(m, "failed", reason="x"), True) == (
+        OldPodAction.GUARD, (Phase.FAILED, "x"))
+
+
+def test_the_mirror_never_goes_back_nor_over_the_guard(env):
+    restoring = migration_in(env, Phase.RESTORING)
+    patching = dataclasses.replace(restoring, phase=Phase.PATCHING,
+                                   history=restoring.history[:4])
+    nb = notebook_cr()
+    shown = apply(nb, mirror_ops(nb, patching))
+    assert json.loads(shown["metadata"]["annotations"][MIGRATION_ANNOTATION])[
+        "phase"] == "patching"
+    later = apply(shown, mirror_ops(shown, restoring))  # forward: written
+    assert json.loads(later["metadata"]["annotations"][MIGRATION_ANNOTATION])[
+        "phase"] == "restoring"
+    assert mirror_ops(later, patching) == []  # never back
+    assert mirror_ops(later, restoring) == []  # the same value: nothing to write
+    guarded = copy.deepcopy(later)
+    guarded["metadata"]["annotations"][MIGRATION_ANNOTATION] = json.dumps(
+        {"id": restoring.id, "phase": "rolled_back", "reason": "no GPU"})
+    assert mirror_ops(guarded, restoring) == []  # the guard's word stands
+    assert mirror_ops(guarded, migration_in(env, Phase.CHECKPOINTING)) != []  # a new one
+
+
+def test_the_patch_moves_and_annotates_in_one_operation_list(env):
+    nb = notebook_cr()
+    m = migration_in(env, Phase.PATCHING)
+    now = T0 + dt.timedelta(seconds=5)
+    d = plan_patch(nb, m, env.settings, now=now, container=None, held=None)
+    assert d.kind is PatchKind.PATCH and d.plan is not None
+    assert d.operations[0] == {"op": "test", "path": "/metadata/resourceVersion",
+                               "value": "100"}
+    moved = apply(nb, d.operations)
+    annotations = moved["metadata"]["annotations"]
+    assert json.loads(annotations[MIGRATION_ANNOTATION]) == {
+        "id": m.id, "phase": "recreating", "target": "gpu",
+        "updated": "2025-03-01T00:00:05.000000Z"}
+    assert json.loads(annotations[PREVIOUS_PROFILE_ANNOTATION]) == d.previous_profile
+    assert annotations["notebooks.kubeflow.org/server-type"] == "jupyter"
+    c = moved["spec"]["template"]["spec"]["containers"][0]
+    assert (c["image"], c["resources"]["limits"][GPU]) == (CUDA_IMAGE, "1")
+    # Read again after it landed: recognised, nothing patched twice.
+    again = plan_patch(moved, m, env.settings, now=now, container=None, held=None)
+    assert (again.kind, again.operations) == (PatchKind.LANDED, [])
+    assert again.previous_profile == d.previous_profile
+    # ... unless told not to trust the mirror: then the spec decides (already there).
+    forced = plan_patch(moved, m, env.settings, now=now, container=None, held=None,
+                        trust_mirror=False)
+    assert (forced.kind, forced.operations) == (PatchKind.NOTHING, [])
+
+    # Back to CPU with the record on the Notebook: the original spec, exactly.
+    back = migration_in(env, Phase.PATCHING, Target.CPU)
+    gpu = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 1))).gpu
+    d2 = plan_patch(moved, back, env.settings, now=now, container=None, held=gpu)
+    assert d2.kind is PatchKind.PATCH
+    restored = apply(moved, d2.operations)
+    assert restored["spec"] == nb["spec"]
+    # The record stays while the move to CPU is under way (the guard may need it).
+    assert PREVIOUS_PROFILE_ANNOTATION in restored["metadata"]["annotations"]
+
+
+def test_a_notebook_already_on_the_target_is_nothing_to_patch(env):
+    m = migration_in(env, Phase.PATCHING, Target.CPU)
+    d = plan_patch(notebook_cr(), m, env.settings, now=dt.datetime.now(dt.UTC),
+                   container=None, held=None)
+    assert (d.kind, d.operations) == (PatchKind.NOTHING, [])
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
+async def test_to_gpu_checkpoint_verified_patched_then_restored_on_the_new_pod(tmp_path):
+    server = FakeServer()
+    old = Pod(tmp_path, server)
+    m = await old.run(old.new())
+    assert phases(m) == ["requested", "checkpointing", "checkpointed", "patching",
+                         "recreating"]
+    assert len(server.spec_patches) == 1  # one patch moved it, with the annotations
+    [patch] = server.spec_patches
+    assert any(op["path"].endswith("notebook-migration") for op in patch)
+    assert any(op["path"].endswith("notebook-previous-profile") for op in patch)
+    assert server.annotation()["phase"] == "recreating"
+    assert m.previous_profile == server.annotation(PREVIOUS_PROFILE_ANNOTATION)
+    assert server.reasons() == ["MigrationRequested", "CheckpointVerified",
+                                "NotebookPatched"]
+    assert all(e["involvedObject"]["uid"] == "nb-uid" for e in server.events)
+    on_disk = json.loads(old.tracker.store.path.read_text())
+    assert on_disk["phase"] == "recreating"
+
+    # The pod that replaced it: same volume, new uid, a GPU.
+    server.pod_uid = NEW_UID
+    new = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2")
+    assert new.tracker.current is not None
+    m = await new.run(new.tracker.current)
+    assert m.phase is Phase.RESTORING and server.annotation()["phase"] == "restoring"
+    assert len(server.spec_patches) == 1
+    done = await new.runner.restored(m, RestoreReport(True, ("x", "df"), (("conn", "socket"),),
+                                                      None))
+    await new.runner.stop()
+    assert done.phase is Phase.DONE and done.restore_report is not None
+    assert done.restore_report["restored"] == ["x", "df"]
+    assert done.restore_report["not_restored"] == [{"name": "conn", "reason": "socket"}]
+    assert server.annotation()["phase"] == "done"
+    assert server.reasons()[-2:] == ["MigrationRestoring", "MigrationDone"]
+    assert "conn (socket)" in server.events[-1]["message"]
+
+
+async def test_an_unverified_checkpoint_fails_without_a_patch(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, verify=journal, timeout=0.2)
+    m = await pod.run(pod.new())
+    assert m.phase is Phase.FAILED and phases(m)[-2] == "checkpointing"
+    assert "not verified within 0.2s (incomplete)" in m.error
+    assert "a.kishudb-journal is present" in m.error
+    assert server.spec_patches == [] and server.nb["spec"] == notebook_cr()["spec"]
+    assert server.annotation()["phase"] == "failed"
+    assert server.reasons() == ["MigrationRequested", "MigrationFailed"]
+    assert server.events[-1]["type"] == "Warning"
+
+
+async def test_a_checkpoint_that_lands_while_waiting_is_taken(tmp_path):
+    server = FakeServer()
+    looks: list[int] = []
+
+    def lands_late(path: str, commit: str) -> Verdict:
+        looks.append(1)
+        return complete(path, commit) if len(looks) >= 3 else journal(path, commit)
+
+    pod = Pod(tmp_path, server, verify=lands_late, timeout=2)
+    m = await pod.run(pod.new())
+    assert m.phase is Phase.RECREATING and len(looks) == 3
+
+
+async def test_no_checkpoint_goes_on_and_notes_the_state_is_not_restored(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, verify=journal)
+    m = await pod.run(pod.new(checkpoint=False))
+    assert m.phase is Phase.RECREATING and m.notes == (NO_CHECKPOINT_NOTE,)
+    assert "CheckpointSkipped" in server.reasons()
+
+
+async def test_an_api_refusal_fails_with_the_status_message(tmp_path):
+    server = FakeServer()
+    server.refuse_patch = status(403, "Forbidden", 'notebooks.kubeflow.org "my-notebook" is '
+                                 "forbidden: User cannot patch resource")
+    pod = Pod(tmp_path, server)
+    m = await pod.run(pod.new())
+    assert m.phase is Phase.FAILED
+    assert "403 Forbidden: notebooks.kubeflow.org \"my-notebook\" is forbidden" in m.error
+    assert server.nb["spec"] == notebook_cr()["spec"]
+
+
+async def test_nothing_to_change_ends_done_with_a_note(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, gpu=(GPU, 1))  # env says GPU; the Notebook is on CPU
+    m = await pod.run(pod.new(target=Target.CPU, reason=Reason.IDLE))
+    assert phases(m)[-2:] == ["patching", "done"]
+    assert "nothing patched" in m.notes[-1] and server.spec_patches == []
+
+
+async def test_killed_after_the_patch_resumes_without_patching_again(tmp_path):
+    """The state file still says `patching` (killed before persisting `recreating`)."""
+    server = FakeServer()
+    first = Pod(tmp_path, server)
+    m = first.new()
+    for phase in (Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING):
+        m = first.tracker.advance(m.id, phase)
+    # The patch as the killed sidecar sent it.
+    d = plan_patch(server.nb, m, first.env.settings, now=dt.datetime.now(dt.UTC),
+                   container=None, held=None)
+    server.patch_namespaced_custom_object("", "", "", "", "", d.operations)
+    # Restarted in the same pod.
+    again = Pod(tmp_path, server)
+    m = await again.run(again.tracker.current)
+    assert m.phase is Phase.RECREATING and len(server.spec_patches) == 1
+    assert m.previous_profile == d.previous_profile  # recovered from the Notebook
+    assert "NotebookPatched" not in server.reasons()
+    # Restarted once more (state `recreating`, same uid): still waits, no patch.
+    third = Pod(tmp_path, server)
+    m = await third.run(third.tracker.current)
+    assert m.phase is Phase.RECREATING and len(server.spec_patches) == 1
+
+
+async def test_the_new_pod_finds_a_landed_patch_the_state_file_missed(tmp_path):
+    """Killed in `patching` after the patch: the pod that replaced it goes on."""
+    server = FakeServer()
+    first = Pod(tmp_path, server)
+    m = first.new()
+    for phase in (Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING):
+        m = first.tracker.advance(m.id, phase)
+    d = plan_patch(server.nb, m, first.env.settings, now=dt.datetime.now(dt.UTC),
+                   container=None, held=None)
+    server.patch_namespaced_custom_object("", "", "", "", "", d.operations)
+    server.pod_uid = NEW_UID
+    new = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2")
+    m = await new.run(new.tracker.current)
+    assert phases(m)[-3:] == ["patching", "recreating", "restoring"]
+    assert len(server.spec_patches) == 1
+
+
+async def test_a_restarted_old_pod_patches_again_when_the_spec_was_changed_back(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    await pod.run(pod.new())
+    # Someone (not the guard: no rollback marked) puts the CPU spec back.
+    server.nb["spec"] = notebook_cr()["spec"]
+    again = Pod(tmp_path, server)
+    m = await again.run(again.tracker.current)
+    assert m.phase is Phase.RECREATING and len(server.spec_patches) == 2
+    assert "patched again" in server.events[-1]["message"]
+
+
+async def test_the_guards_rollback_is_taken_by_the_new_pod(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    m = await pod.run(pod.new())
+    # The guard: previous profile back, mirror marked, record removed, pod deleted.
+    server.nb["spec"] = notebook_cr()["spec"]
+    server.nb["metadata"]["annotations"][MIGRATION_ANNOTATION] = json.dumps(
+        {"id": m.id, "phase": "rolled_back", "target": "gpu", "updated": "x",
+         "reason": "0/3 nodes are available: 1 Insufficient nvidia.com/gpu"})
+    del server.nb["metadata"]["annotations"][PREVIOUS_PROFILE_ANNOTATION]
+    server.pod_uid = "uid-third"
+    back = Pod(tmp_path, server, uid="uid-third", runtime="run-2")  # on CPU again
+    m = await back.run(back.tracker.current)
+    assert m.phase is Phase.ROLLED_BACK and "Insufficient nvidia.com/gpu" in m.error
+    assert server.reasons()[-1] == "MigrationRolledBack"
+    assert server.events[-1]["type"] == "Warning"
+    assert json.loads(server.nb["metadata"]["annotations"][MIGRATION_ANNOTATION])[
+        "phase"] == "rolled_back"
+
+
+async def test_to_cpu_uses_the_record_and_drops_it_once_on_cpu(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    await pod.run(pod.new())
+    server.pod_uid = NEW_UID
+    gpu_pod = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2")
+    m = await gpu_pod.run(gpu_pod.tracker.current)
+    await gpu_pod.runner.restored(m, RestoreReport(True, (), (), None))
+    await gpu_pod.runner.stop()
+    back = gpu_pod.new(target=Target.CPU, reason=Reason.IDLE)
+    m = await gpu_pod.run(back)
+    assert m.phase is Phase.RECREATING and server.nb["spec"] == notebook_cr()["spec"]
+    assert PREVIOUS_PROFILE_ANNOTATION in server.nb["metadata"]["annotations"]
+    server.pod_uid = "uid-cpu"
+    cpu_pod = Pod(tmp_path, server, uid="uid-cpu", runtime="run-3")
+    m = await cpu_pod.run(cpu_pod.tracker.current)
+    assert m.phase is Phase.RESTORING
+    assert PREVIOUS_PROFILE_ANNOTATION not in server.nb["metadata"]["annotations"]
+    failed = await cpu_pod.runner.restored(m, RestoreReport(False, (), (), "kernel died"))
+    assert failed.phase is Phase.FAILED and "kernel died" in failed.error
+    assert "still on the workspace volume" in failed.error
+
+
+async def test_a_new_migration_right_after_the_restore_is_not_lost(tmp_path):
+    """The restore report can arrive while the new pod's runner still writes the
+    `restoring` mirror; a migration begun right after must run, and the late mirror
+    write must not put the ended migration back on the Notebook."""
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    await pod.run(pod.new())
+    server.pod_uid = NEW_UID
+    new = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2")
+    server.patch_delay = 0.2
+    await new.runner.start(new.tracker.current)
+    m = await asyncio.wait_for(_until(lambda: new.tracker.current.phase is Phase.RESTORING), 5)
+    assert new.runner._task is not None and not new.runner._task.done()  # mirror in flight
+    await new.runner.restored(new.tracker.current, RestoreReport(True, (), (), None))
+    server.patch_delay = 0.0
+    back = new.new(target=Target.CPU, reason=Reason.IDLE)
+    m = await new.run(back)
+    assert m.id == back.id and m.phase is Phase.RECREATING
+    await asyncio.sleep(0.3)
+    assert server.annotation()["id"] == back.id
+    assert server.annotation()["phase"] == "recreating"
+
+
+async def _until(check) -> bool:
+    while not check():
+        await asyncio.sleep(0.01)
+    return True
+
+
+# ----------------------------------------------------------------------------- the endpoint
+
+
+async def test_restore_endpoint(aiohttp_client, tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    sidecar = Sidecar.create(pod.env, pod.runner, tracker=pod.tracker)
+    pod.tracker.on_change = sidecar.migration_changed
+    assert sidecar.files.write_now()
+    http = await aiohttp_client(make_app(sidecar))
+    token = (pod.env.runtime_dir / TOKEN_FILE).read_text().strip()
+    body = {"ok": True, "restored": ["x"], "not_restored": [], "detail": None}
+    r = await http.post("/migrations/current/restore", json=body)
+    assert r.status == 401
+    http.session.headers["Authorization"] = f"Bearer {token}"
+    r = await http.post("/migrations/current/restore", json=body)
+    assert r.status == 409 and (await r.json())["error"] == "not_restoring"
+    m = await pod.run(pod.new())  # to recreating
+    r = await http.post("/migrations/current/restore", json=body)
+    assert r.status == 409 and (await r.json())["migration"]["phase"] == "recreating"
+    for bad in ({"ok": "yes"}, {"ok": True, "restored": "x"},
+                {"ok": True, "not_restored": [{"name": "x"}]}, {"ok": True, "extra": 1}):
+        r = await http.post("/migrations/current/restore", json=bad)
+        assert r.status == 400, bad
+    pod.tracker.advance(m.id, Phase.RESTORING)
+    answers = await asyncio.gather(*[http.post("/migrations/current/restore", json=body)
+                                     for _ in range(3)])
+    assert sorted(a.status for a in answers) == [200, 409, 409]
+    [ended] = [await a.json() for a in answers if a.status == 200]
+    assert ended["phase"] == "done" and ended["restore_report"]["restored"] == ["x"]
+    config = json.loads((pod.env.runtime_dir / "runtime-config.json").read_text())
+    assert config["migration"]["phase"] == "done" and not config["migration"]["active"]
+    await pod.runner.stop()
