@@ -77,24 +77,6 @@ class KubeError(_WebhookKubeError):
     """An API call failed; `status`, `reason`, `message` (and `details`) come from the
     API's Status. Status 0: no answer from the API (see `Unreachable`)."""
 
-    def __init__(self, status: int, reason: str, message: str,
-                 details: Mapping[str, Any] | None = None) -> None:
-        super().__init__(status, reason, message)
-        self.details: dict[str, Any] = dict(details or {})
-
-    @classmethod
-    def from_api(cls, exc: ApiException) -> KubeError:
-        try:
-            body = json.loads(exc.body or "{}")
-        except ValueError:
-            body = {}
-        if not isinstance(body, dict):
-            body = {}
-        details = body.get("details")
-        return cls(int(exc.status or 0), str(body.get("reason") or exc.reason or ""),
-                   str(body.get("message") or exc.body or exc.reason or ""),
-                   details if isinstance(details, dict) else None)
-
     @property
     def patch_not_applicable(self) -> bool:
         """422 without causes: the JSON Patch itself did not apply (a `test` failed, or a

@@ -21,7 +21,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -54,7 +54,7 @@ class KubeError(Exception):
         self.details: dict[str, Any] = dict(details or {})
 
     @classmethod
-    def from_api(cls, exc: ApiException) -> KubeError:
+    def from_api(cls, exc: ApiException) -> Self:
         try:
             body = json.loads(exc.body or "{}")
         except ValueError:
@@ -63,7 +63,7 @@ class KubeError(Exception):
             body = {}
         details = body.get("details")
         return cls(int(exc.status or 0), str(body.get("reason") or exc.reason or ""),
-                   str(body.get("message") or exc.body or ""),
+                   str(body.get("message") or exc.body or exc.reason or ""),
                    details if isinstance(details, dict) else None)
 
     @property
