@@ -17,9 +17,9 @@ import pytest
 from gpushift_sidecar.notebook_patch import plan_move
 from gpushift_webhook import cli
 from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
-from gpushift_webhook.guard import (
+from gpushift_webhook.guard import MigrationGuard
+from gpushift_webhook.guard_decision import (
     ActionKind,
-    MigrationGuard,
     decide,
     read_migration,
     rollback_patch,
