@@ -3,7 +3,9 @@
 Routes: `GET /healthz`, `GET /runtime-config`, `POST /migrations`, `GET /migrations/current`,
 `POST /migrations/current/restore` (the server extension's restore report: the migration
 in `restoring` ends `done`, or `failed` when `ok` is false; 409 when none is restoring),
-`POST /activity`, `GET /metrics`.
+`POST /activity` (feeds the idle timer), `GET /idle` and `POST /idle/stay` (the idle
+timer; stay is 409 when no warning shows), `POST /notebooks` (a notebook kishu is attached
+to: its checkpoints are watched) and `GET /checkpoints`, `GET /metrics`.
 
 Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
 none is 401, a wrong one 403. Errors are JSON `{"error", "detail"}`: bad input 400, a
@@ -13,6 +15,7 @@ body over the limit 413, a migration in the way 409, unknown routes and methods 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -23,15 +26,19 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gpushift_sidecar import notebooks
 from gpushift_sidecar.api_requests import (
     ActivityReport,
     ApiError,
     RestoreReport,
     parse_activity,
     parse_migration_request,
+    parse_notebook_registration,
     parse_restore_report,
 )
+from gpushift_sidecar.checkpoints import CheckpointInfo, CheckpointWatcher
 from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
 from gpushift_sidecar.metrics import SidecarMetrics
 from gpushift_sidecar.runtime_config import RuntimeFiles
 from gpushift_sidecar.state import Migration, MigrationStore, Phase
@@ -63,6 +70,14 @@ class MigrationRunner(Protocol):
         and return it. Persist before the first await: concurrent reports race here."""
 
 
+class RunnerStartFailed(Exception):
+    """The runner did not take the migration; it was marked failed (`migration`)."""
+
+    def __init__(self, migration: Migration) -> None:
+        super().__init__(migration.error or "the migration could not start")
+        self.migration = migration
+
+
 @dataclass
 class Sidecar:
     """Everything the API serves, wired together once by `Sidecar.create`."""
@@ -75,18 +90,28 @@ class Sidecar:
     runner: MigrationRunner
     activity: dict[str, ActivityReport] = field(default_factory=dict)
     """The latest activity report of each kernel, by kernel id (for the idle timer)."""
+    watcher: CheckpointWatcher = field(init=False)
+    """The kishu checkpoints of the registered notebooks (the runner verifies with it)."""
+    idle: IdleLoop = field(init=False)
+    """The idle timer and its loop (the loop runs on a GPU pod only)."""
 
     @classmethod
     def create(cls, env: SidecarEnv, runner: MigrationRunner,
                metrics: SidecarMetrics | None = None,
-               tracker: MigrationTracker | None = None) -> Sidecar:
+               tracker: MigrationTracker | None = None, *,
+               kube: NotebookReader | None = None,
+               idle_config: IdleLoopConfig | None = None) -> Sidecar:
         """`tracker`: the one the runner was built with (default: a new one on the state
-        file of `env`)."""
+        file of `env`). `kube`: reads the Notebook's idle annotations (None: the admin's
+        default timeout applies)."""
         metrics = metrics or SidecarMetrics()
         token = ApiToken.load_or_create(env.runtime_dir)
         files = RuntimeFiles(env, token, on_write=metrics.record_write)
         tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
         sidecar = cls(env, token, files, tracker, metrics, runner)
+        sidecar.watcher = CheckpointWatcher(sidecar.checkpoint_changed,
+                                            root=env.workspace_dir)
+        sidecar.idle = IdleLoop(sidecar, kube, idle_config)
         tracker.on_change = sidecar.migration_changed
         if tracker.current is not None:
             metrics.show_phase(tracker.current)
@@ -104,6 +129,43 @@ class Sidecar:
             "notebook": migration.notebook, "namespace": migration.namespace,
             "migration": migration.id, "phase": migration.phase.value,
             "target": migration.target.value, "error": migration.error})
+
+    def checkpoint_changed(self, notebook_path: str, info: CheckpointInfo | None) -> None:
+        """The watcher saw a notebook's latest complete commit change (on the loop)."""
+        self.refresh_last_checkpoint()
+
+    def refresh_last_checkpoint(self) -> None:
+        """runtime-config.json's `lastCheckpoint`: the most recent watched commit."""
+        newest = notebooks.latest(self.watcher)
+        if newest is None:
+            return
+        document = notebooks.runtime_json(newest)
+        known = self.files.last_checkpoint or {}
+        if (known.get("notebookPath"), known.get("commitId")) != (
+                document["notebookPath"], document["commitId"]):
+            self.files.update_last_checkpoint(document)
+
+    async def start_migration(self, migration: Migration) -> Migration:
+        """Make `migration` (new, `requested`) current and hand it to the runner: the one
+        path of `POST /migrations` and of the idle move. Raises MigrationInFlight (another
+        is active), OSError (the state could not be written; nothing changed) or
+        RunnerStartFailed (the runner refused it; it is persisted as failed)."""
+        # No await between the in-flight check in begin() and the write: of two
+        # concurrent requests exactly one gets here first and the other sees its migration.
+        self.tracker.begin(migration)
+        try:
+            await self.runner.start(migration)
+        except Exception as exc:
+            log.exception("the migration runner did not start",
+                          extra={"migration": migration.id})
+            failed = self.tracker.advance(migration.id, Phase.FAILED,
+                                          error=f"the migration could not start: {exc}")
+            raise RunnerStartFailed(failed) from exc
+        return migration
+
+    async def close(self) -> None:
+        """Stop the checkpoint watcher's threads (joined off the event loop)."""
+        await asyncio.to_thread(self.watcher.stop)
 
     async def resume(self) -> None:
         """Hand an unfinished migration found on disk back to the runner."""
@@ -184,6 +246,10 @@ def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
     app.router.add_get("/migrations/current", current_migration)
     app.router.add_post("/migrations/current/restore", confirm_restore)
     app.router.add_post("/activity", record_activity)
+    app.router.add_get("/idle", idle_state)
+    app.router.add_post("/idle/stay", idle_stay)
+    app.router.add_post("/notebooks", register_notebook)
+    app.router.add_get("/checkpoints", list_checkpoints)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 
@@ -209,10 +275,8 @@ async def create_migration(request: web.Request) -> web.Response:
     migration = Migration.new(sidecar.env, target=wanted.target, reason=wanted.reason,
                               profile=wanted.profile, checkpoint=wanted.checkpoint,
                               pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC))
-    # No await between the in-flight check in begin() and the write: of two concurrent
-    # requests exactly one gets here first and the other sees its migration.
     try:
-        sidecar.tracker.begin(migration)
+        await sidecar.start_migration(migration)
     except MigrationInFlight as exc:
         return error_response(409, "migration_in_flight",
                               f"migration {exc.current.id} is {exc.current.phase}; one "
@@ -222,12 +286,8 @@ async def create_migration(request: web.Request) -> web.Response:
             "path": str(sidecar.tracker.store.path), "why": exc.strerror})
         return error_response(503, "state_unwritable",
                               f"cannot write the migration state: {exc.strerror}")
-    try:
-        await sidecar.runner.start(migration)
-    except Exception as exc:
-        log.exception("the migration runner did not start", extra={"migration": migration.id})
-        failed = sidecar.tracker.advance(migration.id, Phase.FAILED,
-                                         error=f"the migration could not start: {exc}")
+    except RunnerStartFailed as exc:
+        failed = exc.migration
         return error_response(500, "runner_failed", failed.error or "", migration=failed.to_dict())
     return web.json_response(migration.to_dict(), status=202,
                              headers={"Location": "/migrations/current"})
@@ -261,13 +321,55 @@ async def confirm_restore(request: web.Request) -> web.Response:
 
 
 async def record_activity(request: web.Request) -> web.Response:
-    report = parse_activity(await read_json(request), dt.datetime.now(dt.UTC).timestamp())
-    activity = request.app[SIDECAR].activity
+    sidecar = request.app[SIDECAR]
+    report = parse_activity(await read_json(request), sidecar.idle.clock())
+    activity = sidecar.activity
     activity.pop(report.kernel_id, None)  # re-inserted last: the dict stays oldest-first
     activity[report.kernel_id] = report
+    sidecar.idle.report(report)
     while len(activity) > MAX_KERNELS:  # kernels come and go; forget the longest silent
-        del activity[next(iter(activity))]
+        gone = next(iter(activity))
+        del activity[gone]
+        sidecar.idle.forget_kernel(gone, report.received_at)
     return web.Response(status=204)
+
+
+async def idle_state(request: web.Request) -> web.Response:
+    return web.json_response(request.app[SIDECAR].idle.current())
+
+
+async def idle_stay(request: web.Request) -> web.Response:
+    idle = request.app[SIDECAR].idle
+    if not idle.stay():
+        snapshot = idle.current()
+        return error_response(409, "not_warning",
+                              f"the idle timer is {snapshot['state']}: there is no move to "
+                              "stay away from", idle=snapshot)
+    return web.Response(status=204)
+
+
+async def register_notebook(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    path = parse_notebook_registration(await read_json(request), sidecar.env)
+    watcher = sidecar.watcher
+    watched = watcher.watched()
+    if path not in watched and len(watched) >= notebooks.MAX_NOTEBOOKS:
+        raise ApiError(409, "too_many_notebooks",
+                       f"{len(watched)} notebooks are registered already, the most one "
+                       "sidecar watches")
+    watcher.start()  # here, on the event loop: its callbacks come back to this loop
+    try:
+        # Adds a watch and reads the database: blocking, so off the event loop.
+        info = await asyncio.to_thread(watcher.watch_notebook, path)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_field", f"path: {exc}") from None
+    sidecar.refresh_last_checkpoint()
+    return web.json_response({"notebook_path": path, "watch": watcher.watched().get(path),
+                              "checkpoint": None if info is None else notebooks.api_json(info)})
+
+
+async def list_checkpoints(request: web.Request) -> web.Response:
+    return web.json_response(notebooks.listing(request.app[SIDECAR].watcher))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

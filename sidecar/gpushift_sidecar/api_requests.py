@@ -49,6 +49,10 @@ class ActivityReport:
     """Epoch seconds at which the kernel's last GPU cell finished, if one did."""
     received_at: float = field(compare=False)
     """Epoch seconds at which the sidecar got the report."""
+    gpu_utilization_percent: float | None = None
+    """GPU utilisation (0-100, max over the GPUs) the server extension measured in the
+    notebook container with NVML, which has the GPU devices (the sidecar usually has
+    none); None: not measured."""
 
 
 def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
@@ -144,7 +148,8 @@ def parse_restore_report(body: Mapping[str, Any]) -> RestoreReport:
 
 
 def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityReport:
-    _known_keys(body, {"gpu_cell_running", "gpu_cell_finished_at", "kernel_id"}, "")
+    _known_keys(body, {"gpu_cell_running", "gpu_cell_finished_at", "kernel_id",
+                       "gpu_utilization_percent"}, "")
     running = body.get("gpu_cell_running")
     if not isinstance(running, bool):
         raise _invalid("gpu_cell_running", "required, true or false")
@@ -152,9 +157,24 @@ def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityRepor
     if finished is not None and (isinstance(finished, bool)
                                  or not isinstance(finished, int | float) or finished < 0):
         raise _invalid("gpu_cell_finished_at", "epoch seconds (a number) or null")
+    percent = body.get("gpu_utilization_percent")
+    if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)
+                                or not 0 <= percent <= 100):
+        raise _invalid("gpu_utilization_percent", "a number from 0 to 100, or null")
     return ActivityReport(kernel_id=_text(body, "kernel_id", ""), gpu_cell_running=running,
                           gpu_cell_finished_at=None if finished is None else float(finished),
-                          received_at=received_at)
+                          received_at=received_at,
+                          gpu_utilization_percent=None if percent is None else float(percent))
+
+
+def parse_notebook_registration(body: Mapping[str, Any], env: SidecarEnv) -> str:
+    """`POST /notebooks`: the absolute path of a notebook kishu is attached to, under
+    the workspace (its checkpoints live beside it, on the volume that moves)."""
+    _known_keys(body, {"path"}, "")
+    if env.workspace_dir is None:
+        raise ApiError(400, "no_workspace", "this pod has no workspace volume: its kishu "
+                       "checkpoints would not survive a move")
+    return _notebook_path(body, "", env, key="path")
 
 
 def _invalid(where: str, problem: str) -> ApiError:
@@ -204,11 +224,12 @@ def _code(cell: Mapping[str, Any]) -> str:
     return code
 
 
-def _notebook_path(data: Mapping[str, Any], prefix: str, env: SidecarEnv) -> str:
+def _notebook_path(data: Mapping[str, Any], prefix: str, env: SidecarEnv,
+                   key: str = "notebook_path") -> str:
     """An absolute notebook path under the workspace: the sidecar shares only that
     volume with the notebook, so a path elsewhere means nothing on the new pod."""
-    where = f"{prefix}.notebook_path"
-    value = data.get("notebook_path")
+    where = f"{prefix}.{key}" if prefix else key
+    value = data.get(key)
     if not isinstance(value, str) or not value or len(value) > _MAX_PATH_CHARS:
         raise _invalid(where, "required, an absolute path")
     if "\x00" in value or not value.startswith("/"):

@@ -48,6 +48,12 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     serve.add_argument("--checkpoint-timeout", type=float, default=None,
                        help="seconds a migration waits for its kishu checkpoint to be "
                             "complete (default: $GPUSHIFT_CHECKPOINT_TIMEOUT, else 60)")
+    serve.add_argument("--idle-tick", type=float, default=1.0,
+                       help="seconds between ticks of the idle timer on a GPU pod "
+                            "(default 1)")
+    serve.add_argument("--idle-annotations-interval", type=float, default=30.0,
+                       help="seconds between reads of the Notebook's idle annotations "
+                            "(timeout override, pin; default 30)")
     probe = sub.add_parser("probe", help="exit 0 when GET /healthz answers 200, else 1")
     probe.add_argument("--port", type=int, default=None,
                        help="port (default: $GPUSHIFT_API_PORT, else 8765)")
@@ -112,11 +118,19 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
     except ValueError as exc:
         print(f"gpushift-sidecar: {exc}", file=sys.stderr)
         return 2
+    for flag, value in (("--idle-tick", args.idle_tick),
+                        ("--idle-annotations-interval", args.idle_annotations_interval)):
+        if not 0.01 <= value <= 3600:
+            print(f"gpushift-sidecar: {flag} {value:g}s is not between 0.01 and 3600",
+                  file=sys.stderr)
+            return 2
     port = args.port or env.api_port
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve_forever(env, args.host, port, runner_factory,
                                         kubeconfig=args.kubeconfig,
-                                        checkpoint_timeout=checkpoint_timeout))
+                                        checkpoint_timeout=checkpoint_timeout,
+                                        idle_tick=args.idle_tick,
+                                        idle_annotations=args.idle_annotations_interval))
 
 
 def _checkpoint_timeout(flag: float | None) -> float:
@@ -149,10 +163,12 @@ def connect_kube(env: SidecarEnv, kubeconfig: str | None) -> tuple[KubeApi | Non
 async def serve_forever(env: SidecarEnv, host: str, port: int,
                         runner_factory: RunnerFactory | None, *,
                         kubeconfig: str | None = None,
-                        checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT) -> int:
+                        checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT,
+                        idle_tick: float = 1.0, idle_annotations: float = 30.0) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
     from gpushift_sidecar.api import Sidecar, make_app  # noqa: PLC0415
+    from gpushift_sidecar.idle_loop import IdleLoopConfig  # noqa: PLC0415
     from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
     from gpushift_sidecar.state import MigrationStore  # noqa: PLC0415
     from gpushift_sidecar.tracker import MigrationTracker  # noqa: PLC0415
@@ -161,7 +177,10 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     tracker = MigrationTracker(MigrationStore.for_env(env))
     steps = StepRunner(env, tracker, kube, kube_problem=problem,
                        config=RunnerConfig(checkpoint_timeout=checkpoint_timeout))
-    sidecar = Sidecar.create(env, steps, tracker=tracker)
+    sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube,
+                             idle_config=IdleLoopConfig(tick_seconds=idle_tick,
+                                                        annotations_seconds=idle_annotations))
+    steps.verify = sidecar.watcher.verify  # one checkpoint watcher: API, idle move, runner
     if runner_factory is not None:
         sidecar.runner = runner_factory(sidecar)
     # Before listening: a ready answer to the first probe, or the reason in the log.
@@ -182,6 +201,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     writer = asyncio.create_task(sidecar.files.run())
+    idle = asyncio.create_task(sidecar.idle.run())  # returns at once on a CPU pod
     try:
         try:
             await sidecar.resume()
@@ -189,11 +209,15 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
             log.exception("the migration runner could not resume")
         await stop.wait()
     finally:
+        idle.cancel()  # no idle move starts once the pod is stopping
+        with contextlib.suppress(asyncio.CancelledError):
+            await idle
         await steps.stop()  # a patch in flight is persisted first
         writer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await writer
         await app_runner.cleanup()  # stop accepting; requests in flight finish
+        await sidecar.close()
         if kube is not None:
             kube.close()
         log.info("sidecar stopped")

@@ -13,10 +13,18 @@ after exactly `timeout` idle seconds; `warning_until` is when. `stay()` (the use
 a `warn` when the warning starts and a `move` when it ran out; after a move the timer
 stays in `move` (nothing more is emitted) until it is reset.
 
-On a CPU pod the timer is inert. A notebook annotated `gpushift.io/pin-gpu: "true"` is
-never moved on idle, if the admin allows pinning (`idle.allow_pin`). The annotation
-`gpushift.io/idle-timeout` overrides the timeout: seconds ("300") or a duration ("5m",
-"90s", "1h", "1h30m"), clamped into the admin's [min_seconds, max_seconds].
+On a CPU pod the timer is inert. A notebook annotated `gpushift.io/notebook-pin-gpu:
+"true"` (or `gpushift.io/pin-gpu: "true"`) is never moved on idle, if the admin allows
+pinning (`idle.allow_pin`). The annotation `gpushift.io/notebook-idle-timeout` (or
+`gpushift.io/idle-timeout`; the first wins when both are set) overrides the timeout:
+seconds ("300") or a duration ("5m", "90s", "1h", "1h30m"), clamped into the admin's
+[min_seconds, max_seconds].
+
+Kubeflow's notebook-controller copies every Notebook annotation whose key contains
+neither "notebook" nor "kubectl" into the pod template: `gpushift.io/idle-timeout` and
+`gpushift.io/pin-gpu` work, but changing them on a running Notebook recreates its pod
+(and kills its kernels). The `notebook-` keys stay on the Notebook and can change at any
+time.
 
 Times are epoch seconds, like the server extension's activity reports.
 """
@@ -34,6 +42,13 @@ from gpushift_webhook.labels import PREFIX
 
 IDLE_TIMEOUT_ANNOTATION = f"{PREFIX}/idle-timeout"
 PIN_ANNOTATION = f"{PREFIX}/pin-gpu"
+# The same, under keys that Kubeflow's notebook-controller does not copy into the pod
+# template (they contain "notebook"): changing them does not recreate the pod.
+NOTEBOOK_IDLE_TIMEOUT_ANNOTATION = f"{PREFIX}/notebook-idle-timeout"
+NOTEBOOK_PIN_ANNOTATION = f"{PREFIX}/notebook-pin-gpu"
+IDLE_TIMEOUT_ANNOTATIONS = (NOTEBOOK_IDLE_TIMEOUT_ANNOTATION, IDLE_TIMEOUT_ANNOTATION)
+"""Keys that override the timeout, the first present one wins."""
+PIN_ANNOTATIONS = (NOTEBOOK_PIN_ANNOTATION, PIN_ANNOTATION)
 
 _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _MAX_DIGITS = 9  # 31 years of seconds; longer strings are nonsense, not a timeout
@@ -78,27 +93,38 @@ def parse_duration(text: str) -> int | None:
             + int(parts.get("s", 0)))
 
 
-def resolve_timeout(settings: IdleSettings, annotation: str | None) -> Timeout:
-    """The timeout for a notebook: the admin's, or its annotation clamped into bounds."""
+def resolve_timeout(settings: IdleSettings, annotation: str | None,
+                    key: str = IDLE_TIMEOUT_ANNOTATION) -> Timeout:
+    """The timeout for a notebook: the admin's, or its annotation (under `key`, named in
+    the reason) clamped into bounds."""
     if annotation is None:
         return Timeout(settings.timeout_seconds, None, "default")
     seconds = parse_duration(annotation)
     if seconds is None:
         return Timeout(settings.timeout_seconds,
-                       f"{IDLE_TIMEOUT_ANNOTATION}: {annotation!r} is not seconds or a "
+                       f"{key}: {annotation!r} is not seconds or a "
                        f"duration like 5m, 90s, 1h; using the default "
                        f"{settings.timeout_seconds}s", "default")
     clamped = min(max(seconds, settings.min_seconds), settings.max_seconds)
     if clamped != seconds:
         return Timeout(clamped,
-                       f"{IDLE_TIMEOUT_ANNOTATION}: {seconds}s is outside the admin's bounds "
+                       f"{key}: {seconds}s is outside the admin's bounds "
                        f"[{settings.min_seconds}s, {settings.max_seconds}s]; using {clamped}s",
                        "annotation")
     return Timeout(seconds, None, "annotation")
 
 
+def timeout_annotation(annotations: Mapping[str, str]) -> tuple[str, str] | None:
+    """(key, value) of the annotation that overrides the timeout, if any."""
+    for key in IDLE_TIMEOUT_ANNOTATIONS:
+        value = annotations.get(key)
+        if value is not None:
+            return key, value
+    return None
+
+
 def pin_requested(annotations: Mapping[str, str]) -> bool:
-    return annotations.get(PIN_ANNOTATION, "").strip().lower() == "true"
+    return any(annotations.get(key, "").strip().lower() == "true" for key in PIN_ANNOTATIONS)
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,7 @@ class IdleTimer:
         """Why the timer was last reset or changed state (for people)."""
         self.timeout = Timeout(settings.timeout_seconds, None, "default")
         self.pinned = False
+        self._pin_key = PIN_ANNOTATION
         self._pin_reason: str | None = None
         self.configure(annotations or {})
 
@@ -136,13 +163,16 @@ class IdleTimer:
 
     def configure(self, annotations: Mapping[str, str]) -> None:
         """Apply the notebook's annotations (timeout override, pin); may change any time."""
-        self.timeout = resolve_timeout(self.settings, annotations.get(IDLE_TIMEOUT_ANNOTATION))
+        override = timeout_annotation(annotations)
+        self.timeout = (resolve_timeout(self.settings, None) if override is None else
+                        resolve_timeout(self.settings, override[1], override[0]))
         wants_pin = pin_requested(annotations)
         self.pinned = wants_pin and self.settings.allow_pin
+        self._pin_key = _pin_key(annotations)
         self._pin_reason = None
         if wants_pin and not self.settings.allow_pin:
-            self._pin_reason = (f"{PIN_ANNOTATION} is ignored: the admin does not allow "
-                                "pinning a notebook to its GPU")
+            self._pin_reason = (f"{self._pin_key} is ignored: the admin does not "
+                                "allow pinning a notebook to its GPU")
 
     def report_activity(self, kernel_id: str, *, gpu_cell_running: bool,
                         gpu_cell_finished_at: float | None, now: float) -> None:
@@ -237,7 +267,7 @@ class IdleTimer:
         if state is IdleState.INERT:
             reasons.insert(0, "not a GPU pod")
         elif state is IdleState.PINNED:
-            reasons.insert(0, f"pinned to its GPU ({PIN_ANNOTATION})")
+            reasons.insert(0, f"pinned to its GPU ({self._pin_key})")
         return {
             "state": state.value,
             "idle_for": max(0.0, now - self._idle_since) if live and not self._running else 0.0,
@@ -266,3 +296,8 @@ class IdleTimer:
         self._warned = False
         self._moved = False
         self._reason = why
+
+
+def _pin_key(annotations: Mapping[str, str]) -> str:
+    return next((key for key in PIN_ANNOTATIONS
+                 if annotations.get(key, "").strip().lower() == "true"), PIN_ANNOTATION)

@@ -6,7 +6,11 @@ import datetime as dt
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gpushift_sidecar.state import ENDED, Migration, Phase
+from gpushift_sidecar.idle_loop import reclaimed_gpu_seconds
+from gpushift_sidecar.state import ENDED, Migration, Phase, Reason, Target
+
+IDLE_STATES = ("active", "warning", "moving", "inert", "pinned")
+"""The states `GET /idle` shows (see `gpushift_sidecar.idle_loop`)."""
 
 
 class SidecarMetrics:
@@ -45,7 +49,25 @@ class SidecarMetrics:
             "API requests answered, by route and HTTP status.",
             ["route", "status"], registry=self.registry,
         )
+        self.idle_state = Gauge(
+            "gpushift_sidecar_idle_state",
+            "1 for the idle timer's current state (active, warning, moving, inert, "
+            "pinned), 0 for the others.",
+            ["state"], registry=self.registry,
+        )
+        self.gpu_idle_seconds_reclaimed = Counter(
+            "gpushift_sidecar_gpu_idle_seconds_reclaimed",
+            "Estimate of GPU idle time reclaimed by idle moves to CPU, in GPU-seconds: "
+            "each idle move that brought the notebook to a CPU pod adds its idle timeout "
+            "times the GPUs it released (counted by the new pod's sidecar).",
+            registry=self.registry,
+        )
         self.show_phase(None)
+        self.show_idle_state("inert")
+
+    def show_idle_state(self, state: str) -> None:
+        for name in IDLE_STATES:
+            self.idle_state.labels(name).set(1 if name == state else 0)
 
     def record_write(self, ok: bool) -> None:
         self.runtime_config_writes.labels("ok" if ok else "error").inc()
@@ -64,6 +86,10 @@ class SidecarMetrics:
             return
         if previous.phase is migration.phase:
             return
+        if (migration.phase is Phase.RESTORING and migration.reason is Reason.IDLE
+                and migration.target is Target.CPU):
+            # The notebook runs on a CPU pod now: the GPU is back in the pool.
+            self.gpu_idle_seconds_reclaimed.inc(reclaimed_gpu_seconds(migration))
         seconds = (_parse(migration.updated_at) - _parse(previous.history[-1].at))
         self.phase_duration.labels(previous.phase.value).observe(
             max(seconds.total_seconds(), 0.0))

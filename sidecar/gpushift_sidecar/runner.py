@@ -81,7 +81,9 @@ class NotebookApi(Protocol):
 
 
 def verify_checkpoint(notebook_path: str, commit_id: str) -> checkpoints.Verdict:
-    """Whether the kishu commit is complete beside the notebook (blocking file I/O)."""
+    """Whether the kishu commit is complete beside the notebook (blocking file I/O).
+    The default `verify`; the served sidecar passes its `CheckpointWatcher.verify`
+    (the same check), so one watcher serves the API, the idle move and the runner."""
     return checkpoints.verify_database(checkpoints.database_path(notebook_path), commit_id)
 
 

@@ -2,9 +2,14 @@
 
 The file keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) so older front
 ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `migration`,
-`lastCheckpoint`, `sidecarVersion`, `updatedAt`. The native sidecar's startup probe
-passes only once it has been written, so the notebook container never starts without
-it; it is rewritten whenever one of its fields changes.
+`lastCheckpoint`, `sidecarVersion`, `updatedAt`, and on a GPU pod `idle` (the idle
+timer, as `GET /idle` shows it, written when its state changes: not every second). The
+native sidecar's startup probe passes only once it has been written, so the notebook
+container never starts without it; it is rewritten whenever one of its fields changes.
+
+`lastCheckpoint` is `{"notebookPath", "commitId", "verifiedAt"}`: the most recent
+complete kishu commit the checkpoint watcher saw, or the checkpoint a migration names
+(`{"notebookPath", "commitId"}`), whichever came last.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ log = logging.getLogger("gpushift.sidecar")
 
 def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
                          last_checkpoint: dict[str, Any] | None,
-                         updated_at: dt.datetime) -> dict[str, Any]:
-    """The document, from the webhook's facts and what changed since (pure)."""
+                         updated_at: dt.datetime,
+                         idle: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The document, from the webhook's facts and what changed since (pure). `idle`
+    None: no idle timer runs (a CPU pod), and the key is left out."""
     profile = env.settings.matching_profile(env.gpu)
-    return {
+    document = {
         "usingGPU": env.gpu is not None,
         "PodName": env.pod_name,
         "PodNamespace": env.pod_namespace,
@@ -49,6 +56,9 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
         "sidecarVersion": __version__,
         "updatedAt": iso_utc(updated_at),
     }
+    if idle is not None:
+        document["idle"] = idle
+    return document
 
 
 def iso_utc(moment: dt.datetime) -> str:
@@ -94,6 +104,7 @@ class RuntimeFiles:
         self._on_write = on_write  # told whether each write worked, for metrics
         self._migration: dict[str, Any] | None = None
         self._last_checkpoint: dict[str, Any] | None = None
+        self._idle: dict[str, Any] | None = None
         self._document = self._build()
         self._dirty = True
         self._token_written = False
@@ -123,6 +134,19 @@ class RuntimeFiles:
         """Set the fields that change while the pod runs; rewrite if they did."""
         if (migration, last_checkpoint) != (self._migration, self._last_checkpoint):
             self._migration, self._last_checkpoint = migration, last_checkpoint
+            self._changed_now()
+
+    def update_last_checkpoint(self, last_checkpoint: dict[str, Any] | None) -> None:
+        self.update(migration=self._migration, last_checkpoint=last_checkpoint)
+
+    @property
+    def idle(self) -> dict[str, Any] | None:
+        return self._idle
+
+    def update_idle(self, idle: dict[str, Any] | None) -> None:
+        """The idle timer's state (the caller decides when it is worth a write)."""
+        if idle != self._idle:
+            self._idle = idle
             self._changed_now()
 
     def _changed_now(self) -> None:
@@ -176,7 +200,7 @@ class RuntimeFiles:
     def _build(self) -> dict[str, Any]:
         return build_runtime_config(self._env, migration=self._migration,
                                     last_checkpoint=self._last_checkpoint,
-                                    updated_at=dt.datetime.now(dt.UTC))
+                                    updated_at=dt.datetime.now(dt.UTC), idle=self._idle)
 
     def _report(self, *, ok: bool) -> None:
         if self._on_write is not None:

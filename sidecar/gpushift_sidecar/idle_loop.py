@@ -1,0 +1,378 @@
+"""The idle loop of a GPU pod: feeds the `IdleTimer`, and moves the notebook to CPU when
+the GPU sat idle for the timeout — with or without a browser open.
+
+Inputs, on a GPU pod only (the env's GPU facts; on a CPU pod the timer is inert):
+* `POST /activity` reports of the server extension (`report`): a GPU cell running or
+  finished in a kernel, and the GPU utilisation it measured in the notebook container
+  (`gpu_utilization_percent`: the device plugin gives the GPU devices to the container
+  that requests them, so NVML in the sidecar usually sees no GPU);
+* an NVML sample taken here every tick (`gpu_utilization.sample`), used when not None;
+* the Notebook's annotations, read at start and every `annotations_seconds`: the timeout
+  override and the pin (see `gpushift_sidecar.idle`), within the admin's bounds.
+
+Every `tick_seconds` the timer advances. The states the API shows (`GET /idle`, and
+`idle` in runtime-config.json, written on each change of state, timeout or pin, not
+every tick): `active`, `warning` (the last `warning_seconds` before the move; `POST
+/idle/stay` starts the timeout over), `moving` (the move was decided or a migration
+away from this pod is in flight), `inert` (not a GPU pod), `pinned`.
+
+The move never comes without the full warning: when the timer runs out without one
+(the timeout was lowered, the process was stopped for a while), the warning starts
+then. The move itself is the path `POST /migrations` takes (`Sidecar.start_migration`):
+target cpu, reason idle, the most recent complete kishu checkpoint of the registered
+notebooks, no pending cell. While a migration is in flight the loop starts none (the
+timer starts over instead); an idle move that fails or is rolled back starts it over
+too, so a later timeout tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from gpushift_sidecar import gpu_utilization, notebooks
+from gpushift_sidecar.api_requests import ActivityReport
+from gpushift_sidecar.idle import (
+    IDLE_TIMEOUT_ANNOTATIONS,
+    PIN_ANNOTATIONS,
+    IdleState,
+    IdleTimer,
+    IdleTransition,
+)
+from gpushift_sidecar.kube import KubeError
+from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Reason, Target
+from gpushift_sidecar.tracker import MigrationInFlight
+
+if TYPE_CHECKING:
+    from gpushift_sidecar.api import Sidecar
+    from gpushift_webhook.injection import GpuFacts
+
+log = logging.getLogger("gpushift.sidecar")
+
+Sampler = Callable[[], "float | None"]
+
+_NOTE = re.compile(r"no GPU work for (\d+)s on (\d+) GPU")
+
+
+@dataclass(frozen=True)
+class IdleLoopConfig:
+    tick_seconds: float = 1.0
+    """How often the timer advances (and NVML is sampled)."""
+    annotations_seconds: float = 30.0
+    """How often the Notebook's annotations (timeout override, pin) are read again."""
+
+
+class NotebookReader(Protocol):
+    """What the loop needs of `gpushift_sidecar.kube.KubeApi`."""
+
+    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
+
+
+# -- pure parts ----------------------------------------------------------------------
+
+
+def api_state(state: IdleState, moving: bool) -> str:
+    """The state the API shows: active, warning, moving, inert or pinned."""
+    if state is IdleState.INERT:
+        return "inert"
+    if moving or state is IdleState.MOVE:
+        return "moving"
+    if state is IdleState.PINNED:
+        return "pinned"
+    return "warning" if state is IdleState.WARNING else "active"
+
+
+def idle_annotations(notebook: Mapping[str, Any]) -> dict[str, str]:
+    """The Notebook's annotations that configure the idle timer."""
+    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+    keys = (*IDLE_TIMEOUT_ANNOTATIONS, *PIN_ANNOTATIONS)
+    return {k: str(v) for k, v in annotations.items() if k in keys}
+
+
+def idle_note(timeout: int, gpu: GpuFacts | None) -> str:
+    """The note an idle move carries: for people, and for the reclaimed-time metric of
+    the new pod's sidecar (`reclaimed_gpu_seconds`)."""
+    count, resource = (gpu.count, gpu.resource) if gpu is not None else (0, "none")
+    return (f"moved to CPU on idle: no GPU work for {timeout}s on {count} GPU(s) "
+            f"({resource})")
+
+
+def reclaimed_gpu_seconds(migration: Migration) -> float:
+    """Estimate of the GPU idle time an idle move reclaimed, in GPU-seconds: the idle
+    timeout it ran out times the GPUs it released (0 when the note is not there). How
+    long the GPU would otherwise have stayed idle cannot be measured; the timeout is
+    the idle time the timer saw, a conservative stand-in."""
+    for note in migration.notes:
+        match = _NOTE.search(note)
+        if match:
+            return float(int(match.group(1)) * int(match.group(2)))
+    return 0.0
+
+
+def _moving_away(migration: Migration | None) -> bool:
+    """A migration is taking the notebook away from this pod (not one that arrived)."""
+    return (migration is not None and migration.active
+            and migration.phase is not Phase.RESTORING)
+
+
+# -- the loop ------------------------------------------------------------------------
+
+
+class IdleLoop:
+    """One notebook's idle timer, its inputs and its move. `run()` is the loop."""
+
+    def __init__(self, sidecar: Sidecar, kube: NotebookReader | None = None,
+                 config: IdleLoopConfig | None = None, *,
+                 sampler: Sampler = gpu_utilization.sample,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.sidecar = sidecar
+        self.kube = kube
+        self.config = config or IdleLoopConfig()
+        self.sampler = sampler
+        self.clock = clock
+        env = sidecar.env
+        self.on_gpu = env.gpu is not None
+        self.timer = IdleTimer(env.settings.idle, on_gpu=self.on_gpu, now=clock())
+        self._warned_at: float | None = None
+        """When the warning the coming move is due after began (None: none shown)."""
+        self._move_id: str | None = None
+        """The idle move this loop started, while it is current."""
+        self._utilization: dict[str, Any] | None = None
+        self._published: tuple[Any, ...] | None = None
+        self._annotation_problem: str | None = None
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def report(self, report: ActivityReport) -> None:
+        """A `POST /activity` report of the server extension."""
+        self.timer.report_activity(report.kernel_id,
+                                   gpu_cell_running=report.gpu_cell_running,
+                                   gpu_cell_finished_at=report.gpu_cell_finished_at,
+                                   now=report.received_at)
+        if report.gpu_utilization_percent is not None:
+            self._observe(report.gpu_utilization_percent, "server-extension",
+                          report.received_at)
+        self._settle(report.received_at)
+
+    def forget_kernel(self, kernel_id: str, now: float) -> None:
+        self.timer.forget_kernel(kernel_id, now)
+        self._settle(now)
+
+    def apply_annotations(self, annotations: Mapping[str, str], now: float) -> None:
+        """The Notebook's annotations, read again: timeout override and pin."""
+        was_pinned, before = self.timer.pinned, self.timer.timeout
+        self.timer.configure(annotations)
+        if was_pinned and not self.timer.pinned:
+            self._restart(now, "no longer pinned: the idle timer starts over")
+        if self.timer.timeout != before or was_pinned != self.timer.pinned:
+            log.info("idle timer configured", extra={
+                "timeout": self.timer.timeout.seconds, "source": self.timer.timeout.source,
+                "pinned": self.timer.pinned, "why": self.timer.timeout.reason})
+        self._publish(now)
+
+    def stay(self, now: float | None = None) -> bool:
+        """The user's "stay on GPU": a fresh timeout. False when there is no warning."""
+        now = self.clock() if now is None else now
+        if self.state(now) != "warning":
+            return False
+        self.timer.stay(now)
+        self._warned_at = None
+        log.info("the user stays on the GPU", extra={"notebook": self.sidecar.env.notebook_name})
+        self._publish(now)
+        return True
+
+    # -- outputs ---------------------------------------------------------------------
+
+    def state(self, now: float) -> str:
+        return api_state(self.timer.state(now), _moving_away(self.sidecar.tracker.current)
+                         and self.on_gpu)
+
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """`GET /idle` (and runtime-config.json's `idle`, when it changes)."""
+        now = self.clock() if now is None else now
+        snap = self.timer.snapshot(now)
+        snap["state"] = self.state(now)
+        snap["gpu_utilization"] = self._utilization
+        current = self.sidecar.tracker.current
+        snap["migration"] = (current.id if current is not None and self.on_gpu
+                             and _moving_away(current) else None)
+        snap["at"] = now
+        return snap
+
+    def current(self, now: float | None = None) -> dict[str, Any]:
+        """`snapshot`, with runtime-config.json brought up to date first: what the API
+        shows, the file says (the tick may not have run since the state changed)."""
+        now = self.clock() if now is None else now
+        self._publish(now)
+        return self.snapshot(now)
+
+    # -- the loop --------------------------------------------------------------------
+
+    def step(self, now: float, sample: float | None) -> IdleTransition | None:
+        """One tick: the local NVML sample, the timer, the warning-first rule; publishes
+        a change of state. Returns the warning or the move when they happen."""
+        if sample is not None:
+            self._observe(sample, "sidecar", now)
+        self._move_ended(now)
+        transition = self.timer.tick(now)
+        warning = self.timer.settings.warning_seconds
+        if (transition is not None and transition.action == "move"
+                and self._warned_at is None and warning > 0):
+            # Never a move without the full warning: it starts now.
+            self.timer.reset(now - max(0, transition.timeout - warning),
+                             "the warning comes first")
+            transition = self.timer.tick(now)
+        if transition is not None and transition.action == "warn":
+            self._warned_at = now
+            log.info("idle warning", extra={
+                "notebook": self.sidecar.env.notebook_name, "timeout": transition.timeout,
+                "move_at": transition.warning_until})
+        self._settle(now)
+        return transition
+
+    async def advance(self, now: float, sample: float | None) -> IdleTransition | None:
+        """One tick (`step`), and the move when the timer ran out."""
+        transition = self.step(now, sample)
+        if transition is not None and transition.action == "move":
+            await self._move(transition)
+        return transition
+
+    async def run(self) -> None:
+        """Tick until cancelled; on a CPU pod there is nothing to do."""
+        if not self.on_gpu:
+            return
+        watcher = asyncio.create_task(self._watch_annotations())
+        self._publish(self.clock())
+        try:
+            while True:
+                try:
+                    sample = await asyncio.to_thread(self.sampler)
+                    await self.advance(self.clock(), sample)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # the loop must outlive one bad tick
+                    log.exception("idle tick failed")
+                await asyncio.sleep(self.config.tick_seconds)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+    async def read_annotations(self) -> None:
+        """Read the Notebook once and apply its idle annotations (best effort)."""
+        if self.kube is None:
+            return
+        env = self.sidecar.env
+        try:
+            notebook = await self.kube.get_notebook(env.pod_namespace, env.notebook_name)
+        except KubeError as exc:
+            problem = f"{exc.status} {exc.reason}: {exc.message}"
+            if problem != self._annotation_problem:
+                log.warning("cannot read the Notebook's idle annotations; keeping the "
+                            "timeout as it is", extra={"why": problem})
+            self._annotation_problem = problem
+            return
+        self._annotation_problem = None
+        self.apply_annotations(idle_annotations(notebook), self.clock())
+
+    async def _watch_annotations(self) -> None:
+        if self.kube is None:
+            log.info("no Kubernetes API: the idle timeout is the admin's default",
+                     extra={"timeout": self.timer.timeout.seconds})
+            return
+        while True:
+            try:
+                await self.read_annotations()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("reading the Notebook's idle annotations failed")
+            await asyncio.sleep(self.config.annotations_seconds)
+
+    async def _move(self, transition: IdleTransition) -> None:
+        """The timer ran out: move to CPU, unless a migration is in flight."""
+        sidecar = self.sidecar
+        current = sidecar.tracker.current
+        if current is not None and current.active:
+            self._restart(self.clock(), f"migration {current.id} is {current.phase}: the "
+                                        "idle timer starts over")
+            return
+        info = await notebooks.refresh_all(sidecar.watcher)
+        checkpoint = None if info is None else CheckpointRef(info.notebook_path,
+                                                             info.commit_id)
+        now = dt.datetime.now(dt.UTC)
+        migration = Migration.new(sidecar.env, target=Target.CPU, reason=Reason.IDLE,
+                                  profile=None, checkpoint=checkpoint, pending_cell=None,
+                                  now=now)
+        migration = migration.with_note(idle_note(transition.timeout, sidecar.env.gpu),
+                                        now=now)
+        try:
+            await sidecar.start_migration(migration)
+        except MigrationInFlight as exc:
+            self._restart(self.clock(), f"migration {exc.current.id} is "
+                                        f"{exc.current.phase}: the idle timer starts over")
+            return
+        except Exception as exc:  # state unwritable, the runner refused: try again later
+            log.error("the idle move did not start", extra={"why": str(exc)})
+            self._restart(self.clock(), f"the idle move did not start ({exc}): the idle "
+                                        "timer starts over")
+            return
+        self._move_id = migration.id
+        log.info("idle move started", extra={
+            "notebook": sidecar.env.notebook_name, "migration": migration.id,
+            "timeout": transition.timeout,
+            "checkpoint": None if checkpoint is None else checkpoint.commit_id})
+        self._publish(self.clock())
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _observe(self, percent: float, source: str, at: float) -> None:
+        self.timer.observe_utilization(percent, at)
+        self._utilization = {"percent": percent, "source": source, "at": at}
+
+    def _move_ended(self, now: float) -> None:
+        """The idle move this loop started ended here (failed, rolled back): start over."""
+        move_id = self._move_id
+        if move_id is None:
+            return
+        current = self.sidecar.tracker.current
+        if current is not None and current.id == move_id and current.active:
+            return
+        self._move_id = None
+        if current is None or current.id != move_id:
+            why = "was replaced by another migration"
+        else:
+            why = f"ended {current.phase}" + (f": {current.error}" if current.error else "")
+        self._restart(now, f"the idle move {why}; the idle timer starts over")
+
+    def _restart(self, now: float, why: str) -> None:
+        self.timer.reset(now, why)
+        self._warned_at = None
+        self._publish(now)
+
+    def _settle(self, now: float) -> None:
+        """After any input: forget a warning that activity took back; publish."""
+        if self.timer.state(now) is IdleState.ACTIVE:
+            self._warned_at = None
+        self._publish(now)
+
+    def _publish(self, now: float) -> None:
+        """runtime-config.json's `idle` and the state gauge, when they change (state,
+        timeout, pin, the warning's end): not on every tick."""
+        if not self.on_gpu:
+            return
+        snap = self.snapshot(now)
+        key = (snap["state"], snap["timeout"], snap["timeout_source"], snap["pinned"],
+               snap["warning_until"], snap["migration"])
+        if key == self._published:
+            return
+        self._published = key
+        self.sidecar.metrics.show_idle_state(snap["state"])
+        self.sidecar.files.update_idle(snap)

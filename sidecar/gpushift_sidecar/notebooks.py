@@ -1,0 +1,77 @@
+"""The notebooks kishu is attached to, and their latest complete checkpoints.
+
+The server extension knows which notebooks have kishu attached and registers each one
+(`POST /notebooks`); the sidecar's one `CheckpointWatcher` then watches that notebook's
+folder (not the volume) and knows its latest complete commit. The most recent of those
+commits, over all registered notebooks, is `lastCheckpoint` in runtime-config.json and
+the checkpoint an idle move names. The migration runner verifies a migration's checkpoint
+with the same watcher (`CheckpointWatcher.verify`).
+
+"Most recent" is by the kishu database's modification time: kishu writes a notebook's
+database when a cell commits, so the database written last holds the newest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from gpushift_sidecar.checkpoints import CheckpointInfo, CheckpointWatcher
+from gpushift_sidecar.runtime_config import iso_utc
+
+MAX_NOTEBOOKS = 256
+"""More notebooks with kishu attached than one person has open in one server."""
+
+
+def most_recent(infos: Iterable[CheckpointInfo | None]) -> CheckpointInfo | None:
+    """The checkpoint whose database was written last (None: there is none)."""
+    known = [i for i in infos if i is not None]
+    return max(known, key=lambda i: (i.mtime, i.verified_at), default=None)
+
+
+def latest(watcher: CheckpointWatcher) -> CheckpointInfo | None:
+    """The most recent complete commit over the watched notebooks, as last read."""
+    return most_recent(watcher.latest(path) for path in watcher.watched())
+
+
+async def refresh_all(watcher: CheckpointWatcher) -> CheckpointInfo | None:
+    """Read every watched notebook's database now (off the event loop), then `latest`:
+    right before a move, a commit the watcher has not been woken for yet counts too."""
+    def read() -> None:
+        for path in watcher.watched():
+            watcher.refresh(path)
+
+    await asyncio.to_thread(read)
+    return latest(watcher)
+
+
+def _iso(epoch: float) -> str:
+    return iso_utc(dt.datetime.fromtimestamp(epoch, dt.UTC))
+
+
+def runtime_json(info: CheckpointInfo) -> dict[str, Any]:
+    """runtime-config.json's `lastCheckpoint` (camelCase, like the rest of the file)."""
+    return {"notebookPath": info.notebook_path, "commitId": info.commit_id,
+            "verifiedAt": _iso(info.verified_at)}
+
+
+def api_json(info: CheckpointInfo) -> dict[str, Any]:
+    return {"notebook_path": info.notebook_path, "commit_id": info.commit_id,
+            "db_path": info.db_path, "written_at": _iso(info.mtime),
+            "verified_at": _iso(info.verified_at)}
+
+
+def listing(watcher: CheckpointWatcher) -> dict[str, Any]:
+    """`GET /checkpoints`: each registered notebook, how its folder is watched
+    (inotify, or polling when no inotify watch could be added), its latest complete
+    commit; and the most recent of them."""
+    watched = watcher.watched()
+    notebooks = []
+    for path in sorted(watched):
+        info = watcher.latest(path)
+        notebooks.append({"notebook_path": path, "watch": watched[path],
+                          "checkpoint": None if info is None else api_json(info)})
+    newest = latest(watcher)
+    return {"notebooks": notebooks, "latest": None if newest is None else api_json(newest)}

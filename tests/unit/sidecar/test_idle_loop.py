@@ -1,0 +1,351 @@
+"""The idle loop's wiring, with a fake clock: annotations, warning, stay, the move."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sidecar_environ import make_environ
+from test_checkpoints import add_commit, make_db
+
+from gpushift_sidecar.api import Sidecar
+from gpushift_sidecar.api_requests import ActivityReport
+from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.idle import IdleState
+from gpushift_sidecar.idle_loop import (
+    IdleLoop,
+    IdleLoopConfig,
+    api_state,
+    idle_annotations,
+    idle_note,
+    reclaimed_gpu_seconds,
+)
+from gpushift_sidecar.kube import KubeError
+from gpushift_sidecar.metrics import SidecarMetrics
+from gpushift_sidecar.state import Migration, Phase, Reason, Target
+from gpushift_webhook.config import GpuProfile, IdleSettings, WebhookConfig
+from gpushift_webhook.injection import GpuFacts
+
+T0 = 1_800_000_000.0
+IDLE = IdleSettings(timeout_seconds=4, min_seconds=3, max_seconds=10, warning_seconds=2)
+NB_TIMEOUT = "gpushift.io/notebook-idle-timeout"
+POD_TIMEOUT = "gpushift.io/idle-timeout"
+NB_PIN = "gpushift.io/notebook-pin-gpu"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class RecordingRunner:
+    def __init__(self) -> None:
+        self.started: list[Migration] = []
+
+    async def start(self, migration: Migration) -> None:
+        self.started.append(migration)
+
+    async def restored(self, migration: Migration, report: Any) -> Migration:
+        raise NotImplementedError
+
+
+class FakeKube:
+    def __init__(self, annotations: dict[str, str] | None = None) -> None:
+        self.annotations = annotations or {}
+        self.error: KubeError | None = None
+
+    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        return {"metadata": {"name": name, "annotations": dict(self.annotations)}}
+
+
+def make(tmp_path: Path, idle: IdleSettings = IDLE, *, gpu: bool = True,
+         kube: FakeKube | None = None) -> tuple[Sidecar, IdleLoop, Clock]:
+    settings = WebhookConfig(profiles=[GpuProfile(name="nvidia-1"),
+                                       GpuProfile(name="nvidia-2", count=2)],
+                             default_profile="nvidia-1", idle=idle)
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    environ = make_environ(tmp_path, gpu=("nvidia.com/gpu", 1) if gpu else None,
+                           GPUSHIFT_SETTINGS=settings.sidecar_settings_json)
+    sidecar = Sidecar.create(SidecarEnv.from_environ(environ), RecordingRunner())
+    assert sidecar.files.write_now()
+    clock = Clock()
+    sidecar.idle = IdleLoop(sidecar, kube, IdleLoopConfig(tick_seconds=0.01),
+                            sampler=lambda: None, clock=clock)
+    return sidecar, sidecar.idle, clock
+
+
+async def run_until(loop: IdleLoop, clock: Clock, end: float, step: float = 0.1,
+                    sample: float | None = None) -> list[tuple[float, str]]:
+    """Advance the fake clock tick by tick; the transitions, at seconds after T0."""
+    seen = []
+    while clock.now < T0 + end - 1e-9:
+        clock.now = round(clock.now + step, 6)
+        t = await loop.advance(clock.now, sample)
+        if t is not None:
+            seen.append((round(clock.now - T0, 3), t.action))
+    return seen
+
+
+def on_disk(sidecar: Sidecar) -> dict[str, Any]:
+    return dict(json.loads(sidecar.files.path.read_text()))
+
+
+# -- pure parts -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("state", "moving", "shown"), [
+    (IdleState.INERT, True, "inert"), (IdleState.ACTIVE, False, "active"),
+    (IdleState.WARNING, False, "warning"), (IdleState.MOVE, False, "moving"),
+    (IdleState.ACTIVE, True, "moving"), (IdleState.PINNED, False, "pinned"),
+    (IdleState.PINNED, True, "moving")])
+def test_api_state(state: IdleState, moving: bool, shown: str) -> None:
+    assert api_state(state, moving) == shown
+
+
+def test_only_the_idle_annotations_are_taken() -> None:
+    nb = {"metadata": {"annotations": {NB_TIMEOUT: "5m", POD_TIMEOUT: "90", NB_PIN: "true",
+                                       "notebooks.kubeflow.org/server-type": "jupyter"}}}
+    assert idle_annotations(nb) == {NB_TIMEOUT: "5m", POD_TIMEOUT: "90", NB_PIN: "true"}
+    assert idle_annotations({"metadata": {}}) == {}
+
+
+def test_the_idle_note_carries_the_estimate(tmp_path) -> None:
+    note = idle_note(180, GpuFacts("nvidia.com/gpu", 2))
+    assert note == "moved to CPU on idle: no GPU work for 180s on 2 GPU(s) (nvidia.com/gpu)"
+    env = SidecarEnv.from_environ(make_environ(tmp_path))
+    m = Migration.new(env, target=Target.CPU, reason=Reason.IDLE, profile=None,
+                      checkpoint=None, pending_cell=None, now=dt.datetime.now(dt.UTC))
+    assert reclaimed_gpu_seconds(m) == 0.0
+    assert reclaimed_gpu_seconds(m.with_note(note, now=dt.datetime.now(dt.UTC))) == 360.0
+
+
+# -- annotations --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("annotations", "seconds", "source", "reason"), [
+    ({NB_TIMEOUT: "1"}, 3, "annotation",
+     f"{NB_TIMEOUT}: 1s is outside the admin's bounds [3s, 10s]; using 3s"),
+    ({POD_TIMEOUT: "1m"}, 10, "annotation",
+     f"{POD_TIMEOUT}: 60s is outside the admin's bounds [3s, 10s]; using 10s"),
+    ({NB_TIMEOUT: "7", POD_TIMEOUT: "9"}, 7, "annotation", None),  # the notebook- key wins
+    ({NB_TIMEOUT: "soon"}, 4, "default", f"{NB_TIMEOUT}: 'soon' is not seconds"),
+    ({}, 4, "default", None),
+])
+def test_the_override_is_clamped_into_the_admin_bounds(tmp_path, annotations, seconds,
+                                                       source, reason) -> None:
+    _, loop, clock = make(tmp_path)
+    loop.apply_annotations(annotations, clock())
+    snap = loop.snapshot()
+    assert (snap["timeout"], snap["timeout_source"]) == (seconds, source)
+    if reason is None:
+        assert snap["reason"] is None
+    else:
+        assert reason in snap["reason"]
+
+
+async def test_annotations_are_read_from_the_notebook_and_a_failed_read_keeps_them(
+        tmp_path, caplog) -> None:
+    kube = FakeKube({NB_TIMEOUT: "1"})
+    sidecar, loop, _ = make(tmp_path, kube=kube)
+    await loop.read_annotations()
+    assert loop.snapshot()["timeout"] == 3
+    assert on_disk(sidecar)["idle"]["timeout"] == 3  # a new timeout is written at once
+    kube.error = KubeError(403, "Forbidden", "notebooks is forbidden")
+    await loop.read_annotations()
+    await loop.read_annotations()
+    assert loop.snapshot()["timeout"] == 3
+    warnings = [r for r in caplog.records if "idle annotations" in r.getMessage()]
+    assert len(warnings) == 1 and "403 Forbidden" in warnings[0].why
+    kube.error = None
+    kube.annotations = {}
+    await loop.read_annotations()
+    assert loop.snapshot()["timeout"] == 4
+
+
+async def test_a_pin_holds_only_when_the_admin_allows_it(tmp_path) -> None:
+    _, refused, clock = make(tmp_path / "a")
+    refused.apply_annotations({NB_PIN: "true"}, clock())
+    assert "does not allow" in refused.snapshot()["reason"]
+    assert await run_until(refused, clock, 5) == [(2.0, "warn"), (4.0, "move")]
+
+    sidecar, pinned, clock = make(tmp_path / "b", IdleSettings(
+        timeout_seconds=4, min_seconds=3, max_seconds=10, warning_seconds=2, allow_pin=True))
+    pinned.apply_annotations({NB_PIN: "true"}, clock())
+    assert await run_until(pinned, clock, 60, step=1) == []
+    assert pinned.snapshot()["state"] == "pinned"
+    assert on_disk(sidecar)["idle"]["state"] == "pinned"
+    assert sidecar.runner.started == []
+    pinned.apply_annotations({}, clock())  # unpinned: the timeout counts from now
+    assert pinned.snapshot()["state"] == "active" and pinned.snapshot()["idle_for"] == 0
+    assert await run_until(pinned, clock, 65) == [(62.0, "warn"), (64.0, "move")]
+
+
+# -- warning, stay, move ----------------------------------------------------------------
+
+
+async def test_warning_then_the_move_with_the_newest_checkpoint(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    ws = sidecar.env.workspace_dir
+    assert ws is not None
+    older, newer = ws / "a" / "old.ipynb", ws / "b" / "new.ipynb"
+    for path, commit, mtime in ((older, "old-1", T0 - 100), (newer, "new-1", T0 - 50)):
+        db = make_db(path)
+        add_commit(db, commit)
+        os.utime(db, (mtime, mtime))
+    sidecar.watcher.start()
+    try:
+        for path in (newer, older):
+            await asyncio.to_thread(sidecar.watcher.watch_notebook, str(path))
+        sidecar.refresh_last_checkpoint()
+        assert on_disk(sidecar)["lastCheckpoint"]["commitId"] == "new-1"
+
+        writes = sidecar.metrics.runtime_config_writes.labels("ok")._value.get()
+        assert await run_until(loop, clock, 1.9) == []
+        assert loop.snapshot()["state"] == "active"
+        assert await run_until(loop, clock, 2.0) == [(2.0, "warn")]
+        snap = loop.snapshot()
+        assert snap["state"] == "warning" and snap["warning_until"] == T0 + 4
+        assert on_disk(sidecar)["idle"]["state"] == "warning"
+        # One write for the start state, one for the warning: not one per tick.
+        after = sidecar.metrics.runtime_config_writes.labels("ok")._value.get()
+        assert after - writes <= 2
+        assert await run_until(loop, clock, 4.0) == [(4.0, "move")]
+    finally:
+        await sidecar.close()
+    [moved] = sidecar.runner.started
+    assert (moved.target, moved.reason, moved.profile, moved.pending_cell) == (
+        Target.CPU, Reason.IDLE, None, None)
+    assert moved.checkpoint is not None
+    assert (moved.checkpoint.notebook_path, moved.checkpoint.commit_id) == (str(newer), "new-1")
+    assert moved.notes == ("moved to CPU on idle: no GPU work for 4s on 1 GPU(s) "
+                           "(nvidia.com/gpu)",)
+    assert sidecar.tracker.current is not None and sidecar.tracker.current.id == moved.id
+    snap = loop.snapshot()
+    assert snap["state"] == "moving" and snap["migration"] == moved.id
+    assert on_disk(sidecar)["idle"]["state"] == "moving"
+    assert await run_until(loop, clock, 10) == []  # one move
+    assert len(sidecar.runner.started) == 1
+    assert not loop.stay()  # too late to stay
+
+
+async def test_stay_and_activity_start_the_timeout_over(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    assert not loop.stay()  # no warning yet
+    assert await run_until(loop, clock, 2.5) == [(2.0, "warn")]
+    assert loop.stay()
+    assert loop.snapshot()["state"] == "active"
+    assert on_disk(sidecar)["idle"]["state"] == "active"
+    assert await run_until(loop, clock, 6.5) == [(4.5, "warn"), (6.5, "move")]
+
+    sidecar, loop, clock = make(tmp_path / "again")
+    loop.report(ActivityReport("k1", gpu_cell_running=True, gpu_cell_finished_at=None,
+                               received_at=T0 + 1))
+    assert await run_until(loop, clock, 30, step=1) == []  # a running GPU cell holds it
+    loop.report(ActivityReport("k1", gpu_cell_running=False, gpu_cell_finished_at=T0 + 30,
+                               received_at=T0 + 30))
+    # The server extension's utilisation, then the sidecar's own NVML sample.
+    loop.report(ActivityReport("k2", gpu_cell_running=False, gpu_cell_finished_at=None,
+                               received_at=T0 + 31, gpu_utilization_percent=40))
+    assert loop.snapshot()["gpu_utilization"] == {"percent": 40.0, "at": T0 + 31,
+                                                  "source": "server-extension"}
+    assert await run_until(loop, clock, 32, step=1, sample=70) == []
+    assert loop.snapshot()["gpu_utilization"]["source"] == "sidecar"
+    # Under the threshold (5 %) is idle: the move comes 4 s after the last work.
+    assert await run_until(loop, clock, 40, step=0.5, sample=2) == [(34.0, "warn"),
+                                                                    (36.0, "move")]
+
+
+async def test_the_move_never_skips_the_warning(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    loop.apply_annotations({NB_TIMEOUT: "10"}, clock())
+    assert await run_until(loop, clock, 7) == []
+    loop.apply_annotations({NB_TIMEOUT: "3"}, clock())  # 7 s idle already: past the move
+    assert await run_until(loop, clock, 9.5) == [(7.1, "warn"), (9.1, "move")]
+    assert len(sidecar.runner.started) == 1
+
+    sidecar, loop, clock = make(tmp_path / "paused")
+    clock.now = T0 + 100  # the process was stopped for a while
+    assert await run_until(loop, clock, 103) == [(100.1, "warn"), (102.1, "move")]
+
+
+async def test_no_move_while_a_migration_is_in_flight_and_a_failed_one_starts_over(
+        tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    other = Migration.new(sidecar.env, target=Target.GPU, reason=Reason.MANUAL,
+                          profile="nvidia-2", checkpoint=None, pending_cell=None,
+                          now=dt.datetime.now(dt.UTC))
+    await sidecar.start_migration(other)
+    assert loop.snapshot()["state"] == "moving"
+    assert await run_until(loop, clock, 4) == [(2.0, "warn"), (4.0, "move")]
+    assert [m.id for m in sidecar.runner.started] == [other.id]  # none started
+    assert "is requested: the idle timer starts over" in loop.snapshot()["reason"]
+    sidecar.tracker.advance(other.id, Phase.FAILED, error="no GPU free")
+    assert loop.snapshot()["state"] == "active"
+
+    assert await run_until(loop, clock, 8) == [(6.0, "warn"), (8.0, "move")]
+    idle_move = sidecar.runner.started[-1]
+    assert idle_move.reason is Reason.IDLE and loop.snapshot()["state"] == "moving"
+    sidecar.tracker.advance(idle_move.id, Phase.FAILED, error="patch refused")
+    await run_until(loop, clock, 8.1)
+    snap = loop.snapshot()
+    assert snap["state"] == "active" and snap["migration"] is None
+    assert "the idle move ended failed: patch refused" in snap["reason"]
+    assert await run_until(loop, clock, 12.2) == [(10.1, "warn"), (12.1, "move")]
+    assert len(sidecar.runner.started) == 3
+
+
+async def test_inert_on_a_cpu_pod(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path, gpu=False)
+    await asyncio.wait_for(loop.run(), 1)  # returns at once
+    assert await run_until(loop, clock, 10, step=1) == []
+    assert loop.snapshot()["state"] == "inert" and not loop.stay()
+    assert "idle" not in on_disk(sidecar)
+    assert sidecar.runner.started == []
+
+
+async def test_run_reads_the_annotations_and_ticks(tmp_path) -> None:
+    kube = FakeKube({NB_TIMEOUT: "1"})
+    sidecar, _, _ = make(tmp_path)
+    loop = IdleLoop(sidecar, kube, IdleLoopConfig(tick_seconds=0.01), sampler=lambda: 55.0)
+    task = asyncio.create_task(loop.run())
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            snap = loop.snapshot()
+            if snap["timeout"] == 3 and snap["gpu_utilization"]:
+                break
+        assert snap["timeout"] == 3 and snap["gpu_utilization"]["source"] == "sidecar"
+        assert on_disk(sidecar)["idle"]["timeout"] == 3
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+def test_reclaimed_idle_seconds_are_counted_when_the_move_arrives_on_cpu(tmp_path) -> None:
+    env = SidecarEnv.from_environ(make_environ(tmp_path))
+    now = dt.datetime.now(dt.UTC)
+    m = Migration.new(env, target=Target.CPU, reason=Reason.IDLE, profile=None,
+                      checkpoint=None, pending_cell=None, now=now)
+    m = m.with_note(idle_note(180, GpuFacts("nvidia.com/gpu", 2)), now=now)
+    for phase in (Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING, Phase.RECREATING):
+        m = m.advance(phase, now=now)
+    metrics = SidecarMetrics()
+    metrics.record_change(m, m.advance(Phase.RESTORING, now=now))
+    assert metrics.gpu_idle_seconds_reclaimed._value.get() == 360.0
+    manual = Migration.new(env, target=Target.CPU, reason=Reason.MANUAL, profile=None,
+                           checkpoint=None, pending_cell=None, now=now)
+    for phase in (Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING, Phase.RECREATING):
+        manual = manual.advance(phase, now=now)
+    metrics.record_change(manual, manual.advance(Phase.RESTORING, now=now))
+    assert metrics.gpu_idle_seconds_reclaimed._value.get() == 360.0
