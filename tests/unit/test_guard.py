@@ -363,6 +363,9 @@ class FakeApi:
             return PatchResult(copy.deepcopy(patched), ops, attempt)
         raise KubeError(422, "Invalid", "gave up")
 
+    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return copy.deepcopy(self.notebooks.get((namespace, name)))
+
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         got = copy.deepcopy(self.pods.get((namespace, name)))
         if self.after_get_pod is not None:
@@ -489,6 +492,35 @@ async def test_a_pod_recreated_in_between_is_not_deleted():
     [cleanup] = await guard_for(api, T0 + dt.timedelta(seconds=TIMEOUT + 5)).pass_once()
     assert cleanup.action is ActionKind.DELETE_POD and cleanup.pod_deleted
     assert (NS, "nb-0") not in api.pods
+
+
+async def test_a_new_move_patched_after_the_list_keeps_its_pending_pod():
+    """The pass lists Notebooks, then reads each pod. A new move to GPU patched in
+    between has a Pending GPU pod that must not be taken for the rolled-back move's."""
+    _, moved, stuck = stuck_gpu()
+    api = FakeApi()
+    api.add_notebook(moved)
+    api.add_pod(stuck)
+    [rollback] = await guard_for(api, T0 + dt.timedelta(seconds=TIMEOUT)).pass_once()
+    assert rollback.pod_deleted
+    # The StatefulSet made one more pod from the old (GPU) template: a DELETE_POD case...
+    leftover = copy.deepcopy(stuck)
+    leftover["metadata"]["uid"] = str(uuid.uuid4())
+    api.add_pod(leftover)
+    # ...but a new move lands right after the guard listed the Notebooks.
+    new_move = copy.deepcopy(moved)
+    new_move["metadata"]["annotations"][MIGRATION_ANNOTATION] = json.dumps(
+        {"id": str(uuid.uuid4()), "phase": "recreating", "target": "gpu",
+         "updated": (T0 + dt.timedelta(seconds=TIMEOUT + 4)).isoformat()})
+
+    def new_move_lands() -> None:
+        api.notebooks[(NS, "nb")] = copy.deepcopy(new_move)
+
+    api.after_get_pod = new_move_lands
+    [outcome] = await guard_for(api, T0 + dt.timedelta(seconds=TIMEOUT + 5)).pass_once()
+    assert not outcome.pod_deleted
+    assert api.pods[(NS, "nb-0")]["metadata"]["uid"] == leftover["metadata"]["uid"]
+    assert not any(e["reason"] == "MigrationPodDeleted" for e in api.events)
 
 
 async def test_a_concurrent_writer_makes_the_rollback_read_again():

@@ -69,8 +69,18 @@ log = logging.getLogger("gpushift.guard")
 # ----------------------------------------------------------------------------- acting
 
 
+def _migration_id(notebook: Mapping[str, Any]) -> str:
+    try:
+        migration = read_migration(notebook)
+    except MigrationAnnotationError:
+        return ""
+    return migration.id if migration is not None else ""
+
+
 class GuardApi(LeaseApi, Protocol):
     async def list_notebooks(self) -> list[dict[str, Any]]: ...
+
+    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
                              attempts: int = 5) -> PatchResult: ...
@@ -168,6 +178,13 @@ class MigrationGuard:
                      extra={"namespace": ns, "notebook": name})
             return Outcome(ns, name, ActionKind.NONE, phase)
         if action.kind is ActionKind.DELETE_POD:
+            # The pass's list may be older than the pod just read: a new move may have
+            # been patched in between, and its Pending pod is not ours to delete. Decide
+            # again on a fresh Notebook before deleting anything.
+            fresh = await self.api.get_notebook(ns, name)
+            if fresh is None or self.decide(fresh, pod, now).kind is not ActionKind.DELETE_POD \
+                    or _migration_id(fresh) != _migration_id(nb):
+                return Outcome(ns, name, ActionKind.NONE, phase)
             deleted = await self._delete_stuck(ns, f"{name}-0", pod)
             if deleted:
                 await self._event(nb, "MigrationPodDeleted", "Normal",
