@@ -183,7 +183,9 @@ build_notebook_controller() {
   if ! (cd "$work" && go get "$NOTEBOOK_CONTROLLER_MODULE@$NOTEBOOK_CONTROLLER_REF") \
     >"$LOGS/build-notebook-controller.log" 2>&1; then
     log "notebook-controller: NOT AVAILABLE from the Go module proxy:"
-    sed 's/^/    /' "$LOGS/build-notebook-controller.log" >&2
+    # The go tool names the proxy's address; our output keeps only the module path.
+    sed -E 's#https?://[^ ]*/(github\.com/)#.../\1#; s/^/    /' \
+      "$LOGS/build-notebook-controller.log" >&2
     log "notebook-controller: set GPUSHIFT_NOTEBOOK_CONTROLLER=/path/to/binary to use a prebuilt one"
     note_failure notebook-controller
     return 0
