@@ -23,31 +23,25 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
-import json
-import os
-import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "testing"))
+from gpushift_testing import access  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess, start_sidecar  # noqa: E402
+from gpushift_testing.workloads import create_workspace  # noqa: E402
 
 from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig  # noqa: E402
 
 NB = ("kubeflow.org", "v1")
-SA = "default-editor"
+SA = access.EDITOR_SA
 CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
 CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
 PROFILE = GpuProfile(name="nvidia-1", resource=cpmod.GPU_RESOURCE, count=1,
@@ -56,17 +50,10 @@ PROFILE = GpuProfile(name="nvidia-1", resource=cpmod.GPU_RESOURCE, count=1,
                                    "effect": "NoSchedule"}])
 SETTINGS = WebhookConfig(profiles=[PROFILE], default_profile="nvidia-1",
                          image_map=[ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)])
-SIDECAR = Path(sys.executable).parent / "gpushift-sidecar"
 
 
 def parse_time(text: str) -> float:
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait(what: str, check: Any, timeout: float = 60, interval: float = 0.01) -> Any:
@@ -96,94 +83,21 @@ def add_commit(notebook: Path, commit: str) -> None:
     con.close()
 
 
-class Sidecar:
-    def __init__(self, work: Path, kubeconfig: Path, namespace: str, pod: Any,
-                 workspace: Path, runtime: str) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.runtime_dir = work / runtime
-        limits = pod.spec.containers[0].resources.limits or {}
-        count = int(limits.get(cpmod.GPU_RESOURCE, 0) or 0)
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env.update({
-            "PYTHONUNBUFFERED": "1",
-            "GPUSHIFT_POD_NAME": pod.metadata.name, "GPUSHIFT_POD_NAMESPACE": namespace,
-            "GPUSHIFT_POD_UID": pod.metadata.uid, "GPUSHIFT_NODE_NAME": pod.spec.node_name,
-            "GPUSHIFT_NOTEBOOK_NAME": "nb", "GPUSHIFT_NOTEBOOK_CONTAINER": "nb",
-            "GPUSHIFT_GPU_RESOURCE": cpmod.GPU_RESOURCE if count else "",
-            "GPUSHIFT_GPU_COUNT": str(count),
-            "GPUSHIFT_RUNTIME_DIR": str(self.runtime_dir),
-            "GPUSHIFT_WORKSPACE_DIR": str(workspace), "GPUSHIFT_API_PORT": str(self.port),
-            "GPUSHIFT_SETTINGS": SETTINGS.sidecar_settings_json,
-        })
-        self.log = work / f"sidecar-{runtime}.log"
-        self.process = subprocess.Popen(
-            [str(SIDECAR), "serve", "--kubeconfig", str(kubeconfig)],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env)
-        wait("sidecar ready", self._healthy, 30, 0.05)
-
-    def _healthy(self) -> bool:
-        if self.process.poll() is not None:
-            raise SystemExit(f"sidecar exited:\n{self.log.read_text()}")
-        with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-            return r.status == 200
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                ) -> tuple[int, dict[str, Any]]:
-        token = (self.runtime_dir / "api-token").read_text().strip()
-        req = urllib.request.Request(
-            self.url + path, data=None if body is None else json.dumps(body).encode(),
-            method=method, headers={"Authorization": f"Bearer {token}",
-                                    "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def phase(self, *phases: str) -> dict[str, Any]:
-        def check() -> dict[str, Any] | None:
-            status, m = self.request("GET", "/migrations/current")
-            return m if status == 200 and m["phase"] in phases else None
-        return wait(f"migration {phases}", check, 60, 0.02)  # type: ignore[no-any-return]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+def start(work: Path, kubeconfig: Path, namespace: str, pod: Any, workspace: Path,
+          runtime: str) -> SidecarProcess:
+    """The real sidecar of `pod`, with the webhook's env (gpushift_testing.sidecar_process)."""
+    return start_sidecar(kubeconfig, namespace, PodFacts.of(pod), workspace, work / runtime,
+                         work / f"sidecar-{runtime}.log", SETTINGS.sidecar_settings_json,
+                         ready_timeout=30)
 
 
 def sidecar_kubeconfig(cp: cpmod.ControlPlane, api: Any, namespace: str, out: Path) -> str:
     """default-editor with the chart's sidecar rules (helm template), as in a profile."""
     from kubernetes import client
 
-    core, rbac = client.CoreV1Api(api), client.RbacAuthorizationV1Api(api)
-    helm = cpmod.binary_paths()["helm"]
-    rendered = subprocess.run(
-        [str(helm), "template", "gpushift", str(ROOT / "charts" / "gpushift"), "--namespace",
-         "gpushift", "--show-only", "templates/rbac-sidecar.yaml"],
-        capture_output=True, text=True, check=True, timeout=60).stdout
-    [role] = [d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "ClusterRole"]
-    core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
-    rbac.create_namespaced_role(namespace, {"metadata": {"name": "sidecar"},
-                                            "rules": role["rules"]})
-    rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "sidecar"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "sidecar"},
-        "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}]})
-    token = core.create_namespaced_service_account_token(
-        SA, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
-    out.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sidecar",
-        "clusters": [{"name": "plane", "cluster": {"server": cp.server,
-                                                    "certificate-authority": str(cp.ca_file)}}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "sidecar", "context": {"cluster": "plane", "user": SA}}]}))
-    out.chmod(0o600)
+    token = access.bind_sidecar_rules(client.CoreV1Api(api),
+                                      client.RbacAuthorizationV1Api(api), namespace, SA)
+    access.write_kubeconfig(out, cp.server, cp.ca_file, token, SA)
     return "chart sidecar rules (least privilege)"
 
 
@@ -194,16 +108,8 @@ def setup_notebook(api: Any, namespace: str, workspace: Path) -> None:
     wait("default ServiceAccount", lambda: core.read_namespaced_service_account(
         "default", namespace), 60, 0.2)
     workspace.mkdir(parents=True)
-    core.create_persistent_volume({
-        "metadata": {"name": f"{namespace}-ws"},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": str(workspace)},
-                 "claimRef": {"namespace": namespace, "name": "nb-workspace"}}})
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": "nb-workspace"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-                 "volumeName": f"{namespace}-ws", "resources": {"requests": {"storage": "1Gi"}}}})
+    create_workspace(core, namespace, "nb-workspace", workspace, pv=f"{namespace}-ws",
+                     wait=False)
     custom.create_namespaced_custom_object(*NB, namespace, "notebooks", {
         "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
         "metadata": {"name": "nb", "labels": {"app": "nb"}},
@@ -253,7 +159,7 @@ def main() -> int:
               f"{cp.notebook_controller_kind}")
         api = cp.api_client()
         core = client.CoreV1Api(api)
-        sidecars: list[Sidecar] = []
+        sidecars: list[SidecarProcess] = []
         try:
             namespace = "bench"
             core.create_namespace({"metadata": {"name": namespace}})
@@ -264,7 +170,7 @@ def main() -> int:
             train = workspace / "train.ipynb"
             train.write_text("{}")
             pod = wait("nb-0 Ready", lambda: ready_pod(core, namespace, ""), 120)
-            sidecars.append(Sidecar(work, kubeconfig, namespace, pod, workspace, "run-0"))
+            sidecars.append(start(work, kubeconfig, namespace, pod, workspace, "run-0"))
             print(f"sidecar as {SA} with the {rbac}\n")
             print(f"{'#':>3} {'target':6} {'POST->patch':>12} {'patch->Ready':>13}  node")
             to_patch: dict[str, list[float]] = {"gpu": [], "cpu": []}
@@ -289,7 +195,7 @@ def main() -> int:
                     print(current.log.read_text()[-4000:], file=sys.stderr)
                     raise
                 ready_at = time.time()
-                m = current.phase("recreating", "failed")
+                m = current.wait_phase("recreating", "failed", timeout=60, interval=0.02)
                 if m["phase"] != "recreating":
                     raise SystemExit(f"migration failed: {m['error']}")
                 at = {h["phase"]: parse_time(h["at"]) for h in m["history"]}
@@ -302,9 +208,9 @@ def main() -> int:
                       f"{to_ready[target][-1] * 1000:>11.1f}ms  {pod.spec.node_name}")
                 # The old pod goes; the new pod's sidecar finishes the migration.
                 current.stop()
-                new = Sidecar(work, kubeconfig, namespace, pod, workspace, f"run-{i + 1}")
+                new = start(work, kubeconfig, namespace, pod, workspace, f"run-{i + 1}")
                 sidecars.append(new)
-                new.phase("restoring")
+                new.wait_phase("restoring", timeout=60, interval=0.02)
                 status, body = new.request("POST", "/migrations/current/restore",
                                            {"ok": True, "restored": ["x"]})
                 if status != 200 or body["phase"] != "done":

@@ -10,10 +10,11 @@ at the end of the run says which one ran.
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT / "testing") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "testing"))
 
+from gpushift_testing import access, sidecar_process  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
 from gpushift_testing.kube import wait_for  # noqa: E402
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess  # noqa: E402
 
 _PLANE: cpmod.ControlPlane | None = None
 _SUMMARY: list[str] = []
@@ -94,6 +97,89 @@ def core(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
         yield client.CoreV1Api(api)
     finally:
         api.close()
+
+
+@pytest.fixture
+def custom(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
+    from kubernetes import client
+
+    api = control_plane.api_client()
+    try:
+        yield client.CustomObjectsApi(api)
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def apps(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
+    from kubernetes import client
+
+    api = control_plane.api_client()
+    try:
+        yield client.AppsV1Api(api)
+    finally:
+        api.close()
+
+
+@pytest.fixture
+def admin(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
+    """The admin's API groups on one client: core, custom, apps, rbac, coordination, raw."""
+    from kubernetes import client
+
+    api = control_plane.api_client()
+    yield type("Admin", (), {"core": client.CoreV1Api(api),
+                             "custom": client.CustomObjectsApi(api),
+                             "apps": client.AppsV1Api(api),
+                             "rbac": client.RbacAuthorizationV1Api(api),
+                             "coordination": client.CoordinationV1Api(api),
+                             "raw": api})
+    api.close()
+
+
+@pytest.fixture
+def sidecar_kubeconfig(control_plane: cpmod.ControlPlane, admin: Any, namespace: str,
+                       tmp_path: Path) -> Callable[[str], Path]:
+    """make(server) -> a kubeconfig of `default-editor`, bound to the sidecar's rules only."""
+    # A bound token, as the kubelet projects into the pod (and the webhook into the sidecar).
+    token = access.bind_sidecar_rules(admin.core, admin.rbac, namespace)
+
+    def make(server: str = control_plane.server) -> Path:
+        name = f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"
+        return access.write_kubeconfig(tmp_path / name, server, control_plane.ca_file, token,
+                                       access.EDITOR_SA)
+
+    return make
+
+
+@pytest.fixture
+def sidecar_args() -> list[str]:
+    """Arguments of `gpushift-sidecar serve` besides --kubeconfig (a module may override)."""
+    return []
+
+
+@pytest.fixture
+def start_sidecar(tmp_path: Path, namespace: str, sidecar_kubeconfig: Callable[..., Path],
+                  control_plane: cpmod.ControlPlane, sidecar_settings: Any,
+                  sidecar_args: list[str]) -> Iterator[Callable[..., SidecarProcess]]:
+    """start(pod facts, workspace, runtime) -> the real sidecar process of that pod, with
+    the webhook's env (`sidecar_settings`, a WebhookConfig the module provides); killed
+    at the end of the test."""
+    kubeconfig = sidecar_kubeconfig(control_plane.server)
+    started: list[SidecarProcess] = []
+
+    def start(pod: PodFacts, workspace: Path, runtime: str,
+              checkpoint_timeout: float = 10) -> SidecarProcess:
+        sidecar = sidecar_process.start_sidecar(
+            kubeconfig, namespace, pod, workspace, tmp_path / runtime,
+            sidecar_process.log_path(tmp_path, runtime), sidecar_settings.sidecar_settings_json,
+            args=["--checkpoint-timeout", str(checkpoint_timeout), *sidecar_args],
+            tmpdir=tmp_path)
+        started.append(sidecar)
+        return sidecar
+
+    yield start
+    for sidecar in started:
+        sidecar.stop(signal.SIGKILL)
 
 
 @pytest.fixture

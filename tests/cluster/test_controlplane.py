@@ -18,6 +18,13 @@ import pytest
 from gpushift_testing import notebook_standin, notebooks
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.workloads import (
+    create_workspace,
+    delete_volumes,
+    gpu_limit,
+    node_kind,
+    wait_running,
+)
 from kubernetes import client
 
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
@@ -35,23 +42,6 @@ def make_pod(name: str, *, gpus: int = 0, tolerate_gpu: bool = False) -> dict[st
     if tolerate_gpu:
         spec["tolerations"] = [GPU_TOLERATION]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
-
-
-def wait_pod_running(core: Any, ns: str, name: str, timeout: float = 60) -> Any:
-    def running() -> Any:
-        pod = core.read_namespaced_pod(name, ns)
-        return pod if pod.status.phase == "Running" else None
-
-    return wait_for(
-        f"pod {ns}/{name} Running",
-        running,
-        timeout,
-        describe=lambda: pod_summary(core.read_namespaced_pod(name, ns)),
-    )
-
-
-def node_kind(core: Any, node_name: str) -> str:
-    return str(core.read_node(node_name).metadata.labels.get("gpushift.io/node-kind", ""))
 
 
 # --------------------------------------------------------------------------- cluster basics
@@ -109,7 +99,7 @@ def test_rbac_is_enforced(control_plane: ControlPlane, namespace: str) -> None:
 
 def test_plain_pod_runs_on_cpu_node(core: Any, namespace: str) -> None:
     core.create_namespaced_pod(namespace, make_pod("plain"))
-    pod = wait_pod_running(core, namespace, "plain")
+    pod = wait_running(core, namespace, "plain", timeout=60)
     assert pod.spec.node_name.startswith("kwok-cpu-")
     assert node_kind(core, pod.spec.node_name) == "cpu"
     assert pod.status.pod_ip, pod_summary(pod)
@@ -118,7 +108,7 @@ def test_plain_pod_runs_on_cpu_node(core: Any, namespace: str) -> None:
 
 def test_gpu_pod_lands_on_gpu_node(core: Any, namespace: str) -> None:
     core.create_namespaced_pod(namespace, make_pod("gpu", gpus=1, tolerate_gpu=True))
-    pod = wait_pod_running(core, namespace, "gpu")
+    pod = wait_running(core, namespace, "gpu", timeout=60)
     assert node_kind(core, pod.spec.node_name) == "gpu", pod_summary(pod)
     assert pod.spec.containers[0].resources.limits[GPU_RESOURCE] == "1"
 
@@ -201,73 +191,18 @@ def make_notebook(
 
 
 @pytest.fixture
-def custom(control_plane: ControlPlane) -> Any:
-    api = control_plane.api_client()
-    try:
-        yield client.CustomObjectsApi(api)
-    finally:
-        api.close()
-
-
-@pytest.fixture
-def apps(control_plane: ControlPlane) -> Any:
-    api = control_plane.api_client()
-    try:
-        yield client.AppsV1Api(api)
-    finally:
-        api.close()
-
-
-@pytest.fixture
 def workspace(core: Any, tmp_path: Path) -> Iterator[Callable[[str, str], str]]:
     """make(namespace, notebook) -> the name of a Bound PVC on a hostPath PV under tmp_path."""
     volumes: list[str] = []
 
     def make(ns: str, notebook: str) -> str:
         claim = f"{notebook}-workspace"
-        pv = f"{ns}-{claim}"  # PersistentVolumes are cluster-scoped
-        host = tmp_path / claim
-        host.mkdir()
-        core.create_persistent_volume(
-            {
-                "metadata": {"name": pv},
-                "spec": {
-                    "capacity": {"storage": "1Gi"},
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "manual",
-                    "persistentVolumeReclaimPolicy": "Retain",
-                    "hostPath": {"path": str(host)},
-                    "claimRef": {"namespace": ns, "name": claim},
-                },
-            }
-        )
-        volumes.append(pv)
-        core.create_namespaced_persistent_volume_claim(
-            ns,
-            {
-                "metadata": {"name": claim},
-                "spec": {
-                    "accessModes": ["ReadWriteOnce"],
-                    "storageClassName": "manual",
-                    "volumeName": pv,
-                    "resources": {"requests": {"storage": "1Gi"}},
-                },
-            },
-        )
-        wait_for(
-            f"PVC {ns}/{claim} Bound",
-            lambda: core.read_namespaced_persistent_volume_claim(claim, ns).status.phase == "Bound",
-            60,
-        )
+        # PersistentVolumes are cluster-scoped
+        volumes.append(create_workspace(core, ns, claim, tmp_path / claim, pv=f"{ns}-{claim}"))
         return claim
 
     yield make
-    for pv in volumes:
-        try:
-            core.delete_persistent_volume(pv)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+    delete_volumes(core, volumes)
 
 
 def patch_container(
@@ -297,11 +232,6 @@ def wait_recreated(
         90,
         describe=lambda: pod_summary(core.read_namespaced_pod(name, ns)),
     )
-
-
-def gpu_limit(pod: Any) -> str | None:
-    limits = pod.spec.containers[0].resources.limits or {}
-    return limits.get(GPU_RESOURCE)
 
 
 def test_notebook_controller_says_which_it_is(control_plane: ControlPlane) -> None:
@@ -390,7 +320,7 @@ def test_notebook_with_workspace_becomes_statefulset_service_and_running_pod(
     assert (port.name, port.port, port.target_port) == ("http-nb", 80, 8888)
     assert svc.metadata.owner_references[0].uid == nb["metadata"]["uid"]
 
-    pod = wait_pod_running(core, namespace, "nb-0")
+    pod = wait_running(core, namespace, "nb-0", timeout=60)
     assert node_kind(core, pod.spec.node_name) == "cpu", pod_summary(pod)
     labels = pod.metadata.labels
     assert (labels["notebook-name"], labels["statefulset"], labels["app"]) == ("nb", "nb", "nb")
@@ -427,7 +357,7 @@ def test_patching_notebook_recreates_pod_with_new_spec_on_cpu_and_gpu(
     custom.create_namespaced_custom_object(
         *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu", claim=claim)
     )
-    pod = wait_pod_running(core, namespace, "nb-0")
+    pod = wait_running(core, namespace, "nb-0", timeout=60)
     assert node_kind(core, pod.spec.node_name) == "cpu"
 
     # 1. another image
@@ -488,7 +418,7 @@ def test_notebook_asking_for_too_many_gpus_stays_pending_until_its_pod_is_delete
     custom.create_namespaced_custom_object(
         *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu", claim=claim)
     )
-    first = wait_pod_running(core, namespace, "nb-0")
+    first = wait_running(core, namespace, "nb-0", timeout=60)
 
     patch_container(
         custom,
@@ -557,7 +487,7 @@ def test_stopped_notebook_scales_to_zero_and_back(
     custom.create_namespaced_custom_object(
         *NB, namespace, "notebooks", make_notebook("nb", "jupyter:cpu")
     )
-    first = wait_pod_running(core, namespace, "nb-0")
+    first = wait_running(core, namespace, "nb-0", timeout=60)
     stop = {"metadata": {"annotations": {"kubeflow-resource-stopped": "2024-01-01T00:00:00Z"}}}
     custom.patch_namespaced_custom_object(*NB, namespace, "notebooks", "nb", stop)
     wait_for(

@@ -28,23 +28,22 @@ from typing import Any
 
 import pytest
 import yaml
-from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane, binary_paths
+from gpushift_testing import access
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
 from gpushift_testing.webhook_process import free_port
-from kubernetes import client, utils
+from gpushift_testing.workloads import create_workspace, delete_volumes, node_kind, wait_running
+from kubernetes import client
 
 from gpushift_sidecar.kube import KubeApi as SidecarApi
 from gpushift_sidecar.notebook_patch import plan_move
 from gpushift_webhook.config import GpuProfile, ImagePair
 from gpushift_webhook.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "gpushift"
 NB = ("kubeflow.org", "v1")
 RELEASE = "guardtest"
 FULLNAME = f"{RELEASE}-gpushift"
 LEASE = f"{FULLNAME}-guard"
-SERVICE_ACCOUNT = f"{FULLNAME}-webhook"
 CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
 CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
 IMAGE_MAP = [ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)]
@@ -119,31 +118,6 @@ class Guards:
                          for p in self.procs.values() if p.log.exists())
 
 
-def chart_webhook_rbac(namespace: str) -> list[dict[str, Any]]:
-    """The webhook's ServiceAccount and RBAC as the chart renders them (the guard's
-    grants included: rbac.migrationGuard is on by default)."""
-    helm = binary_paths()["helm"]
-    assert helm.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm})"
-    out = subprocess.run(
-        [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace,
-         "--show-only", "templates/serviceaccount.yaml",
-         "--show-only", "templates/rbac-webhook.yaml", "--set", "certs.mode=certManager"],
-        capture_output=True, text=True, timeout=60, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
-def kubeconfig_for_token(path: Path, plane: ControlPlane, token: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "guard",
-        "clusters": [{"name": "plane", "cluster": {
-            "server": plane.server, "certificate-authority": str(plane.ca_file)}}],
-        "users": [{"name": "guard", "user": {"token": token}}],
-        "contexts": [{"name": "guard", "context": {"cluster": "plane", "user": "guard"}}],
-    }))
-    path.chmod(0o600)
-    return path
-
-
 @pytest.fixture(scope="module")
 def guards(control_plane: ControlPlane,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guards]:
@@ -153,17 +127,12 @@ def guards(control_plane: ControlPlane,
     workdir = tmp_path_factory.mktemp("guards")
     api = control_plane.api_client()
     core = client.CoreV1Api(api)
-    rbac = client.RbacAuthorizationV1Api(api)
     namespace = f"gpushift-guard-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace,
                                         "labels": {"gpushift.io/test": "true"}}})
-    docs = chart_webhook_rbac(namespace)
-    cluster_scoped = [d for d in docs if d["kind"] in ("ClusterRole", "ClusterRoleBinding")]
-    for doc in docs:
-        utils.create_from_dict(api, doc, namespace=namespace)
-    token = core.create_namespaced_service_account_token(
-        SERVICE_ACCOUNT, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
-    kubeconfig = kubeconfig_for_token(workdir / "kubeconfig", control_plane, token)
+    docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
+    kubeconfig = access.write_kubeconfig(workdir / "kubeconfig", control_plane.server,
+                                         control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump({
         "guard": {"ready_timeout_seconds": READY_TIMEOUT},
@@ -188,25 +157,9 @@ def guards(control_plane: ControlPlane,
     finally:
         for proc in result.procs.values():
             proc.stop()
-        for doc in cluster_scoped:
-            delete = (rbac.delete_cluster_role if doc["kind"] == "ClusterRole"
-                      else rbac.delete_cluster_role_binding)
-            try:
-                delete(doc["metadata"]["name"])
-            except client.ApiException as e:
-                if e.status != 404:
-                    raise
+        access.delete_cluster_scoped(api, docs)
         core.delete_namespace(namespace)
         api.close()
-
-
-@pytest.fixture
-def admin(control_plane: ControlPlane) -> Iterator[Any]:
-    api = control_plane.api_client()
-    yield type("Admin", (), {"core": client.CoreV1Api(api),
-                             "custom": client.CustomObjectsApi(api),
-                             "coordination": client.CoordinationV1Api(api)})
-    api.close()
 
 
 @pytest.fixture
@@ -220,27 +173,6 @@ async def sidecar(control_plane: ControlPlane) -> Any:
 # ----------------------------------------------------------------------------- notebook
 
 
-def workspace(core: Any, namespace: str, claim: str, host: Path) -> str:
-    pv = f"{namespace}-{claim}"[:63]
-    host.mkdir(parents=True, exist_ok=True)
-    core.create_persistent_volume({
-        "metadata": {"name": pv, "labels": {"gpushift.io/test": "true"}},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": str(host)},
-                 "claimRef": {"namespace": namespace, "name": claim}},
-    })
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": claim},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    wait_for(f"PVC {namespace}/{claim} Bound",
-             lambda: core.read_namespaced_persistent_volume_claim(claim, namespace)
-             .status.phase == "Bound", 60)
-    return pv
-
-
 @pytest.fixture
 def notebook(admin: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
     """make(name) -> (the CPU Notebook as created, its workspace folder on the host)."""
@@ -249,7 +181,7 @@ def notebook(admin: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
     def make(name: str) -> tuple[dict[str, Any], Path]:
         claim = f"{name}-workspace"
         host = tmp_path / claim
-        volumes.append(workspace(admin.core, namespace, claim, host))
+        volumes.append(create_workspace(admin.core, namespace, claim, host))
         body = {
             "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
             "metadata": {"name": name, "labels": {"app": name},
@@ -270,28 +202,13 @@ def notebook(admin: Any, namespace: str, tmp_path: Path) -> Iterator[Any]:
         return created, host
 
     yield make
-    for pv in volumes:
-        try:
-            admin.core.delete_persistent_volume(pv)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
+    delete_volumes(admin.core, volumes)
 
 
 def running(core: Any, namespace: str, name: str, not_uid: str = "",
             timeout: float = 90) -> Any:
-    def check() -> Any:
-        pod = core.read_namespaced_pod(name, namespace)
-        ok = pod.metadata.uid != not_uid and pod.status.phase == "Running" and \
-            not pod.metadata.deletion_timestamp
-        return pod if ok else None
-
-    return wait_for(f"pod {namespace}/{name} Running", check, timeout, interval=0.1,
-                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
-
-
-def node_kind(core: Any, node: str) -> str:
-    return str(core.read_node(node).metadata.labels.get("gpushift.io/node-kind", ""))
+    return wait_running(core, namespace, name, not_uid=not_uid, timeout=timeout,
+                        interval=0.1, not_deleting=True)
 
 
 async def move_to_two_gpus(sidecar: Any, namespace: str, name: str) -> tuple[str, str]:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 import sys
 import time
 import uuid
@@ -29,22 +28,19 @@ from typing import Any
 import pytest
 import test_sidecar_migration as mig
 import yaml
-from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane, binary_paths
+from gpushift_testing import access
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.webhook_process import free_port
-from kubernetes import client, utils
-from test_guard_cluster import GuardProcess, kubeconfig_for_token
+from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
+from kubernetes import client
+from test_guard_cluster import GuardProcess
 
 # The Notebook, its PV workspace, the sidecar's RBAC and process: as in the migration tests.
-admin = mig.admin
-notebook = mig.notebook
-sidecar_kubeconfig = mig.sidecar_kubeconfig
-start_sidecar = mig.start_sidecar
-SidecarProcess, PodFacts = mig.SidecarProcess, mig.PodFacts
+notebook, sidecar_settings = mig.notebook, mig.sidecar_settings
 CPU_IMAGE, CUDA_IMAGE, MIRROR, PREVIOUS = mig.CPU_IMAGE, mig.CUDA_IMAGE, mig.MIRROR, mig.PREVIOUS
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "gpushift"
 RELEASE = "sidecarguard"  # not test_guard_cluster's: its cluster-scoped RBAC is its own
 FULLNAME = f"{RELEASE}-gpushift"
 LEASE = f"{FULLNAME}-guard"
@@ -56,37 +52,20 @@ ROLLED_BACK_LINE = "guard: migration rolled back"
 # ----------------------------------------------------------------------------- the guard
 
 
-def webhook_rbac(namespace: str) -> list[dict[str, Any]]:
-    """The webhook's ServiceAccount and RBAC as the chart renders them (guard included)."""
-    helm = binary_paths()["helm"]
-    assert helm.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm})"
-    out = subprocess.run(
-        [str(helm), "template", RELEASE, str(CHART), "--namespace", namespace,
-         "--show-only", "templates/serviceaccount.yaml",
-         "--show-only", "templates/rbac-webhook.yaml", "--set", "certs.mode=certManager"],
-        capture_output=True, text=True, timeout=60, check=True).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
-
-
 @pytest.fixture
 def guard(control_plane: ControlPlane, tmp_path: Path) -> Iterator[GuardProcess]:
     """One `gpushift-webhook serve --guard` process in its own namespace, with the chart's
     webhook RBAC only, polling every second."""
     api = control_plane.api_client()
     core = client.CoreV1Api(api)
-    rbac = client.RbacAuthorizationV1Api(api)
     namespace = f"gpushift-sidecar-guard-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace,
                                         "labels": {"gpushift.io/test": "true"}}})
-    docs = webhook_rbac(namespace)
-    for doc in docs:
-        utils.create_from_dict(api, doc, namespace=namespace)
-    token = core.create_namespaced_service_account_token(
-        f"{FULLNAME}-webhook", namespace,
-        {"spec": {"expirationSeconds": 3600}}).status.token
+    docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
     workdir = tmp_path / "guard"
     (workdir / "certs").mkdir(parents=True)  # no certificate: only the guard matters
-    kubeconfig = kubeconfig_for_token(workdir / "kubeconfig", control_plane, token)
+    kubeconfig = access.write_kubeconfig(workdir / "kubeconfig", control_plane.server,
+                                         control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump({
         "guard": {"ready_timeout_seconds": READY_TIMEOUT},
@@ -105,16 +84,7 @@ def guard(control_plane: ControlPlane, tmp_path: Path) -> Iterator[GuardProcess]
         yield proc
     finally:
         proc.stop()
-        for doc in docs:
-            if doc["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
-                continue
-            delete = (rbac.delete_cluster_role if doc["kind"] == "ClusterRole"
-                      else rbac.delete_cluster_role_binding)
-            try:
-                delete(doc["metadata"]["name"])
-            except client.ApiException as e:
-                if e.status != 404:
-                    raise
+        access.delete_cluster_scoped(api, docs)
         core.delete_namespace(namespace)
         api.close()
 
@@ -141,7 +111,7 @@ def occupy_all_gpus(core: Any, namespace: str) -> list[str]:
         names.append(name)
     assert names, "the control plane has no GPU node"
     for name in names:
-        mig.wait_running(core, namespace, name, timeout=60)
+        wait_running(core, namespace, name, timeout=60)
     return names
 
 
@@ -199,8 +169,8 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
     before = hashes(workspace)
     assert {"work/train.ipynb", "work/train.kishudb", "work/results.csv"} <= set(before)
     blockers = occupy_all_gpus(admin.core, namespace)
-    cpu_pod = mig.wait_running(admin.core, namespace, "nb-0")
-    assert mig.node_kind(admin.core, cpu_pod.spec.node_name) == "cpu"
+    cpu_pod = wait_running(admin.core, namespace, "nb-0")
+    assert node_kind(admin.core, cpu_pod.spec.node_name) == "cpu"
     first = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
     wait_for("the guard leading", lambda: guard.count("guard leader: this replica acts"),
              20, interval=0.1, describe=lambda: guard.log.read_text()[-3000:])
@@ -216,7 +186,7 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
         "requested", "checkpointing", "checkpointed", "patching", "recreating"]
     stuck = stuck_pending(admin.core, namespace, cpu_pod.metadata.uid)
     assert stuck.status.phase == "Pending"
-    assert mig.gpu_limit(stuck) == "1" and stuck.spec.containers[0].image == CUDA_IMAGE
+    assert gpu_limit(stuck) == "1" and stuck.spec.containers[0].image == CUDA_IMAGE
     mig.wait_gone(admin, namespace, cpu_pod.metadata.uid)
     assert first.stop() == 0  # the kubelet's SIGTERM to the old pod, in `recreating`
 
@@ -233,8 +203,8 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
     assert PREVIOUS not in nb["metadata"]["annotations"]
     back = cpu_pod_back(admin.core, namespace, stuck.metadata.uid)
     assert back.metadata.uid not in (cpu_pod.metadata.uid, stuck.metadata.uid)
-    assert mig.node_kind(admin.core, back.spec.node_name) == "cpu", pod_summary(back)
-    assert mig.gpu_limit(back) is None and back.spec.containers[0].image == CPU_IMAGE
+    assert node_kind(admin.core, back.spec.node_name) == "cpu", pod_summary(back)
+    assert gpu_limit(back) is None and back.spec.containers[0].image == CPU_IMAGE
     assert [v.persistent_volume_claim.claim_name for v in back.spec.volumes
             if v.persistent_volume_claim] == ["nb-workspace"]
     [line] = wait_for("the guard's rollback logged (after the pod deletion and the Event)",
@@ -280,12 +250,12 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
     t_again = time.monotonic()
     for name in blockers:
         admin.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
-    gpu_pod = mig.wait_running(admin.core, namespace, "nb-0", not_uid=back.metadata.uid,
+    gpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=back.metadata.uid,
                                timeout=30)
     freed_s = time.monotonic() - t_again
     assert gpu_pod.metadata.uid == pending.metadata.uid  # the pending pod got the GPU
-    assert mig.node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", pod_summary(gpu_pod)
-    assert mig.gpu_limit(gpu_pod) == "1" and gpu_pod.spec.containers[0].image == CUDA_IMAGE
+    assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", pod_summary(gpu_pod)
+    assert gpu_limit(gpu_pod) == "1" and gpu_pod.spec.containers[0].image == CUDA_IMAGE
     second.wait_phase("recreating")
     mig.wait_gone(admin, namespace, back.metadata.uid)
     assert second.stop() == 0

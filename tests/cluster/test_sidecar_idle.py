@@ -12,12 +12,9 @@ new pod's sidecar takes the migration to `restoring` and counts the reclaimed GP
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,10 @@ import test_sidecar_migration as mig
 import test_sidecar_patching as patching
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
+from gpushift_testing.workloads import create_workspace, gpu_limit, node_kind, wait_running
 
 from gpushift_webhook.config import IdleSettings, WebhookConfig
-
-admin = patching.admin
-sidecar_kubeconfig = patching.sidecar_kubeconfig
 
 NB_TIMEOUT = "gpushift.io/notebook-idle-timeout"
 SETTINGS = WebhookConfig(
@@ -43,7 +39,7 @@ def gpu_notebook(admin: Any, namespace: str, name: str, workspace: Path,
                  annotations: dict[str, str]) -> dict[str, Any]:
     """A Notebook created on a GPU, with a hostPath PV workspace."""
     claim = f"{name}-workspace"
-    patching.make_workspace(admin.core, namespace, claim, workspace)
+    create_workspace(admin.core, namespace, claim, workspace)
     profile = patching.DEFAULT_PROFILE
     body = {
         "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
@@ -70,59 +66,24 @@ def gpu_notebook(admin: Any, namespace: str, name: str, workspace: Path,
 
 
 @pytest.fixture
-def start_sidecar(tmp_path: Path, namespace: str, sidecar_kubeconfig: Callable[..., Path],
-                  control_plane: ControlPlane) -> Iterator[Callable[..., mig.SidecarProcess]]:
-    kubeconfig = sidecar_kubeconfig(control_plane.server)
-    started: list[mig.SidecarProcess] = []
+def sidecar_settings() -> WebhookConfig:
+    return SETTINGS
 
-    def start(pod: mig.PodFacts, workspace: Path, runtime: str) -> mig.SidecarProcess:
-        port = mig.free_port()
-        runtime_dir = tmp_path / runtime
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env.update({
-            "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path),
-            "GPUSHIFT_POD_NAME": pod.name, "GPUSHIFT_POD_NAMESPACE": namespace,
-            "GPUSHIFT_POD_UID": pod.uid, "GPUSHIFT_NODE_NAME": pod.node,
-            "GPUSHIFT_NOTEBOOK_NAME": "nb", "GPUSHIFT_NOTEBOOK_CONTAINER": "nb",
-            "GPUSHIFT_GPU_RESOURCE": pod.gpu[0] if pod.gpu else "",
-            "GPUSHIFT_GPU_COUNT": str(pod.gpu[1] if pod.gpu else 0),
-            "GPUSHIFT_RUNTIME_DIR": str(runtime_dir), "GPUSHIFT_WORKSPACE_DIR": str(workspace),
-            "GPUSHIFT_API_PORT": str(port), "GPUSHIFT_SETTINGS": SETTINGS.sidecar_settings_json,
-        })
-        log = tmp_path / f"sidecar-{runtime}.log"
-        process = subprocess.Popen(
-            [str(mig.SIDECAR), "serve", "--kubeconfig", str(kubeconfig),
-             "--checkpoint-timeout", "10", "--idle-tick", "0.1"],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-        sidecar = mig.SidecarProcess(process, f"http://127.0.0.1:{port}", runtime_dir, log)
-        started.append(sidecar)
 
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"sidecar exited {process.returncode}:\n{sidecar.logs()}")
-            try:
-                with urllib.request.urlopen(sidecar.url + "/healthz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for("sidecar ready", healthy, 20, interval=0.05)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop(signal.SIGKILL)
+@pytest.fixture
+def sidecar_args() -> list[str]:
+    return ["--idle-tick", "0.1"]
 
 
 async def test_an_idle_gpu_notebook_moves_back_to_cpu_without_a_browser(
         admin: Any, namespace: str, tmp_path: Path, control_plane: ControlPlane,
-        start_sidecar: Callable[..., mig.SidecarProcess]) -> None:
+        start_sidecar: Callable[..., SidecarProcess]) -> None:
     assert control_plane.notebook_controller_running, control_plane.notebook_controller_reason
     workspace = tmp_path / "nb-workspace"
     created = gpu_notebook(admin, namespace, "nb", workspace, {NB_TIMEOUT: "1"})
     try:
-        gpu_pod = patching.wait_running(admin.core, namespace, "nb-0")
-        assert patching.node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", \
+        gpu_pod = wait_running(admin.core, namespace, "nb-0")
+        assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", \
             pod_summary(gpu_pod)
         # The notebook- key stays on the Notebook: changing it never recreates the pod.
         assert NB_TIMEOUT not in (gpu_pod.metadata.annotations or {})
@@ -130,7 +91,7 @@ async def test_an_idle_gpu_notebook_moves_back_to_cpu_without_a_browser(
         mig.kishu_db(train, "c-1", "c-2")
 
         t0 = time.monotonic()
-        old = start_sidecar(mig.PodFacts.of(gpu_pod), workspace, "run-gpu")
+        old = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-gpu")
         status, registered = old.request("POST", "/notebooks", {"path": str(train)})
         assert status == 200 and registered["checkpoint"]["commit_id"] == "c-2", registered
 
@@ -159,11 +120,11 @@ async def test_an_idle_gpu_notebook_moves_back_to_cpu_without_a_browser(
         assert "no GPU work for 3s on 1 GPU(s)" in m["notes"][0]
         decided_s = time.monotonic() - t0
 
-        cpu_pod = patching.wait_running(admin.core, namespace, "nb-0",
+        cpu_pod = wait_running(admin.core, namespace, "nb-0",
                                         not_uid=gpu_pod.metadata.uid)
         moved_s = time.monotonic() - t0
-        assert patching.node_kind(admin.core, cpu_pod.spec.node_name) == "cpu"
-        assert patching.gpu_limit(cpu_pod) is None
+        assert node_kind(admin.core, cpu_pod.spec.node_name) == "cpu"
+        assert gpu_limit(cpu_pod) is None
         assert cpu_pod.spec.containers[0].image == patching.CPU_IMAGE
         spec = mig.read_notebook(admin, namespace)["spec"]["template"]["spec"]
         assert "nodeSelector" not in spec and "tolerations" not in spec
@@ -178,7 +139,7 @@ async def test_an_idle_gpu_notebook_moves_back_to_cpu_without_a_browser(
         assert old.stop() == 0
 
         # The new pod: the migration arrives on CPU; the GPU time is counted there.
-        new = start_sidecar(mig.PodFacts.of(cpu_pod), workspace, "run-cpu")
+        new = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-cpu")
         new.wait_phase("restoring")
         assert new.request("GET", "/idle")[1]["state"] == "inert"
         status, done = new.request("POST", "/migrations/current/restore",

@@ -12,35 +12,25 @@ started with the new pod's facts on the same workspace and a fresh runtime dir.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import test_sidecar_patching as patching
-from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
+from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
 
 from gpushift_webhook.config import WebhookConfig
 
-# The fixtures and helpers of the patching tests: the same Notebook, PV, RBAC and token.
-admin = patching.admin
+# The Notebook fixture of the patching tests (admin, RBAC and token: conftest.py).
 notebook = patching.notebook
-sidecar_kubeconfig = patching.sidecar_kubeconfig
 CPU_IMAGE, CUDA_IMAGE, NB = patching.CPU_IMAGE, patching.CUDA_IMAGE, patching.NB
-gpu_limit, node_kind, wait_running = patching.gpu_limit, patching.node_kind, patching.wait_running
 
-SIDECAR = Path(sys.executable).parent / "gpushift-sidecar"
 MIRROR = "gpushift.io/notebook-migration"
 PREVIOUS = "gpushift.io/notebook-previous-profile"
 SETTINGS = WebhookConfig(profiles=[patching.DEFAULT_PROFILE],
@@ -74,119 +64,10 @@ def kishu_db(notebook_path: Path, *commits: str) -> Path:
 # ----------------------------------------------------------------------------- the process
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class PodFacts:
-    """What the webhook reads from the pod and hands the sidecar as env."""
-
-    name: str
-    uid: str
-    node: str
-    gpu: tuple[str, int] | None
-
-    @classmethod
-    def of(cls, pod: Any) -> PodFacts:
-        limits = pod.spec.containers[0].resources.limits or {}
-        count = int(limits.get(GPU_RESOURCE, 0) or 0)
-        return cls(pod.metadata.name, pod.metadata.uid, pod.spec.node_name or "",
-                   (GPU_RESOURCE, count) if count else None)
-
-
-@dataclass
-class SidecarProcess:
-    process: subprocess.Popen[bytes]
-    url: str
-    runtime_dir: Path
-    log: Path
-
-    def logs(self) -> str:
-        return self.log.read_text()
-
-    def request(self, method: str, path: str, body: dict[str, Any] | None = None,
-                ) -> tuple[int, dict[str, Any]]:
-        token = (self.runtime_dir / "api-token").read_text().strip()
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
-
-    def migration(self) -> dict[str, Any]:
-        status, body = self.request("GET", "/migrations/current")
-        assert status == 200, body
-        return body
-
-    def wait_phase(self, *phases: str, timeout: float = 30) -> dict[str, Any]:
-        return wait_for(f"migration in {phases}", lambda: (
-            m if (m := self.migration())["phase"] in phases else None), timeout,
-            interval=0.05, describe=lambda: (self.migration(), self.logs()[-3000:]))
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
 @pytest.fixture
-def start_sidecar(tmp_path: Path, namespace: str, sidecar_kubeconfig: Callable[..., Path],
-                  control_plane: ControlPlane) -> Iterator[Callable[..., SidecarProcess]]:
-    kubeconfig = sidecar_kubeconfig(control_plane.server)
-    started: list[SidecarProcess] = []
-
-    def start(pod: PodFacts, workspace: Path, runtime: str,
-              checkpoint_timeout: float = 10) -> SidecarProcess:
-        port = free_port()
-        runtime_dir = tmp_path / runtime
-        env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
-        env.update({
-            "PYTHONUNBUFFERED": "1", "TMPDIR": str(tmp_path),
-            "GPUSHIFT_POD_NAME": pod.name, "GPUSHIFT_POD_NAMESPACE": namespace,
-            "GPUSHIFT_POD_UID": pod.uid, "GPUSHIFT_NODE_NAME": pod.node,
-            "GPUSHIFT_NOTEBOOK_NAME": pod.name.rsplit("-", 1)[0],
-            "GPUSHIFT_NOTEBOOK_CONTAINER": pod.name.rsplit("-", 1)[0],
-            "GPUSHIFT_GPU_RESOURCE": pod.gpu[0] if pod.gpu else "",
-            "GPUSHIFT_GPU_COUNT": str(pod.gpu[1] if pod.gpu else 0),
-            "GPUSHIFT_RUNTIME_DIR": str(runtime_dir),
-            "GPUSHIFT_WORKSPACE_DIR": str(workspace),
-            "GPUSHIFT_API_PORT": str(port),
-            "GPUSHIFT_SETTINGS": SETTINGS.sidecar_settings_json,
-        })
-        log = tmp_path / f"sidecar-{runtime}-{time.monotonic_ns()}.log"
-        process = subprocess.Popen(
-            [str(SIDECAR), "serve", "--kubeconfig", str(kubeconfig),
-             "--checkpoint-timeout", str(checkpoint_timeout)],
-            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-        sidecar = SidecarProcess(process, f"http://127.0.0.1:{port}", runtime_dir, log)
-        started.append(sidecar)
-
-        def healthy() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"sidecar exited {process.returncode}:\n{sidecar.logs()}")
-            try:
-                with urllib.request.urlopen(sidecar.url + "/healthz", timeout=1) as r:
-                    return r.status == 200
-            except OSError:
-                return False
-
-        wait_for("sidecar ready", healthy, 20, interval=0.05)
-        return sidecar
-
-    yield start
-    for sidecar in started:
-        sidecar.stop(signal.SIGKILL)
+def sidecar_settings() -> WebhookConfig:
+    """The webhook's settings the sidecar gets (conftest's start_sidecar)."""
+    return SETTINGS
 
 
 # ----------------------------------------------------------------------------- helpers

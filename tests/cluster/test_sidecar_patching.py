@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -20,8 +19,16 @@ from typing import Any
 
 import pytest
 import yaml
-from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane, binary_paths
+from gpushift_testing.access import EDITOR_SA
+from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.workloads import (
+    create_workspace,
+    delete_volumes,
+    gpu_limit,
+    node_kind,
+    wait_running,
+)
 from kubernetes import client
 
 from gpushift_sidecar.kube import (
@@ -34,10 +41,8 @@ from gpushift_sidecar.kube import (
 from gpushift_sidecar.notebook_patch import MovePlan, plan_move
 from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "gpushift"
 NB = ("kubeflow.org", "v1")
-SA = "default-editor"
+SA = EDITOR_SA
 CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
 CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
 IMAGE_MAP = [ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)]
@@ -66,69 +71,6 @@ def test_default_profile_is_the_chart_default_plus_node_selector():
 
 
 @pytest.fixture
-def admin(control_plane: ControlPlane) -> Iterator[Any]:
-    api = control_plane.api_client()
-    yield type("Admin", (), {"core": client.CoreV1Api(api),
-                             "custom": client.CustomObjectsApi(api),
-                             "apps": client.AppsV1Api(api),
-                             "rbac": client.RbacAuthorizationV1Api(api)})
-    api.close()
-
-
-def sidecar_rules() -> list[dict[str, Any]]:
-    """The rules of the chart's sidecar ClusterRole, as `helm template` renders them."""
-    helm = binary_paths()["helm"]
-    if not helm.is_file():
-        pytest.fail(f"helm not found at {helm}: build it with `hack/build-controlplane.sh "
-                    "helm`", pytrace=False)
-    out = subprocess.run(
-        [str(helm), "template", "gpushift", str(CHART), "--namespace", "gpushift",
-         "--show-only", "templates/rbac-sidecar.yaml"],
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout
-    roles = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "ClusterRole"
-             and d["metadata"]["labels"].get("app.kubernetes.io/component") == "sidecar"]
-    assert len(roles) == 1, out
-    return roles[0]["rules"]  # type: ignore[no-any-return]
-
-
-def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "sidecar",
-        "clusters": [{"name": "plane", "cluster": {"server": server,
-                                                    "certificate-authority": str(ca_file)}}],
-        "users": [{"name": SA, "user": {"token": token}}],
-        "contexts": [{"name": "sidecar", "context": {"cluster": "plane", "user": SA}}],
-    }))
-    path.chmod(0o600)
-    return path
-
-
-@pytest.fixture
-def sidecar_kubeconfig(control_plane: ControlPlane, admin: Any, namespace: str,
-                       tmp_path: Path) -> Callable[[str], Path]:
-    """make(server) -> a kubeconfig of `default-editor`, bound to the sidecar's rules only."""
-    admin.core.create_namespaced_service_account(namespace, {"metadata": {"name": SA}})
-    admin.rbac.create_namespaced_role(namespace, {
-        "metadata": {"name": "gpushift-notebook-sidecar"}, "rules": sidecar_rules()})
-    admin.rbac.create_namespaced_role_binding(namespace, {
-        "metadata": {"name": "gpushift-notebook-sidecar"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
-                    "name": "gpushift-notebook-sidecar"},
-        "subjects": [{"kind": "ServiceAccount", "name": SA, "namespace": namespace}],
-    })
-    # A bound token, as the kubelet projects into the pod (and the webhook into the sidecar).
-    token = admin.core.create_namespaced_service_account_token(
-        SA, namespace, {"spec": {"expirationSeconds": 3600}}).status.token
-
-    def make(server: str = control_plane.server) -> Path:
-        name = f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"
-        return write_kubeconfig(tmp_path / name, server, control_plane.ca_file, token)
-
-    return make
-
-
-@pytest.fixture
 async def sidecar(sidecar_kubeconfig: Callable[[str], Path],
                   control_plane: ControlPlane) -> AsyncIterator[KubeApi]:
     api = KubeApi.connect(str(sidecar_kubeconfig(control_plane.server)), instance="nb-0",
@@ -137,27 +79,6 @@ async def sidecar(sidecar_kubeconfig: Callable[[str], Path],
         yield api
     finally:
         api.close()
-
-
-def make_workspace(core: Any, namespace: str, claim: str, host: Path) -> str:
-    pv = f"{namespace}-{claim}"[:63]
-    host.mkdir(parents=True, exist_ok=True)
-    core.create_persistent_volume({
-        "metadata": {"name": pv, "labels": {"gpushift.io/test": "true"}},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "manual", "persistentVolumeReclaimPolicy": "Retain",
-                 "hostPath": {"path": str(host)},
-                 "claimRef": {"namespace": namespace, "name": claim}},
-    })
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": claim},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
-    })
-    wait_for(f"PVC {namespace}/{claim} Bound",
-             lambda: core.read_namespaced_persistent_volume_claim(claim, namespace)
-             .status.phase == "Bound", 60)
-    return pv
 
 
 @pytest.fixture
@@ -169,7 +90,7 @@ def notebook(control_plane: ControlPlane, admin: Any, namespace: str,
 
     def make(name: str) -> dict[str, Any]:
         claim = f"{name}-workspace"
-        volumes.append(make_workspace(admin.core, namespace, claim, tmp_path / claim))
+        volumes.append(create_workspace(admin.core, namespace, claim, tmp_path / claim))
         body = {
             "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
             "metadata": {"name": name, "labels": {"app": name},
@@ -193,31 +114,7 @@ def notebook(control_plane: ControlPlane, admin: Any, namespace: str,
         return created
 
     yield make
-    for pv in volumes:
-        try:
-            admin.core.delete_persistent_volume(pv)
-        except client.ApiException as e:
-            if e.status != 404:
-                raise
-
-
-def node_kind(core: Any, node: str) -> str:
-    return str(core.read_node(node).metadata.labels.get("gpushift.io/node-kind", ""))
-
-
-def wait_running(core: Any, namespace: str, name: str, *, not_uid: str = "",
-                 timeout: float = 90) -> Any:
-    """Pod `name` Running (with a uid other than `not_uid`), polled every 50 ms."""
-
-    def running() -> Any:
-        pod = core.read_namespaced_pod(name, namespace)
-        if pod.metadata.uid != not_uid and pod.status.phase == "Running":
-            return pod
-        return None
-
-    return wait_for(f"pod {namespace}/{name} Running" + (" (recreated)" if not_uid else ""),
-                    running, timeout, interval=0.05,
-                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+    delete_volumes(admin.core, volumes)
 
 
 async def move(sidecar: KubeApi, namespace: str, name: str, target: str,
@@ -236,11 +133,6 @@ async def move(sidecar: KubeApi, namespace: str, name: str, target: str,
 
     result = await sidecar.patch_notebook(namespace, name, build, attempts=attempts)
     return result, plans[-1]
-
-
-def gpu_limit(pod: Any) -> str | None:
-    limits = pod.spec.containers[0].resources.limits or {}
-    return limits.get(GPU_RESOURCE)
 
 
 # ----------------------------------------------------------------------------- the move

@@ -24,6 +24,7 @@ from gpushift_testing.webhook_process import (
     ca_bundle_published,
     install_chart,
 )
+from gpushift_testing.workloads import create_workspace, wait_running
 from kubernetes import client
 
 INJECTED = "gpushift.io/injected"
@@ -50,16 +51,6 @@ def gpushift(control_plane: cpmod.ControlPlane,
         hook.stop()
 
 
-@pytest.fixture
-def apis(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
-    api = control_plane.api_client()
-    yield type("Apis", (), {"core": client.CoreV1Api(api),
-                            "custom": client.CustomObjectsApi(api),
-                            "apps": client.AppsV1Api(api),
-                            "raw": api})
-    api.close()
-
-
 def label_namespace(core: Any, name: str, value: str | None) -> None:
     core.patch_namespace(name, {"metadata": {"labels": {"gpushift.io/enabled": value}}})
 
@@ -67,17 +58,7 @@ def label_namespace(core: Any, name: str, value: str | None) -> None:
 def workspace(core: Any, namespace: str, name: str, tmp: Path) -> str:
     """A PV + PVC bound to it, as a Kubeflow workspace volume would be."""
     pv = f"{namespace}-{name}"[:60]
-    core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "storageClassName": "manual", "hostPath": {"path": str(tmp / pv)},
-                 "claimRef": {"namespace": namespace, "name": f"{name}-workspace"}},
-    })
-    core.create_namespaced_persistent_volume_claim(namespace, {
-        "metadata": {"name": f"{name}-workspace"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
-                 "volumeName": pv, "resources": {"requests": {"storage": "1Gi"}}},
-    })
+    create_workspace(core, namespace, f"{name}-workspace", tmp / pv, pv=pv, wait=False)
     return f"{name}-workspace"
 
 
@@ -100,12 +81,7 @@ def create_notebook(custom: Any, namespace: str, name: str, *, claim: str | None
 
 
 def running_pod(core: Any, namespace: str, name: str, timeout: float = 90) -> Any:
-    def ready() -> Any:
-        pod = core.read_namespaced_pod(f"{name}-0", namespace)
-        return pod if pod.status.phase == "Running" else None
-
-    return wait_for(f"pod {namespace}/{name}-0 Running", ready, timeout=timeout,
-                    describe=lambda: core.read_namespaced_pod(f"{name}-0", namespace).status)
+    return wait_running(core, namespace, f"{name}-0", timeout=timeout, interval=0.25)
 
 
 def fail_open_count(plane: cpmod.ControlPlane) -> float:
@@ -123,18 +99,18 @@ def fail_open_count(plane: cpmod.ControlPlane) -> float:
     return total
 
 
-def test_notebook_in_opted_in_namespace_gets_the_sidecar(gpushift, control_plane, apis,
+def test_notebook_in_opted_in_namespace_gets_the_sidecar(gpushift, control_plane, admin,
                                                           namespace, tmp_path):
     if not control_plane.notebook_controller_running:
         pytest.fail(f"notebook-controller not running: "
                     f"{control_plane.notebook_controller_reason}")
-    label_namespace(apis.core, namespace, "true")
-    claim = workspace(apis.core, namespace, "alice", tmp_path)
-    create_notebook(apis.custom, namespace, "alice", claim=claim)
+    label_namespace(admin.core, namespace, "true")
+    claim = workspace(admin.core, namespace, "alice", tmp_path)
+    create_notebook(admin.custom, namespace, "alice", claim=claim)
     statefulset = wait_for("StatefulSet alice",
-                           lambda: apis.apps.read_namespaced_stateful_set("alice", namespace))
+                           lambda: admin.apps.read_namespaced_stateful_set("alice", namespace))
     assert statefulset.spec.template.spec.containers[0].name == "alice"
-    pod = running_pod(apis.core, namespace, "alice")
+    pod = running_pod(admin.core, namespace, "alice")
     assert pod.metadata.labels["notebook-name"] == "alice"
     assert pod.metadata.annotations[INJECTED] == "0.1.0"
     assert pod.spec.node_name.startswith("kwok-cpu"), pod.spec.node_name
@@ -160,16 +136,16 @@ def test_notebook_in_opted_in_namespace_gets_the_sidecar(gpushift, control_plane
     assert SIDECAR in statuses, pod.status
 
 
-def test_gpu_notebook_lands_on_a_gpu_node_with_gpu_facts(gpushift, apis, namespace):
-    label_namespace(apis.core, namespace, "true")
-    apis.core.create_namespaced_pod(namespace, {
+def test_gpu_notebook_lands_on_a_gpu_node_with_gpu_facts(gpushift, admin, namespace):
+    label_namespace(admin.core, namespace, "true")
+    admin.core.create_namespaced_pod(namespace, {
         "metadata": {"name": "gpu-0", "labels": {"notebook-name": "gpu"}},
         "spec": {"containers": [{"name": "gpu", "image": "jupyter-pytorch-cuda:v1",
                                  "resources": {"limits": {"nvidia.com/gpu": "1"}}}],
                  "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
                                   "effect": "NoSchedule"}]},
     })
-    pod = wait_for("gpu-0 Running", lambda: (p := apis.core.read_namespaced_pod(
+    pod = wait_for("gpu-0 Running", lambda: (p := admin.core.read_namespaced_pod(
         "gpu-0", namespace)).status.phase == "Running" and p, timeout=60)
     assert pod.spec.node_name.startswith("kwok-gpu"), pod.spec.node_name
     sidecar = next(c for c in pod.spec.init_containers if c.name == SIDECAR)
@@ -186,34 +162,34 @@ def bare_notebook_pod(core: Any, namespace: str, name: str,
     })
 
 
-def test_unlabelled_namespace_and_opted_out_pods_are_untouched(gpushift, apis, namespace):
-    pod = bare_notebook_pod(apis.core, namespace, "plain")
+def test_unlabelled_namespace_and_opted_out_pods_are_untouched(gpushift, admin, namespace):
+    pod = bare_notebook_pod(admin.core, namespace, "plain")
     assert INJECTED not in (pod.metadata.annotations or {})
     assert not pod.spec.init_containers
-    label_namespace(apis.core, namespace, "true")
+    label_namespace(admin.core, namespace, "true")
     wait_for("the namespace label to reach the webhook's selector",
              lambda: INJECTED in (bare_notebook_pod(
-                 apis.core, namespace, f"probe-{uuid.uuid4().hex[:5]}").metadata.annotations
+                 admin.core, namespace, f"probe-{uuid.uuid4().hex[:5]}").metadata.annotations
                  or {}), timeout=30)
-    skipped = bare_notebook_pod(apis.core, namespace, "skip",
+    skipped = bare_notebook_pod(admin.core, namespace, "skip",
                                 annotations={"gpushift.io/inject": "false"})
     assert INJECTED not in skipped.metadata.annotations
     assert not skipped.spec.init_containers
     # Not a notebook: no notebook-name label, not selected at all.
-    other = apis.core.create_namespaced_pod(namespace, {
+    other = admin.core.create_namespaced_pod(namespace, {
         "metadata": {"name": "other"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}})
     assert not other.spec.init_containers
 
 
 def test_webhook_stopped_pods_are_still_created_and_the_reason_is_visible(
-        gpushift, control_plane, apis, namespace):
-    label_namespace(apis.core, namespace, "true")
+        gpushift, control_plane, admin, namespace):
+    label_namespace(admin.core, namespace, "true")
     before = fail_open_count(control_plane)
     gpushift.stop()
     try:
         started = time.monotonic()
-        pod = bare_notebook_pod(apis.core, namespace, "while-down")
+        pod = bare_notebook_pod(admin.core, namespace, "while-down")
         elapsed = time.monotonic() - started
     finally:
         gpushift.start(*gpushift.args)
@@ -224,14 +200,14 @@ def test_webhook_stopped_pods_are_still_created_and_the_reason_is_visible(
     assert re.search(r"pods\.gpushift\.io.*(connection refused|connect:)", log), \
         "the API server's log should name the webhook and the reason"
     wait_for("webhook back", lambda: INJECTED in (bare_notebook_pod(
-        apis.core, namespace, f"back-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
+        admin.core, namespace, f"back-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
         timeout=30)
 
 
-def test_certificates_rotated_while_pods_are_created(gpushift, control_plane, apis, namespace):
+def test_certificates_rotated_while_pods_are_created(gpushift, control_plane, admin, namespace):
     """Short lifetimes: the serving certificate is renewed every few seconds and the CA
     is replaced once, while pods are created continuously. Every pod is injected."""
-    label_namespace(apis.core, namespace, "true")
+    label_namespace(admin.core, namespace, "true")
     original = gpushift.args
     gpushift.start("--secret-name", "gpushift-rotation-test", "--serving-cert-validity", "9",
                    "--ca-validity", "30", "--ca-propagation-delay", "3")
@@ -239,17 +215,17 @@ def test_certificates_rotated_while_pods_are_created(gpushift, control_plane, ap
         # Switching to another Secret replaces the CA at once (not a rotation): wait
         # until the new CA is published before measuring.
         wait_for("the new CA published",
-                 lambda: bundle_published(apis, "gpushift-rotation-test"), timeout=30)
+                 lambda: bundle_published(admin, "gpushift-rotation-test"), timeout=30)
         time.sleep(2)
         wait_for("rotation webhook serving", lambda: INJECTED in (bare_notebook_pod(
-            apis.core, namespace, f"warm-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
+            admin.core, namespace, f"warm-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
             timeout=30)
         before = fail_open_count(control_plane)
         missed = []
         deadline = time.monotonic() + 40
         created = 0
         while time.monotonic() < deadline:
-            pod = bare_notebook_pod(apis.core, namespace, f"rot-{created}")
+            pod = bare_notebook_pod(admin.core, namespace, f"rot-{created}")
             created += 1
             if INJECTED not in (pod.metadata.annotations or {}):
                 missed.append(pod.metadata.name)
@@ -262,57 +238,57 @@ def test_certificates_rotated_while_pods_are_created(gpushift, control_plane, ap
     finally:
         gpushift.start(*original)
         wait_for("the original CA published again",
-                 lambda: bundle_published(apis, "gpushift-webhook-tls"), timeout=30)
+                 lambda: bundle_published(admin, "gpushift-webhook-tls"), timeout=30)
         time.sleep(2)
         with contextlib.suppress(client.ApiException):
-            apis.core.delete_namespaced_secret("gpushift-rotation-test", NAMESPACE)
+            admin.core.delete_namespaced_secret("gpushift-rotation-test", NAMESPACE)
 
 
-def bundle_published(apis: Any, secret_name: str) -> bool:
+def bundle_published(admin: Any, secret_name: str) -> bool:
     """Every webhook of the configuration trusts exactly the Secret's CA bundle."""
-    secret = apis.core.read_namespaced_secret(secret_name, NAMESPACE)
-    mwc = client.AdmissionregistrationV1Api(apis.raw).read_mutating_webhook_configuration(
+    secret = admin.core.read_namespaced_secret(secret_name, NAMESPACE)
+    mwc = client.AdmissionregistrationV1Api(admin.raw).read_mutating_webhook_configuration(
         RELEASE)
     return all(w.client_config.ca_bundle == secret.data["ca-bundle.crt"] for w in mwc.webhooks)
 
 
-def test_self_managed_secret_and_ca_bundle_agree(gpushift, apis):
+def test_self_managed_secret_and_ca_bundle_agree(gpushift, admin):
     # The local process runs with the CLI's default --secret-name.
     wait_for("the Secret's CA bundle published",
-             lambda: bundle_published(apis, "gpushift-webhook-tls"), timeout=30)
-    secret = apis.core.read_namespaced_secret("gpushift-webhook-tls", NAMESPACE)
+             lambda: bundle_published(admin, "gpushift-webhook-tls"), timeout=30)
+    secret = admin.core.read_namespaced_secret("gpushift-webhook-tls", NAMESPACE)
     assert set(secret.data) >= {"ca.crt", "ca.key", "tls.crt", "tls.key", "ca-bundle.crt"}
-    mwc = client.AdmissionregistrationV1Api(apis.raw).read_mutating_webhook_configuration(
+    mwc = client.AdmissionregistrationV1Api(admin.raw).read_mutating_webhook_configuration(
         RELEASE)
     for webhook in mwc.webhooks:
         assert webhook.failure_policy == "Ignore" and webhook.side_effects == "None"
         assert webhook.client_config.url == gpushift.url
 
 
-def test_cluster_wide_mode_injects_everywhere_but_opted_out(gpushift, control_plane, apis,
+def test_cluster_wide_mode_injects_everywhere_but_opted_out(gpushift, control_plane, admin,
                                                            namespace):
     helm_bin = cpmod.binary_paths()["helm"]
     opted_out = f"{namespace[:50]}-out"
-    apis.core.create_namespace({"metadata": {"name": opted_out,
+    admin.core.create_namespace({"metadata": {"name": opted_out,
                                              "labels": {"gpushift.io/enabled": "false"}}})
     wait_for(f"ServiceAccount {opted_out}/default",
-             lambda: apis.core.read_namespaced_service_account("default", opted_out))
+             lambda: admin.core.read_namespaced_service_account("default", opted_out))
     install_chart(helm_bin, control_plane.kubeconfig, gpushift, "enablement.mode=cluster-wide")
     try:
         # The upgrade keeps the caBundle the webhook published (the chart looks it up).
         wait_for("unlabelled namespace injected", lambda: INJECTED in (bare_notebook_pod(
-            apis.core, namespace, f"cw-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
+            admin.core, namespace, f"cw-{uuid.uuid4().hex[:5]}").metadata.annotations or {}),
             timeout=30)
-        pod = bare_notebook_pod(apis.core, opted_out, "out")
+        pod = bare_notebook_pod(admin.core, opted_out, "out")
         assert INJECTED not in (pod.metadata.annotations or {})
         for system in ("kube-system", NAMESPACE):
-            pod = bare_notebook_pod(apis.core, system, f"sys-{uuid.uuid4().hex[:5]}")
+            pod = bare_notebook_pod(admin.core, system, f"sys-{uuid.uuid4().hex[:5]}")
             assert INJECTED not in (pod.metadata.annotations or {}), system
-            apis.core.delete_namespaced_pod(pod.metadata.name, system)
+            admin.core.delete_namespaced_pod(pod.metadata.name, system)
     finally:
         install_chart(helm_bin, control_plane.kubeconfig, gpushift)
-        apis.core.delete_namespace(opted_out)
+        admin.core.delete_namespace(opted_out)
     wait_for("opt-in mode again: unlabelled namespace left alone",
              lambda: INJECTED not in (bare_notebook_pod(
-                 apis.core, namespace, f"oi-{uuid.uuid4().hex[:5]}").metadata.annotations
+                 admin.core, namespace, f"oi-{uuid.uuid4().hex[:5]}").metadata.annotations
                  or {}), timeout=30)
