@@ -183,15 +183,8 @@ class KubeApi:
         return [dict(i) for i in items if isinstance(i, dict)]
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            raw = await _call(self._custom.get_namespaced_custom_object, *NOTEBOOK_API,
-                              namespace, NOTEBOOKS, name, _preload_content=False,
-                              _request_timeout=REQUEST_TIMEOUT)
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return dict(json.loads(raw.data))
+        return await _read_or_none(self._custom.get_namespaced_custom_object, *NOTEBOOK_API,
+                                   namespace, NOTEBOOKS, name)
 
     async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
                              attempts: int = 5) -> PatchResult:
@@ -238,14 +231,7 @@ class KubeApi:
     # -- migration guard: pods and Events ---------------------------------------------------
 
     async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            raw = await _call(self._core.read_namespaced_pod, name, namespace,
-                              _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return dict(json.loads(raw.data))
+        return await _read_or_none(self._core.read_namespaced_pod, name, namespace)
 
     async def delete_pod(self, namespace: str, name: str, uid: str,
                          resource_version: str | None = None) -> bool:
@@ -301,14 +287,7 @@ class KubeApi:
     # -- migration guard: leader election ----------------------------------------------------
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            raw = await _call(self._coordination.read_namespaced_lease, name, namespace,
-                              _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except KubeError as exc:
-            if exc.not_found:
-                return None
-            raise
-        return dict(json.loads(raw.data))
+        return await _read_or_none(self._coordination.read_namespaced_lease, name, namespace)
 
     async def create_lease(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create the Lease; 409 (KubeError.conflict) when another replica created it."""
@@ -323,6 +302,17 @@ class KubeApi:
         raw = await _call(self._coordination.replace_namespaced_lease, name, namespace,
                           dict(body), _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
         return dict(json.loads(raw.data))
+
+
+async def _read_or_none(fn: Any, *args: Any) -> dict[str, Any] | None:
+    """A read as plain JSON (the client's models are not what we patch), None on 404."""
+    try:
+        raw = await _call(fn, *args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+    except KubeError as exc:
+        if exc.not_found:
+            return None
+        raise
+    return dict(json.loads(raw.data))
 
 
 async def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
