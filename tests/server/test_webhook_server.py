@@ -85,8 +85,10 @@ async def test_unknown_routes_and_methods_answer_json(webhook):
             assert r.status == 404 and (await r.json())["error"] == "not_found"
 
 
-async def test_rotated_certificates_are_served_without_failing_a_request(tmp_path, cert_dir):
+async def test_rotated_certificates_are_served_without_failing_a_request(tmp_path, cert_dir,
+                                                                         request):
     hook = start_webhook(tmp_path, cert_dir)
+    request.addfinalizer(lambda: stop(hook))  # also when an assertion fails midway
     failures: list[str] = []
     served: set[int] = set()
     stop_flag = asyncio.Event()
