@@ -24,7 +24,6 @@ reads the Notebook again, builds the operations against that read, and tries aga
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import http.client
 import inspect
 import json
@@ -40,6 +39,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from gpushift_webhook.kube import KubeError as _WebhookKubeError
+from gpushift_webhook.kube import notebook_event
 from gpushift_webhook.patches import PatchBuilder
 
 __all__ = [
@@ -60,7 +60,6 @@ NOTEBOOKS = "notebooks"
 JSON_PATCH = "application/json-patch+json"
 RESOURCE_VERSION_PATH = "/metadata/resourceVersion"
 EVENT_TYPES = ("Normal", "Warning")
-EVENT_MESSAGE_MAX = 1024  # what events.k8s.io accepts; core/v1 stores more, kubectl cuts it
 
 BuildOps = Callable[[dict[str, Any]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
 
@@ -270,36 +269,9 @@ class KubeApi:
         """A core/v1 Event about the Notebook (`kubectl describe notebook` lists it)."""
         if type not in EVENT_TYPES:
             raise ValueError(f"event type must be one of {EVENT_TYPES}, not {type!r}")
-        meta = notebook.get("metadata") or {}
-        name = str(meta.get("name") or "")
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        involved = {
-            "apiVersion": str(notebook.get("apiVersion") or "/".join(NOTEBOOK_API)),
-            "kind": str(notebook.get("kind") or "Notebook"),
-            "name": name,
-            "namespace": namespace,
-        }
-        for key, field in (("uid", "uid"), ("resourceVersion", "resourceVersion")):
-            if meta.get(field):
-                involved[key] = str(meta[field])
-        source = {"component": self.component}
-        if self.host:
-            source["host"] = self.host
-        body: dict[str, Any] = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": involved,
-            "reason": reason,
-            "message": message[:EVENT_MESSAGE_MAX],
-            "type": type,
-            "source": source,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-            "reportingComponent": self.component,
-            "reportingInstance": (self.instance or self.host)[:128],
-        }
+        body = notebook_event(namespace, notebook, reason, message, type,
+                              component=self.component, instance=self.instance,
+                              host=self.host)
         raw = await self._call(self._core.create_namespaced_event, namespace, body,
                                field_manager=self.component, _preload_content=False)
         return dict(json.loads(raw.data))

@@ -34,7 +34,7 @@ NOTEBOOK_API = ("kubeflow.org", "v1")
 NOTEBOOKS = "notebooks"
 JSON_PATCH = "application/json-patch+json"
 RESOURCE_VERSION_PATH = "/metadata/resourceVersion"
-EVENT_MESSAGE_MAX = 1024
+EVENT_MESSAGE_MAX = 1024  # what events.k8s.io accepts; core/v1 stores more, kubectl cuts it
 # Seconds (connect, read) for the guard's calls: a hung connection must not stall the
 # guard's loop or its Lease renewal forever.
 REQUEST_TIMEOUT = (5, 15)
@@ -254,33 +254,9 @@ class KubeApi:
                            type: str = "Normal") -> None:
         """A core/v1 Event about `involved` (a Notebook as read), in its namespace, so
         `kubectl describe notebook` lists it."""
-        meta = involved.get("metadata") or {}
-        namespace = str(meta.get("namespace") or "")
-        name = str(meta.get("name") or "")
-        now = dt.datetime.now(dt.UTC)
-        obj = {
-            "apiVersion": str(involved.get("apiVersion") or "/".join(NOTEBOOK_API)),
-            "kind": str(involved.get("kind") or "Notebook"),
-            "name": name,
-            "namespace": namespace,
-        }
-        if meta.get("uid"):
-            obj["uid"] = str(meta["uid"])
-        body = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": obj,
-            "reason": reason,
-            "message": message[:EVENT_MESSAGE_MAX],
-            "type": type,
-            "source": {"component": self.component},
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "count": 1,
-            "reportingComponent": self.component,
-            "reportingInstance": (self.instance or self.component)[:128],
-        }
+        namespace = str((involved.get("metadata") or {}).get("namespace") or "")
+        body = notebook_event(namespace, involved, reason, message, type,
+                              component=self.component, instance=self.instance)
         await _call(self._core.create_namespaced_event, namespace, body,
                     _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
 
@@ -302,6 +278,43 @@ class KubeApi:
         raw = await _call(self._coordination.replace_namespaced_lease, name, namespace,
                           dict(body), _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
         return dict(json.loads(raw.data))
+
+
+def notebook_event(namespace: str, notebook: Mapping[str, Any], reason: str, message: str,
+                   type: str, *, component: str, instance: str = "", host: str = "",
+                   ) -> dict[str, Any]:
+    """The core/v1 Event about a Notebook (as read from the API) that `kubectl describe
+    notebook` lists; shared by the guard and the sidecar."""
+    meta = notebook.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    involved = {
+        "apiVersion": str(notebook.get("apiVersion") or "/".join(NOTEBOOK_API)),
+        "kind": str(notebook.get("kind") or "Notebook"),
+        "name": name,
+        "namespace": namespace,
+    }
+    for key in ("uid", "resourceVersion"):
+        if meta.get(key):
+            involved[key] = str(meta[key])
+    source = {"component": component}
+    if host:
+        source["host"] = host
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": involved,
+        "reason": reason,
+        "message": message[:EVENT_MESSAGE_MAX],
+        "type": type,
+        "source": source,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "reportingComponent": component,
+        "reportingInstance": (instance or host or component)[:128],
+    }
 
 
 async def _read_or_none(fn: Any, *args: Any) -> dict[str, Any] | None:
