@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import itertools
-import sqlite3
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "testing"))
 from gpushift_testing import access  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
+from gpushift_testing.kishu_files import kishu_db  # noqa: E402
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess, start_sidecar  # noqa: E402
 from gpushift_testing.workloads import create_workspace  # noqa: E402
 
@@ -67,20 +67,6 @@ def wait(what: str, check: Any, timeout: float = 60, interval: float = 0.01) -> 
             return result
         time.sleep(interval)
     raise RuntimeError(f"timed out waiting for {what}")
-
-
-def add_commit(notebook: Path, commit: str) -> None:
-    """A commit as kishu 0.3.4 leaves it beside the notebook (see checkpoints.py)."""
-    db = notebook.with_name(notebook.stem + ".kishudb")
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE IF NOT EXISTS commit_entry (commit_id text primary key, "
-                "data blob)")
-    con.execute("CREATE TABLE IF NOT EXISTS head_branch (head primary key, branch_name text, "
-                "commit_id text)")
-    con.execute("INSERT INTO commit_entry VALUES (?, ?)", (commit, b"dill bytes"))
-    con.execute("INSERT OR REPLACE INTO head_branch VALUES ('HEAD', 'main', ?)", (commit,))
-    con.commit()
-    con.close()
 
 
 def start(work: Path, kubeconfig: Path, namespace: str, pod: Any, workspace: Path,
@@ -179,7 +165,7 @@ def main() -> int:
             for i in range(args.migrations):
                 target = "gpu" if i % 2 == 0 else "cpu"
                 commit = f"c-{i}"
-                add_commit(train, commit)
+                kishu_db(train, commit)
                 current = sidecars[-1]
                 old_uid = pod.metadata.uid
                 status, body = current.request("POST", "/migrations", {

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 import pytest
 import test_sidecar_patching as patching
+from gpushift_testing.kishu_files import kishu_db
 from gpushift_testing.kube import pod_summary, wait_for
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
@@ -36,29 +36,6 @@ PREVIOUS = "gpushift.io/notebook-previous-profile"
 SETTINGS = WebhookConfig(profiles=[patching.DEFAULT_PROFILE],
                          default_profile=patching.DEFAULT_PROFILE.name,
                          image_map=patching.IMAGE_MAP)
-
-
-# ----------------------------------------------------------------------------- kishu files
-
-
-def kishu_db(notebook_path: Path, *commits: str) -> Path:
-    """A kishu 0.3.4 database beside the notebook, laid out as kishu writes it (the tables
-    gpushift_sidecar.checkpoints reads), with `commits`, the last one HEAD."""
-    notebook_path.parent.mkdir(parents=True, exist_ok=True)
-    if not notebook_path.exists():
-        notebook_path.write_text("{}")
-    db = notebook_path.with_name(notebook_path.stem + ".kishudb")
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE IF NOT EXISTS commit_entry (commit_id text primary key, "
-                "data blob)")
-    con.execute("CREATE TABLE IF NOT EXISTS head_branch (head primary key, branch_name "
-                "text, commit_id text)")
-    for commit in commits:
-        con.execute("INSERT INTO commit_entry VALUES (?, ?)", (commit, b"dill bytes"))
-        con.execute("INSERT OR REPLACE INTO head_branch VALUES ('HEAD', 'main', ?)", (commit,))
-    con.commit()
-    con.close()
-    return db
 
 
 # ----------------------------------------------------------------------------- the process
