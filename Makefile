@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict testing/gpushift_testing
 
 dockerlint: $(STAMP)
-	$(BIN)/hadolint Dockerfile.webhook Dockerfile.sidecar
+	$(BIN)/hadolint Dockerfile.webhook Dockerfile.sidecar Dockerfile.notebook
 
 controlplane:
 	hack/build-controlplane.sh

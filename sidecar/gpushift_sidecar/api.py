@@ -3,8 +3,9 @@
 Routes: `GET /healthz`, `GET /runtime-config`, `POST /migrations`, `GET /migrations/current`,
 `POST /migrations/current/restore` (the server extension's restore report: the migration
 in `restoring` ends `done`, or `failed` when `ok` is false; 409 when none is restoring),
-`POST /activity` (feeds the idle timer), `GET /idle` and `POST /idle/stay` (the idle
-timer; stay is 409 when no warning shows), `POST /notebooks` (a notebook kishu is attached
+`POST /activity` (feeds the idle timer), `GET /idle`, `POST /idle/stay` (the idle
+timer; stay is 409 when no warning shows) and `PUT /idle/timeout` (the user's timeout,
+clamped into the admin's bounds), `POST /notebooks` (a notebook kishu is attached
 to: its checkpoints are watched) and `GET /checkpoints`, `GET /metrics`.
 
 Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
@@ -32,6 +33,7 @@ from gpushift_sidecar.api_requests import (
     ApiError,
     RestoreReport,
     parse_activity,
+    parse_idle_timeout,
     parse_migration_request,
     parse_notebook_registration,
     parse_restore_report,
@@ -248,6 +250,7 @@ def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
     app.router.add_post("/activity", record_activity)
     app.router.add_get("/idle", idle_state)
     app.router.add_post("/idle/stay", idle_stay)
+    app.router.add_put("/idle/timeout", idle_timeout)
     app.router.add_post("/notebooks", register_notebook)
     app.router.add_get("/checkpoints", list_checkpoints)
     app.router.add_get("/metrics", metrics_endpoint)
@@ -346,6 +349,12 @@ async def idle_stay(request: web.Request) -> web.Response:
                               f"the idle timer is {snapshot['state']}: there is no move to "
                               "stay away from", idle=snapshot)
     return web.Response(status=204)
+
+
+async def idle_timeout(request: web.Request) -> web.Response:
+    idle = request.app[SIDECAR].idle
+    idle.set_user_timeout(parse_idle_timeout(await read_json(request)))
+    return web.json_response(idle.current())
 
 
 async def register_notebook(request: web.Request) -> web.Response:

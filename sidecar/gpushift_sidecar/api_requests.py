@@ -167,6 +167,25 @@ def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityRepor
                           gpu_utilization_percent=None if percent is None else float(percent))
 
 
+# A week: longer is not an idle timeout but a typo; the admin's bounds clamp it anyway.
+_MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+
+
+def parse_idle_timeout(body: Mapping[str, Any]) -> int | None:
+    """`PUT /idle/timeout`: `{"seconds": N}` (the user's timeout) or `{"seconds": null}`
+    (back to the annotation or the admin's default)."""
+    _known_keys(body, {"seconds"}, "")
+    if "seconds" not in body:
+        raise _invalid("seconds", "required, whole seconds or null")
+    seconds = body["seconds"]
+    if seconds is None:
+        return None
+    if (isinstance(seconds, bool) or not isinstance(seconds, int)
+            or not 0 < seconds <= _MAX_TIMEOUT_SECONDS):
+        raise _invalid("seconds", f"whole seconds from 1 to {_MAX_TIMEOUT_SECONDS}, or null")
+    return seconds
+
+
 def parse_notebook_registration(body: Mapping[str, Any], env: SidecarEnv) -> str:
     """`POST /notebooks`: the absolute path of a notebook kishu is attached to, under
     the workspace (its checkpoints live beside it, on the volume that moves)."""

@@ -73,7 +73,7 @@ class Timeout:
     reason: str | None
     """Why the timeout is not the annotation's value as written (None: it is, or there
     is no annotation)."""
-    source: Literal["default", "annotation"]
+    source: Literal["default", "annotation", "user"]
 
 
 def parse_duration(text: str) -> int | None:
@@ -94,9 +94,10 @@ def parse_duration(text: str) -> int | None:
 
 
 def resolve_timeout(settings: IdleSettings, annotation: str | None,
-                    key: str = IDLE_TIMEOUT_ANNOTATION) -> Timeout:
+                    key: str = IDLE_TIMEOUT_ANNOTATION,
+                    source: Literal["annotation", "user"] = "annotation") -> Timeout:
     """The timeout for a notebook: the admin's, or its annotation (under `key`, named in
-    the reason) clamped into bounds."""
+    the reason; or the user's setting, `source` "user") clamped into bounds."""
     if annotation is None:
         return Timeout(settings.timeout_seconds, None, "default")
     seconds = parse_duration(annotation)
@@ -110,8 +111,8 @@ def resolve_timeout(settings: IdleSettings, annotation: str | None,
         return Timeout(clamped,
                        f"{key}: {seconds}s is outside the admin's bounds "
                        f"[{settings.min_seconds}s, {settings.max_seconds}s]; using {clamped}s",
-                       "annotation")
-    return Timeout(seconds, None, "annotation")
+                       source)
+    return Timeout(seconds, None, source)
 
 
 def timeout_annotation(annotations: Mapping[str, str]) -> tuple[str, str] | None:
@@ -157,15 +158,17 @@ class IdleTimer:
         self.pinned = False
         self._pin_key = PIN_ANNOTATION
         self._pin_reason: str | None = None
+        self._annotations: Mapping[str, str] = {}
+        self.user_seconds: int | None = None
+        """The user's own timeout (JupyterLab's settings, `PUT /idle/timeout`)."""
         self.configure(annotations or {})
 
     # -- inputs ----------------------------------------------------------------------
 
     def configure(self, annotations: Mapping[str, str]) -> None:
         """Apply the notebook's annotations (timeout override, pin); may change any time."""
-        override = timeout_annotation(annotations)
-        self.timeout = (resolve_timeout(self.settings, None) if override is None else
-                        resolve_timeout(self.settings, override[1], override[0]))
+        self._annotations = dict(annotations)
+        self._resolve_timeout()
         wants_pin = pin_requested(annotations)
         self.pinned = wants_pin and self.settings.allow_pin
         self._pin_key = _pin_key(annotations)
@@ -173,6 +176,22 @@ class IdleTimer:
         if wants_pin and not self.settings.allow_pin:
             self._pin_reason = (f"{self._pin_key} is ignored: the admin does not "
                                 "allow pinning a notebook to its GPU")
+
+    def set_user_timeout(self, seconds: int | None) -> None:
+        """The user's timeout from the browser (None: back to the annotation or the
+        admin's default). It wins over the annotation — it is the user's latest word —
+        and, like it, is clamped into the admin's bounds."""
+        self.user_seconds = seconds
+        self._resolve_timeout()
+
+    def _resolve_timeout(self) -> None:
+        if self.user_seconds is not None:
+            self.timeout = resolve_timeout(self.settings, str(self.user_seconds),
+                                           "the user's setting", source="user")
+            return
+        override = timeout_annotation(self._annotations)
+        self.timeout = (resolve_timeout(self.settings, None) if override is None else
+                        resolve_timeout(self.settings, override[1], override[0]))
 
     def report_activity(self, kernel_id: str, *, gpu_cell_running: bool,
                         gpu_cell_finished_at: float | None, now: float) -> None:

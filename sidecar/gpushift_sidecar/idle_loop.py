@@ -177,6 +177,17 @@ class IdleLoop:
                 "pinned": self.timer.pinned, "why": self.timer.timeout.reason})
         self._publish(now)
 
+    def set_user_timeout(self, seconds: int | None, now: float | None = None) -> None:
+        """The user's idle timeout from JupyterLab's settings (None: the default)."""
+        now = self.clock() if now is None else now
+        before = self.timer.timeout
+        self.timer.set_user_timeout(seconds)
+        if self.timer.timeout != before:
+            log.info("idle timer configured", extra={
+                "timeout": self.timer.timeout.seconds, "source": self.timer.timeout.source,
+                "why": self.timer.timeout.reason})
+        self._publish(now)
+
     def stay(self, now: float | None = None) -> bool:
         """The user's "stay on GPU": a fresh timeout. False when there is no warning."""
         now = self.clock() if now is None else now

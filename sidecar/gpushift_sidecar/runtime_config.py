@@ -1,8 +1,9 @@
 """runtime-config.json: what the notebook container reads about its pod (build: pure).
 
 The file keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) so older front
-ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `migration`,
-`lastCheckpoint`, `sidecarVersion`, `updatedAt`, and on a GPU pod `idle` (the idle
+ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `profiles` (the
+admin's GPU profile names), `idleBounds` (the admin's idle timeout and its bounds),
+`migration`, `lastCheckpoint`, `sidecarVersion`, `updatedAt`, and on a GPU pod `idle` (the idle
 timer, as `GET /idle` shows it, written when its state changes: not every second). The
 native sidecar's startup probe passes only once it has been written, so the notebook
 container never starts without it; it is rewritten whenever one of its fields changes.
@@ -43,6 +44,7 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
     """The document, from the webhook's facts and what changed since (pure). `idle`
     None: no idle timer runs (a CPU pod), and the key is left out."""
     profile = env.settings.matching_profile(env.gpu)
+    bounds = env.settings.idle  # what the user's idle timeout may be (JupyterLab shows it)
     document = {
         "usingGPU": env.gpu is not None,
         "PodName": env.pod_name,
@@ -53,6 +55,10 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
         "profile": profile.name if profile else None,
         "migration": migration,
         "lastCheckpoint": last_checkpoint,
+        "profiles": [p.name for p in env.settings.profiles],
+        "idleBounds": {"timeout_seconds": bounds.timeout_seconds,
+                       "min_seconds": bounds.min_seconds, "max_seconds": bounds.max_seconds,
+                       "warning_seconds": bounds.warning_seconds},
         "sidecarVersion": __version__,
         "updatedAt": iso_utc(updated_at),
     }

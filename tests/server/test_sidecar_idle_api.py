@@ -238,3 +238,28 @@ async def test_registration_and_idle_answers_on_a_cpu_pod(tmp_path):
     finally:
         assert base.stop(sc) == 0
     assert "Traceback" not in sc.logs()
+
+
+async def test_user_idle_timeout_is_clamped_into_the_admins_bounds(gpu_sidecar):
+    sc = gpu_sidecar
+    assert sc.runtime_config()["idleBounds"] == {
+        "timeout_seconds": 4, "min_seconds": 3, "max_seconds": 10, "warning_seconds": 2}
+    async with aiohttp.ClientSession(base_url=sc.url, headers=sc.auth()) as s:
+        async def put(body: Any) -> tuple[int, dict[str, Any]]:
+            async with s.put("/idle/timeout", json=body) as r:
+                return r.status, dict(await r.json())
+
+        status, snap = await put({"seconds": 8})
+        assert status == 200 and snap["timeout"] == 8 and snap["timeout_source"] == "user"
+        assert sc.runtime_config()["idle"]["timeout"] == 8
+        status, snap = await put({"seconds": 600})  # over the admin's max: clamped
+        assert status == 200 and snap["timeout"] == 10
+        assert "outside the admin's bounds" in snap["reason"]
+        status, snap = await put({"seconds": None})  # back to the admin's default
+        assert status == 200 and snap["timeout"] == 4 and snap["timeout_source"] == "default"
+        for body in [{}, {"seconds": "5m"}, {"seconds": 0}, {"seconds": True},
+                     {"seconds": 5, "extra": 1}]:
+            status, answer = await put(body)
+            assert status == 400 and answer["error"] in ("invalid_field", "unknown_field"), body
+        status, snap = await put({"seconds": None})
+        assert snap["timeout"] == 4  # a refused request changed nothing

@@ -35,7 +35,9 @@ def test_cpu_pod_document_keeps_the_seed_keys(environ):
         "usingGPU": False, "PodName": "my-notebook-0", "PodNamespace": "kubeflow-user",
         "notebook": "my-notebook", "gpu": None, "node": "node-a", "profile": None,
         "migration": None, "lastCheckpoint": None, "sidecarVersion": __version__,
-        "updatedAt": "2025-03-01T12:00:00.000000Z",
+        "updatedAt": "2025-03-01T12:00:00.000000Z", "profiles": ["nvidia-1", "nvidia-2"],
+        "idleBounds": {"timeout_seconds": 180, "min_seconds": 60, "max_seconds": 3600,
+                       "warning_seconds": 30},
     }
 
 

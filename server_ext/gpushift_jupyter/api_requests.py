@@ -1,0 +1,105 @@
+"""The request bodies of `/api_extension`, checked (pure). Unknown keys are refused:
+a misspelt `pending_cell` would otherwise move the notebook and drop the cell."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from gpushift_jupyter.errors import ApiError
+
+_MAX_ID_CHARS = 256
+TARGETS = ("gpu", "cpu")
+REASONS = ("auto", "manual")
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        return {}
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", f"the body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_body", "the body must be a JSON object")
+    return body
+
+
+def known_keys(body: Mapping[str, Any], known: set[str], prefix: str = "") -> None:
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise ApiError(400, "unknown_field",
+                       f"unknown key(s) {', '.join(prefix + k for k in unknown)}; "
+                       f"expected {', '.join(sorted(prefix + k for k in known))}")
+
+
+def text(body: Mapping[str, Any], key: str, *, required: bool = True,
+         limit: int = _MAX_ID_CHARS) -> str | None:
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip() or len(value) > limit:
+        raise ApiError(400, "invalid_field",
+                       f"{key}: {'required, ' if required else ''}a non-empty string of "
+                       f"at most {limit} characters")
+    return value
+
+
+def parse_classify(body: Mapping[str, Any]) -> tuple[str, str | None]:
+    known_keys(body, {"code", "kernel_id"})
+    code = body.get("code")
+    if not isinstance(code, str):
+        raise ApiError(400, "invalid_field", "code: required, the cell's source (a string)")
+    return code, text(body, "kernel_id", required=False)
+
+
+def parse_kernel_and_path(body: Mapping[str, Any]) -> tuple[str, str | None]:
+    known_keys(body, {"kernel_id", "path"})
+    kernel_id = text(body, "kernel_id")
+    assert kernel_id is not None
+    return kernel_id, text(body, "path", required=False, limit=4096)
+
+
+def parse_activity(body: Mapping[str, Any]) -> tuple[str, bool]:
+    known_keys(body, {"kernel_id", "gpu_cell_running"})
+    kernel_id = text(body, "kernel_id")
+    running = body.get("gpu_cell_running")
+    if not isinstance(running, bool):
+        raise ApiError(400, "invalid_field", "gpu_cell_running: required, true or false")
+    assert kernel_id is not None
+    return kernel_id, running
+
+
+def parse_migrate(body: Mapping[str, Any]) -> dict[str, Any]:
+    known_keys(body, {"target", "reason", "kernel_id", "path", "pending_cell", "profile"})
+    for key, allowed in (("target", TARGETS), ("reason", REASONS)):
+        if body.get(key) not in allowed:
+            raise ApiError(400, f"unknown_{key}",
+                           f"{key}: {body.get(key)!r} is not one of {', '.join(allowed)}")
+    kernel_id = text(body, "kernel_id", required=False)
+    path = text(body, "path", required=False, limit=4096)
+    profile = text(body, "profile", required=False)
+    cell = body.get("pending_cell")
+    if cell is not None:
+        if not isinstance(cell, dict):
+            raise ApiError(400, "invalid_field", "pending_cell: an object or null")
+        known_keys(cell, {"cell_id", "code"}, "pending_cell.")
+        text(cell, "cell_id")
+        if not isinstance(cell.get("code"), str):
+            raise ApiError(400, "invalid_field", "pending_cell.code: required, a string")
+        if kernel_id is None and path is None:
+            raise ApiError(400, "invalid_field",
+                           "pending_cell needs the notebook: send kernel_id or path")
+    return {"target": body["target"], "reason": body["reason"], "kernel_id": kernel_id,
+            "path": path, "pending_cell": cell, "profile": profile}
+
+
+def parse_idle_timeout(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Checked again by the sidecar (bounds); here only the shape."""
+    known_keys(body, {"seconds"})
+    seconds = body.get("seconds", ...)
+    if seconds is ... or not (seconds is None or (isinstance(seconds, int)
+                                                  and not isinstance(seconds, bool))):
+        raise ApiError(400, "invalid_field", "seconds: required, whole seconds or null")
+    return {"seconds": seconds}

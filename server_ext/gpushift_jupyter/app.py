@@ -1,0 +1,82 @@
+"""The Jupyter Server extension: `/<base_url>/api_extension` for gpushift's JupyterLab
+plugins. Enabled by `jupyter_server_config.d/gpushift_jupyter.json` on install."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.utils import url_path_join
+from traitlets import Float, Unicode, default
+
+from gpushift_jupyter.handlers import ROUTES
+from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.moves import Mover
+from gpushift_jupyter.services import Services
+from gpushift_jupyter.sidecar_client import SidecarClient
+
+URL_PREFIX = "api_extension"
+
+
+class GpushiftExtension(ExtensionApp):
+    name = "gpushift_jupyter"
+    load_other_extensions = True
+
+    runtime_dir = Unicode(
+        "", config=True,
+        help="Folder of the sidecar's runtime-config.json and API token (the shared "
+             "runtime volume). Default: $GPUSHIFT_RUNTIME_DIR, which gpushift's webhook "
+             "sets in injected pods; empty: the pod was not injected (optimizer off).")
+    sidecar_url = Unicode(
+        "", config=True,
+        help="Base URL of the pod's gpushift sidecar API (loopback). Default: "
+             "$GPUSHIFT_SIDECAR_URL, set by the webhook.")
+    sidecar_timeout = Float(
+        10.0, config=True,
+        help="Seconds to wait for the sidecar to answer one request.")
+    utilization_interval = Float(
+        15.0, config=True,
+        help="How often (seconds) the GPU utilisation this container measures with NVML "
+             "is reported to the sidecar's idle timer on a GPU pod; 0 turns it off.")
+
+    @default("runtime_dir")
+    def _runtime_dir_default(self) -> str:
+        return os.environ.get("GPUSHIFT_RUNTIME_DIR", "")
+
+    @default("sidecar_url")
+    def _sidecar_url_default(self) -> str:
+        return os.environ.get("GPUSHIFT_SIDECAR_URL", "http://127.0.0.1:8089")
+
+    def initialize_settings(self) -> None:
+        runtime_dir = Path(self.runtime_dir) if self.runtime_dir else None
+        sidecar = SidecarClient(self.sidecar_url, runtime_dir or Path("/nonexistent"),
+                                self.sidecar_timeout)
+        server = self.serverapp
+        assert server is not None  # set before extensions initialise
+        kernels = KernelRegistry(server.kernel_manager, server.session_manager,
+                                 Path(server.root_dir))
+        services = Services(runtime_dir, sidecar, kernels, Mover(kernels, sidecar))
+        self.settings["gpushift_services"] = services
+        self._reporter: asyncio.Task[None] | None = None
+        if self.utilization_interval > 0:
+            self._reporter = asyncio.get_event_loop().create_task(
+                services.report_utilization_forever(self.utilization_interval))
+        self.log.info("gpushift: runtime dir %s, sidecar %s",
+                      runtime_dir or "(none: not injected)", self.sidecar_url)
+
+    def initialize_handlers(self) -> None:
+        # jupyter_server puts the server's base_url in front of each pattern.
+        self.handlers.extend((url_path_join(URL_PREFIX, path) if path else URL_PREFIX,
+                              handler) for path, handler in ROUTES)
+
+    async def stop_extension(self) -> None:
+        reporter: asyncio.Task[None] | None = getattr(self, "_reporter", None)
+        if reporter is not None:
+            reporter.cancel()
+        services: Services | None = self.settings.get("gpushift_services")
+        if services is not None:
+            await services.sidecar.close()
+
+

@@ -1,0 +1,214 @@
+"""The HTTP handlers of `/<base_url>/api_extension` (tornado, thin: parse, call, answer).
+
+Every handler is behind Jupyter's own authentication and authorization
+(`@tornado.web.authenticated` + `@authorized`, resource "gpushift"); XSRF is checked by
+jupyter_server for every non-GET request. Errors are `{"error", "detail"}` (plus
+`message`, which JupyterLab's ServerConnection shows) and never carry a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+
+from gpushift_jupyter import api_requests
+from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.services import Services
+
+AUTH_RESOURCE = "gpushift"
+# A cell of a few thousand lines is long; the classifier's cost grows with it.
+MAX_CLASSIFY_BYTES = 1024 * 1024
+
+
+
+
+def answers_errors(method: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+    """ApiError → its JSON answer; anything else → 500 JSON, logged, no traceback."""
+    async def inner(self: GpushiftHandler, *args: Any, **kwargs: Any) -> None:
+        try:
+            await method(self, *args, **kwargs)
+        except ApiError as exc:
+            self.answer_error(exc)
+        except tornado.web.HTTPError:
+            raise
+        except Exception:
+            self.log.exception("gpushift: unhandled error in %s %s", self.request.method,
+                               self.request.path)
+            self.answer_error(ApiError(500, "internal_error",
+                                       "see the Jupyter server's log"))
+    inner.__name__, inner.__doc__ = method.__name__, method.__doc__
+    return inner
+
+
+class GpushiftHandler(ExtensionHandlerMixin, APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def services(self) -> Services:
+        services: Services = self.settings["gpushift_services"]
+        return services
+
+    def body(self, limit: int = 64 * 1024) -> dict[str, Any]:
+        raw = self.request.body or b""
+        if len(raw) > limit:
+            raise ApiError(413, "request_too_large", f"the body is larger than {limit} bytes")
+        return api_requests.parse_body(raw)
+
+    def answer(self, document: Any, status: int = 200) -> None:
+        self.set_status(status)
+        if status == 204:
+            self.finish()
+            return
+        self.set_header("Content-Type", "application/json")
+        self.finish(tornado.escape.json_encode(document))
+
+    def answer_error(self, exc: ApiError) -> None:
+        self.answer({**exc.to_json(), "message": exc.detail}, exc.status)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """tornado's own errors (403 from the authorizer, 405...) as our JSON."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        reason = getattr(exc, "reason", None) or self._reason
+        detail = getattr(exc, "log_message", None) or reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(tornado.escape.json_encode({
+            "error": str(reason).lower().replace(" ", "_"), "detail": detail,
+            "message": detail}))
+
+
+class RuntimeHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        """The runtime config, with `optimizer` on or off (never a 500)."""
+        self.answer(self.services.runtime_document())
+
+
+class ClassifyHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        code, kernel_id = api_requests.parse_classify(self.body(MAX_CLASSIFY_BYTES))
+        classifier = self.services.kernels.classifier(kernel_id)
+        self.answer(classifier.classify(code).to_json())
+
+
+class AttachHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        kernel_id, path = api_requests.parse_kernel_and_path(self.body())
+        services = self.services
+        services.require_optimizer()
+        notebook = await services.mover.attach(kernel_id, path)
+        self.answer({"kernel_id": kernel_id, "path": services.kernels.relative(notebook),
+                     "attached": True})
+
+
+class ActivityHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        kernel_id, running = api_requests.parse_activity(self.body())
+        await self.services.report_activity(kernel_id, running)
+        self.answer(None, 204)
+
+
+class MigrateHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        request = api_requests.parse_migrate(self.body())
+        self.services.require_optimizer()
+        self.answer(await self.services.mover.migrate(request), 202)
+
+
+class MigrationHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        self.services.require_optimizer()
+        self.answer({"migration": await self.services.mover.current()})
+
+
+class CheckpointHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        kernel_id, path = api_requests.parse_kernel_and_path(self.body())
+        self.services.require_optimizer()
+        mover = self.services.mover
+        saved = await mover.checkpoint(kernel_id, path)
+        notebook = await mover.kernels.notebook_path(kernel_id, path)
+        self.answer({"path": mover.kernels.relative(notebook), "commit_id": saved.commit_id,
+                     "verified": True, "elapsed_ms": saved.elapsed_ms,
+                     "database_bytes": saved.database_bytes})
+
+
+class RestoreHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        kernel_id, path = api_requests.parse_kernel_and_path(self.body())
+        self.services.require_optimizer()
+        self.answer(await self.services.mover.restore(kernel_id, path))
+
+
+class IdleHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        self.services.require_optimizer()
+        self.answer(await self.services.sidecar.get("/idle"))
+
+
+class IdleStayHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        api_requests.known_keys(self.body(), set())
+        self.services.require_optimizer()
+        await self.services.sidecar.post("/idle/stay", {})
+        self.answer(None, 204)
+
+
+class IdleTimeoutHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def put(self) -> None:
+        body = api_requests.parse_idle_timeout(self.body())
+        self.services.require_optimizer()
+        self.answer(await self.services.sidecar.put("/idle/timeout", body))
+
+
+ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
+    ("", RuntimeHandler),
+    ("/classify", ClassifyHandler),
+    ("/attach", AttachHandler),
+    ("/activity", ActivityHandler),
+    ("/migrate", MigrateHandler),
+    ("/migration", MigrationHandler),
+    ("/checkpoint", CheckpointHandler),
+    ("/restore", RestoreHandler),
+    ("/idle", IdleHandler),
+    ("/idle/stay", IdleStayHandler),
+    ("/idle/timeout", IdleTimeoutHandler),
+]
+
+

@@ -1,0 +1,216 @@
+"""The part of the kishu driver that runs INSIDE the notebook kernel.
+
+The server extension never imports this module to use it: it sends this file's source to
+the kernel, which executes it as the module `_gpushift_kishu` (a `sys.modules` entry, so
+nothing is added to the user's namespace; see `driver.install_code`). Each operation
+stores a JSON answer in `result`, which the server reads back with a silent execution's
+`user_expressions`. No operation raises into the kernel.
+
+kishu 0.3.4 internals used here (all from `kishu.jupyterint.KishuForJupyter`, its
+planner `CheckpointRestorePlanner`, and `kishu.storage`):
+- `KishuForJupyter(NotebookId, ip)` is built directly instead of `init_kishu()`, because
+  `init_kishu` rewrites the user's .ipynb (it stores `metadata.kishu` with a session
+  counter) and asks a browser front end which platform it runs on (ipylab).
+- The user namespace is NOT replaced. kishu's constructor swaps `ip.user_ns` for a
+  tracking copy; functions defined before that keep the old dict as their globals (they
+  then see stale variables), and dill pickles the whole namespace into every function
+  whose globals are not `__main__.__dict__`. `_LiveNamespace` gives kishu a view of the
+  real namespace instead.
+- Hooks are NOT installed: kishu commits only when `checkpoint()` runs (pre_run_cell,
+  then post_run_cell on the cell that called it: kishu's own automatic-commit path).
+  Cells in between run without kishu's per-cell pickling and hashing. Every variable
+  counts as accessed at a checkpoint, and `_pre_run_cell_vars` is set to the variables
+  of the previous checkpoint, so kishu's change detection (IdGraph hashes) decides which
+  groups of variables changed since then; unchanged ones are not stored again.
+- A restore never uses kishu's checkout/RestorePlan: that re-runs cells (with their side
+  effects on files), aborts on the first variable that fails to load, and rewrites the
+  notebook. It reads the commit's variable snapshots itself (read-only), unpickles each
+  group on its own with `SafeUnpickler`, then moves kishu's HEAD to the commit
+  (`KishuCommitGraph.jump`, `KishuBranch.update_head`) so later checkpoints stay
+  incremental.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from IPython import get_ipython
+from kishu import jupyterint
+from kishu.jupyter.runtime import JupyterRuntimeEnv
+from kishu.notebook_id import NotebookId
+from kishu.planning.idgraph import IdGraph
+
+VERSION = "1"
+result = ""
+"""JSON answer of the last operation (read by the server with `user_expressions`)."""
+
+def _answer(**fields: Any) -> None:
+    global result  # noqa: PLW0603 - the module is the kernel-side mailbox
+    result = json.dumps(fields)
+
+
+def run_op(name: str, args_json: str) -> None:
+    """Run one operation (`attach`, `prepare_checkpoint`, `restore`); never raises."""
+    try:
+        _OPS[name](**json.loads(args_json))
+    except Exception as exc:
+        _answer(status="error", error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(limit=8))
+
+
+def _patches() -> Any:
+    return sys.modules["_gpushift_kishu_patches"]
+
+
+def _ip() -> Any:
+    return get_ipython()
+
+
+def _kishu_instance(notebook_path: str | None = None) -> Any:
+    kishu = _ip().user_ns.get("_kishu")
+    if kishu is None:
+        return None
+    if not getattr(kishu, "_gpushift", False):
+        raise RuntimeError("kishu was attached by hand in this kernel (init_kishu); restart "
+                           "the kernel so that gpushift can attach it")
+    if notebook_path is not None and str(kishu._notebook_id.path()) != notebook_path:
+        raise RuntimeError(f"kishu is attached to {kishu._notebook_id.path()} in this kernel, "
+                           f"not to {notebook_path}; restart the kernel")
+    return kishu
+
+
+def attach(notebook_path: str, settings: list[list[Any]]) -> None:
+    """Attach kishu to the notebook without hooks, namespace swap or notebook write."""
+    _patches().apply_patches(settings)
+    if _kishu_instance(notebook_path) is not None:
+        _answer(status="ok", already=True)
+        return
+    ip = _ip()
+    path = Path(notebook_path)
+    notebook_id = NotebookId(key=path.stem, path=path,
+                             kernel_id=JupyterRuntimeEnv.enclosing_kernel_id())
+    platform = jupyterint.enclosing_platform
+    jupyterint.enclosing_platform = lambda: "jupyterlab"  # no ipylab round trip
+    ip.init_create_namespaces = lambda **_: None  # keep the user's namespace object
+    try:
+        kishu = jupyterint.KishuForJupyter(notebook_id, ip=ip)
+    finally:
+        jupyterint.enclosing_platform = platform
+        del ip.init_create_namespaces
+    kishu._user_ns._tracked_namespace = _patches().LiveNamespace(ip.user_ns)
+    kishu._gpushift = True  # type: ignore[attr-defined]
+
+    def notebook_cells() -> Any:
+        # kishu copies the notebook's cells into each commit; a notebook that cannot be
+        # read at that moment (being saved, not on disk) must not fail a checkpoint.
+        try:
+            return type(kishu)._all_notebook_cells(kishu)
+        except Exception:
+            return None, []
+
+    kishu._all_notebook_cells = notebook_cells  # type: ignore[method-assign]
+    ip.user_ns["_kishu"] = kishu
+    _answer(status="ok", already=False)
+
+
+def checkpoint() -> None:
+    """Called by the recorded cell: kishu's pre_run_cell now, its post_run_cell (the
+    automatic commit) after the cell; `result` says how it went. Never raises."""
+    try:
+        _arm_checkpoint()
+    except Exception as exc:
+        _answer(status="error", error=f"{type(exc).__name__}: {exc}",
+                traceback=traceback.format_exc(limit=8))
+
+
+def _arm_checkpoint() -> None:
+    kishu = _kishu_instance()
+    if kishu is None:
+        _answer(status="error", error="kishu is not attached in this kernel")
+        return
+    planner = kishu._cr_planner
+    head = kishu._kishu_graph.head()
+    known = set(planner._ahg.get_active_variable_names(head)) if head else set()
+    # A variable new since the last checkpoint gets its IdGraph in post_run_cell: a
+    # placeholder here saves pre_run_cell from hashing (pickling) it a first time.
+    for name in kishu._user_ns.keyset() - known:
+        planner._id_graph_map.setdefault(name, None)
+    kishu.pre_run_cell(None)
+    planner._pre_run_cell_vars = known
+    ip = _ip()
+    _answer(status="pending")
+
+    def post_run_cell(cell_result: Any) -> None:
+        ip.events.unregister("post_run_cell", post_run_cell)
+        try:
+            started = time.monotonic()
+            kishu.post_run_cell(cell_result)
+            commit_id = kishu._kishu_graph.head()
+            _record_not_saved(kishu, commit_id)
+            _answer(status="ok", commit_id=commit_id,
+                    commit_s=round(time.monotonic() - started, 3))
+        except Exception as exc:
+            _answer(status="error", error=f"{type(exc).__name__}: {exc}",
+                    traceback=traceback.format_exc(limit=8))
+
+    ip.events.register("post_run_cell", post_run_cell)
+
+
+def restore(notebook_path: str, commit_id: str, settings: list[list[Any]]) -> None:
+    """Load the commit's variables into this kernel (none re-run, each group on its
+    own), then move kishu's HEAD there so the next checkpoint stores only changes."""
+    attach(notebook_path, settings)
+    if json.loads(result)["status"] != "ok":
+        return
+    kishu = _kishu_instance(notebook_path)
+    snapshots = sys.modules["_gpushift_kishu_snapshots"]
+    report = snapshots.load_commit(kishu.database_path(), commit_id)
+    ip = _ip()
+    ip.user_ns.update(report.values)
+    planner = kishu._cr_planner
+    for name, value in report.values.items():
+        planner._id_graph_map[name] = IdGraph.from_object(value)
+    planner._pre_run_cell_vars = set()
+    kishu._kishu_graph.jump(commit_id)
+    kishu._kishu_nb_graph.jump(commit_id)
+    kishu._kishu_branch.update_head(branch_name=None, commit_id=commit_id, is_detach=True)
+    kishu._variable_version_tracker.set_current(
+        kishu._kishu_variable_version.get_variable_version_by_commit_id(commit_id))
+    kishu._checkout_id += 1
+    _answer(status="ok", restored=sorted(report.values),
+            not_restored=sorted(report.not_restored), moved_to_cpu=report.moved_to_cpu,
+            failed_loads=report.failed_loads)
+
+
+def _record_not_saved(kishu: Any, commit_id: str) -> None:
+    """kishu skips a variable group it cannot pickle without a word; remember which
+    names and why, so a restore in another process can say so."""
+    missing: list[tuple[str, str]] = []
+    db = kishu.database_path()
+    con = sqlite3.connect(db)
+    try:
+        con.execute("create table if not exists gpushift_not_saved "
+                    "(commit_id text, name text, reason text)")
+        for vs in kishu._cr_planner._ahg.get_active_variable_snapshots(commit_id):
+            stored = con.execute("select 1 from variable_snapshot where versioned_name = ? "
+                                 "limit 1", (vs.versioned_name(),)).fetchone()
+            if stored is None:
+                for name in sorted(vs.name):
+                    value = kishu._user_ns.to_dict().get(name)
+                    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+                    missing.append((name, f"not saved: a {kind} cannot be pickled"))
+        con.executemany("insert into gpushift_not_saved values (?, ?, ?)",
+                        [(commit_id, n, r) for n, r in missing])
+        con.commit()
+    finally:
+        con.close()
+
+
+_OPS: dict[str, Callable[..., None]] = {"attach": attach, "restore": restore}

@@ -1,0 +1,162 @@
+"""Attach kishu to a kernel, checkpoint its state, restore it into another kernel.
+
+See the package docstring for the decisions; `agent` is the code that runs in the
+kernel, `snapshots` the loader it uses, `database` the server-side verification.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from gpushift_jupyter.kernel_state.agent_settings import settings_json
+from gpushift_jupyter.kernel_state.database import database_path, read_commit
+from gpushift_jupyter.kernel_state.kernel_code import KernelCode, KernelStateError
+
+AGENT_MODULE = "_gpushift_kishu"
+SNAPSHOTS_MODULE = "_gpushift_kishu_snapshots"
+PATCHES_MODULE = "_gpushift_kishu_patches"
+CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
+"""The one recorded cell a checkpoint runs: kishu commits after it, as after any cell.
+It costs the user one execution count and one history entry; it prints and returns
+nothing and adds no variable."""
+HELPER_TIMEOUT_S = 60.0
+DEFAULT_CHECKPOINT_TIMEOUT_S = 600.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    commit_id: str
+    database: Path
+    verified_at: float
+    """When the commit was verified complete in the database (epoch seconds)."""
+    elapsed_ms: float
+    database_bytes: int
+    saved: tuple[str, ...] = ()
+    """Variables in the checkpoint."""
+    not_saved: tuple[tuple[str, str], ...] = ()
+    """Variables kishu could not pickle, (name, reason): they will not come back."""
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    ok: bool
+    """True when every variable came back except those that cannot move between
+    processes by design (open files, unpicklable objects), which are in
+    `not_restored`; False when a saved variable failed to load (e.g. a module missing
+    in this image) — the others came back all the same."""
+    restored: tuple[str, ...]
+    not_restored: tuple[tuple[str, str], ...]
+    """(name, reason) for every variable that did not come back."""
+    detail: str
+    moved_to_cpu: tuple[str, ...] = ()
+    """Variables holding torch tensors saved on a GPU, now on the CPU."""
+
+
+def _source(module: str) -> str:
+    return resources.files(__package__).joinpath(f"{module}.py").read_text()
+
+
+def install_code() -> str:
+    """Code that makes the kernel-side modules importable in the kernel (idempotent)."""
+    modules = [(SNAPSHOTS_MODULE, _source("snapshots")),
+               (PATCHES_MODULE, _source("kishu_patches")), (AGENT_MODULE, _source("agent"))]
+    return (
+        "def _gpushift_install(modules):\n"
+        "    import sys, types\n"
+        "    for name, source in modules:\n"
+        "        if getattr(sys.modules.get(name), '__gpushift_source__', None) == source:\n"
+        "            continue\n"
+        "        module = types.ModuleType(name)\n"
+        "        module.__gpushift_source__ = source\n"
+        "        sys.modules[name] = module\n"
+        "        exec(compile(source, '<' + name + '>', 'exec'), module.__dict__)\n"
+        f"_gpushift_install({modules!r})\n"
+        "del _gpushift_install\n")
+
+
+async def _op(kernel: KernelCode, name: str, timeout: float, **args: Any) -> dict[str, Any]:
+    """Run one agent operation silently and return its JSON answer (name "result":
+    only read the answer the last operation left)."""
+    code = "" if name == "result" else (
+        install_code() + f"__import__({AGENT_MODULE!r}).run_op({name!r}, {json.dumps(args)!r})")
+    done = await kernel.run(code, timeout=timeout, record=False,
+                            expressions={"answer": f"__import__({AGENT_MODULE!r}).result"})
+    return _answer(done.status, done.error, done.expressions.get("answer", ""), name)
+
+
+def _answer(status: str, error: str, text: str, what: str) -> dict[str, Any]:
+    if status != "ok" or not text:
+        if "kishu" in error and "ModuleNotFoundError" in error:
+            raise KernelStateError("kishu is not installed in this kernel's environment")
+        raise KernelStateError(f"{what} failed in the kernel: {error or status}")
+    answer: dict[str, Any] = json.loads(ast.literal_eval(text))
+    if answer.get("status") != "ok":
+        raise KernelStateError(f"{what} failed in the kernel: {answer.get('error', answer)}")
+    return answer
+
+
+async def attach(kernel: KernelCode, notebook_path: Path, *,
+                 timeout: float = HELPER_TIMEOUT_S) -> None:
+    """Attach kishu to the kernel for `notebook_path` (absolute). Idempotent. Writes
+    kishu's database beside the notebook (created on first attach); never the
+    notebook itself. No kishu hooks: cells run without kishu until a checkpoint."""
+    await _op(kernel, "attach", timeout, notebook_path=_notebook(notebook_path),
+              settings=settings_json())
+
+
+async def checkpoint(kernel: KernelCode, notebook_path: Path, *,
+                     timeout: float = DEFAULT_CHECKPOINT_TIMEOUT_S) -> Checkpoint:
+    """Save the kernel's variables as a kishu commit and verify it complete in the
+    database (commit present, no -journal) before returning. Only groups of variables
+    that changed since the previous checkpoint are stored again."""
+    started = time.monotonic()
+    await attach(kernel, notebook_path, timeout=timeout)
+    done = await kernel.run(CHECKPOINT_CELL, timeout=timeout, record=True)
+    if done.status != "ok":
+        raise KernelStateError(f"the checkpoint cell failed: {done.error or done.status}")
+    answer = await _op(kernel, "result", timeout)
+    commit_id = str(answer["commit_id"])
+    facts = read_commit(database_path(notebook_path), commit_id)
+    return Checkpoint(commit_id=commit_id, database=facts.db_path, verified_at=time.time(),
+                      elapsed_ms=(time.monotonic() - started) * 1000,
+                      database_bytes=facts.size_bytes, saved=facts.saved,
+                      not_saved=facts.not_saved)
+
+
+async def restore(kernel: KernelCode, notebook_path: Path, commit_id: str | None, *,
+                  timeout: float = DEFAULT_CHECKPOINT_TIMEOUT_S) -> RestoreOutcome:
+    """Load checkpoint `commit_id` (None: the latest) into the kernel, which is meant
+    to be fresh. No cell is re-run; each group of variables loads on its own and one
+    that fails is reported by name; tensors saved on a GPU load onto the CPU when the
+    kernel has none. The database is checked read-only first: a missing, corrupt or
+    busy database or an unknown commit raises KernelStateError and nothing is written.
+    Neither the notebook nor a checkpoint is changed; kishu's HEAD moves to the
+    commit, so that later checkpoints store only what changes."""
+    facts = read_commit(database_path(notebook_path), commit_id)
+    assert facts.commit_id is not None  # read_commit raises when there is none
+    answer = await _op(kernel, "restore", timeout, notebook_path=_notebook(notebook_path),
+                       commit_id=facts.commit_id, settings=settings_json())
+    not_restored = tuple((str(n), str(r)) for n, r in answer["not_restored"])
+    restored = tuple(str(n) for n in answer["restored"])
+    moved = tuple(str(n) for n in answer["moved_to_cpu"])
+    failed = int(answer["failed_loads"])
+    parts = [f"{len(restored)} variable(s) restored from checkpoint {facts.commit_id}"]
+    if not_restored:
+        parts.append(f"{len(not_restored)} not restored: "
+                     + ", ".join(name for name, _ in not_restored))
+    if moved:
+        parts.append("saved on a GPU, now on the CPU: " + ", ".join(moved))
+    return RestoreOutcome(ok=failed == 0, restored=restored, not_restored=not_restored,
+                          detail="; ".join(parts), moved_to_cpu=moved)
+
+
+def _notebook(notebook_path: Path) -> str:
+    if not notebook_path.is_absolute():
+        raise KernelStateError(f"the notebook path must be absolute, not {notebook_path}")
+    return str(notebook_path)

@@ -1,0 +1,138 @@
+"""Changes to kishu 0.3.4's behaviour in the kernel (sent to the kernel as the module
+`_gpushift_kishu_patches`, used by `agent`; see the reasons there and below)."""
+
+from __future__ import annotations
+
+import gc
+import io
+import sys
+import types
+from typing import Any
+
+import dill  # type: ignore[import-untyped,unused-ignore]
+import numpy
+import xxhash
+from kishu.planning.idgraph import IdGraph, TrackedPickler
+from kishu.storage.config import Config
+
+pinned: dict[tuple[str, str], Any] = {}
+
+
+def apply_patches(settings: list[list[Any]]) -> None:
+    """Make kishu's `Config.get` answer `settings` ([category, entry, value] triples,
+    `agent_settings.PINNED_SETTINGS`) whatever its shared config.ini says, and its
+    `IdGraph.from_object` group variables by shared data only (`_id_graph`)."""
+    pinned.update({(str(c), str(e)): v for c, e, v in settings})
+    if getattr(Config.get, "_gpushift_pinned", False):
+        return
+    original = Config.get
+
+    def pinned_get(category: str, entry: str, default: Any) -> Any:
+        if (category, entry) in pinned:
+            value = pinned[(category, entry)]
+            return list(value) if isinstance(value, list) else value  # callers mutate lists
+        return original(category, entry, default)
+
+    pinned_get._gpushift_pinned = True  # type: ignore[attr-defined]
+    Config.get = staticmethod(pinned_get)  # type: ignore[method-assign, assignment]
+    IdGraph.from_object = staticmethod(_id_graph)  # type: ignore[method-assign]
+
+
+class LiveNamespace(dict[str, Any]):
+    """What kishu's `Namespace` wraps: here the kernel's real namespace (not a copy).
+    Everything counts as accessed, nothing as assigned: commits happen only at
+    checkpoints, and then every variable may have changed since the previous one."""
+
+    def __init__(self, user_ns: dict[str, Any]) -> None:
+        super().__init__()
+        self.real = user_ns
+
+    def __getitem__(self, key: str) -> Any:
+        return self.real[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.real[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self.real[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.real
+
+    def __iter__(self) -> Any:
+        return iter(list(self.real))
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def keys(self) -> Any:
+        return self.real.keys()
+
+    def items(self) -> Any:
+        return list(self.real.items())
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.real.get(key, default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self.real.update(*args, **kwargs)
+
+    def accessed_vars(self) -> set[str]:
+        return set(self.real)
+
+    def reset_accessed_vars(self) -> None:
+        pass
+
+    def assigned_vars(self) -> set[str]:
+        return set()
+
+    def reset_assigned_vars(self) -> None:
+        pass
+
+
+def _shared_by_reference(obj: Any) -> bool:
+    """Objects pickle stores by reference (modules; classes and functions importable
+    from a module other than __main__) or immutable ones (strings such as the module
+    names in every global reference, numbers, numpy dtypes): two variables that both
+    mention one do not share data."""
+    if isinstance(obj, str | bytes | int | float | complex | types.ModuleType | numpy.dtype):
+        return True
+    if isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType):
+        return getattr(obj, "__module__", None) not in (None, "__main__")
+    return False
+
+
+def _id_graph(obj: Any) -> IdGraph:
+    """kishu's `IdGraph.from_object`, with only the addresses of data the variable
+    holds. kishu links two variables into one group (stored again in full when any of
+    them changes) when their pickles memoize an object with the same id(). It counts
+    every memoized object: the module-name strings of every global reference, shared
+    classes and dtypes, and temporaries made while pickling (freed afterwards, so their
+    addresses are reused by the next variable's temporaries). A notebook's arrays,
+    DataFrames and everything near them became one group."""
+    buffer = io.BytesIO()
+    pickler = TrackedPickler(buffer, dill.HIGHEST_PROTOCOL, recurse=True)  # type: ignore[no-untyped-call]
+    pickler.dump(obj)
+    digest = xxhash.xxh3_128()
+    digest.update(buffer.getvalue())
+    # Only objects the variable holds (reachable from it) count: the others in the memo
+    # are temporaries of the pickling, whose addresses are reused once they are freed.
+    reachable = _reachable(obj)
+    addresses = {key for key in pickler.memo if key in reachable}
+    return IdGraph(root_id=id(obj), root_type=type(obj), serialized_hash=digest.digest(),
+                   addresses=addresses, definitely_changed=pickler.definitely_changed)
+
+
+def _reachable(root: Any) -> set[int]:
+    """id() of every object reachable from `root`, not looking inside objects shared by
+    reference nor into the user's namespace (a function's globals)."""
+    namespace = sys.modules["__main__"].__dict__
+    seen = {id(root)}
+    stack = [root]
+    while stack:
+        for ref in gc.get_referents(stack.pop()):
+            if id(ref) in seen or ref is namespace or _shared_by_reference(ref):
+                continue
+            seen.add(id(ref))
+            stack.append(ref)
+    return seen

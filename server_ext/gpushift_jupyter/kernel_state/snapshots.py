@@ -1,0 +1,167 @@
+"""Loading one kishu commit's variables, one group at a time, with nothing re-run.
+
+Runs INSIDE the kernel (sent as the module `_gpushift_kishu_snapshots`, see `driver`),
+and is plain Python with no kishu import, so it is also tested directly.
+
+kishu 0.3.4 stores a commit's variables as "variable snapshots": groups of variables
+that share objects (found by kishu's IdGraph), each group one dill pickle of a
+`{name: value}` dict in the `variable_snapshot` table (blob chunks, key
+`versioned_name` = "<version>,<name>,<name>..."). `ahg_active_vses` lists the groups
+that make up the state at a commit; a group is stored once, at the commit where it
+last changed. A group that could not be pickled is not stored at all.
+
+The database is opened read-only (`mode=ro`): loading never writes to it.
+
+`SafeUnpickler` differs from `dill.loads` in two places:
+- torch storages pickled on a GPU (`torch.storage._load_from_bytes`, which calls
+  `torch.load` without `map_location`) are loaded onto the CPU when this kernel has no
+  usable GPU, instead of failing;
+- an open file is never reopened: dill reopens a pickled file handle with its saved mode
+  (`open(name, "w")` truncates the user's file). Such a group is reported instead.
+"""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dill  # type: ignore[import-untyped,unused-ignore]
+
+# Written by `agent._record_not_saved`: why a variable of a commit was not saved.
+NOT_SAVED_TABLE = "gpushift_not_saved"
+
+
+class NotRebuiltError(Exception):
+    """A value that is deliberately not rebuilt in a restore (its reason is the text)."""
+
+
+@dataclass
+class LoadReport:
+    values: dict[str, Any] = field(default_factory=dict)
+    not_restored: list[tuple[str, str]] = field(default_factory=list)
+    moved_to_cpu: list[str] = field(default_factory=list)
+    failed_loads: int = 0
+    """Groups that were saved but failed to load (not the deliberately skipped ones)."""
+
+
+def _refuse_file_handle(name: str, mode: str, *_: Any) -> Any:
+    raise NotRebuiltError(
+        f"open file {name!r} (mode {mode!r}) is not reopened: reopening could truncate "
+        "or change the file; open it again in a cell")
+
+
+class SafeUnpickler(dill.Unpickler):  # type: ignore[misc]
+    """dill's unpickler with GPU storages mapped to the CPU and open files refused."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(io.BytesIO(data))
+        self.moved_to_cpu = False
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) == ("torch.storage", "_load_from_bytes"):
+            return self._load_torch_storage
+        if module in ("dill._dill", "dill.dill") and name == "_create_filehandle":
+            return _refuse_file_handle
+        return super().find_class(module, name)
+
+    def _load_torch_storage(self, data: bytes) -> Any:
+        import torch  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+
+        if torch.cuda.is_available():
+            try:
+                return torch.load(io.BytesIO(data), weights_only=False)
+            except RuntimeError:
+                pass  # e.g. saved on cuda:3 of a bigger node: fall back to the CPU
+        locations: list[str] = []
+
+        def on_cpu(storage: Any, location: str) -> Any:
+            # torch calls this with the storage already read onto the CPU.
+            locations.append(str(location))
+            return storage
+
+        storage = torch.load(io.BytesIO(data), map_location=on_cpu, weights_only=False)
+        if any(not loc.startswith("cpu") for loc in locations):
+            self.moved_to_cpu = True
+        return storage
+
+
+def loads(data: bytes) -> tuple[Any, bool]:
+    """Unpickle one group; the value and whether GPU storages were moved to the CPU."""
+    unpickler = SafeUnpickler(data)
+    value = unpickler.load()
+    return value, unpickler.moved_to_cpu
+
+
+def connect_read_only(db_path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True)
+
+
+def group_names(versioned_name: str) -> list[str]:
+    """kishu's `VariableSnapshot.versioned_name`: "<version>,<name>,<name>..."."""
+    return sorted(versioned_name.split(",")[1:])
+
+
+def _not_saved_reasons(con: sqlite3.Connection, commit_id: str) -> dict[str, str]:
+    try:
+        rows = con.execute("select name, reason from gpushift_not_saved where commit_id = ?",
+                           (commit_id,)).fetchall()
+    except sqlite3.OperationalError:  # no such table: a checkpoint made without gpushift
+        return {}
+    return {str(name): str(reason) for name, reason in rows}
+
+
+def load_commit(db_path: Path, commit_id: str,
+                on_group: Callable[[list[str]], None] | None = None) -> LoadReport:
+    """Every variable of `commit_id`, each group loaded on its own: a group that fails
+    is reported by name and the others still load."""
+    report = LoadReport()
+    con = connect_read_only(db_path)
+    try:
+        if con.execute("select 1 from commit_entry where commit_id = ?",
+                       (commit_id,)).fetchone() is None:
+            raise LookupError(f"commit {commit_id} is not in {db_path}")
+        groups = [str(r[0]) for r in con.execute(
+            "select versioned_name from ahg_active_vses where commit_id = ? "
+            "order by versioned_name", (commit_id,))]
+        reasons = _not_saved_reasons(con, commit_id)
+        for versioned_name in groups:
+            names = group_names(versioned_name)
+            if on_group is not None:
+                on_group(names)
+            chunks = con.execute("select data from variable_snapshot where versioned_name = ? "
+                                 "order by chunk_id", (versioned_name,)).fetchall()
+            if not chunks:
+                for name in names:
+                    report.not_restored.append((name, reasons.get(
+                        name, "not saved: it could not be pickled when the checkpoint was made")))
+                continue
+            _load_group(report, names, b"".join(bytes(c[0]) for c in chunks))
+    finally:
+        con.close()
+    return report
+
+
+def _load_group(report: LoadReport, names: list[str], data: bytes) -> None:
+    try:
+        value, moved = loads(data)
+        if not isinstance(value, dict):
+            raise TypeError(f"a snapshot holds a {type(value).__name__}, not a dict")
+    except NotRebuiltError as exc:
+        for name in names:
+            others = ", ".join(n for n in names if n != name)
+            report.not_restored.append(
+                (name, f"{exc} (saved together with {others})" if others else str(exc)))
+        return
+    except Exception as exc:  # any failure of one group must not stop the others
+        report.failed_loads += 1
+        for name in names:
+            report.not_restored.append(
+                (name, f"could not be loaded: {type(exc).__name__}: {exc}"[:500]))
+        return
+    report.values.update(value)
+    if moved:
+        report.moved_to_cpu.extend(sorted(value))

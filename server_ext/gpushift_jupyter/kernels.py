@@ -1,0 +1,121 @@
+"""The notebook kernels the extension works with: their notebook paths, classifier
+state, kishu attachment and GPU-cell activity, by kernel id.
+
+Kernels belong to jupyter_server's kernel manager; this only keeps what gpushift
+knows about them and forgets it when the kernel is gone. Notebook paths come from the
+browser relative to the server's root (as the contents API has them) and are checked
+against the kernel's session: a kernel is only ever attached to its own notebook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gpushift_jupyter.classifier import KernelClassifier
+from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.kernel_state import ClientKernel
+
+_MAX_PATH_CHARS = 4096
+
+
+@dataclass
+class KernelFacts:
+    classifier: KernelClassifier = field(default_factory=KernelClassifier)
+    notebook: Path | None = None
+    """The notebook kishu is attached to in this kernel (None: not attached)."""
+    gpu_cell_running: bool = False
+    gpu_cell_finished_at: float | None = None
+    busy: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while kishu works in this kernel: two checkpoints (or a checkpoint and a
+    restore) at once would interleave their commits."""
+
+
+class KernelRegistry:
+    def __init__(self, kernel_manager: Any, session_manager: Any, root_dir: Path) -> None:
+        self.kernel_manager = kernel_manager
+        self.session_manager = session_manager
+        self.root_dir = root_dir.resolve()
+        self._facts: dict[str, KernelFacts] = {}
+
+    def facts(self, kernel_id: str) -> KernelFacts:
+        """Known facts of a running kernel (404 for a kernel that is not running)."""
+        self._forget_gone()
+        if kernel_id not in self.kernel_manager:
+            raise ApiError(404, "no_such_kernel", f"no kernel {kernel_id!r} is running")
+        return self._facts.setdefault(kernel_id, KernelFacts())
+
+    def classifier(self, kernel_id: str | None) -> KernelClassifier:
+        """The kernel's stateful classifier; a throwaway one without a kernel."""
+        return KernelClassifier() if kernel_id is None else self.facts(kernel_id).classifier
+
+    def gpu_activity(self, kernel_id: str, running: bool) -> KernelFacts:
+        facts = self.facts(kernel_id)
+        if facts.gpu_cell_running and not running:
+            facts.gpu_cell_finished_at = time.time()
+        facts.gpu_cell_running = running
+        return facts
+
+    async def notebook_path(self, kernel_id: str, path: str | None) -> Path:
+        """The absolute path of the kernel's notebook: its session's, which `path` (from
+        the browser, relative to the server root) must match when both are known."""
+        session_path = await self._session_path(kernel_id)
+        given = None if path is None else self.resolve(path)
+        if session_path is not None and given is not None and session_path != given:
+            raise ApiError(400, "wrong_notebook",
+                           f"kernel {kernel_id} belongs to {self.relative(session_path)}, "
+                           f"not {path}")
+        found = session_path or given
+        if found is None:
+            raise ApiError(400, "invalid_field",
+                           f"path: kernel {kernel_id} has no notebook session; name the "
+                           "notebook (path relative to the server root)")
+        return found
+
+    def resolve(self, path: str) -> Path:
+        """A notebook path relative to the server root → absolute, never outside it."""
+        if not path or len(path) > _MAX_PATH_CHARS or "\x00" in path:
+            raise ApiError(400, "invalid_field", "path: a notebook path relative to the "
+                           "server root")
+        absolute = (self.root_dir / path.lstrip("/")).resolve()
+        if absolute != self.root_dir and self.root_dir not in absolute.parents:
+            raise ApiError(400, "invalid_field", f"path: {path!r} is outside the server root")
+        if absolute.suffix != ".ipynb":
+            raise ApiError(400, "invalid_field", f"path: {path!r} is not a notebook (.ipynb)")
+        return absolute
+
+    def relative(self, absolute: Path) -> str:
+        try:
+            return absolute.relative_to(self.root_dir).as_posix()
+        except ValueError:
+            return str(absolute)
+
+    @asynccontextmanager
+    async def kernel(self, kernel_id: str) -> AsyncIterator[ClientKernel]:
+        """A client of a running kernel for one kishu operation, which has the
+        kernel to itself (others wait)."""
+        facts = self.facts(kernel_id)
+        async with facts.busy:
+            manager = self.kernel_manager.get_kernel(kernel_id)
+            client = manager.client()
+            client.start_channels()
+            try:
+                yield ClientKernel(client)
+            finally:
+                client.stop_channels()
+
+    async def _session_path(self, kernel_id: str) -> Path | None:
+        for session in await self.session_manager.list_sessions():
+            kernel = session.get("kernel") or {}
+            if kernel.get("id") == kernel_id and session.get("type", "notebook") == "notebook":
+                return self.resolve(str(session.get("path") or ""))
+        return None
+
+    def _forget_gone(self) -> None:
+        for kernel_id in [k for k in self._facts if k not in self.kernel_manager]:
+            del self._facts[kernel_id]

@@ -1,0 +1,149 @@
+"""Moves between CPU and GPU pods, as the server extension drives them: save the
+kernel's state with kishu (verified) before asking the sidecar to move, and restore it
+into the new pod's kernel once the sidecar says the migration is restoring.
+
+No step runs before the previous one is verified: a checkpoint that fails or cannot be
+verified ends the request with an error and the sidecar is never asked to move. A
+restore that fails reports `ok: false` to the sidecar (the migration ends failed, the
+checkpoint stays on the volume) and answers the browser with what went wrong.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.kernel_state import (
+    Checkpoint,
+    KernelStateError,
+    attach,
+    checkpoint,
+    restore,
+)
+from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.sidecar_client import SidecarClient
+
+log = logging.getLogger("gpushift.jupyter")
+
+
+class Mover:
+    def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient) -> None:
+        self.kernels = kernels
+        self.sidecar = sidecar
+
+    async def attach(self, kernel_id: str, path: str | None) -> Path:
+        """Attach kishu to the kernel (idempotent) and have the sidecar watch the
+        notebook's checkpoints."""
+        notebook = await self.kernels.notebook_path(kernel_id, path)
+        facts = self.kernels.facts(kernel_id)
+        if facts.notebook != notebook:
+            async with self.kernels.kernel(kernel_id) as kernel:
+                try:
+                    await attach(kernel, notebook)
+                except KernelStateError as exc:
+                    raise ApiError(500, "attach_failed",
+                                   f"kishu could not be attached: {exc}") from None
+            facts.notebook = notebook
+        await self.sidecar.post("/notebooks", {"path": str(notebook)})
+        return notebook
+
+    async def checkpoint(self, kernel_id: str, path: str | None) -> Checkpoint:
+        notebook = await self.attach(kernel_id, path)
+        async with self.kernels.kernel(kernel_id) as kernel:
+            try:
+                saved = await checkpoint(kernel, notebook)
+            except KernelStateError as exc:
+                raise ApiError(500, "checkpoint_failed",
+                               f"the kernel's state was not saved, nothing moved: {exc}"
+                               ) from None
+        log.info("checkpoint", extra={"notebook": str(notebook), "commit": saved.commit_id,
+                                      "elapsed_ms": round(saved.elapsed_ms)})
+        return saved
+
+    async def migrate(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /migrate` (checked by the handler): checkpoint, then the sidecar."""
+        kernel_id, path = body.get("kernel_id"), body.get("path")
+        saved: Checkpoint | None = None
+        notebook: Path | None = None
+        if kernel_id is not None:
+            saved = await self.checkpoint(kernel_id, path)
+            notebook = await self.kernels.notebook_path(kernel_id, path)
+        elif path is not None:
+            notebook = self.kernels.resolve(path)
+        cell = body.get("pending_cell")
+        request: dict[str, Any] = {
+            "target": body["target"], "reason": body["reason"],
+            "checkpoint": None if saved is None or notebook is None else {
+                "notebook_path": str(notebook), "commit_id": saved.commit_id},
+            "pending_cell": None if cell is None or notebook is None else {
+                "notebook_path": str(notebook), "cell_id": cell["cell_id"],
+                "code": cell["code"]},
+        }
+        if body.get("profile") is not None:
+            request["profile"] = body["profile"]
+        migration = await self.sidecar.post("/migrations", request)
+        return {"migration": migration,
+                "checkpoint": None if saved is None or notebook is None else {
+                    "commit_id": saved.commit_id, "path": self.kernels.relative(notebook),
+                    "elapsed_ms": saved.elapsed_ms}}
+
+    async def current(self) -> dict[str, Any] | None:
+        try:
+            answer: dict[str, Any] = await self.sidecar.get("/migrations/current")
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return answer
+
+    async def restore(self, kernel_id: str, path: str | None) -> dict[str, Any]:
+        """`POST /restore`: the state of the migration in `restoring`, into this kernel."""
+        migration = await self.current()
+        if migration is None or migration.get("phase") != "restoring":
+            phase = None if migration is None else migration.get("phase")
+            raise ApiError(409, "nothing_to_restore",
+                           "no migration is waiting for its state to be restored"
+                           + ("" if phase is None else f" (the current one is {phase})"),
+                           migration=migration)
+        notebook = await self.kernels.notebook_path(kernel_id, path)
+        saved = migration.get("checkpoint")
+        started = time.monotonic()
+        report: dict[str, Any]
+        if saved is None:
+            report = {"ok": True, "restored": [], "not_restored": [],
+                      "detail": "the move was made without a checkpoint"}
+        elif Path(saved["notebook_path"]) != notebook:
+            raise ApiError(409, "other_notebook",
+                           "the checkpoint belongs to "
+                           f"{self.kernels.relative(Path(saved['notebook_path']))}; open "
+                           "that notebook to restore it", migration=migration)
+        else:
+            report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
+        ended = await self.sidecar.post("/migrations/current/restore", report)
+        cell = migration.get("pending_cell")
+        log.info("restore", extra={"notebook": str(notebook), "ok": report["ok"],
+                                   "elapsed_s": round(time.monotonic() - started, 3)})
+        return {**report, "commit_id": None if saved is None else saved["commit_id"],
+                "elapsed_ms": (time.monotonic() - started) * 1000,
+                "pending_cell": None if cell is None or not report["ok"] else {
+                    "cell_id": cell["cell_id"], "code": cell["code"],
+                    "path": self.kernels.relative(Path(cell["notebook_path"]))},
+                "migration": ended}
+
+    async def _restore_into(self, kernel_id: str, notebook: Path,
+                            commit_id: str) -> dict[str, Any]:
+        facts = self.kernels.facts(kernel_id)
+        try:
+            async with self.kernels.kernel(kernel_id) as kernel:
+                outcome = await restore(kernel, notebook, commit_id)
+            facts.notebook = notebook  # restore attaches kishu to the notebook
+        except KernelStateError as exc:
+            return {"ok": False, "restored": [], "not_restored": [],
+                    "detail": f"the state was not restored (the checkpoint is kept on "
+                              f"the volume): {exc}"}
+        return {"ok": outcome.ok, "restored": list(outcome.restored),
+                "not_restored": [{"name": n, "reason": r} for n, r in outcome.not_restored],
+                "detail": outcome.detail}

@@ -1,0 +1,77 @@
+"""What the handlers share, wired once by the extension app: the runtime files, the
+sidecar client, the kernels, the mover, and the GPU activity the idle timer needs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gpushift_jupyter import gpu_probe
+from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.moves import Mover
+from gpushift_jupyter.runtime_info import RuntimeInfo, read_runtime_info
+from gpushift_jupyter.sidecar_client import SidecarClient
+
+log = logging.getLogger("gpushift.jupyter")
+
+# The periodic report's kernel id: the sidecar keeps activity by kernel; the server's
+# own utilisation sample is not any kernel's.
+SERVER_REPORTER_ID = "gpushift-server-extension"
+
+
+@dataclass
+class Services:
+    runtime_dir: Path | None
+    sidecar: SidecarClient
+    kernels: KernelRegistry
+    mover: Mover
+
+    def runtime(self) -> RuntimeInfo:
+        sample = gpu_probe.sample()
+        return read_runtime_info(self.runtime_dir, using_gpu=sample is not None)
+
+    def runtime_document(self) -> dict[str, Any]:
+        info = self.runtime()
+        document = dict(info.document)
+        gpu = document.get("gpu")
+        sample = gpu_probe.sample() if info.using_gpu else None
+        if isinstance(gpu, dict) and sample is not None:
+            # The sidecar knows the resource and count from the pod spec; the GPU's
+            # model only this container sees.
+            document["gpu"] = {**gpu, "name": sample.names[0]}
+        return document
+
+    def require_optimizer(self) -> RuntimeInfo:
+        info = self.runtime()
+        if not info.optimizer_on:
+            raise ApiError(503, "optimizer_off", info.off_reason)
+        return info
+
+    async def report_activity(self, kernel_id: str, running: bool) -> None:
+        facts = self.kernels.gpu_activity(kernel_id, running)
+        if not self.runtime().optimizer_on:
+            return  # nothing to tell: no sidecar (the browser need not care)
+        sample = gpu_probe.sample()
+        await self.sidecar.post("/activity", {
+            "kernel_id": kernel_id, "gpu_cell_running": facts.gpu_cell_running,
+            "gpu_cell_finished_at": facts.gpu_cell_finished_at,
+            "gpu_utilization_percent": None if sample is None else sample.utilization_percent})
+
+    async def report_utilization_forever(self, interval: float) -> None:
+        """On a GPU pod, the container's GPU utilisation to the sidecar every
+        `interval` seconds (the sidecar cannot see the devices)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                info = self.runtime()
+                sample = gpu_probe.sample() if info.using_gpu else None
+                if info.optimizer_on and sample is not None:
+                    await self.sidecar.post("/activity", {
+                        "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
+                        "gpu_utilization_percent": sample.utilization_percent})
+            except ApiError as exc:
+                log.warning("gpushift: utilisation not reported: %s", exc.detail)

@@ -1,0 +1,119 @@
+"""Real IPython kernels with real kishu for the notebook-side tests.
+
+Kernels run this interpreter (a kernelspec in tmp_path, so no other python3 kernelspec
+on the machine is picked up), with connection files named `kernel-<uuid>.json` as
+kishu needs, and kishu's config, IPython's folder and Jupyter's runtime folder all in
+tmp_path. kishu's config.ini is written by the driver's own `prepare_kishu_home`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jupyter_client
+import pytest
+
+from gpushift_jupyter.kernel_state import ClientKernel, kishu_environment, prepare_kishu_home
+
+KISHU_KERNEL_NAME = "gpushift-kishu-test-python"
+
+
+@dataclass
+class KishuHome:
+    env: dict[str, str]
+    notebook: Path
+    runtime: Path
+    kishu_root: Path
+
+
+@pytest.fixture
+def kishu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KishuHome:
+    root = tmp_path / "kishu-root"
+    prepare_kishu_home(root)
+    spec = tmp_path / "jupyter" / "kernels" / KISHU_KERNEL_NAME
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "gpushift kishu test", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
+    # Looking kernelspecs up imports IPython here, which creates its folder.
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1", HOME=str(tmp_path / "home"),
+               **kishu_environment(root))
+    env.pop("ENV_KISHU_TEST_MODE", None)  # kishu's own unit-test switch: not ours
+    notebook = tmp_path / "home" / "work" / "demo.ipynb"
+    notebook.parent.mkdir(parents=True)
+    notebook.write_text(json.dumps({
+        "cells": [{"cell_type": "code", "execution_count": 1, "id": "c1", "metadata": {},
+                   "outputs": [], "source": "x = 1"}],
+        "metadata": {"kernelspec": {"name": "python3", "language": "python",
+                                    "display_name": "Python 3"}},
+        "nbformat": 4, "nbformat_minor": 5}, indent=1))
+    return KishuHome(env, notebook, tmp_path / "runtime", root)
+
+
+class KishuKernel:
+    """A started kernel: `code` is what the driver gets, `cell` runs user cells."""
+
+    def __init__(self, manager: Any, client: Any) -> None:
+        self.manager, self.client = manager, client
+        self.code = ClientKernel(client)
+
+    async def cell(self, source: str, timeout: float = 120) -> str:
+        """Run a cell as a user would (recorded); its stdout. Fails on an error."""
+        out: list[str] = []
+        errors: list[str] = []
+
+        def hook(msg: dict[str, Any]) -> None:
+            content = msg["content"]
+            if msg["msg_type"] == "stream" and content.get("name") == "stdout":
+                out.append(content["text"])
+            elif msg["msg_type"] == "error":
+                errors.append(f"{content['ename']}: {content['evalue']}")
+
+        reply = await self.client.execute_interactive(source, timeout=timeout,
+                                                      output_hook=hook)
+        assert reply["content"]["status"] == "ok", (source, errors)
+        return "".join(out)
+
+    async def value(self, expression: str) -> Any:
+        """The JSON value of `expression`, printed by a cell."""
+        printed = await self.cell(f"import json as _j; print(_j.dumps({expression}))")
+        return json.loads(printed.strip().splitlines()[-1])
+
+
+StartKernel = Callable[..., Awaitable[KishuKernel]]
+
+
+@pytest.fixture
+async def kishu_kernels(kishu_home: KishuHome) -> AsyncIterator[StartKernel]:
+    """Start kernels (each a new process); all are shut down after the test."""
+    started: list[KishuKernel] = []
+
+    async def start(extra_env: dict[str, str] | None = None) -> KishuKernel:
+        kishu_home.runtime.mkdir(parents=True, exist_ok=True)
+        manager = jupyter_client.AsyncKernelManager(
+            kernel_name=KISHU_KERNEL_NAME,
+            connection_file=str(kishu_home.runtime / f"kernel-{uuid.uuid4()}.json"))
+        await manager.start_kernel(env={**kishu_home.env, **(extra_env or {})},
+                                   cwd=str(kishu_home.notebook.parent))
+        client = manager.client()
+        client.start_channels()
+        await client.wait_for_ready(timeout=60)
+        kernel = KishuKernel(manager, client)
+        started.append(kernel)
+        return kernel
+
+    yield start
+    for kernel in started:
+        kernel.client.stop_channels()
+        if await kernel.manager.is_alive():
+            await kernel.manager.shutdown_kernel(now=True)

@@ -1,0 +1,79 @@
+"""The kishu driver's pieces that need no kernel: the safe unpickler, the config file,
+and the read-only database checks."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+
+import dill
+import pytest
+
+from gpushift_jupyter.kernel_state import (
+    PINNED_SETTINGS,
+    KernelStateError,
+    database_path,
+    prepare_kishu_home,
+)
+from gpushift_jupyter.kernel_state.database import read_commit
+from gpushift_jupyter.kernel_state.snapshots import NotRebuiltError, loads
+
+
+def test_a_pickled_open_file_is_never_reopened(tmp_path: Path) -> None:
+    target = tmp_path / "results.txt"
+    handle = target.open("w")
+    handle.write("precious")
+    handle.flush()
+    data = dill.dumps({"log": handle, "n": 1})
+    # What plain dill does on load: reopen with mode 'w', which empties the file.
+    reopened = dill.loads(data)["log"]
+    reopened.close()
+    assert target.read_text() == ""
+    target.write_text("precious")
+
+    with pytest.raises(NotRebuiltError, match="is not reopened"):
+        loads(data)
+    assert target.read_text() == "precious"
+    handle.close()
+
+
+def test_plain_values_load_unchanged() -> None:
+    value, moved = loads(dill.dumps({"a": [1, 2], "f": lambda v: v + 1}))
+    assert value["a"] == [1, 2] and value["f"](1) == 2 and moved is False
+
+
+def test_prepare_kishu_home_pins_the_settings_and_keeps_the_rest(tmp_path: Path) -> None:
+    (tmp_path / ".kishu").mkdir()
+    (tmp_path / ".kishu" / "config.ini").write_text(
+        "[PROFILER]\nexcluded_classes = ['list']\n[CLI]\nkishu_enable_experimental = True\n")
+    path = prepare_kishu_home(tmp_path)
+    assert path == tmp_path / ".kishu" / "config.ini"
+    parser = configparser.ConfigParser()
+    parser.read(path)
+    assert parser.get("CLI", "kishu_enable_experimental") == "True"
+    for (category, entry), value in PINNED_SETTINGS.items():
+        assert parser.get(category, entry) == str(value)
+    assert parser.get("PROFILER", "excluded_classes") == "[]"
+    text = path.read_text()
+    assert prepare_kishu_home(tmp_path) == path and path.read_text() == text
+
+
+@pytest.mark.parametrize("kind", ["missing", "directory", "garbage", "empty_sqlite"])
+def test_read_commit_explains_a_bad_database(tmp_path: Path, kind: str) -> None:
+    notebook = tmp_path / "n.ipynb"
+    db = database_path(notebook)
+    if kind == "directory":
+        db.mkdir()
+    elif kind == "garbage":
+        db.write_bytes(b"not sqlite" * 100)
+    elif kind == "empty_sqlite":
+        import sqlite3
+
+        sqlite3.connect(db).execute("create table t (x)").connection.close()
+    before = db.read_bytes() if db.is_file() else None
+    expected = {"missing": "no kishu database", "directory": "not a regular file",
+                "garbage": "not a kishu database", "empty_sqlite": "tables missing"}[kind]
+    with pytest.raises(KernelStateError, match=expected):
+        read_commit(db, None)
+    assert (db.read_bytes() if db.is_file() else None) == before
+    assert not db.with_name(db.name + "-journal").exists()
