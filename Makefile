@@ -10,18 +10,22 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck dockerlint controlplane unit bench clean
+.PHONY: demo test lint typecheck dockerlint controlplane frontend browser unit bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml server_ext/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
+	# The notebook side, Python only: `make frontend` builds and links the labextension
+	# (with jlpm), so the editable install need not run npm.
+	SKIP_JUPYTER_BUILDER=1 $(BIN)/pip install --quiet -e server_ext
 	touch $@
 
-demo: $(STAMP)
-	$(BIN)/python hack/demo_webhook.py
+demo: $(STAMP) controlplane frontend
+	$(BIN)/python hack/demo.py
 
-test: lint typecheck dockerlint controlplane
+test: lint typecheck dockerlint controlplane frontend browser
+	server_ext/hack/test-frontend.sh --browser
 	$(BIN)/pytest -ra --durations=15
 
 lint: $(STAMP)
@@ -29,6 +33,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar
+	$(BIN)/mypy --strict -p gpushift_jupyter
 	$(BIN)/mypy --strict testing/gpushift_testing
 
 dockerlint: $(STAMP)
@@ -36,6 +41,15 @@ dockerlint: $(STAMP)
 
 controlplane:
 	hack/build-controlplane.sh
+
+# The JupyterLab extension: npm packages, TypeScript build, linked into .venv; jest.
+frontend: $(STAMP)
+	server_ext/hack/test-frontend.sh --unit
+
+# Debian's chromium for the browser tests (Galata); a browser download fails here.
+browser:
+	command -v chromium >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit tests/server

@@ -1,0 +1,165 @@
+"""Speed of the GPU-need classifier against plain `ast.parse` of the same cells.
+
+    .venv/bin/python bench/classifier_speed.py [--cells 40] [--repeat 25]
+
+Cells of 10, 50, 200 and 500 lines are built from the labelled corpus
+(tests/jupyter/classifier_corpus: tutorial, training, inference and analysis cells),
+concatenating shuffled corpus cells until the size is reached. Three kinds:
+
+* `corpus`: plain-Python cells from the whole corpus, half of them GPU code (dense in the
+  words the classifier looks at: its worst realistic case);
+* `analysis`: plain-Python cells from plain_analysis.yaml (pandas, plotting: most cells of a
+  notebook), where the classifier skips almost every statement;
+* `magics`: like `corpus` plus one `!`/`%` line, so IPython's input transformation runs;
+  its baseline is IPython's `transform_cell` followed by `ast.parse`.
+
+For each size and kind it times `KernelClassifier().classify(cell)` (a fresh kernel per
+call) and, in the same run, the baseline (`ast.parse` of the same cell), each cell
+`--repeat` times, interleaved, and prints cells per second, p50 and p99 per cell, and the
+ratio classifier/baseline. Target: p99 under 2 ms at 200 lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import gc
+import random
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+from IPython.core.inputtransformer2 import TransformerManager
+
+from gpushift_jupyter.classifier import KernelClassifier
+
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "jupyter" / "classifier_corpus"
+SIZES = (10, 50, 200, 500)
+MAGIC_LINES = ("!nvidia-smi", "%time total = sum(range(10))", "!ls -l data/", "%matplotlib inline")
+
+
+def corpus_cells(pattern: str = "*.yaml") -> list[str]:
+    """Every corpus cell that is plain Python, as written."""
+    cells: list[str] = []
+    for path in sorted(CORPUS.glob(pattern)):
+        for item in yaml.safe_load(path.read_text()):
+            for cell in item.get("sequence", [item]):
+                code = cell["code"]
+                try:
+                    ast.parse(code)
+                except SyntaxError:
+                    continue
+                if code.strip():
+                    cells.append(code)
+    return cells
+
+
+def build_cells(pool: list[str], lines: int, count: int, rng: random.Random,
+                magics: bool) -> list[str]:
+    """`count` cells of exactly `lines` lines: whole corpus cells concatenated, cut after the
+    last top-level statement that fits, padded with one-line statements from the corpus."""
+    one_liners = [
+        line for cell in pool for line in cell.splitlines()
+        if line and not line[0].isspace() and _parses(line)
+    ]
+    built: list[str] = []
+    body_lines = lines - 1 if magics else lines
+    while len(built) < count:
+        parts: list[str] = []
+        while sum(part.count("\n") for part in parts) < body_lines:
+            parts.append(rng.choice(pool))
+        source = "".join(parts)
+        fitting = [node.end_lineno or 0 for node in ast.parse(source).body
+                   if (node.end_lineno or 0) <= body_lines]
+        source_lines = source.splitlines()[: max(fitting, default=0)]
+        while len(source_lines) < body_lines:
+            source_lines.append(rng.choice(one_liners))
+        if magics:  # one `!`/`%` line between two top-level statements
+            starts = [_first_line(node) - 1 for node in ast.parse("\n".join(source_lines)).body]
+            source_lines.insert(starts[len(starts) // 2], rng.choice(MAGIC_LINES))
+        built.append("\n".join(source_lines) + "\n")
+    return built
+
+
+def _first_line(node: ast.stmt) -> int:
+    decorators = getattr(node, "decorator_list", None)
+    return decorators[0].lineno if decorators else node.lineno
+
+
+def _parses(line: str) -> bool:
+    try:
+        ast.parse(line)
+    except SyntaxError:
+        return False
+    return True
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def time_calls(cells: list[str], repeat: int,
+               functions: dict[str, Callable[[str], object]]) -> dict[str, list[float]]:
+    """Per-call seconds for each function, calls interleaved so drift hits both alike."""
+    timings: dict[str, list[float]] = {name: [] for name in functions}
+    gc.disable()
+    try:
+        for _ in range(repeat):
+            for cell in cells:
+                for name, function in functions.items():
+                    start = time.perf_counter()
+                    function(cell)
+                    timings[name].append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return timings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", type=int, default=40, help="distinct cells per size")
+    parser.add_argument("--repeat", type=int, default=25, help="timed runs of each cell")
+    args = parser.parse_args()
+    rng = random.Random(20240605)
+    pool = corpus_cells()
+    analysis_pool = corpus_cells("plain_analysis.yaml")
+    transformer = TransformerManager()  # type: ignore[no-untyped-call]
+    baselines: dict[bool, Callable[[str], object]] = {
+        False: ast.parse,
+        True: lambda code: ast.parse(transformer.transform_cell(code)),
+    }
+    print(f"corpus pool: {len(pool)} plain-Python cells; {args.cells} cells x "
+          f"{args.repeat} runs per size")
+    print(f"{'kind':8} {'lines':>5} {'what':11} {'cells/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
+          f" {'ratio p50':>9} {'ratio p99':>9}")
+    kinds = (("corpus", pool, False), ("analysis", analysis_pool, False), ("magics", pool, True))
+    for kind, kind_pool, magics in kinds:
+        for lines in SIZES:
+            cells = build_cells(kind_pool, lines, args.cells, rng, magics)
+            functions: dict[str, Callable[[str], object]] = {
+                "classifier": lambda code: KernelClassifier().classify(code),
+                "baseline": baselines[magics],
+            }
+            for cell in cells:  # warm caches (IPython's transformer, regexes)
+                for function in functions.values():
+                    function(cell)
+            timings = time_calls(cells, args.repeat, functions)
+            base_p50 = percentile(timings["baseline"], 0.5)
+            base_p99 = percentile(timings["baseline"], 0.99)
+            for name, values in timings.items():
+                p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+                rate = len(values) / sum(values)
+                print(f"{kind:8} {lines:5} {name:11} {rate:9.0f} "
+                      f"{p50 * 1e3:8.3f} {p99 * 1e3:8.3f} {p50 / base_p50:9.2f} "
+                      f"{p99 / base_p99:9.2f}")
+    verdicts = [KernelClassifier().classify(cell) for cell in build_cells(pool, 200, 40, rng,
+                                                                         False)]
+    mean_ms = statistics.mean(verdict.elapsed_ms for verdict in verdicts)
+    print(f"Verdict.elapsed_ms at 200 lines (self-reported, mean): {mean_ms:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Reading device expressions and guards: what `torch.device("cuda" if ok else "cpu")` or
+`if torch.cuda.is_available():` mean for a GPU need."""
+
+from __future__ import annotations
+
+import ast
+import bisect
+from enum import Enum
+
+from gpushift_jupyter.classifier.rules import (
+    AVAILABILITY_CALLS,
+    DeviceKind,
+    device_string_kind,
+    mentions_gpu,
+)
+from gpushift_jupyter.classifier.state import KernelState
+
+
+class GuardKind(Enum):
+    """How a condition gates the code under it."""
+
+    NONE = "none"  # not about GPUs
+    GUARD = "guard"  # true only where a GPU is there (or a user switch we cannot see)
+    FORCED = "forced"  # a switch this kernel set on: the code runs unconditionally
+
+
+def dotted(node: ast.AST) -> str | None:
+    """`a.b.c` for a Name/Attribute chain, else None."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        parts.append(node.id)
+        return ".".join(reversed(parts))
+    return None
+
+
+def qualname(node: ast.AST, state: KernelState) -> str | None:
+    """The dotted name with its first part resolved through the kernel's imports
+    (`cp.asarray` -> `cupy.asarray`)."""
+    text = dotted(node)
+    if text is None:
+        return None
+    head, dot, rest = text.partition(".")
+    return state.resolve(head) + dot + rest
+
+
+def is_availability_call(node: ast.AST) -> bool:
+    """`torch.cuda.is_available()`, `tf.config.list_physical_devices("GPU")`, ..."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+    return name in AVAILABILITY_CALLS
+
+
+def contains_availability(node: ast.AST, state: KernelState) -> bool:
+    """Whether an expression asks if a GPU is there, directly or through a guard name."""
+    lines = state.availability_lines
+    if lines is not None:
+        first = getattr(node, "lineno", 1)
+        index = bisect.bisect_left(lines, first)
+        if index == len(lines) or lines[index] > (getattr(node, "end_lineno", None) or first):
+            return False
+    for child in ast.walk(node):
+        if is_availability_call(child):
+            return True
+        if isinstance(child, ast.Name | ast.Attribute) and dotted(child) in state.guards:
+            return True
+    return False
+
+
+def guard_kind(test: ast.AST, state: KernelState) -> GuardKind:
+    """Classify the condition of an `if`, `while`, conditional expression or `and`."""
+    forced = False
+    for child in ast.walk(test):
+        if is_availability_call(child):
+            return GuardKind.GUARD
+        if isinstance(child, ast.Compare):
+            compared = [child.left, *child.comparators]
+            if any(_is_gpu_string(operand) for operand in compared):
+                kinds = [_compared_device(operand, state) for operand in compared]
+                if DeviceKind.CUDA in kinds:
+                    forced = True
+                else:
+                    return GuardKind.GUARD
+        elif isinstance(child, ast.Name | ast.Attribute):
+            name = dotted(child)
+            if name is None:
+                continue
+            if name in state.guards:
+                return GuardKind.GUARD
+            if name in state.forced or state.devices.get(name) is DeviceKind.CUDA:
+                forced = True
+            elif mentions_gpu(name) and not name.startswith("torch.cuda"):
+                # `if args.use_gpu:` — a switch we cannot see: the user decides at run time.
+                return GuardKind.GUARD
+    return GuardKind.FORCED if forced else GuardKind.NONE
+
+
+def _is_gpu_string(node: ast.AST) -> bool:
+    return (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and device_string_kind(node.value) is DeviceKind.CUDA
+        and not node.value.strip().isdigit()
+    )
+
+
+def _compared_device(node: ast.AST, state: KernelState) -> DeviceKind:
+    # `device.type == "cuda"` and `str(device) == "cuda"` look at `device`.
+    if isinstance(node, ast.Call) and node.args:
+        node = node.args[0]
+    if isinstance(node, ast.Attribute) and node.attr == "type":
+        node = node.value
+    name = dotted(node)
+    return state.devices.get(name, DeviceKind.UNKNOWN) if name else DeviceKind.UNKNOWN
+
+
+def eval_device(node: ast.AST, state: KernelState, *, ints: bool) -> tuple[DeviceKind, str]:
+    """What device an expression names, and through which bound name ("" when literal).
+
+    `ints`: whether a bare integer means a GPU index here (`.to(0)`, `device=0`).
+    """
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if isinstance(value, str):
+            return device_string_kind(value), ""
+        if isinstance(value, int) and not isinstance(value, bool) and ints:
+            return (DeviceKind.CUDA if value >= 0 else DeviceKind.CPU), ""
+        return DeviceKind.UNKNOWN, ""
+    if isinstance(node, ast.Name | ast.Attribute):
+        name = dotted(node)
+        if name is None:
+            return DeviceKind.UNKNOWN, ""
+        if name in state.devices:
+            return state.devices[name], name
+        if name.startswith("torch.cuda.") and not name.endswith("Tensor"):
+            return DeviceKind.UNKNOWN, ""
+        return DeviceKind.UNKNOWN, ""
+    if isinstance(node, ast.JoinedStr):
+        head = node.values[0] if node.values else None
+        if isinstance(head, ast.Constant) and isinstance(head.value, str):
+            prefix = head.value.lower().lstrip("/")
+            if prefix.startswith(("cuda", "gpu", "device:gpu")):
+                return DeviceKind.CUDA, ""
+        return DeviceKind.UNKNOWN, ""
+    if isinstance(node, ast.Call):
+        return _eval_device_call(node, state)
+    if isinstance(node, ast.Subscript):
+        return eval_device(node.value, state, ints=False)
+    if isinstance(node, ast.IfExp):
+        if guard_kind(node.test, state) is GuardKind.FORCED:
+            return eval_device(node.body, state, ints=ints)
+        return _combine([node.body, node.orelse], state, ints)
+    if isinstance(node, ast.BoolOp):
+        return _combine(node.values, state, ints)
+    if isinstance(node, ast.List | ast.Tuple | ast.Set):
+        return _first_cuda([eval_device(elt, state, ints=ints) for elt in node.elts])
+    if isinstance(node, ast.Dict):
+        return _first_cuda([eval_device(value, state, ints=True) for value in node.values])
+    return DeviceKind.UNKNOWN, ""
+
+
+def _first_cuda(kinds: list[tuple[DeviceKind, str]]) -> tuple[DeviceKind, str]:
+    # A device list or a device map uses a GPU when any entry is one.
+    return next((kind for kind in kinds if kind[0] is DeviceKind.CUDA), (DeviceKind.UNKNOWN, ""))
+
+
+def _combine(options: list[ast.expr], state: KernelState, ints: bool) -> tuple[DeviceKind, str]:
+    kinds = [eval_device(option, state, ints=ints)[0] for option in options]
+    if DeviceKind.CUDA in kinds or DeviceKind.GUARDED in kinds:
+        return DeviceKind.GUARDED, ""
+    return (DeviceKind.CPU if DeviceKind.CPU in kinds else DeviceKind.UNKNOWN), ""
+
+
+def _eval_device_call(node: ast.Call, state: KernelState) -> tuple[DeviceKind, str]:
+    name = qualname(node.func, state) or ""
+    if name in {"torch.device", "str", "tensorflow.device", "jax.device_put"} and node.args:
+        return eval_device(node.args[0], state, ints=name == "torch.device")
+    if name == "torch.device":
+        return _keyword_device(node, "type", state)
+    if name in {"jax.devices", "jax.local_devices"}:
+        if node.args:
+            return eval_device(node.args[0], state, ints=False)
+        return _keyword_device(node, "backend", state)
+    if name == "torch.cuda.current_device":
+        return DeviceKind.CUDA, ""
+    return DeviceKind.UNKNOWN, ""
+
+
+def _keyword_device(node: ast.Call, keyword: str, state: KernelState) -> tuple[DeviceKind, str]:
+    for item in node.keywords:
+        if item.arg == keyword:
+            return eval_device(item.value, state, ints=False)
+    return DeviceKind.UNKNOWN, ""

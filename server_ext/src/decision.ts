@@ -1,0 +1,98 @@
+/**
+ * What to do with a cell before it runs (pure). The executor asks `beforeRun` first; when
+ * it says `classify`, it asks the server's classifier and then `afterClassify`.
+ */
+import { IClassification, IClassifyReason } from './types';
+import { PodKind } from './podKind';
+
+export interface IUserSettings {
+  /** Check cells on a CPU pod and offer a GPU (false: never ask, never move by itself). */
+  autoMoves: boolean;
+  /** Ask before moving (false: move at once, with a notification). */
+  askBeforeMoving: boolean;
+  /** Idle timeout the user wants, seconds; null: the admin's default. */
+  idleTimeoutSeconds: number | null;
+}
+
+export const DEFAULT_SETTINGS: IUserSettings = {
+  autoMoves: true,
+  askBeforeMoving: true,
+  idleTimeoutSeconds: null
+};
+
+export interface ICellContext {
+  pod: PodKind;
+  settings: IUserSettings;
+  /** A migration is in flight: nothing new may start on this pod. */
+  migrating: boolean;
+  /** The user chose "don't ask again" for this notebook. */
+  quietNotebook: boolean;
+  /** The cell is a code cell with something to run. */
+  hasCode: boolean;
+}
+
+/**
+ * - `run`: run it now, nothing to ask.
+ * - `classify`: ask the classifier first (CPU pod) and then `afterClassify`.
+ * - `track`: run it now and classify alongside, to report GPU activity (GPU pod).
+ * - `hold`: a migration is in flight; do not run it on this pod.
+ */
+export type BeforeRun = 'run' | 'classify' | 'track' | 'hold';
+
+export function beforeRun(ctx: ICellContext): BeforeRun {
+  if (!ctx.hasCode) {
+    return 'run';
+  }
+  if (ctx.migrating) {
+    return 'hold';
+  }
+  switch (ctx.pod.kind) {
+    case 'gpu':
+      return 'track';
+    case 'cpu':
+      return ctx.settings.autoMoves && !ctx.quietNotebook ? 'classify' : 'run';
+    default:
+      return 'run'; // optimizer off or server silent: never block the user's work
+  }
+}
+
+/** After the classifier answered on a CPU pod: run, ask the user, or move at once. */
+export type AfterClassify = 'run' | 'ask' | 'move';
+
+export function afterClassify(
+  ctx: ICellContext,
+  result: IClassification | null
+): AfterClassify {
+  if (result === null || !result.needs_gpu) {
+    return 'run';
+  }
+  return ctx.settings.askBeforeMoving ? 'ask' : 'move';
+}
+
+/** "line 3: x.cuda() (tensor .cuda())" for the dialog; sorted by line. */
+export function formatReasons(reasons: readonly IClassifyReason[]): string[] {
+  return [...reasons]
+    .sort((a, b) => a.line - b.line)
+    .map(r => `line ${r.line}: ${r.text.trim()}${r.rule ? ` (${r.rule})` : ''}`);
+}
+
+/** Settings from the registry's composite, with unknown or wrong values replaced. */
+export function readSettings(composite: Partial<Record<string, unknown>>): IUserSettings {
+  const bool = (key: string, fallback: boolean): boolean =>
+    typeof composite[key] === 'boolean' ? (composite[key] as boolean) : fallback;
+  const timeout = composite['idleTimeoutSeconds'];
+  return {
+    autoMoves: bool('autoMoves', DEFAULT_SETTINGS.autoMoves),
+    askBeforeMoving: bool('askBeforeMoving', DEFAULT_SETTINGS.askBeforeMoving),
+    idleTimeoutSeconds:
+      typeof timeout === 'number' && Number.isFinite(timeout) && timeout > 0 ? timeout : null
+  };
+}
+
+/** Which moves make sense now (commands are enabled only for these). */
+export function canMove(pod: PodKind, migrating: boolean): { toGpu: boolean; toCpu: boolean } {
+  if (migrating) {
+    return { toGpu: false, toCpu: false };
+  }
+  return { toGpu: pod.kind === 'cpu', toCpu: pod.kind === 'gpu' };
+}

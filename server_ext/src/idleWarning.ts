@@ -1,0 +1,78 @@
+/**
+ * On a GPU pod: while the sidecar's idle warning runs, a countdown notification with
+ * "Stay on GPU".
+ */
+import { Notification } from '@jupyterlab/apputils';
+
+import { idleWarningMessage } from './countdown';
+import { IMigrationService } from './tokens';
+
+export const STAY_LABEL = 'Stay on GPU';
+
+export class IdleWarning {
+  constructor(private readonly _service: IMigrationService) {
+    _service.changed.connect(this._update, this);
+  }
+
+  dispose(): void {
+    this._service.changed.disconnect(this._update, this);
+    this._stopTicking();
+  }
+
+  private _update(): void {
+    const left = this._service.idleSecondsLeft();
+    if (left === null || this._service.migrating) {
+      this._close();
+      return;
+    }
+    const message = idleWarningMessage(left);
+    if (this._noticeId === null) {
+      this._noticeId = Notification.emit(message, 'warning', {
+        autoClose: false,
+        actions: [
+          {
+            label: STAY_LABEL,
+            caption: 'Keep this GPU; the idle timer starts again',
+            callback: () => {
+              this._close();
+              void this._service.stayOnGpu().then(ok => {
+                if (ok) {
+                  Notification.success('Staying on the GPU. The idle timer starts again.', {
+                    autoClose: 4000
+                  });
+                }
+              });
+            }
+          }
+        ]
+      });
+      this._startTicking();
+    } else {
+      Notification.update({ id: this._noticeId, message, type: 'warning' });
+    }
+  }
+
+  private _close(): void {
+    this._stopTicking();
+    if (this._noticeId !== null) {
+      Notification.dismiss(this._noticeId);
+      this._noticeId = null;
+    }
+  }
+
+  /** The countdown moves every second between polls. */
+  private _startTicking(): void {
+    this._stopTicking();
+    this._ticker = setInterval(() => this._update(), 1000);
+  }
+
+  private _stopTicking(): void {
+    if (this._ticker !== null) {
+      clearInterval(this._ticker);
+      this._ticker = null;
+    }
+  }
+
+  private _noticeId: string | null = null;
+  private _ticker: ReturnType<typeof setInterval> | null = null;
+}

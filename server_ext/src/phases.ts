@@ -1,0 +1,100 @@
+/**
+ * A migration's phase as the user reads it (pure): the notification's text and type.
+ */
+import { IMigration, MigrationPhase, Target } from './types';
+
+export type NoticeType = 'in-progress' | 'success' | 'error' | 'warning' | 'info';
+
+export const TERMINAL_PHASES: ReadonlySet<MigrationPhase> = new Set<MigrationPhase>([
+  'done',
+  'rolled_back',
+  'failed'
+]);
+
+/** Whether the migration is over (done, rolled back or failed). */
+export function isTerminal(phase: MigrationPhase | string | undefined | null): boolean {
+  return TERMINAL_PHASES.has(phase as MigrationPhase);
+}
+
+/** A reason to put inside a sentence: without its own final full stop. */
+function sentence(detail: string | null | undefined, fallback: string): string {
+  return (detail || fallback).trim().replace(/\.+$/, '');
+}
+
+function podName(target: Target): string {
+  return target === 'gpu' ? 'a GPU pod' : 'a CPU pod';
+}
+
+/** Ordered steps shown to the user; the index is the step number "(2/5)". */
+const STEPS: MigrationPhase[] = [
+  'checkpointing',
+  'patching',
+  'recreating',
+  'restoring',
+  'done'
+];
+
+/** "(2/5)" for a phase in the user-visible sequence, '' otherwise. */
+export function stepOf(phase: MigrationPhase): string {
+  const at = phase === 'requested' ? 0 : phase === 'checkpointed' ? 0 : STEPS.indexOf(phase);
+  return at < 0 ? '' : `(${at + 1}/${STEPS.length})`;
+}
+
+/** The sentence for a phase (what is happening now, in the user's words). */
+export function phaseMessage(
+  phase: MigrationPhase,
+  target: Target,
+  detail?: string | null
+): string {
+  const where = podName(target);
+  switch (phase) {
+    case 'requested':
+      return `Moving to ${where}: starting…`;
+    case 'checkpointing':
+      return `Moving to ${where}: saving your variables…`;
+    case 'checkpointed':
+      return `Moving to ${where}: variables saved.`;
+    case 'patching':
+      return `Moving to ${where}: asking the cluster for ${where}…`;
+    case 'recreating':
+      return `Moving to ${where}: waiting for ${where} to start (the page reconnects by itself)…`;
+    case 'restoring':
+      return `Moving to ${where}: restoring your variables…`;
+    case 'done':
+      return `Now on ${where}.`;
+    case 'rolled_back':
+      return `The move to ${where} was rolled back: ${sentence(detail, 'the new pod did not start')}. You are back where you were.`;
+    case 'failed':
+      return `The move to ${where} failed: ${sentence(detail, 'no reason given')}.`;
+  }
+}
+
+export function phaseType(phase: MigrationPhase): NoticeType {
+  switch (phase) {
+    case 'done':
+      return 'success';
+    case 'failed':
+      return 'error';
+    case 'rolled_back':
+      return 'warning';
+    default:
+      return 'in-progress';
+  }
+}
+
+/** The text and type of the progress notification for a migration record. */
+export function describeMigration(m: IMigration): { message: string; type: NoticeType } {
+  const step = isTerminal(m.phase) ? '' : ` ${stepOf(m.phase)}`;
+  return {
+    message: phaseMessage(m.phase, m.target, m.error) + step,
+    type: phaseType(m.phase)
+  };
+}
+
+/** Shown while the server does not answer during a move (the pod is being replaced). */
+export function serverGoneMessage(target: Target, seconds: number): string {
+  return (
+    `Moving to ${podName(target)}: the notebook server is restarting on the new pod ` +
+    `(${Math.round(seconds)} s)… Keep this page open.`
+  );
+}

@@ -1,0 +1,154 @@
+/**
+ * `gpushift-jupyter:manual` (the seed's fe-extension-02): the status bar item, the "Move
+ * to GPU" / "Move to CPU" commands (palette, Kernel menu, notebook toolbar) and the
+ * settings.
+ */
+import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils';
+import { INotebookTracker } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { IStatusBar } from '@jupyterlab/statusbar';
+
+import { canMove, readSettings } from '../decision';
+import { clampIdleTimeout, describeBounds } from '../podKind';
+import { PodStatusItem } from '../statusItem';
+import { IMigrationService } from '../tokens';
+import { Target } from '../types';
+
+export const PLUGIN_ID = 'gpushift-jupyter:manual';
+
+export namespace CommandIDs {
+  export const moveToGpu = 'gpushift:move-to-gpu';
+  export const moveToCpu = 'gpushift:move-to-cpu';
+  /** The toolbar button: the move that makes sense on this pod. */
+  export const move = 'gpushift:move';
+  export const idleTimeout = 'gpushift:set-idle-timeout';
+}
+
+export const manualPlugin: JupyterFrontEndPlugin<void> = {
+  id: PLUGIN_ID,
+  description: 'Status bar item with the pod kind, commands to move between CPU and GPU pods, settings.',
+  autoStart: true,
+  requires: [IMigrationService],
+  optional: [INotebookTracker, IStatusBar, ICommandPalette, ISettingRegistry],
+  activate: (
+    app: JupyterFrontEnd,
+    service: IMigrationService,
+    tracker: INotebookTracker | null,
+    statusBar: IStatusBar | null,
+    palette: ICommandPalette | null,
+    settingRegistry: ISettingRegistry | null
+  ): void => {
+    const { commands } = app;
+    const move = (target: Target) => {
+      const panel = tracker?.currentWidget ?? null;
+      return service.move(target, { reason: 'manual', panel, pendingCell: null });
+    };
+    commands.addCommand(CommandIDs.moveToGpu, {
+      label: 'Move to GPU',
+      caption: 'Save the variables, move this notebook to a GPU pod and restore them there',
+      isEnabled: () => canMove(service.pod, service.migrating).toGpu,
+      execute: () => move('gpu')
+    });
+    commands.addCommand(CommandIDs.moveToCpu, {
+      label: 'Move to CPU',
+      caption: 'Save the variables, move this notebook back to a CPU pod and restore them there',
+      isEnabled: () => canMove(service.pod, service.migrating).toCpu,
+      execute: () => move('cpu')
+    });
+    commands.addCommand(CommandIDs.move, {
+      label: () => (service.pod.kind === 'gpu' ? 'Move to CPU' : 'Move to GPU'),
+      caption: () =>
+        service.pod.kind === 'gpu'
+          ? 'Move this notebook back to a CPU pod (variables are kept)'
+          : 'Move this notebook to a GPU pod (variables are kept)',
+      isEnabled: () => {
+        const can = canMove(service.pod, service.migrating);
+        return can.toGpu || can.toCpu;
+      },
+      execute: () => move(service.pod.kind === 'gpu' ? 'cpu' : 'gpu')
+    });
+    commands.addCommand(CommandIDs.idleTimeout, {
+      label: 'Set GPU idle timeout…',
+      isEnabled: () => settingRegistry !== null && service.config?.idleBounds != null,
+      execute: async () => {
+        const bounds = service.config?.idleBounds ?? null;
+        const answer = await InputDialog.getNumber({
+          title: 'GPU idle timeout (seconds)',
+          label: describeBounds(bounds),
+          value: service.settings.idleTimeoutSeconds ?? bounds?.timeout_seconds ?? 180
+        });
+        if (answer.button.accept && answer.value !== null && settingRegistry) {
+          await settingRegistry.set(PLUGIN_ID, 'idleTimeoutSeconds', answer.value);
+        }
+      }
+    });
+    if (palette) {
+      for (const command of [CommandIDs.moveToGpu, CommandIDs.moveToCpu, CommandIDs.idleTimeout]) {
+        palette.addItem({ command, category: 'GPU' });
+      }
+    }
+    if (statusBar) {
+      statusBar.registerStatusItem('gpushift-jupyter:pod-kind', {
+        item: new PodStatusItem(service),
+        align: 'left',
+        rank: 0
+      });
+    }
+    // Buttons and menu entries follow the pod kind and the migration state.
+    let lastState = '';
+    service.changed.connect(() => {
+      const can = canMove(service.pod, service.migrating);
+      const state = `${service.pod.kind}:${can.toGpu}:${can.toCpu}:${service.config?.idleBounds != null}`;
+      if (state !== lastState) {
+        lastState = state;
+        commands.notifyCommandChanged();
+      }
+    });
+    if (settingRegistry) {
+      void loadSettings(settingRegistry, service);
+    }
+  }
+};
+
+/** Apply the settings to the service, and the idle timeout to the sidecar (GPU pods). */
+async function loadSettings(registry: ISettingRegistry, service: IMigrationService): Promise<void> {
+  let settings: ISettingRegistry.ISettings;
+  try {
+    settings = await registry.load(PLUGIN_ID);
+  } catch (error) {
+    console.warn('gpushift: settings not loaded; using the defaults', error);
+    return;
+  }
+  let sentTimeout: string | null = null;
+  const applyTimeout = async () => {
+    const wanted = service.settings.idleTimeoutSeconds;
+    if (service.pod.kind !== 'gpu') {
+      return;
+    }
+    const { seconds, note } = clampIdleTimeout(wanted, service.config?.idleBounds);
+    const key = `${service.config?.PodName}:${seconds}`;
+    if (key === sentTimeout || (seconds === null && sentTimeout === null)) {
+      return;
+    }
+    sentTimeout = key;
+    try {
+      await service.setIdleTimeout(seconds);
+      if (note) {
+        Notification.info(`GPU idle timeout: ${note}`, { autoClose: 8000 });
+      }
+    } catch (error) {
+      sentTimeout = null;
+      Notification.error(`The GPU idle timeout was not changed: ${(error as Error).message}`, {
+        autoClose: 8000
+      });
+    }
+  };
+  const apply = () => {
+    service.settings = readSettings(settings.composite as Record<string, unknown>);
+    void applyTimeout();
+  };
+  settings.changed.connect(apply);
+  apply();
+  service.changed.connect(() => void applyTimeout());
+}

@@ -1,0 +1,180 @@
+/**
+ * After a move: the notebook server answers again on the new pod (same URL). Reopen the
+ * notebook's session with a fresh kernel, ask the server to restore the saved state into
+ * it, say what came back, and run the cell that asked for the move.
+ *
+ * Driven by the server's state (a migration in phase `restoring`), not by this page's
+ * memory, so a page reloaded during the move does the same.
+ */
+import { Notification, showDialog, Dialog } from '@jupyterlab/apputils';
+import { IDocumentManager } from '@jupyterlab/docmanager';
+import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
+import { Kernel } from '@jupyterlab/services';
+import { Widget } from '@lumino/widgets';
+
+import { ApiClient, ApiError } from './api';
+import { IMigrationService } from './tokens';
+import { IMigration, IRestoreResult } from './types';
+import { describeRestore } from './restoreText';
+
+const KERNEL_READY_TIMEOUT_MS = 120000;
+
+export class RestoreFlow {
+  constructor(
+    private readonly _service: IMigrationService,
+    private readonly _api: ApiClient,
+    private readonly _docs: IDocumentManager
+  ) {
+    _service.changed.connect(this._check, this);
+  }
+
+  /** Paths whose kernel is being restored (the attach watcher leaves them alone). */
+  get busyPaths(): ReadonlySet<string> {
+    return this._busyPaths;
+  }
+
+  private _check(): void {
+    const m = this._service.migration;
+    if (!m || m.phase !== 'restoring' || this._service.serverDownSince !== null) {
+      return;
+    }
+    if (this._handled.has(m.id)) {
+      return;
+    }
+    this._handled.add(m.id);
+    void this._restore(m);
+  }
+
+  private async _restore(m: IMigration): Promise<void> {
+    const path = m.pending_cell?.path || m.checkpoint?.path || null;
+    if (!path) {
+      Notification.warning(
+        'The move is done, but no notebook state was saved for it: your variables were not restored.',
+        { autoClose: false }
+      );
+      return;
+    }
+    this._busyPaths.add(path);
+    const notice = Notification.emit(`Restoring the variables of ${path}…`, 'in-progress', {
+      autoClose: false
+    });
+    try {
+      const panel = await this._openNotebook(path);
+      const kernel = await this._freshKernel(panel);
+      let result: IRestoreResult;
+      try {
+        result = await this._api.post<IRestoreResult>(
+          'restore',
+          { kernel_id: kernel.id, path },
+          300000
+        );
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 409) {
+          Notification.dismiss(notice); // another tab restored it already
+          return;
+        }
+        throw error;
+      }
+      const text = describeRestore(result);
+      Notification.update({
+        id: notice,
+        message: text.message,
+        type: text.type,
+        autoClose: text.type === 'success' ? 8000 : false,
+        actions: text.details
+          ? [{ label: 'Details', callback: () => void showDetails(text.details!) }]
+          : []
+      });
+      this._busyPaths.delete(path);
+      await this._service.attach(kernel.id, path);
+      await this._runPending(panel, result.pending_cell ?? m.pending_cell ?? null);
+    } catch (error) {
+      const detail = error instanceof ApiError ? error.detail : String(error);
+      Notification.update({
+        id: notice,
+        message: `Your variables could not be restored: ${detail}`,
+        type: 'error',
+        autoClose: false
+      });
+    } finally {
+      this._busyPaths.delete(path);
+      void this._service.refresh();
+    }
+  }
+
+  private async _openNotebook(path: string): Promise<NotebookPanel> {
+    const widget = this._docs.findWidget(path) ?? this._docs.openOrReveal(path);
+    if (!(widget instanceof NotebookPanel)) {
+      throw new Error(`${path} did not open as a notebook`);
+    }
+    await widget.context.ready;
+    await widget.sessionContext.ready;
+    return widget;
+  }
+
+  /** The kernel of a session on the new server; a stale one is replaced. */
+  private async _freshKernel(panel: NotebookPanel): Promise<Kernel.IKernelConnection> {
+    const context = panel.sessionContext;
+    // Sessions of the old pod are gone from the new server: refreshing drops them.
+    await context.sessionManager.refreshRunning();
+    const running = new Set(Array.from(context.sessionManager.running(), s => s.id));
+    if (!context.session || !running.has(context.session.id)) {
+      const name =
+        panel.model?.defaultKernelName || context.kernelPreference.name || 'python3';
+      await context.changeKernel({ name });
+    }
+    const kernel = context.session?.kernel;
+    if (!kernel) {
+      throw new Error('no kernel could be started for the notebook');
+    }
+    await withTimeout(kernel.info, KERNEL_READY_TIMEOUT_MS, 'the new kernel did not start');
+    return kernel;
+  }
+
+  private async _runPending(
+    panel: NotebookPanel,
+    pending: { cell_id: string } | null
+  ): Promise<void> {
+    if (!pending) {
+      return;
+    }
+    const notebook = panel.content;
+    const index = notebook.widgets.findIndex(cell => cell.model.id === pending.cell_id);
+    if (index < 0) {
+      Notification.warning(
+        'The cell that asked for the move is no longer in the notebook; run it again.',
+        { autoClose: false }
+      );
+      return;
+    }
+    notebook.deselectAll();
+    notebook.activeCellIndex = index;
+    await NotebookActions.run(notebook, panel.sessionContext);
+  }
+
+  private _handled = new Set<string>();
+  private _busyPaths = new Set<string>();
+}
+
+async function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function showDetails(details: string): Promise<unknown> {
+  const body = document.createElement('pre');
+  body.className = 'gpushift-restore-details';
+  body.textContent = details;
+  return showDialog({
+    title: 'What was restored',
+    body: new Widget({ node: body }),
+    buttons: [Dialog.okButton({ label: 'Close' })]
+  });
+}

@@ -1,0 +1,252 @@
+/**
+ * The migration service: polls the server extension for the pod kind, the migration and
+ * the idle timer, and sends the user's requests.
+ */
+import { Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { ISignal, Signal } from '@lumino/signaling';
+
+import { ApiClient, ApiError } from './api';
+import { DEFAULT_SETTINGS, IUserSettings } from './decision';
+import { secondsLeft } from './countdown';
+import { isTerminal } from './phases';
+import { PodKind, podKindOf } from './podKind';
+import { IMigrationService, IMoveOptions } from './tokens';
+import {
+  IClassification,
+  IIdleSnapshot,
+  IMigration,
+  IRuntimeConfig,
+  Target
+} from './types';
+
+/** Poll intervals (ms): faster while something the user watches is changing. */
+const POLL_MS = { quiet: 5000, gpu: 2000, busy: 1000 };
+
+export class MigrationService implements IMigrationService {
+  constructor(readonly api: ApiClient = new ApiClient()) {}
+
+  get pod(): PodKind {
+    return this._pod;
+  }
+  get config(): IRuntimeConfig | null {
+    return this._config;
+  }
+  get migration(): IMigration | null {
+    return this._migration;
+  }
+  get migrating(): boolean {
+    return this._migration !== null && !isTerminal(this._migration.phase);
+  }
+  get serverDownSince(): number | null {
+    return this._downSince;
+  }
+  get idle(): IIdleSnapshot | null {
+    return this._idle;
+  }
+  get changed(): ISignal<IMigrationService, void> {
+    return this._changed;
+  }
+  get settings(): IUserSettings {
+    return this._settings;
+  }
+  set settings(value: IUserSettings) {
+    this._settings = { ...value };
+    this._changed.emit();
+  }
+
+  idleSecondsLeft(): number | null {
+    return secondsLeft(this._idle, this._idleReceivedAt, Date.now());
+  }
+
+  /** Start polling (the first answer arrives before this resolves). */
+  async start(): Promise<void> {
+    await this.refresh();
+    this._schedule();
+  }
+
+  dispose(): void {
+    this._disposed = true;
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+    }
+    Signal.clearData(this);
+  }
+
+  async refresh(): Promise<void> {
+    let config: IRuntimeConfig | null = null;
+    try {
+      config = await this.api.get<IRuntimeConfig>('', 5000);
+      this._downSince = null;
+    } catch (error) {
+      if (error instanceof ApiError && error.serverDown) {
+        this._downSince = this._downSince ?? Date.now();
+      } else if (error instanceof ApiError && error.status === 404) {
+        // No server extension: the front end is installed without it.
+        config = {
+          optimizer: { state: 'off', reason: 'the gpushift server extension is not enabled' }
+        };
+      }
+    }
+    if (config !== null) {
+      this._config = config;
+      this._pod = podKindOf(config);
+      await this._refreshMigration(config);
+      await this._refreshIdle();
+    } else if (this._downSince !== null && this._config === null) {
+      this._pod = podKindOf(null);
+    }
+    this._changed.emit();
+  }
+
+  async move(target: Target, options: IMoveOptions): Promise<boolean> {
+    const panel = options.panel ?? null;
+    const kernel = panel?.sessionContext.session?.kernel ?? null;
+    const body = {
+      target,
+      reason: options.reason,
+      kernel_id: kernel?.id ?? null,
+      // The session's path: the one the server knows the kernel by.
+      path: panel ? panel.sessionContext.path || panel.context.path : null,
+      pending_cell: options.pendingCell ?? null
+    };
+    try {
+      const answer = await this.api.post<{ migration: IMigration }>('migrate', body, 120000);
+      this._migration = answer.migration;
+      this._changed.emit();
+      this._schedule(0);
+      return true;
+    } catch (error) {
+      const detail = error instanceof ApiError ? error.detail : String(error);
+      Notification.error(`Could not move to a ${target.toUpperCase()} pod: ${detail}`, {
+        autoClose: false,
+        actions: [
+          {
+            label: 'Details',
+            callback: () =>
+              void showErrorMessage(`Could not move to a ${target.toUpperCase()} pod`, {
+                message: detail
+              })
+          }
+        ]
+      });
+      await this.refresh();
+      return false;
+    }
+  }
+
+  async stayOnGpu(): Promise<boolean> {
+    try {
+      await this.api.post('idle/stay', {});
+      await this.refresh();
+      return true;
+    } catch (error) {
+      await this.refresh();
+      return false;
+    }
+  }
+
+  async setIdleTimeout(seconds: number | null): Promise<IIdleSnapshot | null> {
+    const idle = await this.api.put<IIdleSnapshot>('idle/timeout', { seconds });
+    this._setIdle(idle);
+    this._changed.emit();
+    return idle;
+  }
+
+  async classify(code: string, kernelId: string | null): Promise<IClassification | null> {
+    try {
+      const body: Record<string, unknown> = { code };
+      if (kernelId) {
+        body.kernel_id = kernelId;
+      }
+      return await this.api.post<IClassification>('classify', body, 5000);
+    } catch (error) {
+      // The user's cell runs when the classifier cannot tell: say so in the console.
+      console.warn('gpushift: the classifier did not answer; running the cell', error);
+      return null;
+    }
+  }
+
+  reportActivity(kernelId: string, gpuCellRunning: boolean): void {
+    // One after the other: a "finished" must not overtake its "started".
+    this._activity = this._activity.then(() =>
+      this.api
+        .post('activity', { kernel_id: kernelId, gpu_cell_running: gpuCellRunning }, 5000)
+        .then(() => undefined)
+        .catch(error => console.warn('gpushift: activity not reported', error))
+    );
+  }
+
+  async attach(kernelId: string, path: string): Promise<void> {
+    try {
+      await this.api.post('attach', { kernel_id: kernelId, path }, 60000);
+    } catch (error) {
+      console.warn(`gpushift: could not attach the state saver to ${path}`, error);
+    }
+  }
+
+  private async _refreshMigration(config: IRuntimeConfig): Promise<void> {
+    // The runtime config carries a summary; GET /migration the full record (pending
+    // cell, checkpoint) - ask only while one is or was just in flight.
+    const summary = config.migration ?? null;
+    if (summary === null && !this.migrating) {
+      this._migration = null;
+      return;
+    }
+    try {
+      const answer = await this.api.get<{ migration: IMigration | null }>('migration', 5000);
+      this._migration = answer.migration ?? summary;
+    } catch {
+      this._migration = summary;
+    }
+  }
+
+  private async _refreshIdle(): Promise<void> {
+    if (this._pod.kind !== 'gpu') {
+      this._setIdle(null);
+      return;
+    }
+    try {
+      this._setIdle(await this.api.get<IIdleSnapshot>('idle', 5000));
+    } catch {
+      this._setIdle(this._config?.idle ?? null);
+    }
+  }
+
+  private _setIdle(idle: IIdleSnapshot | null): void {
+    this._idle = idle;
+    this._idleReceivedAt = Date.now();
+  }
+
+  private _schedule(delay?: number): void {
+    if (this._disposed) {
+      return;
+    }
+    if (this._timer !== null) {
+      clearTimeout(this._timer);
+    }
+    const busy =
+      this.migrating || this._downSince !== null || this._idle?.state === 'warning';
+    const wait =
+      delay ?? (busy ? POLL_MS.busy : this._pod.kind === 'gpu' ? POLL_MS.gpu : POLL_MS.quiet);
+    this._timer = setTimeout(async () => {
+      this._timer = null;
+      try {
+        await this.refresh();
+      } finally {
+        this._schedule();
+      }
+    }, wait);
+  }
+
+  private _pod: PodKind = { kind: 'unknown', reason: 'not asked yet' };
+  private _config: IRuntimeConfig | null = null;
+  private _migration: IMigration | null = null;
+  private _idle: IIdleSnapshot | null = null;
+  private _idleReceivedAt = 0;
+  private _downSince: number | null = null;
+  private _settings: IUserSettings = { ...DEFAULT_SETTINGS };
+  private _timer: ReturnType<typeof setTimeout> | null = null;
+  private _disposed = false;
+  private _activity: Promise<void> = Promise.resolve();
+  private _changed = new Signal<IMigrationService, void>(this);
+}

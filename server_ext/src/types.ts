@@ -1,0 +1,99 @@
+/**
+ * Shapes of the server extension's REST answers (`<base_url>api_extension`), as the
+ * front end reads them. Only the fields the front end uses are typed; the rest is kept.
+ */
+
+/** A migration's phase, as the sidecar's state machine names it. */
+export type MigrationPhase =
+  | 'requested'
+  | 'checkpointing'
+  | 'checkpointed'
+  | 'patching'
+  | 'recreating'
+  | 'restoring'
+  | 'done'
+  | 'rolled_back'
+  | 'failed';
+
+export type Target = 'gpu' | 'cpu';
+
+export interface IPendingCell {
+  cell_id: string;
+  code: string;
+  path?: string | null;
+}
+
+export interface IMigration {
+  id: string;
+  phase: MigrationPhase;
+  target: Target;
+  reason?: string | null;
+  profile?: string | null;
+  error?: string | null;
+  active?: boolean;
+  updatedAt?: string | null;
+  pending_cell?: IPendingCell | null;
+  checkpoint?: { commit_id?: string; path?: string } | null;
+  [key: string]: unknown;
+}
+
+export interface IIdleBounds {
+  min_seconds: number;
+  max_seconds: number;
+  timeout_seconds: number;
+  warning_seconds: number;
+}
+
+/** GET /idle: the sidecar's idle snapshot. */
+export interface IIdleSnapshot {
+  state: string;
+  idle_for?: number;
+  timeout?: number;
+  timeout_source?: string;
+  warning_seconds?: number;
+  /** Epoch seconds at which the idle move happens (warning only). */
+  warning_until?: number | null;
+  reason?: string | null;
+  /** The sidecar's clock (epoch seconds) when it answered. */
+  at?: number;
+  [key: string]: unknown;
+}
+
+/** GET api_extension: the runtime config plus the optimizer's state. */
+export interface IRuntimeConfig {
+  usingGPU?: boolean;
+  PodName?: string;
+  PodNamespace?: string;
+  notebook?: string;
+  gpu?: { resource: string; count: number; name?: string } | null;
+  node?: string;
+  profile?: string | null;
+  migration?: IMigration | null;
+  idle?: IIdleSnapshot | null;
+  idleBounds?: IIdleBounds | null;
+  profiles?: string[];
+  optimizer?: { state: 'on' | 'off'; reason: string | null };
+  [key: string]: unknown;
+}
+
+export interface IClassifyReason {
+  line: number;
+  rule: string;
+  text: string;
+}
+
+export interface IClassification {
+  needs_gpu: boolean;
+  reasons: IClassifyReason[];
+  elapsed_ms?: number;
+}
+
+export interface IRestoreResult {
+  ok: boolean;
+  restored: string[];
+  not_restored: { name: string; reason: string }[];
+  detail?: string;
+  commit_id?: string;
+  pending_cell?: IPendingCell | null;
+  migration?: IMigration | null;
+}

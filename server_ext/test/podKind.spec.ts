@@ -1,0 +1,73 @@
+import {
+  clampIdleTimeout,
+  describeBounds,
+  formatDuration,
+  gpuLabel,
+  podKindOf,
+  podKindText
+} from '../src/podKind';
+
+const bounds = { min_seconds: 60, max_seconds: 3600, timeout_seconds: 180, warning_seconds: 30 };
+
+describe('podKindOf', () => {
+  it('reads a GPU pod', () => {
+    const pod = podKindOf({
+      usingGPU: true,
+      gpu: { resource: 'nvidia.com/gpu', count: 2, name: 'A100' },
+      optimizer: { state: 'on', reason: null }
+    });
+    expect(pod).toEqual({ kind: 'gpu', resource: 'nvidia.com/gpu', count: 2, name: 'A100' });
+    expect(podKindText(pod)).toBe('GPU NVIDIA A100 ×2');
+  });
+  it('reads a CPU pod', () => {
+    const pod = podKindOf({ usingGPU: false, gpu: null, optimizer: { state: 'on', reason: null } });
+    expect(podKindText(pod)).toBe('CPU');
+  });
+  it('says the optimizer is off, and why', () => {
+    const pod = podKindOf({ optimizer: { state: 'off', reason: 'runtime-config.json is missing' } });
+    expect(pod).toEqual({ kind: 'off', reason: 'runtime-config.json is missing' });
+    expect(podKindText(pod)).toBe('GPU optimizer off');
+    expect(podKindOf({ usingGPU: true }).kind).toBe('off');
+  });
+  it('is unknown while the server does not answer', () => {
+    expect(podKindOf(null).kind).toBe('unknown');
+  });
+});
+
+describe('labels', () => {
+  it('names the vendor once', () => {
+    expect(gpuLabel('nvidia.com/gpu', 1, null)).toBe('NVIDIA ×1');
+    expect(gpuLabel('nvidia.com/gpu', 1, 'NVIDIA H100 80GB')).toBe('NVIDIA H100 80GB ×1');
+    expect(gpuLabel('amd.com/gpu', 4, 'MI300X')).toBe('AMD MI300X ×4');
+    expect(gpuLabel('example.com/tpu', 1, null)).toBe('example.com/tpu ×1');
+  });
+  it('formats durations', () => {
+    expect(formatDuration(45)).toBe('45 s');
+    expect(formatDuration(90)).toBe('90 s');
+    expect(formatDuration(180)).toBe('3 min');
+    expect(formatDuration(3600)).toBe('1 h');
+    expect(formatDuration(5400)).toBe('1 h 30 min');
+  });
+  it('shows the admin bounds', () => {
+    expect(describeBounds(bounds)).toBe(
+      'Idle timeout: your admin allows 1 min to 1 h (default 3 min); the warning shows for the last 30 s.'
+    );
+    expect(describeBounds(null)).toContain('No idle timer');
+  });
+});
+
+describe('clampIdleTimeout', () => {
+  it('keeps a value within the bounds', () => {
+    expect(clampIdleTimeout(300, bounds)).toEqual({ seconds: 300, note: null });
+  });
+  it('clamps and says so', () => {
+    expect(clampIdleTimeout(10, bounds)).toEqual({
+      seconds: 60,
+      note: '10 s is below the minimum your admin set; using 1 min.'
+    });
+    expect(clampIdleTimeout(99999, bounds).seconds).toBe(3600);
+  });
+  it('null keeps the admin default', () => {
+    expect(clampIdleTimeout(null, bounds)).toEqual({ seconds: null, note: null });
+  });
+});

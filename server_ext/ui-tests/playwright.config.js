@@ -1,0 +1,39 @@
+/**
+ * Browser tests of the gpushift plugins: Galata's defaults, Debian's chromium, and three
+ * "pods" (each a real sidecar + a real JupyterLab with the server extension, see
+ * pod_server.py): a CPU pod, a GPU pod (fake GPU) and a pod without the optimizer.
+ */
+const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
+const path = require('path');
+
+const PYTHON = process.env.GPUSHIFT_PYTHON || path.resolve(__dirname, '../../.venv/bin/python');
+const PODS = { cpu: 8888, gpu: 8889, off: 8890 };
+
+module.exports = {
+  ...baseConfig,
+  reporter: [[process.env.CI ? 'list' : 'list'], ['html', { open: 'never' }]],
+  workers: 1, // one browser at a time: the machine has two cores
+  retries: 0,
+  timeout: 120000,
+  expect: { timeout: 15000 },
+  use: {
+    ...baseConfig.use,
+    launchOptions: { executablePath: process.env.GPUSHIFT_CHROMIUM || '/usr/bin/chromium' },
+    video: 'off',
+    trace: 'off',
+    screenshot: 'only-on-failure'
+  },
+  projects: Object.entries(PODS).map(([kind, port]) => ({
+    name: `${kind}-pod`,
+    testMatch: `${kind}-pod.spec.ts`,
+    use: { baseURL: `http://127.0.0.1:${port}` }
+  })),
+  webServer: Object.entries(PODS).map(([kind, port]) => ({
+    command: `${PYTHON} pod_server.py ${kind} ${port}`,
+    url: `http://127.0.0.1:${port}/lab`,
+    timeout: 120000,
+    reuseExistingServer: false,
+    stdout: 'ignore',
+    stderr: 'pipe'
+  }))
+};

@@ -1,0 +1,123 @@
+/**
+ * On a CPU pod (real sidecar, no Kubernetes API): a GPU cell waits for the user's choice.
+ */
+import { expect, test } from '@jupyterlab/galata';
+
+import {
+  captureNotices,
+  gpuDialog,
+  notebookWithGpuCell,
+  notices,
+  podStatus,
+  prompt,
+  setSetting,
+  shot,
+  startCell,
+  toast
+} from './helpers';
+
+test.describe('CPU pod', () => {
+  test('the status bar says CPU', async ({ page }) => {
+    await expect(podStatus(page)).toHaveText('CPU');
+    await expect(podStatus(page)).toHaveAttribute('title', /CPU pod/);
+    await shot(page, 'status-cpu');
+  });
+
+  test('a GPU cell asks before it runs, and has not run', async ({ page }) => {
+    await notebookWithGpuCell(page, 'asks.ipynb');
+    await startCell(page, 0);
+    const dialog = gpuDialog(page);
+    await expect(dialog).toBeVisible();
+    await expect(dialog).toContainText('line 2: y = [1].cuda()');
+    await expect(dialog.getByRole('button', { name: 'Move to GPU now' })).toBeVisible();
+    await expect(dialog.getByRole('button', { name: 'Run on CPU anyway' })).toBeVisible();
+    await expect(dialog.getByRole('button', { name: "Don't ask again for this notebook" })).toBeVisible();
+    await expect(prompt(page, 0)).toHaveText('[ ]:');
+    await shot(page, 'gpu-cell-dialog');
+
+    await page.keyboard.press('Escape'); // neither: the cell does not run
+    await expect(dialog).toBeHidden();
+    await page.notebook.runCell(1, { inplace: true });
+    expect(await page.notebook.getCellTextOutput(1)).toEqual(['False\n']);
+    await expect(prompt(page, 0)).toHaveText('[ ]:');
+  });
+
+  test('"Run on CPU anyway" runs the cell on the CPU', async ({ page }) => {
+    await notebookWithGpuCell(page, 'anyway.ipynb');
+    await startCell(page, 0);
+    await gpuDialog(page).getByRole('button', { name: 'Run on CPU anyway' }).click();
+    await expect(prompt(page, 0)).toHaveText('[1]:');
+    await page.notebook.runCell(1, { inplace: true });
+    expect(await page.notebook.getCellTextOutput(1)).toEqual(['True\n']);
+  });
+
+  test('"Don\'t ask again" runs it and stops asking for this notebook', async ({ page }) => {
+    await notebookWithGpuCell(page, 'quiet.ipynb');
+    await startCell(page, 0);
+    await gpuDialog(page).getByRole('button', { name: "Don't ask again for this notebook" }).click();
+    await expect(prompt(page, 0)).toHaveText('[1]:');
+    await startCell(page, 0);
+    await expect(prompt(page, 0)).toHaveText('[2]:');
+    await expect(gpuDialog(page)).toHaveCount(0);
+  });
+
+  test('"Move to GPU now" starts a move, shows its progress, and a failure clearly', async ({ page }) => {
+    await notebookWithGpuCell(page, 'move.ipynb');
+    await captureNotices(page);
+    await startCell(page, 0);
+    await gpuDialog(page).getByRole('button', { name: 'Move to GPU now' }).click();
+    // No Kubernetes API on this machine: the sidecar's patch step fails, and says why.
+    const failed = toast(page, 'The move to a GPU pod failed');
+    await expect(failed).toBeVisible({ timeout: 60000 });
+    await expect(failed).toContainText(/Kubernetes|kubeconfig|configuration/i);
+    await shot(page, 'move-failed');
+    const seen = await notices(page);
+    expect(seen.some(m => m.startsWith('Moving to a GPU pod'))).toBe(true);
+    expect(seen[seen.length - 1]).toMatch(/^The move to a GPU pod failed/);
+    await failed.getByRole('button', { name: 'Details' }).click();
+    await expect(page.locator('.jp-Dialog')).toContainText('did not complete');
+    await page.locator('.jp-Dialog').getByRole('button').last().click();
+    // The cell did not run on the CPU, and the pod is still a CPU pod.
+    await expect(prompt(page, 0)).toHaveText('[ ]:');
+    await expect(podStatus(page)).toHaveText('CPU');
+  });
+
+  test('the Move commands are enabled only where they make sense', async ({ page }) => {
+    await page.notebook.createNew();
+    await page.menu.open('Kernel');
+    const menu = page.locator('.lm-Menu').last();
+    await expect(menu.locator('.lm-Menu-item:has-text("Move to GPU")')).not.toHaveClass(/lm-mod-disabled/);
+    await expect(menu.locator('.lm-Menu-item:has-text("Move to CPU")')).toHaveClass(/lm-mod-disabled/);
+    await shot(page, 'kernel-menu');
+    await page.keyboard.press('Escape');
+    const button = page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="gpushift-move"]');
+    await expect(button).toBeVisible();
+    await expect(button).toContainText('Move to GPU');
+  });
+
+  test('settings: with automatic moves off, a GPU cell runs without asking', async ({ page }) => {
+    await notebookWithGpuCell(page, 'settings.ipynb');
+    await setSetting(page, 'autoMoves', false);
+    await startCell(page, 0);
+    await expect(prompt(page, 0)).toHaveText('[1]:');
+    await expect(gpuDialog(page)).toHaveCount(0);
+    await setSetting(page, 'autoMoves', true);
+    await startCell(page, 0);
+    await expect(gpuDialog(page)).toBeVisible();
+    await page.keyboard.press('Escape');
+  });
+
+  test('a CUDA error in an output on a CPU pod offers the move', async ({ page }) => {
+    await page.notebook.createNew();
+    await page.notebook.setCell(
+      0,
+      'code',
+      'raise RuntimeError("Found no NVIDIA driver on your system. Please check that you have an NVIDIA GPU and installed a driver")'
+    );
+    await page.notebook.runCell(0, { inplace: true });
+    const offer = toast(page, 'This cell needs a GPU: no NVIDIA driver on this pod');
+    await expect(offer).toBeVisible();
+    await expect(offer.getByRole('button', { name: 'Move to GPU and run it there' })).toBeVisible();
+    await shot(page, 'cuda-error-offer');
+  });
+});

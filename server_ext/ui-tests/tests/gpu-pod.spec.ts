@@ -1,0 +1,45 @@
+/**
+ * On a GPU pod (fake_gpu: the sidecar is told it has nvidia.com/gpu x1; this machine has
+ * no GPU) with a short idle timer: 10 s active, then a 30 s warning.
+ */
+import { expect, test } from '@jupyterlab/galata';
+
+import { podStatus, shot, startCell, toast } from './helpers';
+
+/** Flagged as GPU work by the classifier (`.cuda()`), and runs without torch. */
+const GPU_WORK = 't = type("T", (), {"cuda": lambda self: self})().cuda()';
+/** The fake GPU's name comes from the server extension's probe (GPUSHIFT_FAKE_GPU). */
+const GPU_TEXT = /^GPU NVIDIA .*×1$/;
+
+test.describe('GPU pod (fake_gpu)', () => {
+  test('fake_gpu: the status bar shows the GPU type and count', async ({ page }) => {
+    await expect(podStatus(page)).toContainText(/^GPU NVIDIA .*×1/);
+    await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 20 s to 10 min/);
+    await shot(page, 'status-gpu');
+  });
+
+  test('fake_gpu: idle countdown, and "Stay on GPU" keeps the GPU', async ({ page }) => {
+    await page.notebook.createNew();
+    // A GPU cell restarts the idle timer: the warning comes 10 s after it finished.
+    await page.notebook.setCell(0, 'code', GPU_WORK);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+    await startCell(page, 0);
+    await expect(page.locator('.jp-Notebook .jp-Cell').nth(0).locator('.jp-InputPrompt')).toHaveText('[1]:');
+    await expect(podStatus(page)).toHaveText(GPU_TEXT);
+
+    const warning = toast(page, /moves back to a CPU pod in \d:\d\d/);
+    await expect(warning).toBeVisible({ timeout: 30000 });
+    await expect(podStatus(page)).toContainText(/idle, CPU in 0:[0-3]\d/);
+    const first = await warning.textContent();
+    await page.waitForTimeout(2100);
+    expect(await warning.textContent()).not.toEqual(first); // it counts down
+    await shot(page, 'idle-warning');
+
+    await warning.getByRole('button', { name: 'Stay on GPU' }).click();
+    await expect(toast(page, 'Staying on the GPU')).toBeVisible();
+    await expect(warning).toHaveCount(0);
+    await expect(podStatus(page)).toHaveText(GPU_TEXT);
+    const idle = await page.request.get('/api_extension/idle');
+    expect((await idle.json()).state).toBe('active');
+  });
+});

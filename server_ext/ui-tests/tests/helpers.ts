@@ -1,0 +1,95 @@
+/**
+ * Shared steps of the browser tests: the notebook cells used, notification capture,
+ * screenshots for the user guide, the status bar item.
+ */
+import { IJupyterLabPageFixture } from '@jupyterlab/galata';
+import { expect, Locator } from '@playwright/test';
+import * as path from 'path';
+
+/** A cell the classifier flags (line 2: `.cuda()`); it sets `marker` when it runs. */
+export const GPU_CELL = 'marker = "ran"\ny = [1].cuda()';
+/** Asks the kernel whether the GPU cell ran. */
+export const PROBE_CELL = 'print("marker" in globals())';
+
+export const SCREENSHOTS = path.resolve(__dirname, '..', 'screenshots');
+
+/** Save a screenshot for the README's user guide (ui-tests/screenshots/NAME.png). */
+export async function shot(page: IJupyterLabPageFixture, name: string): Promise<void> {
+  await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
+}
+
+/** The gpushift status bar item. */
+export function podStatus(page: IJupyterLabPageFixture): Locator {
+  return page.locator('[data-testid="gpushift-status"]');
+}
+
+/** The toasts on screen that contain `text`. */
+export function toast(page: IJupyterLabPageFixture, text: string | RegExp): Locator {
+  return page.locator('.Toastify__toast').filter({ hasText: text });
+}
+
+/** Record every notification created or updated from now on (in-page). */
+export async function captureNotices(page: IJupyterLabPageFixture): Promise<void> {
+  await page.evaluate(async () => {
+    const helpers: any = await (window as any).galata.getPlugin(
+      '@jupyterlab/galata-extension:helpers'
+    );
+    const seen: { change: string; type: string; message: string }[] = [];
+    (window as any).gpushiftNotices = seen;
+    helpers.notifications.changed.connect((_: unknown, change: any) => {
+      seen.push({
+        change: change.type,
+        type: change.notification.type,
+        message: change.notification.message
+      });
+    });
+  });
+}
+
+/** The notification messages recorded since `captureNotices`. */
+export async function notices(page: IJupyterLabPageFixture): Promise<string[]> {
+  return page.evaluate(() =>
+    ((window as any).gpushiftNotices ?? []).map((n: { message: string }) => n.message)
+  );
+}
+
+/** A new notebook with the GPU cell (0) and the probe cell (1), kernel ready. */
+export async function notebookWithGpuCell(page: IJupyterLabPageFixture, name: string): Promise<void> {
+  await page.notebook.createNew(); // no rename: the session keeps its path
+  await page.notebook.setCell(0, 'code', GPU_CELL);
+  await page.notebook.addCell('code', PROBE_CELL);
+  // The kernel is up (and kishu attached) before the first run.
+  await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+}
+
+/** Start cell `index` without waiting for it (it may be held by the GPU dialog). */
+export async function startCell(page: IJupyterLabPageFixture, index: number): Promise<void> {
+  await page.notebook.selectCells(index);
+  await page.keyboard.press('Control+Enter');
+}
+
+/** The cell's input prompt, e.g. "[ ]:" or "[1]:". */
+export function prompt(page: IJupyterLabPageFixture, index: number): Locator {
+  return page.locator('.jp-Notebook .jp-Cell').nth(index).locator('.jp-InputPrompt');
+}
+
+export function gpuDialog(page: IJupyterLabPageFixture): Locator {
+  return page.locator('.jp-Dialog').filter({ hasText: 'This cell needs a GPU' });
+}
+
+/** Change one of gpushift's settings the way the Settings Editor does. */
+export async function setSetting(
+  page: IJupyterLabPageFixture,
+  key: string,
+  value: unknown
+): Promise<void> {
+  await page.evaluate(
+    async ([k, v]) => {
+      const registry: any = await (window as any).galata.getPlugin(
+        '@jupyterlab/apputils-extension:settings'
+      );
+      await registry.set('gpushift-jupyter:manual', k, v);
+    },
+    [key, value] as [string, unknown]
+  );
+}
