@@ -1,0 +1,264 @@
+"""The local processes of one pod, started and stopped as a kubelet would (test harness).
+
+Part of the local pod runner (see pod_runner.py). `LocalPod.tick()` is called often by the
+runner's one reconcile thread and never blocks for long: it starts the native sidecars in
+order, each only after the previous one passed its startup probe, then the main
+containers; it restarts a container that exited (restartPolicy Always) with a growing
+back-off, and one whose startup probe did not pass in failureThreshold x periodSeconds.
+`stop()` stops the main containers first, then the sidecars, each process group with
+SIGTERM and, after the grace period, SIGKILL -- descendants that left the group (Jupyter
+starts each kernel in its own session) included.
+
+Processes are started from the runner's long-lived reconcile thread with
+PR_SET_PDEATHSIG, so they get SIGTERM if the runner dies (the signal follows the thread
+that forked, hence one long-lived thread).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gpushift_testing.pod_spec import CONTAINER_MARK_ENV, ContainerPlan, PodPlan
+from gpushift_testing.processes import _die_with_parent
+
+log = logging.getLogger("gpushift.pod_runner")
+MAX_BACKOFF_S = 10.0
+
+
+@dataclass
+class ContainerProcess:
+    plan: ContainerPlan
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    restarts: int = 0
+    started_at: float = 0.0
+    started: bool = False  # passed its startup probe (or has none)
+    not_before: float = 0.0  # restart back-off
+
+    @property
+    def pid(self) -> int | None:
+        return self.popen.pid if self.popen else None
+
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as out:
+            out.write(f"### {time.strftime('%H:%M:%S')} start #{self.restarts}: "
+                      f"{' '.join(self.plan.argv)}\n".encode())
+            out.flush()
+            self.popen = subprocess.Popen(
+                self.plan.argv, env=self.plan.env, cwd=self.plan.cwd, stdin=subprocess.DEVNULL,
+                stdout=out, stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent)  # noqa: PLW1509 - setsid + PDEATHSIG
+        self.started_at = time.monotonic()
+        self.started = self.plan.probe is None
+
+    def probe(self) -> bool:
+        """One run of the startup probe (exec: exit 0; httpGet: 2xx/3xx)."""
+        probe = self.plan.probe
+        if probe is None:
+            return True
+        if probe.argv is not None:
+            try:
+                result = subprocess.run(probe.argv, env=self.plan.env, cwd=self.plan.cwd,
+                                        capture_output=True, timeout=5, check=False)
+            except (OSError, subprocess.TimeoutExpired):
+                return False
+            return result.returncode == 0
+        assert probe.http is not None
+        try:
+            with urllib.request.urlopen(probe.http, timeout=2) as response:
+                return bool(200 <= response.status < 400)
+        except OSError:
+            return False
+
+    def stop(self, grace: float) -> None:
+        """SIGTERM to the process group, SIGKILL to whatever of it is left after `grace`."""
+        if self.popen is None:
+            return
+        family = [*process_family(self.popen.pid), *self.leftovers()]
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(grace)
+        deadline = time.monotonic() + max(0.1, grace / 2)
+        while any(map(running, family)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        for pid in filter(running, family):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(5)
+
+
+    def leftovers(self) -> list[int]:
+        """Running processes of this container besides its main one (kernels, ...)."""
+        mark = f"{CONTAINER_MARK_ENV}={self.plan.env[CONTAINER_MARK_ENV]}".encode()
+        return [pid for pid in marked_processes(mark)
+                if pid != self.pid and running(pid)]
+
+    def end_leftovers(self) -> None:
+        """The main process exited: end the rest, as a container runtime tears down the
+        container's cgroup (an orphaned kernel would otherwise outlive its server)."""
+        for pid in self.leftovers():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def marked_processes(mark: bytes) -> list[int]:
+    """Processes whose environment holds `mark` (``NAME=value``)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark + b"\0" in environ or environ.endswith(mark):
+            found.append(int(entry.name))
+    return found
+
+
+def process_family(pid: int) -> list[int]:
+    """`pid` and all its descendants now, from /proc (kernels leave the process group)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@dataclass
+class LocalPod:
+    plan: PodPlan
+    log_dir: Path
+    # None: every periodSeconds of the probe, as the kubelet (an exec probe of the
+    # sidecar costs ~0.4 s of CPU: probing faster slows the sidecar's own start).
+    probe_period: float | None = None
+    processes: list[ContainerProcess] = field(default_factory=list)
+    stopped: bool = False
+    _last_probe: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.processes = [ContainerProcess(c, self.log_dir / f"{c.name}.log")
+                          for c in self.plan.containers]
+        for note in self.plan.skipped:
+            log.warning("%s/%s: %s", self.plan.namespace, self.plan.name, note)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.plan.namespace, self.plan.name
+
+    def container(self, name: str) -> ContainerProcess:
+        return next(p for p in self.processes if p.plan.name == name)
+
+    @property
+    def main_started(self) -> bool:
+        """The main containers have been started (the route to Jupyter may be set)."""
+        return all(p.popen is not None for p in self.processes if not p.plan.sidecar)
+
+    def tick(self) -> None:
+        if self.stopped:
+            return
+        self.note_exits()
+        now = time.monotonic()
+        for proc in self.processes:
+            if proc.plan.sidecar and not self._sidecars_before_started(proc):
+                return  # native sidecars start in order, each after the one before started
+            if not proc.plan.sidecar and not all(p.started for p in self.processes
+                                                 if p.plan.sidecar):
+                return
+            self._tick_one(proc, now)
+
+    def _sidecars_before_started(self, proc: ContainerProcess) -> bool:
+        for other in self.processes:
+            if other is proc:
+                return True
+            if other.plan.sidecar and not other.started:
+                return False
+        return True
+
+    def _tick_one(self, proc: ContainerProcess, now: float) -> None:
+        name = f"{self.plan.namespace}/{self.plan.name}/{proc.plan.name}"
+        if now >= proc.not_before and (proc.popen is None or not proc.alive()):
+            if proc.popen is not None:
+                proc.restarts += 1
+                log.warning("%s exited with %s; restart #%d", name, proc.popen.returncode,
+                            proc.restarts)
+            try:
+                proc.start()
+            except OSError as e:  # as a container that cannot start: back off and retry
+                log.error("%s cannot start: %s", name, e)
+                proc.not_before = now + self._backoff(proc)
+                return
+            log.info("%s started (pid %d)", name, proc.pid)
+            return
+        if not proc.alive():
+            return
+        probe = proc.plan.probe
+        if proc.started or probe is None:
+            return
+        period = probe.period_s if self.probe_period is None else min(self.probe_period,
+                                                                       probe.period_s)
+        if now - self._last_probe.get(proc.plan.name, 0.0) < period:
+            return
+        self._last_probe[proc.plan.name] = now
+        if proc.probe():
+            proc.started = True
+            log.info("%s passed its startup probe after %.2fs", name, now - proc.started_at)
+        elif now - proc.started_at > probe.deadline_s:
+            log.warning("%s failed its startup probe for %.0fs: restarting", name,
+                        probe.deadline_s)
+            proc.stop(2.0)
+            proc.not_before = now + self._backoff(proc)
+
+    def _backoff(self, proc: ContainerProcess) -> float:
+        return float(min(MAX_BACKOFF_S, 0.5 * 2 ** proc.restarts))
+
+    def note_exits(self) -> None:
+        """Give an exited container its back-off before the next tick restarts it."""
+        now = time.monotonic()
+        for proc in self.processes:
+            if proc.popen is not None and not proc.alive() and proc.not_before < proc.started_at:
+                proc.not_before = now + self._backoff(proc)
+                proc.end_leftovers()
+
+    def stop(self, grace: float) -> None:
+        """Main containers first, then the sidecars in reverse order (as the kubelet)."""
+        self.stopped = True
+        mains = [p for p in self.processes if not p.plan.sidecar]
+        sidecars = [p for p in self.processes if p.plan.sidecar]
+        for proc in [*mains, *reversed(sidecars)]:
+            proc.stop(grace)
+
+    def pids(self) -> dict[str, int]:
+        return {p.plan.name: p.pid for p in self.processes if p.alive() and p.pid}
