@@ -36,6 +36,11 @@ class GpushiftExtension(ExtensionApp):
     sidecar_timeout = Float(
         10.0, config=True,
         help="Seconds to wait for the sidecar to answer one request.")
+    idle_watch_interval = Float(
+        1.0, config=True,
+        help="How often (seconds) the sidecar's idle timer is read; when its warning "
+             "starts, every kernel kishu is attached to is checkpointed, so the idle move "
+             "restores the latest state even with no browser open. 0 turns it off.")
     utilization_interval = Float(
         15.0, config=True,
         help="How often (seconds) the GPU utilisation this container measures with NVML "
@@ -59,10 +64,14 @@ class GpushiftExtension(ExtensionApp):
                                  Path(server.root_dir))
         services = Services(runtime_dir, sidecar, kernels, Mover(kernels, sidecar))
         self.settings["gpushift_services"] = services
-        self._reporter: asyncio.Task[None] | None = None
+        loop = asyncio.get_event_loop()
+        self._tasks: list[asyncio.Task[None]] = []
         if self.utilization_interval > 0:
-            self._reporter = asyncio.get_event_loop().create_task(
-                services.report_utilization_forever(self.utilization_interval))
+            self._tasks.append(loop.create_task(
+                services.report_utilization_forever(self.utilization_interval)))
+        if self.idle_watch_interval > 0 and runtime_dir is not None:
+            self._tasks.append(loop.create_task(
+                services.checkpoint_on_idle_warning_forever(self.idle_watch_interval)))
         self.log.info("gpushift: runtime dir %s, sidecar %s",
                       runtime_dir or "(none: not injected)", self.sidecar_url)
 
@@ -72,9 +81,8 @@ class GpushiftExtension(ExtensionApp):
                               handler) for path, handler in ROUTES)
 
     async def stop_extension(self) -> None:
-        reporter: asyncio.Task[None] | None = getattr(self, "_reporter", None)
-        if reporter is not None:
-            reporter.cancel()
+        for task in getattr(self, "_tasks", []):
+            task.cancel()
         services: Services | None = self.settings.get("gpushift_services")
         if services is not None:
             await services.sidecar.close()

@@ -163,8 +163,11 @@ class RestoreHandler(GpushiftHandler):
     @answers_errors
     async def post(self) -> None:
         kernel_id, path = api_requests.parse_kernel_and_path(self.body())
-        self.services.require_optimizer()
-        self.answer(await self.services.mover.restore(kernel_id, path))
+        mover = self.services.mover
+        if not self.services.runtime().optimizer_on:
+            self.answer(await mover.restore_latest(kernel_id, path))
+            return
+        self.answer(await mover.restore(kernel_id, path))
 
 
 class IdleHandler(GpushiftHandler):

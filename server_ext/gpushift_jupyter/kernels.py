@@ -54,6 +54,11 @@ class KernelRegistry:
         """The kernel's stateful classifier; a throwaway one without a kernel."""
         return KernelClassifier() if kernel_id is None else self.facts(kernel_id).classifier
 
+    def attached(self) -> list[str]:
+        """Running kernels kishu is attached to."""
+        self._forget_gone()
+        return [k for k, facts in self._facts.items() if facts.notebook is not None]
+
     def gpu_activity(self, kernel_id: str, running: bool) -> KernelFacts:
         facts = self.facts(kernel_id)
         if facts.gpu_cell_running and not running:

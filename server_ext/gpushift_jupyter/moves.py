@@ -29,10 +29,27 @@ from gpushift_jupyter.sidecar_client import SidecarClient
 log = logging.getLogger("gpushift.jupyter")
 
 
+# A move that ended without reaching `done` after the old pod was replaced: the new pod's
+# kernel is empty, and the checkpoint on the volume is all that is left of its state.
+_REPLACED = frozenset({"recreating", "restoring"})
+_ENDED_BADLY = frozenset({"rolled_back", "failed"})
+
+
+def recoverable(migration: dict[str, Any] | None) -> bool:
+    """A migration that ended rolled back or failed after its pod was replaced, with a
+    checkpoint: this pod's fresh kernel can get the state back from it."""
+    if migration is None or migration.get("phase") not in _ENDED_BADLY:
+        return False
+    phases = {h.get("phase") for h in migration.get("history") or []}
+    return bool(migration.get("checkpoint")) and bool(phases & _REPLACED)
+
+
 class Mover:
     def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient) -> None:
         self.kernels = kernels
         self.sidecar = sidecar
+        self.recovered: set[str] = set()
+        """Ids of ended migrations whose state this server (this pod) restored already."""
 
     async def attach(self, kernel_id: str, path: str | None) -> Path:
         """Attach kishu to the kernel (idempotent) and have the sidecar watch the
@@ -100,8 +117,13 @@ class Mover:
         return answer
 
     async def restore(self, kernel_id: str, path: str | None) -> dict[str, Any]:
-        """`POST /restore`: the state of the migration in `restoring`, into this kernel."""
+        """`POST /restore`: the state of the migration in `restoring`, into this kernel
+        — or, once per pod, the checkpoint of a move that was rolled back or failed
+        after the old pod was replaced (the sidecar's migration has ended then; the
+        pending cell is not run: it asked for a GPU this pod does not have)."""
         migration = await self.current()
+        if recoverable(migration) and migration is not None:
+            return await self._recover(kernel_id, path, migration)
         if migration is None or migration.get("phase") != "restoring":
             phase = None if migration is None else migration.get("phase")
             raise ApiError(409, "nothing_to_restore",
@@ -133,8 +155,48 @@ class Mover:
                     "path": self.kernels.relative(Path(cell["notebook_path"]))},
                 "migration": ended}
 
+    async def _recover(self, kernel_id: str, path: str | None,
+                       migration: dict[str, Any]) -> dict[str, Any]:
+        if migration["id"] in self.recovered:
+            raise ApiError(409, "already_restored",
+                           f"the state of migration {migration['id']} was restored on this "
+                           "pod already", migration=migration)
+        notebook = await self.kernels.notebook_path(kernel_id, path)
+        saved = migration["checkpoint"]
+        if Path(saved["notebook_path"]) != notebook:
+            raise ApiError(409, "other_notebook",
+                           "the checkpoint belongs to "
+                           f"{self.kernels.relative(Path(saved['notebook_path']))}; open "
+                           "that notebook to restore it", migration=migration)
+        started = time.monotonic()
+        report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
+        if report["ok"]:
+            self.recovered.add(migration["id"])
+        log.info("recovered after %s", migration["phase"], extra={
+            "notebook": str(notebook), "ok": report["ok"], "migration": migration["id"]})
+        return {**report, "commit_id": saved["commit_id"],
+                "elapsed_ms": (time.monotonic() - started) * 1000, "pending_cell": None,
+                "migration": migration, "recovered": True}
+
+    async def restore_latest(self, kernel_id: str, path: str | None) -> dict[str, Any]:
+        """Without a sidecar (the pod was not injected: say the webhook was down when
+        it was created), the newest checkpoint of the notebook on the volume, once per
+        notebook and pod — what is left to recover a move that was cut short."""
+        notebook = await self.kernels.notebook_path(kernel_id, path)
+        if str(notebook) in self.recovered:
+            raise ApiError(409, "already_restored",
+                           f"the newest checkpoint of {self.kernels.relative(notebook)} was "
+                           "restored on this pod already")
+        started = time.monotonic()
+        report = await self._restore_into(kernel_id, notebook, None)
+        if report["ok"]:
+            self.recovered.add(str(notebook))
+        return {**report, "commit_id": None,
+                "elapsed_ms": (time.monotonic() - started) * 1000, "pending_cell": None,
+                "migration": None, "recovered": True}
+
     async def _restore_into(self, kernel_id: str, notebook: Path,
-                            commit_id: str) -> dict[str, Any]:
+                            commit_id: str | None) -> dict[str, Any]:
         facts = self.kernels.facts(kernel_id)
         try:
             async with self.kernels.kernel(kernel_id) as kernel:

@@ -61,6 +61,33 @@ class Services:
             "gpu_cell_finished_at": facts.gpu_cell_finished_at,
             "gpu_utilization_percent": None if sample is None else sample.utilization_percent})
 
+    async def checkpoint_on_idle_warning_forever(self, interval: float) -> None:
+        """On a GPU pod, when the sidecar's idle warning starts, checkpoint every kernel
+        kishu is attached to: the idle move (which may happen with no browser open)
+        takes the newest verified checkpoint, and checkpoints are made only on demand."""
+        warned = False
+        while True:
+            await asyncio.sleep(interval)
+            idle = self.runtime().document.get("idle") or {}
+            warning = idle.get("state") == "warning"
+            if warning and not warned:
+                try:
+                    await self.checkpoint_attached("the idle warning started")
+                except Exception:  # a bug here must not end the loop (or the server)
+                    log.exception("gpushift: checkpoint on the idle warning failed")
+            warned = warning
+
+    async def checkpoint_attached(self, why: str) -> None:
+        for kernel_id in self.kernels.attached():
+            try:
+                saved = await self.mover.checkpoint(kernel_id, None)
+            except ApiError as exc:
+                log.warning("gpushift: kernel %s not checkpointed (%s): %s", kernel_id, why,
+                            exc.detail)
+                continue
+            log.info("gpushift: kernel %s checkpointed (%s): commit %s", kernel_id, why,
+                     saved.commit_id)
+
     async def report_utilization_forever(self, interval: float) -> None:
         """On a GPU pod, the container's GPU utilisation to the sidecar every
         `interval` seconds (the sidecar cannot see the devices)."""

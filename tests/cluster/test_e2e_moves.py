@@ -1,0 +1,410 @@
+"""The whole move, end to end, on the local control plane: the chart and the webhook
+(with its guard), the Notebook and its pod run by the local pod runner (real sidecar,
+real JupyterLab with gpushift's server extension, real kernels and kishu), the notebook
+proxy as Kubeflow's route — and the test as the user, through the proxy, doing what the
+front end does (the browser itself is driven by server_ext/ui-tests/e2e).
+
+No GPU here: the GPU node is kwok's fake `kwok-gpu-0`; the runner marks pods there with
+GPUSHIFT_FAKE_GPU, which the server extension reads as a GPU (test names: fake_gpu).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from gpushift_testing import e2e
+from gpushift_testing.jupyter_user import JupyterUser
+from gpushift_testing.kube import wait_for
+from gpushift_testing.webhook_process import LocalWebhook
+from gpushift_testing.workloads import node_kind
+
+STATE_CELL = """
+import numpy as np, pandas as pd, hashlib
+big = np.random.default_rng(7).random(50 * 2**20 // 8)          # 50 MiB
+frame = pd.DataFrame({"a": np.arange(1000), "b": np.arange(1000) * 0.5})
+class Model:
+    def __init__(self, width): self.width = width
+    def describe(self): return f"model of width {self.width}"
+model = Model(3)
+digest = hashlib.sha256(big.tobytes()).hexdigest()
+"""
+# Needs a GPU for the classifier (it binds a CUDA device); runs anywhere.
+GPU_CELL = """
+import os
+device = "cuda"
+print("on", os.environ.get("GPUSHIFT_FAKE_GPU"), round(float(big.sum()), 3), model.describe())
+"""
+CHECK = ("(hashlib.sha256(big.tobytes()).hexdigest() == digest, int(frame['a'].sum()), "
+         "model.describe())")
+CHECK_ANSWER = "(True, 499500, 'model of width 3')"
+
+
+@pytest.fixture(scope="module")
+def webhook(control_plane: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWebhook]:
+    hook = e2e.start_webhook(control_plane, tmp_path_factory.mktemp("e2e-webhook"))
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
+def run(coroutine: Any) -> Any:
+    return asyncio.run(coroutine)
+
+
+async def start_session(nb: e2e.NotebookUnderTest, user: JupyterUser) -> str:
+    await user.wait_until_up(180)
+    await user.ok("PUT", "api/contents/work.ipynb",
+                  {"type": "notebook", "format": "json",
+                   "content": __import__("json").loads(e2e.empty_notebook())})
+    kernel = await user.open_notebook("work.ipynb")
+    status, attached = await user.gpushift("POST", "attach", {"kernel_id": kernel,
+                                                              "path": "work.ipynb"})
+    assert status == 200, attached
+    return kernel
+
+
+async def reopen_and_restore(nb: e2e.NotebookUnderTest, user: JupyterUser,
+                             timeout: float = 180) -> tuple[str, dict[str, Any]]:
+    """What the front end does once the server answers again: a fresh kernel for the
+    notebook's session, then the restore."""
+    await user.wait_until_up(timeout)
+    kernel = await user.open_notebook("work.ipynb")
+    status, restored = await user.gpushift("POST", "restore", {"kernel_id": kernel,
+                                                               "path": "work.ipynb"})
+    assert status == 200, (restored, nb.logs())
+    return kernel, restored
+
+
+def pod_facts(admin: Any, nb: e2e.NotebookUnderTest) -> tuple[str, str, str | None]:
+    pod = admin.core.read_namespaced_pod(f"{nb.name}-0", nb.namespace)
+    container = pod.spec.containers[0]
+    limits = container.resources.limits or {}
+    return (node_kind(admin.core, pod.spec.node_name), container.image,
+            limits.get(e2e.GPU_RESOURCE))
+
+
+def test_fake_gpu_automatic_move_to_gpu_keeps_the_state_and_runs_the_held_cell(
+        webhook, control_plane, admin, namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        run(_automatic_move(nb, admin))
+
+
+async def _automatic_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        done = await user.execute(kernel, STATE_CELL)
+        assert done.status == "ok", done.error
+        assert pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None)
+        status, doc = await user.gpushift("GET")
+        assert doc["optimizer"]["state"] == "on" and doc["usingGPU"] is False
+
+        # The front end asks before the cell runs: it needs a GPU, and has not run.
+        status, verdict = await user.gpushift("POST", "classify",
+                                              {"code": GPU_CELL, "kernel_id": kernel})
+        assert status == 200 and verdict["needs_gpu"], verdict
+        assert verdict["reasons"][0]["line"] == 3
+        # The user accepts: checkpoint (verified), then the move.
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "auto", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": {"cell_id": "held-cell", "code": GPU_CELL}})
+        assert status == 202, moved
+        commit = moved["checkpoint"]["commit_id"]
+
+        restoring = await e2e.wait_for_migration(user, {"restoring", "failed", "rolled_back"},
+                                                 180, nb.logs)
+        assert restoring["phase"] == "restoring", restoring
+        assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
+        status, doc = await user.gpushift("GET")
+        assert doc["usingGPU"] is True and doc["gpu"]["name"].startswith("fake GPU")
+
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert fresh != kernel
+        assert restored["ok"] and restored["commit_id"] == commit, restored
+        assert {"big", "frame", "model", "Model", "digest"} <= set(restored["restored"])
+        assert restored["migration"]["phase"] == "done"
+        cell = restored["pending_cell"]
+        assert cell == {"cell_id": "held-cell", "code": GPU_CELL, "path": "work.ipynb"}
+        # The held cell runs on the new pod, with the restored variables.
+        ran = await user.execute(fresh, cell["code"])
+        assert ran.status == "ok", ran.error
+        assert ran.stdout.startswith("on kwok-gpu-0 ") and "model of width 3" in ran.stdout
+        check = await user.execute(fresh, CHECK)
+        assert check.results == [CHECK_ANSWER], check
+
+
+async def wait_idle(user: JupyterUser, state: str, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    snap: Any = None
+    while time.monotonic() < deadline:
+        status, snap = await user.gpushift("GET", "idle", timeout=10)
+        if status == 200 and snap["state"] == state:
+            return dict(snap)
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"idle state {state!r} not within {timeout}s: {snap}")
+
+
+def test_fake_gpu_idle_warns_stays_then_moves_back_to_cpu_with_the_state(
+        webhook, control_plane, admin, namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path, gpu=True) as nb:
+        run(_idle_move(nb, admin))
+
+
+async def _idle_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
+        done = await user.execute(kernel, STATE_CELL)
+        assert done.status == "ok", done.error
+        # A GPU cell ran (the front end reports it): the timer starts from its end.
+        for running in (True, False):
+            status, _ = await user.gpushift("POST", "activity",
+                                            {"kernel_id": kernel, "gpu_cell_running": running})
+            assert status == 204
+        warned = await wait_idle(user, "warning", 30)
+        assert warned["timeout"] == 10 and warned["warning_seconds"] == 5
+        assert 0 < warned["warning_until"] - time.time() <= 5.5
+        status, _ = await user.gpushift("POST", "idle/stay", {})
+        assert status == 204  # "Stay on GPU": a fresh timeout
+        stayed = await wait_idle(user, "active", 5)
+        assert "stay" in (stayed["reason"] or "")
+        await asyncio.sleep(3)
+        status, doc = await user.gpushift("GET")
+        assert doc["usingGPU"] is True and doc["migration"] is None  # still on the GPU
+
+        # No browser action from here: the warning again, a checkpoint by the server
+        # extension, and the move to CPU by the sidecar.
+        await wait_idle(user, "warning", 30)
+        restoring = await e2e.wait_for_migration(user, {"restoring", "failed", "rolled_back"},
+                                                 180, nb.logs)
+        assert restoring["phase"] == "restoring", restoring
+        assert (restoring["target"], restoring["reason"]) == ("cpu", "idle")
+        assert restoring["checkpoint"] is not None
+        assert pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None)
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and {"big", "frame", "model"} <= set(restored["restored"])
+        assert restored["pending_cell"] is None
+        check = await user.execute(fresh, CHECK)
+        assert check.results == [CHECK_ANSWER], check
+        status, snap = await user.gpushift("GET", "idle")
+        assert snap["state"] == "inert"  # no idle timer on a CPU pod
+
+
+def test_fake_gpu_manual_moves_both_ways(webhook, control_plane, admin, namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        run(_manual_moves(nb, admin))
+
+
+async def _manual_moves(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        done = await user.execute(kernel, STATE_CELL)
+        assert done.status == "ok", done.error
+        for target, kind in (("gpu", "gpu"), ("cpu", "cpu")):
+            status, moved = await user.gpushift("POST", "migrate", {
+                "target": target, "reason": "manual", "kernel_id": kernel,
+                "path": "work.ipynb", "pending_cell": None})
+            assert status == 202, moved
+            migration_id = moved["migration"]["id"]
+            restoring = await e2e.wait_for_migration(user, {"restoring", "failed",
+                                                            "rolled_back"}, 180, nb.logs)
+            assert restoring["id"] == migration_id and restoring["phase"] == "restoring"
+            assert pod_facts(admin, nb)[0] == kind
+            kernel, restored = await reopen_and_restore(nb, user)
+            assert restored["ok"] and restored["migration"]["phase"] == "done", restored
+            check = await user.execute(kernel, CHECK)
+            assert check.results == [CHECK_ANSWER], check
+            # A second move the other way starts from this pod's own state.
+            extra = await user.execute(kernel, "moves = globals().get('moves', 0) + 1")
+            assert extra.status == "ok"
+        final = await user.execute(kernel, "moves")
+        assert final.results == ["2"]  # the variable made on the GPU pod came back to CPU
+
+
+def occupy_the_gpu(admin: Any, namespace: str) -> str:
+    """A plain pod that takes the only GPU of the fake GPU node."""
+    name = "gpu-hog"
+    admin.core.create_namespaced_pod(namespace, {
+        "metadata": {"name": name},
+        "spec": {"containers": [{"name": "hog", "image": "busybox",
+                                 "resources": {"limits": {e2e.GPU_RESOURCE: "1"}}}],
+                 "tolerations": e2e.E2E_CONFIG["profiles"][0]["tolerations"]}})
+    wait_for("the GPU taken", lambda: admin.core.read_namespaced_pod(
+        name, namespace).spec.node_name is not None, 60)
+    return name
+
+
+def test_fake_gpu_no_gpu_free_rolls_back_and_the_state_comes_back_on_cpu(
+        webhook, control_plane, admin, namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        hog = occupy_the_gpu(admin, namespace)
+        try:
+            run(_rolled_back(nb, admin))
+        finally:
+            admin.core.delete_namespaced_pod(hog, namespace, grace_period_seconds=0)
+
+
+async def _rolled_back(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        done = await user.execute(kernel, STATE_CELL)
+        assert done.status == "ok", done.error
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "auto", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": {"cell_id": "held", "code": GPU_CELL}})
+        assert status == 202, moved
+        ended = await e2e.wait_for_migration(user, {"rolled_back", "failed", "done"}, 240,
+                                             nb.logs)
+        assert ended["phase"] == "rolled_back", ended
+        assert "nvidia.com/gpu" in (ended["error"] or ""), ended  # the scheduler's reason
+        wait_for("the notebook back on a CPU node",
+                 lambda: pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None), 120)
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and restored.get("recovered") is True, restored
+        assert restored["pending_cell"] is None  # it asked for a GPU: not run on CPU
+        check = await user.execute(fresh, CHECK)
+        assert check.results == [CHECK_ANSWER], check
+        status, again = await user.gpushift("POST", "restore", {"kernel_id": fresh})
+        assert status == 409 and again["error"] == "already_restored"
+
+
+# --------------------------------------------------------------------------- faults
+
+
+# kishu's commits and the variables they stored (its HEAD and branch tables move).
+KISHU_DATA_TABLES = ("commit_entry", "checkpoint", "variable_snapshot", "commit_variable")
+
+
+def volume_files(nb: e2e.NotebookUnderTest) -> dict[str, Any]:
+    """What must survive on the workspace volume: the notebook's bytes and every kishu
+    commit with its stored variables (a restore moves kishu's HEAD, nothing else)."""
+    found: dict[str, Any] = {p.name: p.read_bytes() for p in nb.workspace.glob("*.ipynb")}
+    for db in nb.workspace.glob("*.kishudb"):
+        with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
+            found[db.name] = {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}")))
+                              for t in KISHU_DATA_TABLES}
+    return found
+
+
+def test_fake_gpu_webhook_stopped_during_the_move(webhook, control_plane, admin, namespace,
+                                                  tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        try:
+            run(_webhook_stopped(nb, admin, webhook))
+        finally:
+            if webhook.process is None:
+                webhook.start(*webhook.args)
+                wait_for("the webhook ready again", webhook.ready, 30, describe=webhook.logs)
+
+
+async def _webhook_stopped(nb: e2e.NotebookUnderTest, admin: Any,
+                           webhook: LocalWebhook) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
+        webhook.stop()  # the webhook (and its guard) down while the notebook moves
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": None})
+        assert status == 202, moved
+        files = volume_files(nb)
+        # The new pod is created without the sidecar (failurePolicy Ignore) and works;
+        # the extension says the optimizer is off and recovers the newest checkpoint.
+        await user.wait_until_up(180)
+        deadline = time.monotonic() + 120
+        while True:
+            status, doc = await user.gpushift("GET", timeout=10)
+            if status == 200 and doc["optimizer"]["state"] == "off":
+                break
+            assert time.monotonic() < deadline, doc
+            await asyncio.sleep(0.3)
+        assert "not injected" in doc["optimizer"]["reason"]
+        assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and restored["recovered"] is True, restored
+        check = await user.execute(fresh, CHECK)
+        assert check.results == [CHECK_ANSWER], check
+        assert volume_files(nb) == files  # nothing on the volume lost or rewritten
+
+        # The webhook back, the admin deletes the uninjected pod (troubleshooting in the
+        # README): the new one has the sidecar, which finishes the move it finds.
+        webhook.start(*webhook.args)
+        wait_for("the webhook ready again", webhook.ready, 30, describe=webhook.logs)
+        admin.core.delete_namespaced_pod(f"{nb.name}-0", nb.namespace)
+        restoring = await e2e.wait_for_migration(user, {"restoring", "failed", "rolled_back"},
+                                                 180, nb.logs)
+        assert restoring["id"] == moved["migration"]["id"] and restoring["phase"] == "restoring"
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and restored["migration"]["phase"] == "done", restored
+        assert (await user.execute(fresh, CHECK)).results == [CHECK_ANSWER]
+
+
+def test_fake_gpu_sidecar_killed_during_the_checkpoint_step(webhook, control_plane, admin,
+                                                            namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        run(_sidecar_killed(nb, admin))
+
+
+async def _sidecar_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": None})
+        assert status == 202, moved
+        # At once, while the sidecar verifies the checkpoint: SIGKILL. The runner
+        # restarts it (restartPolicy Always); it resumes from the state on the volume.
+        nb.runner.signal_container(nb.namespace, f"{nb.name}-0", "gpushift-sidecar")
+        restoring = await e2e.wait_for_migration(user, {"restoring", "failed", "rolled_back"},
+                                                 180, nb.logs)
+        assert restoring["id"] == moved["migration"]["id"], restoring
+        assert restoring["phase"] == "restoring", restoring
+        assert pod_facts(admin, nb)[0] == "gpu"
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and restored["commit_id"] == moved["checkpoint"]["commit_id"]
+        assert (await user.execute(fresh, CHECK)).results == [CHECK_ANSWER]
+
+
+def test_fake_gpu_notebook_killed_during_the_restore(webhook, control_plane, admin, namespace,
+                                                     tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        run(_notebook_killed(nb, admin))
+
+
+async def _notebook_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    async with nb.user() as user:
+        kernel = await start_session(nb, user)
+        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": None})
+        assert status == 202, moved
+        await e2e.wait_for_migration(user, {"restoring"}, 180, nb.logs)
+        files = volume_files(nb)
+        await user.wait_until_up(120)
+        fresh = await user.open_notebook("work.ipynb")
+        restore = asyncio.ensure_future(user.gpushift(
+            "POST", "restore", {"kernel_id": fresh, "path": "work.ipynb"}, timeout=60))
+        await asyncio.sleep(0.3)  # the restore is under way: the notebook process dies
+        nb.runner.signal_container(nb.namespace, f"{nb.name}-0", nb.name)
+        try:
+            status, answer = await restore
+        except Exception as exc:  # the connection went with the process
+            status, answer = 0, repr(exc)
+        assert status != 200 or not answer.get("ok"), answer
+        # The runner restarts JupyterLab; the migration still waits for its restore,
+        # the checkpoint is untouched, and a second try brings the state back.
+        assert volume_files(nb) == files
+        again = await e2e.wait_for_migration(user, {"restoring", "done", "failed"}, 60)
+        assert again["phase"] == "restoring", again
+        fresh, restored = await reopen_and_restore(nb, user)
+        assert restored["ok"] and restored["migration"]["phase"] == "done", restored
+        assert (await user.execute(fresh, CHECK)).results == [CHECK_ANSWER]
+        assert volume_files(nb) == files
