@@ -277,6 +277,20 @@ async def _rolled_back(nb: e2e.NotebookUnderTest, admin: Any) -> None:
 # --------------------------------------------------------------------------- faults
 
 
+async def state_then_move(nb: e2e.NotebookUnderTest, user: JupyterUser,
+                          before_move: Any = None) -> dict[str, Any]:
+    """A session with the test's state, then a manual move to GPU (202); the answer."""
+    kernel = await start_session(nb, user)
+    assert (await user.execute(kernel, STATE_CELL)).status == "ok"
+    if before_move is not None:
+        before_move()
+    status, moved = await user.gpushift("POST", "migrate", {
+        "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
+        "pending_cell": None})
+    assert status == 202, moved
+    return dict(moved)
+
+
 # kishu's commits and the variables they stored (its HEAD and branch tables move).
 KISHU_DATA_TABLES = ("commit_entry", "checkpoint", "variable_snapshot", "commit_variable")
 
@@ -306,13 +320,8 @@ def test_fake_gpu_webhook_stopped_during_the_move(webhook, control_plane, admin,
 async def _webhook_stopped(nb: e2e.NotebookUnderTest, admin: Any,
                            webhook: LocalWebhook) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
-        webhook.stop()  # the webhook (and its guard) down while the notebook moves
-        status, moved = await user.gpushift("POST", "migrate", {
-            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
-            "pending_cell": None})
-        assert status == 202, moved
+        # The webhook (and its guard) down while the notebook moves.
+        moved = await state_then_move(nb, user, before_move=webhook.stop)
         files = volume_files(nb)
         # The new pod is created without the sidecar (failurePolicy Ignore) and works;
         # the extension says the optimizer is off and recovers the newest checkpoint.
@@ -353,12 +362,7 @@ def test_fake_gpu_sidecar_killed_during_the_checkpoint_step(webhook, control_pla
 
 async def _sidecar_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
-        status, moved = await user.gpushift("POST", "migrate", {
-            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
-            "pending_cell": None})
-        assert status == 202, moved
+        moved = await state_then_move(nb, user)
         # At once, while the sidecar verifies the checkpoint: SIGKILL. The runner
         # restarts it (restartPolicy Always); it resumes from the state on the volume.
         nb.runner.signal_container(nb.namespace, f"{nb.name}-0", "gpushift-sidecar")
@@ -380,12 +384,7 @@ def test_fake_gpu_notebook_killed_during_the_restore(webhook, control_plane, adm
 
 async def _notebook_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        assert (await user.execute(kernel, STATE_CELL)).status == "ok"
-        status, moved = await user.gpushift("POST", "migrate", {
-            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
-            "pending_cell": None})
-        assert status == 202, moved
+        await state_then_move(nb, user)
         await e2e.wait_for_migration(user, {"restoring"}, 180, nb.logs)
         files = volume_files(nb)
         await user.wait_until_up(120)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from typing import Any
 
 import jupyter_client
 import pytest
+from gpushift_testing.kernelspec import isolated_kernelspec
 
 from gpushift_jupyter.kernel_state import ClientKernel, kishu_environment, prepare_kishu_home
 
@@ -37,15 +37,9 @@ class KishuHome:
 def kishu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KishuHome:
     root = tmp_path / "kishu-root"
     prepare_kishu_home(root)
-    spec = tmp_path / "jupyter" / "kernels" / KISHU_KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "gpushift kishu test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    # Looking kernelspecs up imports IPython here, which creates its folder.
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    kernelspec = isolated_kernelspec(tmp_path, KISHU_KERNEL_NAME, "gpushift kishu test")
+    for key, value in kernelspec.items():
+        monkeypatch.setenv(key, value)
     env = dict(os.environ, PYTHONUNBUFFERED="1", HOME=str(tmp_path / "home"),
                **kishu_environment(root))
     env.pop("ENV_KISHU_TEST_MODE", None)  # kishu's own unit-test switch: not ours

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from gpushift_testing.kernelspec import isolated_kernelspec
 
 # Only look for kishu here: importing it creates ~/.kishu in the importing process.
 _MISSING = [m for m in ("kishu", "ipykernel", "jupyter_client", "numpy")
@@ -58,15 +59,8 @@ def kishu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KishuHome:
     (root / ".kishu" / "config.ini").write_text("[JUPYTERINT]\ntest_mode = True\n")
     # A kernelspec of this interpreter, so no other python3 kernelspec on the machine
     # is picked up.
-    spec = tmp_path / "jupyter" / "kernels" / KERNEL_NAME
-    spec.mkdir(parents=True)
-    (spec / "kernel.json").write_text(json.dumps({
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "gpushift test", "language": "python"}))
-    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
-    # Looking kernelspecs up imports IPython here, which creates its folder.
-    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    for key, value in isolated_kernelspec(tmp_path, KERNEL_NAME, "gpushift test").items():
+        monkeypatch.setenv(key, value)
     env = dict(os.environ, KISHU_PATH_ROOT=str(root), PYTHONUNBUFFERED="1")
     env.pop("ENV_KISHU_TEST_MODE", None)
     notebook = tmp_path / "home" / "work" / "demo.ipynb"
