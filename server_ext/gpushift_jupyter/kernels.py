@@ -26,7 +26,10 @@ _MAX_PATH_CHARS = 4096
 
 @dataclass
 class KernelFacts:
-    classifier: KernelClassifier = field(default_factory=KernelClassifier)
+    classifier: KernelClassifier = field(
+        default_factory=lambda: KernelClassifier(strict=False))
+    """The live path: only statements that mention something GPU-related are parsed
+    (a syntax error elsewhere in the cell goes unseen; running it will show it)."""
     notebook: Path | None = None
     """The notebook kishu is attached to in this kernel (None: not attached)."""
     gpu_cell_running: bool = False
@@ -52,7 +55,9 @@ class KernelRegistry:
 
     def classifier(self, kernel_id: str | None) -> KernelClassifier:
         """The kernel's stateful classifier; a throwaway one without a kernel."""
-        return KernelClassifier() if kernel_id is None else self.facts(kernel_id).classifier
+        if kernel_id is None:
+            return KernelClassifier(strict=False)
+        return self.facts(kernel_id).classifier
 
     def attached(self) -> list[str]:
         """Running kernels kishu is attached to."""

@@ -82,9 +82,7 @@ def bind(
         state.changed()
         return None if iterating or guarded else _literal_device_rule(name, value, state)
     if contains_availability(value, state):
-        state.guards.add(name)
-        state.availability_lines = None  # the hint predates this guard name
-        state.changed()
+        state.add_guard(name)
     elif _is_switch_on(value) and mentions_gpu(name) and not guarded:
         state.forced.add(name)
         state.changed()

@@ -85,6 +85,8 @@ class KernelState:
     # For the cell being walked only: sorted lines that mention an availability check or a
     # guard name (None: unknown, look at every expression). Saves walking most expressions.
     availability_lines: list[int] | None = None
+    # The lower-cased text those lines number (so a guard bound mid-cell can add its own).
+    walked_text: str = ""
     _scanner: Scanner | None = None
 
     def copy(self) -> KernelState:
@@ -131,6 +133,29 @@ class KernelState:
             self.shadowed.add(name)
         if known:
             self.changed()
+
+    def add_guard(self, name: str) -> None:
+        """`name` now tells whether a GPU is there: remember it, and add the lines of the
+        cell being walked that mention it to the availability hint."""
+        self.guards.add(name)
+        self.changed()
+        lines = self.availability_lines
+        if lines is None:
+            return
+        word = _last_word(name)
+        text = self.walked_text
+        if not word or not text:
+            self.availability_lines = None  # no text to search: look everywhere
+            return
+        found: set[int] = set(lines)
+        line, counted = 1, 0
+        position = text.find(word)
+        while position >= 0:
+            line += text.count("\n", counted, position)
+            counted = position
+            found.add(line)
+            position = text.find(word, position + 1)
+        self.availability_lines = sorted(found)
 
     def changed(self) -> None:
         """Drop the cached scanner: the set of interesting names changed."""
