@@ -26,6 +26,7 @@ demo: $(STAMP) controlplane frontend
 
 test: lint typecheck dockerlint controlplane frontend browser
 	server_ext/hack/test-frontend.sh --browser
+	server_ext/hack/test-e2e-browser.sh
 	$(BIN)/pytest -ra --durations=15
 
 lint: $(STAMP)
@@ -56,6 +57,9 @@ unit: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/webhook_load.py
+	$(BIN)/python bench/classifier_speed.py
+	$(BIN)/python bench/checkpoint_kishu.py
+	$(BIN)/python bench/e2e_migration.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -42,6 +42,7 @@ from gpushift_testing import e2e  # noqa: E402
 from gpushift_testing.binaries import missing_binaries  # noqa: E402
 from gpushift_testing.controlplane import ControlPlane  # noqa: E402
 from gpushift_testing.jupyter_user import JupyterUser  # noqa: E402
+from gpushift_testing.kube import wait_for  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 PHASES = ["checkpoint", "patch", "pod recreated", "server back", "kernel", "restore",
@@ -130,6 +131,10 @@ async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
                 results.append(figures)
                 print(f"{mib:4d} MiB move {run + 1} to {target}: " + ", ".join(
                     f"{k} {v:.2f}s" for k, v in figures.items()), flush=True)
+    # The fake GPU node has one GPU: the next size's notebook needs it.
+    admin.core.delete_namespace(namespace)
+    wait_for("the notebook's pod gone", lambda: not admin.core.list_namespaced_pod(
+        namespace).items, 120)
     return results
 
 

@@ -139,7 +139,7 @@ class MigrationHandler(GpushiftHandler):
     @answers_errors
     async def get(self) -> None:
         self.services.require_optimizer()
-        self.answer({"migration": await self.services.mover.current()})
+        self.answer({"migration": await self.services.mover.current_for_browser()})
 
 
 class CheckpointHandler(GpushiftHandler):

@@ -116,6 +116,22 @@ class Mover:
             raise
         return answer
 
+    async def current_for_browser(self) -> dict[str, Any] | None:
+        """`GET /migration`: the sidecar's record, with the notebook of its checkpoint
+        and pending cell also as `path` relative to the server root (as the browser
+        names notebooks), and `recoverable` (see `recoverable`)."""
+        migration = await self.current()
+        if migration is None:
+            return None
+        shown = dict(migration)
+        for key in ("checkpoint", "pending_cell"):
+            part = migration.get(key)
+            if isinstance(part, dict) and isinstance(part.get("notebook_path"), str):
+                shown[key] = {**part,
+                              "path": self.kernels.relative(Path(part["notebook_path"]))}
+        shown["recoverable"] = recoverable(migration) and migration["id"] not in self.recovered
+        return shown
+
     async def restore(self, kernel_id: str, path: str | None) -> dict[str, Any]:
         """`POST /restore`: the state of the migration in `restoring`, into this kernel
         — or, once per pod, the checkpoint of a move that was rolled back or failed

@@ -7,6 +7,7 @@
  * memory, so a page reloaded during the move does the same.
  */
 import { Notification, showDialog, Dialog } from '@jupyterlab/apputils';
+import { PageConfig } from '@jupyterlab/coreutils';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { NotebookActions, NotebookPanel } from '@jupyterlab/notebook';
 import { Kernel } from '@jupyterlab/services';
@@ -15,6 +16,7 @@ import { Widget } from '@lumino/widgets';
 import { ApiClient, ApiError } from './api';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
+import { notebookPathOf } from './migrationPath';
 import { describeRestore } from './restoreText';
 
 const KERNEL_READY_TIMEOUT_MS = 120000;
@@ -46,7 +48,8 @@ export class RestoreFlow {
   }
 
   private async _restore(m: IMigration): Promise<void> {
-    const path = m.pending_cell?.path || m.checkpoint?.path || null;
+    const root = PageConfig.getOption('serverRoot');
+    const path = notebookPathOf(m, root, this._service.movedPath(m.id));
     if (!path) {
       Notification.warning(
         'The move is done, but no notebook state was saved for it: your variables were not restored.',
@@ -87,6 +90,9 @@ export class RestoreFlow {
       });
       this._busyPaths.delete(path);
       await this._service.attach(kernel.id, path);
+      // The move is over now (the server told the sidecar): learn it before running the
+      // pending cell, or the cell executor would hold it as "a move is in progress".
+      await this._service.refresh();
       await this._runPending(panel, result.pending_cell ?? m.pending_cell ?? null);
     } catch (error) {
       const detail = error instanceof ApiError ? error.detail : String(error);

@@ -19,6 +19,9 @@ import {
   Target
 } from './types';
 
+/** Statuses of a route/proxy whose notebook pod is gone or starting (GET api_extension). */
+const GATEWAY_STATUSES = new Set([502, 503, 504]);
+
 /** Poll intervals (ms): faster while something the user watches is changing. */
 const POLL_MS = { quiet: 5000, gpu: 2000, busy: 1000 };
 
@@ -78,7 +81,9 @@ export class MigrationService implements IMigrationService {
       config = await this.api.get<IRuntimeConfig>('', 5000);
       this._downSince = null;
     } catch (error) {
-      if (error instanceof ApiError && error.serverDown) {
+      if (error instanceof ApiError && (error.serverDown || GATEWAY_STATUSES.has(error.status))) {
+        // The extension answers this one 200 always: a 502/503/504 (JSON or not) comes
+        // from the route or proxy in front of a pod that is gone or not ready yet.
         this._downSince = this._downSince ?? Date.now();
       } else if (error instanceof ApiError && error.status === 404) {
         // No server extension: the front end is installed without it.
@@ -112,6 +117,9 @@ export class MigrationService implements IMigrationService {
     try {
       const answer = await this.api.post<{ migration: IMigration }>('migrate', body, 120000);
       this._migration = answer.migration;
+      if (body.path && answer.migration?.id) {
+        this._movedPaths.set(answer.migration.id, body.path);
+      }
       this._changed.emit();
       this._schedule(0);
       return true;
@@ -132,6 +140,10 @@ export class MigrationService implements IMigrationService {
       await this.refresh();
       return false;
     }
+  }
+
+  movedPath(id: string): string | null {
+    return this._movedPaths.get(id) ?? null;
   }
 
   async stayOnGpu(): Promise<boolean> {
@@ -248,5 +260,6 @@ export class MigrationService implements IMigrationService {
   private _timer: ReturnType<typeof setTimeout> | null = null;
   private _disposed = false;
   private _activity: Promise<void> = Promise.resolve();
+  private _movedPaths = new Map<string, string>();
   private _changed = new Signal<IMigrationService, void>(this);
 }

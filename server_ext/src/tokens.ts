@@ -49,6 +49,8 @@ export interface IMigrationService {
   refresh(): Promise<void>;
   /** Start a move; resolves true when the server accepted it (errors are notified). */
   move(target: Target, options: IMoveOptions): Promise<boolean>;
+  /** The notebook path this page asked migration `id` to move (null: not this page's). */
+  movedPath(id: string): string | null;
   /** "Stay on GPU": cancel the idle move that is being counted down. */
   stayOnGpu(): Promise<boolean>;
   /** Send the idle timeout (seconds; null: the admin's default) to the sidecar. */

@@ -136,7 +136,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     say(f"4/6 Notebook {ns}/{name} with workspace PVC {claim} on {workspace}"
         + (f" (kept from an earlier run: {kept} files)" if kept else ""))
     demo_setup.create_workspace_claim(core, ns, claim, workspace)
-    token = secrets.token_hex(16)
+    token = args.token or secrets.token_hex(16)
     demo_setup.create_notebook(client.CustomObjectsApi(api), ns,
                                demo_setup.notebook_body(name, claim, token))
 
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="port of the notebook URL on 127.0.0.1 (default 8888, else a free one)")
     ap.add_argument("--namespace", default="kubeflow-user")
     ap.add_argument("--notebook", default="demo")
+    ap.add_argument("--token", default=None,
+                    help="the Jupyter token (default: a random one; fixed for browser tests)")
     ap.add_argument("--timeout", type=float, default=300,
                     help="seconds to wait for JupyterLab to answer")
     ap.add_argument("--exit-after-ready", action="store_true",

@@ -269,6 +269,9 @@ async def test_migrate_then_restore_after_a_simulated_pod_restart(
     commit = moved["checkpoint"]["commit_id"]
     assert moved["migration"]["checkpoint"] == {"notebook_path": str(notebook),
                                                 "commit_id": commit}
+    _, current = await call(jp_fetch, "GET", "migration")
+    assert current["migration"]["checkpoint"]["path"] == "work/train.ipynb"
+    assert current["migration"]["pending_cell"]["path"] == "work/train.ipynb"
     # The sidecar verified the very checkpoint, then failed at the patch: no Kubernetes.
     failed = await wait_for_phase(jp_fetch, {"failed"})
     assert [h["phase"] for h in failed["history"]][:4] == [

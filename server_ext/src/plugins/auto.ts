@@ -8,6 +8,7 @@ import { INotebookTracker } from '@jupyterlab/notebook';
 
 import { ApiClient } from '../api';
 import { AttachWatcher } from '../attach';
+import { ConnectionLostGuard } from '../connectionGuard';
 import { IdleWarning } from '../idleWarning';
 import { MigrationProgress } from '../progress';
 import { RestoreFlow } from '../restore';
@@ -25,6 +26,7 @@ export const autoPlugin: JupyterFrontEndPlugin<IMigrationService> = {
     const service = new MigrationService(api);
     new MigrationProgress(service);
     new IdleWarning(service);
+    new ConnectionLostGuard(service);
     void service.start();
     // The notebook tracker depends (through the widget factory) on the cell executor,
     // which depends on this service: take the tracker once the app is up, not as a

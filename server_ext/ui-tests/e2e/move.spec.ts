@@ -1,0 +1,155 @@
+/**
+ * A REAL move, end to end (fake_gpu: the GPU node is a kwok node and the local pod runner
+ * marks the pod on it with GPUSHIFT_FAKE_GPU; this machine has no GPU). The browser drives
+ * the real JupyterLab behind the notebook proxy; Kubernetes (local control plane, notebook
+ * controller stand-in, gpushift's webhook and sidecar) recreates pod demo-0 under the
+ * same URL; the page waits for it, restores the variables into a fresh kernel and runs
+ * the held cell there.
+ *
+ * The tests run in order: the second moves back from the GPU pod the first moved to.
+ */
+import { expect, test } from '@jupyterlab/galata';
+
+import { captureNotices, gpuDialog, notices, podStatus, prompt, startCell, toast } from '../tests/helpers';
+import {
+  CHECKSUM_CELL,
+  checksumOf,
+  GPU_CELL,
+  NOTEBOOK,
+  podFacts,
+  restoreDetails,
+  setSources,
+  shot,
+  STATE_CELL,
+  textOutput
+} from './steps';
+
+// Galata's Node-side helpers (the per-test folder, the kernel/session bookkeeping) assume
+// a server at the origin's root; here JupyterLab lives under /notebook/<ns>/<name>/ and
+// the server itself is replaced mid-test. The folder is made by e2e_launcher.py in the
+// workspace, which is fresh on every run.
+test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as any);
+test.describe.configure({ mode: 'serial' });
+
+/** A move takes 10-30 s here; the restore and the pending cell a few more. */
+const MOVE_TIMEOUT = 180000;
+const VARIABLES = ['big', 'frame', 'point'];
+
+test.describe('a real move between pods (fake_gpu)', () => {
+  test('fake_gpu: CPU -> GPU automatically: the held cell runs on the GPU pod with the state restored', async ({
+    page
+  }) => {
+    const guardLog: string[] = [];
+    page.on('console', message => {
+      if (message.text().includes('connection-lost dialog closed')) {
+        guardLog.push(message.text());
+      }
+    });
+    await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
+    const before = await podFacts(page);
+    expect(before.usingGPU).toBe(false);
+
+    expect(await page.notebook.createNew()).toBe(NOTEBOOK);
+    await setSources(page, [STATE_CELL, GPU_CELL]);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 120000 });
+    await page.notebook.save();
+    await page.notebook.runCell(0, { inplace: true });
+    const checksum = checksumOf(await textOutput(page, 0));
+    expect(checksum, `the state cell printed ${await textOutput(page, 0)}`).toBeTruthy();
+
+    await captureNotices(page);
+    await startCell(page, 1);
+    const dialog = gpuDialog(page);
+    await expect(dialog).toBeVisible();
+    await expect(dialog).toContainText('device = "cuda"');
+    await expect(prompt(page, 1)).toHaveText('[ ]:'); // held: it has not run
+    await dialog.getByRole('button', { name: 'Move to GPU now' }).click();
+
+    // Progress through the phases (a move takes a few seconds here: the page sees some
+    // of them, the notification history below has them all).
+    const progress = toast(page, /Moving to a GPU pod/);
+    await expect(progress).toBeVisible({ timeout: 60000 });
+    await expect(podStatus(page)).toContainText('Moving to GPU');
+    await shot(page, 'e2e-progress');
+
+    // Back on the new pod: restored, and the status bar says GPU.
+    const restored = toast(page, /Restored \d+ variable/);
+    await expect(restored).toBeVisible({ timeout: MOVE_TIMEOUT });
+    await restored.hover(); // keeps the toast from closing by itself
+    await expect(podStatus(page)).toHaveText(/^GPU/, { timeout: 60000 });
+    // JupyterLab's "Server Connection Error" dialog is not left over from the restart.
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    await shot(page, 'e2e-restored');
+    const details = await restoreDetails(page, restored);
+    for (const name of VARIABLES) {
+      expect(details).toMatch(new RegExp(`Restored: .*\\b${name}\\b`));
+    }
+
+    // The held cell ran on the new pod, with the restored state.
+    await expect(prompt(page, 1)).toHaveText(/\[\d+\]:/, { timeout: 60000 });
+    const output = await textOutput(page, 1);
+    expect(output).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(output).toContain('gpu kwok-gpu-0 cuda');
+    await shot(page, 'e2e-output');
+    await page.notebook.save(); // the next test reopens it
+
+    const after = await podFacts(page);
+    expect(after.usingGPU).toBe(true);
+    expect(after.node).toBe('kwok-gpu-0');
+    expect(after.PodName).toBe(before.PodName); // the same pod name, the same URL
+    const seen = await notices(page);
+    // The page follows the phases by polling: which of the quick early ones it sees
+    // varies (the checkpoint is taken before /migrate answers), the last ones it sees.
+    const at = (text: string) => seen.findIndex(m => m.includes(text));
+    expect(at('Moving to a GPU pod'), JSON.stringify(seen)).toBe(0);
+    expect(at('restoring your variables'), JSON.stringify(seen)).toBeGreaterThan(0);
+    expect(at('Now on a GPU pod'), JSON.stringify(seen)).toBeGreaterThan(at('restoring your variables'));
+    // Whether JupyterLab's own connection-lost dialog came up (and was closed) depends on
+    // when its polls hit the restart: recorded, not asserted (none is on screen: above).
+    test.info().annotations.push({
+      type: 'connection-lost dialogs closed during the move',
+      description: String(guardLog.length)
+    });
+  });
+
+  test('fake_gpu: GPU -> CPU by hand with "Move to CPU": the state is back on the CPU pod', async ({
+    page
+  }) => {
+    await expect(podStatus(page)).toHaveText(/^GPU/, { timeout: 60000 });
+    expect(await page.notebook.open(NOTEBOOK)).toBe(true);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 120000 });
+    // The state of the GPU pod's kernel (restored there by the first test).
+    const check = await page.notebook.getCellCount();
+    await setSources(page, [CHECKSUM_CELL], check);
+    await page.notebook.runCell(check, { inplace: true });
+    const onGpu = await textOutput(page, check);
+    expect(onGpu).toContain('gpu kwok-gpu-0');
+    const checksum = checksumOf(onGpu);
+    expect(checksumOf(await textOutput(page, 0)), 'the saved state cell output').toBe(checksum);
+    await captureNotices(page);
+
+    await page.menu.clickMenuItem('Kernel>Move to CPU');
+    const restored = toast(page, /Restored \d+ variable/);
+    await expect(restored).toBeVisible({ timeout: MOVE_TIMEOUT });
+    await restored.hover();
+    await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    const details = await restoreDetails(page, restored);
+    for (const name of VARIABLES) {
+      expect(details).toMatch(new RegExp(`Restored: .*\\b${name}\\b`));
+    }
+
+    // The same check in the CPU pod's fresh kernel: the same state, no GPU.
+    await page.notebook.runCell(check, { inplace: true });
+    const onCpu = await textOutput(page, check);
+    expect(onCpu).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(onCpu).toContain('gpu None');
+    await shot(page, 'e2e-back-on-cpu');
+
+    const facts = await podFacts(page);
+    expect(facts.usingGPU).toBe(false);
+    expect(facts.node).not.toBe('kwok-gpu-0');
+    const seen = await notices(page);
+    expect(seen.some(m => m.startsWith('Moving to a CPU pod'))).toBe(true);
+  });
+});
