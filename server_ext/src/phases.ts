@@ -25,6 +25,23 @@ function podName(target: Target): string {
   return target === 'gpu' ? 'a GPU pod' : 'a CPU pod';
 }
 
+/**
+ * `text` without its final full stops, within `max` characters: whole, else its first
+ * sentences that fit (a scheduler's message leads with the reason, then adds preemption
+ * notes), else cut with an ellipsis.
+ */
+export function shorten(text: string, max: number): string {
+  const clean = text.trim().replace(/\s+/g, ' ').replace(/\.+$/, '');
+  if (clean.length <= max) {
+    return clean;
+  }
+  const end = clean.lastIndexOf('. ', max);
+  if (end > 0) {
+    return clean.slice(0, end);
+  }
+  return `${clean.slice(0, Math.max(1, max - 1)).trimEnd()}…`;
+}
+
 /** Ordered steps shown to the user; the index is the step number "(2/5)". */
 const STEPS: MigrationPhase[] = [
   'checkpointing',
@@ -85,10 +102,31 @@ export function phaseType(phase: MigrationPhase): NoticeType {
 /** The text and type of the progress notification for a migration record. */
 export function describeMigration(m: IMigration): { message: string; type: NoticeType } {
   const step = isTerminal(m.phase) ? '' : ` ${stepOf(m.phase)}`;
+  if (m.phase === 'rolled_back' && podWasReplaced(m)) {
+    // Not "back where you were": the pod was replaced, its kernel is new (the state
+    // comes back with the recovery, restore.ts).
+    const back = m.target === 'gpu' ? 'a CPU pod' : 'a GPU pod';
+    const head = `The move to ${podName(m.target)} was rolled back: `;
+    const tail = `. Back on ${back}.`;
+    const reason = shorten(m.error || 'the new pod did not start', 140 - head.length - tail.length);
+    return {
+      message: `${head}${reason}${tail}`,
+      type: 'warning'
+    };
+  }
   return {
     message: phaseMessage(m.phase, m.target, m.error) + step,
     type: phaseType(m.phase)
   };
+}
+
+/** Whether the move replaced the notebook's pod (its kernel is a new one now). */
+export function podWasReplaced(m: IMigration): boolean {
+  if (m.recoverable === true) {
+    return true;
+  }
+  const history = Array.isArray(m.history) ? (m.history as { phase?: unknown }[]) : [];
+  return history.some(h => h?.phase === 'recreating' || h?.phase === 'restoring');
 }
 
 /** Shown while the server does not answer during a move (the pod is being replaced). */

@@ -5,6 +5,11 @@
  *
  * Driven by the server's state (a migration in phase `restoring`), not by this page's
  * memory, so a page reloaded during the move does the same.
+ *
+ * A move that could not complete after the old pod was replaced (no GPU free: the guard
+ * rolled the notebook back to CPU) is `recoverable`: the same restore brings the state
+ * back into the notebook's fresh kernel, the held cell is not run, and the user is told
+ * why, with "Try again" (`recovery.ts` decides and words it).
  */
 import { Notification, showDialog, Dialog } from '@jupyterlab/apputils';
 import { PageConfig } from '@jupyterlab/coreutils';
@@ -18,6 +23,7 @@ import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
 import { notebookPathOf } from './migrationPath';
 import { describeRestore } from './restoreText';
+import { describeRecovery, restoreKindOf, retryRequest } from './recovery';
 
 const KERNEL_READY_TIMEOUT_MS = 120000;
 
@@ -37,14 +43,89 @@ export class RestoreFlow {
 
   private _check(): void {
     const m = this._service.migration;
-    if (!m || m.phase !== 'restoring' || this._service.serverDownSince !== null) {
+    const kind = restoreKindOf(m, this._service.serverDownSince !== null, this._handled);
+    if (!m || kind === null) {
       return;
     }
-    if (this._handled.has(m.id)) {
+    if (kind === 'recover') {
+      // Only for a notebook open on this page (or the one it moved): the state goes into
+      // that notebook's kernel; another tab, or this one once the notebook is opened,
+      // does it otherwise.
+      const root = PageConfig.getOption('serverRoot');
+      const path = notebookPathOf(m, root, this._service.movedPath(m.id));
+      if (!path || (!this._docs.findWidget(path) && !this._service.movedPath(m.id))) {
+        return;
+      }
+      this._handled.add(m.id);
+      void this._recover(m, path);
       return;
     }
     this._handled.add(m.id);
     void this._restore(m);
+  }
+
+  /** The state of a move that did not complete, into the notebook's fresh kernel. */
+  private async _recover(m: IMigration, path: string): Promise<void> {
+    this._busyPaths.add(path);
+    const notice = Notification.emit(
+      `The move did not complete: restoring the variables of ${path} on this pod…`,
+      'in-progress',
+      { autoClose: false }
+    );
+    try {
+      const panel = await this._openNotebook(path);
+      const kernel = await this._freshKernel(panel);
+      let result: IRestoreResult;
+      try {
+        result = await this._api.post<IRestoreResult>(
+          'restore',
+          { kernel_id: kernel.id, path },
+          300000
+        );
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 409) {
+          Notification.dismiss(notice); // another tab recovered it already
+          return;
+        }
+        throw error;
+      }
+      const text = describeRecovery(m, result);
+      const actions: Notification.IAction[] = [
+        { label: 'Details', callback: () => void showDetails(text.details, 'The move did not complete') }
+      ];
+      if (text.canRetry && result.ok) {
+        const retry = retryRequest(m);
+        actions.push({
+          label: 'Try again',
+          callback: () =>
+            void this._service.move(retry.target, {
+              reason: retry.reason,
+              panel,
+              pendingCell: retry.pendingCell
+            })
+        });
+      }
+      Notification.update({
+        id: notice,
+        message: text.message,
+        type: text.type,
+        autoClose: false,
+        actions
+      });
+      this._busyPaths.delete(path);
+      await this._service.attach(kernel.id, path);
+    } catch (error) {
+      const detail = error instanceof ApiError ? error.detail : String(error);
+      Notification.update({
+        id: notice,
+        message: `The move did not complete, and your variables could not be restored: ${detail}`,
+        type: 'error',
+        autoClose: false
+      });
+    } finally {
+      this._busyPaths.delete(path);
+      void this._service.refresh();
+    }
   }
 
   private async _restore(m: IMigration): Promise<void> {
@@ -174,12 +255,12 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   }
 }
 
-function showDetails(details: string): Promise<unknown> {
+function showDetails(details: string, title = 'What was restored'): Promise<unknown> {
   const body = document.createElement('pre');
   body.className = 'gpushift-restore-details';
   body.textContent = details;
   return showDialog({
-    title: 'What was restored',
+    title,
     body: new Widget({ node: body }),
     buttons: [Dialog.okButton({ label: 'Close' })]
   });

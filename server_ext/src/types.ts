@@ -34,6 +34,9 @@ export interface IMigration {
   updatedAt?: string | null;
   pending_cell?: IPendingCell | null;
   checkpoint?: { commit_id?: string; path?: string } | null;
+  /** GET /migration: rolled back or failed after the pod was replaced, state not yet
+   * restored on this pod (POST /restore recovers it). */
+  recoverable?: boolean;
   [key: string]: unknown;
 }
 
@@ -96,4 +99,6 @@ export interface IRestoreResult {
   commit_id?: string;
   pending_cell?: IPendingCell | null;
   migration?: IMigration | null;
+  /** The state of a move that did not complete (its held cell is not run). */
+  recovered?: boolean;
 }

@@ -1,6 +1,7 @@
 """The web server of the end-to-end browser tests (playwright.e2e.config.js): the whole
-local demo (hack/demo.py: control plane, chart, local webhook, opted-in namespace, Notebook
-`demo` with its workspace PVC, local pod runner and notebook proxy), started fresh.
+local demo (hack/demo.py: control plane, chart, local webhook with the migration guard,
+opted-in namespace, Notebook `demo` with its workspace PVC, local pod runner and notebook
+proxy), started fresh.
 
 Before the demo starts, the workspace (the PVC's folder, HOME of the notebook container on
 every pod the Notebook gets) is emptied and given a Jupyter config that loads Galata's
@@ -25,6 +26,10 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE, NOTEBOOK = "kubeflow-user", "demo"  # demo.py's defaults
 PORT_WAIT_S = 90
 TEST_FOLDER = "e2e"  # the tests' folder in the workspace (their Galata tmpPath)
+# The migration guard rolls back a moved pod not Ready after this long (the webhook's
+# minimum). kwok marks a scheduled pod Ready at once, so only a pod no node can take (the
+# rollback test's: the GPU is taken) waits it out -- 10 s instead of the chart's 300.
+GUARD_READY_TIMEOUT_S = 10
 
 # Galata drives JupyterLab through its helper extension and `window.jupyterapp`.
 JUPYTER_CONFIG = """\
@@ -76,7 +81,8 @@ def main() -> int:
     workspace = prepare_workspace(state)
     print(f"e2e launcher: state {state}, workspace {workspace}", flush=True)
     demo = [sys.executable, str(REPO_ROOT / "hack" / "demo.py"), "--state", str(state),
-            "--port", str(args.port), "--token", args.token]
+            "--port", str(args.port), "--token", args.token,
+            "--guard-ready-timeout", str(GUARD_READY_TIMEOUT_S)]
     os.execv(sys.executable, demo)
     return 1  # not reached
 

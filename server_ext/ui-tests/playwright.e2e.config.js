@@ -21,6 +21,8 @@ const path = require('path');
 const PYTHON = process.env.GPUSHIFT_PYTHON || path.resolve(__dirname, '../../.venv/bin/python');
 const PORT = Number(process.env.GPUSHIFT_E2E_PORT || 18731);
 const STATE = process.env.GPUSHIFT_E2E_STATE || path.join(os.tmpdir(), `gpushift-e2e-${PORT}`);
+// The rollback test reaches the demo's cluster with its kubeconfig under the state folder.
+process.env.GPUSHIFT_E2E_STATE = STATE;
 // Workers inherit the runner's environment: the token is chosen once per run.
 process.env.GPUSHIFT_E2E_TOKEN =
   process.env.GPUSHIFT_E2E_TOKEN || crypto.randomBytes(16).toString('hex');

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     (state / "webhook").mkdir(parents=True)
     install_chart(binary_paths()["helm"], plane.kubeconfig, hook,
                   *demo_setup.chart_sets_binding(ns))
-    hook.start()
+    hook.start(*demo_setup.guard_arguments(state / "webhook", args.guard_ready_timeout))
     stack.callback(hook.stop)
     admission = client.AdmissionregistrationV1Api(api)
     wait_for("the webhook's caBundle", lambda: ca_bundle_published(admission), 60,
@@ -193,9 +193,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="the Jupyter token (default: a random one; fixed for browser tests)")
     ap.add_argument("--timeout", type=float, default=300,
                     help="seconds to wait for JupyterLab to answer")
+    ap.add_argument("--guard-ready-timeout", type=int, default=None, metavar="SECONDS",
+                    help="run the migration guard: a moved pod not Ready after SECONDS "
+                         "(at least 10) is rolled back (default: no guard)")
     ap.add_argument("--exit-after-ready", action="store_true",
                     help="stop everything as soon as the URL answers (a check of the demo)")
     args = ap.parse_args(argv)
+    if args.guard_ready_timeout is not None and args.guard_ready_timeout < 10:
+        ap.error("--guard-ready-timeout must be at least 10 (the webhook's minimum)")
     args.state = args.state.resolve()
     args.state.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(filename=args.state / "demo.log", level=logging.INFO,

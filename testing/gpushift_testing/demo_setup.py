@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from gpushift_testing.access import EDITOR_SA
 from gpushift_testing.workloads import create_workspace
 
@@ -85,3 +87,15 @@ def create_notebook(custom: Any, namespace: str, body: dict[str, Any]) -> dict[s
 def notebook_url(proxy_port: int, namespace: str, name: str) -> str:
     """The notebook's stable local URL (through the proxy), as Kubeflow's route gives."""
     return f"http://127.0.0.1:{proxy_port}/notebook/{namespace}/{name}/"
+
+
+def guard_arguments(workdir: Path, ready_timeout: int | None) -> list[str]:
+    """Extra `gpushift-webhook serve` arguments that run the migration guard with
+    `guard.ready_timeout_seconds` = `ready_timeout` (its config file is written into
+    `workdir`); none when `ready_timeout` is None (the demo's default: no guard)."""
+    if ready_timeout is None:
+        return []
+    config = workdir / "guard-config.yaml"
+    # Only the guard's setting: every other one keeps the webhook's default.
+    config.write_text(yaml.safe_dump({"guard": {"ready_timeout_seconds": ready_timeout}}))
+    return ["--config", str(config), "--guard", "--guard-interval", "1"]

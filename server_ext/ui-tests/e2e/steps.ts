@@ -86,9 +86,13 @@ export async function podFacts(page: IJupyterLabPageFixture): Promise<Record<str
 }
 
 /** The full text of the restore notification's "Details" dialog (then closed). */
-export async function restoreDetails(page: IJupyterLabPageFixture, notice: Locator): Promise<string> {
+export async function restoreDetails(
+  page: IJupyterLabPageFixture,
+  notice: Locator,
+  title = 'What was restored'
+): Promise<string> {
   await notice.getByRole('button', { name: 'Details' }).click();
-  const dialog = page.locator('.jp-Dialog').filter({ hasText: 'What was restored' });
+  const dialog = page.locator('.jp-Dialog').filter({ hasText: title });
   await expect(dialog).toBeVisible();
   const text = (await dialog.locator('.gpushift-restore-details').textContent()) ?? '';
   await dialog.getByRole('button', { name: 'Close' }).click();

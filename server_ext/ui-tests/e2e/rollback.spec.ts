@@ -1,0 +1,163 @@
+/**
+ * A REAL move to GPU that cannot complete (fake_gpu: the GPU node is a kwok node with one
+ * GPU): a plain pod takes that GPU first, so the notebook's new GPU pod stays Pending; the
+ * migration guard (run by the e2e demo with a 10 s ready timeout) rolls the Notebook back
+ * to CPU and the pod is recreated there, with an empty kernel. The page waits out the
+ * restart, restores the variables from the checkpoint taken before the move, says the move
+ * was rolled back and why (the scheduler's reason), and does NOT run the held cell.
+ *
+ * Runs after move.spec.ts on the same demo (the notebook is on CPU then) but needs
+ * nothing from it: its own notebook, its own state.
+ */
+import { expect, test } from '@jupyterlab/galata';
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+
+import { captureNotices, gpuDialog, notices, podStatus, prompt, startCell, toast } from '../tests/helpers';
+import {
+  CHECKSUM_CELL,
+  checksumOf,
+  GPU_CELL,
+  podFacts,
+  restoreDetails,
+  setSources,
+  shot,
+  STATE_CELL,
+  textOutput
+} from './steps';
+
+test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as any);
+
+/** Guard timeout (10 s) + the CPU pod's JupyterLab start + the restore, on 2 cores. */
+const ROLLBACK_TIMEOUT = 200000;
+const NAMESPACE = 'kubeflow-user';
+const HOG = 'gpu-hog-e2e';
+const VARIABLES = ['big', 'frame', 'point'];
+
+/** kubectl of the control plane's binaries (~/.cache/gpushift/bin/kubectl-v<version>). */
+function kubectlPath(): string {
+  if (process.env.GPUSHIFT_KUBECTL) {
+    return process.env.GPUSHIFT_KUBECTL;
+  }
+  const bin = path.join(os.homedir(), '.cache', 'gpushift', 'bin');
+  const found = fs.readdirSync(bin).filter(name => /^kubectl-v[\d.]+$/.test(name));
+  if (found.length !== 1) {
+    throw new Error(`expected one kubectl-v* in ${bin}, found ${JSON.stringify(found)}`);
+  }
+  return path.join(bin, found[0]);
+}
+
+/** kubectl against the demo's cluster (its kubeconfig is in the state folder). */
+function kubectl(args: string[], input?: string): string {
+  const state = process.env.GPUSHIFT_E2E_STATE;
+  if (!state) {
+    throw new Error('GPUSHIFT_E2E_STATE is not set (playwright.e2e.config.js sets it)');
+  }
+  const kubeconfig = path.join(state, 'controlplane', 'kubeconfig');
+  return execFileSync(kubectlPath(), ['--kubeconfig', kubeconfig, ...args], {
+    input,
+    encoding: 'utf-8',
+    stdio: ['pipe', 'pipe', 'pipe'], // kubectl's warnings stay out of the test report
+    timeout: 90000
+  });
+}
+
+/** A plain pod that takes the fake GPU node's only GPU (scheduled before this returns). */
+function occupyTheGpu(): void {
+  const pod = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name: HOG, namespace: NAMESPACE },
+    spec: {
+      containers: [
+        { name: 'hog', image: 'busybox', resources: { limits: { 'nvidia.com/gpu': '1' } } }
+      ],
+      tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]
+    }
+  };
+  kubectl(['apply', '-f', '-'], JSON.stringify(pod));
+  kubectl(['wait', '--for=condition=PodScheduled', `pod/${HOG}`, '-n', NAMESPACE, '--timeout=60s']);
+}
+
+function freeTheGpu(): void {
+  kubectl(['delete', 'pod', HOG, '-n', NAMESPACE, '--ignore-not-found', '--grace-period=0', '--force']);
+}
+
+test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
+  test.afterAll(() => freeTheGpu());
+
+  test('fake_gpu: no GPU free: rolled back to CPU, variables restored there, the held cell not run', async ({
+    page
+  }) => {
+    await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
+    const before = await podFacts(page);
+    occupyTheGpu();
+
+    const name = await page.notebook.createNew();
+    expect(name).toBeTruthy();
+    await setSources(page, [STATE_CELL, GPU_CELL]);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 120000 });
+    await page.notebook.save();
+    await page.notebook.runCell(0, { inplace: true });
+    const checksum = checksumOf(await textOutput(page, 0));
+    expect(checksum, `the state cell printed ${await textOutput(page, 0)}`).toBeTruthy();
+
+    await captureNotices(page);
+    await startCell(page, 1);
+    const dialog = gpuDialog(page);
+    await expect(dialog).toBeVisible();
+    await dialog.getByRole('button', { name: 'Move to GPU now' }).click();
+    await expect(toast(page, /Moving to a GPU pod/)).toBeVisible({ timeout: 60000 });
+
+    // The guard rolls back, the CPU pod starts, the page restores and says so.
+    const recovered = toast(page, /Move to GPU rolled back/);
+    await expect(recovered).toBeVisible({ timeout: ROLLBACK_TIMEOUT });
+    await recovered.hover(); // keeps the toast in place
+    await expect(recovered).toContainText('nvidia.com/gpu'); // the scheduler's reason
+    await expect(recovered).toContainText(/Restored \d+ variable\(s\) on CPU/);
+    await expect(recovered).toContainText('Held cell NOT run');
+    await expect(recovered.getByRole('button', { name: 'Try again' })).toBeVisible();
+    await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0); // no connection-lost dialog left
+    await shot(page, 'e2e-rolled-back');
+
+    const details = await restoreDetails(page, recovered, 'The move did not complete');
+    expect(details).toMatch(/rolled back: .*Insufficient nvidia\.com\/gpu/);
+    expect(details).toContain('restored on this CPU pod');
+    for (const variable of VARIABLES) {
+      expect(details).toMatch(new RegExp(`Restored: .*\\b${variable}\\b`));
+    }
+    expect(details).toContain('was NOT run: it needs a GPU');
+
+    // The held cell never ran, on either pod.
+    await expect(prompt(page, 1)).toHaveText('[ ]:');
+    expect(await textOutput(page, 1)).toBe('');
+    // The CPU pod's fresh kernel has the state back.
+    await setSources(page, [CHECKSUM_CELL], 2);
+    await page.notebook.runCell(2, { inplace: true });
+    const onCpu = await textOutput(page, 2);
+    expect(onCpu).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(onCpu).toContain('gpu None');
+
+    const after = await podFacts(page);
+    expect(after.usingGPU).toBe(false);
+    expect(after.PodName).toBe(before.PodName);
+    // The server's record: rolled back after the pod was replaced, and recovered already
+    // (a second restore would be refused: it is once per pod).
+    const answer = await page.request.get(`${test.info().project.use.baseURL}/api_extension/migration`);
+    expect(answer.status()).toBe(200);
+    const migration = (await answer.json()).migration ?? {};
+    expect(migration.phase, JSON.stringify(migration)).toBe('rolled_back');
+    expect(migration.error).toContain('nvidia.com/gpu');
+    expect(migration.history.map((h: { phase: string }) => h.phase)).toContain('recreating');
+    expect(migration.recoverable).toBe(false);
+    const seen = await notices(page);
+    expect(
+      seen.some(m => m.startsWith('The move to a GPU pod was rolled back')),
+      JSON.stringify(seen)
+    ).toBe(true);
+    await page.notebook.save();
+  });
+});
