@@ -73,22 +73,11 @@ export class RestoreFlow {
       { autoClose: false }
     );
     try {
-      const panel = await this._openNotebook(path);
-      const kernel = await this._freshKernel(panel);
-      let result: IRestoreResult;
-      try {
-        result = await this._api.post<IRestoreResult>(
-          'restore',
-          { kernel_id: kernel.id, path },
-          300000
-        );
-      } catch (error) {
-        if (error instanceof ApiError && error.status === 409) {
-          Notification.dismiss(notice); // another tab recovered it already
-          return;
-        }
-        throw error;
+      const restored = await this._restoreInFreshKernel(path, notice);
+      if (!restored) {
+        return;
       }
+      const { panel, kernel, result } = restored;
       const text = describeRecovery(m, result);
       const actions: Notification.IAction[] = [
         { label: 'Details', callback: () => void showDetails(text.details, 'The move did not complete') }
@@ -143,22 +132,11 @@ export class RestoreFlow {
       autoClose: false
     });
     try {
-      const panel = await this._openNotebook(path);
-      const kernel = await this._freshKernel(panel);
-      let result: IRestoreResult;
-      try {
-        result = await this._api.post<IRestoreResult>(
-          'restore',
-          { kernel_id: kernel.id, path },
-          300000
-        );
-      } catch (error) {
-        if (error instanceof ApiError && error.status === 409) {
-          Notification.dismiss(notice); // another tab restored it already
-          return;
-        }
-        throw error;
+      const restored = await this._restoreInFreshKernel(path, notice);
+      if (!restored) {
+        return;
       }
+      const { panel, kernel, result } = restored;
       const text = describeRestore(result);
       Notification.update({
         id: notice,
@@ -186,6 +164,36 @@ export class RestoreFlow {
     } finally {
       this._busyPaths.delete(path);
       void this._service.refresh();
+    }
+  }
+
+  /**
+   * The notebook opened with a fresh kernel, and the server's restore into it; null when
+   * another tab restored it already (409: `notice` is dismissed).
+   */
+  private async _restoreInFreshKernel(
+    path: string,
+    notice: string
+  ): Promise<{
+    panel: NotebookPanel;
+    kernel: Kernel.IKernelConnection;
+    result: IRestoreResult;
+  } | null> {
+    const panel = await this._openNotebook(path);
+    const kernel = await this._freshKernel(panel);
+    try {
+      const result = await this._api.post<IRestoreResult>(
+        'restore',
+        { kernel_id: kernel.id, path },
+        300000
+      );
+      return { panel, kernel, result };
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 409) {
+        Notification.dismiss(notice);
+        return null;
+      }
+      throw error;
     }
   }
 
