@@ -150,8 +150,7 @@ class CheckpointHandler(GpushiftHandler):
         kernel_id, path = api_requests.parse_kernel_and_path(self.body())
         self.services.require_optimizer()
         mover = self.services.mover
-        saved = await mover.checkpoint(kernel_id, path)
-        notebook = await mover.kernels.notebook_path(kernel_id, path)
+        notebook, saved = await mover.checkpoint(kernel_id, path)
         self.answer({"path": mover.kernels.relative(notebook), "commit_id": saved.commit_id,
                      "verified": True, "elapsed_ms": saved.elapsed_ms,
                      "database_bytes": saved.database_bytes})

@@ -67,8 +67,13 @@ class Mover:
         await self.sidecar.post("/notebooks", {"path": str(notebook)})
         return notebook
 
-    async def checkpoint(self, kernel_id: str, path: str | None) -> Checkpoint:
-        notebook = await self.attach(kernel_id, path)
+    async def checkpoint(self, kernel_id: str, path: str | None) -> tuple[Path, Checkpoint]:
+        """The kernel's notebook and its verified checkpoint. The sidecar is told of the
+        notebook first (it verifies the commit on its side); the driver attaches kishu
+        itself, so no separate attach round trip is made."""
+        notebook = await self.kernels.notebook_path(kernel_id, path)
+        facts = self.kernels.facts(kernel_id)
+        await self.sidecar.post("/notebooks", {"path": str(notebook)})
         async with self.kernels.kernel(kernel_id) as kernel:
             try:
                 saved = await checkpoint(kernel, notebook)
@@ -76,9 +81,10 @@ class Mover:
                 raise ApiError(500, "checkpoint_failed",
                                f"the kernel's state was not saved, nothing moved: {exc}"
                                ) from None
+        facts.notebook = notebook
         log.info("checkpoint", extra={"notebook": str(notebook), "commit": saved.commit_id,
                                       "elapsed_ms": round(saved.elapsed_ms)})
-        return saved
+        return notebook, saved
 
     async def migrate(self, body: dict[str, Any]) -> dict[str, Any]:
         """`POST /migrate` (checked by the handler): checkpoint, then the sidecar."""
@@ -86,8 +92,7 @@ class Mover:
         saved: Checkpoint | None = None
         notebook: Path | None = None
         if kernel_id is not None:
-            saved = await self.checkpoint(kernel_id, path)
-            notebook = await self.kernels.notebook_path(kernel_id, path)
+            notebook, saved = await self.checkpoint(kernel_id, path)
         elif path is not None:
             notebook = self.kernels.resolve(path)
         cell = body.get("pending_cell")
@@ -153,12 +158,8 @@ class Mover:
         if saved is None:
             report = {"ok": True, "restored": [], "not_restored": [],
                       "detail": "the move was made without a checkpoint"}
-        elif Path(saved["notebook_path"]) != notebook:
-            raise ApiError(409, "other_notebook",
-                           "the checkpoint belongs to "
-                           f"{self.kernels.relative(Path(saved['notebook_path']))}; open "
-                           "that notebook to restore it", migration=migration)
         else:
+            self._require_own_checkpoint(migration, notebook)
             report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
         ended = await self.sidecar.post("/migrations/current/restore", report)
         cell = migration.get("pending_cell")
@@ -179,11 +180,7 @@ class Mover:
                            "pod already", migration=migration)
         notebook = await self.kernels.notebook_path(kernel_id, path)
         saved = migration["checkpoint"]
-        if Path(saved["notebook_path"]) != notebook:
-            raise ApiError(409, "other_notebook",
-                           "the checkpoint belongs to "
-                           f"{self.kernels.relative(Path(saved['notebook_path']))}; open "
-                           "that notebook to restore it", migration=migration)
+        self._require_own_checkpoint(migration, notebook)
         started = time.monotonic()
         report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
         if report["ok"]:
@@ -193,6 +190,15 @@ class Mover:
         return {**report, "commit_id": saved["commit_id"],
                 "elapsed_ms": (time.monotonic() - started) * 1000, "pending_cell": None,
                 "migration": migration, "recovered": True}
+
+    def _require_own_checkpoint(self, migration: dict[str, Any], notebook: Path) -> None:
+        """409 unless the migration's checkpoint is `notebook`'s (another notebook's
+        state must not land in this kernel)."""
+        owner = Path(migration["checkpoint"]["notebook_path"])
+        if owner != notebook:
+            raise ApiError(409, "other_notebook",
+                           f"the checkpoint belongs to {self.kernels.relative(owner)}; open "
+                           "that notebook to restore it", migration=migration)
 
     async def restore_latest(self, kernel_id: str, path: str | None) -> dict[str, Any]:
         """Without a sidecar (the pod was not injected: say the webhook was down when

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,13 @@ class RuntimeInfo:
         return str(self.document["optimizer"].get("reason") or "")
 
 
-def read_runtime_info(runtime_dir: Path | None, *, using_gpu: bool,
+def read_runtime_info(runtime_dir: Path | None, *, sees_gpu: Callable[[], bool],
                       pod_name: str | None = None) -> RuntimeInfo:
-    """`runtime_dir` None: the pod was not injected. `using_gpu`: what this container
-    sees itself (NVML), used only when the sidecar's word is missing."""
+    """`runtime_dir` None: the pod was not injected. `sees_gpu`: whether this container
+    sees a GPU itself (NVML), asked only when the sidecar's word is missing."""
     def off(reason: str) -> RuntimeInfo:
         return RuntimeInfo({
-            "usingGPU": using_gpu,
+            "usingGPU": sees_gpu(),
             "PodName": pod_name if pod_name is not None else os.environ.get("HOSTNAME"),
             "PodNamespace": None,
             "optimizer": {"state": "off", "reason": reason},

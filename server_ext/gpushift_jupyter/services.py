@@ -31,14 +31,16 @@ class Services:
     mover: Mover
 
     def runtime(self) -> RuntimeInfo:
-        sample = gpu_probe.sample()
-        return read_runtime_info(self.runtime_dir, using_gpu=sample is not None)
+        """The sidecar's runtime config (NVML is asked only when it is missing: this
+        runs on every request and every second in the idle watch)."""
+        return read_runtime_info(self.runtime_dir,
+                                 sees_gpu=lambda: gpu_probe.sample() is not None)
 
     def runtime_document(self) -> dict[str, Any]:
         info = self.runtime()
         document = dict(info.document)
         gpu = document.get("gpu")
-        sample = gpu_probe.sample() if info.using_gpu else None
+        sample = gpu_probe.sample() if isinstance(gpu, dict) else None
         if isinstance(gpu, dict) and sample is not None:
             # The sidecar knows the resource and count from the pod spec; the GPU's
             # model only this container sees.
@@ -80,7 +82,7 @@ class Services:
     async def checkpoint_attached(self, why: str) -> None:
         for kernel_id in self.kernels.attached():
             try:
-                saved = await self.mover.checkpoint(kernel_id, None)
+                _, saved = await self.mover.checkpoint(kernel_id, None)
             except ApiError as exc:
                 log.warning("gpushift: kernel %s not checkpointed (%s): %s", kernel_id, why,
                             exc.detail)
@@ -95,8 +97,8 @@ class Services:
             await asyncio.sleep(interval)
             try:
                 info = self.runtime()
-                sample = gpu_probe.sample() if info.using_gpu else None
-                if info.optimizer_on and sample is not None:
+                sample = gpu_probe.sample() if info.optimizer_on and info.using_gpu else None
+                if sample is not None:
                     await self.sidecar.post("/activity", {
                         "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
                         "gpu_utilization_percent": sample.utilization_percent})
