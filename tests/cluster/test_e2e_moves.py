@@ -70,6 +70,14 @@ async def start_session(nb: e2e.NotebookUnderTest, user: JupyterUser) -> str:
     return kernel
 
 
+async def session_with_state(nb: e2e.NotebookUnderTest, user: JupyterUser) -> str:
+    """A notebook session whose kernel ran STATE_CELL; its kernel id."""
+    kernel = await start_session(nb, user)
+    done = await user.execute(kernel, STATE_CELL)
+    assert done.status == "ok", done.error
+    return kernel
+
+
 async def reopen_and_restore(nb: e2e.NotebookUnderTest, user: JupyterUser,
                              timeout: float = 180) -> tuple[str, dict[str, Any]]:
     """What the front end does once the server answers again: a fresh kernel for the
@@ -98,9 +106,7 @@ def test_fake_gpu_automatic_move_to_gpu_keeps_the_state_and_runs_the_held_cell(
 
 async def _automatic_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        done = await user.execute(kernel, STATE_CELL)
-        assert done.status == "ok", done.error
+        kernel = await session_with_state(nb, user)
         assert pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None)
         status, doc = await user.gpushift("GET")
         assert doc["optimizer"]["state"] == "on" and doc["usingGPU"] is False
@@ -158,10 +164,8 @@ def test_fake_gpu_idle_warns_stays_then_moves_back_to_cpu_with_the_state(
 
 async def _idle_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
+        kernel = await session_with_state(nb, user)
         assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
-        done = await user.execute(kernel, STATE_CELL)
-        assert done.status == "ok", done.error
         # A GPU cell ran (the front end reports it): the timer starts from its end.
         for running in (True, False):
             status, _ = await user.gpushift("POST", "activity",
@@ -203,9 +207,7 @@ def test_fake_gpu_manual_moves_both_ways(webhook, control_plane, admin, namespac
 
 async def _manual_moves(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        done = await user.execute(kernel, STATE_CELL)
-        assert done.status == "ok", done.error
+        kernel = await session_with_state(nb, user)
         for target, kind in (("gpu", "gpu"), ("cpu", "cpu")):
             status, moved = await user.gpushift("POST", "migrate", {
                 "target": target, "reason": "manual", "kernel_id": kernel,
@@ -252,9 +254,7 @@ def test_fake_gpu_no_gpu_free_rolls_back_and_the_state_comes_back_on_cpu(
 
 async def _rolled_back(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        kernel = await start_session(nb, user)
-        done = await user.execute(kernel, STATE_CELL)
-        assert done.status == "ok", done.error
+        kernel = await session_with_state(nb, user)
         status, moved = await user.gpushift("POST", "migrate", {
             "target": "gpu", "reason": "auto", "kernel_id": kernel, "path": "work.ipynb",
             "pending_cell": {"cell_id": "held", "code": GPU_CELL}})
@@ -280,8 +280,7 @@ async def _rolled_back(nb: e2e.NotebookUnderTest, admin: Any) -> None:
 async def state_then_move(nb: e2e.NotebookUnderTest, user: JupyterUser,
                           before_move: Any = None) -> dict[str, Any]:
     """A session with the test's state, then a manual move to GPU (202); the answer."""
-    kernel = await start_session(nb, user)
-    assert (await user.execute(kernel, STATE_CELL)).status == "ok"
+    kernel = await session_with_state(nb, user)
     if before_move is not None:
         before_move()
     status, moved = await user.gpushift("POST", "migrate", {

@@ -18,7 +18,7 @@ from typing import Any
 
 import jupyter_client
 import pytest
-from gpushift_testing.kernelspec import isolated_kernelspec
+from gpushift_testing.kernels import isolated_kernelspec, run_cell
 
 from gpushift_jupyter.kernel_state import ClientKernel, kishu_environment, prepare_kishu_home
 
@@ -63,20 +63,7 @@ class KishuKernel:
 
     async def cell(self, source: str, timeout: float = 120) -> str:
         """Run a cell as a user would (recorded); its stdout. Fails on an error."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict[str, Any]) -> None:
-            content = msg["content"]
-            if msg["msg_type"] == "stream" and content.get("name") == "stdout":
-                out.append(content["text"])
-            elif msg["msg_type"] == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        reply = await self.client.execute_interactive(source, timeout=timeout,
-                                                      output_hook=hook)
-        assert reply["content"]["status"] == "ok", (source, errors)
-        return "".join(out)
+        return await run_cell(self.client, source, timeout)
 
     async def value(self, expression: str) -> Any:
         """The JSON value of `expression`, printed by a cell."""

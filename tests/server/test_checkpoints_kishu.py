@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpushift_testing.kernelspec import isolated_kernelspec
+from gpushift_testing.kernels import isolated_kernelspec, run_cell
 
 # Only look for kishu here: importing it creates ~/.kishu in the importing process.
 _MISSING = [m for m in ("kishu", "ipykernel", "jupyter_client", "numpy")
@@ -76,21 +76,9 @@ class Kernel:
     def __init__(self, km: Any, kc: Any) -> None:
         self.km, self.kc = km, kc
 
-    async def run(self, code: str) -> list[str]:
+    async def run(self, code: str) -> str:
         """Execute a cell; its stdout. Fails the test on an error in the cell."""
-        out: list[str] = []
-        errors: list[str] = []
-
-        def hook(msg: dict[str, Any]) -> None:
-            content = msg["content"]
-            if msg["msg_type"] == "stream" and content.get("name") == "stdout":
-                out.append(content["text"])
-            elif msg["msg_type"] == "error":
-                errors.append(f"{content['ename']}: {content['evalue']}")
-
-        reply = await self.kc.execute_interactive(code, timeout=60, output_hook=hook)
-        assert reply["content"]["status"] == "ok", (code, errors)
-        return out
+        return await run_cell(self.kc, code, timeout=60)
 
 
 async def start_kernel(home: KishuHome, runtime: Path) -> Kernel:
@@ -211,6 +199,6 @@ async def test_watcher_reports_kishus_commits(kishu_home: KishuHome, kernels: li
         await fresh.run(f"from kishu import init_kishu\ninit_kishu({str(home.notebook)!r})")
         await fresh.run(f"_kishu.checkout({latest.commit_id!r})")
         out = await fresh.run("print(total, c['values'], a.shape)")
-        assert "".join(out).strip() == f"{2 * sum(range(1000))} [0, 1, 2, 3, 4] (10, 100)"
+        assert out.strip() == f"{2 * sum(range(1000))} [0, 1, 2, 3, 4] (10, 100)"
     finally:
         watcher.stop()
