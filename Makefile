@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar
+	$(BIN)/mypy --strict -p gpushift_core -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar
 	$(BIN)/mypy --strict -p gpushift_jupyter
 	$(BIN)/mypy --strict testing/gpushift_testing
 

@@ -38,7 +38,8 @@ from gpushift_testing.kishu_files import kishu_db  # noqa: E402
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess, start_sidecar  # noqa: E402
 from gpushift_testing.workloads import create_workspace  # noqa: E402
 
-from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig  # noqa: E402
+from gpushift_core.admin_settings import GpuProfile, ImagePair  # noqa: E402
+from gpushift_webhook.config import WebhookConfig  # noqa: E402
 
 NB = ("kubeflow.org", "v1")
 SA = access.EDITOR_SA

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from kubeflow_pods import admission_review, notebook_pod  # noqa: E402
 
-from gpushift_webhook.patches import apply  # noqa: E402
+from gpushift_core.patches import apply  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

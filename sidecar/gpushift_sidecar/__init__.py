@@ -7,6 +7,6 @@ the workspace volume; `api` is the loopback HTTP API; `cli` is `gpushift-sidecar
 
 # One version for the whole distribution: the webhook's annotation and the sidecar's
 # runtime-config.json must name the same gpushift.
-from gpushift_webhook.version import __version__
+from gpushift_core.version import __version__
 
 __all__ = ["__version__"]

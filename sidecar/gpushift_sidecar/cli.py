@@ -18,12 +18,12 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gpushift_core import jsonlog
 from gpushift_sidecar.env import EnvError, SidecarEnv
-from gpushift_webhook import jsonlog
 
 if TYPE_CHECKING:
+    from gpushift_core.kube import KubeApi
     from gpushift_sidecar.api import MigrationRunner, Sidecar
-    from gpushift_sidecar.kube import KubeApi
 
 log = logging.getLogger("gpushift.sidecar")
 
@@ -149,10 +149,11 @@ def _checkpoint_timeout(flag: float | None) -> float:
 def connect_kube(env: SidecarEnv, kubeconfig: str | None) -> tuple[KubeApi | None, str]:
     """The API client (no request is made yet), or None and why there is none: the API
     stays up without it, and a migration fails at the patch with that reason."""
-    from gpushift_sidecar.kube import KubeApi  # noqa: PLC0415
+    from gpushift_core.kube import KubeApi  # noqa: PLC0415
 
     try:
-        return KubeApi.connect(kubeconfig, instance=env.pod_name, host=env.node_name), ""
+        return KubeApi.connect(kubeconfig, component="gpushift-sidecar", instance=env.pod_name,
+                               host=env.node_name), ""
     except Exception as exc:  # config.ConfigException, a broken file, a missing token
         problem = f"no Kubernetes API configuration: {exc}"
         log.warning("no Kubernetes API client; migrations will fail at the patch",

@@ -7,16 +7,18 @@ names it: the CLI prints it and exits 2, rather than running half-configured.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from gpushift_webhook.config import DEFAULT_GPU_RESOURCES, GpuProfile, IdleSettings, ImagePair
-from gpushift_webhook.injection import GpuFacts
-from gpushift_webhook.settings_loader import ConfigError, build
+from gpushift_core.admin_settings import (
+    AdminSettings,
+    ConfigError,
+    GpuFacts,
+    parse_admin_settings,
+)
 
 DEFAULT_API_PORT = 8765
 # Kubernetes object names (DNS-1123 subdomain). The notebook name also becomes part of
@@ -30,36 +32,6 @@ class EnvError(ValueError):
     def __init__(self, variable: str, problem: str) -> None:
         super().__init__(f"{variable}: {problem}")
         self.variable = variable
-
-
-@dataclass(frozen=True)
-class AdminSettings:
-    """The part of the webhook's configuration the sidecar needs (`sidecar_settings()`).
-
-    Built with the webhook's own loader from the webhook's own dataclasses, so the
-    profile / image-map schema is defined once.
-    """
-
-    profiles: list[GpuProfile] = field(default_factory=list)
-    """GPU profiles a notebook can move to."""
-    default_profile: str = ""
-    """Profile used when a move to GPU names none."""
-    image_map: list[ImagePair] = field(default_factory=list)
-    """CPU image <-> CUDA image pairs."""
-    idle: IdleSettings = field(default_factory=IdleSettings)
-    """Idle timer of GPU pods."""
-    gpu_resources: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_RESOURCES))
-    """Extended resources that count as a GPU."""
-
-    def profile(self, name: str) -> GpuProfile | None:
-        return next((p for p in self.profiles if p.name == name), None)
-
-    def matching_profile(self, gpu: GpuFacts | None) -> GpuProfile | None:
-        """The first profile with this pod's GPU resource and count: the active one."""
-        if gpu is None:
-            return None
-        return next((p for p in self.profiles
-                     if p.resource == gpu.resource and p.count == gpu.count), None)
 
 
 @dataclass(frozen=True)
@@ -108,18 +80,11 @@ class SidecarEnv:
 
 
 def parse_settings(text: str) -> AdminSettings:
+    """GPUSHIFT_SETTINGS: the admin's settings as the webhook wrote them."""
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise EnvError("GPUSHIFT_SETTINGS", f"not JSON: {exc}") from None
-    try:
-        settings = build(AdminSettings, data)
+        return parse_admin_settings(text)
     except ConfigError as exc:
         raise EnvError("GPUSHIFT_SETTINGS", str(exc)) from None
-    if settings.profiles and settings.profile(settings.default_profile) is None:
-        raise EnvError("GPUSHIFT_SETTINGS",
-                       f"default_profile: {settings.default_profile!r} is not a profile")
-    return settings
 
 
 def api_port_from(env: Mapping[str, str]) -> int:

@@ -37,8 +37,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
-from gpushift_webhook.config import IdleSettings
-from gpushift_webhook.labels import PREFIX
+from gpushift_core.admin_settings import IdleSettings
+from gpushift_core.labels import PREFIX
 
 IDLE_TIMEOUT_ANNOTATION = f"{PREFIX}/idle-timeout"
 PIN_ANNOTATION = f"{PREFIX}/pin-gpu"

@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gpushift_core.kube import KubeError
 from gpushift_sidecar import gpu_utilization, notebooks
 from gpushift_sidecar.api_requests import ActivityReport
 from gpushift_sidecar.idle import (
@@ -46,13 +47,12 @@ from gpushift_sidecar.idle import (
     IdleTimer,
     IdleTransition,
 )
-from gpushift_sidecar.kube import KubeError
 from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Reason, Target
 from gpushift_sidecar.tracker import MigrationInFlight
 
 if TYPE_CHECKING:
+    from gpushift_core.admin_settings import GpuFacts
     from gpushift_sidecar.api import Sidecar
-    from gpushift_webhook.injection import GpuFacts
 
 log = logging.getLogger("gpushift.sidecar")
 
@@ -70,7 +70,7 @@ class IdleLoopConfig:
 
 
 class NotebookReader(Protocol):
-    """What the loop needs of `gpushift_sidecar.kube.KubeApi`."""
+    """What the loop needs of `gpushift_core.kube.KubeApi`."""
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
 

@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gpushift_sidecar.env import AdminSettings
-from gpushift_sidecar.notebook_patch import MovePlan, PlanError, plan_move
+from gpushift_core.admin_settings import AdminSettings, GpuFacts, GpuProfile
+from gpushift_core.move_plan import MovePlan, PlanError, plan_move
+from gpushift_core.patches import PatchBuilder
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
     PREVIOUS_PROFILE_ANNOTATION,
@@ -44,9 +45,6 @@ from gpushift_sidecar.state import (
     Phase,
     Target,
 )
-from gpushift_webhook.config import GpuProfile
-from gpushift_webhook.injection import GpuFacts
-from gpushift_webhook.patches import PatchBuilder
 
 __all__ = [
     "NO_CHECKPOINT_NOTE",

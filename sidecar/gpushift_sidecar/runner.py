@@ -34,10 +34,11 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gpushift_core.kube import KubeError, PatchResult
+from gpushift_core.move_plan import PlanError
 from gpushift_sidecar import checkpoints
 from gpushift_sidecar.api_requests import RestoreReport
 from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.kube import KubeError, PatchResult
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
     OldPodAction,
@@ -53,7 +54,6 @@ from gpushift_sidecar.migration_steps import (
     runs_on_target,
     spec_on_target,
 )
-from gpushift_sidecar.notebook_patch import PlanError
 from gpushift_sidecar.runtime_config import iso_utc
 from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Target
 from gpushift_sidecar.tracker import MigrationTracker
@@ -67,7 +67,7 @@ Verify = Callable[[str, str], checkpoints.Verdict]
 
 
 class NotebookApi(Protocol):
-    """What the runner needs of `gpushift_sidecar.kube.KubeApi`."""
+    """What the runner needs of `gpushift_core.kube.KubeApi`."""
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
 

@@ -26,14 +26,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from gpushift_core import labels
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.runtime_config import iso_utc, write_atomically
-from gpushift_webhook import labels
 
 # The key must contain "notebook": Kubeflow's notebook-controller copies every other
 # Notebook annotation into the pod template, and changing the template recreates the pod.
 # MIGRATION_ANNOTATION and PREVIOUS_PROFILE_ANNOTATION are defined once, in
-# gpushift_webhook.labels (the guard reads and writes them too). The second holds JSON of
+# gpushift_core.labels (the guard reads and writes them too). The second holds JSON of
 # the last move to GPU's `notebook_patch.MovePlan.previous_profile`, written in the same
 # patch as the move: the move back to CPU, and the guard's rollback, read it there.
 MIGRATION_ANNOTATION = labels.MIGRATION_ANNOTATION

@@ -35,10 +35,10 @@ from gpushift_testing.webhook_process import free_port
 from gpushift_testing.workloads import create_workspace, delete_volumes, node_kind, wait_running
 from kubernetes import client
 
-from gpushift_sidecar.kube import KubeApi as SidecarApi
-from gpushift_sidecar.notebook_patch import plan_move
-from gpushift_webhook.config import GpuProfile, ImagePair
-from gpushift_webhook.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.admin_settings import GpuProfile, ImagePair
+from gpushift_core.kube import KubeApi as SidecarApi
+from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.move_plan import plan_move
 
 NB = ("kubeflow.org", "v1")
 RELEASE = "guardtest"

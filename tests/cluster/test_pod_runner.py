@@ -27,7 +27,7 @@ from gpushift_testing.pod_runner import PodRunner
 from gpushift_testing.pod_spec import FAKE_GPU_ENV, Layout, NodeFacts, plan_pod
 from gpushift_testing.workloads import delete_volumes, node_kind
 
-from gpushift_sidecar.notebook_patch import plan_move
+from gpushift_core.move_plan import plan_move
 from gpushift_webhook.config import WebhookConfig
 
 gpushift = webhook_cluster.gpushift  # the chart installed by helm, the webhook local

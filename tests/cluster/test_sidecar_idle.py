@@ -26,7 +26,8 @@ from gpushift_testing.kube import pod_summary, wait_for
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.workloads import create_workspace, gpu_limit, node_kind, wait_running
 
-from gpushift_webhook.config import IdleSettings, WebhookConfig
+from gpushift_core.admin_settings import IdleSettings
+from gpushift_webhook.config import WebhookConfig
 
 NB_TIMEOUT = "gpushift.io/notebook-idle-timeout"
 SETTINGS = WebhookConfig(

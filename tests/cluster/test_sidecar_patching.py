@@ -1,6 +1,6 @@
 """The sidecar's Notebook patching against the real control plane, under least privilege.
 
-The sidecar's client (gpushift_sidecar.kube) runs as the namespace's `default-editor`
+The sidecar's client (gpushift_core.kube) runs as the namespace's `default-editor`
 ServiceAccount (as in a Kubeflow profile namespace) with a token from the TokenRequest
 API, and only the rules of the chart's sidecar ClusterRole (rendered with helm), bound in
 the test namespace. The Notebook is reconciled by the notebook controller of the control
@@ -31,15 +31,16 @@ from gpushift_testing.workloads import (
 )
 from kubernetes import client
 
-from gpushift_sidecar.kube import (
+from gpushift_core.admin_settings import GpuProfile, ImagePair
+from gpushift_core.kube import (
     KubeApi,
     KubeError,
     PatchConflictError,
     Retry,
     Unreachable,
 )
-from gpushift_sidecar.notebook_patch import MovePlan, plan_move
-from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
+from gpushift_core.move_plan import MovePlan, plan_move
+from gpushift_webhook.config import WebhookConfig
 
 NB = ("kubeflow.org", "v1")
 SA = EDITOR_SA

@@ -17,7 +17,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from gpushift_webhook.config import GpuProfile, WebhookConfig
+from gpushift_core.admin_settings import GpuProfile
+from gpushift_webhook.config import WebhookConfig
 
 SIDECAR_SRC = Path(__file__).resolve().parents[2] / "sidecar"
 

@@ -22,7 +22,8 @@ import aiohttp
 import pytest
 import test_sidecar_api as base
 
-from gpushift_webhook.config import GpuProfile, IdleSettings, WebhookConfig
+from gpushift_core.admin_settings import GpuProfile, IdleSettings
+from gpushift_webhook.config import WebhookConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "sidecar"))
 from test_checkpoints import add_commit, make_db  # kishu's db layout, as the unit tests

@@ -14,9 +14,12 @@ from typing import Any
 import jsonpatch
 import pytest
 
-from gpushift_sidecar.notebook_patch import plan_move
+from gpushift_core.admin_settings import GpuProfile, ImagePair
+from gpushift_core.kube import KubeError, PatchResult
+from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.move_plan import plan_move
 from gpushift_webhook import cli
-from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
+from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.guard import MigrationGuard
 from gpushift_webhook.guard_decision import (
     ActionKind,
@@ -25,8 +28,6 @@ from gpushift_webhook.guard_decision import (
     rollback_patch,
     stuck_reason,
 )
-from gpushift_webhook.kube import KubeError, PatchResult
-from gpushift_webhook.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
 from gpushift_webhook.lease import LeaderElector, LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 
@@ -363,10 +364,10 @@ class FakeApi:
             return PatchResult(copy.deepcopy(patched), ops, attempt)
         raise KubeError(422, "Invalid", "gave up")
 
-    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def find_notebook(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.notebooks.get((namespace, name)))
 
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
+    async def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
         got = copy.deepcopy(self.pods.get((namespace, name)))
         if self.after_get_pod is not None:
             self.after_get_pod()
@@ -383,9 +384,10 @@ class FakeApi:
         del self.pods[(namespace, name)]
         return True
 
-    async def create_event(self, involved: Mapping[str, Any], reason: str, message: str,
-                           type: str = "Normal") -> None:
-        self.events.append({"name": involved["metadata"]["name"], "reason": reason,
+    async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
+                           message: str, type: str = "Normal") -> None:
+        assert namespace == notebook["metadata"]["namespace"]
+        self.events.append({"name": notebook["metadata"]["name"], "reason": reason,
                             "message": message, "type": type})
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 from kubeflow_pods import NAMESPACE, notebook_pod
 
+from gpushift_core.patches import apply
 from gpushift_webhook import __version__
 from gpushift_webhook.config import SidecarSettings, WebhookConfig, WorkspaceSettings
 from gpushift_webhook.injection import Outcome, plan_injection
-from gpushift_webhook.patches import apply
 
 CONFIG = WebhookConfig()
 

@@ -1,6 +1,6 @@
 import pytest
 
-from gpushift_webhook.patches import PatchBuilder, PatchConflict, apply, escape, pointer
+from gpushift_core.patches import PatchBuilder, PatchConflict, apply, escape, pointer
 
 
 def test_escape_slash_and_tilde():

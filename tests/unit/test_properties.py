@@ -6,9 +6,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubeflow_pods import admission_review, notebook_pod
 
+from gpushift_core.patches import apply
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Outcome, plan_injection
-from gpushift_webhook.patches import apply
 from gpushift_webhook.review import BadRequest, review
 
 CONFIG = WebhookConfig()

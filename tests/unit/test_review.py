@@ -4,9 +4,9 @@ import json
 import pytest
 from kubeflow_pods import admission_review, notebook_pod
 
+from gpushift_core.patches import apply
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Outcome
-from gpushift_webhook.patches import apply
 from gpushift_webhook.review import BadRequest, review
 
 CONFIG = WebhookConfig()

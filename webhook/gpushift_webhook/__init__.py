@@ -4,6 +4,6 @@
 `server` is the aiohttp adapter around it; `cli` is the `gpushift-webhook` command.
 """
 
-from gpushift_webhook.version import __version__
+from gpushift_core.version import __version__
 
 __all__ = ["__version__"]

@@ -21,14 +21,21 @@ from aiohttp import web
 from gpushift_certs.issue import service_dns_names
 from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
-from gpushift_webhook import guard, jsonlog, self_managed
+from gpushift_core import jsonlog
+from gpushift_core.kube import KubeApi, Retry
+from gpushift_webhook import guard, self_managed
+from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
-from gpushift_webhook.kube import KubeApi
 from gpushift_webhook.lease import LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
 
 log = logging.getLogger("gpushift.webhook")
+
+# The webhook Deployment's background loops (guard, Lease, certificates) try each call
+# once, with timeouts: a loop retries on its next pass, and a slow apiserver must not
+# stall a pass or a Lease renewal for long.
+PASS_RETRY = Retry(deadline_seconds=0, connect_timeout_seconds=5, read_timeout_seconds=15)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,11 +143,11 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
     api = None
     if args.self_managed_certs or getattr(args, "guard", False):
         api = KubeApi.connect(args.kubeconfig, component="gpushift-guard",
-                              instance=getattr(args, "guard_identity", ""))
+                              instance=getattr(args, "guard_identity", ""), retry=PASS_RETRY)
     if args.self_managed_certs:
         settings = replace(_self_managed_settings(args), load_files=cert.reload)
         assert api is not None
-        tasks.append(asyncio.create_task(self_managed.run(api, settings)))
+        tasks.append(asyncio.create_task(self_managed.run(CertificateObjects(api), settings)))
     if getattr(args, "guard", False):
         assert api is not None
         tasks.append(asyncio.create_task(guard.run(api, config, guard.GuardLoopSettings(

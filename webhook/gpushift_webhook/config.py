@@ -1,8 +1,8 @@
 """The webhook configuration: the one definition of the file the Helm chart mounts.
 
 The same file carries the admin's GPU profiles, the CPU<->CUDA image map and the idle
-bounds; the webhook hands those to every injected sidecar (see `sidecar_settings`), so
-the schema lives here once and both sides read it.
+bounds, whose schema is `gpushift_core.admin_settings` (shared with the sidecar); the
+webhook hands them to every injected sidecar (see `sidecar_settings`).
 """
 
 from __future__ import annotations
@@ -16,13 +16,20 @@ from typing import Any
 
 import yaml
 
-from gpushift_webhook.settings_loader import ConfigError, build
+from gpushift_core.admin_settings import (
+    DEFAULT_GPU_RESOURCES,
+    AdminSettings,
+    GpuProfile,
+    IdleSettings,
+    ImagePair,
+    check_gpu_settings,
+)
+from gpushift_core.settings_loader import ConfigError, build
 
 __all__ = ["ConfigError", "WebhookConfig", "load_config", "parse_config"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
 
 
 @dataclass(frozen=True)
@@ -81,46 +88,6 @@ class WorkspaceSettings:
 
 
 @dataclass(frozen=True)
-class GpuProfile:
-    name: str
-    """Name the users and the sidecar refer to, e.g. "nvidia-1"."""
-    resource: str = "nvidia.com/gpu"
-    """Extended resource requested as a limit on the notebook container."""
-    count: int = 1
-    """How many of that resource."""
-    node_selector: dict[str, str] = field(default_factory=dict)
-    """Node selector added to the pod while it holds the GPU."""
-    tolerations: list[dict[str, Any]] = field(default_factory=list)
-    """Tolerations added to the pod while it holds the GPU (Kubernetes' own shape)."""
-    runtime_class_name: str = ""
-    """runtimeClassName for GPU pods (e.g. "nvidia"), empty for none."""
-
-
-@dataclass(frozen=True)
-class ImagePair:
-    cpu: str
-    """A CPU notebook image, as written in the Notebook."""
-    cuda: str
-    """The matching CUDA image that replaces it on a GPU pod."""
-
-
-@dataclass(frozen=True)
-class IdleSettings:
-    timeout_seconds: int = 180
-    """Seconds without GPU work on a GPU pod before it moves back to CPU."""
-    min_seconds: int = 60
-    """Lowest per-notebook override (annotation gpushift.io/idle-timeout) allowed."""
-    max_seconds: int = 3600
-    """Highest per-notebook override allowed."""
-    warning_seconds: int = 30
-    """How long the "moving back to CPU" warning shows before the move."""
-    allow_pin: bool = False
-    """Whether a notebook may be pinned to its GPU (never moved back on idle)."""
-    utilization_threshold_percent: int = 5
-    """GPU utilisation (NVML) under which the GPU counts as idle."""
-
-
-@dataclass(frozen=True)
 class GuardSettings:
     ready_timeout_seconds: int = 300
     """A migrated pod not Ready after this long is rolled back to the previous profile."""
@@ -167,26 +134,15 @@ class WebhookConfig:
         """`sidecar_settings()` as the compact JSON put into every sidecar's env."""
         return json.dumps(self.sidecar_settings(), sort_keys=True, separators=(",", ":"))
 
+    def admin_settings(self) -> AdminSettings:
+        """The part of this file both cluster components read."""
+        return AdminSettings(profiles=list(self.profiles), default_profile=self.default_profile,
+                             image_map=list(self.image_map), idle=self.idle,
+                             gpu_resources=list(self.gpu_resources))
+
     def sidecar_settings(self) -> dict[str, Any]:
         """What the sidecar needs of this file, handed to it as JSON in its env."""
-        return {
-            "profiles": [_profile_json(p) for p in self.profiles],
-            "default_profile": self.default_profile,
-            "image_map": [{"cpu": p.cpu, "cuda": p.cuda} for p in self.image_map],
-            "idle": vars(self.idle).copy(),
-            "gpu_resources": list(self.gpu_resources),
-        }
-
-
-def _profile_json(p: GpuProfile) -> dict[str, Any]:
-    return {
-        "name": p.name,
-        "resource": p.resource,
-        "count": p.count,
-        "node_selector": dict(p.node_selector),
-        "tolerations": [dict(t) for t in p.tolerations],
-        "runtime_class_name": p.runtime_class_name,
-    }
+        return self.admin_settings().to_json()
 
 
 def _validate(c: WebhookConfig) -> None:
@@ -206,21 +162,7 @@ def _validate(c: WebhookConfig) -> None:
                        ("workspace.mount_path", c.workspace.mount_path)):
         if not path.startswith("/"):
             raise ConfigError(f"{what}: {path!r} is not an absolute path")
-    names = [p.name for p in c.profiles]
-    if len(set(names)) != len(names):
-        raise ConfigError("profiles: profile names must be unique")
-    for p in c.profiles:
-        if p.resource not in c.gpu_resources:
-            raise ConfigError(f"profiles.{p.name}.resource: {p.resource!r} is not in gpu_resources")
-        if p.count < 1:
-            raise ConfigError(f"profiles.{p.name}.count: must be at least 1")
-    if c.profiles and c.default_profile not in names:
-        raise ConfigError(f"default_profile: {c.default_profile!r} is not a profile")
-    i = c.idle
-    if not 0 < i.min_seconds <= i.timeout_seconds <= i.max_seconds:
-        raise ConfigError("idle: need 0 < min_seconds <= timeout_seconds <= max_seconds")
-    if i.warning_seconds < 0 or i.warning_seconds >= i.min_seconds:
-        raise ConfigError("idle.warning_seconds: must be >= 0 and below min_seconds")
+    check_gpu_settings(c.profiles, c.default_profile, c.gpu_resources, c.idle)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
 

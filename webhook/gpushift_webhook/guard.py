@@ -6,7 +6,7 @@ sets the annotations
 * `gpushift.io/notebook-migration` = {"id", "phase", "target", "updated"} (phase
   `recreating`; `updated` ISO 8601 UTC), and
 * for a move to GPU, `gpushift.io/notebook-previous-profile` = the move's
-  `previous_profile` record (`gpushift_sidecar.notebook_patch.plan_move`).
+  `previous_profile` record (`gpushift_core.move_plan.plan_move`).
 
 The notebook-controller then recreates pod `<name>-0` with the new spec. If no node can
 take it (no GPU free, quota, taints, the workspace volume's zone) or its image cannot be
@@ -44,6 +44,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpushift_certs.issue import utcnow
+from gpushift_core.kube import BuildOps, KubeError, PatchResult
+from gpushift_core.labels import MIGRATION_ANNOTATION
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.guard_decision import (
     GUARDED_PHASES,
@@ -58,8 +60,6 @@ from gpushift_webhook.guard_decision import (
     read_migration,
     rollback_patch,
 )
-from gpushift_webhook.kube import BuildOps, KubeError, PatchResult
-from gpushift_webhook.labels import MIGRATION_ANNOTATION
 from gpushift_webhook.lease import LeaderElector, LeaseApi, LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 
@@ -80,18 +80,18 @@ def _migration_id(notebook: Mapping[str, Any]) -> str:
 class GuardApi(LeaseApi, Protocol):
     async def list_notebooks(self) -> list[dict[str, Any]]: ...
 
-    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def find_notebook(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
                              attempts: int = 5) -> PatchResult: ...
 
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+    async def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def delete_pod(self, namespace: str, name: str, uid: str,
                          resource_version: str | None = None) -> bool: ...
 
-    async def create_event(self, involved: Mapping[str, Any], reason: str, message: str,
-                           type: str = "Normal") -> None: ...
+    async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
+                           message: str, type: str = "Normal") -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -168,7 +168,7 @@ class MigrationGuard:
         phase = quick.phase if quick is not None else ""
         pod: dict[str, Any] | None = None
         if phase in GUARDED_PHASES or phase == ROLLED_BACK:
-            pod = await self.api.get_pod(ns, f"{name}-0")
+            pod = await self.api.find_pod(ns, f"{name}-0")
         action = self.decide(nb, pod, now)
         self._log_decision(ns, name, action)
         if action.kind is ActionKind.NONE:
@@ -181,7 +181,7 @@ class MigrationGuard:
             # The pass's list may be older than the pod just read: a new move may have
             # been patched in between, and its Pending pod is not ours to delete. Decide
             # again on a fresh Notebook before deleting anything.
-            fresh = await self.api.get_notebook(ns, name)
+            fresh = await self.api.find_notebook(ns, name)
             if fresh is None or self.decide(fresh, pod, now).kind is not ActionKind.DELETE_POD \
                     or _migration_id(fresh) != _migration_id(nb):
                 return Outcome(ns, name, ActionKind.NONE, phase)
@@ -201,7 +201,7 @@ class MigrationGuard:
             # Decide again on what is there now: the pod may have become Ready, the
             # sidecar may have moved on, another guard may have rolled back already.
             chosen.clear()
-            pod = await self.api.get_pod(ns, pod_name)
+            pod = await self.api.find_pod(ns, pod_name)
             action = self.decide(fresh, pod, now)
             if action.kind not in (ActionKind.ROLLBACK, ActionKind.FAIL):
                 return []
@@ -260,13 +260,14 @@ class MigrationGuard:
                 log.info("guard: stuck pod deleted", extra={
                     "namespace": ns, "pod": pod_name, "uid": uid})
                 return True
-            current = await self.api.get_pod(ns, pod_name)
+            current = await self.api.find_pod(ns, pod_name)
         return False
 
     async def _event(self, notebook: Mapping[str, Any], reason: str, type: str,
                      message: str) -> None:
         try:
-            await self.api.create_event(notebook, reason, message, type)
+            namespace = str((notebook.get("metadata") or {}).get("namespace") or "")
+            await self.api.create_event(namespace, notebook, reason, message, type)
         except KubeError as exc:  # the rollback stands; the story misses a line
             log.warning("guard: Event not created: %s", exc, extra={"reason": reason})
 

@@ -38,11 +38,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gpushift_sidecar.notebook_patch import PlanError, plan_move
-from gpushift_webhook.config import DEFAULT_GPU_RESOURCES, WebhookConfig
-from gpushift_webhook.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES
+from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.move_plan import PlanError, plan_move
+from gpushift_core.patches import PatchBuilder
+from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.lease import micro_time
-from gpushift_webhook.patches import PatchBuilder
 
 # The new pod has not become Ready yet: what the guard watches over.
 GUARDED_PHASES = frozenset({"patching", "recreating"})

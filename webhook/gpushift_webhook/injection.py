@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from gpushift_webhook import labels
+from gpushift_core import labels
+from gpushift_core.admin_settings import GpuFacts
+from gpushift_core.patches import PatchBuilder, PatchConflict
+from gpushift_core.version import __version__
 from gpushift_webhook.config import WebhookConfig
-from gpushift_webhook.patches import PatchBuilder, PatchConflict
-from gpushift_webhook.version import __version__
 
 
 class Outcome(StrEnum):
@@ -33,16 +34,14 @@ class Decision:
     operations: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     notebook: str = ""
+    # Which pod the review was about, for the log line: `review()` fills them in from the
+    # validated request, so the adapter never reads the raw body itself.
+    namespace: str = ""
+    pod: str = ""
 
 
 class Unhandled(Exception):
     """The pod has a shape we cannot inject into; it is admitted unchanged."""
-
-
-@dataclass(frozen=True)
-class GpuFacts:
-    resource: str
-    count: int
 
 
 def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig) -> Decision:
@@ -87,7 +86,7 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
                         notebook=notebook)
     index = _notebook_container_index(containers, config.notebook_container)
     notebook_container = containers[index]
-    volume_names = {v.get("name") for v in _list(spec.get("volumes")) if isinstance(v, dict)}
+    volume_names = {_name(v) for v in _list(spec.get("volumes"))}
     if config.runtime_volume.name in volume_names:
         raise Unhandled(f"a volume named {config.runtime_volume.name} already exists")
 
@@ -132,6 +131,13 @@ def _list(value: object) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
+def _name(item: object) -> str | None:
+    """The `name` of a volume or mount when it is a string. Names go into sets: any other
+    value matches nothing (a dict or a list there is unhashable and would raise)."""
+    name = item.get("name") if isinstance(item, dict) else None
+    return name if isinstance(name, str) else None
+
+
 def _notebook_container_index(containers: list[Mapping[str, Any]], name: str) -> int:
     if not name:
         return 0
@@ -158,10 +164,10 @@ def gpu_facts(container: Mapping[str, Any], vendors: list[str]) -> GpuFacts | No
 def _workspace_mount(spec: Mapping[str, Any], container: Mapping[str, Any],
                      config: WebhookConfig) -> dict[str, Any] | None:
     """The notebook container's mount of the workspace PVC, or None when there is none."""
-    claims = {v.get("name") for v in _list(spec.get("volumes"))
-              if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), Mapping)}
+    claims = {name for v in _list(spec.get("volumes"))
+              if (name := _name(v)) and isinstance(v.get("persistentVolumeClaim"), Mapping)}
     for mount in _list(container.get("volumeMounts")):
-        if not isinstance(mount, dict) or mount.get("name") not in claims:
+        if not isinstance(mount, dict) or _name(mount) not in claims:
             continue
         wanted = config.workspace.volume_name
         if (wanted and mount.get("name") == wanted) or (

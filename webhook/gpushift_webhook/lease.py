@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from gpushift_webhook.kube import KubeError
+from gpushift_core.kube import KubeError
 
 log = logging.getLogger("gpushift.guard.lease")
 

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from gpushift_webhook import patches
+from gpushift_core import patches
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Decision, Outcome, plan_injection
 

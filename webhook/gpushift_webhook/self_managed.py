@@ -18,7 +18,8 @@ from pathlib import Path
 
 from gpushift_certs.issue import utcnow, write_cert_dir
 from gpushift_certs.rotation import CertState, RotationPolicy, plan
-from gpushift_webhook.kube import KubeApi, KubeError
+from gpushift_core.kube import KubeError
+from gpushift_webhook.cert_objects import CertificateObjects
 
 log = logging.getLogger("gpushift.certs")
 
@@ -42,7 +43,7 @@ class SelfManagedSettings:
     CA is published only once the certificate it signed is being served."""
 
 
-async def reconcile_once(api: KubeApi, settings: SelfManagedSettings) -> list[str]:
+async def reconcile_once(api: CertificateObjects, settings: SelfManagedSettings) -> list[str]:
     """One pass; returns what changed (empty when all was current)."""
     secret = await api.read_secret(settings.namespace, settings.secret_name)
     state = CertState.from_secret_data(secret.data if secret else None)
@@ -84,7 +85,7 @@ def _write_files(cert_dir: Path, state: CertState) -> bool:
     return True
 
 
-async def run(api: KubeApi, settings: SelfManagedSettings) -> None:
+async def run(api: CertificateObjects, settings: SelfManagedSettings) -> None:
     """Reconcile until cancelled; failures are logged and retried sooner."""
     while True:
         delay = settings.interval_seconds

@@ -10,7 +10,8 @@ import functools
 from collections.abc import Callable
 from pathlib import Path
 
-from gpushift_webhook.config import GpuProfile, WebhookConfig
+from gpushift_core.admin_settings import GpuProfile
+from gpushift_webhook.config import WebhookConfig
 
 EnvironFactory = Callable[..., dict[str, str]]
 

@@ -13,6 +13,8 @@ import pytest
 from sidecar_environ import make_environ
 from test_checkpoints import add_commit, make_db
 
+from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings
+from gpushift_core.kube import KubeError
 from gpushift_sidecar.api import Sidecar
 from gpushift_sidecar.api_requests import ActivityReport
 from gpushift_sidecar.env import SidecarEnv
@@ -25,11 +27,9 @@ from gpushift_sidecar.idle_loop import (
     idle_note,
     reclaimed_gpu_seconds,
 )
-from gpushift_sidecar.kube import KubeError
 from gpushift_sidecar.metrics import SidecarMetrics
 from gpushift_sidecar.state import Migration, Phase, Reason, Target
-from gpushift_webhook.config import GpuProfile, IdleSettings, WebhookConfig
-from gpushift_webhook.injection import GpuFacts
+from gpushift_webhook.config import WebhookConfig
 
 T0 = 1_800_000_000.0
 IDLE = IdleSettings(timeout_seconds=4, min_seconds=3, max_seconds=10, warning_seconds=2)

@@ -1,4 +1,4 @@
-"""gpushift_sidecar.kube's retry decisions, against a fake API (the real API server is in
+"""gpushift_core.kube's retry decisions, against a fake API (the real API server is in
 tests/cluster/test_sidecar_patching.py): what is repeated after a connection failure,
 what is not, and how a patch whose answer was lost is checked."""
 
@@ -12,9 +12,9 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from gpushift_sidecar import kube
-from gpushift_sidecar.kube import KubeApi, KubeError, PatchConflictError, Retry, Unreachable
-from gpushift_webhook.patches import apply
+from gpushift_core import kube
+from gpushift_core.kube import KubeApi, KubeError, PatchConflictError, Retry, Unreachable
+from gpushift_core.patches import apply
 
 FAST = Retry(deadline_seconds=2.0, initial_seconds=0.01, max_seconds=0.02)
 
@@ -85,8 +85,9 @@ def fake() -> FakeNotebooks:
 
 @pytest.fixture
 def api(fake: FakeNotebooks) -> KubeApi:
-    api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST)
-    api._custom = fake  # type: ignore[assignment]
+    api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST,
+                  component="gpushift-sidecar")
+    api.custom_objects = fake  # type: ignore[assignment]
     return api
 
 
@@ -121,8 +122,9 @@ async def test_refusals_are_not_retried(api, fake):
 
 async def test_unreachable_after_the_deadline(fake):
     api = KubeApi(client.ApiClient(client.Configuration()),
-                  retry=Retry(deadline_seconds=0.2, initial_seconds=0.05, max_seconds=0.05))
-    api._custom = fake  # type: ignore[assignment]
+                  retry=Retry(deadline_seconds=0.2, initial_seconds=0.05, max_seconds=0.05),
+                  component="gpushift-sidecar")
+    api.custom_objects = fake  # type: ignore[assignment]
     fake.faults = [("get", "before", refused())] * 100
     with pytest.raises(Unreachable) as err:
         await api.get_notebook("ns", "nb")
@@ -219,7 +221,8 @@ def test_which_422_means_stale():
     invalid = KubeError(422, "Invalid", "bad", {"causes": [{"field": "spec"}]})
     assert stale.stale and not invalid.stale
     assert KubeError(409, "Conflict", "x").stale
-    assert issubclass(kube.KubeError, kube._WebhookKubeError)
+    assert issubclass(kube.Unreachable, kube.KubeError)
+    assert issubclass(kube.MaybeSent, kube.KubeError)
 
 
 async def test_event_type_is_checked(api):

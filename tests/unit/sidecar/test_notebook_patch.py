@@ -1,5 +1,5 @@
 """notebook_patch: every plan is checked by applying its patch to the Notebook it was
-planned for (gpushift_webhook.patches.apply, i.e. jsonpatch), and the record of a move to
+planned for (gpushift_core.patches.apply, i.e. jsonpatch), and the record of a move to
 GPU by moving back with it."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gpushift_sidecar.notebook_patch import (
+from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
+from gpushift_core.move_plan import (
     RECORD_VERSION,
     MovePlan,
     PlanError,
@@ -22,8 +23,7 @@ from gpushift_sidecar.notebook_patch import (
     find_container,
     plan_move,
 )
-from gpushift_webhook.config import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
-from gpushift_webhook.patches import apply
+from gpushift_core.patches import apply
 
 CPU = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
 CUDA = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"

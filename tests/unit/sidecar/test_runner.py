@@ -18,11 +18,13 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from sidecar_environ import make_environ
 
+from gpushift_core.admin_settings import GpuProfile, ImagePair
+from gpushift_core.kube import KubeApi, Retry
+from gpushift_core.patches import apply
 from gpushift_sidecar.api import Sidecar, make_app
 from gpushift_sidecar.api_requests import RestoreReport
 from gpushift_sidecar.checkpoints import Verdict, VerdictStatus
 from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.kube import KubeApi, Retry
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
     Mirror,
@@ -49,8 +51,7 @@ from gpushift_sidecar.state import (
 )
 from gpushift_sidecar.token import TOKEN_FILE
 from gpushift_sidecar.tracker import MigrationTracker
-from gpushift_webhook.config import GpuProfile, ImagePair, WebhookConfig
-from gpushift_webhook.patches import apply
+from gpushift_webhook.config import WebhookConfig
 
 GPU = "nvidia.com/gpu"
 CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
@@ -148,8 +149,8 @@ class FakeServer:
 
 def kube_for(server: FakeServer) -> KubeApi:
     api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST, instance="pod-0")
-    api._custom = server  # type: ignore[assignment]
-    api._core = server  # type: ignore[assignment]
+    api.custom_objects = server  # type: ignore[assignment]
+    api.core_v1 = server  # type: ignore[assignment]
     return api
 
 

@@ -4,9 +4,9 @@ from pathlib import Path
 import pytest
 from sidecar_environ import environ_factory
 
+from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings, ImagePair
 from gpushift_sidecar.env import DEFAULT_API_PORT, EnvError, SidecarEnv
-from gpushift_webhook.config import GpuProfile, IdleSettings, ImagePair, WebhookConfig
-from gpushift_webhook.injection import GpuFacts
+from gpushift_webhook.config import WebhookConfig
 
 
 @pytest.fixture

@@ -23,5 +23,5 @@ SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 # annotation into the pod template, so changing one would recreate the pod.
 # Compact JSON {"id", "phase", "target", "updated"} (+ "reason" once rolled back/failed).
 MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
-# JSON of the move's previous-profile record (gpushift_sidecar.notebook_patch.plan_move).
+# JSON of the move's previous-profile record (gpushift_core.move_plan.plan_move).
 PREVIOUS_PROFILE_ANNOTATION = f"{PREFIX}/notebook-previous-profile"

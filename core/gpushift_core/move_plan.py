@@ -26,7 +26,7 @@ or the one in `profiles` whose resource the notebook holds) removed where they m
 Every patch touches only those fields and starts with a `test` of
 `/metadata/resourceVersion`: applied to a Notebook that changed since it was read, it
 fails as a whole (the API answers 422), and the caller reads again and re-plans
-(`gpushift_sidecar.kube.KubeApi.patch_notebook`). A plan that changes nothing has no
+(`gpushift_core.kube.KubeApi.patch_notebook`). A plan that changes nothing has no
 operations at all.
 """
 
@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpushift_webhook.config import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
-from gpushift_webhook.patches import PatchBuilder, PatchConflict, Path
+from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
+from gpushift_core.patches import PatchBuilder, PatchConflict, Path
 
 __all__ = [
     "RECORD_VERSION",

@@ -1,0 +1,159 @@
+"""The admin's GPU settings: profiles, the CPU<->CUDA image map, idle bounds (pure).
+
+One schema for both cluster components. The webhook reads these fields from the file
+the Helm chart mounts (`gpushift_webhook.config.WebhookConfig`, matched to the chart's
+`values.schema.json`) and hands them to every injected sidecar as the JSON of
+`AdminSettings.to_json()`; the sidecar reads that JSON back with `parse_admin_settings`.
+Both validate with `check_gpu_settings`, so neither side accepts what the other refuses.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpushift_core.settings_loader import ConfigError, build
+
+__all__ = [
+    "DEFAULT_GPU_RESOURCES",
+    "AdminSettings",
+    "ConfigError",
+    "GpuFacts",
+    "GpuProfile",
+    "IdleSettings",
+    "ImagePair",
+    "check_gpu_settings",
+    "parse_admin_settings",
+]
+
+# The GPU vendors Kubeflow's spawner offers, as extended resources on container 0.
+DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
+
+
+@dataclass(frozen=True)
+class GpuProfile:
+    name: str
+    """Name the users and the sidecar refer to, e.g. "nvidia-1"."""
+    resource: str = "nvidia.com/gpu"
+    """Extended resource requested as a limit on the notebook container."""
+    count: int = 1
+    """How many of that resource."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """Node selector added to the pod while it holds the GPU."""
+    tolerations: list[dict[str, Any]] = field(default_factory=list)
+    """Tolerations added to the pod while it holds the GPU (Kubernetes' own shape)."""
+    runtime_class_name: str = ""
+    """runtimeClassName for GPU pods (e.g. "nvidia"), empty for none."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "resource": self.resource,
+            "count": self.count,
+            "node_selector": dict(self.node_selector),
+            "tolerations": [dict(t) for t in self.tolerations],
+            "runtime_class_name": self.runtime_class_name,
+        }
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    cpu: str
+    """A CPU notebook image, as written in the Notebook."""
+    cuda: str
+    """The matching CUDA image that replaces it on a GPU pod."""
+
+
+@dataclass(frozen=True)
+class IdleSettings:
+    timeout_seconds: int = 180
+    """Seconds without GPU work on a GPU pod before it moves back to CPU."""
+    min_seconds: int = 60
+    """Lowest per-notebook override (annotation gpushift.io/idle-timeout) allowed."""
+    max_seconds: int = 3600
+    """Highest per-notebook override allowed."""
+    warning_seconds: int = 30
+    """How long the "moving back to CPU" warning shows before the move."""
+    allow_pin: bool = False
+    """Whether a notebook may be pinned to its GPU (never moved back on idle)."""
+    utilization_threshold_percent: int = 5
+    """GPU utilisation (NVML) under which the GPU counts as idle."""
+
+
+@dataclass(frozen=True)
+class GpuFacts:
+    """The GPU a pod holds, read from its notebook container's limits."""
+
+    resource: str
+    """The extended resource, e.g. "nvidia.com/gpu"."""
+    count: int
+    """How many (at least 1)."""
+
+
+@dataclass(frozen=True)
+class AdminSettings:
+    """What both cluster components need of the admin's configuration."""
+
+    profiles: list[GpuProfile] = field(default_factory=list)
+    """GPU profiles a notebook can move to."""
+    default_profile: str = ""
+    """Profile used when a move to GPU names none."""
+    image_map: list[ImagePair] = field(default_factory=list)
+    """CPU image <-> CUDA image pairs."""
+    idle: IdleSettings = field(default_factory=IdleSettings)
+    """Idle timer of GPU pods."""
+    gpu_resources: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_RESOURCES))
+    """Extended resources that count as a GPU."""
+
+    def profile(self, name: str) -> GpuProfile | None:
+        return next((p for p in self.profiles if p.name == name), None)
+
+    def matching_profile(self, gpu: GpuFacts | None) -> GpuProfile | None:
+        """The first profile with this pod's GPU resource and count: the active one."""
+        if gpu is None:
+            return None
+        return next((p for p in self.profiles
+                     if p.resource == gpu.resource and p.count == gpu.count), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON the webhook puts into every sidecar's env (GPUSHIFT_SETTINGS)."""
+        return {
+            "profiles": [p.to_json() for p in self.profiles],
+            "default_profile": self.default_profile,
+            "image_map": [{"cpu": p.cpu, "cuda": p.cuda} for p in self.image_map],
+            "idle": vars(self.idle).copy(),
+            "gpu_resources": list(self.gpu_resources),
+        }
+
+
+def check_gpu_settings(profiles: Sequence[GpuProfile], default_profile: str,
+                       gpu_resources: Sequence[str], idle: IdleSettings) -> None:
+    """ConfigError naming the field when the profiles or idle bounds do not hold together."""
+    names = [p.name for p in profiles]
+    if len(set(names)) != len(names):
+        raise ConfigError("profiles: profile names must be unique")
+    for p in profiles:
+        if p.resource not in gpu_resources:
+            raise ConfigError(f"profiles.{p.name}.resource: {p.resource!r} is not in gpu_resources")
+        if p.count < 1:
+            raise ConfigError(f"profiles.{p.name}.count: must be at least 1")
+    if profiles and default_profile not in names:
+        raise ConfigError(f"default_profile: {default_profile!r} is not a profile")
+    if not 0 < idle.min_seconds <= idle.timeout_seconds <= idle.max_seconds:
+        raise ConfigError("idle: need 0 < min_seconds <= timeout_seconds <= max_seconds")
+    if idle.warning_seconds < 0 or idle.warning_seconds >= idle.min_seconds:
+        raise ConfigError("idle.warning_seconds: must be >= 0 and below min_seconds")
+
+
+def parse_admin_settings(text: str) -> AdminSettings:
+    """`AdminSettings` from its JSON; ConfigError naming the field when it is not."""
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"not JSON: {exc}") from None
+    settings = build(AdminSettings, data)
+    check_gpu_settings(settings.profiles, settings.default_profile, settings.gpu_resources,
+                       settings.idle)
+    return settings

@@ -1,0 +1,117 @@
+"""How every Kubernetes API call is made: off the event loop, with timeouts and backoff.
+
+The official client is synchronous; each call runs in a worker thread
+(asyncio.to_thread) so the caller's event loop keeps answering. Every call has a connect
+and a read timeout. While the API cannot be reached (no connection, a timeout, 429 or
+503) the call is tried again with exponential backoff until `Retry.deadline_seconds`;
+then `Unreachable`, a `KubeError` like every other failure here, so one `except
+KubeError` covers an apiserver outage too. A request that may have reached the server
+(the connection broke after sending it, or 500/502/504) is repeated only when
+repeating is harmless: reads and Events. A write raises `MaybeSent` instead, and the
+caller checks whether it landed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from gpushift_core.kube.errors import KubeError, MaybeSent, Unreachable
+
+__all__ = ["Retry", "call", "configuration"]
+
+log = logging.getLogger("gpushift.kube")
+
+# Retried for any call: the request never reached the API, or the API refused to take it.
+_RETRY_STATUSES = frozenset({0, 429, 503})
+# Also retried for reads and Events; for a write the outcome is unknown.
+_UNSURE_STATUSES = frozenset({500, 502, 504})
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Timeouts of each try, and the backoff while the API server cannot be reached."""
+
+    deadline_seconds: float = 60.0
+    """Give up (Unreachable) when the next try would start later than this; 0 tries once."""
+    initial_seconds: float = 0.2
+    """First pause between tries; doubled after each."""
+    max_seconds: float = 5.0
+    """Longest pause between tries."""
+    connect_timeout_seconds: float = 5.0
+    """How long one try waits for a connection."""
+    read_timeout_seconds: float = 30.0
+    """How long one try waits for the answer."""
+
+
+def configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """In a pod: its ServiceAccount (in-cluster config, which re-reads the rotated token);
+    else a kubeconfig file (`kubeconfig`, or the default one). Nothing global is set."""
+    cfg = client.Configuration()
+    if kubeconfig:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=kubeconfig, client_configuration=cfg, persist_config=False)
+    else:
+        try:
+            config.load_incluster_config(  # type: ignore[no-untyped-call]
+                client_configuration=cfg)
+        except config.ConfigException:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                client_configuration=cfg, persist_config=False)
+    # The backoff in `call` replaces urllib3's immediate retries.
+    cfg.retries = False
+    return cfg
+
+
+async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
+    """Run one API call in a thread, retrying while the API cannot be reached.
+
+    `write=True`: a request that may have reached the server is not repeated
+    (`MaybeSent` instead), nor is one the server may have carried out (500/502/504)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + retry.deadline_seconds
+    delay = retry.initial_seconds
+    kwargs.setdefault("_request_timeout",
+                      (retry.connect_timeout_seconds, retry.read_timeout_seconds))
+    while True:
+        try:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except ApiException as exc:
+            error = KubeError.from_api(exc)
+            if error.status in _UNSURE_STATUSES and write:
+                raise MaybeSent(f"{error.status} {error.reason}") from None
+            if error.status not in _RETRY_STATUSES | _UNSURE_STATUSES:
+                raise error from None
+            failure: KubeError = error if error.status else Unreachable(error.reason)
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            cause = _cause(exc)
+            if write and not _not_sent(cause):
+                raise MaybeSent(f"{type(cause).__name__}: {cause}") from exc
+            failure = Unreachable(f"{type(cause).__name__}: {cause}")
+        if loop.time() + delay > deadline:
+            raise failure
+        log.warning("Kubernetes API: %s; retrying in %.1fs", failure, delay)
+        await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
+        delay = min(delay * 2, retry.max_seconds)
+
+
+def _cause(exc: BaseException) -> BaseException:
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        return exc.reason
+    return exc
+
+
+def _not_sent(exc: BaseException) -> bool:
+    """Whether the request surely did not reach the server (no connection was made)."""
+    return isinstance(exc, (urllib3.exceptions.NewConnectionError,
+                            urllib3.exceptions.ConnectTimeoutError,
+                            urllib3.exceptions.SSLError,
+                            ConnectionRefusedError))

@@ -1,0 +1,81 @@
+"""The webhook's certificate objects in the API: its TLS Secret and the caBundle of its
+MutatingWebhookConfiguration (self-managed certificates, see `self_managed`).
+
+Calls go through the cluster side's one client (`gpushift_core.kube.KubeApi.call`): the
+same timeouts, backoff and `KubeError`s as every other call.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+from kubernetes import client
+
+from gpushift_core.kube import KubeApi, KubeError
+from gpushift_core.patches import PatchBuilder
+
+__all__ = ["CertificateObjects", "SecretData"]
+
+
+@dataclass(frozen=True)
+class SecretData:
+    data: dict[str, str]
+    """The Secret's data, base64 as the API holds it."""
+    resource_version: str
+    """The version read: a replace based on it fails when another replica wrote first."""
+
+
+class CertificateObjects:
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+
+    async def read_secret(self, namespace: str, name: str) -> SecretData | None:
+        """The Secret, or None when there is none."""
+        try:
+            secret = await self.api.call(self.api.core_v1.read_namespaced_secret, name,
+                                         namespace)
+        except KubeError as exc:
+            if exc.not_found:
+                return None
+            raise
+        return SecretData(dict(secret.data or {}), secret.metadata.resource_version)
+
+    async def write_secret(self, namespace: str, name: str, data: dict[str, str],
+                           resource_version: str | None) -> None:
+        """Create the Secret, or replace it if it still has `resource_version`
+        (409 Conflict otherwise: another replica wrote first)."""
+        values: dict[str, bytes | str] = dict(data)
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=name, namespace=namespace,
+                                         resource_version=resource_version,
+                                         labels={"app.kubernetes.io/name": "gpushift",
+                                                 "app.kubernetes.io/component": "webhook"}),
+            type="Opaque", data=values,
+        )
+        if resource_version is None:
+            await self.api.call(self.api.core_v1.create_namespaced_secret, namespace, body,
+                                write=True)
+        else:
+            await self.api.call(self.api.core_v1.replace_namespaced_secret, name, namespace,
+                                body, write=True)
+
+    async def read_ca_bundles(self, webhook_configuration: str) -> list[bytes]:
+        """The caBundle of each webhook in the MutatingWebhookConfiguration."""
+        mwc = await self.api.call(self.api.admission_v1.read_mutating_webhook_configuration,
+                                  webhook_configuration)
+        return [base64.b64decode(w.client_config.ca_bundle or "") for w in mwc.webhooks or []]
+
+    async def write_ca_bundle(self, webhook_configuration: str, bundle_b64: str) -> int:
+        """Set caBundle on every webhook of the configuration; returns how many."""
+        mwc = await self.api.read_json(
+            self.api.admission_v1.read_mutating_webhook_configuration, webhook_configuration)
+        patch = PatchBuilder(mwc)
+        # Guard the patch with the version we read: a concurrent edit makes it fail.
+        patch.test(("metadata", "resourceVersion"), mwc["metadata"]["resourceVersion"])
+        webhooks = len(mwc.get("webhooks") or [])
+        for i in range(webhooks):
+            patch.set_key(("webhooks", i, "clientConfig"), "caBundle", bundle_b64)
+        await self.api.call(self.api.admission_v1.patch_mutating_webhook_configuration,
+                            webhook_configuration, patch.operations, write=True)
+        return webhooks
