@@ -31,6 +31,7 @@ test: lint typecheck dockerlint controlplane frontend browser
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	PYTHONPATH=testing $(BIN)/lint-imports --no-cache
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p gpushift_core -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar

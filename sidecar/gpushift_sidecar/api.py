@@ -38,12 +38,13 @@ from gpushift_sidecar.api_requests import (
     parse_notebook_registration,
     parse_restore_report,
 )
-from gpushift_sidecar.checkpoints import CheckpointInfo, CheckpointWatcher
+from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
 from gpushift_sidecar.metrics import SidecarMetrics
 from gpushift_sidecar.runtime_config import RuntimeFiles
-from gpushift_sidecar.state import Migration, MigrationStore, Phase
+from gpushift_sidecar.state import Migration, Phase
+from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.token import TOKEN_FILE, ApiToken
 from gpushift_sidecar.tracker import MigrationInFlight, MigrationTracker
 

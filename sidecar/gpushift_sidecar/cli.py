@@ -171,7 +171,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     from gpushift_sidecar.api import Sidecar, make_app  # noqa: PLC0415
     from gpushift_sidecar.idle_loop import IdleLoopConfig  # noqa: PLC0415
     from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
-    from gpushift_sidecar.state import MigrationStore  # noqa: PLC0415
+    from gpushift_sidecar.state_file import MigrationStore  # noqa: PLC0415
     from gpushift_sidecar.tracker import MigrationTracker  # noqa: PLC0415
 
     kube, problem = connect_kube(env, kubeconfig)

@@ -18,8 +18,8 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from gpushift_sidecar.checkpoints import CheckpointInfo, CheckpointWatcher
-from gpushift_sidecar.runtime_config import iso_utc
+from gpushift_core.timestamps import iso_utc
+from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 
 MAX_NOTEBOOKS = 256
 """More notebooks with kishu attached than one person has open in one server."""

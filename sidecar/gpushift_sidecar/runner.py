@@ -18,10 +18,10 @@
   (`restored`, called by `POST /migrations/current/restore`).
 
 Each change is persisted by the `MigrationTracker` before the next step starts, mirrored
-in the Notebook annotation and told as an Event on the Notebook. The mirror and the
-Events are best effort (logged when the API refuses them); the patch is not: an API
-error that kube.py's retries did not overcome fails the migration with the API's Status
-message.
+in the Notebook annotation and told as an Event on the Notebook (`notebook_reporter`).
+The mirror and the Events are best effort (logged when the API refuses them); the patch
+is not: an API error that the client's retries did not overcome fails the migration with
+the API's Status message.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from gpushift_core.kube import KubeError, PatchResult
+from gpushift_core.kube import KubeError
 from gpushift_core.move_plan import PlanError
+from gpushift_core.timestamps import iso_utc
 from gpushift_sidecar import checkpoints
 from gpushift_sidecar.api_requests import RestoreReport
 from gpushift_sidecar.env import SidecarEnv
@@ -45,7 +46,6 @@ from gpushift_sidecar.migration_steps import (
     PatchDecision,
     PatchKind,
     ResumeAction,
-    mirror_ops,
     new_pod_outcome,
     old_pod_outcome,
     plan_patch,
@@ -54,30 +54,22 @@ from gpushift_sidecar.migration_steps import (
     runs_on_target,
     spec_on_target,
 )
-from gpushift_sidecar.runtime_config import iso_utc
+from gpushift_sidecar.notebook_reporter import (
+    NotebookApi,
+    NotebookReporter,
+    migration_name,
+    requested_message,
+    restore_summary,
+    status_text,
+)
 from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Target
 from gpushift_sidecar.tracker import MigrationTracker
 
-__all__ = ["NotebookApi", "RunnerConfig", "StepRunner", "verify_checkpoint"]
+__all__ = ["RunnerConfig", "StepRunner", "verify_checkpoint"]
 
 log = logging.getLogger("gpushift.sidecar")
 
-BuildOps = Callable[[dict[str, Any]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
 Verify = Callable[[str, str], checkpoints.Verdict]
-
-
-class NotebookApi(Protocol):
-    """What the runner needs of `gpushift_core.kube.KubeApi`."""
-
-    async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
-
-    async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
-                             attempts: int = 5) -> PatchResult: ...
-
-    async def get_pod(self, namespace: str, name: str) -> dict[str, Any]: ...
-
-    async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
-                           message: str, type: str = "Normal") -> dict[str, Any]: ...
 
 
 def verify_checkpoint(notebook_path: str, commit_id: str) -> checkpoints.Verdict:
@@ -112,13 +104,8 @@ class StepRunner:
         self.config = config or RunnerConfig()
         self.verify = verify
         self.kube_problem = kube_problem
+        self.report = NotebookReporter(env, tracker, kube)
         self._task: asyncio.Task[None] | None = None
-        self._events: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
-        self._event_worker: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[None]] = set()
-        self._mirror_lock = asyncio.Lock()
-        self._notebook: dict[str, Any] | None = None
-        """The Notebook as last read or patched (Events name it)."""
         self._patched_here: str | None = None
         """The migration this process patched: it runs in the pod that goes away."""
 
@@ -141,10 +128,10 @@ class StepRunner:
         done = self.tracker.finish_restore(migration.id, {
             **report.to_json(), "at": iso_utc(dt.datetime.now(dt.UTC))}, error=error)
         if error:
-            self._event("MigrationFailed", f"{_name(done)}: {error}", "Warning")
+            self.report.event("MigrationFailed", f"{migration_name(done)}: {error}", "Warning")
         else:
-            self._event("MigrationDone", f"{_name(done)}: {_restore_summary(report)}")
-        self._spawn(self._mirror())
+            self.report.event("MigrationDone", f"{migration_name(done)}: {restore_summary(report)}")
+        self.report.mirror_later()
         return done
 
     async def stop(self) -> None:
@@ -158,20 +145,7 @@ class StepRunner:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        workers = [t for t in (*self._background, self._event_worker)
-                   if t is not None and not t.done()]
-        if not workers:
-            return
-
-        async def drain() -> None:
-            await asyncio.gather(*self._background, return_exceptions=True)
-            await self._events.join()
-
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(drain(), self.config.event_grace)
-        for t in workers:
-            t.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
+        await self.report.stop(self.config.event_grace)
 
     # -- the steps ------------------------------------------------------------------------
 
@@ -204,7 +178,7 @@ class StepRunner:
         if m.phase is Phase.RECREATING:
             if self._patched_here == m.id:
                 return False  # this pod is about to be replaced: wait for SIGTERM
-            uid = await self._pod_uid()
+            uid = await self.report.pod_uid()
             action = resume_action(m, uid, runs_on_target(m, self.env.gpu,
                                                           self.env.settings))
         else:
@@ -212,7 +186,7 @@ class StepRunner:
         log.debug("migration step", extra={"migration": m.id, "action": action.value})
         match action:
             case ResumeAction.REQUEST:
-                self._event("MigrationRequested", _requested_message(m))
+                self.report.event("MigrationRequested", requested_message(m))
                 await self._advance(m, Phase.CHECKPOINTING)
                 return True
             case ResumeAction.VERIFY:
@@ -234,7 +208,7 @@ class StepRunner:
         if ref is None:
             if NO_CHECKPOINT_NOTE not in m.notes:  # not again when resumed
                 self.tracker.add_note(m.id, NO_CHECKPOINT_NOTE)
-            self._event("CheckpointSkipped", f"{_name(m)}: {NO_CHECKPOINT_NOTE}")
+            self.report.event("CheckpointSkipped", f"{migration_name(m)}: {NO_CHECKPOINT_NOTE}")
             await self._advance(m, Phase.CHECKPOINTED)
             return True
         verdict = await self._await_checkpoint(m, ref)
@@ -243,8 +217,8 @@ class StepRunner:
                                 f"verified within {self.config.checkpoint_timeout:g}s "
                                 f"({verdict.status.value}): {verdict.reason}")
             return False
-        self._event("CheckpointVerified", f"{_name(m)}: kishu commit {ref.commit_id} is "
-                                          f"complete in {verdict.db_path}")
+        self.report.event("CheckpointVerified", f"{migration_name(m)}: kishu commit "
+                          f"{ref.commit_id} is complete in {verdict.db_path}")
         await self._advance(m, Phase.CHECKPOINTED)
         return True
 
@@ -286,9 +260,9 @@ class StepRunner:
             return False
         except KubeError as exc:
             await self._fail(m, f"patching Notebook {self.env.pod_namespace}/"
-                                f"{self.env.notebook_name} failed: {_status(exc)}")
+                                f"{self.env.notebook_name} failed: {status_text(exc)}")
             return False
-        self._notebook = result.notebook
+        self.report.notebook = result.notebook
         decision = decisions[-1]
         if decision.previous_profile is not None and (
                 decision.kind is PatchKind.PATCH or m.previous_profile is None):
@@ -303,13 +277,13 @@ class StepRunner:
             current = self.tracker.current
             assert current is not None
             done = await self._advance(current, Phase.DONE)
-            self._event("MigrationDone", f"{_name(done)}: {note}")
+            self.report.event("MigrationDone", f"{migration_name(done)}: {note}")
             return False
         if decision.kind is PatchKind.PATCH:
             assert decision.plan is not None
             self._patched_here = m.id  # this pod is the one the patch replaces
-            self._event("NotebookPatched", f"{_name(m)}: "
-                        + ("patched again: " if again else "") + decision.plan.summary)
+            self.report.event("NotebookPatched", f"{migration_name(m)}: "
+                              + ("patched again: " if again else "") + decision.plan.summary)
         else:
             log.info("the patch had landed already", extra={"migration": m.id})
         if again:
@@ -320,7 +294,7 @@ class StepRunner:
 
     async def _arrived(self, m: Migration) -> bool:
         """In the pod that replaced the source pod: restore, or the move was undone."""
-        notebook = await self._read_notebook()
+        notebook = await self.report.read_notebook()
         on_target = runs_on_target(m, self.env.gpu, self.env.settings)
         phase, error = new_pod_outcome(m, read_mirror(notebook), on_target,
                                        self.env.pod_name)
@@ -332,13 +306,13 @@ class StepRunner:
                                         drop_previous=m.target is Target.CPU)
         what = ("restoring the kernel state from kishu commit "
                 f"{m.checkpoint.commit_id}" if m.checkpoint else NO_CHECKPOINT_NOTE)
-        self._event("MigrationRestoring", f"{_name(restoring)}: pod {self.env.pod_name} "
-                    f"runs on {m.target.value.upper()}; {what}")
+        self.report.event("MigrationRestoring", f"{migration_name(restoring)}: pod "
+                          f"{self.env.pod_name} runs on {m.target.value.upper()}; {what}")
         return True
 
     async def _still_old_pod(self, m: Migration) -> bool:
         """A sidecar restarted in the source pod while the migration is `recreating`."""
-        notebook = await self._read_notebook()
+        notebook = await self.report.read_notebook()
         if notebook is None:
             return False  # nothing to decide on; the pod goes away or the guard acts
         try:
@@ -370,116 +344,15 @@ class StepRunner:
                        drop_previous: bool = False) -> Migration:
         new = self.tracker.advance(m.id, phase, error=error, now=now)
         if mirror:
-            await self._mirror(drop_previous=new.id if drop_previous else None)
+            await self.report.mirror(drop_previous=new.id if drop_previous else None)
         return new
 
     async def _ended_elsewhere(self, m: Migration, phase: Phase, error: str) -> None:
         """Rolled back (or failed) by the guard, or the Notebook was changed back."""
         ended = await self._advance(m, phase, error=error)
         reason = "MigrationRolledBack" if phase is Phase.ROLLED_BACK else "MigrationFailed"
-        self._event(reason, f"{_name(ended)}: {error}", "Warning")
+        self.report.event(reason, f"{migration_name(ended)}: {error}", "Warning")
 
     async def _fail(self, m: Migration, error: str) -> None:
         failed = await self._advance(m, Phase.FAILED, error=error)
-        self._event("MigrationFailed", f"{_name(failed)}: {error}", "Warning")
-
-    async def _mirror(self, *, drop_previous: str | None = None) -> None:
-        """Make the Notebook's mirror show the current migration as it is when the
-        Notebook is read (a late writer never puts back an older state), one write at a
-        time. `drop_previous`: the id of the migration on whose behalf the previous-
-        profile record goes (only while that migration is still the current one)."""
-        if self.kube is None:
-            return
-
-        def build(notebook: dict[str, Any]) -> list[dict[str, Any]]:
-            current = self.tracker.current
-            if current is None:
-                return []
-            return mirror_ops(notebook, current,
-                              drop_previous=drop_previous == current.id)
-
-        async with self._mirror_lock:
-            try:
-                result = await self.kube.patch_notebook(self.env.pod_namespace,
-                                                        self.env.notebook_name, build)
-            except KubeError as exc:
-                log.warning("migration mirror not written", extra={"why": _status(exc)})
-                return
-        self._notebook = result.notebook
-
-    async def _read_notebook(self) -> dict[str, Any] | None:
-        if self.kube is None:
-            return None
-        try:
-            self._notebook = await self.kube.get_notebook(self.env.pod_namespace,
-                                                          self.env.notebook_name)
-        except KubeError as exc:
-            log.warning("cannot read the Notebook", extra={"why": _status(exc)})
-            return None
-        return self._notebook
-
-    async def _pod_uid(self) -> str:
-        """This pod's UID: from the webhook's env, else from the API ("" if unknown)."""
-        if self.env.pod_uid or self.kube is None:
-            return self.env.pod_uid
-        try:
-            pod = await self.kube.get_pod(self.env.pod_namespace, self.env.pod_name)
-        except KubeError as exc:
-            log.warning("cannot read this pod's UID", extra={"why": _status(exc)})
-            return ""
-        return str((pod.get("metadata") or {}).get("uid") or "")
-
-    def _event(self, reason: str, message: str, type: str = "Normal") -> None:
-        """Queue an Event on the Notebook; one worker sends them in order."""
-        if self.kube is None:
-            return
-        self._events.put_nowait((reason, message, type))
-        if self._event_worker is None or self._event_worker.done():
-            self._event_worker = asyncio.create_task(self._send_events())
-
-    async def _send_events(self) -> None:
-        assert self.kube is not None
-        while True:
-            reason, message, type = await self._events.get()
-            try:
-                notebook = self._notebook or await self.kube.get_notebook(
-                    self.env.pod_namespace, self.env.notebook_name)
-                self._notebook = notebook
-                await self.kube.create_event(self.env.pod_namespace, notebook, reason,
-                                             message, type)
-            except KubeError as exc:
-                log.warning("Event not created", extra={"reason": reason,
-                                                        "why": _status(exc)})
-            except Exception:  # the worker must outlive one bad Event
-                log.exception("Event not created", extra={"reason": reason})
-            finally:
-                self._events.task_done()
-
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-
-def _name(m: Migration) -> str:
-    profile = f" (profile {m.profile})" if m.profile else ""
-    return f"migration {m.id} to {m.target.value.upper()}{profile}"
-
-
-def _requested_message(m: Migration) -> str:
-    checkpoint = (f"checkpoint {m.checkpoint.commit_id}" if m.checkpoint
-                  else "no checkpoint")
-    return f"{_name(m)}: requested ({m.reason.value}) from pod {m.source_pod}; {checkpoint}"
-
-
-def _restore_summary(report: RestoreReport) -> str:
-    text = f"state restored ({len(report.restored)} variable(s))"
-    if report.not_restored:
-        text += "; not restored: " + ", ".join(f"{n} ({r})" for n, r in report.not_restored)
-    if report.detail:
-        text += f"; {report.detail}"
-    return text
-
-
-def _status(exc: KubeError) -> str:
-    return f"{exc.status} {exc.reason}: {exc.message}" if exc.status else exc.message
+        self.report.event("MigrationFailed", f"{migration_name(failed)}: {error}", "Warning")

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gpushift_core.timestamps import iso_utc
 from gpushift_sidecar import __version__
 from gpushift_sidecar.env import SidecarEnv
 
@@ -65,10 +66,6 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
     if idle is not None:
         document["idle"] = idle
     return document
-
-
-def iso_utc(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:

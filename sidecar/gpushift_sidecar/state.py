@@ -1,4 +1,4 @@
-"""The migration state machine (transitions: pure) and its file on the workspace volume.
+"""The migration state machine: phases, transitions and the migration record (pure).
 
     requested -> checkpointing -> checkpointed -> patching -> recreating -> restoring -> done
 
@@ -8,9 +8,10 @@ previous profile was put back. Both need a reason, which the user is shown. One 
 `patching -> done` when the Notebook already was as the target wants (nothing patched,
 no pod recreated; the migration's `notes` say so).
 
-The state lives on the workspace PVC, which moves with the notebook: the sidecar of the
-new pod reads it and carries on (restore, pending cell). The Notebook annotation
-`gpushift.io/notebook-migration` mirrors a summary (`to_annotation()`) for the cluster-side guard.
+The state lives on the workspace PVC (`state_file.MigrationStore`), which moves with the
+notebook: the sidecar of the new pod reads it and carries on (restore, pending cell). The
+Notebook annotation `gpushift.io/notebook-migration` mirrors a summary (`to_annotation()`)
+for the cluster-side guard.
 """
 
 from __future__ import annotations
@@ -18,29 +19,25 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import logging
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 from gpushift_core import labels
+from gpushift_core.timestamps import iso_utc
 from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.runtime_config import iso_utc, write_atomically
 
 # The key must contain "notebook": Kubeflow's notebook-controller copies every other
 # Notebook annotation into the pod template, and changing the template recreates the pod.
 # MIGRATION_ANNOTATION and PREVIOUS_PROFILE_ANNOTATION are defined once, in
 # gpushift_core.labels (the guard reads and writes them too). The second holds JSON of
-# the last move to GPU's `notebook_patch.MovePlan.previous_profile`, written in the same
+# the last move to GPU's `gpushift_core.move_plan.MovePlan.previous_profile`, written in the same
 # patch as the move: the move back to CPU, and the guard's rollback, read it there.
 MIGRATION_ANNOTATION = labels.MIGRATION_ANNOTATION
 PREVIOUS_PROFILE_ANNOTATION = labels.PREVIOUS_PROFILE_ANNOTATION
 SCHEMA = 1
-
-log = logging.getLogger("gpushift.sidecar")
 
 
 class Phase(StrEnum):
@@ -278,58 +275,3 @@ def _str(value: object) -> str:
 
 def _opt_str(value: object) -> str | None:
     return None if value is None else _str(value)
-
-
-class MigrationStore:
-    """The migration's file, written atomically; a file that cannot be read is kept."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    @classmethod
-    def for_env(cls, env: SidecarEnv) -> MigrationStore:
-        name = f"migration-{env.notebook_name}.json"
-        if env.workspace_dir is not None:
-            return cls(env.workspace_dir / ".gpushift" / name)
-        log.warning("no workspace volume: the migration state is kept in the runtime dir "
-                    "and will not survive a move to another pod",
-                    extra={"notebook": env.notebook_name})
-        return cls(env.runtime_dir / name)
-
-    def load(self) -> Migration | None:
-        try:
-            raw = self.path.read_bytes()
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self._set_aside(f"unreadable: {exc.strerror}")
-            return None
-        try:
-            data = json.loads(raw)
-            if not isinstance(data, dict) or data.pop("schema", None) != SCHEMA:
-                raise CorruptState(f"not a gpushift migration of schema {SCHEMA}")
-            return Migration.from_dict(data)
-        except (ValueError, CorruptState) as exc:  # JSONDecodeError is a ValueError
-            self._set_aside(f"corrupt: {exc}")
-            return None
-
-    def save(self, migration: Migration) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        document = {"schema": SCHEMA, **migration.to_dict()}
-        # 0600: the pending cell is the user's code.
-        write_atomically(self.path, json.dumps(document, indent=2).encode() + b"\n", 0o600)
-
-    def _set_aside(self, why: str) -> None:
-        """Keep the file for a human to look at (it may be the only copy of something),
-        under a name the sidecar never reads, and start without a migration."""
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        kept = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
-        try:
-            self.path.rename(kept)
-        except OSError as exc:
-            log.error("migration state file cannot be read nor set aside; starting "
-                      "without a migration", extra={"path": str(self.path), "why": why,
-                                                    "rename_error": exc.strerror})
-            return
-        log.error("migration state file set aside; starting without a migration",
-                  extra={"path": str(self.path), "kept_as": str(kept), "why": why})

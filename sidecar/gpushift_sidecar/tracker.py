@@ -10,7 +10,8 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gpushift_sidecar.state import IllegalTransition, Migration, MigrationStore, Phase
+from gpushift_sidecar.state import IllegalTransition, Migration, Phase
+from gpushift_sidecar.state_file import MigrationStore
 
 
 class MigrationInFlight(Exception):

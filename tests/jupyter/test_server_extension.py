@@ -241,7 +241,8 @@ async def value_of(jp_serverapp: Any, kernel_id: str, expression: str) -> str:
 async def test_migrate_then_restore_after_a_simulated_pod_restart(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
         tmp_path: Path) -> None:
-    from gpushift_sidecar.state import MigrationStore, Phase
+    from gpushift_sidecar.state import Phase
+    from gpushift_sidecar.state_file import MigrationStore
 
     notebook = jp_root_dir / "work" / "train.ipynb"
     notebook.parent.mkdir()

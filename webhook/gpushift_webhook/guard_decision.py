@@ -42,8 +42,8 @@ from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES
 from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.move_plan import PlanError, plan_move
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.timestamps import iso_utc
 from gpushift_webhook.config import WebhookConfig
-from gpushift_webhook.lease import micro_time
 
 # The new pod has not become Ready yet: what the guard watches over.
 GUARDED_PHASES = frozenset({"patching", "recreating"})
@@ -306,7 +306,7 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
             kind = ActionKind.FAIL
             reason = f"{reason}; the previous profile could not be restored: {errors[-1]}"
     record_out = {"id": m.id, "phase": ROLLED_BACK if kind is ActionKind.ROLLBACK else FAILED,
-                  "target": m.target, "updated": micro_time(now), "reason": reason[:REASON_MAX]}
+                  "target": m.target, "updated": iso_utc(now), "reason": reason[:REASON_MAX]}
     pb = PatchBuilder(notebook)
     pb.set_key(("metadata", "annotations"), MIGRATION_ANNOTATION,
                json.dumps(record_out, separators=(",", ":")))

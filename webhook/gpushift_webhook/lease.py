@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpushift_core.kube import KubeError
+from gpushift_core.timestamps import iso_utc
 
 log = logging.getLogger("gpushift.guard.lease")
 
-MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 class LeaseApi(Protocol):
@@ -75,10 +75,6 @@ class LeaseSettings:
     @property
     def deadline(self) -> float:
         return self.renew_deadline_seconds or self.duration_seconds * 2 / 3
-
-
-def micro_time(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime(MICRO_TIME)
 
 
 class LeaderElector:
@@ -168,7 +164,7 @@ class LeaderElector:
         self._won(updated, started)
 
     def _held_spec(self, spec: Mapping[str, Any], *, acquired: bool) -> dict[str, Any]:
-        now = micro_time(self._wall())
+        now = iso_utc(self._wall())
         out = dict(spec)
         out["holderIdentity"] = self.settings.identity
         out["leaseDurationSeconds"] = max(1, round(self.settings.duration_seconds))
@@ -232,7 +228,7 @@ class LeaderElector:
             return False
         body = dict(lease)
         body["spec"] = {**(lease.get("spec") or {}), "holderIdentity": "",
-                        "leaseDurationSeconds": 1, "renewTime": micro_time(self._wall())}
+                        "leaseDurationSeconds": 1, "renewTime": iso_utc(self._wall())}
         try:
             await self.api.update_lease(s.namespace, s.name, body)
         except KubeError as exc:

@@ -23,7 +23,7 @@ from gpushift_core.kube import KubeApi, Retry
 from gpushift_core.patches import apply
 from gpushift_sidecar.api import Sidecar, make_app
 from gpushift_sidecar.api_requests import RestoreReport
-from gpushift_sidecar.checkpoints import Verdict, VerdictStatus
+from gpushift_sidecar.checkpoint_database import Verdict, VerdictStatus
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
@@ -44,11 +44,11 @@ from gpushift_sidecar.state import (
     PREVIOUS_PROFILE_ANNOTATION,
     CheckpointRef,
     Migration,
-    MigrationStore,
     Phase,
     Reason,
     Target,
 )
+from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.token import TOKEN_FILE
 from gpushift_sidecar.tracker import MigrationTracker
 from gpushift_webhook.config import WebhookConfig

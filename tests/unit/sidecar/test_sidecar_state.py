@@ -12,13 +12,13 @@ from gpushift_sidecar.state import (
     CorruptState,
     IllegalTransition,
     Migration,
-    MigrationStore,
     PendingCell,
     Phase,
     Reason,
     Target,
     check_transition,
 )
+from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.tracker import MigrationInFlight, MigrationTracker
 
 
