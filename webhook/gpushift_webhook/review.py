@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from gpushift_core import patches
@@ -35,7 +36,8 @@ def review(body: object, config: WebhookConfig) -> tuple[dict[str, Any], Decisio
     """Answer one AdmissionReview. Raises `BadRequest` for a malformed one."""
     request = _request(body)
     uid = request["uid"]
-    decision = decide(request, config)
+    decision = replace(decide(request, config), namespace=request.get("namespace") or "",
+                       pod=_pod_name(request["object"]))
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if decision.operations:
         response["patchType"] = "JSONPatch"
@@ -49,7 +51,7 @@ def decide(request: Mapping[str, Any], config: WebhookConfig) -> Decision:
     """The decision for a validated request; any bug of ours still admits the pod."""
     if request.get("operation", "CREATE") != "CREATE":
         return Decision(Outcome.SKIPPED, f"operation {request.get('operation')} is not CREATE")
-    namespace = str(request.get("namespace") or "")
+    namespace = request.get("namespace") or ""
     pod = request["object"]
     try:
         return plan_injection(pod, namespace, config)
@@ -75,6 +77,11 @@ def _request(body: object) -> dict[str, Any]:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise BadRequest("invalid_review", "request.uid is missing or empty")
+    # The API server sends a string (or nothing); anything else would reach the excluded
+    # namespaces check and the log line as garbage.
+    namespace = request.get("namespace")
+    if namespace is not None and not isinstance(namespace, str):
+        raise BadRequest("invalid_review", "request.namespace must be a string")
     kind = request.get("kind")
     if not isinstance(kind, dict) or kind.get("kind") != "Pod" or kind.get("group", "") != "":
         raise BadRequest("not_a_pod", f"request.kind must be core/v1 Pod, got {kind!r}")
@@ -85,3 +92,15 @@ def _request(body: object) -> dict[str, Any]:
     if not isinstance(operation, str):
         raise BadRequest("invalid_review", "request.operation must be a string")
     return request
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    """metadata.name, or generateName before the API server names the pod; "" when neither
+    is a string: a malformed pod is still admitted, and Kubernetes refuses it after us."""
+    metadata = pod.get("metadata")
+    if not isinstance(metadata, dict):
+        return ""
+    for key in ("name", "generateName"):
+        if isinstance(name := metadata.get(key), str) and name:
+            return name
+    return ""

@@ -91,12 +91,11 @@ async def mutate(request: web.Request) -> web.Response:
     elapsed = time.perf_counter() - started
     metrics.reviews.labels(decision.outcome.value).inc()
     metrics.latency.observe(elapsed)
-    req = body["request"]
+    # Every field from what review() validated: the raw body may hold anything.
     log.info("admission", extra={
-        "uid": req["uid"],
-        "namespace": req.get("namespace", ""),
-        "pod": (req["object"].get("metadata") or {}).get("name")
-        or (req["object"].get("metadata") or {}).get("generateName", ""),
+        "uid": answer["response"]["uid"],
+        "namespace": decision.namespace,
+        "pod": decision.pod,
         "notebook": decision.notebook,
         "outcome": decision.outcome.value,
         "reason": decision.reason,
