@@ -2,7 +2,8 @@
 
 - `admin_settings`: the admin's GPU profiles, image map and idle bounds (one schema);
   `settings_loader` builds such dataclasses from YAML/JSON with errors that name the field.
-- `move_plan` / `rollback_record`: the Notebook patch of a move and the record that undoes it.
+- `move_plan` / `rollback_record`: the Notebook patch of a move and the record that undoes it;
+  `spec_editor`: the field edits and record-keeping both directions share.
 - `patches`: the one JSON Patch builder.
 - `kube`: the one Kubernetes client (Notebooks, pods, Events, Leases), its transport
   and its errors.

@@ -4,8 +4,9 @@
 choice it makes is a function of this module, given the migration, this pod's facts
 and a Notebook as read from the API:
 
-* `plan_patch`: the one JSON Patch that moves the Notebook — `notebook_patch.plan_move`'s
-  operations plus, atomically with them, the migration mirror (phase `recreating`) and,
+* `plan_patch`: the one JSON Patch that moves the Notebook — `plan_move`'s operations
+  (`gpushift_core.move_plan`) plus, atomically with them, the migration mirror (phase
+  `recreating`) and,
   for a move to GPU, the record of the previous profile as Notebook annotations (keys
   with "notebook" in them: the notebook-controller copies every other Notebook annotation
   into the pod template). A mirror of this migration in a post-patch phase means the
@@ -200,7 +201,7 @@ def move_profile(migration: Migration, settings: AdminSettings,
 
 def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminSettings, *,
              container: str | None, held: GpuFacts | None) -> MovePlan:
-    """notebook_patch.plan_move for this migration (PlanError when it cannot be planned)."""
+    """`plan_move` for this migration (PlanError when it cannot be planned)."""
     previous = read_previous_profile(notebook) if migration.target is Target.CPU else None
     try:
         return plan_move(notebook, migration.target.value,

@@ -3,7 +3,7 @@
     requested -> checkpointing -> checkpointed -> patching -> recreating -> restoring -> done
 
 * checkpointing: the kishu commit the migration names is verified complete on the
-  workspace volume (`checkpoints.verify_database`: its id in the database, no `-journal`
+  workspace volume (`checkpoint_database.verify_database`: its id in the database, no `-journal`
   file), waiting up to `checkpoint_timeout` for kishu to finish writing it; not verified
   -> failed with the verdict's reason, and the Notebook is not touched. A migration that
   names no checkpoint goes on and notes that the state will not be restored.
@@ -37,8 +37,8 @@ from typing import Any
 from gpushift_core.kube import KubeError
 from gpushift_core.move_plan import PlanError
 from gpushift_core.timestamps import iso_utc
-from gpushift_sidecar import checkpoints
 from gpushift_sidecar.api_requests import RestoreReport
+from gpushift_sidecar.checkpoint_database import Verdict, database_path, verify_database
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
@@ -69,14 +69,14 @@ __all__ = ["RunnerConfig", "StepRunner", "verify_checkpoint"]
 
 log = logging.getLogger("gpushift.sidecar")
 
-Verify = Callable[[str, str], checkpoints.Verdict]
+Verify = Callable[[str, str], Verdict]
 
 
-def verify_checkpoint(notebook_path: str, commit_id: str) -> checkpoints.Verdict:
+def verify_checkpoint(notebook_path: str, commit_id: str) -> Verdict:
     """Whether the kishu commit is complete beside the notebook (blocking file I/O).
     The default `verify`; the served sidecar passes its `CheckpointWatcher.verify`
     (the same check), so one watcher serves the API, the idle move and the runner."""
-    return checkpoints.verify_database(checkpoints.database_path(notebook_path), commit_id)
+    return verify_database(database_path(notebook_path), commit_id)
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class StepRunner:
         await self._advance(m, Phase.CHECKPOINTED)
         return True
 
-    async def _await_checkpoint(self, m: Migration, ref: CheckpointRef) -> checkpoints.Verdict:
+    async def _await_checkpoint(self, m: Migration, ref: CheckpointRef) -> Verdict:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.checkpoint_timeout
         said = False

@@ -9,7 +9,7 @@ from pathlib import Path
 
 def kishu_db(notebook_path: Path, *commits: str) -> Path:
     """A kishu 0.3.4 database beside the notebook, laid out as kishu writes it (the tables
-    gpushift_sidecar.checkpoints reads), with `commits`, the last one HEAD."""
+    gpushift_sidecar.checkpoint_database reads), with `commits`, the last one HEAD."""
     notebook_path.parent.mkdir(parents=True, exist_ok=True)
     if not notebook_path.exists():
         notebook_path.write_text("{}")

@@ -35,12 +35,8 @@ if _MISSING:
 
 import jupyter_client  # noqa: E402
 
-from gpushift_sidecar.checkpoints import (  # noqa: E402
-    CheckpointInfo,
-    CheckpointWatcher,
-    VerdictStatus,
-    database_path,
-)
+from gpushift_sidecar.checkpoint_database import VerdictStatus, database_path  # noqa: E402
+from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher  # noqa: E402
 
 KERNEL_NAME = "gpushift-test-python"
 

@@ -26,7 +26,7 @@ from gpushift_core.admin_settings import GpuProfile, IdleSettings
 from gpushift_webhook.config import WebhookConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "sidecar"))
-from test_checkpoints import add_commit, make_db  # kishu's db layout, as the unit tests
+from test_checkpoint_database import add_commit, make_db  # kishu's db layout, as the unit tests
 
 IDLE = IdleSettings(timeout_seconds=4, min_seconds=3, max_seconds=10, warning_seconds=2)
 SETTINGS = WebhookConfig(profiles=[GpuProfile(name="nvidia-1")], default_profile="nvidia-1",

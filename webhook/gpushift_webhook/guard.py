@@ -14,7 +14,7 @@ pulled, the pod stays Pending and the user waits for nothing. The guard, in the 
 Deployment, watches for that. What to do about one Notebook (`decide`: ROLLBACK, FAIL,
 DELETE_POD or NONE) and the rollback's JSON patch (`rollback_patch`) are pure logic, in
 `gpushift_webhook.guard_decision`; this module does the I/O (through
-`gpushift_webhook.kube`), the logging and the metrics.
+`gpushift_core.kube`), the logging and the metrics.
 
 Acting (`MigrationGuard`): a ROLLBACK is ONE JSON patch of the Notebook (guarded by a
 `test` of its resourceVersion; built again on a fresh read, and decided again on it and

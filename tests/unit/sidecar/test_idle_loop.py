@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from sidecar_environ import make_environ
-from test_checkpoints import add_commit, make_db
+from test_checkpoint_database import add_commit, make_db
 
 from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings
 from gpushift_core.kube import KubeError

@@ -1,14 +1,11 @@
-"""The kishu checkpoint watcher, against SQLite files laid out like kishu 0.3.4's.
-
-The schema below is what kishu 0.3.4 wrote in a real run (see
-tests/server/test_checkpoints_kishu.py for the run itself).
+"""The kishu checkpoint watcher: the latest commit per notebook, inotify and polling,
+against SQLite files laid out like kishu 0.3.4's (test_checkpoint_database's `make_db`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import os
 import sqlite3
 import subprocess
@@ -18,67 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_checkpoint_database import add_commit, fingerprint, make_db
 from watchdog.observers import Observer
 
-from gpushift_sidecar import checkpoints
-from gpushift_sidecar.checkpoints import (
-    CheckpointInfo,
-    CheckpointWatcher,
-    VerdictStatus,
-    database_path,
-    journal_path,
-    verify_database,
-)
-
-KISHU_SCHEMA = [
-    "CREATE TABLE persistent_config (config_category text, config_entry text, "
-    "config_value blob, primary key(config_category, config_entry))",
-    "CREATE TABLE connection (conn primary key, kernel_id text, notebook_path text)",
-    "CREATE TABLE commit_entry (commit_id text primary key, data blob)",
-    "CREATE TABLE checkpoint (commit_id text, chunk_id int, data blob, "
-    "primary key (commit_id, chunk_id))",
-    "CREATE TABLE variable_snapshot (versioned_name text, commit_id text, chunk_id int, "
-    "data blob, primary key (versioned_name, commit_id, chunk_id))",
-    "CREATE TABLE branch (branch_name text primary key, commit_id text)",
-    "CREATE TABLE head_branch (head primary key, branch_name text, commit_id text)",
-    "CREATE TABLE var_commit_parent (commit_id text primary key, parent_id text)",
-    "CREATE TABLE var_head_commit (head primary key, commit_id text)",
-    "CREATE TABLE nb_commit_parent (commit_id text primary key, parent_id text)",
-    "CREATE TABLE nb_head_commit (head primary key, commit_id text)",
-]
-
-
-def make_db(notebook: Path) -> Path:
-    notebook.parent.mkdir(parents=True, exist_ok=True)
-    notebook.write_text("{}")
-    db = database_path(notebook)
-    con = sqlite3.connect(db)
-    for statement in KISHU_SCHEMA:
-        con.execute(statement)
-    con.commit()
-    con.close()
-    return db
-
-
-def add_commit(db: Path, commit_id: str, *, head: bool = True) -> None:
-    """What kishu does for one cell: the commit row, the graph, then HEAD (several
-    transactions, journal mode delete)."""
-    con = sqlite3.connect(db)
-    con.execute("INSERT INTO commit_entry VALUES (?, ?)", (commit_id, b"dill bytes"))
-    con.commit()
-    con.execute("INSERT INTO var_commit_parent VALUES (?, '')", (commit_id,))
-    if head:
-        con.execute("INSERT OR REPLACE INTO var_head_commit VALUES ('HEAD', ?)", (commit_id,))
-        con.execute("INSERT OR REPLACE INTO head_branch VALUES ('HEAD', 'main', ?)",
-                    (commit_id,))
-    con.commit()
-    con.close()
-
-
-def fingerprint(folder: Path) -> dict[str, tuple[str, int]]:
-    """Every file in the folder: content hash and mtime."""
-    return {p.name: (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-            for p in sorted(folder.iterdir()) if p.is_file()}
+from gpushift_sidecar import checkpoint_database
+from gpushift_sidecar.checkpoint_database import VerdictStatus, journal_path, verify_database
+from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 
 
 @pytest.fixture
@@ -86,50 +28,7 @@ def notebook(tmp_path: Path) -> Path:
     return tmp_path / "work" / "analysis.ipynb"
 
 
-# -- verify: the verdicts ---------------------------------------------------------------
-
-
-def test_database_path_is_kishus() -> None:
-    assert database_path("/home/jovyan/a/b.ipynb") == Path("/home/jovyan/a/b.kishudb")
-
-
-def test_complete_commit(notebook: Path) -> None:
-    db = make_db(notebook)
-    add_commit(db, "c1")
-    add_commit(db, "c2")
-    before = fingerprint(db.parent)
-    verdict = verify_database(db, "c1")
-    assert verdict.status is VerdictStatus.COMPLETE and verdict.complete
-    assert verdict.db_path == str(db)
-    assert fingerprint(db.parent) == before  # read-only: not even a journal appeared
-
-
-def test_unknown_commit_is_missing(notebook: Path) -> None:
-    db = make_db(notebook)
-    add_commit(db, "c1")
-    verdict = verify_database(db, "c9")
-    assert verdict.status is VerdictStatus.MISSING
-    assert "c9" in verdict.reason
-
-
-def test_missing_database_is_missing_and_not_created(notebook: Path) -> None:
-    notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
-    verdict = verify_database(db, "c1")
-    assert verdict.status is VerdictStatus.MISSING
-    assert "kishu attached" in verdict.reason
-    assert list(notebook.parent.iterdir()) == []
-
-
-def test_journal_present_is_incomplete(notebook: Path) -> None:
-    db = make_db(notebook)
-    add_commit(db, "c1")
-    journal_path(db).write_bytes(b"\xd9\xd5\x05\xf9\x20\xa1\x63\xd7" + b"\0" * 504)
-    before = fingerprint(db.parent)
-    verdict = verify_database(db, "c1")
-    assert verdict.status is VerdictStatus.INCOMPLETE
-    assert "journal" in verdict.reason
-    assert fingerprint(db.parent) == before
+# -- verify: through the watcher, read-only --------------------------------------------
 
 
 def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
@@ -153,7 +52,7 @@ def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
     # The journal may also appear just after the check for it: SQLite itself must then
     # refuse (read-only open), not roll it back.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(checkpoints.os.path, "lexists", lambda _path: False)
+        mp.setattr(checkpoint_database.os.path, "lexists", lambda _path: False)
         verdict = verify_database(db, "c1")
     assert verdict.status is VerdictStatus.INCOMPLETE, verdict.reason
     assert fingerprint(db.parent) == before
@@ -168,35 +67,6 @@ def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
     con.close()
     assert not journal_path(db).exists()
 
-
-@pytest.mark.parametrize("content", [b"this is no database" * 300, b"",
-                                     b"SQLite format 3\0" + b"\xff" * 4000])
-def test_corrupt_database_is_unreadable_and_unchanged(notebook: Path, content: bytes) -> None:
-    notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
-    db.write_bytes(content)
-    before = fingerprint(db.parent)
-    verdict = verify_database(db, "c1")
-    assert verdict.status is VerdictStatus.UNREADABLE
-    assert str(db) in verdict.reason
-    assert fingerprint(db.parent) == before
-
-
-def test_a_sqlite_file_that_is_not_kishus_is_unreadable(notebook: Path) -> None:
-    notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
-    con = sqlite3.connect(db)
-    con.execute("CREATE TABLE other (x)")
-    con.commit()
-    con.close()
-    verdict = verify_database(db, "c1")
-    assert verdict.status is VerdictStatus.UNREADABLE
-    assert "commit_entry" in verdict.reason
-
-
-def test_a_directory_in_place_of_the_database_is_unreadable(notebook: Path) -> None:
-    database_path(notebook).mkdir(parents=True)
-    assert verify_database(database_path(notebook), "c1").status is VerdictStatus.UNREADABLE
 
 
 def test_verify_through_the_watcher_uses_the_notebook_path(notebook: Path) -> None:
