@@ -1,25 +1,31 @@
-"""The migration runner: its decisions (pure, gpushift_sidecar.migration_steps) and its
-steps against a fake API server behind the real `KubeApi` (the real control plane is in
-tests/cluster/test_sidecar_migration.py)."""
+"""The migration runner's steps against a fake API server behind the real `KubeApi` (the
+real control plane is in tests/cluster/test_sidecar_migration.py); its decisions are in
+test_migration_steps.py."""
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import dataclasses
 import datetime as dt
 import json
 import time
 import types
 from typing import Any
 
-import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from sidecar_environ import make_environ
+from migration_fixtures import (
+    FAST,
+    GPU,
+    NEW_UID,
+    SOURCE_UID,
+    environ,
+    notebook_cr,
+    phases,
+    status,
+)
 
-from gpushift_core.admin_settings import GpuProfile, ImagePair
-from gpushift_core.kube import KubeApi, Retry
+from gpushift_core.kube import KubeApi
 from gpushift_core.patches import apply
 from gpushift_sidecar.api import Sidecar, make_app
 from gpushift_sidecar.api_requests import RestoreReport
@@ -27,16 +33,7 @@ from gpushift_sidecar.checkpoint_database import Verdict, VerdictStatus
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
-    Mirror,
-    OldPodAction,
-    PatchKind,
-    ResumeAction,
-    mirror_ops,
-    new_pod_outcome,
-    old_pod_outcome,
     plan_patch,
-    resume_action,
-    runs_on_target,
 )
 from gpushift_sidecar.runner import RunnerConfig, StepRunner
 from gpushift_sidecar.state import (
@@ -51,47 +48,6 @@ from gpushift_sidecar.state import (
 from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.token import TOKEN_FILE
 from gpushift_sidecar.tracker import MigrationTracker
-from gpushift_webhook.config import WebhookConfig
-
-GPU = "nvidia.com/gpu"
-CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
-CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
-PROFILE = GpuProfile(name="nvidia-1", node_selector={"nvidia.com/gpu.present": "true"},
-                     tolerations=[{"key": GPU, "operator": "Exists", "effect": "NoSchedule"}])
-SETTINGS = WebhookConfig(profiles=[PROFILE, GpuProfile(name="nvidia-2", count=2)],
-                         default_profile="nvidia-1",
-                         image_map=[ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)])
-SOURCE_UID = "uid-source"
-NEW_UID = "uid-new"
-T0 = dt.datetime(2025, 3, 1, tzinfo=dt.UTC)
-FAST = Retry(deadline_seconds=0.5, initial_seconds=0.01, max_seconds=0.02)
-
-
-def environ(tmp_path, *, uid: str = SOURCE_UID, gpu: tuple[str, int] | None = None,
-            runtime: str = "run") -> dict[str, str]:
-    return make_environ(tmp_path, gpu=gpu, GPUSHIFT_POD_UID=uid,
-                        GPUSHIFT_RUNTIME_DIR=str(tmp_path / runtime),
-                        GPUSHIFT_SETTINGS=SETTINGS.sidecar_settings_json)
-
-
-def notebook_cr() -> dict[str, Any]:
-    return {
-        "apiVersion": "kubeflow.org/v1", "kind": "Notebook",
-        "metadata": {"name": "my-notebook", "namespace": "kubeflow-user", "uid": "nb-uid",
-                     "resourceVersion": "100",
-                     "annotations": {"notebooks.kubeflow.org/server-type": "jupyter"}},
-        "spec": {"template": {"spec": {"containers": [{
-            "name": "my-notebook", "image": CPU_IMAGE,
-            "resources": {"limits": {"cpu": "600m", "memory": "1.2Gi"},
-                          "requests": {"cpu": "500m", "memory": "1Gi"}}}]}}},
-    }
-
-
-def status(code: int, reason: str, message: str) -> ApiException:
-    exc = ApiException(status=code, reason=reason)
-    exc.body = json.dumps({"kind": "Status", "reason": reason, "message": message,
-                           "code": code, "details": {"name": "my-notebook"}})
-    return exc
 
 
 class FakeServer:
@@ -194,169 +150,6 @@ class Pod:
         assert self.tracker.current is not None
         return self.tracker.current
 
-
-def phases(m: Migration) -> list[str]:
-    return [h.phase.value for h in m.history]
-
-
-# ----------------------------------------------------------------------------- decisions
-
-
-@pytest.fixture
-def env(tmp_path) -> SidecarEnv:
-    return SidecarEnv.from_environ(environ(tmp_path))
-
-
-def migration_in(env: SidecarEnv, phase: Phase, target: Target = Target.GPU) -> Migration:
-    now = T0
-    m = Migration.new(env, target=target, reason=Reason.MANUAL,
-                      profile="nvidia-1" if target is Target.GPU else None,
-                      checkpoint=None, pending_cell=None, now=now)
-    order = [Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING, Phase.RECREATING,
-             Phase.RESTORING]
-    for p in order[:order.index(phase) + 1] if phase in order else []:
-        m = m.advance(p, now=now)
-    return m
-
-
-@pytest.mark.parametrize(("phase", "uid", "on_target", "action"), [
-    (Phase.REQUESTED, SOURCE_UID, False, ResumeAction.REQUEST),
-    (Phase.CHECKPOINTING, NEW_UID, True, ResumeAction.VERIFY),  # re-verify, any pod
-    (Phase.CHECKPOINTED, SOURCE_UID, False, ResumeAction.PATCH),
-    (Phase.PATCHING, SOURCE_UID, False, ResumeAction.PATCH),
-    (Phase.PATCHING, NEW_UID, True, ResumeAction.PATCH),  # the mirror tells it landed
-    (Phase.RECREATING, NEW_UID, True, ResumeAction.NEW_POD),
-    (Phase.RECREATING, NEW_UID, False, ResumeAction.NEW_POD),  # uids decide, not the GPU
-    (Phase.RECREATING, SOURCE_UID, False, ResumeAction.OLD_POD),
-    (Phase.RECREATING, SOURCE_UID, True, ResumeAction.OLD_POD),
-    (Phase.RECREATING, "", True, ResumeAction.NEW_POD),  # no uid: the GPU facts decide
-    (Phase.RECREATING, "", False, ResumeAction.OLD_POD),
-    (Phase.RESTORING, NEW_UID, True, ResumeAction.AWAIT_RESTORE),
-])
-def test_where_a_migration_resumes(env, phase, uid, on_target, action):
-    assert resume_action(migration_in(env, phase), uid, on_target) is action
-
-
-def test_an_ended_migration_resumes_nothing(env):
-    m = migration_in(env, Phase.PATCHING).advance(Phase.FAILED, now=T0, error="x")
-    assert resume_action(m, NEW_UID, True) is ResumeAction.NOTHING
-
-
-def test_which_pod_runs_on_the_target(env):
-    gpu_m, cpu_m = migration_in(env, Phase.RECREATING), migration_in(
-        env, Phase.RECREATING, Target.CPU)
-    facts = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 1))).gpu
-    two = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 2))).gpu
-    assert runs_on_target(gpu_m, facts, env.settings)
-    assert not runs_on_target(gpu_m, two, env.settings)  # another profile's GPU count
-    assert not runs_on_target(gpu_m, None, env.settings)
-    assert runs_on_target(cpu_m, None, env.settings)
-    assert not runs_on_target(cpu_m, facts, env.settings)
-
-
-def mirror(m: Migration, phase: str, **extra: str) -> Mirror:
-    raw = json.dumps({"id": m.id, "phase": phase, "target": m.target.value, **extra})
-    parsed = Mirror.parse(raw)
-    assert parsed is not None
-    return parsed
-
-
-def test_the_new_pod_restores_unless_the_move_was_undone(env):
-    m = migration_in(env, Phase.RECREATING)
-    assert new_pod_outcome(m, mirror(m, "recreating"), True, "p-0") == (Phase.RESTORING, None)
-    assert new_pod_outcome(m, None, True, "p-0") == (Phase.RESTORING, None)
-    # The guard marked the rollback: its reason (key "reason", or "error") is the user's.
-    assert new_pod_outcome(m, mirror(m, "rolled_back", reason="0/3 nodes: Insufficient "
-                                     "nvidia.com/gpu"), False, "p-0") == (
-        Phase.ROLLED_BACK, "0/3 nodes: Insufficient nvidia.com/gpu")
-    assert new_pod_outcome(m, mirror(m, "rolled_back", error="quota"), False, "p-0") == (
-        Phase.ROLLED_BACK, "quota")
-    # A move to CPU the guard could not undo: it marks it failed; the pod takes that.
-    assert new_pod_outcome(m, mirror(m, "failed", reason="no CPU node"), True, "p-0") == (
-        Phase.FAILED, "no CPU node")
-    # Another migration's rollback is not this one's.
-    other = Mirror.parse(json.dumps({"id": "other", "phase": "rolled_back", "error": "x"}))
-    assert new_pod_outcome(m, other, True, "p-0") == (Phase.RESTORING, None)
-    # Not on the target and nothing marked: rolled back all the same, saying why.
-    phase, error = new_pod_outcome(m, mirror(m, "recreating"), False, "p-0")
-    assert phase is Phase.ROLLED_BACK and "runs on CPU, not on the target GPU" in error
-
-
-def test_a_restarted_old_pod_waits_patches_again_or_sees_the_rollback(env):
-    m = migration_in(env, Phase.RECREATING)
-    assert old_pod_outcome(m, mirror(m, "recreating"), True) == (OldPodAction.WAIT, None)
-    assert old_pod_outcome(m, mirror(m, "recreating"), False) == (OldPodAction.REPATCH, None)
-    assert old_pod_outcome(m, mirror(m, "rolled_back", reason="no GPU"), False) == (
-        OldPodAction.GUARD, (Phase.ROLLED_BACK, "no GPU"))
-    assert old_pod_outcome(m, mirror(m, "failed", reason="x"), True) == (
-        OldPodAction.GUARD, (Phase.FAILED, "x"))
-
-
-def test_the_mirror_never_goes_back_nor_over_the_guard(env):
-    restoring = migration_in(env, Phase.RESTORING)
-    patching = dataclasses.replace(restoring, phase=Phase.PATCHING,
-                                   history=restoring.history[:4])
-    nb = notebook_cr()
-    shown = apply(nb, mirror_ops(nb, patching))
-    assert json.loads(shown["metadata"]["annotations"][MIGRATION_ANNOTATION])[
-        "phase"] == "patching"
-    later = apply(shown, mirror_ops(shown, restoring))  # forward: written
-    assert json.loads(later["metadata"]["annotations"][MIGRATION_ANNOTATION])[
-        "phase"] == "restoring"
-    assert mirror_ops(later, patching) == []  # never back
-    assert mirror_ops(later, restoring) == []  # the same value: nothing to write
-    guarded = copy.deepcopy(later)
-    guarded["metadata"]["annotations"][MIGRATION_ANNOTATION] = json.dumps(
-        {"id": restoring.id, "phase": "rolled_back", "reason": "no GPU"})
-    assert mirror_ops(guarded, restoring) == []  # the guard's word stands
-    assert mirror_ops(guarded, migration_in(env, Phase.CHECKPOINTING)) != []  # a new one
-
-
-def test_the_patch_moves_and_annotates_in_one_operation_list(env):
-    nb = notebook_cr()
-    m = migration_in(env, Phase.PATCHING)
-    now = T0 + dt.timedelta(seconds=5)
-    d = plan_patch(nb, m, env.settings, now=now, container=None, held=None)
-    assert d.kind is PatchKind.PATCH and d.plan is not None
-    assert d.operations[0] == {"op": "test", "path": "/metadata/resourceVersion",
-                               "value": "100"}
-    moved = apply(nb, d.operations)
-    annotations = moved["metadata"]["annotations"]
-    assert json.loads(annotations[MIGRATION_ANNOTATION]) == {
-        "id": m.id, "phase": "recreating", "target": "gpu",
-        "updated": "2025-03-01T00:00:05.000000Z"}
-    assert json.loads(annotations[PREVIOUS_PROFILE_ANNOTATION]) == d.previous_profile
-    assert annotations["notebooks.kubeflow.org/server-type"] == "jupyter"
-    c = moved["spec"]["template"]["spec"]["containers"][0]
-    assert (c["image"], c["resources"]["limits"][GPU]) == (CUDA_IMAGE, "1")
-    # Read again after it landed: recognised, nothing patched twice.
-    again = plan_patch(moved, m, env.settings, now=now, container=None, held=None)
-    assert (again.kind, again.operations) == (PatchKind.LANDED, [])
-    assert again.previous_profile == d.previous_profile
-    # ... unless told not to trust the mirror: then the spec decides (already there).
-    forced = plan_patch(moved, m, env.settings, now=now, container=None, held=None,
-                        trust_mirror=False)
-    assert (forced.kind, forced.operations) == (PatchKind.NOTHING, [])
-
-    # Back to CPU with the record on the Notebook: the original spec, exactly.
-    back = migration_in(env, Phase.PATCHING, Target.CPU)
-    gpu = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 1))).gpu
-    d2 = plan_patch(moved, back, env.settings, now=now, container=None, held=gpu)
-    assert d2.kind is PatchKind.PATCH
-    restored = apply(moved, d2.operations)
-    assert restored["spec"] == nb["spec"]
-    # The record stays while the move to CPU is under way (the guard may need it).
-    assert PREVIOUS_PROFILE_ANNOTATION in restored["metadata"]["annotations"]
-
-
-def test_a_notebook_already_on_the_target_is_nothing_to_patch(env):
-    m = migration_in(env, Phase.PATCHING, Target.CPU)
-    d = plan_patch(notebook_cr(), m, env.settings, now=dt.datetime.now(dt.UTC),
-                   container=None, held=None)
-    assert (d.kind, d.operations) == (PatchKind.NOTHING, [])
-
-
-# ----------------------------------------------------------------------------- the steps
 
 
 async def test_to_gpu_checkpoint_verified_patched_then_restored_on_the_new_pod(tmp_path):
