@@ -6,6 +6,9 @@ reconciled by Kubeflow's notebook-controller when its binary exists
 ($GPUSHIFT_NOTEBOOK_CONTROLLER), else by gpushift_testing.notebook_standin, which is NOT
 Kubeflow's controller (the Go module proxy does not serve Kubeflow's module); the summary
 at the end of the run says which one ran.
+
+Also here: the fixtures the Helm chart's modules (test_chart_cluster_*.py) share, `tools`
+and `kube`.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT / "testing") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "testing"))
 
+from chart_tools import Tools  # noqa: E402
 from gpushift_testing import access, sidecar_process  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
 from gpushift_testing.kube import wait_for  # noqa: E402
@@ -206,3 +210,49 @@ def namespace(
         except ApiException as e:
             if e.status != 404:
                 raise
+
+
+# ---------------------------------------------------------- the chart (test_chart_cluster_*)
+
+
+@pytest.fixture(scope="module")
+def tools(tmp_path_factory: pytest.TempPathFactory) -> Tools:
+    """helm and kubectl, with their state in a folder of this module's."""
+    return Tools(tmp_path_factory.mktemp("helm-home"))
+
+
+@pytest.fixture(scope="module")
+def kube(control_plane: cpmod.ControlPlane, tools: Tools,
+         chart_namespaces: dict[str, dict[str, str]]) -> Iterator[Any]:
+    """API clients (admin) of the control plane, and the namespaces this module uses:
+    `chart_namespaces` ({name: labels}), which each module that uses `kube` defines. The
+    modules' namespaces differ: one module's may still be terminating when the next runs."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = control_plane.api_client()
+    tools.kubeconfig = control_plane.kubeconfig
+    apis = type("Apis", (), {
+        "raw": api,
+        "core": client.CoreV1Api(api),
+        "apps": client.AppsV1Api(api),
+        "policy": client.PolicyV1Api(api),
+        "rbac": client.RbacAuthorizationV1Api(api),
+        "admission": client.AdmissionregistrationV1Api(api),
+        "authz": client.AuthorizationV1Api(api),
+    })
+    created = []
+    for ns, labels in chart_namespaces.items():
+        body = {"metadata": {"name": ns, "labels": {"gpushift.io/test": "true", **labels}}}
+        apis.core.create_namespace(body)
+        created.append(ns)
+    try:
+        yield apis
+    finally:
+        for ns in created:
+            try:
+                apis.core.delete_namespace(ns)
+            except ApiException as e:
+                if e.status != 404:
+                    raise
+        api.close()

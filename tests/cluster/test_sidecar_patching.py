@@ -1,4 +1,6 @@
-"""The sidecar's Notebook patching against the real control plane, under least privilege.
+"""The sidecar's Notebook patching against the real control plane, under least privilege:
+the move to GPU and back as the sidecar makes it, what its rights refuse, and its
+in-cluster config.
 
 The sidecar's client (gpushift_core.kube) runs as the namespace's `default-editor`
 ServiceAccount (as in a Kubeflow profile namespace) with a token from the TokenRequest
@@ -6,12 +8,14 @@ API, and only the rules of the chart's sidecar ClusterRole (rendered with helm),
 the test namespace. The Notebook is reconciled by the notebook controller of the control
 plane (Kubeflow's when its binary exists, else the stand-in; the run's summary says which),
 kwok runs the pods on fake CPU and GPU nodes.
+
+The `sidecar` and `notebook` fixtures, the images, the profile and `move` here are also
+those of test_sidecar_patching_concurrency.py and test_sidecar_patching_unreachable.py
+(and of test_sidecar_migration.py and test_sidecar_idle.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -21,7 +25,7 @@ import pytest
 import yaml
 from gpushift_testing.access import EDITOR_SA
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
-from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.kube import pod_summary
 from gpushift_testing.workloads import (
     create_workspace,
     delete_volumes,
@@ -32,13 +36,7 @@ from gpushift_testing.workloads import (
 from kubernetes import client
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
-from gpushift_core.kube import (
-    KubeApi,
-    KubeError,
-    PatchConflictError,
-    Retry,
-    Unreachable,
-)
+from gpushift_core.kube import KubeApi
 from gpushift_core.move_plan import MovePlan, plan_move
 from gpushift_webhook.config import WebhookConfig
 
@@ -49,7 +47,8 @@ CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
 IMAGE_MAP = [ImagePair(cpu=CPU_IMAGE, cuda=CUDA_IMAGE)]
 # The migration mirror, with "notebook" in its key: Kubeflow's notebook-controller copies
 # every other Notebook annotation into the pod template (see
-# test_which_notebook_annotations_reach_the_pod), which would recreate the pod each time.
+# test_which_notebook_annotations_reach_the_pod in test_sidecar_patching_concurrency.py),
+# which would recreate the pod each time.
 MIRROR = "gpushift.io/notebook-migration"
 DEFAULT_PROFILE = GpuProfile(
     name="nvidia-1",
@@ -74,8 +73,8 @@ def test_default_profile_is_the_chart_default_plus_node_selector():
 @pytest.fixture
 async def sidecar(sidecar_kubeconfig: Callable[[str], Path],
                   control_plane: ControlPlane) -> AsyncIterator[KubeApi]:
-    api = KubeApi.connect(str(sidecar_kubeconfig(control_plane.server)), instance="nb-0",
-                          host="test-node")
+    api = KubeApi.connect(str(sidecar_kubeconfig(control_plane.server)),
+                          component="gpushift-sidecar", instance="nb-0", host="test-node")
     try:
         yield api
     finally:
@@ -258,203 +257,5 @@ async def test_in_cluster_config_is_the_pods_service_account_token(
             client.CoreV1Api(api.api_client).list_namespaced_pod(namespace)
         assert err.value.status == 403
         assert f"system:serviceaccount:{namespace}:{SA}" in str(err.value.body)
-    finally:
-        api.close()
-
-
-# ----------------------------------------------------------------------------- concurrency
-
-
-def settled(admin: Any, namespace: str, name: str) -> None:
-    """Pod Running and the controller's status written: no writer left but the test's."""
-    wait_running(admin.core, namespace, f"{name}-0")
-    wait_for(f"Notebook {name} status.readyReplicas == 1", lambda: (
-        admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", name)
-        .get("status") or {}).get("readyReplicas") == 1, 60)
-
-
-async def test_concurrent_writer_makes_the_patch_retry_and_succeed(
-        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    notebook("nb")
-    settled(admin, namespace, "nb")
-    writes: list[int] = []
-
-    def other_writer(attempt: int) -> None:
-        """Between the sidecar's read and its patch, someone edits an annotation."""
-        if attempt == 1:
-            admin.custom.patch_namespaced_custom_object(
-                *NB, namespace, "notebooks", "nb",
-                {"metadata": {"annotations": {"team.example/owner": "bob"}}})
-            writes.append(attempt)
-
-    result, plan = await move(sidecar, namespace, "nb", "gpu", before_patch=other_writer)
-    assert writes == [1]
-    # 2: the other writer's change made the first patch fail. More only if the
-    # controller wrote the status in between as well.
-    assert result.attempts >= 2, result
-    print(f"\nconcurrent writer: patched after {result.attempts} attempts")
-    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-    assert got["metadata"]["annotations"]["team.example/owner"] == "bob"
-    c = got["spec"]["template"]["spec"]["containers"][0]
-    assert (c["image"], c["resources"]["limits"][GPU_RESOURCE]) == (CUDA_IMAGE, "1")
-    # The plan that landed is the one built on the second read.
-    assert plan.operations[0]["value"] != result.notebook["metadata"]["resourceVersion"]
-
-
-async def test_a_notebook_that_never_stops_changing_gives_up_after_the_attempts(
-        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    notebook("nb")
-
-    def always(attempt: int) -> None:
-        admin.custom.patch_namespaced_custom_object(
-            *NB, namespace, "notebooks", "nb",
-            {"metadata": {"annotations": {"counter": str(attempt)}}})
-
-    with pytest.raises(PatchConflictError) as err:
-        await move(sidecar, namespace, "nb", "gpu", before_patch=always, attempts=3)
-    assert err.value.attempts == 3 and err.value.status == 422
-    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-    assert got["spec"]["template"]["spec"]["containers"][0]["image"] == CPU_IMAGE
-
-
-async def test_invalid_patch_is_refused_at_once_not_retried(
-        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    notebook("nb")
-    reads: list[str] = []
-
-    def invalid(nb: dict[str, Any]) -> list[dict[str, Any]]:
-        reads.append(nb["metadata"]["resourceVersion"])
-        return [{"op": "add", "path": "/spec/template/spec/containers/0/resources/limits/x",
-                 "value": ["not a quantity"]}]
-
-    with pytest.raises(KubeError) as err:
-        await sidecar.patch_notebook(namespace, "nb", invalid)
-    assert err.value.status == 422 and err.value.details.get("causes"), err.value
-    assert not err.value.stale and len(reads) == 1
-
-
-async def test_nothing_to_change_sends_no_patch(
-        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    created = notebook("nb")
-    result, plan = await move(sidecar, namespace, "nb", "cpu")
-    assert (result.changed, result.operations, plan.operations) == (False, [], [])
-    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-    assert got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
-    # set_annotation of the value already there, and removal of one that is not: no patch
-    await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
-    again = await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
-    gone = await sidecar.set_annotation(namespace, "nb", "gpushift.io/notebook-none", None)
-    assert not again.changed and not gone.changed
-
-
-async def test_which_notebook_annotations_reach_the_pod(
-        admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    """The notebook-controller copies Notebook annotations into the pod template unless
-    the key contains "notebook" or "kubectl" (Kubeflow's generateStatefulSet does; the
-    stand-in copies that): the migration mirror needs such a key, or each write of it
-    recreates the pod."""
-    notebook("nb")
-    settled(admin, namespace, "nb")
-    first = admin.core.read_namespaced_pod("nb-0", namespace)
-    generation = admin.apps.read_namespaced_stateful_set("nb", namespace).metadata.generation
-
-    await sidecar.set_annotation(namespace, "nb", MIRROR, '{"phase":"checkpointing"}')
-    time.sleep(2)
-    sts = admin.apps.read_namespaced_stateful_set("nb", namespace)
-    assert sts.metadata.generation == generation
-    assert MIRROR not in (sts.spec.template.metadata.annotations or {})
-    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == first.metadata.uid
-
-    with pytest.raises(ValueError, match="recreates the pod"):
-        await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x")
-    await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x",
-                                 restart_pod=True)
-    recreated = wait_running(admin.core, namespace, "nb-0", not_uid=first.metadata.uid)
-    assert recreated.metadata.annotations["gpushift.io/migration"] == "x"
-
-
-# ----------------------------------------------------------------------------- unreachable
-
-
-class LateProxy:
-    """A TCP forwarder to the API server that starts listening only when told to: the
-    API as the sidecar sees it before the Istio proxy is up (connection refused)."""
-
-    def __init__(self, upstream: str) -> None:
-        host, port = upstream.removeprefix("https://").rsplit(":", 1)
-        self.upstream = (host, int(port))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.server: asyncio.AbstractServer | None = None
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._pipe, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-
-        async def copy_(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except (ConnectionError, OSError):
-                pass
-            finally:
-                dst.close()
-
-        await asyncio.gather(copy_(reader, up_writer), copy_(up_reader, writer))
-
-
-async def test_api_unreachable_at_start_is_retried_until_it_answers(
-        control_plane: ControlPlane, sidecar_kubeconfig: Callable[[str], Path],
-        admin: Any, namespace: str, notebook: Any) -> None:
-    notebook("nb")
-    proxy = LateProxy(control_plane.server)
-    late = KubeApi.connect(str(sidecar_kubeconfig(proxy.url)),
-                           retry=Retry(deadline_seconds=20, initial_seconds=0.1,
-                                       max_seconds=0.5))
-    try:
-        t0 = time.monotonic()
-        read = asyncio.create_task(late.get_notebook(namespace, "nb"))
-        patch = asyncio.create_task(late.set_annotation(namespace, "nb", MIRROR, "late"))
-        await asyncio.sleep(1.5)
-        assert not read.done() and not patch.done()
-        await proxy.start()
-        nb = await asyncio.wait_for(read, 10)
-        assert nb["metadata"]["name"] == "nb"
-        result = await asyncio.wait_for(patch, 10)
-        waited = time.monotonic() - t0
-        assert result.changed and 1.5 <= waited < 10, waited
-        print(f"\nAPI reachable after {waited:.2f}s: read and patch went through")
-    finally:
-        await proxy.stop()
-        late.close()
-    got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-    assert got["metadata"]["annotations"][MIRROR] == "late"
-
-
-async def test_api_that_never_answers_is_unreachable_after_the_deadline(
-        sidecar_kubeconfig: Callable[[str], Path], namespace: str) -> None:
-    proxy = LateProxy("https://127.0.0.1:1")  # never started: connection refused
-    api = KubeApi.connect(str(sidecar_kubeconfig(proxy.url)),
-                          retry=Retry(deadline_seconds=1.0, initial_seconds=0.1,
-                                      max_seconds=0.2))
-    try:
-        t0 = time.monotonic()
-        with pytest.raises(Unreachable) as err:
-            await api.get_notebook(namespace, "nb")
-        assert 0.5 < time.monotonic() - t0 < 5
-        assert err.value.status == 0 and "Connection" in err.value.message, err.value
     finally:
         api.close()

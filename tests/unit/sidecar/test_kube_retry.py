@@ -1,5 +1,5 @@
 """gpushift_core.kube's retry decisions, against a fake API (the real API server is in
-tests/cluster/test_sidecar_patching.py): what is repeated after a connection failure,
+tests/cluster/test_sidecar_patching_unreachable.py): what is repeated after a connection failure,
 what is not, and how a patch whose answer was lost is checked."""
 
 from __future__ import annotations
