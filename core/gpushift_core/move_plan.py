@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
-from gpushift_core.patches import PatchConflict, Path
+from gpushift_core.patches import PatchConflict
 from gpushift_core.rollback_record import RollbackPlanner
 from gpushift_core.spec_editor import (
     MISSING,
@@ -53,7 +53,6 @@ __all__ = [
     "plan_move",
 ]
 
-RESOURCE_VERSION: Path = ("metadata", "resourceVersion")
 
 
 class PlanError(ValueError):

@@ -41,6 +41,17 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}{state}")
 
 
+def wait_for_pod(core: Any, namespace: str, name: str, what: str,
+                 check: Callable[[Any], Any], timeout: float = 60,
+                 interval: float = 0.25) -> Any:
+    """Read pod `name` until `check(pod)` returns something truthy, and return that; on
+    timeout the failure names `what` and shows the pod's state."""
+    return wait_for(f"pod {namespace}/{name} {what}",
+                    lambda: check(core.read_namespaced_pod(name, namespace)), timeout,
+                    interval=interval,
+                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+
+
 def pod_summary(pod: Any) -> dict[str, Any]:
     """The parts of a V1Pod worth printing when a test fails."""
     st = pod.status

@@ -72,6 +72,21 @@ class Proc:
             )
 
 
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
+                 grace: float = 10) -> int:
+    """Send `sig` (when the process still runs), SIGKILL after `grace` seconds; its exit
+    status."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(sig)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
 def stop_all(procs: Iterable[Proc], grace: float) -> None:
     """SIGTERM all running ones, then SIGKILL those still there after `grace` seconds."""
     running = [p for p in procs if p.alive()]

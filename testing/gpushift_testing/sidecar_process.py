@@ -17,6 +17,7 @@ from typing import Any
 
 from gpushift_testing.common import GPU_RESOURCE, free_port
 from gpushift_testing.kube import wait_for
+from gpushift_testing.processes import stop_process
 
 SIDECAR = Path(sys.executable).parent / "gpushift-sidecar"
 
@@ -73,14 +74,7 @@ class SidecarProcess:
         return found
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig, grace=15)
 
 
 def sidecar_env(pod: PodFacts, namespace: str, runtime_dir: Path, workspace: Path, port: int,

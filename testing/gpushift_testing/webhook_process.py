@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_testing.common import free_port
+from gpushift_testing.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "gpushift"
@@ -58,13 +59,8 @@ class LocalWebhook:
         return self
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
         self.process = None
 
     def ready(self) -> bool:

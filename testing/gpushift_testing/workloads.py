@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_testing.common import GPU_RESOURCE
-from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.kube import wait_for, wait_for_pod
 
 
 def create_workspace(core: Any, namespace: str, claim: str, host: Path, *,
@@ -52,15 +52,29 @@ def wait_running(core: Any, namespace: str, name: str, *, not_uid: str = "",
     """Pod `name` Running (with a uid other than `not_uid`; with `not_deleting`, not being
     deleted either), polled every `interval` seconds."""
 
-    def running() -> Any:
-        pod = core.read_namespaced_pod(name, namespace)
+    def running(pod: Any) -> Any:
         ok = pod.metadata.uid != not_uid and pod.status.phase == "Running" and not (
             not_deleting and pod.metadata.deletion_timestamp)
         return pod if ok else None
 
-    return wait_for(f"pod {namespace}/{name} Running" + (" (recreated)" if not_uid else ""),
-                    running, timeout, interval=interval,
-                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+    return wait_for_pod(core, namespace, name, "Running" + (" (recreated)" if not_uid else ""),
+                        running, timeout, interval=interval)
+
+
+def wait_pending(core: Any, namespace: str, name: str, message: str, *, not_uid: str = "",
+                 timeout: float = 60, interval: float = 0.1) -> Any:
+    """Pod `name` (with a uid other than `not_uid`) Pending: its PodScheduled condition is
+    False with `message` in the scheduler's message (e.g. "Insufficient nvidia.com/gpu")."""
+
+    def pending(pod: Any) -> Any:
+        if pod.metadata.uid == not_uid:
+            return None
+        return pod if any(c.type == "PodScheduled" and c.status == "False"
+                          and message in (c.message or "")
+                          for c in pod.status.conditions or []) else None
+
+    return wait_for_pod(core, namespace, name, f"Pending on {message}", pending, timeout,
+                        interval=interval)
 
 
 def node_kind(core: Any, node: str) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gpushift_testing.controlplane import GPU_RESOURCE
-from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.kube import wait_for_pod
 
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -15,16 +15,10 @@ def wait_unschedulable(core: Any, ns: str, name: str) -> Any:
     """The pod's PodScheduled condition once the scheduler found it Unschedulable (60 s at
     most)."""
 
-    def unschedulable() -> Any:
-        pod = core.read_namespaced_pod(name, ns)
+    def unschedulable(pod: Any) -> Any:
         for c in pod.status.conditions or []:
             if c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable":
                 return c
         return None
 
-    return wait_for(
-        f"pod {ns}/{name} Unschedulable",
-        unschedulable,
-        60,
-        describe=lambda: pod_summary(core.read_namespaced_pod(name, ns)),
-    )
+    return wait_for_pod(core, ns, name, "Unschedulable", unschedulable, 60)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from gpushift_testing import notebook_standin, notebooks
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
-from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.kube import pod_summary, wait_for, wait_for_pod
 from gpushift_testing.workloads import (
     create_workspace,
     delete_volumes,
@@ -101,18 +101,12 @@ def wait_recreated(
 ) -> Any:
     """Wait for pod `name` with a uid other than `old_uid`, Running, for which ok(pod)."""
 
-    def recreated() -> Any:
-        pod = core.read_namespaced_pod(name, ns)
+    def recreated(pod: Any) -> Any:
         if pod.metadata.uid != old_uid and pod.status.phase == "Running" and ok(pod):
             return pod
         return None
 
-    return wait_for(
-        f"pod {ns}/{name} recreated: {what}",
-        recreated,
-        90,
-        describe=lambda: pod_summary(core.read_namespaced_pod(name, ns)),
-    )
+    return wait_for_pod(core, ns, name, f"recreated: {what}", recreated, 90)
 
 
 def test_notebook_controller_says_which_it_is(control_plane: ControlPlane) -> None:
@@ -308,14 +302,10 @@ def test_notebook_asking_for_too_many_gpus_stays_pending_until_its_pod_is_delete
         notebook_container("nb", "jupyter:cuda", gpus=too_many),
         tolerate_gpu=True,
     )
-    wait_for(
-        f"pod nb-0 recreated with {too_many} GPUs",
-        lambda: (
-            (p := core.read_namespaced_pod("nb-0", namespace)).metadata.uid != first.metadata.uid
-            and gpu_limit(p) == str(too_many)
-        ),
+    wait_for_pod(
+        core, namespace, "nb-0", f"recreated with {too_many} GPUs",
+        lambda p: p.metadata.uid != first.metadata.uid and gpu_limit(p) == str(too_many),
         90,
-        describe=lambda: pod_summary(core.read_namespaced_pod("nb-0", namespace)),
     )
     cond = _wait_unschedulable(core, namespace, "nb-0")
     assert f"Insufficient {GPU_RESOURCE}" in cond.message, cond.message

@@ -31,8 +31,15 @@ import yaml
 from gpushift_testing import access
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.processes import stop_process
 from gpushift_testing.webhook_process import free_port
-from gpushift_testing.workloads import create_workspace, delete_volumes, node_kind, wait_running
+from gpushift_testing.workloads import (
+    create_workspace,
+    delete_volumes,
+    node_kind,
+    wait_pending,
+    wait_running,
+)
 from kubernetes import client
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
@@ -82,14 +89,8 @@ class GuardProcess:
             self.process.wait(10)
 
     def stop(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process)
 
     def lines(self) -> list[dict[str, Any]]:
         out = []
@@ -240,19 +241,8 @@ async def move_to_two_gpus(sidecar: Any, namespace: str, name: str) -> tuple[str
 
 def stuck_pending(core: Any, namespace: str, name: str, not_uid: str) -> Any:
     """The new pod, Pending because no node has 2 GPUs."""
-    def check() -> Any:
-        pod = core.read_namespaced_pod(name, namespace)
-        if pod.metadata.uid == not_uid:
-            return None
-        for c in pod.status.conditions or []:
-            if c.type == "PodScheduled" and c.status == "False" and \
-                    "Insufficient nvidia.com/gpu" in (c.message or ""):
-                return pod
-        return None
-
-    return wait_for(f"pod {namespace}/{name} Pending on Insufficient nvidia.com/gpu", check,
-                    60, interval=0.1,
-                    describe=lambda: pod_summary(core.read_namespaced_pod(name, namespace)))
+    return wait_pending(core, namespace, name, "Insufficient nvidia.com/gpu", not_uid=not_uid,
+                        timeout=60, interval=0.1)
 
 
 def migration_of(custom: Any, namespace: str, name: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.webhook_process import free_port
-from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
+from gpushift_testing.workloads import gpu_limit, node_kind, wait_pending, wait_running
 from kubernetes import client
 from test_guard_cluster import GuardProcess
 
@@ -117,30 +117,14 @@ def occupy_all_gpus(core: Any, namespace: str) -> list[str]:
 
 def stuck_pending(core: Any, namespace: str, not_uid: str) -> Any:
     """Pod nb-0 (not `not_uid`), Pending: the scheduler finds no free GPU."""
-    def check() -> Any:
-        pod = core.read_namespaced_pod("nb-0", namespace)
-        if pod.metadata.uid == not_uid:
-            return None
-        return pod if any(c.type == "PodScheduled" and c.status == "False"
-                          and INSUFFICIENT in (c.message or "")
-                          for c in pod.status.conditions or []) else None
-
-    return wait_for(f"pod {namespace}/nb-0 Pending on {INSUFFICIENT}", check, 30,
-                    interval=0.05,
-                    describe=lambda: pod_summary(core.read_namespaced_pod("nb-0", namespace)))
+    return wait_pending(core, namespace, "nb-0", INSUFFICIENT, not_uid=not_uid, timeout=30,
+                        interval=0.05)
 
 
 def cpu_pod_back(core: Any, namespace: str, stuck_uid: str) -> Any:
     """Pod nb-0 Running again, not the stuck one and not being deleted."""
-    def check() -> Any:
-        pod = core.read_namespaced_pod("nb-0", namespace)
-        ok = (pod.metadata.uid != stuck_uid and pod.status.phase == "Running"
-              and not pod.metadata.deletion_timestamp)
-        return pod if ok else None
-
-    return wait_for(f"pod {namespace}/nb-0 Running after the rollback", check, 60,
-                    interval=0.05,
-                    describe=lambda: pod_summary(core.read_namespaced_pod("nb-0", namespace)))
+    return wait_running(core, namespace, "nb-0", not_uid=stuck_uid, timeout=60,
+                        interval=0.05, not_deleting=True)
 
 
 def hashes(workspace: Path) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from gpushift_testing.processes import stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -84,14 +84,7 @@ def wait_until_ready(hook: Webhook, timeout: float = 20) -> None:
 
 
 def stop(hook: Webhook) -> int:
-    if hook.process.poll() is None:
-        hook.process.send_signal(signal.SIGTERM)
-        try:
-            hook.process.wait(10)
-        except subprocess.TimeoutExpired:
-            hook.process.kill()
-            hook.process.wait()
-    return hook.process.returncode
+    return stop_process(hook.process)
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from gpushift_testing.processes import stop_process
 
 from gpushift_core.admin_settings import GpuProfile
 from gpushift_webhook.config import WebhookConfig
@@ -131,14 +132,7 @@ def wait_for_phase(sidecar: Sidecar, phase: str, timeout: float = 10) -> bool:
 
 
 def stop(sidecar: Sidecar) -> int:
-    if sidecar.process.poll() is None:
-        sidecar.process.send_signal(signal.SIGTERM)
-        try:
-            sidecar.process.wait(10)
-        except subprocess.TimeoutExpired:
-            sidecar.process.kill()
-            sidecar.process.wait()
-    return sidecar.process.returncode
+    return stop_process(sidecar.process)
 
 
 @pytest.fixture
