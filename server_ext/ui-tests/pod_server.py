@@ -24,8 +24,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
-# Short idle timer on the GPU pod: 10 s active, then a 30 s warning, then the move.
-GPU_IDLE = {"timeout_seconds": 40, "warning_seconds": 30, "min_seconds": 20,
+# Short idle timer on the GPU pod: 10 s active, then a 30 s warning, then the move. The
+# bounds hold as the admin's schema wants them (warning < min <= timeout <= max): the
+# sidecar refuses settings the webhook would refuse.
+GPU_IDLE = {"timeout_seconds": 40, "warning_seconds": 30, "min_seconds": 40,
             "max_seconds": 600, "allow_pin": False, "utilization_threshold_percent": 5}
 PROFILE = {"name": "nvidia-1", "resource": "nvidia.com/gpu", "count": 1,
            "node_selector": {}, "tolerations": [], "runtime_class_name": ""}
