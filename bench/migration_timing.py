@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT / "testing"))
 from gpushift_testing import access  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
 from gpushift_testing.kishu_files import kishu_db  # noqa: E402
+from gpushift_testing.pki import write_kubeconfig  # noqa: E402
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess, start_sidecar  # noqa: E402
 from gpushift_testing.workloads import create_workspace  # noqa: E402
 
@@ -84,7 +85,7 @@ def sidecar_kubeconfig(cp: cpmod.ControlPlane, api: Any, namespace: str, out: Pa
 
     token = access.bind_sidecar_rules(client.CoreV1Api(api),
                                       client.RbacAuthorizationV1Api(api), namespace, SA)
-    access.write_kubeconfig(out, cp.server, cp.ca_file, token, SA)
+    write_kubeconfig(out, cp.server, cp.ca_file, token, SA)
     return "chart sidecar rules (least privilege)"
 
 
@@ -143,7 +144,7 @@ def main() -> int:
         t = time.monotonic()
         cp = cpmod.ControlPlane(work / "cp").start()
         print(f"control plane up in {time.monotonic() - t:.1f}s; notebook controller: "
-              f"{cp.notebook_controller_kind}")
+              f"{cp.notebook_controller_reason}")
         api = cp.api_client()
         core = client.CoreV1Api(api)
         sidecars: list[SidecarProcess] = []

@@ -7,7 +7,8 @@
 #                               hack/controlplane   (k8s.io/kubernetes + staging modules)
 #   kwok (+ its stage config)   hack/tools-kwok
 #   helm, kubeconform           hack/tools-cli
-#   notebook-controller         Kubeflow, built in a scratch copy of hack/notebook-controller
+#   notebook-controller         Kubeflow's, from its source in ../shared/kubeflow/notebook-controller
+#                               (read-only there: only -o and Go's caches are written)
 #
 # Binaries go to ${GPUSHIFT_CACHE:-$HOME/.cache/gpushift}/bin/<name>-<version>, outside
 # the repo; a binary that is already there is not rebuilt (idempotent). Builds run one
@@ -16,9 +17,8 @@
 # Usage: hack/build-controlplane.sh [--print-dir] [name ...]
 #   names: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
 #          kubeconform notebook-controller (default: all)
-# Exit status: non-zero when a required binary could not be built. The
-# notebook-controller and the optional tools (kubectl, helm, kubeconform) only warn,
-# unless named explicitly.
+# Exit status: non-zero when a required binary could not be built. The optional tools
+# (kubectl, helm, kubeconform) only warn, unless named explicitly.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -46,7 +46,7 @@ fi
 exec 9>"$CACHE/build.lock"
 flock 9
 
-REQUIRED=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+REQUIRED=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok notebook-controller)
 ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm kubeconform notebook-controller)
 if (($# > 0)); then
   WANT=("$@")
@@ -168,30 +168,14 @@ build_cli() { # helm | kubeconform
 }
 
 build_notebook_controller() {
-  local out="$BIN/notebook-controller-$NOTEBOOK_CONTROLLER_REF"
-  if [[ -x "$out" ]]; then
-    log "notebook-controller $NOTEBOOK_CONTROLLER_REF: cached ($out)"
-    return 0
-  fi
-  # No tagged version: resolve the branch in a scratch copy of the template module,
-  # so the repo's files are not rewritten on every attempt.
-  local work="$CACHE/work/notebook-controller"
-  rm -rf "$work"
-  mkdir -p "$work"
-  cp "$HACK/notebook-controller/go.mod" "$work/go.mod"
-  log "notebook-controller: go get $NOTEBOOK_CONTROLLER_MODULE@$NOTEBOOK_CONTROLLER_REF ..."
-  if ! (cd "$work" && go get "$NOTEBOOK_CONTROLLER_MODULE@$NOTEBOOK_CONTROLLER_REF") \
-    >"$LOGS/build-notebook-controller.log" 2>&1; then
-    log "notebook-controller: NOT AVAILABLE from the Go module proxy:"
-    # The go tool names the proxy's address; our output keeps only the module path.
-    sed -E 's#https?://[^ ]*/(github\.com/)#.../\1#; s/^/    /' \
-      "$LOGS/build-notebook-controller.log" >&2
-    log "notebook-controller: set GPUSHIFT_NOTEBOOK_CONTROLLER=/path/to/binary to use a prebuilt one"
+  # Kubeflow's source, unchanged, beside the repo (CI lays ../shared read-only).
+  local src="${GPUSHIFT_SHARED:-$HACK/../../shared}/kubeflow/notebook-controller"
+  if [[ ! -f "$src/go.mod" ]]; then
+    log "notebook-controller: no source at $src (../shared/kubeflow/notebook-controller)"
     note_failure notebook-controller
     return 0
   fi
-  GOFLAGS="${GOFLAGS:+$GOFLAGS }-mod=mod" \
-    go_build notebook-controller "$NOTEBOOK_CONTROLLER_REF" "$work" "$NOTEBOOK_CONTROLLER_MODULE" ""
+  go_build notebook-controller "$NOTEBOOK_CONTROLLER_REF" "$(cd "$src" && pwd)" . ""
 }
 
 for name in "${WANT[@]}"; do

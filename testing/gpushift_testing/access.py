@@ -51,19 +51,6 @@ def token_for(core: Any, service_account: str, namespace: str) -> str:
         service_account, namespace, {"spec": {"expirationSeconds": 3600}}).status.token)
 
 
-def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str,
-                     user: str = "sa") -> Path:
-    """A kubeconfig (mode 0600) that talks to `server` with `token`."""
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": user,
-        "clusters": [{"name": "plane", "cluster": {"server": server,
-                                                    "certificate-authority": str(ca_file)}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": user, "context": {"cluster": "plane", "user": user}}],
-    }))
-    path.chmod(0o600)
-    return path
-
 
 def bind_sidecar_rules(core: Any, rbac: Any, namespace: str, sa: str = EDITOR_SA) -> str:
     """Create ServiceAccount `sa` bound to the chart's sidecar rules only (a namespaced

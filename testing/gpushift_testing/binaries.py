@@ -14,7 +14,8 @@ HACK = REPO_ROOT / "hack"
 VERSIONS_FILE = HACK / "controlplane-versions.env"
 BUILD_SCRIPT = HACK / "build-controlplane.sh"
 
-REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok",
+                     "notebook-controller")
 NOTEBOOK_CONTROLLER_ENV = "GPUSHIFT_NOTEBOOK_CONTROLLER"
 
 
@@ -43,8 +44,7 @@ def binary_paths() -> dict[str, Path]:
     """Where each binary is expected (it may not exist yet).
 
     ``notebook-controller`` is Kubeflow's real one: $GPUSHIFT_NOTEBOOK_CONTROLLER when set,
-    else what hack/build-controlplane.sh would build (the Go module proxy does not serve
-    its module, so normally it is missing and the stand-in runs instead).
+    else what hack/build-controlplane.sh builds from ../shared/kubeflow/notebook-controller.
     """
     v = read_versions()
     b = bin_dir()
@@ -86,9 +86,16 @@ def build(names: Iterable[str] = (), *, check: bool = True) -> subprocess.Comple
     return proc
 
 
+def kubeflow_path(relative: str) -> Path:
+    """A file of Kubeflow's in the shared folder beside the repo ($GPUSHIFT_SHARED, else
+    <repo>/../shared): <shared>/kubeflow/<relative>."""
+    shared = os.environ.get("GPUSHIFT_SHARED") or str(REPO_ROOT.parent / "shared")
+    return Path(shared) / "kubeflow" / relative
+
+
 def notebook_crd_path() -> Path:
-    """The Notebook CRD: $GPUSHIFT_NOTEBOOK_CRD, else <repo>/../shared/kubeflow/..."""
+    """The Notebook CRD: $GPUSHIFT_NOTEBOOK_CRD, else Kubeflow's in the shared folder."""
     env = os.environ.get("GPUSHIFT_NOTEBOOK_CRD")
     if env:
         return Path(env)
-    return REPO_ROOT.parent / "shared" / "kubeflow" / "kubeflow.org_notebooks.yaml"
+    return kubeflow_path("kubeflow.org_notebooks.yaml")

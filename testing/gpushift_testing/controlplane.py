@@ -9,9 +9,8 @@ Runs, as plain processes on 127.0.0.1 with ports picked at run time:
   ``nvidia.com/gpu`` (tainted ``nvidia.com/gpu=present:NoSchedule``), and moves their pods
   to Running,
 - Kubeflow's Notebook CRD (the real one) and a controller for it: Kubeflow's
-  notebook-controller when its binary exists, else ``gpushift_testing.notebook_standin``,
-  a stand-in that is NOT Kubeflow's controller (the Go module proxy does not serve
-  Kubeflow's module). ``notebook_controller_kind`` says which one runs.
+  notebook-controller, built from its source in ../shared/kubeflow/notebook-controller and
+  run as Kubeflow runs it (its own ServiceAccount and ClusterRole, leader election off).
 
 Each process logs to ``<workdir>/logs/<name>.log``.
 
@@ -90,10 +89,9 @@ class ControlPlane:
     """etcd + kube-apiserver + controller-manager + scheduler + kwok + a Notebook controller.
 
     ``notebook_controller``: None or True (default) installs the Notebook CRD and starts
-    Kubeflow's notebook-controller when its binary exists, else the stand-in; start fails
-    when neither can run. False starts no Notebook controller (the CRD is still installed
-    when found). ``notebook_controller_kind`` is "kubeflow", "stand-in" or None, and
-    ``notebook_controller_reason`` says why.
+    Kubeflow's notebook-controller; start fails when its binary is missing. False starts
+    no Notebook controller (the CRD is still installed when found).
+    ``notebook_controller_reason`` says what runs.
     """
 
     def __init__(
@@ -110,7 +108,6 @@ class ControlPlane:
         self.nodes = default_nodes(cpu_nodes, gpu_nodes, gpus_per_node)
         self.want_notebook_controller = notebook_controller is not False
         self.notebook_crd = Path(notebook_crd) if notebook_crd else notebook_crd_path()
-        self.notebook_controller_kind: str | None = None
         self.notebook_controller_reason = "not started yet"
         self.bins = binary_paths()
         self.versions = read_versions()
@@ -136,8 +133,8 @@ class ControlPlane:
 
     @property
     def notebook_controller_proc(self) -> Proc | None:
-        """The process of the Notebook controller (Kubeflow's or the stand-in), if started."""
-        return self.procs.get("notebook-controller") or self.procs.get("notebook-standin")
+        """The process of Kubeflow's notebook-controller, if started."""
+        return self.procs.get("notebook-controller")
 
     @property
     def notebook_controller_running(self) -> bool:
@@ -211,8 +208,7 @@ class ControlPlane:
             f"control plane at {self.server} (kubeconfig {self.kubeconfig})\n"
             f"  start: {times}\n"
             f"  RSS total {sum(rss.values()) / 2**20:.0f} MiB: {', '.join(parts)}\n"
-            f"  notebook controller: {self.notebook_controller_kind or 'none'}: "
-            f"{self.notebook_controller_reason}"
+            f"  notebook controller: {self.notebook_controller_reason}"
         )
 
     # ----------------------------------------------------------------- startup
@@ -280,7 +276,7 @@ class ControlPlane:
         self._phase("controllers", t0)
 
         if self.want_notebook_controller:
-            self._start_notebook_controller(kubeconfigs["admin"])
+            self._start_notebook_controller(api)
         else:
             self.notebook_controller_reason = "disabled"
         self._phase("notebook-controller", t0)
@@ -315,18 +311,19 @@ class ControlPlane:
         kwok_argv = comp.kwok_argv(b["kwok"], b["kwok-stages"], ports, self.kubeconfig)
         self._add("kwok", kwok_argv, env={"HOME": str(w / "kwok-home")})
 
-    def _start_notebook_controller(self, kubeconfig: Path) -> None:
+    def _start_notebook_controller(self, api: Any) -> None:
         binary = self.bins["notebook-controller"]
-        kind, reason = notebooks.choose_controller(binary)
-        argv, env = notebooks.controller_command(kind, binary, kubeconfig, self.ports)
-        name = "notebook-controller" if kind == notebooks.KUBEFLOW else "notebook-standin"
-        self._add(name, argv, env)
+        reason = notebooks.check_binary(binary)
+        kubeconfig = notebooks.install_controller_identity(api, self.workdir, self.server,
+                                                           self.ca_file)
+        argv, env = notebooks.controller_command(binary, kubeconfig, self.ports)
+        self._add("notebook-controller", argv, env)
         wait_until(
-            f"{name} /readyz",
-            self._alive_and(name, lambda: notebooks.controller_ready(self.ports)),
+            "notebook-controller /readyz",
+            self._alive_and("notebook-controller",
+                            lambda: notebooks.controller_ready(self.ports)),
             60,
         )
-        self.notebook_controller_kind = kind
         self.notebook_controller_reason = f"running: {reason}"
 
 
@@ -348,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument(
         "--no-notebook-controller",
         action="store_true",
-        help="start no Notebook controller (neither Kubeflow's nor the stand-in)",
+        help="start no Notebook controller",
     )
     sub.add_parser("build", help="run hack/build-controlplane.sh")
     sub.add_parser("paths", help="print where the binaries are expected")

@@ -3,7 +3,7 @@
 Builds the control plane's binaries when missing (``hack/build-controlplane.sh``, cached in
 ``~/.cache/gpushift/bin``: a second run reuses them), starts the local control plane
 (etcd, kube-apiserver, controller-manager, scheduler, kwok with 2 CPU nodes and a GPU node,
-the Notebook CRD and the notebook-controller stand-in), installs gpushift with its Helm
+the Notebook CRD and Kubeflow's notebook-controller), installs gpushift with its Helm
 chart (the webhook running as a local process), opts a namespace in, creates a Notebook
 with a workspace PVC, and starts the local pod runner and notebook proxy -- test
 harnesses that play the kubelet and Kubeflow's route. Then it prints the JupyterLab URL

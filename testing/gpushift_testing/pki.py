@@ -177,23 +177,19 @@ def write_auth(
     out = {}
     for name in IDENTITIES:
         path = admin_kubeconfig if name == "admin" else workdir / f"{name}.kubeconfig"
-        cfg = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "gpushift-local",
-                    "cluster": {"server": server, "certificate-authority": str(ca_file)},
-                }
-            ],
-            "users": [{"name": name, "user": {"token": tokens[name]}}],
-            "contexts": [
-                {"name": "gpushift-local", "context": {"cluster": "gpushift-local", "user": name}}
-            ],
-            "current-context": "gpushift-local",
-            "preferences": {},
-        }
-        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-        path.chmod(0o600)
-        out[name] = path
+        out[name] = write_kubeconfig(path, server, ca_file, tokens[name], name)
     return tokens["admin"], out
+
+
+def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str,
+                     user: str = "sa") -> Path:
+    """A kubeconfig (mode 0600) that talks to `server` with `token`."""
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": user,
+        "clusters": [{"name": "plane", "cluster": {"server": server,
+                                                    "certificate-authority": str(ca_file)}}],
+        "users": [{"name": user, "user": {"token": token}}],
+        "contexts": [{"name": user, "context": {"cluster": "plane", "user": user}}],
+    }))
+    path.chmod(0o600)
+    return path

@@ -40,9 +40,9 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from gpushift_testing.access import write_kubeconfig
 from gpushift_testing.common import KWOK_NODE_ANNOTATION, free_port
 from gpushift_testing.notebook_proxy import Routes
+from gpushift_testing.pki import write_kubeconfig
 from gpushift_testing.pod_processes import LocalPod
 from gpushift_testing.pod_spec import Layout, NodeFacts, plan_pod
 

@@ -2,10 +2,9 @@
 
 The binaries are built on first use by hack/build-controlplane.sh into
 ${GPUSHIFT_CACHE:-~/.cache/gpushift} (a cold build takes minutes). Notebooks are
-reconciled by Kubeflow's notebook-controller when its binary exists
-($GPUSHIFT_NOTEBOOK_CONTROLLER), else by gpushift_testing.notebook_standin, which is NOT
-Kubeflow's controller (the Go module proxy does not serve Kubeflow's module); the summary
-at the end of the run says which one ran.
+reconciled by Kubeflow's notebook-controller, built from ../shared/kubeflow/notebook-controller
+($GPUSHIFT_NOTEBOOK_CONTROLLER names another binary); the summary at the end of the run
+says what ran.
 
 Also here: the fixtures the Helm chart's modules (test_chart_cluster_*.py) share, `tools`
 and `kube`.
@@ -31,6 +30,7 @@ from chart_tools import Tools  # noqa: E402
 from gpushift_testing import access, sidecar_process  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
 from gpushift_testing.kube import wait_for  # noqa: E402
+from gpushift_testing.pki import write_kubeconfig  # noqa: E402
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess  # noqa: E402
 
 _PLANE: cpmod.ControlPlane | None = None
@@ -149,7 +149,7 @@ def sidecar_kubeconfig(control_plane: cpmod.ControlPlane, admin: Any, namespace:
 
     def make(server: str = control_plane.server) -> Path:
         name = f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"
-        return access.write_kubeconfig(tmp_path / name, server, control_plane.ca_file, token,
+        return write_kubeconfig(tmp_path / name, server, control_plane.ca_file, token,
                                        access.EDITOR_SA)
 
     return make

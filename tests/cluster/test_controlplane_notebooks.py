@@ -1,9 +1,9 @@
 """Kubeflow Notebooks on the local control plane, as gpushift will find them.
 
-Notebooks are reconciled by Kubeflow's notebook-controller when its binary exists, else by
-gpushift_testing.notebook_standin -- a stand-in, NOT Kubeflow's controller (the Go module
-proxy does not serve Kubeflow's module); kwok plays the kubelets of fake CPU and GPU
-nodes. The Notebook tests never skip: they fail when no Notebook controller runs.
+Notebooks are reconciled by Kubeflow's notebook-controller (built from
+../shared/kubeflow/notebook-controller, running as its own ServiceAccount with Kubeflow's
+ClusterRole); kwok plays the kubelets of fake CPU and GPU nodes. The Notebook tests never
+skip: they fail when the controller does not run.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from gpushift_testing import notebook_standin, notebooks
+from gpushift_testing import notebooks
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for, wait_for_pod
 from gpushift_testing.workloads import (
@@ -109,37 +109,50 @@ def wait_recreated(
     return wait_for_pod(core, ns, name, f"recreated: {what}", recreated, 90)
 
 
-def test_notebook_controller_says_which_it_is(control_plane: ControlPlane) -> None:
-    """The plane records whether Kubeflow's controller or the stand-in runs, and says so."""
+def test_kubeflows_controller_runs_as_its_own_service_account(
+        control_plane: ControlPlane) -> None:
+    """Kubeflow's notebook-controller runs, says so, and acts as its ServiceAccount with
+    Kubeflow's ClusterRole only: it may manage StatefulSets, not read Secrets."""
     require_notebook_controller(control_plane)
-    kind = control_plane.notebook_controller_kind
-    assert kind in ("kubeflow", "stand-in"), kind
-    assert f"notebook controller: {kind}: running" in control_plane.summary()
+    assert "Kubeflow's notebook-controller" in control_plane.summary()
     proc = control_plane.notebook_controller_proc
-    assert proc is not None
-    if kind == "stand-in":
-        assert "NOT Kubeflow's controller" in control_plane.notebook_controller_reason
-        log = proc.log.read_text()
-        assert notebook_standin.BANNER in log, log[:2000]
+    assert proc is not None and proc.argv[0].endswith(
+        f"notebook-controller-{control_plane.versions['NOTEBOOK_CONTROLLER_REF']}")
+    user = (f"system:serviceaccount:{notebooks.CONTROLLER_NAMESPACE}:"
+            f"{notebooks.CONTROLLER_SERVICE_ACCOUNT}")
+    authz = client.AuthorizationV1Api(control_plane.api_client())
+
+    def allowed(verb: str, group: str, resource: str) -> bool:
+        review = authz.create_subject_access_review({"spec": {
+            "user": user, "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {"verb": verb, "group": group, "resource": resource}}})
+        return bool(review.status.allowed)
+
+    assert allowed("update", "apps", "statefulsets")
+    assert allowed("patch", "kubeflow.org", "notebooks")
+    assert not allowed("get", "", "secrets")
+    assert not allowed("delete", "", "pods")
 
 
 def test_named_notebook_controller_binary_is_used_or_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """$GPUSHIFT_NOTEBOOK_CONTROLLER names the real binary: used when there, else an error."""
+    """$GPUSHIFT_NOTEBOOK_CONTROLLER names the binary: used when there, else an error; a
+    missing binary is an error that names the build (no fallback)."""
     fake = tmp_path / "notebook-controller"
     monkeypatch.setenv("GPUSHIFT_NOTEBOOK_CONTROLLER", str(fake))
     with pytest.raises(notebooks.ControlPlaneError, match="no such file"):
-        notebooks.choose_controller(fake)
+        notebooks.check_binary(fake)
     fake.write_text("#!/bin/sh\n")
-    assert notebooks.choose_controller(fake)[0] == "kubeflow"
+    assert "Kubeflow's notebook-controller" in notebooks.check_binary(fake)
     argv, env = notebooks.controller_command(
-        "kubeflow", fake, tmp_path / "kc", {"nbc-probe": 1, "nbc-metrics": 2}
+        fake, tmp_path / "kc", {"nbc-probe": 1, "nbc-metrics": 2}
     )
     assert argv[0] == str(fake) and env["USE_ISTIO"] == "false"
+    assert "--enable-leader-election=false" in argv
     monkeypatch.delenv("GPUSHIFT_NOTEBOOK_CONTROLLER")
-    kind, reason = notebooks.choose_controller(tmp_path / "missing")
-    assert kind == "stand-in" and "NOT Kubeflow's controller" in reason
+    with pytest.raises(notebooks.ControlPlaneError, match=r"build-controlplane\.sh"):
+        notebooks.check_binary(tmp_path / "missing")
 
 
 def test_notebook_crd_accepts_a_notebook(custom: Any, namespace: str) -> None:
@@ -186,7 +199,8 @@ def test_notebook_with_workspace_becomes_statefulset_service_and_running_pod(
         nb["metadata"]["uid"],
         True,
     )
-    assert sts.spec.replicas == 1 and sts.spec.service_name == "nb"
+    # Kubeflow's generateStatefulSet sets no serviceName (pods get no per-pod DNS name).
+    assert sts.spec.replicas == 1 and not sts.spec.service_name
     assert sts.spec.selector.match_labels == {"statefulset": "nb"}
 
     svc = wait_for("Service nb", lambda: core.read_namespaced_service("nb", namespace))

@@ -31,6 +31,7 @@ import yaml
 from gpushift_testing import access
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.pki import write_kubeconfig
 from gpushift_testing.processes import stop_process
 from gpushift_testing.webhook_process import free_port
 from gpushift_testing.workloads import (
@@ -132,7 +133,7 @@ def guards(control_plane: ControlPlane,
     core.create_namespace({"metadata": {"name": namespace,
                                         "labels": {"gpushift.io/test": "true"}}})
     docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
-    kubeconfig = access.write_kubeconfig(workdir / "kubeconfig", control_plane.server,
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
                                          control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump({

@@ -31,6 +31,7 @@ import yaml
 from gpushift_testing import access
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.pki import write_kubeconfig
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.webhook_process import free_port
 from gpushift_testing.workloads import gpu_limit, node_kind, wait_pending, wait_running
@@ -64,7 +65,7 @@ def guard(control_plane: ControlPlane, tmp_path: Path) -> Iterator[GuardProcess]
     docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
     workdir = tmp_path / "guard"
     (workdir / "certs").mkdir(parents=True)  # no certificate: only the guard matters
-    kubeconfig = access.write_kubeconfig(workdir / "kubeconfig", control_plane.server,
+    kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
                                          control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump({

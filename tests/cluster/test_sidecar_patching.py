@@ -5,9 +5,8 @@ in-cluster config.
 The sidecar's client (gpushift_core.kube) runs as the namespace's `default-editor`
 ServiceAccount (as in a Kubeflow profile namespace) with a token from the TokenRequest
 API, and only the rules of the chart's sidecar ClusterRole (rendered with helm), bound in
-the test namespace. The Notebook is reconciled by the notebook controller of the control
-plane (Kubeflow's when its binary exists, else the stand-in; the run's summary says which),
-kwok runs the pods on fake CPU and GPU nodes.
+the test namespace. The Notebook is reconciled by Kubeflow's notebook-controller; kwok
+runs the pods on fake CPU and GPU nodes.
 
 The `sidecar` and `notebook` fixtures, the images, the profile and `move` here are also
 those of test_sidecar_patching_concurrency.py and test_sidecar_patching_unreachable.py

@@ -112,9 +112,8 @@ async def test_nothing_to_change_sends_no_patch(
 async def test_which_notebook_annotations_reach_the_pod(
         admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
     """The notebook-controller copies Notebook annotations into the pod template unless
-    the key contains "notebook" or "kubectl" (Kubeflow's generateStatefulSet does; the
-    stand-in copies that): the migration mirror needs such a key, or each write of it
-    recreates the pod."""
+    the key contains "notebook" or "kubectl" (Kubeflow's generateStatefulSet does): the
+    migration mirror needs such a key, or each write of it recreates the pod."""
     notebook("nb")
     settled(admin, namespace, "nb")
     first = admin.core.read_namespaced_pod("nb-0", namespace)
