@@ -14,7 +14,7 @@ const GPU_TEXT = /^GPU NVIDIA .*×1$/;
 test.describe('GPU pod (fake_gpu)', () => {
   test('fake_gpu: the status bar shows the GPU type and count', async ({ page }) => {
     await expect(podStatus(page)).toContainText(/^GPU NVIDIA .*×1/);
-    await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 20 s to 10 min/);
+    await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 40 s to 10 min/);
     await shot(page, 'status-gpu');
   });
 
