@@ -6,8 +6,9 @@ Starts its own control plane (gpushift_testing.controlplane.ControlPlane, in a t
 the binaries come from hack/build-controlplane.sh), a Notebook with a hostPath PV
 workspace and a kishu-like checkpoint database, and the real `gpushift-sidecar serve`
 process with the pod's facts as the webhook would hand them, under the namespace's
-`default-editor` ServiceAccount with only the chart's sidecar rules. Then it moves the
-notebook GPU, CPU, GPU, ... and for each move measures:
+`default-editor` ServiceAccount bound to Kubeflow's kubeflow-edit (the chart's sidecar
+rules aggregated in). Then it moves the notebook GPU, CPU, GPU, ... and for each move
+measures:
 
 * POST /migrations -> patch applied: the migration's history, `requested` to
   `recreating` (stamped by the sidecar as it sends the patch, checkpoint verified);
@@ -80,13 +81,14 @@ def start(work: Path, kubeconfig: Path, namespace: str, pod: Any, workspace: Pat
 
 
 def sidecar_kubeconfig(cp: cpmod.ControlPlane, api: Any, namespace: str, out: Path) -> str:
-    """default-editor with the chart's sidecar rules (helm template), as in a profile."""
+    """default-editor bound to Kubeflow's kubeflow-edit with the chart's sidecar rules
+    aggregated in (helm template), as in a profile."""
     from kubernetes import client
 
-    token = access.bind_sidecar_rules(client.CoreV1Api(api),
-                                      client.RbacAuthorizationV1Api(api), namespace, SA)
+    token = access.profile_editor_token(client.CoreV1Api(api),
+                                        client.RbacAuthorizationV1Api(api), namespace, SA)
     write_kubeconfig(out, cp.server, cp.ca_file, token, SA)
-    return "chart sidecar rules (least privilege)"
+    return "kubeflow-edit with the chart's sidecar rules aggregated in"
 
 
 def setup_notebook(api: Any, namespace: str, workspace: Path) -> None:

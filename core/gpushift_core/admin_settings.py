@@ -10,10 +10,11 @@ Both validate with `check_gpu_settings`, so neither side accepts what the other 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from gpushift_core.labels import KUBEFLOW_SERVER_TYPE_ANNOTATION
 from gpushift_core.settings_loader import ConfigError, build
 
 __all__ = [
@@ -24,12 +25,21 @@ __all__ = [
     "GpuProfile",
     "IdleSettings",
     "ImagePair",
+    "ServerTypeSettings",
     "check_gpu_settings",
+    "check_move_settings",
     "parse_admin_settings",
+    "server_type_of",
 ]
 
 # The GPU vendors Kubeflow's spawner offers, as extended resources on container 0.
 DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
+
+# Kubeflow's spawner sets notebooks.kubeflow.org/server-type on the Notebook: "jupyter",
+# "group-one" (VSCode) or "group-two" (RStudio). A Notebook without it (created by hand)
+# is taken for Jupyter, the kind Kubeflow's own web app treats as the default.
+DEFAULT_SERVER_TYPE = "jupyter"
+_UNMAPPED_IMAGE = ("refuse", "keep")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,44 @@ class IdleSettings:
 
 
 @dataclass(frozen=True)
+class ServerTypeSettings:
+    """Which Kubeflow server types (the Notebook's `notebooks.kubeflow.org/server-type`)
+    get the sidecar, and how. gpushift sees a notebook only through its Jupyter server
+    extension: on a VSCode or RStudio server it cannot tell GPU work from idleness, so
+    those are left alone unless the admin asks for them, and then only inert."""
+
+    inject: list[str] = field(default_factory=lambda: [DEFAULT_SERVER_TYPE])
+    """Server types whose pods get the sidecar with the optimizer on. A Notebook without
+    the annotation counts as "jupyter"."""
+    inert: list[str] = field(default_factory=list)
+    """Server types whose pods get the sidecar inert, e.g. ["group-one", "group-two"]
+    (VSCode, RStudio): it writes runtime-config.json (optimizer off, with the reason) but
+    never starts an idle move nor accepts a move. Server types in neither list are not
+    injected."""
+
+    def mode(self, server_type: str | None) -> Literal["on", "inert", "skip"]:
+        """What a pod of this server type gets. "" (the Notebook has no annotation) is
+        "jupyter"; None (not known yet) counts as on: the webhook injects and the
+        sidecar, once it has read its Notebook, goes inert when it must."""
+        if server_type is None:
+            return "on"
+        kind = server_type or DEFAULT_SERVER_TYPE
+        if kind in self.inject:
+            return "on"
+        return "inert" if kind in self.inert else "skip"
+
+    def inert_reason(self, server_type: str | None) -> str | None:
+        """Why the optimizer is off for this server type (None: it is on)."""
+        mode = self.mode(server_type)
+        if mode == "on":
+            return None
+        listed = "in server_types.inert" if mode == "inert" else \
+            "not in server_types.inject"
+        return (f"the GPU optimizer is off for server type {server_type!r} ({listed}): "
+                "gpushift sees GPU work only through its Jupyter server extension")
+
+
+@dataclass(frozen=True)
 class GpuFacts:
     """The GPU a pod holds, read from its notebook container's limits."""
 
@@ -106,6 +154,12 @@ class AdminSettings:
     """Idle timer of GPU pods."""
     gpu_resources: list[str] = field(default_factory=lambda: list(DEFAULT_GPU_RESOURCES))
     """Extended resources that count as a GPU."""
+    server_types: ServerTypeSettings = field(default_factory=ServerTypeSettings)
+    """Which Kubeflow server types get the sidecar, on or inert."""
+    unmapped_image: str = "refuse"
+    """A move to GPU of a notebook whose image has no CUDA pair in image_map: "refuse"
+    (refused at once, 409, naming the image) or "keep" (moved with the CPU image kept,
+    so CUDA code fails on the GPU pod; the move's notes say so)."""
 
     def profile(self, name: str) -> GpuProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -125,6 +179,9 @@ class AdminSettings:
             "image_map": [{"cpu": p.cpu, "cuda": p.cuda} for p in self.image_map],
             "idle": vars(self.idle).copy(),
             "gpu_resources": list(self.gpu_resources),
+            "server_types": {"inject": list(self.server_types.inject),
+                             "inert": list(self.server_types.inert)},
+            "unmapped_image": self.unmapped_image,
         }
 
 
@@ -147,6 +204,27 @@ def check_gpu_settings(profiles: Sequence[GpuProfile], default_profile: str,
         raise ConfigError("idle.warning_seconds: must be >= 0 and below min_seconds")
 
 
+def server_type_of(notebook: Mapping[str, Any]) -> str:
+    """The Notebook's server type annotation ("" when it has none)."""
+    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(KUBEFLOW_SERVER_TYPE_ANNOTATION) if isinstance(
+        annotations, Mapping) else None
+    return value.strip() if isinstance(value, str) else ""
+
+
+def check_move_settings(server_types: ServerTypeSettings, unmapped_image: str) -> None:
+    """ConfigError naming the field when the server types or unmapped_image are wrong."""
+    for key, kinds in (("inject", server_types.inject), ("inert", server_types.inert)):
+        if any(not kind.strip() for kind in kinds):
+            raise ConfigError(f"server_types.{key}: a server type must not be empty")
+    both = sorted(set(server_types.inject) & set(server_types.inert))
+    if both:
+        raise ConfigError(f"server_types: {', '.join(both)} both in inject and inert")
+    if unmapped_image not in _UNMAPPED_IMAGE:
+        raise ConfigError(f"unmapped_image: {unmapped_image!r} is not one of "
+                          f"{', '.join(_UNMAPPED_IMAGE)}")
+
+
 def parse_admin_settings(text: str) -> AdminSettings:
     """`AdminSettings` from its JSON; ConfigError naming the field when it is not."""
     try:
@@ -156,4 +234,5 @@ def parse_admin_settings(text: str) -> AdminSettings:
     settings = build(AdminSettings, data)
     check_gpu_settings(settings.profiles, settings.default_profile, settings.gpu_resources,
                        settings.idle)
+    check_move_settings(settings.server_types, settings.unmapped_image)
     return settings

@@ -25,3 +25,16 @@ SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
 # JSON of the move's previous-profile record (gpushift_core.move_plan.plan_move).
 PREVIOUS_PROFILE_ANNOTATION = f"{PREFIX}/notebook-previous-profile"
+
+# Kubeflow's own Notebook annotations (notebook-controller, controllers/culling_controller.go).
+# Set by the dashboard's Stop and by the culler (value: RFC 3339 time), removed by Start:
+# the notebook-controller then scales the StatefulSet to 0 replicas.
+KUBEFLOW_STOPPED_ANNOTATION = "kubeflow-resource-stopped"
+# The culler's clock. gpushift never writes either: a move must not make a notebook look
+# busy or idle to the culler.
+KUBEFLOW_LAST_ACTIVITY_ANNOTATION = "notebooks.kubeflow.org/last-activity"
+KUBEFLOW_LAST_ACTIVITY_CHECK_ANNOTATION = "notebooks.kubeflow.org/last_activity_check_timestamp"
+# Set by Kubeflow's spawner on the Notebook: "jupyter", "group-one" (VSCode), "group-two"
+# (RStudio). It contains "notebook", so the notebook-controller does not copy it into the
+# pod: the webhook learns it from its cache of Notebooks, the sidecar from its Notebook.
+KUBEFLOW_SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"

@@ -7,8 +7,10 @@ copies `spec.template.spec` into the StatefulSet, so patching it recreates pod
 To GPU (`profile` required), on the notebook container and its pod spec:
   * `resources.limits[profile.resource] = str(profile.count)` (and the same request
     when the container already requests that resource: Kubernetes wants them equal);
-  * image CPU -> CUDA by an exact match in the image map (an image not in the map is
-    kept, and the summary says so);
+  * image CPU -> CUDA by an exact match in the image map. An image in no pair is
+    refused with `unmapped_image="refuse"` (PlanError with `image_refusal`'s message:
+    a GPU pod running a CPU-only image wastes the GPU), or kept with "keep" (the summary
+    says so);
   * `nodeSelector` gets the profile's entries, `tolerations` the profile's ones not
     already there, `runtimeClassName` the profile's (when it has one).
 `previous_profile` records exactly what was there before each touched field: the value
@@ -50,6 +52,7 @@ __all__ = [
     "MovePlan",
     "PlanError",
     "find_container",
+    "image_refusal",
     "plan_move",
 ]
 
@@ -95,6 +98,19 @@ def find_container(notebook: Mapping[str, Any], container: str | int | None = No
     return index, str(containers[index].get("name", ""))
 
 
+def image_refusal(image: object, image_map: Sequence[ImagePair]) -> str | None:
+    """Why a move to GPU of a notebook running `image` is refused under
+    `unmapped_image: refuse` (None: the image has a CUDA pair, or is a CUDA image of one).
+    An image that is not a string is left to the planner's own errors."""
+    if not isinstance(image, str) or cuda_image_for(image, image_map) is not None \
+            or cpu_image_for(image, image_map) is not None:
+        return None
+    return (f"the notebook's image {image} has no CUDA image in the admin's image_map, so "
+            "on a GPU pod it would run without CUDA; the move was refused (admin setting "
+            "unmapped_image: refuse). Ask your admin to add a CUDA pair for this image, or "
+            "to set unmapped_image: keep to move with the image kept")
+
+
 def plan_move(
     notebook: Mapping[str, Any],
     target: str,
@@ -105,6 +121,7 @@ def plan_move(
     previous: Mapping[str, Any] | None = None,
     gpu_resources: Sequence[str] = tuple(DEFAULT_GPU_RESOURCES),
     profiles: Sequence[GpuProfile] = (),
+    unmapped_image: str = "keep",
 ) -> MovePlan:
     """The patch that moves `notebook` to `target` ("gpu" or "cpu").
 
@@ -112,6 +129,8 @@ def plan_move(
     `previous`: for "cpu", the `previous_profile` of the move to GPU.
     `gpu_resources`, `profiles`: for "cpu" without a usable record, which limits count
     as GPUs and which profile's scheduling fields to take away.
+    `unmapped_image`: "refuse" raises PlanError (`image_refusal`) for a move to GPU that
+    would change the Notebook while its image has no pair; "keep" keeps the image.
     """
     target = str(target)
     if target not in ("gpu", "cpu"):
@@ -135,6 +154,10 @@ def plan_move(
                 raise PlanError("a move to GPU needs a profile")
             gpu = _GpuPlanner(notebook, index, name, image_map)
             gpu.to_gpu(profile)
+            refusal = image_refusal(gpu.image, image_map)
+            # A Notebook already as the move wants (no edit) is not refused: it is there.
+            if unmapped_image == "refuse" and refusal and gpu.pb.operations:
+                raise PlanError(refusal)
             plan = gpu
         else:
             cpu = RollbackPlanner(notebook, index, name, image_map)
@@ -158,11 +181,14 @@ def _spec(notebook: Mapping[str, Any]) -> Mapping[str, Any]:
 class _GpuPlanner(SpecEditor):
     """The edits of a move to GPU: the profile's fields, each recorded for the move back."""
 
+    image: object = None
+    """The notebook container's image as found."""
+
     def to_gpu(self, profile: GpuProfile) -> None:
         c = self.container
         self.record.update(target="gpu", profile=profile.name, resource=profile.resource,
                            count=profile.count)
-        image = self._get((*c, "image"))
+        image = self.image = self._get((*c, "image"))
         cuda = cuda_image_for(image, self.image_map) if isinstance(image, str) else None
         if cuda is not None:
             if self._set("image", c, "image", cuda):

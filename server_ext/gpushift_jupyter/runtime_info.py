@@ -5,8 +5,9 @@ The document keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) in ev
 case, so an older front end still reads it, and adds `optimizer`: `{"state": "on"}`
 when the sidecar's file is there and sound, else `{"state": "off", "reason": ...}` —
 the pod was not injected (no GPUSHIFT_RUNTIME_DIR), the file is missing (the sidecar
-has not written it), or it is broken. Never an exception: the front end shows
-"optimizer off" with the reason.
+has not written it), it is broken, or the sidecar says the optimizer is off for this
+notebook (`optimizerOff`: the admin keeps it off for the Notebook's server type).
+Never an exception: the front end shows "optimizer off" with the reason.
 """
 
 from __future__ import annotations
@@ -76,5 +77,9 @@ def read_runtime_info(runtime_dir: Path | None, *, sees_gpu: Callable[[], bool],
     missing = [k for k in SEED_KEYS if k not in document]
     if missing or not isinstance(document.get("usingGPU"), bool):
         return off(f"{path} lacks {', '.join(missing) or 'a true/false usingGPU'}")
-    document["optimizer"] = {"state": "on", "reason": None}
+    off_reason = document.get("optimizerOff")
+    if isinstance(off_reason, str) and off_reason:
+        document["optimizer"] = {"state": "off", "reason": off_reason}
+    else:
+        document["optimizer"] = {"state": "on", "reason": None}
     return RuntimeInfo(document)

@@ -92,15 +92,18 @@ class Services:
 
     async def report_utilization_forever(self, interval: float) -> None:
         """On a GPU pod, the container's GPU utilisation to the sidecar every
-        `interval` seconds (the sidecar cannot see the devices)."""
+        `interval` seconds (the sidecar cannot see the devices). Sent also when NVML
+        cannot measure (null): the report tells the sidecar that this extension is
+        there, and its idle timer runs only once the notebook side has reported."""
         while True:
             await asyncio.sleep(interval)
             try:
                 info = self.runtime()
-                sample = gpu_probe.sample() if info.optimizer_on and info.using_gpu else None
-                if sample is not None:
+                if info.optimizer_on and info.using_gpu:
+                    sample = gpu_probe.sample()
                     await self.sidecar.post("/activity", {
                         "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
-                        "gpu_utilization_percent": sample.utilization_percent})
+                        "gpu_utilization_percent":
+                            None if sample is None else sample.utilization_percent})
             except ApiError as exc:
                 log.warning("gpushift: utilisation not reported: %s", exc.detail)

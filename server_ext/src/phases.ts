@@ -8,10 +8,12 @@ export type NoticeType = 'in-progress' | 'success' | 'error' | 'warning' | 'info
 export const TERMINAL_PHASES: ReadonlySet<MigrationPhase> = new Set<MigrationPhase>([
   'done',
   'rolled_back',
-  'failed'
+  'failed',
+  'cancelled'
 ]);
 
-/** Whether the migration is over (done, rolled back or failed). */
+/** Whether the migration is over (done, rolled back, failed or cancelled: the notebook
+ * was stopped, by Kubeflow's Stop or its culler, during the move). */
 export function isTerminal(phase: MigrationPhase | string | undefined | null): boolean {
   return TERMINAL_PHASES.has(phase as MigrationPhase);
 }
@@ -83,6 +85,8 @@ export function phaseMessage(
       return `The move to ${where} was rolled back: ${sentence(detail, 'the new pod did not start')}. You are back where you were.`;
     case 'failed':
       return `The move to ${where} failed: ${sentence(detail, 'no reason given')}.`;
+    case 'cancelled':
+      return `The move to ${where} was cancelled: ${sentence(detail, 'the notebook was stopped')}.`;
   }
 }
 
@@ -94,6 +98,8 @@ export function phaseType(phase: MigrationPhase): NoticeType {
       return 'error';
     case 'rolled_back':
       return 'warning';
+    case 'cancelled':
+      return 'info';
     default:
       return 'in-progress';
   }

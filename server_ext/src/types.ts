@@ -13,7 +13,8 @@ export type MigrationPhase =
   | 'restoring'
   | 'done'
   | 'rolled_back'
-  | 'failed';
+  | 'failed'
+  | 'cancelled';
 
 export type Target = 'gpu' | 'cpu';
 

@@ -11,7 +11,8 @@ const ALL: MigrationPhase[] = [
   'restoring',
   'done',
   'rolled_back',
-  'failed'
+  'failed',
+  'cancelled'
 ];
 
 function migration(phase: MigrationPhase, error: string | null = null): IMigration {
@@ -40,11 +41,19 @@ describe('phases', () => {
     expect(describeMigration(migration('rolled_back', 'no GPU free')).type).toBe('warning');
     expect(describeMigration(migration('rolled_back', 'no GPU free')).message).toContain('no GPU free');
   });
+  it('says a move on a stopped notebook was cancelled, and that it is over', () => {
+    const stopped = 'the notebook was stopped (kubeflow-resource-stopped) during the move';
+    expect(describeMigration(migration('cancelled', stopped))).toEqual({
+      message: `The move to a GPU pod was cancelled: ${stopped}.`,
+      type: 'info'
+    });
+    expect(isTerminal('cancelled')).toBe(true);
+  });
   it('numbers the steps and knows the terminal phases', () => {
     expect(stepOf('checkpointing')).toBe('(1/5)');
     expect(stepOf('restoring')).toBe('(4/5)');
     expect(describeMigration(migration('patching')).message).toMatch(/\(2\/5\)$/);
-    expect(ALL.filter(isTerminal)).toEqual(['done', 'rolled_back', 'failed']);
+    expect(ALL.filter(isTerminal)).toEqual(['done', 'rolled_back', 'failed', 'cancelled']);
     expect(isTerminal(undefined)).toBe(false);
   });
   it('tells the user to keep the page open while the server restarts', () => {

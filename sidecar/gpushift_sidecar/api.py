@@ -10,8 +10,10 @@ to: its checkpoints are watched) and `GET /checkpoints`, `GET /metrics`.
 
 Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
 none is 401, a wrong one 403. Errors are JSON `{"error", "detail"}`: bad input 400, a
-body over the limit 413, a migration in the way 409, unknown routes and methods 404 and
-405; nothing answers with a traceback. Request parsing lives in `api_requests` (pure).
+body over the limit 413, a migration in the way, a stopped Notebook or a move to GPU
+over a ResourceQuota (`quota_gate`) 409, unknown routes and methods 404 and
+405; nothing answers with a traceback. Request parsing lives in `api_requests` (pure); what
+the routes serve is the `Sidecar` of `service`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -29,24 +30,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpushift_sidecar import notebooks
 from gpushift_sidecar.api_requests import (
-    ActivityReport,
     ApiError,
-    RestoreReport,
     parse_activity,
     parse_idle_timeout,
     parse_migration_request,
     parse_notebook_registration,
     parse_restore_report,
 )
-from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
-from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
-from gpushift_sidecar.metrics import SidecarMetrics
-from gpushift_sidecar.runtime_config import RuntimeFiles
+from gpushift_sidecar.quota_gate import QuotaRefused
+from gpushift_sidecar.service import RunnerStartFailed, Sidecar
 from gpushift_sidecar.state import Migration, Phase
-from gpushift_sidecar.state_file import MigrationStore
-from gpushift_sidecar.token import TOKEN_FILE, ApiToken
-from gpushift_sidecar.tracker import MigrationInFlight, MigrationTracker
+from gpushift_sidecar.token import TOKEN_FILE
+from gpushift_sidecar.tracker import MigrationInFlight, NotebookStopped
 
 log = logging.getLogger("gpushift.sidecar")
 
@@ -56,132 +51,6 @@ DEFAULT_MAX_BODY_BYTES = 64 * 1024
 MAX_KERNELS = 256
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class MigrationRunner(Protocol):
-    """Carries a migration through its phases (checkpoint, patch, restore)."""
-
-    async def start(self, migration: Migration) -> None:
-        """Take over `migration`, which is current and persisted. Called for a new one
-        (phase `requested`) and, when the sidecar starts, for one that has not ended,
-        in whatever phase it was left: carry on from there. Return promptly (run the
-        steps in a task of your own) and record each step with `MigrationTracker`."""
-
-    async def restored(self, migration: Migration, report: RestoreReport) -> Migration:
-        """The server extension restored (or failed to restore) the state of `migration`,
-        which is current and `restoring`: end it (done, or failed when not `report.ok`)
-        and return it. Persist before the first await: concurrent reports race here."""
-
-
-class RunnerStartFailed(Exception):
-    """The runner did not take the migration; it was marked failed (`migration`)."""
-
-    def __init__(self, migration: Migration) -> None:
-        super().__init__(migration.error or "the migration could not start")
-        self.migration = migration
-
-
-@dataclass
-class Sidecar:
-    """Everything the API serves, wired together once by `Sidecar.create`."""
-
-    env: SidecarEnv
-    token: ApiToken
-    files: RuntimeFiles
-    tracker: MigrationTracker
-    metrics: SidecarMetrics
-    runner: MigrationRunner
-    activity: dict[str, ActivityReport] = field(default_factory=dict)
-    """The latest activity report of each kernel, by kernel id (for the idle timer)."""
-    watcher: CheckpointWatcher = field(init=False)
-    """The kishu checkpoints of the registered notebooks (the runner verifies with it)."""
-    idle: IdleLoop = field(init=False)
-    """The idle timer and its loop (the loop runs on a GPU pod only)."""
-
-    @classmethod
-    def create(cls, env: SidecarEnv, runner: MigrationRunner,
-               metrics: SidecarMetrics | None = None,
-               tracker: MigrationTracker | None = None, *,
-               kube: NotebookReader | None = None,
-               idle_config: IdleLoopConfig | None = None) -> Sidecar:
-        """`tracker`: the one the runner was built with (default: a new one on the state
-        file of `env`). `kube`: reads the Notebook's idle annotations (None: the admin's
-        default timeout applies)."""
-        metrics = metrics or SidecarMetrics()
-        token = ApiToken.load_or_create(env.runtime_dir)
-        files = RuntimeFiles(env, token, on_write=metrics.record_write)
-        tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
-        sidecar = cls(env, token, files, tracker, metrics, runner)
-        sidecar.watcher = CheckpointWatcher(sidecar.checkpoint_changed,
-                                            root=env.workspace_dir)
-        sidecar.idle = IdleLoop(sidecar, kube, idle_config)
-        tracker.on_change = sidecar.migration_changed
-        if tracker.current is not None:
-            metrics.show_phase(tracker.current)
-            files.update(migration=tracker.current.summary(),
-                         last_checkpoint=_checkpoint_json(tracker.current))
-        return sidecar
-
-    def migration_changed(self, previous: Migration | None, migration: Migration) -> None:
-        self.metrics.record_change(previous, migration)
-        checkpoint = self.files.last_checkpoint
-        if previous is None or previous.id != migration.id:  # a new migration
-            checkpoint = _checkpoint_json(migration) or checkpoint
-        self.files.update(migration=migration.summary(), last_checkpoint=checkpoint)
-        log.info("migration step", extra={
-            "notebook": migration.notebook, "namespace": migration.namespace,
-            "migration": migration.id, "phase": migration.phase.value,
-            "target": migration.target.value, "error": migration.error})
-
-    def checkpoint_changed(self, notebook_path: str, info: CheckpointInfo | None) -> None:
-        """The watcher saw a notebook's latest complete commit change (on the loop)."""
-        self.refresh_last_checkpoint()
-
-    def refresh_last_checkpoint(self) -> None:
-        """runtime-config.json's `lastCheckpoint`: the most recent watched commit."""
-        newest = notebooks.latest(self.watcher)
-        if newest is None:
-            return
-        document = notebooks.runtime_json(newest)
-        known = self.files.last_checkpoint or {}
-        if (known.get("notebookPath"), known.get("commitId")) != (
-                document["notebookPath"], document["commitId"]):
-            self.files.update_last_checkpoint(document)
-
-    async def start_migration(self, migration: Migration) -> Migration:
-        """Make `migration` (new, `requested`) current and hand it to the runner: the one
-        path of `POST /migrations` and of the idle move. Raises MigrationInFlight (another
-        is active), OSError (the state could not be written; nothing changed) or
-        RunnerStartFailed (the runner refused it; it is persisted as failed)."""
-        # No await between the in-flight check in begin() and the write: of two
-        # concurrent requests exactly one gets here first and the other sees its migration.
-        self.tracker.begin(migration)
-        try:
-            await self.runner.start(migration)
-        except Exception as exc:
-            log.exception("the migration runner did not start",
-                          extra={"migration": migration.id})
-            failed = self.tracker.advance(migration.id, Phase.FAILED,
-                                          error=f"the migration could not start: {exc}")
-            raise RunnerStartFailed(failed) from exc
-        return migration
-
-    async def close(self) -> None:
-        """Stop the checkpoint watcher's threads (joined off the event loop)."""
-        await asyncio.to_thread(self.watcher.stop)
-
-    async def resume(self) -> None:
-        """Hand an unfinished migration found on disk back to the runner."""
-        current = self.tracker.current
-        if current is not None and current.active:
-            log.info("resuming migration", extra={"migration": current.id,
-                                                  "phase": current.phase.value})
-            await self.runner.start(current)
-
-
-def _checkpoint_json(migration: Migration) -> dict[str, Any] | None:
-    c = migration.checkpoint
-    return None if c is None else {"notebookPath": c.notebook_path, "commitId": c.commit_id}
 
 
 SIDECAR = web.AppKey("sidecar", Sidecar)
@@ -233,8 +102,13 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
             401, "unauthorized",
             f"send this pod's API token (the file {TOKEN_FILE} in the runtime dir) as "
             "'Authorization: Bearer <token>'", headers={"WWW-Authenticate": "Bearer"})
-    if not request.app[SIDECAR].token.matches(credentials.strip()):
+    sidecar = request.app[SIDECAR]
+    if not sidecar.token.matches(credentials.strip()):
         return error_response(403, "forbidden", "the API token does not match this pod's")
+    if request.method not in ("GET", "HEAD"):
+        # Only a process that can read this pod's token writes: gpushift's server
+        # extension in the notebook container. Its first word starts the idle timer.
+        sidecar.idle.notebook_side_seen()
     return await handler(request)
 
 
@@ -276,15 +150,23 @@ async def runtime_config(request: web.Request) -> web.Response:
 async def create_migration(request: web.Request) -> web.Response:
     sidecar = request.app[SIDECAR]
     wanted = parse_migration_request(await read_json(request), sidecar.env)
+    if sidecar.idle.optimizer_off is not None:
+        return error_response(409, "optimizer_off", sidecar.idle.optimizer_off,
+                              server_type=sidecar.idle.server_type)
     migration = Migration.new(sidecar.env, target=wanted.target, reason=wanted.reason,
                               profile=wanted.profile, checkpoint=wanted.checkpoint,
                               pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC))
     try:
         await sidecar.start_migration(migration)
+    except NotebookStopped as exc:
+        return error_response(409, "notebook_stopped", str(exc))
     except MigrationInFlight as exc:
         return error_response(409, "migration_in_flight",
                               f"migration {exc.current.id} is {exc.current.phase}; one "
                               "at a time per notebook", migration=exc.current.to_dict())
+    except QuotaRefused as exc:
+        return error_response(409, "quota_exceeded", exc.refusal.message,
+                              quota=exc.refusal.to_json())
     except OSError as exc:
         log.error("migration state not written", extra={
             "path": str(sidecar.tracker.store.path), "why": exc.strerror})

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from gpushift_core.move_plan import image_refusal
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.state import CheckpointRef, PendingCell, Reason, Target
 
@@ -73,6 +74,8 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
         if profile is None:
             raise ApiError(400, "unknown_profile", "the admin configured no GPU profiles")
     _refuse_no_move(env, target, profile)
+    if target is Target.GPU:
+        _refuse_unmapped_image(env)
     checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
     if checkpoint is not None and env.workspace_dir is None:
         raise ApiError(400, "no_workspace", "this pod has no workspace volume: a checkpoint "
@@ -99,6 +102,20 @@ def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> Non
     if target is Target.GPU and active is not None and active.name == profile:
         raise ApiError(409, "already_on_target",
                        f"this pod already runs on GPU profile {profile!r}")
+
+
+def _refuse_unmapped_image(env: SidecarEnv) -> None:
+    """409 at once, before any checkpoint or patch, for a move to GPU whose image has no
+    CUDA pair while the admin refuses those (`unmapped_image: refuse`). The image is the
+    notebook container's as the webhook saw it when it created this pod (the pod is made
+    from the Notebook's spec, so they agree); the runner plans again against the Notebook
+    itself and fails the same way should it differ."""
+    if env.settings.unmapped_image != "refuse" or not env.notebook_image:
+        return
+    refusal = image_refusal(env.notebook_image, env.settings.image_map)
+    if refusal is not None:
+        raise ApiError(409, "unmapped_image", refusal, image=env.notebook_image,
+                       setting="unmapped_image")
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from gpushift_sidecar.env import EnvError, SidecarEnv
 
 if TYPE_CHECKING:
     from gpushift_core.kube import KubeApi
-    from gpushift_sidecar.api import MigrationRunner, Sidecar
+    from gpushift_sidecar.service import MigrationRunner, Sidecar
 
 log = logging.getLogger("gpushift.sidecar")
 
@@ -168,9 +168,10 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         idle_tick: float = 1.0, idle_annotations: float = 30.0) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
-    from gpushift_sidecar.api import Sidecar, make_app  # noqa: PLC0415
+    from gpushift_sidecar.api import make_app  # noqa: PLC0415
     from gpushift_sidecar.idle_loop import IdleLoopConfig  # noqa: PLC0415
     from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
+    from gpushift_sidecar.service import Sidecar  # noqa: PLC0415
     from gpushift_sidecar.state_file import MigrationStore  # noqa: PLC0415
     from gpushift_sidecar.tracker import MigrationTracker  # noqa: PLC0415
 
@@ -178,7 +179,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     tracker = MigrationTracker(MigrationStore.for_env(env))
     steps = StepRunner(env, tracker, kube, kube_problem=problem,
                        config=RunnerConfig(checkpoint_timeout=checkpoint_timeout))
-    sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube,
+    sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube, quotas=kube,
                              idle_config=IdleLoopConfig(tick_seconds=idle_tick,
                                                         annotations_seconds=idle_annotations))
     steps.verify = sidecar.watcher.verify  # one checkpoint watcher: API, idle move, runner
@@ -202,7 +203,9 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     writer = asyncio.create_task(sidecar.files.run())
-    idle = asyncio.create_task(sidecar.idle.run())  # returns at once on a CPU pod
+    # On a CPU pod it only reads the Notebook's server type (moves are refused for one
+    # kept off), then returns.
+    idle = asyncio.create_task(sidecar.idle.run())
     try:
         try:
             await sidecar.resume()

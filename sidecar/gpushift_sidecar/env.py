@@ -48,6 +48,9 @@ class SidecarEnv:
     """The Notebook custom resource that owns this pod."""
     notebook_container: str
     """Name of the notebook container in this pod."""
+    notebook_image: str
+    """The notebook container's image when the webhook created this pod (empty: not
+    given); a move to GPU of an image with no CUDA pair is refused on it at once."""
     gpu: GpuFacts | None
     """The GPU resource and count of the notebook container's limits; None on CPU."""
     runtime_dir: Path
@@ -71,6 +74,7 @@ class SidecarEnv:
             node_name=env.get("GPUSHIFT_NODE_NAME", "").strip(),
             notebook_name=_object_name(env, "GPUSHIFT_NOTEBOOK_NAME"),
             notebook_container=env.get("GPUSHIFT_NOTEBOOK_CONTAINER", "").strip(),
+            notebook_image=env.get("GPUSHIFT_NOTEBOOK_IMAGE", "").strip(),
             gpu=_gpu(env, settings),
             runtime_dir=_absolute("GPUSHIFT_RUNTIME_DIR", _required(env, "GPUSHIFT_RUNTIME_DIR")),
             workspace_dir=_workspace(env),

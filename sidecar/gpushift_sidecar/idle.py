@@ -13,7 +13,13 @@ after exactly `timeout` idle seconds; `warning_until` is when. `stay()` (the use
 a `warn` when the warning starts and a `move` when it ran out; after a move the timer
 stays in `move` (nothing more is emitted) until it is reset.
 
-On a CPU pod the timer is inert. A notebook annotated `gpushift.io/notebook-pin-gpu:
+On a CPU pod the timer is inert. So it is on a GPU pod until the notebook side has
+registered (`register_notebook_side`: gpushift's server extension spoke to the sidecar):
+only the extension reports GPU cells, and NVML in the sidecar usually sees no GPU, so a
+pod without it (a Jupyter image lacking the extension, a VSCode or RStudio server) would
+look idle while it trains, and be moved off its GPU mid-run. It is left alone instead,
+and says why. And it is inert for a server type the admin keeps the optimizer off for
+(`set_server_type_off`). A notebook annotated `gpushift.io/notebook-pin-gpu:
 "true"` (or `gpushift.io/pin-gpu: "true"`) is never moved on idle, if the admin allows
 pinning (`idle.allow_pin`). The annotation `gpushift.io/notebook-idle-timeout` (or
 `gpushift.io/idle-timeout`; the first wins when both are set) overrides the timeout:
@@ -54,9 +60,14 @@ _DURATION = re.compile(r"^(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 _MAX_DIGITS = 9  # 31 years of seconds; longer strings are nonsense, not a timeout
 
 
+NOT_REGISTERED = ("notebook side not registered: gpushift's Jupyter server extension has "
+                  "not reported from this pod, so GPU work cannot be seen and the idle "
+                  "timer does not run")
+
+
 class IdleState(StrEnum):
     INERT = "inert"
-    """Not a GPU pod: nothing to reclaim."""
+    """Not a GPU pod, or one gpushift cannot watch (`IdleTimer.hold_reason`)."""
     PINNED = "pinned"
     """Pinned to its GPU by annotation, and the admin allows it."""
     ACTIVE = "active"
@@ -144,9 +155,16 @@ class IdleTimer:
     """One notebook's idle timer. Feed it activity, utilisation samples and ticks."""
 
     def __init__(self, settings: IdleSettings, *, on_gpu: bool, now: float,
-                 annotations: Mapping[str, str] | None = None) -> None:
+                 annotations: Mapping[str, str] | None = None,
+                 registered: bool = True) -> None:
+        """`registered` False: inert until `register_notebook_side` (the sidecar's
+        loop starts so; True is for driving the timer alone)."""
         self.settings = settings
         self.on_gpu = on_gpu
+        self.registered = registered
+        """The notebook side (gpushift's server extension) has reported."""
+        self.server_type_off: str | None = None
+        """Why the optimizer is off for this notebook's server type (None: it is on)."""
         self._idle_since = now
         self._running: set[str] = set()
         """Kernels with a GPU cell running now."""
@@ -221,6 +239,31 @@ class IdleTimer:
         if percent > 0 and percent >= self.settings.utilization_threshold_percent:
             self._activity(now, f"GPU utilisation {percent:g}%")
 
+    def register_notebook_side(self, now: float) -> bool:
+        """The notebook side reported for the first time: the timer starts from now
+        (idle time before it was not seen, so it does not count). True when it is new."""
+        if self.registered:
+            return False
+        self.registered = True
+        self._reset(now, "the notebook side registered: the idle timer starts")
+        return True
+
+    def set_server_type_off(self, reason: str | None, now: float) -> None:
+        """The optimizer is off (reason) or on (None) for the notebook's server type."""
+        if reason == self.server_type_off:
+            return
+        self.server_type_off = reason
+        self._reset(now, reason or "the optimizer is on for this server type: the idle "
+                                   "timer starts")
+
+    def hold_reason(self) -> str | None:
+        """Why the timer does not run (None: it runs)."""
+        if not self.on_gpu:
+            return "not a GPU pod"
+        if self.server_type_off is not None:
+            return self.server_type_off
+        return None if self.registered else NOT_REGISTERED
+
     def stay(self, now: float) -> None:
         """The user chose to stay on the GPU: a fresh timeout from now."""
         self._reset(now, "the user chose to stay on the GPU")
@@ -232,7 +275,7 @@ class IdleTimer:
     # -- outputs ---------------------------------------------------------------------
 
     def state(self, now: float) -> IdleState:
-        if not self.on_gpu:
+        if self.hold_reason() is not None:
             return IdleState.INERT
         if self.pinned:
             return IdleState.PINNED
@@ -284,7 +327,7 @@ class IdleTimer:
         reasons = [r for r in (self._pin_reason, self.timeout.reason,
                                self._reason if live else None) if r]
         if state is IdleState.INERT:
-            reasons.insert(0, "not a GPU pod")
+            reasons.insert(0, self.hold_reason() or "")
         elif state is IdleState.PINNED:
             reasons.insert(0, f"pinned to its GPU ({self._pin_key})")
         return {
@@ -297,6 +340,7 @@ class IdleTimer:
             "warning_until": due if state in (IdleState.WARNING, IdleState.MOVE) else None,
             "gpu_cells_running": len(self._running),
             "pinned": self.pinned,
+            "notebook_side_registered": self.registered,
             "reason": "; ".join(reasons) or None,
         }
 

@@ -8,7 +8,16 @@ Inputs, on a GPU pod only (the env's GPU facts; on a CPU pod the timer is inert)
   that requests them, so NVML in the sidecar usually sees no GPU);
 * an NVML sample taken here every tick (`gpu_utilization.sample`), used when not None;
 * the Notebook's annotations, read at start and every `annotations_seconds`: the timeout
-  override and the pin (see `gpushift_sidecar.idle`), within the admin's bounds.
+  override and the pin (see `gpushift_sidecar.idle`), within the admin's bounds, and
+  Kubeflow's server type (`notebooks.kubeflow.org/server-type`): for a type the admin
+  does not list in `server_types.inject` the optimizer is off (`optimizer_off`): no idle
+  move, and `POST /migrations` is refused;
+* the notebook side's registration (`notebook_side_seen`): the timer runs only once
+  gpushift's server extension has reported from this pod (any authenticated write to
+  the API: an activity report, a notebook registration, ...). Before that `GET /idle`
+  says `inert`, "notebook side not registered": a pod without the extension (a plain
+  Jupyter image, VSCode, RStudio) is never moved off its GPU on idle, since its GPU
+  work cannot be seen.
 
 Every `tick_seconds` the timer advances. The states the API shows (`GET /idle`, and
 `idle` in runtime-config.json, written on each change of state, timeout or pin, not
@@ -31,34 +40,32 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from gpushift_core.admin_settings import server_type_of
 from gpushift_core.kube import KubeError
 from gpushift_sidecar import gpu_utilization, notebooks
 from gpushift_sidecar.api_requests import ActivityReport
-from gpushift_sidecar.idle import (
-    IDLE_TIMEOUT_ANNOTATIONS,
-    PIN_ANNOTATIONS,
-    IdleState,
-    IdleTimer,
-    IdleTransition,
+from gpushift_sidecar.idle import IdleState, IdleTimer, IdleTransition
+from gpushift_sidecar.idle_reporting import (
+    api_state,
+    idle_annotations,
+    idle_note,
+    moving_away,
 )
-from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Reason, Target
-from gpushift_sidecar.tracker import MigrationInFlight
+from gpushift_sidecar.state import CheckpointRef, Migration, Reason, Target
+from gpushift_sidecar.tracker import MigrationInFlight, NotebookStopped
 
 if TYPE_CHECKING:
-    from gpushift_core.admin_settings import GpuFacts
-    from gpushift_sidecar.api import Sidecar
+    from gpushift_sidecar.service import Sidecar
 
 log = logging.getLogger("gpushift.sidecar")
 
 Sampler = Callable[[], "float | None"]
 
-_NOTE = re.compile(r"no GPU work for (\d+)s on (\d+) GPU")
 
 
 @dataclass(frozen=True)
@@ -73,53 +80,6 @@ class NotebookReader(Protocol):
     """What the loop needs of `gpushift_core.kube.KubeApi`."""
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]: ...
-
-
-# -- pure parts ----------------------------------------------------------------------
-
-
-def api_state(state: IdleState, moving: bool) -> str:
-    """The state the API shows: active, warning, moving, inert or pinned."""
-    if state is IdleState.INERT:
-        return "inert"
-    if moving or state is IdleState.MOVE:
-        return "moving"
-    if state is IdleState.PINNED:
-        return "pinned"
-    return "warning" if state is IdleState.WARNING else "active"
-
-
-def idle_annotations(notebook: Mapping[str, Any]) -> dict[str, str]:
-    """The Notebook's annotations that configure the idle timer."""
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    keys = (*IDLE_TIMEOUT_ANNOTATIONS, *PIN_ANNOTATIONS)
-    return {k: str(v) for k, v in annotations.items() if k in keys}
-
-
-def idle_note(timeout: int, gpu: GpuFacts | None) -> str:
-    """The note an idle move carries: for people, and for the reclaimed-time metric of
-    the new pod's sidecar (`reclaimed_gpu_seconds`)."""
-    count, resource = (gpu.count, gpu.resource) if gpu is not None else (0, "none")
-    return (f"moved to CPU on idle: no GPU work for {timeout}s on {count} GPU(s) "
-            f"({resource})")
-
-
-def reclaimed_gpu_seconds(migration: Migration) -> float:
-    """Estimate of the GPU idle time an idle move reclaimed, in GPU-seconds: the idle
-    timeout it ran out times the GPUs it released (0 when the note is not there). How
-    long the GPU would otherwise have stayed idle cannot be measured; the timeout is
-    the idle time the timer saw, a conservative stand-in."""
-    for note in migration.notes:
-        match = _NOTE.search(note)
-        if match:
-            return float(int(match.group(1)) * int(match.group(2)))
-    return 0.0
-
-
-def _moving_away(migration: Migration | None) -> bool:
-    """A migration is taking the notebook away from this pod (not one that arrived)."""
-    return (migration is not None and migration.active
-            and migration.phase is not Phase.RESTORING)
 
 
 # -- the loop ------------------------------------------------------------------------
@@ -139,7 +99,10 @@ class IdleLoop:
         self.clock = clock
         env = sidecar.env
         self.on_gpu = env.gpu is not None
-        self.timer = IdleTimer(env.settings.idle, on_gpu=self.on_gpu, now=clock())
+        self.timer = IdleTimer(env.settings.idle, on_gpu=self.on_gpu, now=clock(),
+                               registered=False)
+        self.server_type: str | None = None
+        """The Notebook's server type once read ("" when it has none; None: not yet)."""
         self._warned_at: float | None = None
         """When the warning the coming move is due after began (None: none shown)."""
         self._move_id: str | None = None
@@ -160,6 +123,32 @@ class IdleLoop:
             self._observe(report.gpu_utilization_percent, "server-extension",
                           report.received_at)
         self._settle(report.received_at)
+
+    def notebook_side_seen(self, now: float | None = None) -> None:
+        """An authenticated write to the API: only a process holding this pod's token,
+        gpushift's server extension, sends one. The idle timer starts (once)."""
+        now = self.clock() if now is None else now
+        if self.timer.register_notebook_side(now):
+            log.info("the notebook side registered: the idle timer runs",
+                     extra={"notebook": self.sidecar.env.notebook_name, "on_gpu": self.on_gpu})
+            self._publish(now)
+
+    @property
+    def optimizer_off(self) -> str | None:
+        """Why the optimizer is off for this notebook's server type (None: on, or the
+        type is not known yet)."""
+        return self.timer.server_type_off
+
+    def apply_server_type(self, server_type: str, now: float) -> None:
+        """The Notebook's server type, read: inert for a type the admin keeps off."""
+        reason = self.sidecar.env.settings.server_types.inert_reason(server_type)
+        if server_type != self.server_type:
+            log.info("server type", extra={"server_type": server_type or "(none: jupyter)",
+                                           "optimizer_off": reason})
+        self.server_type = server_type
+        self.timer.set_server_type_off(reason, now)
+        self.sidecar.files.update_optimizer_off(reason)
+        self._publish(now)
 
     def forget_kernel(self, kernel_id: str, now: float) -> None:
         self.timer.forget_kernel(kernel_id, now)
@@ -202,7 +191,7 @@ class IdleLoop:
     # -- outputs ---------------------------------------------------------------------
 
     def state(self, now: float) -> str:
-        return api_state(self.timer.state(now), _moving_away(self.sidecar.tracker.current)
+        return api_state(self.timer.state(now), moving_away(self.sidecar.tracker.current)
                          and self.on_gpu)
 
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
@@ -213,7 +202,7 @@ class IdleLoop:
         snap["gpu_utilization"] = self._utilization
         current = self.sidecar.tracker.current
         snap["migration"] = (current.id if current is not None and self.on_gpu
-                             and _moving_away(current) else None)
+                             and moving_away(current) else None)
         snap["at"] = now
         return snap
 
@@ -256,8 +245,13 @@ class IdleLoop:
         return transition
 
     async def run(self) -> None:
-        """Tick until cancelled; on a CPU pod there is nothing to do."""
+        """Tick until cancelled; on a CPU pod only the server type is read (it decides
+        whether moves are accepted), until it is known."""
         if not self.on_gpu:
+            while self.kube is not None and self.server_type is None:
+                await self.read_annotations()
+                if self.server_type is None:
+                    await asyncio.sleep(self.config.annotations_seconds)
             return
         watcher = asyncio.create_task(self._watch_annotations())
         self._publish(self.clock())
@@ -291,6 +285,7 @@ class IdleLoop:
             self._annotation_problem = problem
             return
         self._annotation_problem = None
+        self.apply_server_type(server_type_of(notebook), self.clock())
         self.apply_annotations(idle_annotations(notebook), self.clock())
 
     async def _watch_annotations(self) -> None:
@@ -329,6 +324,9 @@ class IdleLoop:
         except MigrationInFlight as exc:
             self._restart(self.clock(), f"migration {exc.current.id} is "
                                         f"{exc.current.phase}: the idle timer starts over")
+            return
+        except NotebookStopped as exc:  # its pod goes away; Start brings a new one
+            self._restart(self.clock(), f"{exc}: no idle move; the idle timer starts over")
             return
         except Exception as exc:  # state unwritable, the runner refused: try again later
             log.error("the idle move did not start", extra={"why": str(exc)})

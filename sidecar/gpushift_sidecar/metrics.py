@@ -6,7 +6,7 @@ import datetime as dt
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from gpushift_sidecar.idle_loop import reclaimed_gpu_seconds
+from gpushift_sidecar.idle_reporting import reclaimed_gpu_seconds
 from gpushift_sidecar.state import ENDED, Migration, Phase, Reason, Target
 
 IDLE_STATES = ("active", "warning", "moving", "inert", "pinned")

@@ -11,7 +11,8 @@ and a Notebook as read from the API:
   with "notebook" in them: the notebook-controller copies every other Notebook annotation
   into the pod template). A mirror of this migration in a post-patch phase means the
   patch landed already (a sidecar killed after the patch, before persisting): nothing is
-  patched twice.
+  patched twice. A stopped Notebook (`kubeflow-resource-stopped`), or a mirror the guard
+  marked `cancelled`, is not patched: the migration ends `cancelled`.
 * `resume_action`: on sidecar start, which step an unfinished migration resumes with; in
   `recreating`, whether this pod is the one the migration started in (same UID) or the
   pod that replaced it.
@@ -23,8 +24,8 @@ and a Notebook as read from the API:
 
 The guard (gpushift_webhook.guard) marks a rollback by writing the mirror with the
 migration's id, phase `rolled_back` and the reason in `reason` (a move to CPU it cannot
-undo: phase `failed`); the sidecar takes either over when it finds it (`error` is read
-too).
+undo: phase `failed`; a move on a Notebook that was stopped: phase `cancelled`); the
+sidecar takes each over when it finds it (`error` is read too).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any
 
 from gpushift_core.admin_settings import AdminSettings, GpuFacts, GpuProfile
 from gpushift_core.move_plan import MovePlan, PlanError, plan_move
+from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
@@ -141,11 +143,12 @@ def read_previous_profile(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def mirror_allows(current: Mirror | None, migration: Migration) -> bool:
     """Whether the mirror may show `migration` now: not over a later phase of the same
-    migration, and not over the guard's `rolled_back` (the guard's word stands)."""
+    migration, and not over the guard's `rolled_back` or `cancelled` (the guard's word
+    stands)."""
     if current is None or current.id != migration.id or current.phase is None:
         return True
-    if current.phase is Phase.ROLLED_BACK:
-        return migration.phase is Phase.ROLLED_BACK
+    if current.phase in (Phase.ROLLED_BACK, Phase.CANCELLED):
+        return migration.phase is current.phase
     return _rank(current.phase) <= _rank(migration.phase)
 
 
@@ -175,6 +178,8 @@ class PatchKind(StrEnum):
     """The mirror shows this migration after the patch: it was applied already."""
     NOTHING = "nothing"
     """The Notebook already is as the target wants."""
+    CANCELLED = "cancelled"
+    """The Notebook is stopped, or the guard cancelled the migration: end it so."""
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,8 @@ class PatchDecision:
     previous_profile: dict[str, Any] | None
     """What to record in the tracker: the plan's record, or (landed) the one on the
     Notebook for a move to GPU."""
+    reason: str | None = None
+    """CANCELLED: why."""
 
 
 def move_profile(migration: Migration, settings: AdminSettings,
@@ -207,7 +214,8 @@ def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminS
         return plan_move(notebook, migration.target.value,
                          move_profile(migration, settings, held), settings.image_map,
                          container=container or None, previous=previous,
-                         gpu_resources=settings.gpu_resources, profiles=settings.profiles)
+                         gpu_resources=settings.gpu_resources, profiles=settings.profiles,
+                         unmapped_image=settings.unmapped_image)
     except PlanError:
         if previous is None:
             raise
@@ -240,6 +248,13 @@ def plan_patch(notebook: Mapping[str, Any], migration: Migration, settings: Admi
             and mirror.phase in _PATCHED):
         landed = read_previous_profile(notebook) if migration.target is Target.GPU else None
         return PatchDecision(PatchKind.LANDED, [], None, landed)
+    verdict = guard_verdict(migration, mirror)
+    if verdict is not None and verdict[0] is Phase.CANCELLED:
+        return PatchDecision(PatchKind.CANCELLED, [], None, None, verdict[1])
+    if stopped(notebook):
+        # A move never starts on a stopped Notebook: it has no pod to move (Kubeflow's
+        # Stop or culler came while the checkpoint was taken).
+        return PatchDecision(PatchKind.CANCELLED, [], None, None, STOPPED_DURING_MOVE)
     plan = plan_for(notebook, migration, settings, container=container, held=held)
     if not plan.operations:
         return PatchDecision(PatchKind.NOTHING, [], plan, None)
@@ -313,14 +328,16 @@ def guard_verdict(migration: Migration, mirror: Mirror | None) -> tuple[Phase, s
         return Phase.ROLLED_BACK, mirror.error or "rolled back by the cluster-side guard"
     if mirror.phase is Phase.FAILED:
         return Phase.FAILED, mirror.error or "marked failed by the cluster-side guard"
+    if mirror.phase is Phase.CANCELLED:
+        return Phase.CANCELLED, mirror.error or STOPPED_DURING_MOVE
     return None
 
 
 def new_pod_outcome(migration: Migration, mirror: Mirror | None, on_target: bool,
                     pod: str) -> tuple[Phase, str | None]:
-    """The new pod's step out of `recreating`: `restoring`, or `rolled_back` / `failed`
-    with the reason (the guard marked the mirror, or this pod is not where the move
-    went)."""
+    """The new pod's step out of `recreating`: `restoring`, or `rolled_back` / `failed` /
+    `cancelled` with the reason (the guard marked the mirror, or this pod is not where
+    the move went)."""
     verdict = guard_verdict(migration, mirror)
     if verdict is not None:
         return verdict
@@ -339,7 +356,8 @@ class OldPodAction(StrEnum):
     REPATCH = "repatch"
     """The spec does not show the target (and the guard marked nothing): patch again."""
     GUARD = "guard"
-    """The guard ended the migration (rolled back or failed): take its verdict."""
+    """The guard ended the migration (rolled back, failed or cancelled): take its
+    verdict."""
 
 
 def old_pod_outcome(migration: Migration, mirror: Mirror | None, on_target_spec: bool,

@@ -10,10 +10,11 @@
 * patching: one JSON Patch against a fresh read of the Notebook (`migration_steps.plan_patch`):
   the move, the migration mirror in `recreating` and the previous-profile record, together.
   The previous profile is recorded in the state file too. A Notebook already as the
-  target wants -> done, with a note.
+  target wants -> done, with a note. A stopped Notebook (Kubeflow's Stop or culler) ->
+  cancelled: nothing is patched.
 * recreating: the StatefulSet controller replaces this pod. The new pod's sidecar starts
-  with the state file on the same volume and goes on to `restoring` (or `rolled_back`, when
-  the cluster-side guard marked the mirror so).
+  with the state file on the same volume and goes on to `restoring` (or `rolled_back` /
+  `failed` / `cancelled`, when the cluster-side guard marked the mirror so).
 * restoring -> done (or failed) when the server extension reports the restore
   (`restored`, called by `POST /migrations/current/restore`).
 
@@ -264,6 +265,10 @@ class StepRunner:
             return False
         self.report.notebook = result.notebook
         decision = decisions[-1]
+        if decision.kind is PatchKind.CANCELLED:
+            await self._ended_elsewhere(m, Phase.CANCELLED,
+                                        decision.reason or "the migration was cancelled")
+            return False
         if decision.previous_profile is not None and (
                 decision.kind is PatchKind.PATCH or m.previous_profile is None):
             self.tracker.record_previous_profile(m.id, decision.previous_profile)
@@ -348,10 +353,13 @@ class StepRunner:
         return new
 
     async def _ended_elsewhere(self, m: Migration, phase: Phase, error: str) -> None:
-        """Rolled back (or failed) by the guard, or the Notebook was changed back."""
+        """Rolled back, failed or cancelled by the guard, the Notebook was changed back,
+        or it was stopped (cancelled: a Normal Event; the checkpoint stays)."""
         ended = await self._advance(m, phase, error=error)
-        reason = "MigrationRolledBack" if phase is Phase.ROLLED_BACK else "MigrationFailed"
-        self.report.event(reason, f"{migration_name(ended)}: {error}", "Warning")
+        reason, kind = {Phase.ROLLED_BACK: ("MigrationRolledBack", "Warning"),
+                        Phase.CANCELLED: ("MigrationCancelled", "Normal")}.get(
+                            phase, ("MigrationFailed", "Warning"))
+        self.report.event(reason, f"{migration_name(ended)}: {error}", kind)
 
     async def _fail(self, m: Migration, error: str) -> None:
         failed = await self._advance(m, Phase.FAILED, error=error)

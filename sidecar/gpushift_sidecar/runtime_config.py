@@ -4,7 +4,9 @@ The file keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) so older 
 ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `profiles` (the
 admin's GPU profile names), `idleBounds` (the admin's idle timeout and its bounds),
 `migration`, `lastCheckpoint`, `sidecarVersion`, `updatedAt`, and on a GPU pod `idle` (the idle
-timer, as `GET /idle` shows it, written when its state changes: not every second). The
+timer, as `GET /idle` shows it, written when its state changes: not every second), and
+`optimizerOff` (why the optimizer is off for this notebook's server type; absent when it
+is on: the server extension then says "optimizer off" with that reason). The
 native sidecar's startup probe passes only once it has been written, so the notebook
 container never starts without it; it is rewritten whenever one of its fields changes.
 
@@ -41,9 +43,11 @@ log = logging.getLogger("gpushift.sidecar")
 def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
                          last_checkpoint: dict[str, Any] | None,
                          updated_at: dt.datetime,
-                         idle: dict[str, Any] | None = None) -> dict[str, Any]:
+                         idle: dict[str, Any] | None = None,
+                         optimizer_off: str | None = None) -> dict[str, Any]:
     """The document, from the webhook's facts and what changed since (pure). `idle`
-    None: no idle timer runs (a CPU pod), and the key is left out."""
+    None: no idle timer runs (a CPU pod), and the key is left out; so is
+    `optimizerOff` while `optimizer_off` is None."""
     profile = env.settings.matching_profile(env.gpu)
     bounds = env.settings.idle  # what the user's idle timeout may be (JupyterLab shows it)
     document = {
@@ -65,6 +69,8 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
     }
     if idle is not None:
         document["idle"] = idle
+    if optimizer_off is not None:
+        document["optimizerOff"] = optimizer_off
     return document
 
 
@@ -108,6 +114,7 @@ class RuntimeFiles:
         self._migration: dict[str, Any] | None = None
         self._last_checkpoint: dict[str, Any] | None = None
         self._idle: dict[str, Any] | None = None
+        self._optimizer_off: str | None = None
         self._document = self._build()
         self._dirty = True
         self._token_written = False
@@ -150,6 +157,12 @@ class RuntimeFiles:
         """The idle timer's state (the caller decides when it is worth a write)."""
         if idle != self._idle:
             self._idle = idle
+            self._changed_now()
+
+    def update_optimizer_off(self, reason: str | None) -> None:
+        """Why the optimizer is off for this server type (None: it is on)."""
+        if reason != self._optimizer_off:
+            self._optimizer_off = reason
             self._changed_now()
 
     def _changed_now(self) -> None:
@@ -203,7 +216,8 @@ class RuntimeFiles:
     def _build(self) -> dict[str, Any]:
         return build_runtime_config(self._env, migration=self._migration,
                                     last_checkpoint=self._last_checkpoint,
-                                    updated_at=dt.datetime.now(dt.UTC), idle=self._idle)
+                                    updated_at=dt.datetime.now(dt.UTC), idle=self._idle,
+                                    optimizer_off=self._optimizer_off)
 
     def _report(self, *, ok: bool) -> None:
         if self._on_write is not None:

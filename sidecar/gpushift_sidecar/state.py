@@ -4,7 +4,10 @@
 
 Any unfinished phase may end in `failed`. Once the Notebook may have been patched
 (`patching`, `recreating`, `restoring`) it may instead end in `rolled_back`, meaning the
-previous profile was put back. Both need a reason, which the user is shown. One shortcut:
+previous profile was put back. Any unfinished phase may also end in `cancelled`: the
+Notebook was stopped (Kubeflow's Stop or culler, `kubeflow-resource-stopped`) during the
+move; the checkpoint stays on the volume. All three need a reason, which the user is
+shown. One shortcut:
 `patching -> done` when the Notebook already was as the target wants (nothing patched,
 no pod recreated; the migration's `notes` say so).
 
@@ -50,6 +53,7 @@ class Phase(StrEnum):
     DONE = "done"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Target(StrEnum):
@@ -63,7 +67,7 @@ class Reason(StrEnum):
     IDLE = "idle"  # the GPU sat idle past the timeout
 
 
-ENDED = frozenset({Phase.DONE, Phase.ROLLED_BACK, Phase.FAILED})
+ENDED = frozenset({Phase.DONE, Phase.ROLLED_BACK, Phase.FAILED, Phase.CANCELLED})
 _NEXT_STEP = {
     Phase.REQUESTED: Phase.CHECKPOINTING,
     Phase.CHECKPOINTING: Phase.CHECKPOINTED,
@@ -90,7 +94,8 @@ def check_transition(current: Phase, new: Phase, error: str | None) -> None:
     """Raise IllegalTransition unless `current -> new` is a step of a migration."""
     if current in ENDED:
         raise IllegalTransition(f"the migration already ended ({current})")
-    if new is Phase.FAILED or (new is Phase.ROLLED_BACK and current in _MAY_ROLL_BACK):
+    if new in (Phase.FAILED, Phase.CANCELLED) or (new is Phase.ROLLED_BACK
+                                                 and current in _MAY_ROLL_BACK):
         if not error:
             raise IllegalTransition(f"{current} -> {new} needs a reason")
         return

@@ -20,6 +20,10 @@ class MigrationInFlight(Exception):
         self.current = current
 
 
+class NotebookStopped(Exception):
+    """No move starts on a Notebook Kubeflow stopped (`kubeflow-resource-stopped`)."""
+
+
 class MigrationTracker:
     """The current migration (the latest, ended or not) and the only way to change it."""
 

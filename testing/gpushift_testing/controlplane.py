@@ -34,7 +34,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,9 @@ class ControlPlane:
     ``notebook_controller``: None or True (default) installs the Notebook CRD and starts
     Kubeflow's notebook-controller; start fails when its binary is missing. False starts
     no Notebook controller (the CRD is still installed when found).
-    ``notebook_controller_reason`` says what runs.
+    ``notebook_controller_reason`` says what runs. ``notebook_controller_env``: environment
+    of the controller over the defaults of ``notebooks.controller_command`` (e.g. the
+    culler's ``ENABLE_CULLING``, ``CULL_IDLE_TIME``, ``IDLENESS_CHECK_PERIOD``).
     """
 
     def __init__(
@@ -103,12 +105,14 @@ class ControlPlane:
         gpus_per_node: int = 1,
         notebook_controller: bool | None = None,
         notebook_crd: str | os.PathLike[str] | None = None,
+        notebook_controller_env: Mapping[str, str] | None = None,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.nodes = default_nodes(cpu_nodes, gpu_nodes, gpus_per_node)
         self.want_notebook_controller = notebook_controller is not False
         self.notebook_crd = Path(notebook_crd) if notebook_crd else notebook_crd_path()
         self.notebook_controller_reason = "not started yet"
+        self.notebook_controller_env = dict(notebook_controller_env or {})
         self.bins = binary_paths()
         self.versions = read_versions()
         self.logdir = self.workdir / "logs"
@@ -317,7 +321,7 @@ class ControlPlane:
         kubeconfig = notebooks.install_controller_identity(api, self.workdir, self.server,
                                                            self.ca_file)
         argv, env = notebooks.controller_command(binary, kubeconfig, self.ports)
-        self._add("notebook-controller", argv, env)
+        self._add("notebook-controller", argv, {**env, **self.notebook_controller_env})
         wait_until(
             "notebook-controller /readyz",
             self._alive_and("notebook-controller",

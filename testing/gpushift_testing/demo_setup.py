@@ -20,7 +20,7 @@ from gpushift_testing.access import EDITOR_SA
 from gpushift_testing.workloads import create_workspace
 
 NOTEBOOK_API = ("kubeflow.org", "v1")
-CPU_IMAGE = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"  # the chart's image_map
+CPU_IMAGE = "gpushift/gpushift-notebook:0.1.0-cpu"  # the chart's image_map
 ENABLED_LABEL = "gpushift.io/enabled"
 JUPYTER_ARGS = ["--notebook-dir=/home/jovyan", "--ip=0.0.0.0", "--port=8888", "--no-browser",
                 "--ServerApp.allow_origin=*", "--ServerApp.authenticate_prometheus=False",

@@ -36,7 +36,7 @@ from gpushift_testing.webhook_process import (
 )
 
 CPU_IMAGE = demo_setup.CPU_IMAGE
-CUDA_IMAGE = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
+CUDA_IMAGE = "gpushift/gpushift-notebook:0.1.0-cuda"  # the chart's image_map
 GPU_RESOURCE = "nvidia.com/gpu"
 E2E_CONFIG: dict[str, Any] = {
     "profiles": [{"name": "nvidia-1", "resource": GPU_RESOURCE, "count": 1,
@@ -89,7 +89,7 @@ def notebook(plane: ControlPlane, admin: Any, namespace: str, tmp: Path, *,
     """A Notebook (CPU, or GPU with the e2e profile) in `namespace` (opted in here),
     run by a local pod runner behind a proxy; everything stopped at the end."""
     demo_setup.opt_in_namespace(admin.core, namespace, create=False)
-    access.bind_sidecar_rules(admin.core, admin.rbac, namespace)
+    access.profile_editor_token(admin.core, admin.rbac, namespace)
     workspace = tmp / f"{name}-workspace"
     demo_setup.create_workspace_claim(admin.core, namespace, f"{name}-workspace", workspace)
     token = uuid.uuid4().hex

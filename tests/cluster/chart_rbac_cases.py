@@ -1,7 +1,14 @@
 """RBAC questions to the real authorizer (SubjectAccessReview) for the chart's cluster
 tests: one `Access` per question with the expected answer, the polled check of a list of
 them, and what the sidecar's, the webhook's and the migration guard's ServiceAccounts may
-and may not do."""
+and may not do.
+
+The sidecar runs under the notebook pod's own ServiceAccount. In a Kubeflow profile that
+is `default-editor`, bound to Kubeflow's kubeflow-edit, which already lets it do far more
+than the sidecar needs (`kubeflow_edit_cases`); the chart's role adds to kubeflow-edit only
+`SIDECAR_ADDS_TO_KUBEFLOW_EDIT`. What only a ServiceAccount bound to the sidecar's role
+alone is refused (`sidecar_role_only_cases`) holds for `sidecar.rbac.bindServiceAccounts`,
+not for default-editor."""
 
 from __future__ import annotations
 
@@ -77,30 +84,35 @@ def assert_access(authz: Any, cases: list[Access], timeout: float = 20) -> None:
           f"({sum(a.allowed for a in cases)} allowed, {sum(not a.allowed for a in cases)} denied)")
 
 
+# (group, resource, verb) the chart's sidecar ClusterRole grants that Kubeflow's
+# kubeflow-edit does not (kubeflow-edit may only read Events): the sidecar tells each
+# migration step as an Event on the Notebook.
+SIDECAR_ADDS_TO_KUBEFLOW_EDIT = frozenset({("", "events", "create")})
+
+
 def sidecar_cases(sa: tuple[str, str], other_ns: str) -> list[Access]:
-    """What the sidecar under `sa` may and may not do."""
+    """What the sidecar under `sa` may do in its namespace, and nothing outside it:
+    true however the sidecar's role is bound (kubeflow-edit or bindServiceAccounts)."""
     ns = sa[0]
     nb = {"resource": "notebooks", "group": "kubeflow.org"}
     yes = [
         Access(sa, "get", **nb, namespace=ns, name="alice"),
         Access(sa, "patch", **nb, namespace=ns, name="alice"),
         Access(sa, "get", "pods", namespace=ns, name="alice-0"),
+        Access(sa, "list", "resourcequotas", namespace=ns),
         Access(sa, "create", "events", namespace=ns),
-        Access(sa, "create", "events", group="events.k8s.io", namespace=ns),
     ]
     no = [
         Access(sa, "patch", **nb, namespace=other_ns, name="bob"),
         Access(sa, "get", **nb, namespace=other_ns, name="bob"),
         Access(sa, "list", **nb),
-        Access(sa, "list", **nb, namespace=ns),
-        Access(sa, "delete", **nb, namespace=ns, name="alice"),
-        Access(sa, "update", **nb, namespace=ns, name="alice"),
         Access(sa, "get", **nb, name="alice"),
         Access(sa, "get", "pods", namespace=other_ns, name="bob-0"),
-        Access(sa, "get", "secrets", namespace=ns, name="anything"),
-        Access(sa, "delete", "pods", namespace=ns, name="alice-0"),
-        Access(sa, "create", "pods", namespace=ns),
+        Access(sa, "list", "resourcequotas", namespace=other_ns),
+        Access(sa, "get", "secrets", namespace=other_ns, name="anything"),
+        Access(sa, "create", "events", namespace=other_ns),
         Access(sa, "list", "nodes"),
+        Access(sa, "list", "namespaces"),
         Access(sa, "update", "mutatingwebhookconfigurations",
                group="admissionregistration.k8s.io", name=FULLNAME),
         Access(sa, "patch", "mutatingwebhookconfigurations",
@@ -110,25 +122,95 @@ def sidecar_cases(sa: tuple[str, str], other_ns: str) -> list[Access]:
     return yes + [dataclasses.replace(a, allowed=False) for a in no]
 
 
+def sidecar_role_only_cases(sa: tuple[str, str]) -> list[Access]:
+    """Refused to a ServiceAccount bound to the sidecar's role alone
+    (sidecar.rbac.bindServiceAccounts). NOT true of a profile's default-editor:
+    kubeflow-edit allows all of it (`kubeflow_edit_cases`)."""
+    ns = sa[0]
+    nb = {"resource": "notebooks", "group": "kubeflow.org"}
+    no = [
+        Access(sa, "list", **nb, namespace=ns),
+        Access(sa, "delete", **nb, namespace=ns, name="alice"),
+        Access(sa, "update", **nb, namespace=ns, name="alice"),
+        Access(sa, "get", "secrets", namespace=ns, name="anything"),
+        Access(sa, "list", "pods", namespace=ns),
+        Access(sa, "delete", "pods", namespace=ns, name="alice-0"),
+        Access(sa, "create", "pods", namespace=ns),
+        Access(sa, "patch", "events", namespace=ns, name="e"),
+        Access(sa, "create", "events", group="events.k8s.io", namespace=ns),
+    ]
+    return [dataclasses.replace(a, allowed=False) for a in no]
+
+
+def kubeflow_edit_cases(sa: tuple[str, str]) -> list[Access]:
+    """What a profile's default-editor (so every notebook pod's token, and the user's
+    code in the notebook) may do in its namespace through Kubeflow's kubeflow-edit,
+    gpushift or not: read Secrets, create, patch and delete pods and Notebooks, exec into
+    pods."""
+    ns = sa[0]
+    nb = {"resource": "notebooks", "group": "kubeflow.org"}
+    return [
+        Access(sa, "list", **nb, namespace=ns),
+        Access(sa, "update", **nb, namespace=ns, name="alice"),
+        Access(sa, "delete", **nb, namespace=ns, name="alice"),
+        Access(sa, "create", **nb, namespace=ns),
+        Access(sa, "get", "secrets", namespace=ns, name="anything"),
+        Access(sa, "list", "secrets", namespace=ns),
+        Access(sa, "list", "pods", namespace=ns),
+        Access(sa, "create", "pods", namespace=ns),
+        Access(sa, "patch", "pods", namespace=ns, name="alice-0"),
+        Access(sa, "delete", "pods", namespace=ns, name="alice-0"),
+        Access(sa, "create", "pods/exec", namespace=ns, name="alice-0"),
+        Access(sa, "patch", "statefulsets", group="apps", namespace=ns, name="alice"),
+        Access(sa, "list", "events", namespace=ns),
+        Access(sa, "list", "resourcequotas", namespace=ns),
+    ]
+
+
 def guard_cases(*, granted: bool) -> list[Access]:
+    """What the migration guard needs (rbac.migrationGuard), granted or not."""
     sa = WEBHOOK_SA
     nb = {"resource": "notebooks", "group": "kubeflow.org"}
     cases = [
         Access(sa, "get", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "list", **nb),
-        Access(sa, "watch", **nb),
         Access(sa, "patch", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "patch", **nb, namespace=OTHER_NS, name="bob"),
-        Access(sa, "list", "pods"),
-        Access(sa, "watch", "pods"),
+        Access(sa, "list", "namespaces"),
+        Access(sa, "get", "pods", namespace=USER_NS, name="alice-0"),
         Access(sa, "delete", "pods", namespace=USER_NS, name="alice-0"),
         Access(sa, "create", "events", namespace=USER_NS),
+        Access(sa, "create", "events", namespace=RELEASE_NS),
+        Access(sa, "list", "events", namespace=USER_NS),
         Access(sa, "get", "leases", group="coordination.k8s.io", namespace=RELEASE_NS,
                name=GUARD_LEASE),
         Access(sa, "update", "leases", group="coordination.k8s.io", namespace=RELEASE_NS,
                name=GUARD_LEASE),
     ]
     return [dataclasses.replace(a, allowed=granted) for a in cases]
+
+
+def guard_never_cases() -> list[Access]:
+    """What the guard's code never calls, so its ServiceAccount never gets it: it polls
+    (no watch), reads pod <name>-0 by name (no pod list), creates Events (never updates
+    them), lists namespaces (never reads one)."""
+    sa = WEBHOOK_SA
+    nb = {"resource": "notebooks", "group": "kubeflow.org"}
+    no = [
+        Access(sa, "watch", **nb),
+        Access(sa, "update", **nb, namespace=USER_NS, name="alice"),
+        Access(sa, "delete", **nb, namespace=USER_NS, name="alice"),
+        Access(sa, "list", "pods"),
+        Access(sa, "watch", "pods"),
+        Access(sa, "list", "pods", namespace=USER_NS),
+        Access(sa, "patch", "pods", namespace=USER_NS, name="alice-0"),
+        Access(sa, "get", "namespaces", name=USER_NS),
+        Access(sa, "watch", "namespaces"),
+        Access(sa, "patch", "events", namespace=USER_NS, name="e"),
+        Access(sa, "create", "events", group="events.k8s.io", namespace=USER_NS),
+        Access(sa, "get", "secrets", namespace=USER_NS, name="anything"),
+    ]
+    return [dataclasses.replace(a, allowed=False) for a in no]
 
 
 def webhook_cases() -> list[Access]:
@@ -140,7 +222,6 @@ def webhook_cases() -> list[Access]:
         Access(sa, "create", "secrets", namespace=RELEASE_NS),
         Access(sa, "get", **mwc, name=FULLNAME),
         Access(sa, "patch", **mwc, name=FULLNAME),
-        Access(sa, "create", "events", namespace=RELEASE_NS),
     ]
     no = [
         Access(sa, "get", "secrets", namespace=RELEASE_NS, name="other-secret"),
@@ -150,6 +231,7 @@ def webhook_cases() -> list[Access]:
         Access(sa, "get", "secrets", namespace="kube-system", name=TLS_SECRET),
         Access(sa, "list", "secrets"),
         Access(sa, "delete", "secrets", namespace=RELEASE_NS, name=TLS_SECRET),
+        Access(sa, "patch", "secrets", namespace=RELEASE_NS, name=TLS_SECRET),
         Access(sa, "patch", **mwc, name=OTHER_RELEASE_OBJECTS),
         Access(sa, "list", **mwc),
         Access(sa, "delete", **mwc, name=FULLNAME),

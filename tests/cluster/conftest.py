@@ -143,9 +143,10 @@ def admin(control_plane: cpmod.ControlPlane) -> Iterator[Any]:
 @pytest.fixture
 def sidecar_kubeconfig(control_plane: cpmod.ControlPlane, admin: Any, namespace: str,
                        tmp_path: Path) -> Callable[[str], Path]:
-    """make(server) -> a kubeconfig of `default-editor`, bound to the sidecar's rules only."""
+    """make(server) -> a kubeconfig of `default-editor`, bound to Kubeflow's kubeflow-edit
+    with the chart's sidecar ClusterRole aggregated into it, as in a profile namespace."""
     # A bound token, as the kubelet projects into the pod (and the webhook into the sidecar).
-    token = access.bind_sidecar_rules(admin.core, admin.rbac, namespace)
+    token = access.profile_editor_token(admin.core, admin.rbac, namespace)
 
     def make(server: str = control_plane.server) -> Path:
         name = f"kubeconfig-{len(list(tmp_path.glob('kubeconfig-*')))}"

@@ -3,7 +3,10 @@
 - a real `helm install` / `upgrade` / `uninstall` of release RELEASE (not the `gpushift`
   release of test_webhook_cluster.py: every object name differs);
 - RBAC proven by the real authorizer (SubjectAccessReview): the sidecar's grants through
-  Kubeflow's aggregated kubeflow-edit role or the chart's RoleBindings, and the webhook's.
+  Kubeflow's real aggregated kubeflow-edit role (../shared/kubeflow/rbac/, bound to each
+  profile's default-editor as a Kubeflow profile does) or the chart's RoleBindings, what
+  the sidecar's role adds to kubeflow-edit (only SIDECAR_ADDS_TO_KUBEFLOW_EDIT), and the
+  webhook's grants, the guard's included.
 
 helm and kubectl come from hack/build-controlplane.sh; without them these tests fail.
 """
@@ -18,7 +21,17 @@ from typing import Any
 
 import pytest
 import yaml
-from chart_rbac_cases import Access, assert_access, guard_cases, sidecar_cases, webhook_cases
+from chart_rbac_cases import (
+    SIDECAR_ADDS_TO_KUBEFLOW_EDIT,
+    Access,
+    assert_access,
+    guard_cases,
+    guard_never_cases,
+    kubeflow_edit_cases,
+    sidecar_cases,
+    sidecar_role_only_cases,
+    webhook_cases,
+)
 from chart_tools import (
     AGGREGATE_LABEL,
     BOUND_NS,
@@ -35,6 +48,7 @@ from chart_tools import (
     WEBHOOK_SA,
     Tools,
 )
+from gpushift_testing import access
 from gpushift_testing.kube import wait_for
 from kubernetes.client.exceptions import ApiException
 
@@ -109,43 +123,43 @@ def release(kube: Any, tools: Tools) -> Iterator[Release]:
                        "--timeout", "60s", check=False)
 
 
+# kubeflow-edit as it is without gpushift: the same aggregation, less every role of the
+# gpushift chart (any release); and a ServiceAccount of USER_NS bound to it.
+EDIT_WITHOUT_GPUSHIFT = "gpushift-test-kubeflow-edit-without-gpushift"
+BASELINE_SA = (USER_NS, "edit-without-gpushift")
+
+
 @pytest.fixture(scope="module")
 def kubeflow_edit(kube: Any) -> Iterator[str]:
-    """Kubeflow's arrangement: ClusterRole kubeflow-edit aggregating the labelled roles, and
-    in a profile namespace the ServiceAccount default-editor bound to it by a RoleBinding
-    (as the profile controller makes them)."""
-    body = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "kubeflow-edit"},
-        "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {AGGREGATE_LABEL: "true"}}]},
-        "rules": [],
-    }
-    created = False
-    try:
-        kube.rbac.create_cluster_role(body)
-        created = True
-    except ApiException as e:
-        if e.status != 409:
-            raise
-        existing = kube.rbac.read_cluster_role("kubeflow-edit")
-        selectors = existing.aggregation_rule.cluster_role_selectors
-        assert [s.match_labels for s in selectors] == [{AGGREGATE_LABEL: "true"}]
+    """Kubeflow's arrangement, with Kubeflow's own roles: the aggregated ClusterRoles of
+    ../shared/kubeflow/rbac/ (kubeflow-edit among them; created once per control plane),
+    and in each profile namespace the ServiceAccount default-editor bound to kubeflow-edit
+    by a RoleBinding, as the profile controller makes them. Also EDIT_WITHOUT_GPUSHIFT,
+    bound to BASELINE_SA."""
+    access.install_kubeflow_roles(kube.rbac)
     for ns in (USER_NS, OTHER_NS):
-        kube.core.create_namespaced_service_account(
-            ns, {"metadata": {"name": "default-editor"}})
-        kube.rbac.create_namespaced_role_binding(ns, {
-            "metadata": {"name": "default-editor"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                        "name": "kubeflow-edit"},
-            "subjects": [{"kind": "ServiceAccount", "name": "default-editor",
-                          "namespace": ns}],
-        })
+        access.bind_profile_editor(kube.core, kube.rbac, ns)
+    kube.rbac.create_cluster_role({
+        "metadata": {"name": EDIT_WITHOUT_GPUSHIFT},
+        "aggregationRule": {"clusterRoleSelectors": [{
+            "matchLabels": {AGGREGATE_LABEL: "true"},
+            "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn",
+                                  "values": ["gpushift"]}]}]},
+        "rules": [],
+    })
+    kube.core.create_namespaced_service_account(USER_NS,
+                                                {"metadata": {"name": BASELINE_SA[1]}})
+    kube.rbac.create_namespaced_role_binding(USER_NS, {
+        "metadata": {"name": BASELINE_SA[1]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": EDIT_WITHOUT_GPUSHIFT},
+        "subjects": [{"kind": "ServiceAccount", "name": BASELINE_SA[1],
+                      "namespace": USER_NS}],
+    })
     try:
-        yield "kubeflow-edit"
+        yield access.KUBEFLOW_EDIT
     finally:
-        if created:
-            kube.rbac.delete_cluster_role("kubeflow-edit")
+        kube.rbac.delete_cluster_role(EDIT_WITHOUT_GPUSHIFT)
 
 
 def rule_set(rules: Any) -> set[tuple[str, str, str, str]]:
@@ -264,19 +278,72 @@ def test_sidecar_rbac_through_kubeflow_edit_aggregation(
 
     wait_for(f"the rules of {SIDECAR_ROLE} aggregated into {kubeflow_edit}", aggregated,
              timeout=60)
-    # kubeflow-edit is exactly the union of the labelled roles (the other release's too,
-    # if test_webhook_cluster.py installed it in this session).
+    # kubeflow-edit is exactly the union of the labelled roles: Kubeflow's own and the
+    # gpushift releases' of this session.
     labelled = kube.rbac.list_cluster_role(label_selector=f"{AGGREGATE_LABEL}=true").items
-    union = set().union(*(rule_set(r.rules) for r in labelled))
-    assert rule_set(kube.rbac.read_cluster_role(kubeflow_edit).rules) == union
+
+    def union_of_labelled() -> bool:
+        union = set().union(*(rule_set(kube.rbac.read_cluster_role(r.metadata.name).rules)
+                              for r in labelled))
+        return rule_set(kube.rbac.read_cluster_role(kubeflow_edit).rules) == union
+
+    wait_for(f"{kubeflow_edit} the union of the labelled roles", union_of_labelled,
+             timeout=60)
     print("aggregated into kubeflow-edit from: "
           + ", ".join(sorted(r.metadata.name for r in labelled)))
 
-    assert_access(kube.authz, sidecar_cases((USER_NS, "default-editor"), OTHER_NS))
+    editor = (USER_NS, "default-editor")
+    # What the sidecar needs, only in its namespace; and all that kubeflow-edit lets the
+    # same token do there anyway (Secrets, pods, Notebooks: the user's own rights).
+    assert_access(kube.authz, sidecar_cases(editor, OTHER_NS) + kubeflow_edit_cases(editor))
     # Another ServiceAccount of the profile namespace gets nothing.
     assert_access(kube.authz, [
         Access((USER_NS, "default"), "patch", "notebooks", "kubeflow.org", USER_NS, "alice",
                allowed=False)])
+
+
+def test_the_sidecar_adds_to_kubeflow_edit_only_what_it_names(
+        release: Release, kube: Any, kubeflow_edit: str) -> None:
+    """Every verb of the chart's sidecar ClusterRole, asked of the real authorizer for a
+    ServiceAccount bound to Kubeflow's kubeflow-edit as it is without gpushift: granted
+    already, but for SIDECAR_ADDS_TO_KUBEFLOW_EDIT (which it refuses). So the sidecar
+    can do nothing in a profile namespace that the notebook's own token (the user's code)
+    could not do without gpushift, but that."""
+    release.deploy()
+    role = kube.rbac.read_cluster_role(SIDECAR_ROLE)
+    grants = {(g, res, verb) for g, res, verb, _ in rule_set(role.rules)}
+    assert grants >= SIDECAR_ADDS_TO_KUBEFLOW_EDIT, grants
+    assert not [r for r in role.rules if r.resource_names], "named grants: compare by name"
+
+    # The baseline really is kubeflow-edit less the gpushift roles, aggregated by the
+    # controller from Kubeflow's roles.
+    labelled = kube.rbac.list_cluster_role(label_selector=f"{AGGREGATE_LABEL}=true").items
+    gpushift = [r.metadata.name for r in labelled
+                if (r.metadata.labels or {}).get("app.kubernetes.io/name") == "gpushift"]
+    kubeflow = [r.metadata.name for r in labelled if r.metadata.name not in gpushift]
+    assert SIDECAR_ROLE in gpushift and "kubeflow-kubernetes-edit" in kubeflow, labelled
+
+    def rules_of(names: list[str]) -> set[tuple[str, str, str, str]]:
+        return set().union(*(rule_set(kube.rbac.read_cluster_role(n).rules) for n in names))
+
+    wait_for(f"{EDIT_WITHOUT_GPUSHIFT} aggregated from Kubeflow's roles only", lambda: (
+        rule_set(kube.rbac.read_cluster_role(EDIT_WITHOUT_GPUSHIFT).rules)
+        == rules_of(kubeflow)), timeout=60)
+    wait_for(f"{kubeflow_edit} = that + the gpushift roles", lambda: (
+        rule_set(kube.rbac.read_cluster_role(kubeflow_edit).rules)
+        == rules_of(kubeflow) | rules_of(gpushift)), timeout=60)
+
+    editor = (USER_NS, "default-editor")
+    cases = []
+    for group, resource, verb in sorted(grants):
+        cases.append(Access(editor, verb, resource, group, USER_NS))
+        cases.append(Access(BASELINE_SA, verb, resource, group, USER_NS,
+                            allowed=(group, resource, verb) not in SIDECAR_ADDS_TO_KUBEFLOW_EDIT))
+    assert_access(kube.authz, cases)
+    added = ", ".join(f"{v} {r}{'.' + g if g else ''}"
+                      for g, r, v in sorted(SIDECAR_ADDS_TO_KUBEFLOW_EDIT))
+    print(f"{len(grants)} grants of {SIDECAR_ROLE}; kubeflow-edit without gpushift "
+          f"already holds {len(grants) - len(SIDECAR_ADDS_TO_KUBEFLOW_EDIT)}; added: {added}")
 
 
 def test_no_cluster_role_binding_grants_the_sidecar_role(release: Release, kube: Any,
@@ -306,6 +373,8 @@ def test_sidecar_rbac_through_bind_service_accounts(release: Release, kube: Any)
         sa = (BOUND_NS, "jupyter")
         assert_access(kube.authz, [
             *sidecar_cases(sa, USER_NS),
+            # Bound to the sidecar's role alone, unlike a profile's default-editor.
+            *sidecar_role_only_cases(sa),
             # Only that ServiceAccount, only in that namespace.
             Access(sa, "patch", "notebooks", "kubeflow.org", OTHER_NS, "bob", allowed=False),
             Access((BOUND_NS, "default"), "patch", "notebooks", "kubeflow.org", BOUND_NS,
@@ -326,14 +395,15 @@ def test_webhook_rbac(release: Release, kube: Any) -> None:
     release.deploy()
     role = kube.rbac.read_namespaced_role(f"{FULLNAME}-webhook", RELEASE_NS)
     assert ("", "secrets", "get", TLS_SECRET) in rule_set(role.rules)
-    assert_access(kube.authz, webhook_cases() + guard_cases(granted=True))
+    assert_access(kube.authz, webhook_cases() + guard_cases(granted=True) + guard_never_cases())
 
 
 def test_webhook_rbac_without_migration_guard(release: Release, kube: Any) -> None:
     release.deploy({"rbac": {"migrationGuard": False}})
     try:
         # The guard's grants are gone; the certificate's stay.
-        assert_access(kube.authz, webhook_cases() + guard_cases(granted=False))
+        assert_access(kube.authz, webhook_cases() + guard_cases(granted=False)
+                      + guard_never_cases())
     finally:
         release.deploy()
     assert_access(kube.authz, guard_cases(granted=True))

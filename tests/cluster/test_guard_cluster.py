@@ -9,6 +9,8 @@ spec back to the original, the Pending pod deleted (the StatefulSet would not re
 by itself), a CPU pod Running again, phase rolled_back with the scheduler's reason, a
 Warning Event. Of the two processes exactly one holds the Lease and rolls back; when it
 is killed, the other takes over within about a lease duration and rolls back the next one.
+The guards run in the chart's default opt-in mode: they act only in namespaces labelled
+gpushift.io/enabled=true, and leave a stuck move alone in any other.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from kubernetes import client
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
 from gpushift_core.kube import KubeApi as SidecarApi
-from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.labels import ENABLED_LABEL, MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.move_plan import plan_move
 
 NB = ("kubeflow.org", "v1")
@@ -213,14 +215,16 @@ def running(core: Any, namespace: str, name: str, not_uid: str = "",
                         interval=0.1, not_deleting=True)
 
 
-async def move_to_two_gpus(sidecar: Any, namespace: str, name: str) -> tuple[str, str]:
-    """Patch the Notebook as the sidecar does for a move to GPU: the move and the two
-    annotations in one JSON patch. Returns (migration id, updated)."""
+async def move_to_two_gpus(sidecar: Any, namespace: str, name: str,
+                           profile: GpuProfile = TWO_GPUS) -> tuple[str, str]:
+    """Patch the Notebook as the sidecar does for a move to GPU (by default to 2 GPUs,
+    which no node has): the move and the two annotations in one JSON patch. Returns
+    (migration id, updated)."""
     migration_id = str(uuid.uuid4())
     updated = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
     def build(nb: dict[str, Any]) -> list[dict[str, Any]]:
-        plan = plan_move(nb, "gpu", TWO_GPUS, IMAGE_MAP)
+        plan = plan_move(nb, "gpu", profile, IMAGE_MAP)
         annotations = (nb["metadata"].get("annotations") or {})
         assert annotations, "the Notebook has annotations: add below them"
         return [*plan.operations,
@@ -236,7 +240,7 @@ async def move_to_two_gpus(sidecar: Any, namespace: str, name: str) -> tuple[str
     assert result.changed
     limits = result.notebook["spec"]["template"]["spec"]["containers"][0]["resources"][
         "limits"]
-    assert limits[GPU_RESOURCE] == "2"
+    assert limits[GPU_RESOURCE] == str(profile.count)
     return migration_id, updated
 
 
@@ -256,6 +260,12 @@ def rolled_back(custom: Any, namespace: str, name: str, timeout: float) -> dict[
         f"Notebook {namespace}/{name} rolled back",
         lambda: (m := migration_of(custom, namespace, name))["phase"] == "rolled_back" and m,
         timeout, interval=0.2))
+
+
+def opt_in(core: Any, namespace: str) -> None:
+    """Label the namespace gpushift.io/enabled=true: the guard acts there from its next
+    pass."""
+    core.patch_namespace(namespace, {"metadata": {"labels": {ENABLED_LABEL: "true"}}})
 
 
 def notebook_events(core: Any, namespace: str, name: str, reason: str) -> list[Any]:
@@ -279,6 +289,7 @@ async def test_a_move_no_node_can_take_is_rolled_back_once_by_the_lease_holder(
         for line in guards.procs[standby].lines()), 20, describe=guards.logs)
     assert guards.procs[standby].count("guard leader: this replica acts") == 0
 
+    opt_in(admin.core, namespace)
     created, host = notebook("nb")
     first = running(admin.core, namespace, "nb-0")
     assert node_kind(admin.core, first.spec.node_name) == "cpu"
@@ -343,12 +354,53 @@ async def test_a_move_no_node_can_take_is_rolled_back_once_by_the_lease_holder(
           f"after {running_after:.1f}s; leader {holder}")
 
 
+async def test_a_stuck_move_is_left_alone_until_its_namespace_opts_in(
+        guards: Guards, admin: Any, sidecar: Any, namespace: str, notebook: Any) -> None:
+    """Not labelled gpushift.io/enabled=true: past the timeout the move stays as it is
+    (spec, phase, Pending pod; no Event, not even a decision logged). Labelled: the next
+    pass rolls it back."""
+    holder = wait_for("a guard holding the Lease", lambda: guards.holder(admin.coordination),
+                      30, describe=guards.logs)
+    assert ENABLED_LABEL not in (admin.core.read_namespace(namespace).metadata.labels or {})
+    created, _ = notebook("nb3")
+    first = running(admin.core, namespace, "nb3-0")
+    migration_id, _ = await move_to_two_gpus(sidecar, namespace, "nb3")
+    t0 = time.monotonic()
+    stuck = stuck_pending(admin.core, namespace, "nb3-0", first.metadata.uid)
+
+    # Well past the timeout, with a pass every second.
+    time.sleep(max(0.0, READY_TIMEOUT + 5 - (time.monotonic() - t0)))
+    assert migration_of(admin.custom, namespace, "nb3")["phase"] == "recreating"
+    nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb3")
+    assert nb["spec"] != created["spec"]
+    assert PREVIOUS_PROFILE_ANNOTATION in nb["metadata"]["annotations"]
+    pod = admin.core.read_namespaced_pod("nb3-0", namespace)
+    assert (pod.metadata.uid, pod.status.phase) == (stuck.metadata.uid, "Pending")
+    assert not notebook_events(admin.core, namespace, "nb3", "MigrationRolledBack")
+    for proc in guards.procs.values():
+        assert not [x for x in proc.lines() if x.get("namespace") == namespace], proc.identity
+    assert guards.holder(admin.coordination) == holder, "the guard was not looking"
+
+    opt_in(admin.core, namespace)
+    opted_in = time.monotonic()
+    after = rolled_back(admin.custom, namespace, "nb3", 15)
+    acted_after = time.monotonic() - opted_in
+    assert after["id"] == migration_id
+    assert "Insufficient nvidia.com/gpu" in after["reason"]
+    running(admin.core, namespace, "nb3-0", not_uid=stuck.metadata.uid, timeout=60)
+    nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb3")
+    assert nb["spec"] == created["spec"]
+    print(f"\nleft alone for {opted_in - t0:.1f}s unlabelled; rolled back "
+          f"{acted_after:.1f}s after the namespace opted in")
+
+
 async def test_the_standby_takes_over_when_the_leader_is_killed(
         guards: Guards, admin: Any, sidecar: Any, namespace: str, notebook: Any) -> None:
     holder = wait_for("a guard holding the Lease", lambda: guards.holder(admin.coordination),
                       30, describe=guards.logs)
     survivor = next(i for i in guards.procs if i != holder and guards.procs[i].alive())
     before = guards.procs[survivor].count(ROLLED_BACK_LINE)
+    opt_in(admin.core, namespace)
     created, _ = notebook("nb2")
     first = running(admin.core, namespace, "nb2-0")
 

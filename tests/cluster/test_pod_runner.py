@@ -163,7 +163,8 @@ def test_fake_gpu_notebook_runs_locally_moves_to_the_gpu_node_and_stops(
     runner, proxy = local
     state = runner.state_dir
     demo_setup.opt_in_namespace(admin.core, namespace, create=False)
-    access.bind_sidecar_rules(admin.core, admin.rbac, namespace)  # default-editor, least rights
+    # default-editor bound to Kubeflow's kubeflow-edit (the sidecar's rules aggregated in)
+    access.profile_editor_token(admin.core, admin.rbac, namespace)
     workspace = tmp_path / "nb-workspace"
     pv = demo_setup.create_workspace_claim(admin.core, namespace, "nb-workspace", workspace)
     token = uuid.uuid4().hex

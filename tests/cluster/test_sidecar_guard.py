@@ -2,7 +2,7 @@
 
 A Notebook with a PV/PVC workspace (hostPath: the folder the sidecar sees) runs on CPU;
 every GPU of the kwok GPU nodes is taken by another pod first. The real
-`gpushift-sidecar serve` process of pod nb-0 (least-privilege `default-editor` kubeconfig,
+`gpushift-sidecar serve` process of pod nb-0 (`default-editor` kubeconfig, kubeflow-edit,
 as in test_sidecar_migration.py) gets `POST /migrations` to GPU with a verified kishu
 checkpoint and patches the Notebook; the notebook controller recreates nb-0, which stays
 Pending (Insufficient nvidia.com/gpu). One real `gpushift-webhook serve --guard` process
@@ -54,7 +54,14 @@ ROLLED_BACK_LINE = "guard: migration rolled back"
 
 
 @pytest.fixture
-def guard(control_plane: ControlPlane, tmp_path: Path) -> Iterator[GuardProcess]:
+def guard_ready_timeout() -> int:
+    """The guard's ready_timeout_seconds (a module that imports `guard` may override)."""
+    return READY_TIMEOUT
+
+
+@pytest.fixture
+def guard(control_plane: ControlPlane, tmp_path: Path,
+          guard_ready_timeout: int) -> Iterator[GuardProcess]:
     """One `gpushift-webhook serve --guard` process in its own namespace, with the chart's
     webhook RBAC only, polling every second."""
     api = control_plane.api_client()
@@ -69,7 +76,7 @@ def guard(control_plane: ControlPlane, tmp_path: Path) -> Iterator[GuardProcess]
                                          control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
     config_file.write_text(yaml.safe_dump({
-        "guard": {"ready_timeout_seconds": READY_TIMEOUT},
+        "guard": {"ready_timeout_seconds": guard_ready_timeout},
         "image_map": [{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
     }))
     argv = [str(Path(sys.executable).parent / "gpushift-webhook"), "serve",
@@ -153,6 +160,9 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
     (workspace / "work" / "results.csv").write_text("epoch,loss\n1,0.93\n2,0.71\n")
     before = hashes(workspace)
     assert {"work/train.ipynb", "work/train.kishudb", "work/results.csv"} <= set(before)
+    # The guard acts only in namespaces where gpushift is enabled (the chart's opt-in).
+    admin.core.patch_namespace(namespace, {"metadata": {"labels": {
+        "gpushift.io/enabled": "true"}}})
     blockers = occupy_all_gpus(admin.core, namespace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     assert node_kind(admin.core, cpu_pod.spec.node_name) == "cpu"

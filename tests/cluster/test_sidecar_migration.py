@@ -2,11 +2,12 @@
 
 The sidecar runs here as a process with the env the webhook gives it, its pod facts (name,
 UID, node, GPU) read from the real pod `<name>-0`, and a kubeconfig of the namespace's
-`default-editor` ServiceAccount bound to the chart's sidecar rules only (as
-test_sidecar_patching.py does). The workspace is a hostPath PV: the directory the sidecar
-sees is the one the pod mounts. The notebook controller of the control plane recreates
-the pod; kwok runs it on a fake CPU or GPU node. "The new pod" is a second sidecar process
-started with the new pod's facts on the same workspace and a fresh runtime dir.
+`default-editor` ServiceAccount bound to Kubeflow's kubeflow-edit with the chart's sidecar
+rules aggregated into it (as test_sidecar_patching.py does). The workspace is a hostPath
+PV: the directory the sidecar sees is the one the pod mounts. The notebook controller of
+the control plane recreates the pod; kwok runs it on a fake CPU or GPU node. "The new
+pod" is a second sidecar process started with the new pod's facts on the same workspace
+and a fresh runtime dir.
 """
 
 from __future__ import annotations

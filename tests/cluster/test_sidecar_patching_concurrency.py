@@ -1,10 +1,11 @@
 """The sidecar's Notebook patching against the real control plane, with other writers:
 a concurrent edit makes the patch read again and succeed, one that never stops makes it
 give up, an invalid patch is refused at once, nothing to change sends no patch, and which
-Notebook annotations reach the pod (and so recreate it).
+Notebook annotations reach the pod.
 
 As in test_sidecar_patching.py (whose fixtures these are), the sidecar's client runs as
-`default-editor` with only the chart's sidecar rules.
+`default-editor`, bound to Kubeflow's kubeflow-edit (the chart's sidecar rules aggregated
+in).
 """
 
 from __future__ import annotations
@@ -95,13 +96,21 @@ async def test_invalid_patch_is_refused_at_once_not_retried(
     assert not err.value.stale and len(reads) == 1
 
 
+def writers(obj: dict[str, Any]) -> set[str]:
+    """The field managers that wrote the object (its managedFields)."""
+    return {str(m.get("manager")) for m in obj["metadata"].get("managedFields") or []}
+
+
 async def test_nothing_to_change_sends_no_patch(
         admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
     created = notebook("nb")
     result, plan = await move(sidecar, namespace, "nb", "cpu")
     assert (result.changed, result.operations, plan.operations) == (False, [], [])
     got = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-    assert got["metadata"]["resourceVersion"] == created["metadata"]["resourceVersion"]
+    # Kubeflow's controller writes the status (a new resourceVersion), never the spec: the
+    # generation stays, and no write of the sidecar's field manager is on record.
+    assert got["metadata"]["generation"] == created["metadata"]["generation"]
+    assert sidecar.component not in writers(got)
     # set_annotation of the value already there, and removal of one that is not: no patch
     await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
     again = await sidecar.set_annotation(namespace, "nb", MIRROR, "x")
@@ -111,24 +120,33 @@ async def test_nothing_to_change_sends_no_patch(
 
 async def test_which_notebook_annotations_reach_the_pod(
         admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
-    """The notebook-controller copies Notebook annotations into the pod template unless
-    the key contains "notebook" or "kubectl" (Kubeflow's generateStatefulSet does): the
-    migration mirror needs such a key, or each write of it recreates the pod."""
+    """Kubeflow's notebook-controller copies Notebook annotations into the pod template
+    unless the key contains "notebook" or "kubectl" -- when it generates the StatefulSet;
+    on later reconciles it copies the template's spec only (reconcilehelper's
+    CopyStatefulSetFields), so a later annotation change recreates no pod. The migration
+    mirror's key contains "notebook" all the same: a StatefulSet generated again must not
+    carry it into the pod, and `set_annotation` refuses other keys unless told otherwise."""
     notebook("nb")
     settled(admin, namespace, "nb")
     first = admin.core.read_namespaced_pod("nb-0", namespace)
     generation = admin.apps.read_namespaced_stateful_set("nb", namespace).metadata.generation
 
     await sidecar.set_annotation(namespace, "nb", MIRROR, '{"phase":"checkpointing"}')
-    time.sleep(2)
-    sts = admin.apps.read_namespaced_stateful_set("nb", namespace)
-    assert sts.metadata.generation == generation
-    assert MIRROR not in (sts.spec.template.metadata.annotations or {})
-    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == first.metadata.uid
-
     with pytest.raises(ValueError, match="recreates the pod"):
         await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x")
     await sidecar.set_annotation(namespace, "nb", "gpushift.io/migration", "x",
                                  restart_pod=True)
+    time.sleep(2)
+    sts = admin.apps.read_namespaced_stateful_set("nb", namespace)
+    assert sts.metadata.generation == generation
+    template = sts.spec.template.metadata.annotations or {}
+    assert MIRROR not in template and "gpushift.io/migration" not in template
+    assert admin.core.read_namespaced_pod("nb-0", namespace).metadata.uid == first.metadata.uid
+
+    # The StatefulSet generated anew (deleted; the controller makes it again from the
+    # Notebook): the key without "notebook" reaches the pod, the mirror does not.
+    admin.apps.delete_namespaced_stateful_set("nb", namespace,
+                                              propagation_policy="Foreground")
     recreated = wait_running(admin.core, namespace, "nb-0", not_uid=first.metadata.uid)
     assert recreated.metadata.annotations["gpushift.io/migration"] == "x"
+    assert MIRROR not in recreated.metadata.annotations

@@ -3,7 +3,7 @@ before the connection works (as before the Istio proxy is up) are retried until 
 answers, and an API that never answers is Unreachable after the retry deadline.
 
 As in test_sidecar_patching.py (whose `notebook` fixture this is), the sidecar's client
-runs as `default-editor` with only the chart's sidecar rules.
+runs as `default-editor`, bound to Kubeflow's kubeflow-edit (the sidecar's rules aggregated in).
 """
 
 from __future__ import annotations

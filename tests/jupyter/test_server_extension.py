@@ -120,6 +120,25 @@ async def test_missing_and_broken_runtime_config_is_optimizer_off_not_500(jp_fet
 
 
 @on_server_loop
+async def test_the_sidecar_can_say_the_optimizer_is_off(jp_fetch, sidecar):
+    """An inert sidecar (a server type the admin keeps off) writes `optimizerOff`."""
+    config = sidecar.runtime_dir / "runtime-config.json"
+    saved = config.read_bytes()
+    reason = "the GPU optimizer is off for server type 'group-one' (in server_types.inert)"
+    try:
+        config.write_text(json.dumps({**json.loads(saved), "optimizerOff": reason}))
+        status, doc = await call(jp_fetch, "GET")
+        assert status == 200 and doc["optimizer"] == {"state": "off", "reason": reason}
+        assert doc["PodName"] == "my-notebook-0"  # the sidecar's document, kept
+        status, answer = await call(jp_fetch, "POST", "migrate",
+                                    {"target": "gpu", "reason": "manual"})
+        assert status == 503 and answer["error"] == "optimizer_off"
+        assert answer["detail"] == reason
+    finally:
+        config.write_bytes(saved)
+
+
+@on_server_loop
 async def test_classify_is_stateful_per_kernel(jp_fetch, sidecar):
     status, kernel = await call_api(jp_fetch, "POST", ["api", "kernels"], {})
     kernel_id = kernel["id"]

@@ -9,6 +9,7 @@ from typing import Any
 import jsonpatch
 
 from gpushift_core.kube import KubeError, PatchResult
+from gpushift_core.labels import ENABLED_LABEL
 
 
 class FakeApi:
@@ -19,7 +20,15 @@ class FakeApi:
         self.notebooks: dict[tuple[str, str], dict[str, Any]] = {}
         self.pods: dict[tuple[str, str], dict[str, Any]] = {}
         self.events: list[dict[str, Any]] = []
+        self.object_events: list[dict[str, Any]] = []
+        """core/v1 Events as the API lists them (list_events), e.g. a FailedCreate."""
+        self.events_error: KubeError | None = None
+        self.event_lists: list[tuple[str, str]] = []
         self.leases: dict[tuple[str, str], dict[str, Any]] = {}
+        # Namespace name -> labels. A Notebook's namespace is added, opted in, with the
+        # Notebook (add_notebook); a test relabels it to see the guard leave it alone.
+        self.namespaces: dict[str, dict[str, str]] = {}
+        self.namespace_selectors: list[str] = []
         self.patches: list[list[dict[str, Any]]] = []
         self.deletes: list[tuple[str, str | None]] = []
         self.before_patch: Any = None
@@ -32,6 +41,26 @@ class FakeApi:
 
     def add_notebook(self, nb: dict[str, Any]) -> None:
         self.notebooks[(nb["metadata"]["namespace"], nb["metadata"]["name"])] = nb
+        self.namespaces.setdefault(nb["metadata"]["namespace"], {ENABLED_LABEL: "true"})
+
+    async def list_namespaces(self, label_selector: str = "") -> dict[str, dict[str, str]]:
+        """As the API: only `key=value` / `key!=value` requirements, comma-separated."""
+        self.namespace_selectors.append(label_selector)
+
+        def matches(labels: Mapping[str, str]) -> bool:
+            for req in filter(None, label_selector.split(",")):
+                if "!=" in req:
+                    key, value = req.split("!=", 1)
+                    if labels.get(key) == value:
+                        return False
+                else:
+                    key, value = req.split("=", 1)
+                    if labels.get(key) != value:
+                        return False
+            return True
+
+        return {name: dict(labels) for name, labels in self.namespaces.items()
+                if matches(labels)}
 
     def add_pod(self, p: dict[str, Any]) -> None:
         self.pods[(p["metadata"]["namespace"], p["metadata"]["name"])] = p
@@ -84,6 +113,23 @@ class FakeApi:
         assert namespace == notebook["metadata"]["namespace"]
         self.events.append({"name": notebook["metadata"]["name"], "reason": reason,
                             "message": message, "type": type})
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """The API's field selection: every `key=value` term must match."""
+        self.event_lists.append((namespace, field_selector))
+        if self.events_error is not None:
+            raise self.events_error
+        terms = [t.split("=", 1) for t in field_selector.split(",") if t]
+
+        def field(event: dict[str, Any], key: str) -> Any:
+            value: Any = event
+            for part in key.split("."):
+                value = (value or {}).get(part)
+            return value
+
+        return [copy.deepcopy(e) for e in self.object_events
+                if e["metadata"]["namespace"] == namespace
+                and all(field(e, k) == v for k, v in terms)]
 
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None:
         return copy.deepcopy(self.leases.get((namespace, name)))

@@ -38,9 +38,12 @@ def test_sidecar_cluster_role_is_aggregated_and_minimal():
     rules = role["rules"]
     assert _verbs(rules, "kubeflow.org", "notebooks") == {"get", "patch"}
     assert _verbs(rules, "", "pods") == {"get"}
-    assert _verbs(rules, "", "events") <= {"create", "patch"}
+    # What the sidecar calls (gpushift_core.kube.KubeApi.create_event), nothing more.
+    assert _verbs(rules, "", "events") == {"create"}
+    # The quota pre-check of a move to GPU (KubeApi.list_resource_quotas).
+    assert _verbs(rules, "", "resourcequotas") == {"list"}
     allowed = {("kubeflow.org", "notebooks"), ("", "pods"), ("", "events"),
-               ("events.k8s.io", "events")}
+               ("", "resourcequotas")}
     for rule in rules:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
@@ -93,19 +96,20 @@ def test_webhook_rbac_self_managed():
             assert not {"list", "watch", "delete", "deletecollection"} & set(rule["verbs"])
             if set(rule["verbs"]) - {"create"}:
                 assert rule["resourceNames"] == [f"{RELEASE}-tls"]
-    assert _verbs(rules, "", "secrets") == {"create", "get", "update", "patch"}
+    # cert_objects reads, creates and replaces (update) the Secret; it never patches it.
+    assert _verbs(rules, "", "secrets") == {"create", "get", "update"}
     assert _verbs(rules, "coordination.k8s.io", "leases") == {"create", "get", "update"}
     for rule in rules:
         if "leases" in rule["resources"] and set(rule["verbs"]) - {"create"}:
             assert rule["resourceNames"] == [f"{RELEASE}-guard"]
-    assert _verbs(rules, "", "events") == {"create", "patch"}
+    # The webhook creates no Events in its own namespace.
+    assert not _verbs(rules, "", "events")
+    assert not _verbs(rules, "events.k8s.io", "events")
 
     cluster = one(docs, "ClusterRole", f"{RELEASE}-webhook")["rules"]
     (mwc_rule,) = [r for r in cluster if "mutatingwebhookconfigurations" in r["resources"]]
     assert mwc_rule["resourceNames"] == [RELEASE]
     assert set(mwc_rule["verbs"]) == {"get", "patch"}
-    assert _verbs(cluster, "kubeflow.org", "notebooks") == {"get", "list", "watch", "patch"}
-    assert _verbs(cluster, "", "pods") == {"get", "list", "watch", "delete"}
     assert not _verbs(cluster, "", "secrets")
     crb = one(docs, "ClusterRoleBinding", f"{RELEASE}-webhook")
     assert crb["roleRef"]["name"] == f"{RELEASE}-webhook"
@@ -123,3 +127,31 @@ def test_webhook_rbac_cert_manager_drops_certificate_permissions():
     assert not [d for d in all_of(docs, "ClusterRole")
                 if d["metadata"]["name"] == f"{RELEASE}-webhook"]
     assert not all_of(docs, "ClusterRoleBinding")
+
+
+@pytest.mark.parametrize("sets", [(), ("certs.mode=certManager",)])
+def test_webhook_cluster_role_has_only_the_verbs_the_guard_calls(sets):
+    """The guard (gpushift_webhook.guard through gpushift_core.kube.KubeApi) lists
+    Notebooks of all namespaces by polling, reads and patches one, lists namespaces by
+    label, reads pod <name>-0 by name, deletes it with preconditions, creates Events and
+    lists the FailedCreate Events of a StatefulSet: no watch, no pod list, nothing else."""
+    cluster = one(render(*sets), "ClusterRole", f"{RELEASE}-webhook")["rules"]
+    assert _verbs(cluster, "kubeflow.org", "notebooks") == {"get", "list", "patch"}
+    assert _verbs(cluster, "", "namespaces") == {"list"}
+    assert _verbs(cluster, "", "pods") == {"get", "delete"}
+    events = _verbs(cluster, "", "events")
+    assert events == {"create", "list"}
+    assert not _verbs(cluster, "events.k8s.io", "events")
+    for rule in cluster:
+        assert "watch" not in rule["verbs"], rule
+    resources = {(g, r) for rule in cluster for g in rule["apiGroups"]
+                 for r in rule["resources"]}
+    assert resources <= {("kubeflow.org", "notebooks"), ("", "namespaces"), ("", "pods"),
+                         ("", "events"), ("admissionregistration.k8s.io",
+                                          "mutatingwebhookconfigurations")}
+
+
+def test_webhook_without_secret_or_guard_has_no_role():
+    docs = render("certs.mode=certManager", "rbac.migrationGuard=false")
+    assert not [d for d in all_of(docs, "Role") + all_of(docs, "RoleBinding")
+                if d["metadata"]["name"] == f"{RELEASE}-webhook"]

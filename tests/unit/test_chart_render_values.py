@@ -68,9 +68,11 @@ def test_config_map_matches_the_webhook_schema():
     # values.yaml writes out the webhook's own defaults; only the example image map differs.
     assert config.image_map, "values.yaml should carry an example image pair"
     assert dataclasses.replace(config, image_map=[]) == WebhookConfig()
+    # ... and names images with gpushift's notebook side (Dockerfile.notebook's tags).
     assert [(p.cpu, p.cuda) for p in config.image_map] == [
-        ("kubeflownotebookswg/jupyter-pytorch-full:v1.9.2",
-         "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2")]
+        ("gpushift/gpushift-notebook:0.1.0-cpu", "gpushift/gpushift-notebook:0.1.0-cuda")]
+    assert config.unmapped_image == "refuse"
+    assert config.server_types.inject == ["jupyter"] and config.server_types.inert == []
     (profile,) = config.profiles
     assert profile.name == config.default_profile == "nvidia-1"
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in \

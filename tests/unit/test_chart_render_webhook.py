@@ -202,6 +202,26 @@ def test_migration_guard_interval_is_a_value(tmp_path, monkeypatch):
     assert proc.returncode != 0
 
 
+@pytest.mark.parametrize("mode", ["opt-in", "cluster-wide"])
+def test_the_guard_acts_in_the_namespaces_the_webhook_configuration_selects(
+        mode, tmp_path, monkeypatch):
+    """The guard gets the chart's enablement.mode, the one its namespaceSelector uses."""
+    docs = render(f"enablement.mode={mode}")
+    _, args = _run_cli(docs, tmp_path, monkeypatch)
+    assert args.enablement_mode == mode
+    exprs = {e["key"]: e for e in mutating_webhook(docs)["namespaceSelector"][
+        "matchExpressions"]}
+    assert exprs["gpushift.io/enabled"]["operator"] == (
+        "In" if mode == "opt-in" else "NotIn")
+
+
+def test_the_webhook_pods_get_no_istio_proxy():
+    """As Kubeflow's own admission webhook: the API server calls it directly."""
+    for variant in ((), ("certs.mode=certManager",), ("metrics.scrapeAnnotations=true",)):
+        meta = one(render(*variant), "Deployment")["spec"]["template"]["metadata"]
+        assert meta["annotations"]["sidecar.istio.io/inject"] == "false", variant
+
+
 def test_deployment_args_cert_manager_mode(tmp_path, monkeypatch):
     _, args = _run_cli(render("certs.mode=certManager"), tmp_path, monkeypatch)
     assert args.self_managed_certs is False

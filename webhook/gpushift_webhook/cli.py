@@ -23,12 +23,14 @@ from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
 from gpushift_core import jsonlog
 from gpushift_core.kube import KubeApi, Retry
-from gpushift_webhook import guard, self_managed
+from gpushift_webhook import guard_loop, self_managed
 from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
+from gpushift_webhook.enablement import EnablementMode
 from gpushift_webhook.lease import LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
+from gpushift_webhook.server_types import ServerTypeCache
 
 log = logging.getLogger("gpushift.webhook")
 
@@ -126,7 +128,8 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
     if not cert.reload():
         log.warning("starting without a valid certificate; /readyz fails until one "
                     "appears", extra={"cert_dir": args.cert_dir, "why": cert.last_error})
-    app = make_app(config, cert, metrics, args.max_body_bytes)
+    server_types = ServerTypeCache()
+    app = make_app(config, cert, metrics, args.max_body_bytes, server_types=server_types)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     # Keep-alive matters: the API server reuses connections, and a new TLS handshake
@@ -150,8 +153,13 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         tasks.append(asyncio.create_task(self_managed.run(CertificateObjects(api), settings)))
     if getattr(args, "guard", False):
         assert api is not None
-        tasks.append(asyncio.create_task(guard.run(api, config, guard.GuardLoopSettings(
-            lease=args.guard_lease, interval_seconds=args.guard_interval), metrics)))
+        tasks.append(asyncio.create_task(guard_loop.run(api, config, guard_loop.GuardLoopSettings(
+            lease=args.guard_lease, interval_seconds=args.guard_interval,
+            enablement=EnablementMode(args.enablement_mode)), metrics)))
+        # Every replica answers reviews, so every replica keeps the Notebooks' server
+        # types (the guard's RBAC lists Notebooks; without --guard every pod is injected
+        # and the sidecar decides).
+        tasks.append(asyncio.create_task(server_types.run(api, args.guard_interval)))
     try:
         await stop.wait()
     finally:
@@ -179,6 +187,12 @@ def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:
                           help="seconds after which a Lease not renewed is taken over")
     guarding.add_argument("--guard-renew-interval", type=float, default=5.0,
                           help="seconds between reads and renewals of the Lease")
+    guarding.add_argument("--enablement-mode", default=EnablementMode.OPT_IN.value,
+                          choices=[m.value for m in EnablementMode],
+                          help="the namespaces the guard acts in, as the chart's "
+                               "enablement.mode: opt-in (labelled gpushift.io/enabled=true) "
+                               "or cluster-wide (all but gpushift.io/enabled=false); never "
+                               "kube-system, --namespace or excluded_namespaces")
     guarding.add_argument("--guard-identity",
                           default=f"{socket.gethostname()}_{os.getpid()}",
                           help="holderIdentity in the Lease (default: hostname_pid; in a "

@@ -22,13 +22,17 @@ from gpushift_core.admin_settings import (
     GpuProfile,
     IdleSettings,
     ImagePair,
+    ServerTypeSettings,
     check_gpu_settings,
+    check_move_settings,
 )
 from gpushift_core.settings_loader import ConfigError, build
 
 __all__ = ["ConfigError", "WebhookConfig", "load_config", "parse_config"]
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A Secret's name: a DNS subdomain (dot-separated labels, at most 253 characters).
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
@@ -55,10 +59,18 @@ class SidecarSettings:
     port: int = 8765
     """Loopback port of the sidecar's API inside the pod."""
     run_as_user: int = 1000
-    """UID of the sidecar. Kubeflow notebook images run as jovyan (1000): the sidecar
-    shares the workspace files with the notebook, so it runs as the same user."""
+    """UID of the sidecar when the notebook pod sets none. The sidecar runs as the
+    notebook's user: `runAsUser` of the notebook container, else of the pod, else this
+    (Kubeflow notebook images run as jovyan, 1000). Never 0: a notebook that runs as root
+    gets a sidecar with this UID, and a warning."""
     run_as_group: int = 100
-    """GID of the sidecar (Kubeflow's fsGroup for notebooks is 100, 'users')."""
+    """GID of the sidecar when the notebook pod sets none (`runAsGroup` of the notebook
+    container, else of the pod, else this; Kubeflow's fsGroup for notebooks is 100,
+    'users')."""
+    image_pull_secrets: list[str] = field(default_factory=list)
+    """Secrets (names, in the notebook's namespace) for pulling the sidecar image, added
+    to the pod's imagePullSecrets unless already there. The sidecar image is pulled in
+    every user namespace: from a private registry, each needs such a Secret."""
     resources: ResourceSettings = field(default_factory=ResourceSettings)
     """Requests and limits of the sidecar container."""
     startup_period_seconds: int = 1
@@ -120,7 +132,14 @@ class WebhookConfig:
     default_profile: str = "nvidia-1"
     """Profile used when a move to GPU names none."""
     image_map: list[ImagePair] = field(default_factory=list)
-    """CPU image <-> CUDA image pairs; an image not listed is kept on a move."""
+    """CPU image <-> CUDA image pairs; a move to GPU of an image not listed is refused
+    or keeps the image (unmapped_image)."""
+    unmapped_image: str = "refuse"
+    """A move to GPU whose image has no CUDA pair in image_map: "refuse" (409 at once,
+    naming the image) or "keep" (the CPU image stays; CUDA code fails on the GPU)."""
+    server_types: ServerTypeSettings = field(default_factory=ServerTypeSettings)
+    """Which Kubeflow server types (notebooks.kubeflow.org/server-type) get the sidecar:
+    `inject` with the optimizer on, `inert` with it off; any other type not at all."""
     idle: IdleSettings = field(default_factory=IdleSettings)
     """Idle timer of GPU pods."""
     guard: GuardSettings = field(default_factory=GuardSettings)
@@ -138,6 +157,8 @@ class WebhookConfig:
         """The part of this file both cluster components read."""
         return AdminSettings(profiles=list(self.profiles), default_profile=self.default_profile,
                              image_map=list(self.image_map), idle=self.idle,
+                             server_types=self.server_types,
+                             unmapped_image=self.unmapped_image,
                              gpu_resources=list(self.gpu_resources))
 
     def sidecar_settings(self) -> dict[str, Any]:
@@ -158,11 +179,18 @@ def _validate(c: WebhookConfig) -> None:
         raise ConfigError(f"sidecar.port: {s.port} is not a TCP port")
     if s.run_as_user <= 0:
         raise ConfigError("sidecar.run_as_user: the sidecar never runs as root (UID 0)")
+    if s.run_as_group < 0:
+        raise ConfigError("sidecar.run_as_group: must not be negative")
+    for i, secret in enumerate(s.image_pull_secrets):
+        if len(secret) > 253 or not _DNS_SUBDOMAIN.match(secret):
+            raise ConfigError(f"sidecar.image_pull_secrets[{i}]: {secret!r} is not a valid "
+                              "Secret name")
     for what, path in (("runtime_volume.mount_path", c.runtime_volume.mount_path),
                        ("workspace.mount_path", c.workspace.mount_path)):
         if not path.startswith("/"):
             raise ConfigError(f"{what}: {path!r} is not an absolute path")
     check_gpu_settings(c.profiles, c.default_profile, c.gpu_resources, c.idle)
+    check_move_settings(c.server_types, c.unmapped_image)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
 

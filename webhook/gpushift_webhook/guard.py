@@ -28,25 +28,32 @@ Warning Event `MigrationRolledBack` on the Notebook. A FAIL is the annotation al
 (phase `failed`) and a Warning Event `MigrationFailed`. Once the annotation says
 `rolled_back`/`failed`, `decide` has nothing more to do: running twice changes nothing.
 
-The loop polls the Notebooks of all namespaces every `interval` seconds and reads pod
-`<name>-0` only for those with a migration in a guarded phase. It acts only while this
-replica holds the guard's Lease (`gpushift_webhook.lease`).
+A stopped Notebook (Kubeflow's Stop or culler) is not stuck: a CANCEL or TO_CPU
+(`gpushift_webhook.guard_stopped.stop_patch`) is one JSON patch of the same kind, then a
+Normal Event `MigrationCancelled` or `NotebookStoppedOnGpu`; no pod is deleted (the
+StatefulSet has 0 replicas).
+
+The loop polls the Notebooks of all namespaces every `interval` seconds, keeps those in
+namespaces where gpushift is enabled (`gpushift_webhook.enablement`: the chart's
+`enablement.mode`, never the excluded namespaces; the namespaces are listed once per
+pass), and reads pod `<name>-0` only for those with a migration in a guarded phase. It
+acts only while this replica holds the guard's Lease (`gpushift_webhook.lease`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from gpushift_certs.issue import utcnow
 from gpushift_core.kube import BuildOps, KubeError, PatchResult
 from gpushift_core.labels import MIGRATION_ANNOTATION
+from gpushift_webhook import failed_create
 from gpushift_webhook.config import WebhookConfig
+from gpushift_webhook.enablement import EnablementMode, namespace_enabled, namespace_selector
 from gpushift_webhook.guard_decision import (
     GUARDED_PHASES,
     ROLLED_BACK,
@@ -55,12 +62,13 @@ from gpushift_webhook.guard_decision import (
     MigrationAnnotationError,
     RollbackPatch,
     decide,
+    holds_gpu,
     pod_deleting,
     pod_ready,
     read_migration,
-    rollback_patch,
 )
-from gpushift_webhook.lease import LeaderElector, LeaseApi, LeaseSettings
+from gpushift_webhook.guard_stopped import action_patch
+from gpushift_webhook.lease import LeaseApi
 from gpushift_webhook.metrics import WebhookMetrics
 
 log = logging.getLogger("gpushift.guard")
@@ -80,6 +88,8 @@ def _migration_id(notebook: Mapping[str, Any]) -> str:
 class GuardApi(LeaseApi, Protocol):
     async def list_notebooks(self) -> list[dict[str, Any]]: ...
 
+    async def list_namespaces(self, label_selector: str = "") -> dict[str, dict[str, str]]: ...
+
     async def find_notebook(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     async def patch_notebook(self, namespace: str, name: str, build_ops: BuildOps,
@@ -92,6 +102,8 @@ class GuardApi(LeaseApi, Protocol):
 
     async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
                            message: str, type: str = "Normal") -> Any: ...
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
@@ -114,25 +126,51 @@ class MigrationGuard:
                  metrics: WebhookMetrics | None = None,
                  is_leader: Callable[[], bool] = lambda: True,
                  clock: Callable[[], dt.datetime] = utcnow,
-                 timeout_seconds: float | None = None) -> None:
+                 timeout_seconds: float | None = None,
+                 enablement: EnablementMode = EnablementMode.OPT_IN) -> None:
         self.api = api
         self.config = config
+        self.enablement = enablement
         self.metrics = metrics
         self.is_leader = is_leader
         self.clock = clock
         self.timeout = float(timeout_seconds if timeout_seconds is not None
                              else config.guard.ready_timeout_seconds)
         self._last_logged: dict[tuple[str, str], tuple[str, str, str]] = {}
+        self._events_unreadable = False
 
     def decide(self, notebook: Mapping[str, Any], pod: Mapping[str, Any] | None,
-               now: dt.datetime) -> Action:
-        return decide(notebook, pod, now, self.timeout, gpu_resources=self.config.gpu_resources)
+               now: dt.datetime, failed_creates: Sequence[Mapping[str, Any]] = ()) -> Action:
+        return decide(notebook, pod, now, self.timeout, gpu_resources=self.config.gpu_resources,
+                      failed_creates=failed_creates)
+
+    async def _failed_creates(self, nb: Mapping[str, Any], ns: str, name: str,
+                              pod: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        """The FailedCreate Events of StatefulSet `<name>`, read only while a move to GPU
+        waits for a GPU pod that is not there (one list per such Notebook and pass). When
+        the guard may not list Events (a chart without that rule), the timeout decides."""
+        try:
+            m = read_migration(nb)
+        except MigrationAnnotationError:
+            return []
+        if m is None or m.phase not in GUARDED_PHASES or m.target != "gpu" or (
+                pod is not None and holds_gpu(pod.get("spec"), self.config.gpu_resources)):
+            return []
+        try:
+            return await self.api.list_events(ns, failed_create.selector(name))
+        except KubeError as exc:
+            if not self._events_unreadable:
+                log.warning("guard: Events not listed; a refused pod waits for the timeout: "
+                            "%s", exc, extra={"namespace": ns, "status": exc.status})
+            self._events_unreadable = True
+            return []
 
     async def pass_once(self) -> list[Outcome]:
         """One look at every Notebook; acts only while this replica leads."""
         if not self.is_leader():
             return []
         notebooks = await self.api.list_notebooks()
+        enabled = await self._enabled_namespaces()
         now = self.clock()
         outcomes: list[Outcome] = []
         in_flight = 0
@@ -140,7 +178,8 @@ class MigrationGuard:
         for nb in notebooks:
             meta = nb.get("metadata") or {}
             ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-            if MIGRATION_ANNOTATION not in (meta.get("annotations") or {}):
+            if MIGRATION_ANNOTATION not in (meta.get("annotations") or {}) \
+                    or ns not in enabled:
                 continue
             seen.add((ns, name))
             try:
@@ -159,6 +198,15 @@ class MigrationGuard:
             self.metrics.guard_in_flight.set(in_flight)
         return outcomes
 
+    async def _enabled_namespaces(self) -> set[str]:
+        """The namespaces the guard acts in, listed afresh each pass: one call, filtered
+        by the API server, and checked again here (the selector cannot name the
+        excluded namespaces)."""
+        listed = await self.api.list_namespaces(namespace_selector(self.enablement))
+        return {name for name, labels in listed.items()
+                if namespace_enabled(name, labels, self.enablement,
+                                     self.config.excluded_namespaces)}
+
     async def _one(self, nb: dict[str, Any], ns: str, name: str,
                    now: dt.datetime) -> Outcome:
         try:
@@ -169,7 +217,7 @@ class MigrationGuard:
         pod: dict[str, Any] | None = None
         if phase in GUARDED_PHASES or phase == ROLLED_BACK:
             pod = await self.api.find_pod(ns, f"{name}-0")
-        action = self.decide(nb, pod, now)
+        action = self.decide(nb, pod, now, await self._failed_creates(nb, ns, name, pod))
         self._log_decision(ns, name, action)
         if action.kind is ActionKind.NONE:
             return Outcome(ns, name, action.kind, phase)
@@ -202,10 +250,11 @@ class MigrationGuard:
             # sidecar may have moved on, another guard may have rolled back already.
             chosen.clear()
             pod = await self.api.find_pod(ns, pod_name)
-            action = self.decide(fresh, pod, now)
-            if action.kind not in (ActionKind.ROLLBACK, ActionKind.FAIL):
+            action = self.decide(fresh, pod, now,
+                                 await self._failed_creates(fresh, ns, name, pod))
+            patch = action_patch(fresh, action, now, self.config)
+            if patch is None:
                 return []
-            patch = rollback_patch(fresh, action, now, self.config)
             chosen.append((action, patch, pod))
             return patch.operations
 
@@ -215,6 +264,9 @@ class MigrationGuard:
                 "namespace": ns, "notebook": name})
             return Outcome(ns, name, ActionKind.NONE, phase)
         action, patch, pod = chosen[-1]
+        if patch.kind in (ActionKind.CANCEL, ActionKind.TO_CPU):
+            return await self._stopped(ns, name, phase, action, patch,
+                                       notebook=result.notebook)
         m = action.migration
         assert m is not None
         deleted = False
@@ -242,6 +294,25 @@ class MigrationGuard:
             log.warning("guard: migration marked failed", extra=fields)
         return Outcome(ns, name, patch.kind, phase, applied=True, pod_deleted=deleted,
                        reason=patch.reason)
+
+    async def _stopped(self, ns: str, name: str, phase: str, action: Action,
+                       patch: RollbackPatch, *, notebook: Mapping[str, Any]) -> Outcome:
+        """Tell what a CANCEL / TO_CPU on a stopped Notebook did."""
+        m = action.migration
+        restored = (f"; its CPU profile was restored while it is stopped ({patch.summary}): "
+                    "Start brings it up on CPU" if patch.summary else "")
+        if patch.kind is ActionKind.CANCEL and m is not None:
+            reason, message = "MigrationCancelled", (
+                f"The move to {m.target.upper()} was cancelled: {patch.reason}{restored}.")
+        else:
+            reason, message = "NotebookStoppedOnGpu", (
+                "The notebook was stopped on a GPU" + (restored or f": {patch.reason}") + ".")
+        await self._event(notebook, reason, "Normal", message)
+        log.info("guard: stopped notebook", extra={
+            "namespace": ns, "notebook": name, "migration_id": m.id if m else None,
+            "action": patch.kind.value, "reason": patch.reason or None,
+            "summary": patch.summary or None})
+        return Outcome(ns, name, patch.kind, phase, applied=True, reason=patch.reason)
 
     async def _delete_stuck(self, ns: str, pod_name: str, pod: Mapping[str, Any] | None,
                             attempts: int = 3) -> bool:
@@ -281,53 +352,3 @@ class MigrationGuard:
             "phase": m.phase if m else None, "target": m.target if m else None,
             "action": action.kind.value, "why": action.why,
             "reason": action.reason or None})
-
-
-# ----------------------------------------------------------------------------- the loop
-
-
-@dataclass(frozen=True)
-class GuardLoopSettings:
-    lease: LeaseSettings
-    interval_seconds: float = 5.0
-    """Seconds between looks at the Notebooks."""
-    ready_timeout_seconds: float | None = None
-    """None: the config's guard.ready_timeout_seconds."""
-
-
-async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
-              metrics: WebhookMetrics | None = None) -> None:
-    """Elect, and while leading look at the Notebooks every interval, until cancelled;
-    on the way out release the Lease."""
-
-    def leader_changed(leading: bool) -> None:
-        if metrics is not None:
-            metrics.guard_leader.set(1 if leading else 0)
-
-    elector = LeaderElector(api, settings.lease, on_change=leader_changed)
-    guard = MigrationGuard(api, config, metrics=metrics,
-                           is_leader=lambda: elector.is_leader,
-                           timeout_seconds=settings.ready_timeout_seconds)
-    log.info("migration guard started", extra={
-        "lease": settings.lease.name, "namespace": settings.lease.namespace,
-        "identity": settings.lease.identity, "ready_timeout_seconds": guard.timeout,
-        "interval_seconds": settings.interval_seconds})
-    await elector.tick()
-    election = asyncio.create_task(elector.run(tick_first=False))
-    try:
-        while True:
-            if elector.is_leader:
-                try:
-                    await guard.pass_once()
-                except KubeError as exc:
-                    log.warning("guard pass failed: %s", exc, extra={"status": exc.status})
-                    if metrics is not None:
-                        metrics.guard_errors.inc()
-            await asyncio.sleep(settings.interval_seconds)
-    finally:
-        election.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await election
-        with contextlib.suppress(KubeError, TimeoutError, OSError):
-            await asyncio.wait_for(elector.release(), 5)
-        leader_changed(False)

@@ -4,8 +4,12 @@ what this module says, logs and counts.
 
 The sidecar's migration annotations are described in `gpushift_webhook.guard`.
 
-`decide(notebook, pod, now, timeout)` says what to do with one Notebook:
+`decide(notebook, pod, now, timeout, failed_creates=...)` says what to do with one Notebook:
 
+* phase `patching`/`recreating`, target `gpu`, no GPU pod `<name>-0`, and a FailedCreate
+  Event of StatefulSet `<name>` newer than `updated` among `failed_creates`
+  (`gpushift_webhook.failed_create`): ROLLBACK at once, the apiserver's message (quota,
+  LimitRange, Pod Security) as the reason. Waiting would not help.
 * phase `patching`/`recreating` (the new pod has not become Ready yet: in `restoring` the
   sidecar of the new pod runs), and pod `<name>-0` is not a Ready pod of the target
   kind `timeout` seconds after `updated`:
@@ -19,6 +23,14 @@ The sidecar's migration annotations are described in `gpushift_webhook.guard`.
 * phase `rolled_back`, and pod `<name>-0` still holds a GPU the Notebook no longer asks
   for and is not Ready: DELETE_POD (the deletion of a rollback that did not finish, or a
   pod the StatefulSet made from its old template just before the rollback reached it).
+* the Notebook is stopped (Kubeflow's `kubeflow-resource-stopped`: the dashboard's Stop or
+  the culler; the StatefulSet has 0 replicas, no pod comes): a stopped Notebook is
+  stopped, not stuck.
+  - a migration not yet `restoring` (the sidecar's phases before the patch, and the
+    guarded ones): CANCEL, reason STOPPED_DURING_MOVE. No timeout: nothing is waited for.
+  - else, the spec holds a GPU and there is a previous-profile record: TO_CPU (the
+    Notebook goes back to its CPU profile while stopped; Start brings it up on CPU).
+    Without a record (created on a GPU) it is left as it is.
 * anything else: NONE.
 
 `rollback_patch(notebook, action, now)` is the ROLLBACK as ONE JSON patch of the Notebook
@@ -27,6 +39,8 @@ The sidecar's migration annotations are described in `gpushift_webhook.guard`.
 `rolled_back` with the reason (same id), and removes the record; a FAIL (or a ROLLBACK
 whose previous profile cannot be planned) is the annotation alone, phase `failed`. Once
 the annotation says `rolled_back`/`failed`, `decide` has nothing more to do.
+
+A CANCEL or TO_CPU is carried out by `gpushift_webhook.guard_stopped.stop_patch` (pure).
 """
 
 from __future__ import annotations
@@ -41,14 +55,20 @@ from typing import Any
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES
 from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.move_plan import PlanError, plan_move
+from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
 from gpushift_core.timestamps import iso_utc
 from gpushift_webhook.config import WebhookConfig
+from gpushift_webhook.failed_create import newest_failed_create
 
 # The new pod has not become Ready yet: what the guard watches over.
 GUARDED_PHASES = frozenset({"patching", "recreating"})
 ROLLED_BACK = "rolled_back"
 FAILED = "failed"
+CANCELLED = "cancelled"
+# A migration the sidecar has not carried to `restoring` yet: a Stop cancels it. (In
+# `restoring` the new pod was Ready on the target: the move happened.)
+CANCELLABLE_PHASES = frozenset({"requested", "checkpointing", "checkpointed", *GUARDED_PHASES})
 REASON_MAX = 1000
 # Waiting reasons of a container that do not go away by waiting.
 STUCK_WAITING = frozenset({
@@ -68,6 +88,8 @@ class ActionKind(StrEnum):
     ROLLBACK = "rollback"
     FAIL = "fail"
     DELETE_POD = "delete_pod"
+    CANCEL = "cancel"
+    TO_CPU = "to_cpu"
 
 
 class MigrationAnnotationError(ValueError):
@@ -96,7 +118,7 @@ class Action:
     reason_class: str = ""
     """A short class of the reason, for metrics: insufficient_resources,
     volume_node_affinity, untolerated_taint, node_selector, unschedulable, image_pull,
-    container_waiting, pod_missing, not_ready."""
+    container_waiting, pod_missing, not_ready, failed_create."""
     migration: Migration | None = None
     delete_pod_uid: str | None = None
     """The uid of the stuck pod to delete (ROLLBACK, DELETE_POD)."""
@@ -197,13 +219,18 @@ def _scheduler_reason(message: str) -> tuple[str, str]:
 
 def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.datetime,
            timeout: float, *,
-           gpu_resources: Sequence[str] = tuple(DEFAULT_GPU_RESOURCES)) -> Action:
+           gpu_resources: Sequence[str] = tuple(DEFAULT_GPU_RESOURCES),
+           failed_creates: Sequence[Mapping[str, Any]] = ()) -> Action:
     """What the guard does about `notebook`, whose pod `<name>-0` is `pod` (None: no such
-    pod), at `now`, with `timeout` seconds for the new pod to become Ready."""
+    pod), at `now`, with `timeout` seconds for the new pod to become Ready.
+    `failed_creates`: the FailedCreate Events of StatefulSet `<name>` (those older than
+    the migration are ignored here)."""
     try:
         migration = read_migration(notebook)
     except MigrationAnnotationError as exc:
         return Action(ActionKind.NONE, f"migration annotation not understood: {exc}")
+    if stopped(notebook):
+        return _while_stopped(notebook, migration, gpu_resources)
     if migration is None:
         return Action(ActionKind.NONE, "no migration")
     m = migration
@@ -222,6 +249,13 @@ def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.d
     of_target = holds_gpu(spec, gpu_resources) == (m.target == "gpu")
     if pod is not None and of_target and pod_ready(pod) and not pod_deleting(pod):
         return Action(ActionKind.NONE, "the new pod is Ready", migration=m)
+    refused = None if m.target != "gpu" or (pod is not None and of_target) else \
+        newest_failed_create(failed_creates, name, m.updated)
+    if refused is not None:
+        message = str(refused.get("message") or "").strip() or \
+            f"the StatefulSet could not create pod {pod_name}"
+        return Action(ActionKind.ROLLBACK, "the apiserver refused the GPU pod (FailedCreate)",
+                      message[:REASON_MAX], "failed_create", m)
     elapsed = (now - m.updated).total_seconds()
     if elapsed < timeout:
         return Action(ActionKind.NONE,
@@ -237,6 +271,21 @@ def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.d
         stuck = str((pod.get("metadata") or {}).get("uid") or "") or None
     return Action(ActionKind.ROLLBACK, "the GPU pod is not Ready in time", reason,
                   reason_class, m, stuck)
+
+
+def _while_stopped(notebook: Mapping[str, Any], m: Migration | None,
+                   gpu_resources: Sequence[str]) -> Action:
+    if m is not None and m.phase in CANCELLABLE_PHASES and m.target in ("gpu", "cpu"):
+        return Action(ActionKind.CANCEL, "the Notebook was stopped during the move",
+                      STOPPED_DURING_MOVE, "stopped", m)
+    if holds_gpu(notebook_pod_spec(notebook), gpu_resources) \
+            and previous_record(notebook) is not None:
+        return Action(ActionKind.TO_CPU, "stopped on a GPU: back to its CPU profile while "
+                      "stopped", migration=m)
+    if holds_gpu(notebook_pod_spec(notebook), gpu_resources):
+        return Action(ActionKind.NONE, "stopped on a GPU it was created with (no record): "
+                      "left as it is", migration=m)
+    return Action(ActionKind.NONE, "stopped", migration=m)
 
 
 def _after_rollback(notebook: Mapping[str, Any], m: Migration,
@@ -289,22 +338,10 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
     spec_ops: list[dict[str, Any]] = []
     annotations = (notebook.get("metadata") or {}).get("annotations") or {}
     if kind is ActionKind.ROLLBACK:
-        record = previous_record(notebook)
-        attempts: list[dict[str, Any] | None] = [record, None] if record is not None else [None]
-        errors: list[str] = []
-        for previous in attempts:
-            try:
-                plan = plan_move(notebook, "cpu", image_map=cfg.image_map, previous=previous,
-                                 gpu_resources=cfg.gpu_resources, profiles=cfg.profiles)
-            except PlanError as exc:
-                errors.append(str(exc))
-                continue
-            spec_ops = [op for op in plan.operations if op.get("op") != "test"]
-            summary = plan.summary
-            break
-        else:
+        spec_ops, summary, error = cpu_spec(notebook, cfg)
+        if error is not None:
             kind = ActionKind.FAIL
-            reason = f"{reason}; the previous profile could not be restored: {errors[-1]}"
+            reason = f"{reason}; the previous profile could not be restored: {error}"
     record_out = {"id": m.id, "phase": ROLLED_BACK if kind is ActionKind.ROLLBACK else FAILED,
                   "target": m.target, "updated": iso_utc(now), "reason": reason[:REASON_MAX]}
     pb = PatchBuilder(notebook)
@@ -316,3 +353,21 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
     ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
            *spec_ops, *pb.operations]
     return RollbackPatch(kind, ops, record_out, record_out["reason"], summary)
+
+
+def cpu_spec(notebook: Mapping[str, Any], cfg: WebhookConfig,
+              ) -> tuple[list[dict[str, Any]], str, str | None]:
+    """(spec operations, summary, None) that put the previous profile back (from the
+    record; without it when the record cannot be planned), or ([], "", error)."""
+    record = previous_record(notebook)
+    attempts: list[dict[str, Any] | None] = [record, None] if record is not None else [None]
+    errors: list[str] = []
+    for previous in attempts:
+        try:
+            plan = plan_move(notebook, "cpu", image_map=cfg.image_map, previous=previous,
+                             gpu_resources=cfg.gpu_resources, profiles=cfg.profiles)
+        except PlanError as exc:
+            errors.append(str(exc))
+            continue
+        return [op for op in plan.operations if op.get("op") != "test"], plan.summary, None
+    return [], "", errors[-1]

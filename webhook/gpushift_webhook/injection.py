@@ -1,13 +1,21 @@
-"""What gpushift adds to a notebook pod, decided from the pod alone (pure).
+"""What gpushift adds to a notebook pod, decided from the pod and what the webhook knows
+of its Notebook (pure).
 
-`plan_injection(pod, namespace, config)` returns a `Decision`: the patch to apply (or
-none), warnings for the user, and the outcome and reason for logs and metrics.
+`plan_injection(pod, namespace, config, server_type)` returns a `Decision`: the patch to
+apply (or none), warnings for the user, and the outcome and reason for logs and metrics.
+
+`server_type` is the Notebook's `notebooks.kubeflow.org/server-type`, which Kubeflow's
+notebook-controller does not copy into the pod (its key contains "notebook"): the
+caller looks it up in the webhook's cache of Notebooks (`server_types.ServerTypeCache`)
+and hands it in, so admission never waits on the API. None (a cache miss, e.g. the first
+pod of a Notebook created a moment ago) injects: the sidecar reads its Notebook and goes
+inert when the type is not one to act on (`config.server_types`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -44,7 +52,8 @@ class Unhandled(Exception):
     """The pod has a shape we cannot inject into; it is admitted unchanged."""
 
 
-def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig) -> Decision:
+def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig,
+                   server_type: str | None = None) -> Decision:
     metadata = _mapping(pod.get("metadata"))
     pod_labels = _mapping(metadata.get("labels"))
     annotations = _mapping(metadata.get("annotations"))
@@ -60,8 +69,16 @@ def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig
                         notebook=notebook)
     if labels.INJECTED_ANNOTATION in annotations:
         return Decision(Outcome.ALREADY_INJECTED, "pod already injected", notebook=notebook)
+    mode = config.server_types.mode(server_type)
+    if mode == "skip":
+        return Decision(Outcome.SKIPPED, f"server type {server_type!r} is in neither "
+                        "server_types.inject nor server_types.inert", notebook=notebook)
     try:
-        return _inject(pod, notebook, config)
+        decision = _inject(pod, notebook, config)
+        if mode == "inert" and decision.outcome is Outcome.INJECTED:
+            decision = replace(decision, reason=f"sidecar injected inert (server type "
+                                                f"{server_type!r})")
+        return decision
     except (Unhandled, PatchConflict) as exc:
         return Decision(
             Outcome.UNHANDLED, str(exc), notebook=notebook,
@@ -91,6 +108,10 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
         raise Unhandled(f"a volume named {config.runtime_volume.name} already exists")
 
     warnings: list[str] = []
+    identity = sidecar_identity(spec, notebook_container, sidecar.run_as_user,
+                                sidecar.run_as_group)
+    if identity.warning:
+        warnings.append(identity.warning)
     gpu = gpu_facts(notebook_container, config.gpu_resources)
     workspace = _workspace_mount(spec, notebook_container, config)
     if workspace is None:
@@ -108,7 +129,7 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
         "emptyDir": {"sizeLimit": config.runtime_volume.size_limit},
     })
     container = _sidecar_container(notebook, notebook_container, gpu, workspace, runtime_mount,
-                                   config)
+                                   identity, config)
     if sidecar.native:
         patch.append(("spec", "initContainers"), container)
     else:
@@ -118,6 +139,13 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
         {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
         {"name": "GPUSHIFT_SIDECAR_URL", "value": f"http://127.0.0.1:{sidecar.port}"},
     ])
+    # The sidecar image may live in a private registry: its pull secrets go beside the
+    # pod's own (which the kubelet tries in turn), each once.
+    have = {_name(s) for s in _list(spec.get("imagePullSecrets"))}
+    for secret in sidecar.image_pull_secrets:
+        if secret not in have:
+            patch.append(("spec", "imagePullSecrets"), {"name": secret})
+            have.add(secret)
     patch.set_key(("metadata", "annotations"), labels.INJECTED_ANNOTATION, __version__)
     return Decision(Outcome.INJECTED, "sidecar injected", patch.operations, warnings, notebook)
 
@@ -145,6 +173,66 @@ def _notebook_container_index(containers: list[Mapping[str, Any]], name: str) ->
         if c.get("name") == name:
             return i
     raise Unhandled(f"no container named {name!r} (the configured notebook container)")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the sidecar runs as, and why not as the notebook's user when it cannot."""
+
+    uid: int
+    gid: int
+    warning: str = ""
+
+
+def sidecar_identity(spec: Mapping[str, Any], container: Mapping[str, Any],
+                     default_uid: int, default_gid: int) -> Identity:
+    """The sidecar runs as the notebook's user: runAsUser and runAsGroup each from the
+    notebook container's securityContext, else the pod's (the kubelet's own precedence),
+    else the config's defaults (1000:100, Kubeflow's jovyan/users).
+
+    Same UID, because the sidecar writes its API token into the shared runtime emptyDir
+    with mode 0600 (gpushift_sidecar.token) and the notebook's server extension must read
+    it; a reused token is even refused unless the file belongs to the sidecar's own UID.
+    The same UID needs no file mode change. The emptyDir itself needs no fsGroup: the
+    kubelet makes it world-writable (0777; with the pod's fsGroup, group-owned by it and
+    setgid), so the sidecar can write there as any UID, and runtime-config.json is
+    0644. The webhook therefore never sets or changes the pod's fsGroup (a pod-level
+    field that also changes the ownership of the notebook's volumes): the pod's own,
+    Kubeflow's 100, applies to the sidecar as a supplementary group like to the notebook.
+    A group-readable token (0640, group = fsGroup) would also serve differing UIDs, but
+    would hand the token to every process of that group in both containers; it is not
+    needed while the UIDs match.
+
+    A pod that sets no UID runs as its image's user, which the webhook cannot see: the
+    config's UID is assumed. Never root: a notebook that runs as UID 0 gets a sidecar
+    with the config's UID, and a warning. A GID is taken as it is, 0 included: a group
+    gives no privilege, and the sidecar's capabilities are all dropped. Values Kubernetes
+    would refuse (not a whole number >= 0) count as unset; the API server rejects such a
+    pod after us anyway.
+    """
+    pod_context = _mapping(spec.get("securityContext"))
+    own_context = _mapping(container.get("securityContext"))
+
+    def resolved(key: str) -> int | None:
+        for context in (own_context, pod_context):
+            value = context.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return value
+        return None
+
+    uid, gid = resolved("runAsUser"), resolved("runAsGroup")
+    gid = default_gid if gid is None else gid
+    if uid is None:
+        return Identity(default_uid, gid)
+    if uid == 0:
+        return Identity(default_uid, gid, (
+            f"gpushift: the notebook container {container.get('name')!r} runs as root "
+            f"(UID 0); the gpushift sidecar never does and runs as UID {default_uid} "
+            "(sidecar.run_as_user) instead: the notebook can read the sidecar's API token "
+            "only while it keeps root's capabilities, and the sidecar may be unable to "
+            "write next to files the notebook creates. Run the notebook as a non-root user "
+            "(runAsUser) to be sure the GPU optimizer works"))
+    return Identity(uid, gid)
 
 
 def gpu_facts(container: Mapping[str, Any], vendors: list[str]) -> GpuFacts | None:
@@ -186,6 +274,7 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
     gpu: GpuFacts | None,
     workspace: dict[str, Any] | None,
     runtime_mount: dict[str, Any],
+    identity: Identity,
     config: WebhookConfig,
 ) -> dict[str, Any]:
     s = config.sidecar
@@ -204,6 +293,9 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         _field_env("GPUSHIFT_NODE_NAME", "spec.nodeName"),
         {"name": "GPUSHIFT_NOTEBOOK_NAME", "value": notebook},
         {"name": "GPUSHIFT_NOTEBOOK_CONTAINER", "value": str(notebook_container.get("name", ""))},
+        # A move to GPU of an image with no CUDA pair is refused on it before anything
+        # is checkpointed (the admin's unmapped_image).
+        {"name": "GPUSHIFT_NOTEBOOK_IMAGE", "value": str(notebook_container.get("image", ""))},
         {"name": "GPUSHIFT_GPU_RESOURCE", "value": gpu.resource if gpu else ""},
         {"name": "GPUSHIFT_GPU_COUNT", "value": str(gpu.count if gpu else 0)},
         {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
@@ -221,10 +313,14 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         "env": env,
         "volumeMounts": mounts,
         "resources": {"requests": dict(s.resources.requests), "limits": dict(s.resources.limits)},
+        # Meets Pod Security "restricted" on its own (Pod Security admission validates
+        # after the mutating webhooks, so the sidecar is checked too): non-root, no
+        # privilege escalation, all capabilities dropped, RuntimeDefault seccomp, not
+        # privileged; its volumes are an emptyDir and the notebook's own.
         "securityContext": {
             "runAsNonRoot": True,
-            "runAsUser": s.run_as_user,
-            "runAsGroup": s.run_as_group,
+            "runAsUser": identity.uid,
+            "runAsGroup": identity.gid,
             "readOnlyRootFilesystem": True,
             "allowPrivilegeEscalation": False,
             "privileged": False,

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from gpushift_core import patches
+from gpushift_core import labels, patches
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Decision, Outcome, plan_injection
 
@@ -32,11 +32,17 @@ class BadRequest(ValueError):
         self.detail = detail
 
 
-def review(body: object, config: WebhookConfig) -> tuple[dict[str, Any], Decision]:
-    """Answer one AdmissionReview. Raises `BadRequest` for a malformed one."""
+def review(body: object, config: WebhookConfig,
+           server_types: Mapping[tuple[str, str], str] | None = None,
+           ) -> tuple[dict[str, Any], Decision]:
+    """Answer one AdmissionReview. Raises `BadRequest` for a malformed one.
+
+    `server_types`: (namespace, Notebook name) -> the Notebook's server type, as the
+    webhook's cache knows them (`server_types.ServerTypeCache`; a dict read, no I/O)."""
     request = _request(body)
     uid = request["uid"]
-    decision = replace(decide(request, config), namespace=request.get("namespace") or "",
+    decision = replace(decide(request, config, server_types),
+                       namespace=request.get("namespace") or "",
                        pod=_pod_name(request["object"]))
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if decision.operations:
@@ -47,14 +53,21 @@ def review(body: object, config: WebhookConfig) -> tuple[dict[str, Any], Decisio
     return {"apiVersion": API_VERSION, "kind": KIND, "response": response}, decision
 
 
-def decide(request: Mapping[str, Any], config: WebhookConfig) -> Decision:
+def decide(request: Mapping[str, Any], config: WebhookConfig,
+           server_types: Mapping[tuple[str, str], str] | None = None) -> Decision:
     """The decision for a validated request; any bug of ours still admits the pod."""
     if request.get("operation", "CREATE") != "CREATE":
         return Decision(Outcome.SKIPPED, f"operation {request.get('operation')} is not CREATE")
     namespace = request.get("namespace") or ""
     pod = request["object"]
     try:
-        return plan_injection(pod, namespace, config)
+        metadata = pod.get("metadata")
+        pod_labels = metadata.get("labels") if isinstance(metadata, dict) else None
+        notebook = (pod_labels.get(labels.NOTEBOOK_NAME_LABEL)
+                    if isinstance(pod_labels, dict) else None)
+        server_type = (server_types.get((namespace, notebook))
+                       if server_types is not None and isinstance(notebook, str) else None)
+        return plan_injection(pod, namespace, config, server_type)
     except Exception as exc:
         # Never block a pod because of a bug of ours: admit it unchanged and say so.
         log.exception("injection failed")

@@ -19,6 +19,7 @@ from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Outcome
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.review import BadRequest, review
+from gpushift_webhook.server_types import ServerTypeCache
 
 log = logging.getLogger("gpushift.webhook")
 
@@ -29,6 +30,7 @@ CONFIG = web.AppKey("config", WebhookConfig)
 METRICS = web.AppKey("metrics", WebhookMetrics)
 CERT = web.AppKey("cert", ReloadingCertificate)
 MAX_BODY = web.AppKey("max_body_bytes", int)
+SERVER_TYPES = web.AppKey("server_types", ServerTypeCache)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -52,9 +54,13 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def make_app(config: WebhookConfig, cert: ReloadingCertificate,
              metrics: WebhookMetrics | None = None,
-             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> web.Application:
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+             server_types: ServerTypeCache | None = None) -> web.Application:
+    """`server_types`: the Notebooks' server types, kept by the caller (empty: every
+    lookup misses, and every notebook pod is injected; the sidecar decides)."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app[MAX_BODY] = max_body_bytes
+    app[SERVER_TYPES] = server_types if server_types is not None else ServerTypeCache()
     app[CONFIG] = config
     app[METRICS] = metrics or WebhookMetrics()
     app[CERT] = cert
@@ -85,7 +91,7 @@ async def mutate(request: web.Request) -> web.Response:
     except orjson.JSONDecodeError as exc:
         return _bad(metrics, "invalid_json", f"the body is not JSON: {exc}")
     try:
-        answer, decision = review(body, request.app[CONFIG])
+        answer, decision = review(body, request.app[CONFIG], request.app[SERVER_TYPES])
     except BadRequest as exc:
         return _bad(metrics, exc.error, exc.detail)
     elapsed = time.perf_counter() - started

@@ -1,4 +1,5 @@
-"""The one Kubernetes client of the cluster side: Notebooks, pods, Events, Leases.
+"""The one Kubernetes client of the cluster side: Notebooks, pods, namespaces, Events,
+ResourceQuotas, Leases.
 
 Every call goes through `transport.call` (worker thread, timeouts, backoff while the API
 cannot be reached; every failure a `KubeError` that carries the API's Status). The
@@ -52,9 +53,11 @@ BuildOps = Callable[[dict[str, Any]], "list[dict[str, Any]] | Awaitable[list[dic
 
 def copied_to_pod(annotation: str) -> bool:
     """Whether Kubeflow's notebook-controller copies this Notebook annotation into the pod
-    template: it copies every key that contains neither "notebook" nor "kubectl", so
-    changing such an annotation on the Notebook changes the StatefulSet's template and
-    recreates pod <name>-0 (and kills its kernel)."""
+    template: every key that contains neither "notebook" nor "kubectl", when it generates
+    the StatefulSet. Kubeflow's own controller copies the template's spec only on later
+    reconciles, so a change then recreates no pod; but a StatefulSet generated again, or a
+    controller that syncs the template's annotations, would put it on the pod and
+    recreate pod <name>-0 (killing its kernel) -- so gpushift's own keys avoid it."""
     return "notebook" not in annotation and "kubectl" not in annotation
 
 
@@ -231,6 +234,20 @@ class KubeApi:
             raise
         return True
 
+    # -- namespaces -----------------------------------------------------------------------------
+
+    async def list_namespaces(self, label_selector: str = "") -> dict[str, dict[str, str]]:
+        """The labels of every namespace the selector matches, by name."""
+        listed = await self.read_json(self.core_v1.list_namespace,
+                                      label_selector=label_selector)
+        out: dict[str, dict[str, str]] = {}
+        for item in listed.get("items") or []:
+            meta = item.get("metadata") or {}
+            if meta.get("name"):
+                out[str(meta["name"])] = {str(k): str(v)
+                                          for k, v in (meta.get("labels") or {}).items()}
+        return out
+
     # -- Events ---------------------------------------------------------------------------------
 
     async def create_event(self, namespace: str, notebook: Mapping[str, Any], reason: str,
@@ -242,6 +259,21 @@ class KubeApi:
                               host=self.host)
         return await self.read_json(self.core_v1.create_namespaced_event, namespace, body,
                                     field_manager=self.component)
+
+    async def list_events(self, namespace: str, field_selector: str) -> list[dict[str, Any]]:
+        """The core/v1 Events of the namespace that match `field_selector` (e.g.
+        "involvedObject.kind=StatefulSet,involvedObject.name=nb,reason=FailedCreate"),
+        as plain JSON."""
+        listed = await self.read_json(self.core_v1.list_namespaced_event, namespace,
+                                      field_selector=field_selector)
+        return [dict(i) for i in listed.get("items") or [] if isinstance(i, dict)]
+
+    # -- ResourceQuotas -----------------------------------------------------------------------
+
+    async def list_resource_quotas(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's ResourceQuotas (spec.hard, status.used), as plain JSON."""
+        listed = await self.read_json(self.core_v1.list_namespaced_resource_quota, namespace)
+        return [dict(i) for i in listed.get("items") or [] if isinstance(i, dict)]
 
     # -- Leases (leader election) ---------------------------------------------------------------
 

@@ -13,21 +13,20 @@ import pytest
 from sidecar_environ import make_environ
 from test_checkpoint_database import add_commit, make_db
 
-from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings
+from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings, ServerTypeSettings
 from gpushift_core.kube import KubeError
-from gpushift_sidecar.api import Sidecar
 from gpushift_sidecar.api_requests import ActivityReport
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.idle import IdleState
-from gpushift_sidecar.idle_loop import (
-    IdleLoop,
-    IdleLoopConfig,
+from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig
+from gpushift_sidecar.idle_reporting import (
     api_state,
     idle_annotations,
     idle_note,
     reclaimed_gpu_seconds,
 )
 from gpushift_sidecar.metrics import SidecarMetrics
+from gpushift_sidecar.service import Sidecar
 from gpushift_sidecar.state import Migration, Phase, Reason, Target
 from gpushift_webhook.config import WebhookConfig
 
@@ -58,6 +57,8 @@ class RecordingRunner:
 
 
 class FakeKube:
+    """A stand-in for the API's Notebook read (the loop's I/O, not what is tested)."""
+
     def __init__(self, annotations: dict[str, str] | None = None) -> None:
         self.annotations = annotations or {}
         self.error: KubeError | None = None
@@ -69,10 +70,13 @@ class FakeKube:
 
 
 def make(tmp_path: Path, idle: IdleSettings = IDLE, *, gpu: bool = True,
-         kube: FakeKube | None = None) -> tuple[Sidecar, IdleLoop, Clock]:
+         kube: FakeKube | None = None, registered: bool = True,
+         server_types: ServerTypeSettings | None = None) -> tuple[Sidecar, IdleLoop, Clock]:
+    """`registered`: the notebook side has reported at T0 (as the server extension does)."""
     settings = WebhookConfig(profiles=[GpuProfile(name="nvidia-1"),
                                        GpuProfile(name="nvidia-2", count=2)],
-                             default_profile="nvidia-1", idle=idle)
+                             default_profile="nvidia-1", idle=idle,
+                             server_types=server_types or ServerTypeSettings())
     tmp_path.mkdir(parents=True, exist_ok=True)
     environ = make_environ(tmp_path, gpu=("nvidia.com/gpu", 1) if gpu else None,
                            GPUSHIFT_SETTINGS=settings.sidecar_settings_json)
@@ -81,6 +85,8 @@ def make(tmp_path: Path, idle: IdleSettings = IDLE, *, gpu: bool = True,
     clock = Clock()
     sidecar.idle = IdleLoop(sidecar, kube, IdleLoopConfig(tick_seconds=0.01),
                             sampler=lambda: None, clock=clock)
+    if registered:
+        sidecar.idle.notebook_side_seen(clock())
     return sidecar, sidecar.idle, clock
 
 
@@ -147,8 +153,8 @@ def test_the_override_is_clamped_into_the_admin_bounds(tmp_path, annotations, se
     loop.apply_annotations(annotations, clock())
     snap = loop.snapshot()
     assert (snap["timeout"], snap["timeout_source"]) == (seconds, source)
-    if reason is None:
-        assert snap["reason"] is None
+    if reason is None:  # only why the timer last started over
+        assert snap["reason"] == "the notebook side registered: the idle timer starts"
     else:
         assert reason in snap["reason"]
 
@@ -349,3 +355,48 @@ def test_reclaimed_idle_seconds_are_counted_when_the_move_arrives_on_cpu(tmp_pat
         manual = manual.advance(phase, now=now)
     metrics.record_change(manual, manual.advance(Phase.RESTORING, now=now))
     assert metrics.gpu_idle_seconds_reclaimed._value.get() == 360.0
+
+
+# -- only what gpushift can see: the notebook side registered, the server type -----------
+
+
+async def test_no_idle_move_until_the_notebook_side_registers(tmp_path) -> None:
+    """A GPU pod whose server extension never reports (a Jupyter image without it) is
+    left alone: no warning, no move, and the state says why."""
+    sidecar, loop, clock = make(tmp_path, registered=False)
+    assert await run_until(loop, clock, 30) == []
+    assert not sidecar.runner.started  # type: ignore[attr-defined]
+    snap = loop.current()
+    assert snap["state"] == "inert" and snap["notebook_side_registered"] is False
+    assert snap["reason"].startswith("notebook side not registered")
+    assert on_disk(sidecar)["idle"]["state"] == "inert"
+    # The extension's first report starts the timer from then, not from the pod's start.
+    loop.notebook_side_seen(clock())
+    registered_at = clock.now - T0
+    assert loop.current()["state"] == "active"
+    assert loop.current()["notebook_side_registered"] is True
+    seen = await run_until(loop, clock, 30 + IDLE.timeout_seconds + 0.5)
+    assert seen == [(round(registered_at + 2, 3), "warn"),
+                    (round(registered_at + 4, 3), "move")]
+
+
+@pytest.mark.parametrize(("server_type", "off"), [
+    ("jupyter", False), ("", False), ("group-one", True), ("group-two", True)])
+async def test_the_server_type_turns_the_idle_move_off(tmp_path, server_type, off) -> None:
+    kube = FakeKube({"notebooks.kubeflow.org/server-type": server_type} if server_type
+                    else {})
+    sidecar, loop, clock = make(tmp_path / server_type, kube=kube,
+                                server_types=ServerTypeSettings(inert=["group-one"]))
+    await loop.read_annotations()
+    assert loop.server_type == server_type
+    assert (loop.optimizer_off is not None) is off
+    seen = await run_until(loop, clock, 10)
+    assert bool(seen) is not off
+    snap = loop.current()
+    if off:
+        assert snap["state"] == "inert" and server_type in snap["reason"]
+        assert "server_types.in" in snap["reason"]
+        assert not sidecar.runner.started  # type: ignore[attr-defined]
+        assert on_disk(sidecar)["optimizerOff"] == loop.optimizer_off
+    else:
+        assert "optimizerOff" not in on_disk(sidecar)

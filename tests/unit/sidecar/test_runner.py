@@ -27,7 +27,7 @@ from migration_fixtures import (
 
 from gpushift_core.kube import KubeApi
 from gpushift_core.patches import apply
-from gpushift_sidecar.api import Sidecar, make_app
+from gpushift_sidecar.api import make_app
 from gpushift_sidecar.api_requests import RestoreReport
 from gpushift_sidecar.checkpoint_database import Verdict, VerdictStatus
 from gpushift_sidecar.env import SidecarEnv
@@ -36,6 +36,7 @@ from gpushift_sidecar.migration_steps import (
     plan_patch,
 )
 from gpushift_sidecar.runner import RunnerConfig, StepRunner
+from gpushift_sidecar.service import Sidecar
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
     PREVIOUS_PROFILE_ANNOTATION,

@@ -6,8 +6,9 @@ import json
 import pytest
 from sidecar_environ import environ_factory
 
-from gpushift_sidecar.api import MAX_KERNELS, Sidecar, make_app
+from gpushift_sidecar.api import MAX_KERNELS, make_app
 from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.service import Sidecar
 from gpushift_sidecar.state import Migration, Phase
 from gpushift_sidecar.token import TOKEN_FILE
 
@@ -229,3 +230,38 @@ async def test_metrics_count_requests_migrations_and_writes(make_client):
     writes = next(line for line in lines
                   if line.startswith('gpushift_sidecar_runtime_config_writes_total{outcome="ok"}'))
     assert float(writes.split()[1]) >= 6  # start, new migration, four phase changes
+
+
+async def test_a_server_type_kept_off_refuses_moves_and_says_so(make_client):
+    client, sidecar = await make_client()
+    idle = sidecar.idle
+    idle.apply_server_type("group-one", idle.clock())  # VSCode: not in server_types.inject
+    r = await client.post("/migrations", json=move(sidecar.env))
+    body = await r.json()
+    assert r.status == 409 and body["error"] == "optimizer_off", body
+    assert "'group-one'" in body["detail"] and body["server_type"] == "group-one"
+    assert not sidecar.runner.started
+    config = await (await client.get("/runtime-config")).json()
+    assert config["optimizerOff"] == body["detail"]
+    idle.apply_server_type("jupyter", idle.clock())
+    assert "optimizerOff" not in await (await client.get("/runtime-config")).json()
+    assert (await client.post("/migrations", json=move(sidecar.env))).status == 202
+
+
+async def test_only_an_authenticated_write_registers_the_notebook_side(make_client):
+    client, _ = await make_client(gpu=("nvidia.com/gpu", 1))
+
+    async def registered() -> bool:
+        snap = await (await client.get("/idle")).json()
+        return bool(snap["notebook_side_registered"])
+
+    assert not await registered()
+    assert (await client.get("/checkpoints")).status == 200  # reads register nothing
+    r = await client.post("/activity", json={"kernel_id": "k", "gpu_cell_running": False},
+                          headers={"Authorization": "Bearer wrong"})
+    assert r.status == 403
+    assert not await registered()
+    r = await client.post("/activity", json={"kernel_id": "k", "gpu_cell_running": False})
+    assert r.status == 204
+    assert await registered()
+    assert (await (await client.get("/idle")).json())["state"] == "active"

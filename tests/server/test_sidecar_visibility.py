@@ -1,0 +1,115 @@
+"""Only what gpushift can see, in the real `gpushift-sidecar serve` process: the idle
+timer of a GPU pod waits for the notebook side to register, and a move to GPU of an
+image with no CUDA pair is refused at once (409) before anything is checkpointed.
+
+No GPU and no Kubernetes configuration here: the sidecar gets a GPU pod's env (NVML
+finds no GPU, so only the API's reports count), as in test_sidecar_idle_api.py.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import test_sidecar_api as base
+
+from gpushift_core.admin_settings import GpuProfile, IdleSettings, ImagePair
+from gpushift_webhook.config import WebhookConfig
+
+CPU, CUDA = "gpushift/gpushift-notebook:0.1.0-cpu", "gpushift/gpushift-notebook:0.1.0-cuda"
+SETTINGS = WebhookConfig(
+    profiles=[GpuProfile(name="nvidia-1")], default_profile="nvidia-1",
+    image_map=[ImagePair(cpu=CPU, cuda=CUDA)],
+    idle=IdleSettings(timeout_seconds=3, min_seconds=3, max_seconds=10, warning_seconds=1))
+
+
+def start(tmp: Path, image: str, gpu: tuple[str, int] | None) -> base.Sidecar:
+    port = base.free_port()
+    runtime_dir, workspace_dir = tmp / "run", tmp / "ws"
+    workspace_dir.mkdir(parents=True, exist_ok=True)
+    env = base.sidecar_environ(tmp, port, runtime_dir, workspace_dir, gpu)
+    env.update(GPUSHIFT_SETTINGS=SETTINGS.sidecar_settings_json, GPUSHIFT_NOTEBOOK_IMAGE=image,
+               KUBECONFIG=str(tmp / "no-kubeconfig"))  # never the machine's own cluster
+    log = tmp / f"sidecar-{port}.log"
+    process = subprocess.Popen(base.sidecar_command("serve", "--idle-tick", "0.1"),
+                               stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
+    sidecar = base.Sidecar(f"http://127.0.0.1:{port}", port, runtime_dir, workspace_dir, env,
+                           process, log)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and process.poll() is None:
+        with socket.socket() as listening:
+            if listening.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.05)
+    if process.poll() is not None or not base.wait_for_health(sidecar, 200, timeout=20):
+        base.stop(sidecar)
+        raise AssertionError(sidecar.logs())
+    return sidecar
+
+
+async def test_a_move_to_gpu_of_an_unmapped_image_is_refused_at_once(tmp_path):
+    sc = start(tmp_path, "kubeflownotebookswg/jupyter-scipy:v1.9.2", gpu=None)
+    try:
+        async with aiohttp.ClientSession(base_url=sc.url, headers=sc.auth()) as s:
+            started = time.monotonic()
+            async with s.post("/migrations", json={"target": "gpu", "reason": "manual"}) as r:
+                answer: dict[str, Any] = await r.json()
+                assert r.status == 409, answer
+            assert time.monotonic() - started < 2
+            assert answer["error"] == "unmapped_image"
+            assert answer["image"] == "kubeflownotebookswg/jupyter-scipy:v1.9.2"
+            assert answer["setting"] == "unmapped_image"
+            assert "jupyter-scipy:v1.9.2 has no CUDA image" in answer["detail"]
+            assert "unmapped_image: refuse" in answer["detail"]
+            # Nothing started: no migration, nothing in runtime-config.json.
+            async with s.get("/migrations/current") as r:
+                assert r.status == 404
+        assert sc.runtime_config()["migration"] is None
+    finally:
+        assert base.stop(sc) == 0
+    assert "Traceback" not in sc.logs()
+
+
+async def test_the_idle_timer_waits_for_the_notebook_side(tmp_path):
+    sc = start(tmp_path, CUDA, gpu=("nvidia.com/gpu", 1))
+    try:
+        async with aiohttp.ClientSession(base_url=sc.url, headers=sc.auth()) as s:
+            async def idle() -> dict[str, Any]:
+                async with s.get("/idle") as r:
+                    assert r.status == 200
+                    return dict(await r.json())
+
+            first = await idle()
+            assert first["state"] == "inert" and first["notebook_side_registered"] is False
+            assert first["reason"].startswith("notebook side not registered")
+            time.sleep(3 * 1.5)  # past the 3 s timeout: nothing happens, reads change nothing
+            still = await idle()
+            assert still["state"] == "inert" and still["notebook_side_registered"] is False
+            async with s.get("/migrations/current") as r:
+                assert r.status == 404
+            assert sc.runtime_config()["idle"]["state"] == "inert"
+            # The server extension's first report: the timer starts from then.
+            async with s.post("/activity", json={"kernel_id": "k1",
+                                                 "gpu_cell_running": False}) as r:
+                assert r.status == 204
+            registered = await idle()
+            assert registered["state"] == "active"
+            assert registered["notebook_side_registered"] is True
+            assert registered["idle_for"] < 1
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline:
+                async with s.get("/migrations/current") as r:
+                    if r.status == 200:
+                        moved = await r.json()
+                        break
+                time.sleep(0.1)
+            else:
+                raise AssertionError(sc.logs()[-3000:])
+            assert (moved["reason"], moved["target"]) == ("idle", "cpu")
+    finally:
+        assert base.stop(sc) == 0
+    assert "Traceback" not in sc.logs()
