@@ -21,18 +21,15 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from kubernetes import client
 
 from gpushift_testing import access, demo_setup
-from gpushift_testing.controlplane import ControlPlane, binary_paths
+from gpushift_testing.controlplane import ControlPlane
 from gpushift_testing.jupyter_user import JupyterUser
-from gpushift_testing.kube import wait_for
 from gpushift_testing.notebook_proxy import NotebookProxy, Routes
 from gpushift_testing.pod_runner import PodRunner
 from gpushift_testing.webhook_process import (
     LocalWebhook,
-    ca_bundle_published,
-    install_chart,
+    serve_local_webhook,
 )
 
 CPU_IMAGE = demo_setup.CPU_IMAGE
@@ -56,14 +53,8 @@ def start_webhook(plane: ControlPlane, workdir: Path) -> LocalWebhook:
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump(E2E_CONFIG))
-    hook = LocalWebhook(plane.kubeconfig, workdir)
-    install_chart(binary_paths()["helm"], plane.kubeconfig, hook)
-    hook.start("--config", str(config), "--guard", "--guard-interval", "1")
-    api = client.AdmissionregistrationV1Api(plane.api_client())
-    wait_for("the webhook's caBundle", lambda: ca_bundle_published(api), 60,
-             describe=hook.logs)
-    wait_for("the webhook ready", hook.ready, 30, describe=hook.logs)
-    return hook
+    return serve_local_webhook(plane.kubeconfig, plane.api_client(), workdir,
+                               "--config", str(config), "--guard", "--guard-interval", "1")
 
 
 @dataclass

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 
 def wait_for(
@@ -65,3 +67,13 @@ def pod_summary(pod: Any) -> dict[str, Any]:
         ],
         "images": [c.image for c in pod.spec.containers],
     }
+
+
+def delete_namespaces(core: Any, names: Iterable[str]) -> None:
+    """Delete each namespace; one already gone is fine."""
+    for name in names:
+        try:
+            core.delete_namespace(name)
+        except ApiException as e:
+            if e.status != 404:
+                raise

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubernetes import client
+
+from gpushift_testing.binaries import binary_paths
 from gpushift_testing.common import free_port
+from gpushift_testing.kube import wait_for
 from gpushift_testing.processes import stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,3 +103,20 @@ def install_chart(helm_bin: Path, kubeconfig: Path, webhook: LocalWebhook,
 def ca_bundle_published(admission_api: Any) -> bool:
     mwc = admission_api.read_mutating_webhook_configuration(RELEASE)
     return all(w.client_config.ca_bundle for w in mwc.webhooks or [])
+
+
+def serve_local_webhook(kubeconfig: Path, api_client: Any, workdir: Path,
+                        *extra: str) -> LocalWebhook:
+    """The chart installed with real helm and the webhook started locally with `extra`
+    arguments; returns once the apiserver holds its caBundle and it answers /readyz.
+    The caller stops it (`LocalWebhook.stop`)."""
+    helm_bin = binary_paths()["helm"]
+    assert helm_bin.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm_bin})"
+    hook = LocalWebhook(kubeconfig, workdir)
+    install_chart(helm_bin, kubeconfig, hook)
+    hook.start(*extra)
+    admission = client.AdmissionregistrationV1Api(api_client)
+    wait_for("the webhook's caBundle in the MutatingWebhookConfiguration",
+             lambda: ca_bundle_published(admission), 60, describe=hook.logs)
+    wait_for("the webhook ready", hook.ready, 30, describe=hook.logs)
+    return hook

@@ -29,7 +29,7 @@ if str(REPO_ROOT / "testing") not in sys.path:
 from chart_tools import Tools  # noqa: E402
 from gpushift_testing import access, sidecar_process  # noqa: E402
 from gpushift_testing import controlplane as cpmod  # noqa: E402
-from gpushift_testing.kube import wait_for  # noqa: E402
+from gpushift_testing.kube import delete_namespaces, wait_for  # noqa: E402
 from gpushift_testing.pki import write_kubeconfig  # noqa: E402
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess  # noqa: E402
 
@@ -204,13 +204,7 @@ def namespace(
     try:
         yield name
     finally:
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            core.delete_namespace(name)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+        delete_namespaces(core, [name])
 
 
 # ---------------------------------------------------------- the chart (test_chart_cluster_*)
@@ -229,7 +223,6 @@ def kube(control_plane: cpmod.ControlPlane, tools: Tools,
     `chart_namespaces` ({name: labels}), which each module that uses `kube` defines. The
     modules' namespaces differ: one module's may still be terminating when the next runs."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     api = control_plane.api_client()
     tools.kubeconfig = control_plane.kubeconfig
@@ -250,10 +243,5 @@ def kube(control_plane: cpmod.ControlPlane, tools: Tools,
     try:
         yield apis
     finally:
-        for ns in created:
-            try:
-                apis.core.delete_namespace(ns)
-            except ApiException as e:
-                if e.status != 404:
-                    raise
+        delete_namespaces(apis.core, created)
         api.close()

@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 import yaml
 from gpushift_testing import controlplane as cpmod
-from gpushift_testing.kube import wait_for
-from gpushift_testing.webhook_process import LocalWebhook, ca_bundle_published, install_chart
-from kubernetes import client
+from gpushift_testing.kube import delete_namespaces, wait_for
+from gpushift_testing.webhook_process import (
+    LocalWebhook,
+    serve_local_webhook,
+)
 from kubernetes.client.exceptions import ApiException
 
 pytestmark = pytest.mark.cluster
@@ -34,18 +36,11 @@ def gpushift(control_plane: cpmod.ControlPlane,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWebhook]:
     """gpushift installed by helm (opt-in mode), the webhook running locally with a config
     that names an image pull secret for the sidecar image."""
-    helm_bin = cpmod.binary_paths()["helm"]
-    assert helm_bin.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm_bin})"
     workdir = tmp_path_factory.mktemp("webhook")
     config = workdir / "config.yaml"
     config.write_text(yaml.safe_dump({"sidecar": {"image_pull_secrets": [PULL_SECRET]}}))
-    hook = LocalWebhook(control_plane.kubeconfig, workdir)
-    install_chart(helm_bin, control_plane.kubeconfig, hook)
-    hook.start("--config", str(config))
-    api = client.AdmissionregistrationV1Api(control_plane.api_client())
-    wait_for("the webhook's caBundle in the MutatingWebhookConfiguration",
-             lambda: ca_bundle_published(api), timeout=60, describe=hook.logs)
-    wait_for("the webhook ready", hook.ready, timeout=30, describe=hook.logs)
+    hook = serve_local_webhook(control_plane.kubeconfig, control_plane.api_client(), workdir,
+                               "--config", str(config))
     try:
         yield hook
     finally:
@@ -70,12 +65,7 @@ def make_namespace(admin: Any) -> Iterator[Callable[[dict[str, str]], str]]:
         return name
 
     yield make
-    for name in created:
-        try:
-            admin.core.delete_namespace(name)
-        except ApiException as e:
-            if e.status != 404:
-                raise
+    delete_namespaces(admin.core, created)
 
 
 def kubeflow_notebook_pod(name: str, *, restricted: bool = True,

@@ -20,9 +20,11 @@ import test_webhook_cluster as webhook_cluster
 from gpushift_testing import controlplane as cpmod
 from gpushift_testing.kube import wait_for
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
-from gpushift_testing.webhook_process import LocalWebhook, ca_bundle_published, install_chart
+from gpushift_testing.webhook_process import (
+    LocalWebhook,
+    serve_local_webhook,
+)
 from gpushift_testing.workloads import wait_running
-from kubernetes import client
 
 from gpushift_core.admin_settings import IdleSettings
 from gpushift_webhook.config import WebhookConfig
@@ -42,15 +44,10 @@ def gpushift_listing(control_plane: cpmod.ControlPlane,
                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWebhook]:
     """The chart with the webhook as a local process that also runs the guard, and so
     keeps the Notebooks' server types (listed every second)."""
-    helm_bin = cpmod.binary_paths()["helm"]
-    hook = LocalWebhook(control_plane.kubeconfig, tmp_path_factory.mktemp("webhook"))
-    install_chart(helm_bin, control_plane.kubeconfig, hook)
-    hook.start("--guard", "--guard-interval", str(LIST_INTERVAL),
-               "--guard-lease-name", "gpushift-guard-server-types")
-    api = client.AdmissionregistrationV1Api(control_plane.api_client())
-    wait_for("the webhook's caBundle", lambda: ca_bundle_published(api), timeout=60,
-             describe=hook.logs)
-    wait_for("the webhook ready", hook.ready, timeout=30, describe=hook.logs)
+    hook = serve_local_webhook(control_plane.kubeconfig, control_plane.api_client(),
+                               tmp_path_factory.mktemp("webhook"), "--guard",
+                               "--guard-interval", str(LIST_INTERVAL),
+                               "--guard-lease-name", "gpushift-guard-server-types")
     try:
         yield hook
     finally:

@@ -21,8 +21,8 @@ from gpushift_testing.webhook_process import (
     NAMESPACE,
     RELEASE,
     LocalWebhook,
-    ca_bundle_published,
     install_chart,
+    serve_local_webhook,
 )
 from gpushift_testing.workloads import create_workspace, wait_running
 from kubernetes import client
@@ -35,16 +35,8 @@ SIDECAR = "gpushift-sidecar"
 def gpushift(control_plane: cpmod.ControlPlane,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalWebhook]:
     """gpushift installed by helm (opt-in mode) with the webhook running locally."""
-    helm_bin = cpmod.binary_paths()["helm"]
-    assert helm_bin.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm_bin})"
-    hook = LocalWebhook(control_plane.kubeconfig, tmp_path_factory.mktemp("webhook"))
-    install_chart(helm_bin, control_plane.kubeconfig, hook)
-    hook.start()
-    api = client.AdmissionregistrationV1Api(control_plane.api_client())
-    wait_for("the webhook's caBundle in the MutatingWebhookConfiguration",
-             lambda: ca_bundle_published(api), timeout=60,
-             describe=hook.logs)
-    wait_for("the webhook ready", hook.ready, timeout=30, describe=hook.logs)
+    hook = serve_local_webhook(control_plane.kubeconfig, control_plane.api_client(),
+                               tmp_path_factory.mktemp("webhook"))
     try:
         yield hook
     finally:

@@ -34,13 +34,17 @@ SETTINGS = WebhookConfig(profiles=[GpuProfile(name="nvidia-1")], default_profile
 TICK = 0.1
 
 
-def start(tmp: Path, gpu: tuple[str, int] | None = ("nvidia.com/gpu", 1)) -> base.Sidecar:
+def start(tmp: Path, gpu: tuple[str, int] | None = ("nvidia.com/gpu", 1), *,
+          settings: WebhookConfig = SETTINGS,
+          extra_env: dict[str, str] | None = None) -> base.Sidecar:
+    """A real `gpushift-sidecar serve` with a fast idle tick, once it answers /healthz."""
     port = base.free_port()
     runtime_dir, workspace_dir = tmp / "run", tmp / "ws"
-    workspace_dir.mkdir(exist_ok=True)
+    workspace_dir.mkdir(parents=True, exist_ok=True)
     env = base.sidecar_environ(tmp, port, runtime_dir, workspace_dir, gpu)
-    env["GPUSHIFT_SETTINGS"] = SETTINGS.sidecar_settings_json
+    env["GPUSHIFT_SETTINGS"] = settings.sidecar_settings_json
     env["KUBECONFIG"] = str(tmp / "no-kubeconfig")  # never the machine's own cluster
+    env.update(extra_env or {})
     log = tmp / f"sidecar-{port}.log"
     process = subprocess.Popen(base.sidecar_command("serve", "--idle-tick", str(TICK)),
                                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)

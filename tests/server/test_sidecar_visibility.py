@@ -8,14 +8,13 @@ finds no GPU, so only the API's reports count), as in test_sidecar_idle_api.py.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import test_sidecar_api as base
+import test_sidecar_idle_api as idle_api
 
 from gpushift_core.admin_settings import GpuProfile, IdleSettings, ImagePair
 from gpushift_webhook.config import WebhookConfig
@@ -28,27 +27,8 @@ SETTINGS = WebhookConfig(
 
 
 def start(tmp: Path, image: str, gpu: tuple[str, int] | None) -> base.Sidecar:
-    port = base.free_port()
-    runtime_dir, workspace_dir = tmp / "run", tmp / "ws"
-    workspace_dir.mkdir(parents=True, exist_ok=True)
-    env = base.sidecar_environ(tmp, port, runtime_dir, workspace_dir, gpu)
-    env.update(GPUSHIFT_SETTINGS=SETTINGS.sidecar_settings_json, GPUSHIFT_NOTEBOOK_IMAGE=image,
-               KUBECONFIG=str(tmp / "no-kubeconfig"))  # never the machine's own cluster
-    log = tmp / f"sidecar-{port}.log"
-    process = subprocess.Popen(base.sidecar_command("serve", "--idle-tick", "0.1"),
-                               stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
-    sidecar = base.Sidecar(f"http://127.0.0.1:{port}", port, runtime_dir, workspace_dir, env,
-                           process, log)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and process.poll() is None:
-        with socket.socket() as listening:
-            if listening.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.05)
-    if process.poll() is not None or not base.wait_for_health(sidecar, 200, timeout=20):
-        base.stop(sidecar)
-        raise AssertionError(sidecar.logs())
-    return sidecar
+    return idle_api.start(tmp, gpu, settings=SETTINGS,
+                          extra_env={"GPUSHIFT_NOTEBOOK_IMAGE": image})
 
 
 async def test_a_move_to_gpu_of_an_unmapped_image_is_refused_at_once(tmp_path):

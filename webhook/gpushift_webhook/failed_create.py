@@ -21,6 +21,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gpushift_core.timestamps import parse_utc
+
 __all__ = ["FAILED_CREATE", "event_time", "newest_failed_create", "selector"]
 
 FAILED_CREATE = "FailedCreate"
@@ -36,7 +38,7 @@ def event_time(event: Mapping[str, Any]) -> dt.datetime | None:
     """The latest moment the Event carries; None when it carries none."""
     series = event.get("series") or {}
     meta = event.get("metadata") or {}
-    times = [_parse(v) for v in (series.get("lastObservedTime"), event.get("lastTimestamp"),
+    times = [parse_utc(v) for v in (series.get("lastObservedTime"), event.get("lastTimestamp"),
                                  event.get("eventTime"), event.get("firstTimestamp"),
                                  meta.get("creationTimestamp"))]
     known = [t for t in times if t is not None]
@@ -62,11 +64,3 @@ def newest_failed_create(events: Sequence[Mapping[str, Any]], statefulset: str,
     return newest[1] if newest is not None else None
 
 
-def _parse(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment

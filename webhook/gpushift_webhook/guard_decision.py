@@ -57,7 +57,7 @@ from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATI
 from gpushift_core.move_plan import PlanError, plan_move
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
-from gpushift_core.timestamps import iso_utc
+from gpushift_core.timestamps import iso_utc, parse_utc
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.failed_create import newest_failed_create
 
@@ -141,17 +141,7 @@ def read_migration(notebook: Mapping[str, Any]) -> Migration | None:
         raise MigrationAnnotationError("not an object with a phase")
     return Migration(id=str(data.get("id") or ""), phase=data["phase"],
                      target=str(data.get("target") or ""),
-                     updated=parse_time(data.get("updated")), raw=data)
-
-
-def parse_time(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.replace(tzinfo=dt.UTC) if moment.tzinfo is None else moment
+                     updated=parse_utc(data.get("updated")), raw=data)
 
 
 def pod_ready(pod: Mapping[str, Any]) -> bool:
