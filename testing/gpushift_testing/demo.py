@@ -124,7 +124,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     (state / "webhook").mkdir(parents=True)
     install_chart(binary_paths()["helm"], plane.kubeconfig, hook,
                   *demo_setup.chart_sets_binding(ns))
-    hook.start(*demo_setup.guard_arguments(state / "webhook", args.guard_ready_timeout))
+    hook.start(*demo_setup.webhook_arguments(state / "webhook", args.guard_ready_timeout))
     stack.callback(hook.stop)
     admission = client.AdmissionregistrationV1Api(api)
     wait_for("the webhook's caBundle", lambda: ca_bundle_published(admission), 60,

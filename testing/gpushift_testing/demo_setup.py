@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from gpushift_testing.access import EDITOR_SA
+from gpushift_testing.access import CHART, EDITOR_SA
 from gpushift_testing.workloads import create_workspace
 
 NOTEBOOK_API = ("kubeflow.org", "v1")
@@ -89,13 +89,16 @@ def notebook_url(proxy_port: int, namespace: str, name: str) -> str:
     return f"http://127.0.0.1:{proxy_port}/notebook/{namespace}/{name}/"
 
 
-def guard_arguments(workdir: Path, ready_timeout: int | None) -> list[str]:
-    """Extra `gpushift-webhook serve` arguments that run the migration guard with
-    `guard.ready_timeout_seconds` = `ready_timeout` (its config file is written into
-    `workdir`); none when `ready_timeout` is None (the demo's default: no guard)."""
-    if ready_timeout is None:
-        return []
-    config = workdir / "guard-config.yaml"
-    # Only the guard's setting: every other one keeps the webhook's default.
-    config.write_text(yaml.safe_dump({"guard": {"ready_timeout_seconds": ready_timeout}}))
-    return ["--config", str(config), "--guard", "--guard-interval", "1"]
+def webhook_arguments(workdir: Path, ready_timeout: int | None) -> list[str]:
+    """Extra `gpushift-webhook serve` arguments: the chart's own `config` (values.yaml: the
+    profiles, the image map of gpushift's notebook images, the idle bounds), as the
+    chart's ConfigMap would mount it, written into `workdir`; with `ready_timeout`, also
+    the migration guard with that `guard.ready_timeout_seconds` (None, the demo's default:
+    no guard)."""
+    config = dict(yaml.safe_load((CHART / "values.yaml").read_text())["config"])
+    if ready_timeout is not None:
+        config["guard"] = {**(config.get("guard") or {}), "ready_timeout_seconds": ready_timeout}
+    path = workdir / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    guard = [] if ready_timeout is None else ["--guard", "--guard-interval", "1"]
+    return ["--config", str(path), *guard]
