@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
 from chart_tools import (
+    AGGREGATE_LABEL,
     FULLNAME,
     GUARD_LEASE,
     OTHER_NS,
@@ -27,6 +30,7 @@ from chart_tools import (
     USER_NS,
     WEBHOOK_SA,
 )
+from gpushift_testing import access
 
 
 @dataclass(frozen=True)
@@ -251,3 +255,54 @@ def webhook_cases() -> list[Access]:
         Access(sa, "list", "nodes"),
     ]
     return yes + [dataclasses.replace(a, allowed=False) for a in no]
+
+
+# kubeflow-edit as it is without gpushift: the same aggregation, less every role of the
+# gpushift chart (any release); and a ServiceAccount of USER_NS bound to it.
+EDIT_WITHOUT_GPUSHIFT = "gpushift-test-kubeflow-edit-without-gpushift"
+BASELINE_SA = (USER_NS, "edit-without-gpushift")
+
+
+@pytest.fixture(scope="module")
+def kubeflow_edit(kube: Any) -> Iterator[str]:
+    """Kubeflow's arrangement, with Kubeflow's own roles: the aggregated ClusterRoles of
+    ../shared/kubeflow/rbac/ (kubeflow-edit among them; created once per control plane),
+    and in each profile namespace the ServiceAccount default-editor bound to kubeflow-edit
+    by a RoleBinding, as the profile controller makes them. Also EDIT_WITHOUT_GPUSHIFT,
+    bound to BASELINE_SA."""
+    access.install_kubeflow_roles(kube.rbac)
+    for ns in (USER_NS, OTHER_NS):
+        access.bind_profile_editor(kube.core, kube.rbac, ns)
+    kube.rbac.create_cluster_role({
+        "metadata": {"name": EDIT_WITHOUT_GPUSHIFT},
+        "aggregationRule": {"clusterRoleSelectors": [{
+            "matchLabels": {AGGREGATE_LABEL: "true"},
+            "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn",
+                                  "values": ["gpushift"]}]}]},
+        "rules": [],
+    })
+    kube.core.create_namespaced_service_account(USER_NS,
+                                                {"metadata": {"name": BASELINE_SA[1]}})
+    kube.rbac.create_namespaced_role_binding(USER_NS, {
+        "metadata": {"name": BASELINE_SA[1]},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": EDIT_WITHOUT_GPUSHIFT},
+        "subjects": [{"kind": "ServiceAccount", "name": BASELINE_SA[1],
+                      "namespace": USER_NS}],
+    })
+    try:
+        yield access.KUBEFLOW_EDIT
+    finally:
+        kube.rbac.delete_cluster_role(EDIT_WITHOUT_GPUSHIFT)
+
+
+def rule_set(rules: Any) -> set[tuple[str, str, str, str]]:
+    """Rules as (group, resource, verb, name) tuples, for comparing rule lists."""
+    out = set()
+    for r in rules or []:
+        for g in r.api_groups or [""]:
+            for res in r.resources or []:
+                for v in r.verbs:
+                    for n in r.resource_names or [""]:
+                        out.add((g, res, v, n))
+    return out

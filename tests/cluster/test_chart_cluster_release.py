@@ -22,12 +22,15 @@ from typing import Any
 import pytest
 import yaml
 from chart_rbac_cases import (
+    BASELINE_SA,
+    EDIT_WITHOUT_GPUSHIFT,
     SIDECAR_ADDS_TO_KUBEFLOW_EDIT,
     Access,
     assert_access,
     guard_cases,
     guard_never_cases,
     kubeflow_edit_cases,
+    rule_set,
     sidecar_cases,
     sidecar_role_only_cases,
     webhook_cases,
@@ -48,7 +51,6 @@ from chart_tools import (
     WEBHOOK_SA,
     Tools,
 )
-from gpushift_testing import access
 from gpushift_testing.kube import wait_for
 from kubernetes.client.exceptions import ApiException
 
@@ -121,57 +123,6 @@ def release(kube: Any, tools: Tools) -> Iterator[Release]:
                                        check=False).returncode == 0:
             tools.helm("uninstall", RELEASE, "--namespace", RELEASE_NS, "--wait",
                        "--timeout", "60s", check=False)
-
-
-# kubeflow-edit as it is without gpushift: the same aggregation, less every role of the
-# gpushift chart (any release); and a ServiceAccount of USER_NS bound to it.
-EDIT_WITHOUT_GPUSHIFT = "gpushift-test-kubeflow-edit-without-gpushift"
-BASELINE_SA = (USER_NS, "edit-without-gpushift")
-
-
-@pytest.fixture(scope="module")
-def kubeflow_edit(kube: Any) -> Iterator[str]:
-    """Kubeflow's arrangement, with Kubeflow's own roles: the aggregated ClusterRoles of
-    ../shared/kubeflow/rbac/ (kubeflow-edit among them; created once per control plane),
-    and in each profile namespace the ServiceAccount default-editor bound to kubeflow-edit
-    by a RoleBinding, as the profile controller makes them. Also EDIT_WITHOUT_GPUSHIFT,
-    bound to BASELINE_SA."""
-    access.install_kubeflow_roles(kube.rbac)
-    for ns in (USER_NS, OTHER_NS):
-        access.bind_profile_editor(kube.core, kube.rbac, ns)
-    kube.rbac.create_cluster_role({
-        "metadata": {"name": EDIT_WITHOUT_GPUSHIFT},
-        "aggregationRule": {"clusterRoleSelectors": [{
-            "matchLabels": {AGGREGATE_LABEL: "true"},
-            "matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn",
-                                  "values": ["gpushift"]}]}]},
-        "rules": [],
-    })
-    kube.core.create_namespaced_service_account(USER_NS,
-                                                {"metadata": {"name": BASELINE_SA[1]}})
-    kube.rbac.create_namespaced_role_binding(USER_NS, {
-        "metadata": {"name": BASELINE_SA[1]},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": EDIT_WITHOUT_GPUSHIFT},
-        "subjects": [{"kind": "ServiceAccount", "name": BASELINE_SA[1],
-                      "namespace": USER_NS}],
-    })
-    try:
-        yield access.KUBEFLOW_EDIT
-    finally:
-        kube.rbac.delete_cluster_role(EDIT_WITHOUT_GPUSHIFT)
-
-
-def rule_set(rules: Any) -> set[tuple[str, str, str, str]]:
-    """Rules as (group, resource, verb, name) tuples, for comparing rule lists."""
-    out = set()
-    for r in rules or []:
-        for g in r.api_groups or [""]:
-            for res in r.resources or []:
-                for v in r.verbs:
-                    for n in r.resource_names or [""]:
-                        out.add((g, res, v, n))
-    return out
 
 
 # ----------------------------------------------------------------------------- 1. install

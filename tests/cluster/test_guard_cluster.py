@@ -17,25 +17,15 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
-from gpushift_testing import access
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
-from gpushift_testing.pki import write_kubeconfig
-from gpushift_testing.processes import stop_process
-from gpushift_testing.webhook_process import free_port
 from gpushift_testing.workloads import (
     create_workspace,
     delete_volumes,
@@ -43,7 +33,7 @@ from gpushift_testing.workloads import (
     wait_pending,
     wait_running,
 )
-from kubernetes import client
+from guard_processes import Guards, running_guards
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
 from gpushift_core.kube import KubeApi as SidecarApi
@@ -67,103 +57,18 @@ LEASE_DURATION, RENEW = 6.0, 2.0  # shorter than the 15 s / 5 s defaults: a quic
 ROLLED_BACK_LINE = "guard: migration rolled back"
 
 
-# ----------------------------------------------------------------------------- guards
-
-
-@dataclass
-class GuardProcess:
-    identity: str
-    argv: list[str]
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.argv, stdout=out, stderr=subprocess.STDOUT,
-                                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def kill(self) -> None:
-        if self.alive():
-            assert self.process is not None
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            stop_process(self.process)
-
-    def lines(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text().splitlines() if self.log.exists() else []:
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-        return out
-
-    def count(self, msg: str) -> int:
-        return sum(1 for line in self.lines() if line.get("msg") == msg)
-
-
-@dataclass
-class Guards:
-    namespace: str
-    procs: dict[str, GuardProcess] = field(default_factory=dict)
-
-    def holder(self, coordination: Any) -> str:
-        lease = coordination.read_namespaced_lease(LEASE, self.namespace)
-        return str(lease.spec.holder_identity or "")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {p.identity}\n" + p.log.read_text()[-4000:]
-                         for p in self.procs.values() if p.log.exists())
-
-
 @pytest.fixture(scope="module")
 def guards(control_plane: ControlPlane,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guards]:
     """Two guard processes (guard-a, guard-b) in their own namespace, with the chart's
     webhook RBAC only."""
     assert control_plane.notebook_controller_running, control_plane.notebook_controller_reason
-    workdir = tmp_path_factory.mktemp("guards")
-    api = control_plane.api_client()
-    core = client.CoreV1Api(api)
-    namespace = f"gpushift-guard-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace,
-                                        "labels": {"gpushift.io/test": "true"}}})
-    docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
-                                         control_plane.ca_file, token, "guard")
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "guard": {"ready_timeout_seconds": READY_TIMEOUT},
-        "image_map": [{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
-    }))
-    exe = str(Path(sys.executable).parent / "gpushift-webhook")
-    result = Guards(namespace)
-    for identity in ("guard-a", "guard-b"):
-        cert_dir = workdir / identity / "certs"  # no certificate: only the guard matters
-        cert_dir.mkdir(parents=True)
-        argv = [exe, "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-                "--cert-dir", str(cert_dir), "--config", str(config_file),
-                "--namespace", namespace, "--kubeconfig", str(kubeconfig),
-                "--guard", "--guard-lease-name", LEASE, "--guard-identity", identity,
-                "--guard-interval", "1", "--guard-lease-duration", str(LEASE_DURATION),
-                "--guard-renew-interval", str(RENEW)]
-        result.procs[identity] = GuardProcess(identity, argv, workdir / f"{identity}.log")
-    for proc in result.procs.values():
-        proc.start()
-    try:
-        yield result
-    finally:
-        for proc in result.procs.values():
-            proc.stop()
-        access.delete_cluster_scoped(api, docs)
-        core.delete_namespace(namespace)
-        api.close()
+    with running_guards(control_plane, tmp_path_factory.mktemp("guards"),
+                        ("guard-a", "guard-b"), release=RELEASE, lease=LEASE,
+                        namespace_prefix="gpushift-guard", ready_timeout=READY_TIMEOUT,
+                        image_map=[{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
+                        lease_duration=LEASE_DURATION, renew=RENEW) as started:
+        yield started
 
 
 @pytest.fixture

@@ -30,7 +30,8 @@ import test_sidecar_migration as mig
 from gpushift_testing.kube import wait_for
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
-from test_guard_cluster import GuardProcess, opt_in
+from guard_processes import GuardProcess
+from test_guard_cluster import opt_in
 from test_sidecar_guard import guard  # noqa: F401 - the fixture, shared
 
 notebook, sidecar_settings = mig.notebook, mig.sidecar_settings

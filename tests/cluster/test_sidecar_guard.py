@@ -18,25 +18,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import test_sidecar_migration as mig
-import yaml
-from gpushift_testing import access
 from gpushift_testing.controlplane import GPU_RESOURCE, ControlPlane
 from gpushift_testing.kube import pod_summary, wait_for
-from gpushift_testing.pki import write_kubeconfig
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
-from gpushift_testing.webhook_process import free_port
 from gpushift_testing.workloads import gpu_limit, node_kind, wait_pending, wait_running
-from kubernetes import client
-from test_guard_cluster import GuardProcess
+from guard_processes import GuardProcess, running_guards
 
 # The Notebook, its PV workspace, the sidecar's RBAC and process: as in the migration tests.
 notebook, sidecar_settings = mig.notebook, mig.sidecar_settings
@@ -64,37 +57,12 @@ def guard(control_plane: ControlPlane, tmp_path: Path,
           guard_ready_timeout: int) -> Iterator[GuardProcess]:
     """One `gpushift-webhook serve --guard` process in its own namespace, with the chart's
     webhook RBAC only, polling every second."""
-    api = control_plane.api_client()
-    core = client.CoreV1Api(api)
-    namespace = f"gpushift-sidecar-guard-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"metadata": {"name": namespace,
-                                        "labels": {"gpushift.io/test": "true"}}})
-    docs, token = access.install_webhook_rbac(api, RELEASE, namespace)
-    workdir = tmp_path / "guard"
-    (workdir / "certs").mkdir(parents=True)  # no certificate: only the guard matters
-    kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
-                                         control_plane.ca_file, token, "guard")
-    config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump({
-        "guard": {"ready_timeout_seconds": guard_ready_timeout},
-        "image_map": [{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
-    }))
-    argv = [str(Path(sys.executable).parent / "gpushift-webhook"), "serve",
-            "--host", "127.0.0.1", "--port", str(free_port()),
-            "--cert-dir", str(workdir / "certs"), "--config", str(config_file),
-            "--namespace", namespace, "--kubeconfig", str(kubeconfig),
-            "--guard", "--guard-lease-name", LEASE, "--guard-identity", "guard-0",
-            "--guard-interval", "1", "--guard-lease-duration", "6",
-            "--guard-renew-interval", "2"]
-    proc = GuardProcess("guard-0", argv, workdir / "guard.log")
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
-        access.delete_cluster_scoped(api, docs)
-        core.delete_namespace(namespace)
-        api.close()
+    with running_guards(control_plane, tmp_path / "guard", ("guard-0",), release=RELEASE,
+                        lease=LEASE, namespace_prefix="gpushift-sidecar-guard",
+                        ready_timeout=guard_ready_timeout,
+                        image_map=[{"cpu": CPU_IMAGE, "cuda": CUDA_IMAGE}],
+                        lease_duration=6, renew=2) as guards:
+        yield guards.procs["guard-0"]
 
 
 # ----------------------------------------------------------------------------- helpers
