@@ -29,6 +29,7 @@ from chart_rbac_cases import (
     assert_access,
     guard_cases,
     guard_never_cases,
+    kubeflow_edit,  # noqa: F401 - the fixture, shared
     kubeflow_edit_cases,
     rule_set,
     sidecar_cases,
@@ -218,7 +219,7 @@ def test_upgrade_to_cluster_wide_changes_the_namespace_selector(release: Release
 
 
 def test_sidecar_rbac_through_kubeflow_edit_aggregation(
-        release: Release, kube: Any, kubeflow_edit: str) -> None:
+        release: Release, kube: Any, kubeflow_edit: str) -> None:  # noqa: F811
     release.deploy()
     role = kube.rbac.read_cluster_role(SIDECAR_ROLE)
     assert role.metadata.labels[AGGREGATE_LABEL] == "true"
@@ -254,7 +255,7 @@ def test_sidecar_rbac_through_kubeflow_edit_aggregation(
 
 
 def test_the_sidecar_adds_to_kubeflow_edit_only_what_it_names(
-        release: Release, kube: Any, kubeflow_edit: str) -> None:
+        release: Release, kube: Any, kubeflow_edit: str) -> None:  # noqa: F811
     """Every verb of the chart's sidecar ClusterRole, asked of the real authorizer for a
     ServiceAccount bound to Kubeflow's kubeflow-edit as it is without gpushift: granted
     already, but for SIDECAR_ADDS_TO_KUBEFLOW_EDIT (which it refuses). So the sidecar

@@ -83,6 +83,9 @@ async def test_a_notebook_that_never_stops_changing_gives_up_after_the_attempts(
 async def test_invalid_patch_is_refused_at_once_not_retried(
         admin: Any, sidecar: KubeApi, namespace: str, notebook: Any) -> None:
     notebook("nb")
+    # Kubeflow's controller writes the status while the pod starts: a write of it between
+    # our read and our patch would make the first try stale, not invalid.
+    settled(admin, namespace, "nb")
     reads: list[str] = []
 
     def invalid(nb: dict[str, Any]) -> list[dict[str, Any]]:
