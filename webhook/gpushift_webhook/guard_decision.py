@@ -332,17 +332,33 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
         if error is not None:
             kind = ActionKind.FAIL
             reason = f"{reason}; the previous profile could not be restored: {error}"
-    record_out = {"id": m.id, "phase": ROLLED_BACK if kind is ActionKind.ROLLBACK else FAILED,
-                  "target": m.target, "updated": iso_utc(now), "reason": reason[:REASON_MAX]}
     pb = PatchBuilder(notebook)
-    pb.set_key(("metadata", "annotations"), MIGRATION_ANNOTATION,
-               json.dumps(record_out, separators=(",", ":")))
+    record_out = set_mirror(pb, m, ROLLED_BACK if kind is ActionKind.ROLLBACK else FAILED,
+                            now, reason)
     if kind is ActionKind.ROLLBACK and PREVIOUS_PROFILE_ANNOTATION in annotations:
         pb.remove(("metadata", "annotations", PREVIOUS_PROFILE_ANNOTATION))
+    return RollbackPatch(kind, guarded_ops(notebook, spec_ops, pb), record_out,
+                         record_out["reason"], summary)
+
+
+def set_mirror(pb: PatchBuilder, m: Migration, phase: str, now: dt.datetime,
+               reason: str) -> dict[str, Any]:
+    """Set the migration annotation to `phase` with `reason` (same id and target) in
+    `pb`; returns the record written."""
+    record = {"id": m.id, "phase": phase, "target": m.target, "updated": iso_utc(now),
+              "reason": reason[:REASON_MAX]}
+    pb.set_key(("metadata", "annotations"), MIGRATION_ANNOTATION,
+               json.dumps(record, separators=(",", ":")))
+    return record
+
+
+def guarded_ops(notebook: Mapping[str, Any], spec_ops: list[dict[str, Any]],
+                pb: PatchBuilder) -> list[dict[str, Any]]:
+    """One patch: a `test` of the resourceVersion read, then the spec's and `pb`'s
+    operations (a Notebook changed since it was read refuses it whole)."""
     rv = (notebook.get("metadata") or {}).get("resourceVersion")
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-           *spec_ops, *pb.operations]
-    return RollbackPatch(kind, ops, record_out, record_out["reason"], summary)
+    return [{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
+            *spec_ops, *pb.operations]
 
 
 def cpu_spec(notebook: Mapping[str, Any], cfg: WebhookConfig,

@@ -14,13 +14,11 @@ stop annotation, not gpushift.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from collections.abc import Mapping
 from typing import Any
 
-from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.labels import PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.patches import PatchBuilder
-from gpushift_core.timestamps import iso_utc
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.guard_decision import (
     CANCELLED,
@@ -29,10 +27,12 @@ from gpushift_webhook.guard_decision import (
     ActionKind,
     RollbackPatch,
     cpu_spec,
+    guarded_ops,
     holds_gpu,
     notebook_pod_spec,
     previous_record,
     rollback_patch,
+    set_mirror,
 )
 
 __all__ = ["action_patch", "stop_patch"]
@@ -72,13 +72,8 @@ def stop_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime,
     record_out: dict[str, Any] = {}
     m = action.migration
     if action.kind is ActionKind.CANCEL and m is not None:
-        record_out = {"id": m.id, "phase": CANCELLED, "target": m.target,
-                      "updated": iso_utc(now), "reason": reason[:REASON_MAX]}
-        pb.set_key(("metadata", "annotations"), MIGRATION_ANNOTATION,
-                   json.dumps(record_out, separators=(",", ":")))
+        record_out = set_mirror(pb, m, CANCELLED, now, reason)
     if not spec_ops and not pb.operations:
         return RollbackPatch(action.kind, [], record_out, reason, summary)
-    rv = (notebook.get("metadata") or {}).get("resourceVersion")
-    ops = [{"op": "test", "path": "/metadata/resourceVersion", "value": rv},
-           *spec_ops, *pb.operations]
-    return RollbackPatch(action.kind, ops, record_out, reason[:REASON_MAX], summary)
+    return RollbackPatch(action.kind, guarded_ops(notebook, spec_ops, pb), record_out,
+                         reason[:REASON_MAX], summary)
