@@ -27,7 +27,7 @@ async def post(session, hook, body, *, raw=None):
 async def test_health_ready_metrics_and_one_review(webhook):
     async with aiohttp.ClientSession() as s:
         async with s.get(webhook.url + "/healthz", ssl=webhook.client_ssl()) as r:
-            assert r.status == 200 and (await r.json()) == {"status": "ok"}
+            assert r.status == 200 and (await r.json()) == {"status": "ok", "loops": {}}
         async with s.get(webhook.url + "/readyz", ssl=webhook.client_ssl()) as r:
             body = await r.json()
             assert r.status == 200 and body["status"] == "ready"

@@ -14,6 +14,7 @@ import socket
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvloop
 from aiohttp import web
@@ -31,6 +32,7 @@ from gpushift_webhook.lease import LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
 from gpushift_webhook.server_types import ServerTypeCache
+from gpushift_webhook.supervisor import LoopHealth, LoopSettings, Supervisor
 
 log = logging.getLogger("gpushift.webhook")
 
@@ -82,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                          help="seconds a next CA is published before it signs")
     managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
                          help="kubeconfig outside the cluster (default: in-cluster)")
+    managed.add_argument("--cert-deadline", type=float, default=600.0,
+                         help="seconds without a completed certificate reconcile after "
+                              "which /healthz fails")
 
     _add_guard_arguments(serve)
 
@@ -99,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration OK: {len(config.profiles)} GPU profile(s), "
               f"{len(config.image_map)} image pair(s)")
         return 0
+    _check_deadlines(parser, args)
     if args.self_managed_certs and not args.namespace:
         parser.error("--self-managed-certs needs --namespace (or $GPUSHIFT_NAMESPACE)")
     if args.guard:
@@ -123,13 +129,15 @@ def main(argv: list[str] | None = None) -> int:
 
 async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None:
     metrics = WebhookMetrics()
+    loops = Supervisor(metrics)
     cert = ReloadingCertificate(args.cert_dir,
                                 on_change=lambda info: record_certificate(metrics, info))
     if not cert.reload():
         log.warning("starting without a valid certificate; /readyz fails until one "
                     "appears", extra={"cert_dir": args.cert_dir, "why": cert.last_error})
     server_types = ServerTypeCache()
-    app = make_app(config, cert, metrics, args.max_body_bytes, server_types=server_types)
+    app = make_app(config, cert, metrics, args.max_body_bytes, server_types=server_types,
+                   loops=loops)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     # Keep-alive matters: the API server reuses connections, and a new TLS handshake
@@ -145,21 +153,33 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
     tasks = [asyncio.create_task(cert.watch(args.reload_interval))]
     api = None
     if args.self_managed_certs or getattr(args, "guard", False):
+        # Notebooks are listed from the API server's watch cache, in pages: the guard
+        # and the server types list every interval, and neither needs a read from etcd
+        # (the guard reads a Notebook again before it writes).
         api = KubeApi.connect(args.kubeconfig, component="gpushift-guard",
-                              instance=getattr(args, "guard_identity", ""), retry=PASS_RETRY)
+                              instance=getattr(args, "guard_identity", ""), retry=PASS_RETRY,
+                              list_from_cache=True)
     if args.self_managed_certs:
         settings = replace(_self_managed_settings(args), load_files=cert.reload)
         assert api is not None
-        tasks.append(asyncio.create_task(self_managed.run(CertificateObjects(api), settings)))
+        certs_api = CertificateObjects(api)
+        tasks.append(loops.start(
+            LoopSettings("certificates", args.cert_deadline),
+            lambda health: self_managed.run(certs_api, settings, on_pass=health.passed)))
     if getattr(args, "guard", False):
         assert api is not None
         tasks.append(asyncio.create_task(guard_loop.run(api, config, guard_loop.GuardLoopSettings(
             lease=args.guard_lease, interval_seconds=args.guard_interval,
-            enablement=EnablementMode(args.enablement_mode)), metrics)))
+            enablement=EnablementMode(args.enablement_mode),
+            guard_deadline_seconds=args.guard_deadline,
+            lease_deadline_seconds=args.lease_deadline), metrics, loops)))
         # Every replica answers reviews, so every replica keeps the Notebooks' server
         # types (the guard's RBAC lists Notebooks; without --guard every pod is injected
         # and the sidecar decides).
-        tasks.append(asyncio.create_task(server_types.run(api, args.guard_interval)))
+        lister = api
+        tasks.append(loops.start(
+            LoopSettings("server_types", args.server_types_deadline),
+            lambda health: server_types.run(_PassOnList(lister, health), args.guard_interval)))
     try:
         await stop.wait()
     finally:
@@ -170,6 +190,27 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         # Graceful: stop accepting, let requests in flight finish.
         await runner.cleanup()
         log.info("webhook stopped")
+
+
+def _check_deadlines(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag in ("cert_deadline", "guard_deadline", "lease_deadline",
+                 "server_types_deadline"):
+        if getattr(args, flag, 1.0) <= 0:
+            parser.error(f"--{flag.replace('_', '-')} must be positive")
+
+
+class _PassOnList:
+    """The Notebook lister of the server-type cache, telling its supervisor of each list
+    that succeeded (`ServerTypeCache.run` keeps the last list on errors)."""
+
+    def __init__(self, api: KubeApi, health: LoopHealth) -> None:
+        self.api = api
+        self.health = health
+
+    async def list_notebooks(self) -> list[dict[str, Any]]:
+        listed = await self.api.list_notebooks()
+        self.health.passed()
+        return listed
 
 
 def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:
@@ -187,6 +228,15 @@ def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:
                           help="seconds after which a Lease not renewed is taken over")
     guarding.add_argument("--guard-renew-interval", type=float, default=5.0,
                           help="seconds between reads and renewals of the Lease")
+    guarding.add_argument("--guard-deadline", type=float, default=300.0,
+                          help="seconds without a completed guard pass after which "
+                               "/healthz fails")
+    guarding.add_argument("--lease-deadline", type=float, default=300.0,
+                          help="seconds without reaching the API server from the Lease "
+                               "loop after which /healthz fails")
+    guarding.add_argument("--server-types-deadline", type=float, default=300.0,
+                          help="seconds without a completed list of the Notebooks' server "
+                               "types after which /healthz fails")
     guarding.add_argument("--enablement-mode", default=EnablementMode.OPT_IN.value,
                           choices=[m.value for m in EnablementMode],
                           help="the namespaces the guard acts in, as the chart's "

@@ -1,6 +1,13 @@
-"""The guard's loop in the webhook Deployment: elect a leader through the Lease and, while
+"""The guard's loops in the webhook Deployment: elect a leader through the Lease and, while
 leading, let `guard.MigrationGuard` look at the Notebooks every interval; a failed pass
-is logged and counted, and the next one comes on time."""
+is logged and counted, and the next one comes on time.
+
+Both loops (`lease`, `guard`) run under `gpushift_webhook.supervisor`: a crash restarts
+the loop with backoff, and a loop without a completed pass within its deadline makes
+`/healthz` fail. A Lease pass is a tick that reached the API server; a guard pass is one
+look at every Notebook by the leader (a standby completes its pass by standing by: it
+has nothing to look at, and its Lease loop says whether it can reach the API).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from gpushift_webhook.enablement import EnablementMode
 from gpushift_webhook.guard import GuardApi, MigrationGuard
 from gpushift_webhook.lease import LeaderElector, LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
+from gpushift_webhook.supervisor import LoopHealth, LoopSettings, Supervisor
 
 __all__ = ["GuardLoopSettings", "run"]
 
@@ -24,18 +32,27 @@ log = logging.getLogger("gpushift.guard")
 @dataclass(frozen=True)
 class GuardLoopSettings:
     lease: LeaseSettings
+    """The Lease of the leader election (which replica acts)."""
     interval_seconds: float = 5.0
     """Seconds between looks at the Notebooks."""
     ready_timeout_seconds: float | None = None
     """None: the config's guard.ready_timeout_seconds."""
     enablement: EnablementMode = EnablementMode.OPT_IN
     """The chart's enablement.mode: which namespaces the guard acts in."""
+    guard_deadline_seconds: float = 300.0
+    """The guard loop is stalled (`/healthz` fails) after this long without a completed
+    pass: the leader could not look at the Notebooks (API errors), or the loop hangs."""
+    lease_deadline_seconds: float = 300.0
+    """The Lease loop is stalled after this long without reaching the API server."""
 
 
 async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
-              metrics: WebhookMetrics | None = None) -> None:
+              metrics: WebhookMetrics | None = None,
+              supervisor: Supervisor | None = None) -> None:
     """Elect, and while leading look at the Notebooks every interval, until cancelled;
-    on the way out release the Lease."""
+    on the way out release the Lease. Both loops run under `supervisor` (one of their
+    own when None)."""
+    supervisor = supervisor or Supervisor(metrics)
 
     def leader_changed(leading: bool) -> None:
         if metrics is not None:
@@ -51,22 +68,49 @@ async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
         "identity": settings.lease.identity, "ready_timeout_seconds": guard.timeout,
         "enablement": settings.enablement.value,
         "interval_seconds": settings.interval_seconds})
+    # One tick before the first guard pass, so that a leader acts at once.
     await elector.tick()
-    election = asyncio.create_task(elector.run(tick_first=False))
+    first_start = True
+
+    async def election(health: LoopHealth) -> None:
+        nonlocal first_start
+        tick_first = not first_start  # a restart after a crash reads the Lease at once
+        if first_start and elector.reached:
+            health.passed()
+        first_start = False
+        await elector.run(tick_first=tick_first, on_pass=health.passed)
+
+    tasks = [
+        supervisor.start(LoopSettings("lease", settings.lease_deadline_seconds), election),
+        supervisor.start(LoopSettings("guard", settings.guard_deadline_seconds),
+                         lambda health: _passes(guard, elector, settings, metrics, health)),
+    ]
     try:
-        while True:
-            if elector.is_leader:
-                try:
-                    await guard.pass_once()
-                except KubeError as exc:
-                    log.warning("guard pass failed: %s", exc, extra={"status": exc.status})
-                    if metrics is not None:
-                        metrics.guard_errors.inc()
-            await asyncio.sleep(settings.interval_seconds)
+        await asyncio.gather(*tasks)
     finally:
-        election.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await election
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         with contextlib.suppress(KubeError, TimeoutError, OSError):
             await asyncio.wait_for(elector.release(), 5)
         leader_changed(False)
+
+
+async def _passes(guard: MigrationGuard, elector: LeaderElector,
+                  settings: GuardLoopSettings, metrics: WebhookMetrics | None,
+                  health: LoopHealth) -> None:
+    """The guard's loop: one pass every interval while leading."""
+    while True:
+        if elector.is_leader:
+            try:
+                await guard.pass_once()
+                health.passed()
+            except KubeError as exc:
+                log.warning("guard pass failed: %s", exc, extra={"status": exc.status})
+                if metrics is not None:
+                    metrics.guard_errors.inc()
+        else:
+            health.passed()
+        await asyncio.sleep(settings.interval_seconds)

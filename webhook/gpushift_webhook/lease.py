@@ -39,7 +39,6 @@ from gpushift_core.timestamps import iso_utc
 log = logging.getLogger("gpushift.guard.lease")
 
 
-
 class LeaseApi(Protocol):
     async def get_lease(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
@@ -94,6 +93,9 @@ class LeaderElector:
         self._announced: tuple[bool, str] | None = None
         self.holder = ""
         """The holder of the Lease as last read ("" when none or unknown)."""
+        self.reached = False
+        """Whether the last tick read the Lease and did what the rules say (a pass, for
+        the loop's supervisor); False after an API error."""
 
     @property
     def is_leader(self) -> bool:
@@ -106,8 +108,10 @@ class LeaderElector:
         Returns is_leader. API errors are logged; leadership then lapses at the renew
         deadline."""
         started = self._clock()
+        self.reached = False
         try:
             await self._tick(started)
+            self.reached = True
         except KubeError as exc:
             log.warning("guard lease: %s", exc,
                         extra={"lease": self.settings.name, "status": exc.status})
@@ -204,17 +208,24 @@ class LeaderElector:
         if state[0] != was_leader and self._on_change is not None:
             self._on_change(state[0])
 
-    async def run(self, *, tick_first: bool = True) -> None:
+    async def run(self, *, tick_first: bool = True,
+                  on_pass: Callable[[], None] | None = None) -> None:
         """Keep electing until cancelled (`tick_first=False`: wait before the first read,
-        for a caller that just ticked)."""
+        for a caller that just ticked). `on_pass` is called after each tick that reached
+        the API server (`gpushift_webhook.supervisor.LoopHealth.passed`)."""
         if tick_first:
-            await self.tick()
+            await self._tick_and_report(on_pass)
         while True:
             delay = self.settings.renew_seconds
             if not self._leader:
                 delay *= random.uniform(1.0, 1.2)  # noqa: S311 (spread standbys apart)
             await asyncio.sleep(delay)
-            await self.tick()
+            await self._tick_and_report(on_pass)
+
+    async def _tick_and_report(self, on_pass: Callable[[], None] | None) -> None:
+        await self.tick()
+        if self.reached and on_pass is not None:
+            on_pass()
 
     async def release(self) -> bool:
         """Give the Lease up (empty holder), so a standby takes over at its next read.

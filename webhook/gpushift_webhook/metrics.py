@@ -1,13 +1,58 @@
-"""Prometheus metrics of the webhook, in a registry of its own per server instance."""
+"""Prometheus metrics of the webhook, in a registry of its own per server instance.
+
+The registry is not the global one (tests run several servers in one process), so the
+default collectors that the global registry has are added to it here: process (CPU,
+memory, open files, start time), Python GC and platform, as every Prometheus client
+serves them. `gpushift_build_info{version}` says which gpushift answers.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
+
+from gpushift_core.version import __version__
 
 
 class WebhookMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The collectors are stateless readers (of /proc, gc, platform): one instance may
+        # serve several registries.
+        for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+            self.registry.register(collector)
+        self.build_info = Gauge(
+            "gpushift_build_info",
+            "Always 1; the labels say which gpushift (version) on which Python runs.",
+            ["version", "python_version"], registry=self.registry,
+        )
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        # The supervised background loops (gpushift_webhook.supervisor).
+        self.loop_restarts = Counter(
+            "gpushift_loop_restarts",
+            "Background loops that crashed and were started again, by loop (guard, "
+            "lease, certificates, server_types).",
+            ["loop"], registry=self.registry,
+        )
+        self.loop_last_pass = Gauge(
+            "gpushift_loop_last_pass_timestamp_seconds",
+            "Unix time of the last completed pass of each background loop.",
+            ["loop"], registry=self.registry,
+        )
+        self.loop_deadline = Gauge(
+            "gpushift_loop_deadline_seconds",
+            "Longest time a loop may go without a completed pass before /healthz fails.",
+            ["loop"], registry=self.registry,
+        )
         self.reviews = Counter(
             "gpushift_webhook_reviews", "AdmissionReviews answered, by outcome.",
             ["outcome"], registry=self.registry,

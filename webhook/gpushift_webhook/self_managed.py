@@ -85,14 +85,19 @@ def _write_files(cert_dir: Path, state: CertState) -> bool:
     return True
 
 
-async def run(api: CertificateObjects, settings: SelfManagedSettings) -> None:
-    """Reconcile until cancelled; failures are logged and retried sooner."""
+async def run(api: CertificateObjects, settings: SelfManagedSettings,
+              on_pass: Callable[[], None] | None = None) -> None:
+    """Reconcile until cancelled; API failures are logged and retried sooner, anything
+    else escapes to the loop's supervisor (`gpushift_webhook.supervisor`). `on_pass` is
+    called after each reconcile that completed."""
     while True:
         delay = settings.interval_seconds
         try:
             changes = await reconcile_once(api, settings)
             for change in changes:
                 log.info("certificates: %s", change, extra={"secret": settings.secret_name})
+            if on_pass is not None:
+                on_pass()
         except KubeError as exc:
             level = logging.INFO if exc.conflict else logging.WARNING
             log.log(level, "certificate reconcile failed: %s", exc,

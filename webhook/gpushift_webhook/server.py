@@ -2,6 +2,14 @@
 
 Errors are JSON `{"error", "detail"}`: a malformed review gets 400; a route or method
 that does not exist gets aiohttp's 404/405, as JSON; nothing answers with a traceback.
+
+`/healthz` (the liveness probe) fails while a supervised background loop (guard, Lease,
+certificates, server types; `gpushift_webhook.supervisor`) has not completed a pass
+within its deadline: restarting the replica is the remedy for a wedged loop. `/readyz`
+(the readiness probe) says only whether this replica can answer reviews -- a valid
+serving certificate is loaded --, since a stalled guard does not make its admission
+answers wrong, and taking every replica out of the Service would make the API server
+admit pods without gpushift (fail-open).
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from gpushift_webhook.injection import Outcome
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.review import BadRequest, review
 from gpushift_webhook.server_types import ServerTypeCache
+from gpushift_webhook.supervisor import Supervisor
 
 log = logging.getLogger("gpushift.webhook")
 
@@ -31,6 +40,7 @@ METRICS = web.AppKey("metrics", WebhookMetrics)
 CERT = web.AppKey("cert", ReloadingCertificate)
 MAX_BODY = web.AppKey("max_body_bytes", int)
 SERVER_TYPES = web.AppKey("server_types", ServerTypeCache)
+LOOPS = web.AppKey("loops", Supervisor)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -54,16 +64,19 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 def make_app(config: WebhookConfig, cert: ReloadingCertificate,
              metrics: WebhookMetrics | None = None,
-             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-             server_types: ServerTypeCache | None = None) -> web.Application:
+             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, *,
+             server_types: ServerTypeCache | None = None,
+             loops: Supervisor | None = None) -> web.Application:
     """`server_types`: the Notebooks' server types, kept by the caller (empty: every
-    lookup misses, and every notebook pod is injected; the sidecar decides)."""
+    lookup misses, and every notebook pod is injected; the sidecar decides). `loops`:
+    the supervisor of the background loops that `/healthz` reports on (none: healthy)."""
     app = web.Application(middlewares=[json_errors], client_max_size=max_body_bytes)
     app[MAX_BODY] = max_body_bytes
     app[SERVER_TYPES] = server_types if server_types is not None else ServerTypeCache()
     app[CONFIG] = config
     app[METRICS] = metrics or WebhookMetrics()
     app[CERT] = cert
+    app[LOOPS] = loops if loops is not None else Supervisor()
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -118,7 +131,22 @@ def _bad(metrics: WebhookMetrics, error: str, detail: str) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    loops = request.app[LOOPS]
+    stalled = loops.stalled()
+    if stalled:
+        detail = "; ".join(f"loop {s.loop}: no completed pass for {s.seconds_since_pass:g} s "
+                           f"(deadline {s.deadline_seconds:g} s)" for s in stalled)
+        return web.json_response({
+            "status": "stalled", "detail": detail,
+            "stalled": [{"loop": s.loop, "seconds_since_pass": s.seconds_since_pass,
+                         "deadline_seconds": s.deadline_seconds, "restarts": s.restarts,
+                         "last_error": s.last_error or None} for s in stalled]},
+            status=503)
+    now = loops.now()
+    return web.json_response({"status": "ok", "loops": {
+        name: {"seconds_since_pass": round(now - h.last_pass, 1), "passes": h.passes,
+               "restarts": h.restarts}
+        for name, h in sorted(loops.loops.items())}})
 
 
 async def readyz(request: web.Request) -> web.Response:

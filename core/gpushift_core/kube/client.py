@@ -78,9 +78,17 @@ class PatchResult:
 
 class KubeApi:
     def __init__(self, api_client: Any, *, retry: Retry | None = None,
-                 component: str = "gpushift", instance: str = "", host: str = "") -> None:
+                 component: str = "gpushift", instance: str = "", host: str = "",
+                 list_from_cache: bool = False, page_size: int = 500) -> None:
         """`component`, `instance` (the pod) and `host` (the node) sign the Events and
-        name the field manager of writes."""
+        name the field manager of writes. `list_from_cache`: `list_notebooks` reads the
+        API server's watch cache (resourceVersion "0": possibly a moment old, no read
+        from etcd) instead of a consistent read; for callers that list every few seconds
+        and read an object again before writing it. `page_size`: Notebooks per page."""
+        if page_size < 1:
+            raise ValueError("page_size must be at least 1")
+        self.list_from_cache = list_from_cache
+        self.page_size = page_size
         self.api_client = api_client
         self.core_v1 = client.CoreV1Api(api_client)
         self.custom_objects = client.CustomObjectsApi(api_client)
@@ -117,10 +125,37 @@ class KubeApi:
     # -- Notebooks --------------------------------------------------------------------------
 
     async def list_notebooks(self) -> list[dict[str, Any]]:
-        """Every Notebook in every namespace (as the API returns them)."""
-        listed = await self.call(self.custom_objects.list_cluster_custom_object,
-                                 *NOTEBOOK_API, NOTEBOOKS)
-        return [dict(i) for i in listed.get("items") or [] if isinstance(i, dict)]
+        """Every Notebook in every namespace (as the API returns them), in pages of
+        `page_size` (see `list_from_cache`)."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        restarts = 0
+        while True:
+            kwargs: dict[str, Any] = {"limit": self.page_size}
+            if token:
+                # A continue token carries its own resourceVersion: the API server
+                # refuses one together with another resourceVersion.
+                kwargs["_continue"] = token
+            elif self.list_from_cache:
+                # "0" with a limit: the watch cache answers (whole, or in pages where
+                # the API server pages its cache), never etcd.
+                kwargs["resource_version"] = "0"
+                kwargs["resource_version_match"] = "NotOlderThan"
+            try:
+                listed = await self.call(self.custom_objects.list_cluster_custom_object,
+                                         *NOTEBOOK_API, NOTEBOOKS, **kwargs)
+            except KubeError as exc:
+                # 410 Gone: the continue token expired (compacted away) between pages;
+                # the list starts again, once.
+                if exc.status != 410 or not token or restarts:
+                    raise
+                restarts += 1
+                items, token = [], ""
+                continue
+            items.extend(dict(i) for i in listed.get("items") or [] if isinstance(i, dict))
+            token = str((listed.get("metadata") or {}).get("continue") or "")
+            if not token:
+                return items
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]:
         """The Notebook; KubeError (404) when there is none."""
