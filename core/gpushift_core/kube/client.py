@@ -35,7 +35,7 @@ from typing import Any
 import jsonpatch
 from kubernetes import client
 
-from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError
+from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError, Unreachable
 from gpushift_core.kube.events import NOTEBOOK_API, notebook_event
 from gpushift_core.kube.transport import Retry, call, configuration
 from gpushift_core.patches import PatchBuilder
@@ -115,12 +115,20 @@ class KubeApi:
         """A read as plain JSON, not the client's models (custom objects are plain JSON
         already): what we patch and compare is what the API holds."""
         raw = await self.call(fn, *args, _preload_content=False, **kwargs)
-        return dict(json.loads(raw.data))
+        try:
+            return dict(json.loads(raw.data))
+        except (ValueError, TypeError) as exc:
+            # Not the API server's JSON (a proxy's error page, a cut body): as if
+            # the API had not answered.
+            raise Unreachable(f"the answer is not a JSON object: {exc}") from None
 
     async def write_json(self, fn: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         """A write (`MaybeSent` when its answer was lost), its answer as plain JSON."""
         raw = await self.call(fn, *args, write=True, _preload_content=False, **kwargs)
-        return dict(json.loads(raw.data))
+        try:
+            return dict(json.loads(raw.data))
+        except (ValueError, TypeError) as exc:
+            raise MaybeSent(f"the answer is not a JSON object: {exc}") from None
 
     # -- Notebooks --------------------------------------------------------------------------
 

@@ -8,7 +8,10 @@ then `Unreachable`, a `KubeError` like every other failure here, so one `except
 KubeError` covers an apiserver outage too. A request that may have reached the server
 (the connection broke after sending it, or 500/502/504) is repeated only when
 repeating is harmless: reads and Events. A write raises `MaybeSent` instead, and the
-caller checks whether it landed.
+caller checks whether it landed. A body read separately (`_preload_content=False`) is
+read in the worker thread too, so a body cut or stalled midway is a transport error of
+the call, under its read timeout (urllib3's `ProtocolError`, `ReadTimeoutError`,
+`MaxRetryError` and refused connections alike: `tests/unit/test_kube_transport_sockets.py`).
 """
 
 from __future__ import annotations
@@ -83,7 +86,7 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
                       (retry.connect_timeout_seconds, retry.read_timeout_seconds))
     while True:
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
+            return await asyncio.to_thread(_invoke, fn, args, kwargs)
         except ApiException as exc:
             error = KubeError.from_api(exc)
             if error.status in _UNSURE_STATUSES and write:
@@ -101,6 +104,18 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
         log.warning("Kubernetes API: %s; retrying in %.1fs", failure, delay)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
         delay = min(delay * 2, retry.max_seconds)
+
+
+def _invoke(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The call, in the worker thread. With `_preload_content=False` the client hands
+    back the response before its body is read; the body is read here, so that reading
+    it is bounded by the read timeout, off the event loop, and a connection that breaks
+    mid-body is handled like any other transport error."""
+    result = fn(*args, **kwargs)
+    if kwargs.get("_preload_content") is False and isinstance(
+            result, urllib3.response.BaseHTTPResponse):
+        _ = result.data  # cached on the response for the caller
+    return result
 
 
 def _cause(exc: BaseException) -> BaseException:
