@@ -100,9 +100,15 @@ async function parseResponse<T>(response: Response): Promise<T> {
   const body = data !== null && typeof data === 'object' ? (data as Record<string, unknown>) : null;
   if (body && typeof body.error === 'string') {
     // Our extension answered: the server is up, the request was refused.
-    return Promise.reject(
-      new ApiError(response.status, body.error, String(body.detail ?? body.error), false, body)
-    );
+    // `detail` is the reason as text; where it carries structured data (409
+    // image_unmapped: the image and profile), `message` is the text.
+    const text =
+      typeof body.detail === 'string'
+        ? body.detail
+        : typeof body.message === 'string'
+          ? body.message
+          : body.error;
+    return Promise.reject(new ApiError(response.status, body.error, text, false, body));
   }
   const down = GATEWAY_STATUSES.has(response.status);
   return Promise.reject(

@@ -1,45 +1,30 @@
 /**
- * During a move the notebook server really is gone for a while (the pod is replaced), and
- * JupyterLab's own "Server Connection Error" dialog would tell the user to check their
- * network. The move's progress notification already says what is happening, so that
- * dialog is closed while a move is in flight; at any other time it stays.
+ * What to do when JupyterLab loses its connection to the notebook server (pure). During
+ * a move the server really is gone for a while (the pod is replaced): the move's progress
+ * notification says so, and JupyterLab's connection-lost dialog would tell the user to
+ * check their network. So the dialog is skipped while a move is in flight, and shortly
+ * after it (connections opened before the move keep failing for a moment); at any other
+ * time JupyterLab's own behaviour stands: JupyterHub's "restart your server" dialog when
+ * the page runs under JupyterHub, else the default error dialog.
  */
-import { Dialog } from '@jupyterlab/apputils';
 
-import { IMigrationService } from './tokens';
+/** After a move, failures of connections opened before it are still the move's. */
+export const AFTER_MOVE_GRACE_MS = 30000;
 
-/** JupyterLab's title of the dialog (`ConnectionLost` in @jupyterlab/application). */
-export const CONNECTION_LOST_TITLE = 'Server Connection Error';
+export type ConnectionLostAction = 'skip' | 'hub' | 'default';
 
-/** Whether a dialog's header is the connection-lost one. */
-export function isConnectionLostTitle(header: string | null | undefined): boolean {
-  return (header ?? '').trim() === CONNECTION_LOST_TITLE;
+export interface IConnectionLostContext {
+  /** When a move was last seen in flight (ms epoch; now while one is); null: never. */
+  lastMoveAt: number | null;
+  /** The page runs under JupyterHub (its `hubPrefix` page option is set). */
+  underHub: boolean;
+  /** Now, ms epoch. */
+  now: number;
 }
 
-export class ConnectionLostGuard {
-  constructor(private readonly _service: IMigrationService) {
-    Dialog.tracker.widgetAdded.connect(this._closeIfMoving, this);
-    _service.changed.connect(this._closeIfMoving, this);
+export function connectionLostAction(ctx: IConnectionLostContext): ConnectionLostAction {
+  if (ctx.lastMoveAt !== null && ctx.now - ctx.lastMoveAt <= AFTER_MOVE_GRACE_MS) {
+    return 'skip';
   }
-
-  /** Connection-lost dialogs closed so far (for the console and tests). */
-  get closed(): number {
-    return this._closed;
-  }
-
-  private _closeIfMoving(): void {
-    if (!this._service.migrating) {
-      return;
-    }
-    Dialog.tracker.forEach(dialog => {
-      const header = dialog.node.querySelector('.jp-Dialog-header')?.textContent;
-      if (!dialog.isDisposed && isConnectionLostTitle(header)) {
-        this._closed += 1;
-        console.info('gpushift: the server is away during a move; connection-lost dialog closed');
-        dialog.reject();
-      }
-    });
-  }
-
-  private _closed = 0;
+  return ctx.underHub ? 'hub' : 'default';
 }

@@ -4,6 +4,7 @@
  * browser's clock may differ from the pod's, so the remaining time is counted from the
  * answer, not from `Date.now()` against `warning_until`.
  */
+import { TranslationBundle } from './i18n';
 import { IIdleSnapshot } from './types';
 
 /** Seconds left before the idle move, never negative; null when no warning shows. */
@@ -33,9 +34,9 @@ export function formatCountdown(seconds: number): string {
 }
 
 /** The warning's text. */
-export function idleWarningMessage(seconds: number): string {
-  return (
-    `The GPU has been idle. This notebook moves back to a CPU pod in ` +
-    `${formatCountdown(seconds)}; your variables are saved and restored.`
+export function idleWarningMessage(trans: TranslationBundle, seconds: number): string {
+  return trans.__(
+    'The GPU has been idle. This notebook moves back to a CPU pod in %1; your variables are saved and restored.',
+    formatCountdown(seconds)
   );
 }

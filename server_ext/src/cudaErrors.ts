@@ -3,43 +3,45 @@
  * on a machine without an NVIDIA driver or device.
  */
 
-/** One pattern and what it means for the user. */
+import { TranslationBundle } from './i18n';
+
+/** One pattern and what it means for the user (translated when it is shown). */
 interface ICudaErrorPattern {
   pattern: RegExp;
-  summary: string;
+  summary: (trans: TranslationBundle) => string;
 }
 
 const PATTERNS: ICudaErrorPattern[] = [
-  { pattern: /Found no NVIDIA driver on your system/i, summary: 'no NVIDIA driver on this pod' },
-  { pattern: /No CUDA GPUs are available/i, summary: 'no CUDA GPU on this pod' },
-  { pattern: /Torch not compiled with CUDA enabled/i, summary: 'this pod has CPU-only PyTorch' },
+  { pattern: /Found no NVIDIA driver on your system/i, summary: t => t.__('no NVIDIA driver on this pod') },
+  { pattern: /No CUDA GPUs are available/i, summary: t => t.__('no CUDA GPU on this pod') },
+  { pattern: /Torch not compiled with CUDA enabled/i, summary: t => t.__('this pod has CPU-only PyTorch') },
   {
     pattern: /no CUDA-capable device is detected|cudaErrorNoDevice/i,
-    summary: 'no CUDA device on this pod'
+    summary: t => t.__('no CUDA device on this pod')
   },
-  { pattern: /CUDA driver initialization failed/i, summary: 'no CUDA driver on this pod' },
+  { pattern: /CUDA driver initialization failed/i, summary: t => t.__('no CUDA driver on this pod') },
   {
     pattern: /cudaErrorInsufficientDriver|CUDA driver version is insufficient/i,
-    summary: 'no usable CUDA driver on this pod'
+    summary: t => t.__('no usable CUDA driver on this pod')
   },
   {
     pattern: /libcuda\.so[.\d]*: cannot open shared object file/i,
-    summary: 'the CUDA driver library is missing on this pod'
+    summary: t => t.__('the CUDA driver library is missing on this pod')
   },
   {
     pattern: /NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver/i,
-    summary: 'no NVIDIA driver on this pod'
+    summary: t => t.__('no NVIDIA driver on this pod')
   },
   {
     pattern: /Attempting to deserialize object on a CUDA device but torch\.cuda\.is_available\(\) is False/i,
-    summary: 'the data was saved on a GPU'
+    summary: t => t.__('the data was saved on a GPU')
   },
-  { pattern: /failed call to cuInit/i, summary: 'no CUDA device on this pod' },
+  { pattern: /failed call to cuInit/i, summary: t => t.__('no CUDA device on this pod') },
   {
     pattern: /Unable to initialize backend 'cuda'|Unknown backend:? '?gpu'? requested/i,
-    summary: 'no CUDA backend on this pod'
+    summary: t => t.__('no CUDA backend on this pod')
   },
-  { pattern: /CudaSupportError|CUDA is not available/i, summary: 'CUDA is not available on this pod' }
+  { pattern: /CudaSupportError|CUDA is not available/i, summary: t => t.__('CUDA is not available on this pod') }
 ];
 
 /** The kinds of output the detector reads (nbformat's output dicts). */
@@ -70,6 +72,7 @@ function outputText(output: IOutputLike): string {
 
 /** The first CUDA error in these outputs: its meaning and the matched text; else null. */
 export function detectCudaError(
+  trans: TranslationBundle,
   outputs: readonly IOutputLike[]
 ): { summary: string; match: string } | null {
   for (const output of outputs) {
@@ -80,7 +83,7 @@ export function detectCudaError(
     for (const { pattern, summary } of PATTERNS) {
       const found = pattern.exec(text);
       if (found) {
-        return { summary, match: found[0] };
+        return { summary: summary(trans), match: found[0] };
       }
     }
   }

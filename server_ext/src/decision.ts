@@ -2,8 +2,10 @@
  * What to do with a cell before it runs (pure). The executor asks `beforeRun` first; when
  * it says `classify`, it asks the server's classifier and then `afterClassify`.
  */
-import { IClassification, IClassifyReason } from './types';
+import { TranslationBundle } from './i18n';
 import { PodKind } from './podKind';
+import { rulePhrase } from './rulePhrases';
+import { IClassification, IClassifyReason } from './types';
 
 export interface IUserSettings {
   /** Check cells on a CPU pod and offer a GPU (false: never ask, never move by itself). */
@@ -69,11 +71,18 @@ export function afterClassify(
   return ctx.settings.askBeforeMoving ? 'ask' : 'move';
 }
 
-/** "line 3: x.cuda() (tensor .cuda())" for the dialog; sorted by line. */
-export function formatReasons(reasons: readonly IClassifyReason[]): string[] {
+/** "line 3: x.cuda() — calls .cuda(), which moves data to a GPU" for the dialog, by line. */
+export function formatReasons(
+  trans: TranslationBundle,
+  reasons: readonly IClassifyReason[]
+): string[] {
   return [...reasons]
     .sort((a, b) => a.line - b.line)
-    .map(r => `line ${r.line}: ${r.text.trim()}${r.rule ? ` (${r.rule})` : ''}`);
+    .map(r =>
+      r.rule
+        ? trans.__('line %1: %2 — %3', r.line, r.text.trim(), rulePhrase(trans, r.rule))
+        : trans.__('line %1: %2', r.line, r.text.trim())
+    );
 }
 
 /** Settings from the registry's composite, with unknown or wrong values replaced. */

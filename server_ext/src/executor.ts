@@ -4,43 +4,26 @@
  * and runs cells with JupyterLab's own `runCell`, so everything else stays as it was.
  */
 import { Notification } from '@jupyterlab/apputils';
-import { Cell, ICodeCellModel } from '@jupyterlab/cells';
+import { Cell, CodeCell, ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookCellExecutor, NotebookPanel, runCell } from '@jupyterlab/notebook';
 
 import { afterClassify, beforeRun, ICellContext } from './decision';
 import { askAboutGpuCell } from './gpuDialog';
 import { detectCudaError, IOutputLike } from './cudaErrors';
+import { TranslationBundle } from './i18n';
+import { QuietNotebooks } from './quietNotebooks';
 import { SerialGate } from './serialGate';
 import { IMigrationService } from './tokens';
 import { IClassification } from './types';
 
-/** Notebooks for which the user chose "don't ask again" (kept across reloads). */
-export class QuietNotebooks {
-  constructor(private readonly _storageKey = 'gpushift-jupyter:quiet-notebooks') {
-    try {
-      const stored = JSON.parse(window.localStorage.getItem(this._storageKey) ?? '[]');
-      this._paths = new Set(Array.isArray(stored) ? stored.map(String) : []);
-    } catch {
-      this._paths = new Set();
-    }
-  }
-  has(path: string): boolean {
-    return this._paths.has(path);
-  }
-  add(path: string): void {
-    this._paths.add(path);
-    try {
-      window.localStorage.setItem(this._storageKey, JSON.stringify([...this._paths]));
-    } catch {
-      // Private mode: remembered for this page only.
-    }
-  }
-  private _paths: Set<string>;
-}
+/** The class of a cell held for a move, and its prompt meanwhile (`[⏳]:`). */
+export const HELD_CLASS = 'gpushift-held';
+export const HELD_PROMPT = '⏳';
 
 export interface IExecutorOptions {
   service: IMigrationService;
   quiet: QuietNotebooks;
+  trans: TranslationBundle;
   /** The notebook panel of a model (to checkpoint its kernel when moving). */
   findPanel: (cell: Cell) => NotebookPanel | null;
 }
@@ -51,7 +34,9 @@ interface IStarted {
 }
 
 export class GpuAwareCellExecutor implements INotebookCellExecutor {
-  constructor(private readonly _options: IExecutorOptions) {}
+  constructor(private readonly _options: IExecutorOptions) {
+    _options.service.changed.connect(this._releaseHeld, this);
+  }
 
   async runCell(options: INotebookCellExecutor.IRunCellOptions): Promise<boolean> {
     const key = options.sessionContext?.path ?? 'notebook';
@@ -97,7 +82,7 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
       case 'ask':
         break;
     }
-    const choice = await askAboutGpuCell(result!.reasons);
+    const choice = await askAboutGpuCell(this._options.trans, result!.reasons);
     switch (choice) {
       case 'move':
         return this._move(options, code, 'auto');
@@ -155,13 +140,40 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
     reason: 'auto' | 'manual'
   ): Promise<IStarted> {
     const panel = this._options.findPanel(options.cell);
+    this._hold(options.cell);
     const accepted = await this._options.service.move('gpu', {
       reason,
       panel,
       pendingCell: { cell_id: options.cell.model.id, code }
     });
-    void accepted; // the progress notification follows the migration either way
+    if (!accepted) {
+      this._releaseHeld();
+    }
     return { execution: Promise.resolve(false) };
+  }
+
+  /** The cell that asked for the move shows that it waits for it: `[⏳]:`. */
+  private _hold(cell: Cell): void {
+    this._held.add(cell);
+    cell.addClass(HELD_CLASS);
+    if (cell instanceof CodeCell) {
+      cell.setPrompt(HELD_PROMPT);
+    }
+  }
+
+  /** Once no move is in flight the held cells look as before (the restore runs the one
+   * the move was for: its prompt is then the kernel's). */
+  private _releaseHeld(): void {
+    if (this._options.service.migrating || this._held.size === 0) {
+      return;
+    }
+    for (const cell of this._held) {
+      cell.removeClass(HELD_CLASS);
+      if (!cell.isDisposed && cell instanceof CodeCell && cell.promptNode?.textContent?.includes(HELD_PROMPT)) {
+        cell.setPrompt(`${cell.model.executionCount ?? ''}`);
+      }
+    }
+    this._held.clear();
   }
 
   /** A CUDA error in the output of a cell that ran on a CPU pod offers the move. */
@@ -171,19 +183,20 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
       return;
     }
     const outputs = (cell.model as ICodeCellModel).outputs.toJSON() as IOutputLike[];
-    const found = detectCudaError(outputs);
+    const found = detectCudaError(this._options.trans, outputs);
     if (!found || this._options.service.migrating) {
       return;
     }
     const code = cell.model.sharedModel.getSource();
-    Notification.warning(`This cell needs a GPU: ${found.summary}.`, {
+    const trans = this._options.trans;
+    Notification.warning(trans.__('This cell needs a GPU: %1.', found.summary), {
       autoClose: false,
       actions: [
         {
-          label: 'Move to GPU and run it there',
+          label: trans.__('Move to GPU and run it there'),
           callback: () => void this._move(options, code, 'auto')
         },
-        { label: 'Dismiss', callback: () => undefined, displayType: 'link' }
+        { label: trans.__('Dismiss'), callback: () => undefined, displayType: 'link' }
       ]
     });
   }
@@ -196,11 +209,12 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
     }
     this._heldNoticeAt = now;
     Notification.warning(
-      'A move between pods is in progress: cells do not run until it is done.',
+      this._options.trans.__('A move between pods is in progress: cells do not run until it is done.'),
       { autoClose: 8000 }
     );
   }
 
   private _gate = new SerialGate();
+  private _held = new Set<Cell>();
   private _heldNoticeAt = 0;
 }

@@ -5,12 +5,14 @@
 import { Notification } from '@jupyterlab/apputils';
 
 import { idleWarningMessage } from './countdown';
+import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 
-export const STAY_LABEL = 'Stay on GPU';
-
 export class IdleWarning {
-  constructor(private readonly _service: IMigrationService) {
+  constructor(
+    private readonly _service: IMigrationService,
+    private readonly _trans: TranslationBundle
+  ) {
     _service.changed.connect(this._update, this);
   }
 
@@ -25,19 +27,19 @@ export class IdleWarning {
       this._close();
       return;
     }
-    const message = idleWarningMessage(left);
+    const message = idleWarningMessage(this._trans, left);
     if (this._noticeId === null) {
       this._noticeId = Notification.emit(message, 'warning', {
         autoClose: false,
         actions: [
           {
-            label: STAY_LABEL,
-            caption: 'Keep this GPU; the idle timer starts again',
+            label: this._trans.__('Stay on GPU'),
+            caption: this._trans.__('Keep this GPU; the idle timer starts again'),
             callback: () => {
               this._close();
               void this._service.stayOnGpu().then(ok => {
                 if (ok) {
-                  Notification.success('Staying on the GPU. The idle timer starts again.', {
+                  Notification.success(this._trans.__('Staying on the GPU. The idle timer starts again.'), {
                     autoClose: 4000
                   });
                 }

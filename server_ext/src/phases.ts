@@ -1,6 +1,7 @@
 /**
  * A migration's phase as the user reads it (pure): the notification's text and type.
  */
+import { TranslationBundle } from './i18n';
 import { IMigration, MigrationPhase, Target } from './types';
 
 export type NoticeType = 'in-progress' | 'success' | 'error' | 'warning' | 'info';
@@ -23,8 +24,9 @@ function sentence(detail: string | null | undefined, fallback: string): string {
   return (detail || fallback).trim().replace(/\.+$/, '');
 }
 
-function podName(target: Target): string {
-  return target === 'gpu' ? 'a GPU pod' : 'a CPU pod';
+/** "a GPU pod" / "a CPU pod", translated. */
+export function podName(trans: TranslationBundle, target: Target): string {
+  return target === 'gpu' ? trans.__('a GPU pod') : trans.__('a CPU pod');
 }
 
 /**
@@ -44,49 +46,71 @@ export function shorten(text: string, max: number): string {
   return `${clean.slice(0, Math.max(1, max - 1)).trimEnd()}…`;
 }
 
-/** Ordered steps shown to the user; the index is the step number "(2/5)". */
-const STEPS: MigrationPhase[] = [
-  'checkpointing',
-  'patching',
-  'recreating',
-  'restoring',
-  'done'
-];
+/**
+ * The steps the user sees, numbered 1/N .. N/N. Each step lasts long enough for the page
+ * to see it (the quick `patching` shares its step with the pod start, and the page shows
+ * step 1 itself while its own request saves the variables), so none is skipped; the
+ * last in-progress message is N/N.
+ */
+export const STEP_COUNT = 3;
 
-/** "(2/5)" for a phase in the user-visible sequence, '' otherwise. */
-export function stepOf(phase: MigrationPhase): string {
-  const at = phase === 'requested' ? 0 : phase === 'checkpointed' ? 0 : STEPS.indexOf(phase);
-  return at < 0 ? '' : `(${at + 1}/${STEPS.length})`;
+/** The step (1-based) of a phase in progress; 0 for the terminal phases. */
+export function stepNumber(phase: MigrationPhase, serverDown = false): number {
+  switch (phase) {
+    case 'requested':
+    case 'checkpointing':
+    case 'checkpointed':
+      return serverDown ? 2 : 1;
+    case 'patching':
+    case 'recreating':
+      return 2;
+    case 'restoring':
+      return 3;
+    default:
+      return 0;
+  }
+}
+
+/** "(2/3)" for a phase in progress, '' otherwise. */
+export function stepOf(phase: MigrationPhase, serverDown = false): string {
+  const at = stepNumber(phase, serverDown);
+  return at === 0 ? '' : `(${at}/${STEP_COUNT})`;
 }
 
 /** The sentence for a phase (what is happening now, in the user's words). */
 export function phaseMessage(
+  trans: TranslationBundle,
   phase: MigrationPhase,
   target: Target,
   detail?: string | null
 ): string {
-  const where = podName(target);
+  const where = podName(trans, target);
   switch (phase) {
     case 'requested':
-      return `Moving to ${where}: starting…`;
     case 'checkpointing':
-      return `Moving to ${where}: saving your variables…`;
     case 'checkpointed':
-      return `Moving to ${where}: variables saved.`;
+      return trans.__('Moving to %1: saving your variables…', where);
     case 'patching':
-      return `Moving to ${where}: asking the cluster for ${where}…`;
     case 'recreating':
-      return `Moving to ${where}: waiting for ${where} to start (the page reconnects by itself)…`;
+      return trans.__('Moving to %1: starting the new pod (the page reconnects by itself)…', where);
     case 'restoring':
-      return `Moving to ${where}: restoring your variables…`;
+      return trans.__('Moving to %1: restoring your variables…', where);
     case 'done':
-      return `Now on ${where}.`;
+      return trans.__('Now on %1.', where);
     case 'rolled_back':
-      return `The move to ${where} was rolled back: ${sentence(detail, 'the new pod did not start')}. You are back where you were.`;
+      return trans.__(
+        'The move to %1 was rolled back: %2. You are back where you were.',
+        where,
+        sentence(detail, trans.__('the new pod did not start'))
+      );
     case 'failed':
-      return `The move to ${where} failed: ${sentence(detail, 'no reason given')}.`;
+      return trans.__('The move to %1 failed: %2.', where, sentence(detail, trans.__('no reason given')));
     case 'cancelled':
-      return `The move to ${where} was cancelled: ${sentence(detail, 'the notebook was stopped')}.`;
+      return trans.__(
+        'The move to %1 was cancelled: %2.',
+        where,
+        sentence(detail, trans.__('the notebook was stopped'))
+      );
   }
 }
 
@@ -106,22 +130,25 @@ export function phaseType(phase: MigrationPhase): NoticeType {
 }
 
 /** The text and type of the progress notification for a migration record. */
-export function describeMigration(m: IMigration): { message: string; type: NoticeType } {
+export function describeMigration(
+  trans: TranslationBundle,
+  m: IMigration
+): { message: string; type: NoticeType } {
   const step = isTerminal(m.phase) ? '' : ` ${stepOf(m.phase)}`;
   if (m.phase === 'rolled_back' && podWasReplaced(m)) {
     // Not "back where you were": the pod was replaced, its kernel is new (the state
     // comes back with the recovery, restore.ts).
-    const back = m.target === 'gpu' ? 'a CPU pod' : 'a GPU pod';
-    const head = `The move to ${podName(m.target)} was rolled back: `;
-    const tail = `. Back on ${back}.`;
-    const reason = shorten(m.error || 'the new pod did not start', 140 - head.length - tail.length);
+    const back = podName(trans, m.target === 'gpu' ? 'cpu' : 'gpu');
+    const fallback = trans.__('the new pod did not start');
+    const frame = trans.__('The move to %1 was rolled back: %2. Back on %3.', podName(trans, m.target), '\u0000', back);
+    const room = 140 - (frame.length - 1);
     return {
-      message: `${head}${reason}${tail}`,
+      message: frame.replace('\u0000', shorten(m.error || fallback, room)),
       type: 'warning'
     };
   }
   return {
-    message: phaseMessage(m.phase, m.target, m.error) + step,
+    message: phaseMessage(trans, m.phase, m.target, m.error) + step,
     type: phaseType(m.phase)
   };
 }
@@ -136,9 +163,12 @@ export function podWasReplaced(m: IMigration): boolean {
 }
 
 /** Shown while the server does not answer during a move (the pod is being replaced). */
-export function serverGoneMessage(target: Target, seconds: number): string {
+export function serverGoneMessage(trans: TranslationBundle, target: Target, seconds: number): string {
   return (
-    `Moving to ${podName(target)}: the notebook server is restarting on the new pod ` +
-    `(${Math.round(seconds)} s)… Keep this page open.`
+    trans.__(
+      'Moving to %1: the notebook server is restarting on the new pod (%2 s)… Keep this page open.',
+      podName(trans, target),
+      Math.round(seconds)
+    ) + ` ${stepOf('recreating')}`
   );
 }

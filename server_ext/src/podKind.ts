@@ -1,6 +1,7 @@
 /**
  * What kind of pod the notebook runs on, and how the status bar says it (pure).
  */
+import { TranslationBundle } from './i18n';
 import { IIdleBounds, IRuntimeConfig } from './types';
 
 export type PodKind =
@@ -10,15 +11,15 @@ export type PodKind =
   | { kind: 'gpu'; resource: string; count: number; name: string | null };
 
 /** The pod kind from GET api_extension (null: the server did not answer). */
-export function podKindOf(config: IRuntimeConfig | null): PodKind {
+export function podKindOf(trans: TranslationBundle, config: IRuntimeConfig | null): PodKind {
   if (config === null) {
-    return { kind: 'unknown', reason: 'the server is not answering' };
+    return { kind: 'unknown', reason: trans.__('the server is not answering') };
   }
   const optimizer = config.optimizer;
   if (!optimizer || optimizer.state !== 'on') {
     return {
       kind: 'off',
-      reason: optimizer?.reason || 'this pod was started without the gpushift sidecar'
+      reason: optimizer?.reason || trans.__('this pod was started without the gpushift sidecar')
     };
   }
   const gpu = config.gpu;
@@ -50,44 +51,76 @@ export function gpuLabel(resource: string, count: number, name: string | null): 
   return `${what} ×${count}`;
 }
 
-/** The status bar's short text. */
-export function podKindText(pod: PodKind): string {
+/** Words of a GPU's product name that say nothing about the model. */
+const NOISE_WORDS = new Set(['nvidia', 'tesla', 'geforce', 'amd', 'instinct', 'radeon', 'intel', 'habana']);
+
+/**
+ * The model of a GPU in a few characters, for the status bar: "A100" from
+ * "NVIDIA A100-SXM4-80GB", "RTX 4090" from "NVIDIA GeForce RTX 4090", the vendor when the
+ * name carries no model number (the full name is in the tooltip).
+ */
+export function shortGpuName(resource: string, name: string | null): string {
+  const vendor = VENDORS[resource] ?? resource.split('/')[0];
+  if (!name) {
+    return vendor;
+  }
+  const words = name
+    .replace(/\([^)]*\)/g, ' ')
+    .split(/[\s_]+/)
+    .map(word => word.split('-')[0])
+    .filter(word => word && !NOISE_WORDS.has(word.toLowerCase()));
+  const at = words.findIndex(word => /\d/.test(word));
+  if (at < 0) {
+    return vendor;
+  }
+  const before = at > 0 ? words[at - 1] : '';
+  const model = /^[A-Z]{2,4}$/.test(before) ? `${before} ${words[at]}` : words[at];
+  return model.length > 16 ? `${model.slice(0, 15)}…` : model;
+}
+
+/** The status bar's short text ("CPU", "GPU · A100 ×1"); details go in the tooltip. */
+export function podKindText(trans: TranslationBundle, pod: PodKind): string {
   switch (pod.kind) {
     case 'unknown':
-      return 'Pod: ?';
+      return trans.__('Pod: ?');
     case 'off':
-      return 'GPU optimizer off';
+      return trans.__('GPU optimizer off');
     case 'cpu':
-      return 'CPU';
+      return trans.__('CPU');
     case 'gpu':
-      return `GPU ${gpuLabel(pod.resource, pod.count, pod.name)}`;
+      return trans.__('GPU · %1 ×%2', shortGpuName(pod.resource, pod.name), pod.count);
   }
 }
 
 /** "1 min", "90 s", "1 h 30 min". */
-export function formatDuration(seconds: number): string {
+export function formatDuration(trans: TranslationBundle, seconds: number): string {
   const s = Math.max(0, Math.round(seconds));
   if (s < 60 || (s < 600 && s % 60 !== 0)) {
-    return `${s} s`;
+    return trans.__('%1 s', s);
   }
   const hours = Math.floor(s / 3600);
   const minutes = Math.round((s % 3600) / 60);
   if (hours === 0) {
-    return `${minutes} min`;
+    return trans.__('%1 min', minutes);
   }
-  return minutes === 0 ? `${hours} h` : `${hours} h ${minutes} min`;
+  return minutes === 0 ? trans.__('%1 h', hours) : trans.__('%1 h %2 min', hours, minutes);
 }
 
 /** The admin's idle bounds as a sentence (for the settings and the tooltip). */
-export function describeBounds(bounds: IIdleBounds | null | undefined): string {
+export function describeBounds(
+  trans: TranslationBundle,
+  bounds: IIdleBounds | null | undefined
+): string {
   if (!bounds) {
-    return 'No idle timer on this pod (the optimizer is off).';
+    return trans.__('No idle timer on this pod (the optimizer is off).');
   }
-  return (
-    `Idle timeout: your admin allows ${formatDuration(bounds.min_seconds)} to ` +
-    `${formatDuration(bounds.max_seconds)} (default ${formatDuration(
-      bounds.timeout_seconds
-    )}); the warning shows for the last ${formatDuration(bounds.warning_seconds)}.`
+  const d = (seconds: number) => formatDuration(trans, seconds);
+  return trans.__(
+    'Idle timeout: your admin allows %1 to %2 (default %3); the warning shows for the last %4.',
+    d(bounds.min_seconds),
+    d(bounds.max_seconds),
+    d(bounds.timeout_seconds),
+    d(bounds.warning_seconds)
   );
 }
 
@@ -96,6 +129,7 @@ export function describeBounds(bounds: IIdleBounds | null | undefined): string {
  * admin's default. `note` says what changed, for a notification.
  */
 export function clampIdleTimeout(
+  trans: TranslationBundle,
   wanted: number | null,
   bounds: IIdleBounds | null | undefined
 ): { seconds: number | null; note: string | null } {
@@ -106,20 +140,17 @@ export function clampIdleTimeout(
   if (!bounds) {
     return { seconds: asked, note: null };
   }
+  const d = (seconds: number) => formatDuration(trans, seconds);
   if (asked < bounds.min_seconds) {
     return {
       seconds: bounds.min_seconds,
-      note: `${formatDuration(asked)} is below the minimum your admin set; using ${formatDuration(
-        bounds.min_seconds
-      )}.`
+      note: trans.__('%1 is below the minimum your admin set; using %2.', d(asked), d(bounds.min_seconds))
     };
   }
   if (asked > bounds.max_seconds) {
     return {
       seconds: bounds.max_seconds,
-      note: `${formatDuration(asked)} is above the maximum your admin set; using ${formatDuration(
-        bounds.max_seconds
-      )}.`
+      note: trans.__('%1 is above the maximum your admin set; using %2.', d(asked), d(bounds.max_seconds))
     };
   }
   return { seconds: asked, note: null };

@@ -9,10 +9,11 @@
  * second is a recovery: the state comes back, the held cell is NOT run (it asked for a
  * GPU this pod does not have), and the user is told why and offered to try again.
  */
+import { TranslationBundle } from './i18n';
 import { NoticeType, shorten } from './phases';
+import { IMigration, IRestoreResult, Target } from './types';
 
 export { shorten };
-import { IMigration, IRestoreResult, Target } from './types';
 
 /** JupyterLab's notifications truncate longer messages (Notification docs). */
 export const NOTICE_MAX_CHARS = 140;
@@ -41,19 +42,11 @@ export function restoreKindOf(
   return null;
 }
 
-function podName(target: Target): string {
-  return target === 'gpu' ? 'GPU' : 'CPU';
-}
-
-/** The pod the notebook is on after a move to `target` that did not complete. */
-function otherPod(target: Target): string {
-  return target === 'gpu' ? 'CPU' : 'GPU';
-}
-
-
 /** Why the move did not complete, in a sentence: the guard's or scheduler's reason. */
-export function failureReason(m: IMigration): string {
-  return shorten(m.error || (m.phase === 'rolled_back' ? 'the new pod did not start' : 'no reason given'), 1000);
+export function failureReason(trans: TranslationBundle, m: IMigration): string {
+  const fallback =
+    m.phase === 'rolled_back' ? trans.__('the new pod did not start') : trans.__('no reason given');
+  return shorten(m.error || fallback, 1000);
 }
 
 export interface IRecoveryText {
@@ -69,26 +62,43 @@ export interface IRecoveryText {
  * What the user reads after the state of a move that did not complete was restored on
  * this pod (`result`: the answer of POST /restore).
  */
-export function describeRecovery(m: IMigration, result: IRestoreResult): IRecoveryText {
+export function describeRecovery(
+  trans: TranslationBundle,
+  m: IMigration,
+  result: IRestoreResult
+): IRecoveryText {
   const restored = result.restored ?? [];
   const missing = result.not_restored ?? [];
-  const ended = m.phase === 'rolled_back' ? 'rolled back' : 'failed';
-  const here = otherPod(m.target);
+  const rolledBack = m.phase === 'rolled_back';
+  const toGpu = m.target === 'gpu';
+  // The pod the notebook is on after a move that did not complete: the one it left.
+  const here = toGpu ? trans.__('CPU') : trans.__('GPU');
+  const wanted = toGpu ? trans.__('GPU') : trans.__('CPU');
   const held = m.pending_cell ? m.pending_cell : null;
-  const cellLine = held
-    ? `The cell that asked for the move was NOT run: it needs a ${podName(m.target)}. ` +
-      'Run it again once the move succeeds.'
-    : '';
+  const reason = failureReason(trans, m);
   const details = [
-    `The move to a ${podName(m.target)} pod was ${ended}: ${failureReason(m)}.`,
+    rolledBack
+      ? trans.__('The move to a %1 pod was rolled back: %2.', wanted, reason)
+      : trans.__('The move to a %1 pod failed: %2.', wanted, reason),
     result.ok
-      ? `Your variables were restored on this ${here} pod from the checkpoint taken before the move.`
-      : `Your variables could not be restored: ${result.detail || 'the restore failed'}. ` +
-        'The checkpoint is still on the workspace volume.',
-    restored.length ? `Restored: ${restored.join(', ')}` : result.ok ? 'Nothing was restored.' : '',
-    ...missing.map(v => `Not restored: ${v.name} — ${v.reason}`),
-    cellLine,
-    `Migration ${m.id}.`
+      ? trans.__('Your variables were restored on this %1 pod from the checkpoint taken before the move.', here)
+      : trans.__(
+          'Your variables could not be restored: %1. The checkpoint is still on the workspace volume.',
+          result.detail || trans.__('the restore failed')
+        ),
+    restored.length
+      ? trans.__('Restored: %1', restored.join(', '))
+      : result.ok
+        ? trans.__('Nothing was restored.')
+        : '',
+    ...missing.map(v => trans.__('Not restored: %1 — %2', v.name, v.reason)),
+    held
+      ? trans.__(
+          'The cell that asked for the move was NOT run: it needs a %1. Run it again once the move succeeds.',
+          wanted
+        )
+      : '',
+    trans.__('Migration %1.', m.id)
   ]
     .filter(line => line)
     .join('\n');
@@ -96,21 +106,29 @@ export function describeRecovery(m: IMigration, result: IRestoreResult): IRecove
   let what: string;
   let type: NoticeType;
   if (!result.ok) {
-    what = `Variables NOT restored on ${here}.`;
+    what = trans.__('Variables NOT restored on %1.', here);
     type = 'error';
   } else if (missing.length) {
-    what = `Restored ${restored.length} variable(s) on ${here}, ${missing.length} not.`;
+    what = trans._n(
+      'Restored %1 variable on %2, %3 not.',
+      'Restored %1 variables on %2, %3 not.',
+      restored.length,
+      here,
+      missing.length
+    );
     type = 'warning';
   } else {
-    what = `Restored ${restored.length} variable(s) on ${here}.`;
+    what = trans._n('Restored %1 variable on %2.', 'Restored %1 variables on %2.', restored.length, here);
     type = 'warning'; // the user did not get the GPU they asked for
   }
-  const cell = held ? ' Held cell NOT run.' : '';
-  const head = `Move to ${podName(m.target)} ${ended}: `;
+  const cell = held ? ` ${trans.__('Held cell NOT run.')}` : '';
+  const head = rolledBack
+    ? trans.__('Move to %1 rolled back: ', wanted)
+    : trans.__('Move to %1 failed: ', wanted);
   const tail = `. ${what}${cell}`;
   const room = NOTICE_MAX_CHARS - head.length - tail.length;
   return {
-    message: `${head}${shorten(failureReason(m), room)}${tail}`,
+    message: `${head}${shorten(reason, room)}${tail}`,
     type,
     details,
     canRetry: m.target === 'gpu' || m.target === 'cpu'

@@ -19,6 +19,7 @@ import { Kernel } from '@jupyterlab/services';
 import { Widget } from '@lumino/widgets';
 
 import { ApiClient, ApiError } from './api';
+import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
 import { notebookPathOf } from './migrationPath';
@@ -31,7 +32,8 @@ export class RestoreFlow {
   constructor(
     private readonly _service: IMigrationService,
     private readonly _api: ApiClient,
-    private readonly _docs: IDocumentManager
+    private readonly _docs: IDocumentManager,
+    private readonly _trans: TranslationBundle
   ) {
     _service.changed.connect(this._check, this);
   }
@@ -67,8 +69,9 @@ export class RestoreFlow {
   /** The state of a move that did not complete, into the notebook's fresh kernel. */
   private async _recover(m: IMigration, path: string): Promise<void> {
     this._busyPaths.add(path);
+    const trans = this._trans;
     const notice = Notification.emit(
-      `The move did not complete: restoring the variables of ${path} on this pod…`,
+      trans.__('The move did not complete: restoring the variables of %1 on this pod…', path),
       'in-progress',
       { autoClose: false }
     );
@@ -78,14 +81,18 @@ export class RestoreFlow {
         return;
       }
       const { panel, kernel, result } = restored;
-      const text = describeRecovery(m, result);
+      const text = describeRecovery(trans, m, result);
       const actions: Notification.IAction[] = [
-        { label: 'Details', callback: () => void showDetails(text.details, 'The move did not complete') }
+        {
+          label: trans.__('Details'),
+          callback: () =>
+            void showDetails(trans, text.details, trans.__('The move did not complete'))
+        }
       ];
       if (text.canRetry && result.ok) {
         const retry = retryRequest(m);
         actions.push({
-          label: 'Try again',
+          label: trans.__('Try again'),
           callback: () =>
             void this._service.move(retry.target, {
               reason: retry.reason,
@@ -107,7 +114,10 @@ export class RestoreFlow {
       const detail = error instanceof ApiError ? error.detail : String(error);
       Notification.update({
         id: notice,
-        message: `The move did not complete, and your variables could not be restored: ${detail}`,
+        message: trans.__(
+          'The move did not complete, and your variables could not be restored: %1',
+          detail
+        ),
         type: 'error',
         autoClose: false
       });
@@ -118,17 +128,20 @@ export class RestoreFlow {
   }
 
   private async _restore(m: IMigration): Promise<void> {
+    const trans = this._trans;
     const root = PageConfig.getOption('serverRoot');
     const path = notebookPathOf(m, root, this._service.movedPath(m.id));
     if (!path) {
       Notification.warning(
-        'The move is done, but no notebook state was saved for it: your variables were not restored.',
+        trans.__(
+          'The move is done, but no notebook state was saved for it: your variables were not restored.'
+        ),
         { autoClose: false }
       );
       return;
     }
     this._busyPaths.add(path);
-    const notice = Notification.emit(`Restoring the variables of ${path}…`, 'in-progress', {
+    const notice = Notification.emit(trans.__('Restoring the variables of %1…', path), 'in-progress', {
       autoClose: false
     });
     try {
@@ -137,14 +150,20 @@ export class RestoreFlow {
         return;
       }
       const { panel, kernel, result } = restored;
-      const text = describeRestore(result);
+      const text = describeRestore(trans, result);
       Notification.update({
         id: notice,
         message: text.message,
         type: text.type,
         autoClose: text.type === 'success' ? 8000 : false,
         actions: text.details
-          ? [{ label: 'Details', callback: () => void showDetails(text.details!) }]
+          ? [
+              {
+                label: trans.__('Details'),
+                callback: () =>
+                  void showDetails(trans, text.details!, trans.__('What was restored'))
+              }
+            ]
           : []
       });
       this._busyPaths.delete(path);
@@ -157,7 +176,7 @@ export class RestoreFlow {
       const detail = error instanceof ApiError ? error.detail : String(error);
       Notification.update({
         id: notice,
-        message: `Your variables could not be restored: ${detail}`,
+        message: trans.__('Your variables could not be restored: %1', detail),
         type: 'error',
         autoClose: false
       });
@@ -200,7 +219,7 @@ export class RestoreFlow {
   private async _openNotebook(path: string): Promise<NotebookPanel> {
     const widget = this._docs.findWidget(path) ?? this._docs.openOrReveal(path);
     if (!(widget instanceof NotebookPanel)) {
-      throw new Error(`${path} did not open as a notebook`);
+      throw new Error(this._trans.__('%1 did not open as a notebook', path));
     }
     await widget.context.ready;
     await widget.sessionContext.ready;
@@ -220,9 +239,9 @@ export class RestoreFlow {
     }
     const kernel = context.session?.kernel;
     if (!kernel) {
-      throw new Error('no kernel could be started for the notebook');
+      throw new Error(this._trans.__('no kernel could be started for the notebook'));
     }
-    await withTimeout(kernel.info, KERNEL_READY_TIMEOUT_MS, 'the new kernel did not start');
+    await withTimeout(kernel.info, KERNEL_READY_TIMEOUT_MS, this._trans.__('the new kernel did not start'));
     return kernel;
   }
 
@@ -237,7 +256,7 @@ export class RestoreFlow {
     const index = notebook.widgets.findIndex(cell => cell.model.id === pending.cell_id);
     if (index < 0) {
       Notification.warning(
-        'The cell that asked for the move is no longer in the notebook; run it again.',
+        this._trans.__('The cell that asked for the move is no longer in the notebook; run it again.'),
         { autoClose: false }
       );
       return;
@@ -263,13 +282,13 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   }
 }
 
-function showDetails(details: string, title = 'What was restored'): Promise<unknown> {
+function showDetails(trans: TranslationBundle, details: string, title: string): Promise<unknown> {
   const body = document.createElement('pre');
   body.className = 'gpushift-restore-details';
   body.textContent = details;
   return showDialog({
     title,
     body: new Widget({ node: body }),
-    buttons: [Dialog.okButton({ label: 'Close' })]
+    buttons: [Dialog.okButton({ label: trans.__('Close') })]
   });
 }

@@ -1,49 +1,80 @@
 /**
  * What the user reads after a restore (pure).
  */
+import { TranslationBundle } from './i18n';
 import { NoticeType } from './phases';
 import { IRestoreResult } from './types';
 
-function names(list: readonly string[], max = 4): string {
+/** "a, b, c, d and 2 more". */
+export function names(trans: TranslationBundle, list: readonly string[], max = 4): string {
   const shown = list.slice(0, max).join(', ');
-  return list.length > max ? `${shown} and ${list.length - max} more` : shown;
+  return list.length > max ? trans.__('%1 and %2 more', shown, list.length - max) : shown;
 }
 
-export function describeRestore(result: IRestoreResult): {
+/** The "Details" text: what came back, what did not and why. */
+export function restoreDetails(trans: TranslationBundle, result: IRestoreResult): string {
+  const restored = result.restored ?? [];
+  const missing = result.not_restored ?? [];
+  return [
+    restored.length ? trans.__('Restored: %1', restored.join(', ')) : trans.__('Nothing was restored.'),
+    ...missing.map(m => trans.__('Not restored: %1 — %2', m.name, m.reason)),
+    result.detail ? `\n${result.detail}` : ''
+  ]
+    .join('\n')
+    .trim();
+}
+
+export function describeRestore(
+  trans: TranslationBundle,
+  result: IRestoreResult
+): {
   message: string;
   type: NoticeType;
   details: string | null;
 } {
   const restored = result.restored ?? [];
   const missing = result.not_restored ?? [];
-  const details = [
-    restored.length ? `Restored: ${restored.join(', ')}` : 'Nothing was restored.',
-    ...missing.map(m => `Not restored: ${m.name} — ${m.reason}`),
-    result.detail ? `\n${result.detail}` : ''
-  ]
-    .join('\n')
-    .trim();
+  const details = restoreDetails(trans, result);
   if (!result.ok) {
     return {
-      message: `Your variables were not restored: ${result.detail || 'the restore failed'}.`,
+      message: trans.__(
+        'Your variables were not restored: %1.',
+        result.detail || trans.__('the restore failed')
+      ),
       type: 'error',
       details
     };
   }
   if (missing.length) {
     return {
-      message: `Restored ${restored.length} variable(s); ${missing.length} not restored: ${names(
-        missing.map(m => m.name)
-      )}.`,
+      message: trans._n(
+        'Restored %1 variable; %2 not restored: %3.',
+        'Restored %1 variables; %2 not restored: %3.',
+        restored.length,
+        missing.length,
+        names(
+          trans,
+          missing.map(m => m.name)
+        )
+      ),
       type: 'warning',
       details
     };
   }
   if (!restored.length) {
-    return { message: 'Moved. There were no variables to restore.', type: 'success', details: null };
+    return {
+      message: trans.__('Moved. There were no variables to restore.'),
+      type: 'success',
+      details: null
+    };
   }
   return {
-    message: `Moved. Restored ${restored.length} variable(s): ${names(restored)}.`,
+    message: trans._n(
+      'Moved. Restored %1 variable: %2.',
+      'Moved. Restored %1 variables: %2.',
+      restored.length,
+      names(trans, restored)
+    ),
     type: 'success',
     details
   };

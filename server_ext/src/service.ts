@@ -2,12 +2,13 @@
  * The migration service: polls the server extension for the pod kind, the migration and
  * the idle timer, and sends the user's requests.
  */
-import { Notification, showErrorMessage } from '@jupyterlab/apputils';
+import { Dialog, Notification, showDialog, showErrorMessage } from '@jupyterlab/apputils';
 import { ISignal, Signal } from '@lumino/signaling';
 
 import { ApiClient, ApiError } from './api';
 import { DEFAULT_SETTINGS, IUserSettings } from './decision';
 import { secondsLeft } from './countdown';
+import { TranslationBundle } from './i18n';
 import { isTerminal } from './phases';
 import { PodKind, podKindOf } from './podKind';
 import { IMigrationService, IMoveOptions } from './tokens';
@@ -18,6 +19,12 @@ import {
   IRuntimeConfig,
   Target
 } from './types';
+import {
+  IUnmappedImage,
+  keepImageRequest,
+  unmappedImageOf,
+  unmappedImageQuestion
+} from './unmappedImage';
 
 /** Statuses of a route/proxy whose notebook pod is gone or starting (GET api_extension). */
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
@@ -26,7 +33,10 @@ const GATEWAY_STATUSES = new Set([502, 503, 504]);
 const POLL_MS = { quiet: 5000, gpu: 2000, busy: 1000 };
 
 export class MigrationService implements IMigrationService {
-  constructor(readonly api: ApiClient = new ApiClient()) {}
+  constructor(
+    readonly api: ApiClient,
+    private readonly _trans: TranslationBundle
+  ) {}
 
   get pod(): PodKind {
     return this._pod;
@@ -38,7 +48,15 @@ export class MigrationService implements IMigrationService {
     return this._migration;
   }
   get migrating(): boolean {
-    return this._migration !== null && !isTerminal(this._migration.phase);
+    return (
+      this._starting !== null || (this._migration !== null && !isTerminal(this._migration.phase))
+    );
+  }
+  get starting(): Target | null {
+    return this._starting;
+  }
+  get lastMoveAt(): number | null {
+    return this.migrating || this._starting !== null ? Date.now() : this._lastMoveAt;
   }
   get serverDownSince(): number | null {
     return this._downSince;
@@ -88,17 +106,23 @@ export class MigrationService implements IMigrationService {
       } else if (error instanceof ApiError && error.status === 404) {
         // No server extension: the front end is installed without it.
         config = {
-          optimizer: { state: 'off', reason: 'the gpushift server extension is not enabled' }
+          optimizer: {
+            state: 'off',
+            reason: this._trans.__('the gpushift server extension is not enabled')
+          }
         };
       }
     }
     if (config !== null) {
       this._config = config;
-      this._pod = podKindOf(config);
+      this._pod = podKindOf(this._trans, config);
       await this._refreshMigration(config);
       await this._refreshIdle();
     } else if (this._downSince !== null && this._config === null) {
-      this._pod = podKindOf(null);
+      this._pod = podKindOf(this._trans, null);
+    }
+    if (this.migrating) {
+      this._lastMoveAt = Date.now();
     }
     this._changed.emit();
   }
@@ -106,7 +130,7 @@ export class MigrationService implements IMigrationService {
   async move(target: Target, options: IMoveOptions): Promise<boolean> {
     const panel = options.panel ?? null;
     const kernel = panel?.sessionContext.session?.kernel ?? null;
-    const body = {
+    let body: Record<string, unknown> = {
       target,
       reason: options.reason,
       kernel_id: kernel?.id ?? null,
@@ -114,32 +138,79 @@ export class MigrationService implements IMigrationService {
       path: panel ? panel.sessionContext.path || panel.context.path : null,
       pending_cell: options.pendingCell ?? null
     };
+    // The progress shows "saving your variables" while the server checkpoints, before
+    // it answers (the first step of the move).
+    this._starting = target;
+    this._changed.emit();
     try {
-      const answer = await this.api.post<{ migration: IMigration }>('migrate', body, 120000);
-      this._migration = answer.migration;
-      if (body.path && answer.migration?.id) {
-        this._movedPaths.set(answer.migration.id, body.path);
+      for (;;) {
+        try {
+          const answer = await this.api.post<{ migration: IMigration }>('migrate', body, 120000);
+          this._accepted(answer.migration, body.path as string | null);
+          return true;
+        } catch (error) {
+          const unmapped =
+            error instanceof ApiError ? unmappedImageOf(error, body) : null;
+          if (unmapped === null) {
+            throw error;
+          }
+          this._starting = null;
+          this._changed.emit();
+          if (!(await this._askKeepImage(unmapped))) {
+            await this.refresh();
+            return false;
+          }
+          body = keepImageRequest(body);
+          this._starting = target;
+          this._changed.emit();
+        }
       }
-      this._changed.emit();
-      this._schedule(0);
-      return true;
     } catch (error) {
+      this._starting = null;
       const detail = error instanceof ApiError ? error.detail : String(error);
-      Notification.error(`Could not move to a ${target.toUpperCase()} pod: ${detail}`, {
+      const title =
+        target === 'gpu'
+          ? this._trans.__('Could not move to a GPU pod')
+          : this._trans.__('Could not move to a CPU pod');
+      Notification.error(this._trans.__('%1: %2', title, detail), {
         autoClose: false,
         actions: [
           {
-            label: 'Details',
-            callback: () =>
-              void showErrorMessage(`Could not move to a ${target.toUpperCase()} pod`, {
-                message: detail
-              })
+            label: this._trans.__('Details'),
+            callback: () => void showErrorMessage(title, { message: detail })
           }
         ]
       });
       await this.refresh();
       return false;
     }
+  }
+
+  private _accepted(migration: IMigration, path: string | null): void {
+    this._epoch += 1;
+    this._starting = null;
+    this._migration = migration;
+    this._lastMoveAt = Date.now();
+    if (path && migration?.id) {
+      this._movedPaths.set(migration.id, path);
+    }
+    this._changed.emit();
+    this._schedule(0);
+  }
+
+  /** "No GPU image is configured for …": true when the user chose "Move anyway". */
+  private async _askKeepImage(unmapped: IUnmappedImage): Promise<boolean> {
+    const words = unmappedImageQuestion(this._trans, unmapped);
+    const result = await showDialog({
+      title: words.title,
+      body: words.body,
+      buttons: [
+        Dialog.cancelButton({ label: words.cancel }),
+        Dialog.warnButton({ label: words.accept, className: 'gpushift-keep-image' })
+      ],
+      defaultButton: 0
+    });
+    return result.button.accept;
   }
 
   movedPath(id: string): string | null {
@@ -199,16 +270,25 @@ export class MigrationService implements IMigrationService {
   private async _refreshMigration(config: IRuntimeConfig): Promise<void> {
     // The runtime config carries a summary; GET /migration the full record (pending
     // cell, checkpoint) - ask only while one is or was just in flight.
+    // A move this page started while this poll was under way: the poll's answers are
+    // older than the server's answer to the move, so they must not replace it.
+    const epoch = this._epoch;
     const summary = config.migration ?? null;
     if (summary === null && !this.migrating) {
-      this._migration = null;
+      this._setPolledMigration(null, epoch);
       return;
     }
     try {
       const answer = await this.api.get<{ migration: IMigration | null }>('migration', 5000);
-      this._migration = answer.migration ?? summary;
+      this._setPolledMigration(answer.migration ?? summary, epoch);
     } catch {
-      this._migration = summary;
+      this._setPolledMigration(summary, epoch);
+    }
+  }
+
+  private _setPolledMigration(migration: IMigration | null, epoch: number): void {
+    if (epoch === this._epoch && this._starting === null) {
+      this._migration = migration;
     }
   }
 
@@ -256,6 +336,10 @@ export class MigrationService implements IMigrationService {
   private _idle: IIdleSnapshot | null = null;
   private _idleReceivedAt = 0;
   private _downSince: number | null = null;
+  private _starting: Target | null = null;
+  private _lastMoveAt: number | null = null;
+  /** Counts the moves this page started (polls begun before one are stale after it). */
+  private _epoch = 0;
   private _settings: IUserSettings = { ...DEFAULT_SETTINGS };
   private _timer: ReturnType<typeof setTimeout> | null = null;
   private _disposed = false;

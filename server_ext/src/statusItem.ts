@@ -5,53 +5,81 @@
 import { Widget } from '@lumino/widgets';
 
 import { formatCountdown } from './countdown';
-import { describeBounds, podKindText } from './podKind';
-import { phaseMessage } from './phases';
+import { TranslationBundle } from './i18n';
+import { isTerminal, phaseMessage, serverGoneMessage } from './phases';
+import { describeBounds, gpuLabel, podKindText } from './podKind';
 import { IMigrationService } from './tokens';
 
-/** The item's text and tooltip (pure apart from reading the service). */
-export function statusText(service: IMigrationService): { text: string; title: string; kind: string } {
+/** The item's text and tooltip (pure apart from reading the service): the text short,
+ * the details (GPU model, node, idle timeout and bounds) in the tooltip. */
+export function statusText(
+  trans: TranslationBundle,
+  service: IMigrationService
+): { text: string; title: string; kind: string } {
   const pod = service.pod;
   const m = service.migration;
-  if (service.migrating && m) {
-    const down = service.serverDownSince !== null;
+  if (service.migrating) {
+    const target = m && !isTerminal(m.phase) ? m.target : service.starting ?? m?.target ?? 'gpu';
+    const phase = m && !isTerminal(m.phase) ? m.phase : 'checkpointing';
     return {
-      text: `Moving to ${m.target.toUpperCase()}… ${down ? '(pod restarting)' : `(${m.phase})`}`,
-      title: phaseMessage(m.phase, m.target, m.error),
+      text: target === 'gpu' ? trans.__('Moving to GPU…') : trans.__('Moving to CPU…'),
+      title:
+        service.serverDownSince !== null
+          ? serverGoneMessage(trans, target, (Date.now() - service.serverDownSince) / 1000)
+          : phaseMessage(trans, phase, target, m?.error),
       kind: 'moving'
     };
   }
   if (service.serverDownSince !== null) {
-    return { text: 'Pod: reconnecting…', title: 'The notebook server is not answering.', kind: 'unknown' };
+    return {
+      text: trans.__('Pod: reconnecting…'),
+      title: trans.__('The notebook server is not answering.'),
+      kind: 'unknown'
+    };
   }
-  const base = podKindText(pod);
+  const base = podKindText(trans, pod);
   const bounds = service.config?.idleBounds ?? null;
   switch (pod.kind) {
     case 'gpu': {
       const left = service.idleSecondsLeft();
       const idle = service.idle;
-      const timeout = typeof idle?.timeout === 'number' ? ` Idle timeout ${Math.round(idle.timeout)} s.` : '';
+      const node = service.config?.node;
+      const lines = [
+        trans.__('This notebook runs on a GPU pod: %1.', gpuLabel(pod.resource, pod.count, pod.name)),
+        node ? trans.__('Node: %1.', node) : '',
+        typeof idle?.timeout === 'number'
+          ? trans.__('Idle timeout %1 s.', Math.round(idle.timeout))
+          : '',
+        describeBounds(trans, bounds)
+      ];
       return {
-        text: left === null ? base : `${base} · idle, CPU in ${formatCountdown(left)}`,
-        title: `This notebook runs on a GPU pod.${timeout} ${describeBounds(bounds)}`,
+        text: left === null ? base : trans.__('%1 · CPU in %2', base, formatCountdown(left)),
+        title: lines.filter(line => line).join('\n'),
         kind: 'gpu'
       };
     }
     case 'cpu':
       return {
         text: base,
-        title: 'This notebook runs on a CPU pod; cells that need a GPU can move it to one.',
+        title: trans.__('This notebook runs on a CPU pod; cells that need a GPU can move it to one.'),
         kind: 'cpu'
       };
     case 'off':
-      return { text: base, title: `No moves between CPU and GPU pods: ${pod.reason}.`, kind: 'off' };
+      return {
+        text: base,
+        title: trans.__('No moves between CPU and GPU pods: %1.', pod.reason),
+        kind: 'off'
+      };
     case 'unknown':
       return { text: base, title: pod.reason, kind: 'unknown' };
   }
 }
 
 export class PodStatusItem extends Widget {
-  constructor(private readonly _service: IMigrationService) {
+  constructor(
+    private readonly _service: IMigrationService,
+    private readonly _trans: TranslationBundle
+  ) {
     super();
     this.addClass('gpushift-status');
     this.node.setAttribute('data-testid', 'gpushift-status');
@@ -71,7 +99,7 @@ export class PodStatusItem extends Widget {
   }
 
   private _render(): void {
-    const { text, title, kind } = statusText(this._service);
+    const { text, title, kind } = statusText(this._trans, this._service);
     this.node.textContent = text;
     this.node.title = title;
     this.node.dataset.podKind = kind;

@@ -33,8 +33,14 @@ export interface IMigrationService {
   readonly config: IRuntimeConfig | null;
   /** The current or last migration (null: none known). */
   readonly migration: IMigration | null;
-  /** A migration is in flight (or the server went away during one). */
+  /** A migration is in flight (or the server went away during one), or this page asked
+   * for one and waits for the answer. */
   readonly migrating: boolean;
+  /** The target of the move this page asked for, until the server answers (the server
+   * saves the variables meanwhile); null otherwise. */
+  readonly starting: Target | null;
+  /** When (ms epoch) a move was last seen in flight (now, while one is); null: never. */
+  readonly lastMoveAt: number | null;
   /** Since when (ms epoch) the server has not answered; null while it answers. */
   readonly serverDownSince: number | null;
   /** The idle timer on a GPU pod (null on CPU). */

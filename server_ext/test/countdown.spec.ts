@@ -1,3 +1,4 @@
+import { trans } from './trans';
 import { formatCountdown, idleWarningMessage, secondsLeft } from '../src/countdown';
 
 describe('secondsLeft', () => {
@@ -31,7 +32,7 @@ describe('formatCountdown', () => {
     expect(formatCountdown(-3)).toBe('0:00');
   });
   it('fits the message in a notification', () => {
-    expect(idleWarningMessage(25)).toContain('0:25');
-    expect(idleWarningMessage(25).length).toBeLessThanOrEqual(140);
+    expect(idleWarningMessage(trans, 25)).toContain('0:25');
+    expect(idleWarningMessage(trans, 25).length).toBeLessThanOrEqual(140);
   });
 });

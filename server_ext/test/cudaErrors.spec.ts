@@ -1,3 +1,4 @@
+import { trans } from './trans';
 import { detectCudaError } from '../src/cudaErrors';
 
 const error = (ename: string, evalue: string, traceback: string[] = []) => ({
@@ -45,24 +46,24 @@ describe('detectCudaError', () => {
       'no CUDA backend on this pod'
     ]
   ])('recognises %s', (_name, output, summary) => {
-    expect(detectCudaError([output])?.summary).toBe(summary);
+    expect(detectCudaError(trans, [output])?.summary).toBe(summary);
   });
 
   it('reads through terminal colours in tracebacks', () => {
     const coloured = error('RuntimeError', '', [
       '\u001b[0;31mRuntimeError\u001b[0m: No CUDA \u001b[1mGPUs\u001b[0m are available'
     ]);
-    expect(detectCudaError([coloured])?.summary).toBe('no CUDA GPU on this pod');
+    expect(detectCudaError(trans, [coloured])?.summary).toBe('no CUDA GPU on this pod');
   });
 
   it('ignores other errors, stdout and results', () => {
     expect(
-      detectCudaError([
+      detectCudaError(trans, [
         error('NameError', "name 'cuda_device' is not defined"),
         { output_type: 'stream', name: 'stdout', text: 'No CUDA GPUs are available' },
         { output_type: 'execute_result' }
       ])
     ).toBeNull();
-    expect(detectCudaError([])).toBeNull();
+    expect(detectCudaError(trans, [])).toBeNull();
   });
 });

@@ -1,3 +1,4 @@
+import { trans } from './trans';
 import {
   afterClassify,
   beforeRun,
@@ -63,11 +64,11 @@ describe('afterClassify', () => {
 describe('formatReasons', () => {
   it('sorts by line and names the rule', () => {
     expect(
-      formatReasons([
-        { line: 5, rule: 'b', text: ' y.to("cuda") ' },
+      formatReasons(trans, [
+        { line: 5, rule: 'torch.to_cuda', text: ' y.to("cuda") ' },
         { line: 1, rule: '', text: 'import cupy' }
       ])
-    ).toEqual(['line 1: import cupy', 'line 5: y.to("cuda") (b)']);
+    ).toEqual(['line 1: import cupy', 'line 5: y.to("cuda") — moves data to a GPU']);
   });
 });
 

@@ -1,3 +1,4 @@
+import { trans } from './trans';
 import { describeMigration, podWasReplaced } from '../src/phases';
 import {
   describeRecovery,
@@ -54,10 +55,10 @@ describe('restoreKindOf', () => {
 
 describe('describeRecovery', () => {
   it('says the move was rolled back and why, what came back, and that the cell did not run', () => {
-    const text = describeRecovery(rolledBack, restored);
+    const text = describeRecovery(trans, rolledBack, restored);
     expect(text.message).toBe(
       'Move to GPU rolled back: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu. ' +
-        'Restored 3 variable(s) on CPU. Held cell NOT run.'
+        'Restored 3 variables on CPU. Held cell NOT run.'
     );
     expect(text.message.length).toBeLessThanOrEqual(NOTICE_MAX_CHARS);
     expect(text.type).toBe('warning');
@@ -68,16 +69,16 @@ describe('describeRecovery', () => {
     expect(text.details).toContain('was NOT run: it needs a GPU');
   });
   it('names what did not come back', () => {
-    const text = describeRecovery(rolledBack, {
+    const text = describeRecovery(trans, rolledBack, {
       ...restored,
       restored: ['big'],
       not_restored: [{ name: 'handle', reason: 'an open file' }]
     });
-    expect(text.message).toContain('Restored 1 variable(s) on CPU, 1 not.');
+    expect(text.message).toContain('Restored 1 variable on CPU, 1 not.');
     expect(text.details).toContain('Not restored: handle — an open file');
   });
   it('says when the restore itself failed', () => {
-    const text = describeRecovery(rolledBack, {
+    const text = describeRecovery(trans, rolledBack, {
       ok: false,
       restored: [],
       not_restored: [],
@@ -90,20 +91,20 @@ describe('describeRecovery', () => {
   });
   it('keeps a long reason inside the notification, whole in the details', () => {
     const long = `${SCHEDULER} preemption: ${'x '.repeat(200)}`;
-    const text = describeRecovery({ ...rolledBack, error: long }, restored);
+    const text = describeRecovery(trans, { ...rolledBack, error: long }, restored);
     expect(text.message.length).toBeLessThanOrEqual(NOTICE_MAX_CHARS);
-    expect(text.message).toContain('Insufficient nvidia.com/gpu. Restored 3 variable(s)');
+    expect(text.message).toContain('Insufficient nvidia.com/gpu. Restored 3 variables');
     expect(text.details).toContain('preemption: x x');
-    const word = describeRecovery({ ...rolledBack, error: 'y'.repeat(300) }, restored);
+    const word = describeRecovery(trans, { ...rolledBack, error: 'y'.repeat(300) }, restored);
     expect(word.message.length).toBeLessThanOrEqual(NOTICE_MAX_CHARS);
     expect(word.message).toContain('yyy…. Restored');
   });
   it('leaves the cell out when there was none, and words a failed move', () => {
-    const text = describeRecovery(
+    const text = describeRecovery(trans, 
       { ...rolledBack, phase: 'failed', pending_cell: null, error: null },
       restored
     );
-    expect(text.message).toBe('Move to GPU failed: no reason given. Restored 3 variable(s) on CPU.');
+    expect(text.message).toBe('Move to GPU failed: no reason given. Restored 3 variables on CPU.');
     expect(text.details).not.toContain('NOT run');
   });
 });
@@ -113,7 +114,7 @@ describe('helpers', () => {
     expect(shorten('abc.', 10)).toBe('abc');
     expect(shorten('abcdefghij', 5)).toBe('abcd…');
     expect(shorten('One two. Three four. Five six.', 22)).toBe('One two. Three four');
-    expect(failureReason({ ...rolledBack, error: '' })).toBe('the new pod did not start');
+    expect(failureReason(trans, { ...rolledBack, error: '' })).toBe('the new pod did not start');
   });
   it('tries the same move again with the same held cell', () => {
     expect(retryRequest(rolledBack)).toEqual({
@@ -133,14 +134,14 @@ describe('helpers', () => {
     expect(podWasReplaced({ id: 'a', phase: 'rolled_back', target: 'gpu', history: [{ phase: 'patching' }] })).toBe(
       false
     );
-    const progress = describeMigration({ ...rolledBack, recoverable: false });
+    const progress = describeMigration(trans, { ...rolledBack, recoverable: false });
     expect(progress.message).toBe(
       'The move to a GPU pod was rolled back: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu. Back on a CPU pod.'
     );
-    const long = describeMigration({ ...rolledBack, error: `${SCHEDULER} preemption: ${'z '.repeat(80)}` });
+    const long = describeMigration(trans, { ...rolledBack, error: `${SCHEDULER} preemption: ${'z '.repeat(80)}` });
     expect(long.message.length).toBeLessThanOrEqual(NOTICE_MAX_CHARS);
     expect(long.message).toContain('Insufficient nvidia.com/gpu. Back on a CPU pod.');
-    expect(describeMigration({ ...rolledBack, history: [], recoverable: false }).message).toContain(
+    expect(describeMigration(trans, { ...rolledBack, history: [], recoverable: false }).message).toContain(
       'You are back where you were'
     );
   });

@@ -25,7 +25,7 @@ module.exports = {
   },
   projects: Object.entries(PODS).map(([kind, port]) => ({
     name: `${kind}-pod`,
-    testMatch: `${kind}-pod.spec.ts`,
+    testMatch: `${kind}-pod*.spec.ts`,
     use: { baseURL: `http://127.0.0.1:${port}` }
   })),
   webServer: Object.entries(PODS).map(([kind, port]) => ({

@@ -1,17 +1,20 @@
 /**
  * `gpushift-jupyter:auto` (the seed's fe-extension-01): the migration service, the
- * progress of moves, the idle warning, the restore after a move and kishu attach.
+ * progress of moves, the idle warning, the restore after a move, kishu attach, and saves
+ * held during a move.
  */
 import { JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { IDocumentManager } from '@jupyterlab/docmanager';
 import { INotebookTracker } from '@jupyterlab/notebook';
+import { ITranslator } from '@jupyterlab/translation';
 
 import { ApiClient } from '../api';
 import { AttachWatcher } from '../attach';
-import { ConnectionLostGuard } from '../connectionGuard';
+import { loadBundle } from '../i18n';
 import { IdleWarning } from '../idleWarning';
 import { MigrationProgress } from '../progress';
 import { RestoreFlow } from '../restore';
+import { SaveHold } from '../saveHold';
 import { MigrationService } from '../service';
 import { IMigrationService } from '../tokens';
 
@@ -21,12 +24,13 @@ export const autoPlugin: JupyterFrontEndPlugin<IMigrationService> = {
     'Asks before a GPU cell runs on a CPU pod, follows moves between CPU and GPU pods and restores the state afterwards.',
   autoStart: true,
   provides: IMigrationService,
-  activate: (app: JupyterFrontEnd): IMigrationService => {
+  optional: [ITranslator],
+  activate: (app: JupyterFrontEnd, translator: ITranslator | null): IMigrationService => {
+    const trans = loadBundle(translator);
     const api = new ApiClient(app.serviceManager.serverSettings);
-    const service = new MigrationService(api);
-    new MigrationProgress(service);
-    new IdleWarning(service);
-    new ConnectionLostGuard(service);
+    const service = new MigrationService(api, trans);
+    new MigrationProgress(service, trans);
+    new IdleWarning(service, trans);
     void service.start();
     // The notebook tracker depends (through the widget factory) on the cell executor,
     // which depends on this service: take the tracker once the app is up, not as a
@@ -36,7 +40,10 @@ export const autoPlugin: JupyterFrontEndPlugin<IMigrationService> = {
         app.resolveOptionalService(INotebookTracker),
         app.resolveOptionalService(IDocumentManager)
       ]);
-      const restore = docs ? new RestoreFlow(service, api, docs) : null;
+      const restore = docs ? new RestoreFlow(service, api, docs, trans) : null;
+      if (docs) {
+        new SaveHold(app, service, docs);
+      }
       if (tracker) {
         new AttachWatcher(service, tracker, () => restore?.busyPaths ?? new Set<string>());
       }

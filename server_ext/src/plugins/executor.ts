@@ -6,10 +6,15 @@
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Cell } from '@jupyterlab/cells';
 import { INotebookCellExecutor, NotebookPanel } from '@jupyterlab/notebook';
+import { ISettingRegistry } from '@jupyterlab/settingregistry';
+import { ITranslator } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
-import { GpuAwareCellExecutor, QuietNotebooks } from '../executor';
+import { GpuAwareCellExecutor } from '../executor';
+import { loadBundle } from '../i18n';
+import { QuietNotebooks } from '../quietNotebooks';
 import { IMigrationService } from '../tokens';
+import { PLUGIN_ID } from './manual';
 
 /** The notebook panel a cell sits in (its widget ancestors). */
 export function panelOf(cell: Cell): NotebookPanel | null {
@@ -26,6 +31,26 @@ export const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   autoStart: true,
   provides: INotebookCellExecutor,
   requires: [IMigrationService],
-  activate: (_app, service: IMigrationService): INotebookCellExecutor =>
-    new GpuAwareCellExecutor({ service, quiet: new QuietNotebooks(), findPanel: panelOf })
+  optional: [ITranslator, ISettingRegistry],
+  activate: (
+    _app,
+    service: IMigrationService,
+    translator: ITranslator | null,
+    registry: ISettingRegistry | null
+  ): INotebookCellExecutor => {
+    const quiet = new QuietNotebooks();
+    if (registry) {
+      // "Don't ask again" lives in gpushift's settings (the manual plugin's schema).
+      void registry
+        .load(PLUGIN_ID)
+        .then(settings => quiet.attach(settings))
+        .catch(error => console.warn('gpushift: settings not loaded', error));
+    }
+    return new GpuAwareCellExecutor({
+      service,
+      quiet,
+      trans: loadBundle(translator),
+      findPanel: panelOf
+    });
+  }
 };

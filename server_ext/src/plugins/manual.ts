@@ -8,8 +8,10 @@ import { ICommandPalette, InputDialog, Notification } from '@jupyterlab/apputils
 import { INotebookTracker } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
+import { ITranslator } from '@jupyterlab/translation';
 
 import { canMove, readSettings } from '../decision';
+import { loadBundle, TranslationBundle } from '../i18n';
 import { clampIdleTimeout, describeBounds } from '../podKind';
 import { PodStatusItem } from '../statusItem';
 import { IMigrationService } from '../tokens';
@@ -30,38 +32,40 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
   description: 'Status bar item with the pod kind, commands to move between CPU and GPU pods, settings.',
   autoStart: true,
   requires: [IMigrationService],
-  optional: [INotebookTracker, IStatusBar, ICommandPalette, ISettingRegistry],
+  optional: [INotebookTracker, IStatusBar, ICommandPalette, ISettingRegistry, ITranslator],
   activate: (
     app: JupyterFrontEnd,
     service: IMigrationService,
     tracker: INotebookTracker | null,
     statusBar: IStatusBar | null,
     palette: ICommandPalette | null,
-    settingRegistry: ISettingRegistry | null
+    settingRegistry: ISettingRegistry | null,
+    translator: ITranslator | null
   ): void => {
+    const trans = loadBundle(translator);
     const { commands } = app;
     const move = (target: Target) => {
       const panel = tracker?.currentWidget ?? null;
       return service.move(target, { reason: 'manual', panel, pendingCell: null });
     };
     commands.addCommand(CommandIDs.moveToGpu, {
-      label: 'Move to GPU',
-      caption: 'Save the variables, move this notebook to a GPU pod and restore them there',
+      label: trans.__('Move to GPU'),
+      caption: trans.__('Save the variables, move this notebook to a GPU pod and restore them there'),
       isEnabled: () => canMove(service.pod, service.migrating).toGpu,
       execute: () => move('gpu')
     });
     commands.addCommand(CommandIDs.moveToCpu, {
-      label: 'Move to CPU',
-      caption: 'Save the variables, move this notebook back to a CPU pod and restore them there',
+      label: trans.__('Move to CPU'),
+      caption: trans.__('Save the variables, move this notebook back to a CPU pod and restore them there'),
       isEnabled: () => canMove(service.pod, service.migrating).toCpu,
       execute: () => move('cpu')
     });
     commands.addCommand(CommandIDs.move, {
-      label: () => (service.pod.kind === 'gpu' ? 'Move to CPU' : 'Move to GPU'),
+      label: () => (service.pod.kind === 'gpu' ? trans.__('Move to CPU') : trans.__('Move to GPU')),
       caption: () =>
         service.pod.kind === 'gpu'
-          ? 'Move this notebook back to a CPU pod (variables are kept)'
-          : 'Move this notebook to a GPU pod (variables are kept)',
+          ? trans.__('Move this notebook back to a CPU pod (variables are kept)')
+          : trans.__('Move this notebook to a GPU pod (variables are kept)'),
       isEnabled: () => {
         const can = canMove(service.pod, service.migrating);
         return can.toGpu || can.toCpu;
@@ -69,13 +73,13 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       execute: () => move(service.pod.kind === 'gpu' ? 'cpu' : 'gpu')
     });
     commands.addCommand(CommandIDs.idleTimeout, {
-      label: 'Set GPU idle timeout…',
+      label: trans.__('Set GPU idle timeout…'),
       isEnabled: () => settingRegistry !== null && service.config?.idleBounds != null,
       execute: async () => {
         const bounds = service.config?.idleBounds ?? null;
         const answer = await InputDialog.getNumber({
-          title: 'GPU idle timeout (seconds)',
-          label: describeBounds(bounds),
+          title: trans.__('GPU idle timeout (seconds)'),
+          label: describeBounds(trans, bounds),
           value: service.settings.idleTimeoutSeconds ?? bounds?.timeout_seconds ?? 180
         });
         if (answer.button.accept && answer.value !== null && settingRegistry) {
@@ -85,12 +89,12 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
     });
     if (palette) {
       for (const command of [CommandIDs.moveToGpu, CommandIDs.moveToCpu, CommandIDs.idleTimeout]) {
-        palette.addItem({ command, category: 'GPU' });
+        palette.addItem({ command, category: trans.__('GPU') });
       }
     }
     if (statusBar) {
       statusBar.registerStatusItem('gpushift-jupyter:pod-kind', {
-        item: new PodStatusItem(service),
+        item: new PodStatusItem(service, trans),
         align: 'left',
         rank: 0
       });
@@ -106,13 +110,17 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     if (settingRegistry) {
-      void loadSettings(settingRegistry, service);
+      void loadSettings(settingRegistry, service, trans);
     }
   }
 };
 
 /** Apply the settings to the service, and the idle timeout to the sidecar (GPU pods). */
-async function loadSettings(registry: ISettingRegistry, service: IMigrationService): Promise<void> {
+async function loadSettings(
+  registry: ISettingRegistry,
+  service: IMigrationService,
+  trans: TranslationBundle
+): Promise<void> {
   let settings: ISettingRegistry.ISettings;
   try {
     settings = await registry.load(PLUGIN_ID);
@@ -126,7 +134,7 @@ async function loadSettings(registry: ISettingRegistry, service: IMigrationServi
     if (service.pod.kind !== 'gpu') {
       return;
     }
-    const { seconds, note } = clampIdleTimeout(wanted, service.config?.idleBounds);
+    const { seconds, note } = clampIdleTimeout(trans, wanted, service.config?.idleBounds);
     const key = `${service.config?.PodName}:${seconds}`;
     if (key === sentTimeout || (seconds === null && sentTimeout === null)) {
       return;
@@ -135,11 +143,11 @@ async function loadSettings(registry: ISettingRegistry, service: IMigrationServi
     try {
       await service.setIdleTimeout(seconds);
       if (note) {
-        Notification.info(`GPU idle timeout: ${note}`, { autoClose: 8000 });
+        Notification.info(trans.__('GPU idle timeout: %1', note), { autoClose: 8000 });
       }
     } catch (error) {
       sentTimeout = null;
-      Notification.error(`The GPU idle timeout was not changed: ${(error as Error).message}`, {
+      Notification.error(trans.__('The GPU idle timeout was not changed: %1', (error as Error).message), {
         autoClose: 8000
       });
     }

@@ -5,6 +5,8 @@ import { IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 import { expect, Locator } from '@playwright/test';
 import * as path from 'path';
 
+import { SCREENSHOTS } from '../tests/helpers';
+
 /** The notebook of the tests (JupyterLab's first new notebook, not renamed: the
  * session keeps its path). */
 export const NOTEBOOK = 'Untitled.ipynb';
@@ -39,9 +41,8 @@ export const CHECKSUM_CELL = `import os
 ${STATE_LINE}
 print("gpu", os.environ.get("GPUSHIFT_FAKE_GPU"))`;
 
-const SCREENSHOTS = path.resolve(__dirname, '..', 'screenshots');
-
-/** ui-tests/screenshots/NAME.png (NAME starts with e2e-). */
+/** SCREENSHOTS/NAME.png (NAME starts with e2e-): the ignored folder of every run, or the
+ * README's pictures under `make screenshots` (tests/helpers.ts). */
 export async function shot(page: IJupyterLabPageFixture, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
 }

@@ -10,6 +10,7 @@ import {
   notices,
   podStatus,
   prompt,
+  quietNotebooks,
   setSetting,
   shot,
   startCell,
@@ -29,6 +30,9 @@ test.describe('CPU pod', () => {
     const dialog = gpuDialog(page);
     await expect(dialog).toBeVisible();
     await expect(dialog).toContainText('line 2: y = [1].cuda()');
+    // Why, in words: not the classifier's rule id.
+    await expect(dialog).toContainText('calls .cuda(), which moves data to a GPU');
+    await expect(dialog).not.toContainText('torch.cuda_method');
     await expect(dialog.getByRole('button', { name: 'Move to GPU now' })).toBeVisible();
     await expect(dialog.getByRole('button', { name: 'Run on CPU anyway' })).toBeVisible();
     await expect(dialog.getByRole('button', { name: "Don't ask again for this notebook" })).toBeVisible();
@@ -59,6 +63,22 @@ test.describe('CPU pod', () => {
     await startCell(page, 0);
     await expect(prompt(page, 0)).toHaveText('[2]:');
     await expect(gpuDialog(page)).toHaveCount(0);
+    // Kept in JupyterLab's settings (not the browser's storage): it survives a reload.
+    expect((await quietNotebooks(page)).some(path => path.endsWith('.ipynb'))).toBe(true);
+  });
+
+  test('"Don\'t ask again" choices of earlier versions move from localStorage to the settings', async ({
+    page
+  }) => {
+    await page.evaluate(() =>
+      window.localStorage.setItem('gpushift-jupyter:quiet-notebooks', JSON.stringify(['old.ipynb']))
+    );
+    await page.reload();
+    await expect(podStatus(page)).toHaveText('CPU');
+    await expect.poll(() => quietNotebooks(page)).toContain('old.ipynb');
+    expect(
+      await page.evaluate(() => window.localStorage.getItem('gpushift-jupyter:quiet-notebooks'))
+    ).toBeNull();
   });
 
   test('"Move to GPU now" starts a move, shows its progress, and a failure clearly', async ({ page }) => {
@@ -66,13 +86,15 @@ test.describe('CPU pod', () => {
     await captureNotices(page);
     await startCell(page, 0);
     await gpuDialog(page).getByRole('button', { name: 'Move to GPU now' }).click();
+    // The cell shows that it waits for the move.
+    await expect(prompt(page, 0)).toHaveText('[⏳]:');
     // No Kubernetes API on this machine: the sidecar's patch step fails, and says why.
     const failed = toast(page, 'The move to a GPU pod failed');
     await expect(failed).toBeVisible({ timeout: 60000 });
     await expect(failed).toContainText(/Kubernetes|kubeconfig|configuration/i);
     await shot(page, 'move-failed');
     const seen = await notices(page);
-    expect(seen.some(m => m.startsWith('Moving to a GPU pod'))).toBe(true);
+    expect(seen.some(m => m.startsWith('Moving to a GPU pod: saving your variables… (1/3)'))).toBe(true);
     expect(seen[seen.length - 1]).toMatch(/^The move to a GPU pod failed/);
     await failed.getByRole('button', { name: 'Details' }).click();
     await expect(page.locator('.jp-Dialog')).toContainText('did not complete');

@@ -9,11 +9,13 @@ import { podStatus, shot, startCell, toast } from './helpers';
 /** Flagged as GPU work by the classifier (`.cuda()`), and runs without torch. */
 const GPU_WORK = 't = type("T", (), {"cuda": lambda self: self})().cuda()';
 /** The fake GPU's name comes from the server extension's probe (GPUSHIFT_FAKE_GPU). */
-const GPU_TEXT = /^GPU NVIDIA .*×1$/;
+const GPU_TEXT = /^GPU · \S+ ×1$/;
 
 test.describe('GPU pod (fake_gpu)', () => {
   test('fake_gpu: the status bar shows the GPU type and count', async ({ page }) => {
-    await expect(podStatus(page)).toContainText(/^GPU NVIDIA .*×1/);
+    // Short in the status bar; the GPU's full name and the idle bounds in the tooltip.
+    await expect(podStatus(page)).toHaveText(GPU_TEXT);
+    await expect(podStatus(page)).toHaveAttribute('title', /runs on a GPU pod: NVIDIA .*×1/);
     await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 40 s to 10 min/);
     await shot(page, 'status-gpu');
   });
@@ -29,7 +31,7 @@ test.describe('GPU pod (fake_gpu)', () => {
 
     const warning = toast(page, /moves back to a CPU pod in \d:\d\d/);
     await expect(warning).toBeVisible({ timeout: 30000 });
-    await expect(podStatus(page)).toContainText(/idle, CPU in 0:[0-3]\d/);
+    await expect(podStatus(page)).toContainText(/· CPU in 0:[0-3]\d/);
     const first = await warning.textContent();
     await page.waitForTimeout(2100);
     expect(await warning.textContent()).not.toEqual(first); // it counts down

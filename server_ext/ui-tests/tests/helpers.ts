@@ -11,9 +11,15 @@ export const GPU_CELL = 'marker = "ran"\ny = [1].cuda()';
 /** Asks the kernel whether the GPU cell ran. */
 export const PROBE_CELL = 'print("marker" in globals())';
 
-export const SCREENSHOTS = path.resolve(__dirname, '..', 'screenshots');
+/**
+ * Where screenshots go: an ignored folder on every test run, so that a run leaves the
+ * clone clean; `make screenshots` points GPUSHIFT_SCREENSHOTS at the README's committed
+ * pictures (ui-tests/screenshots/) to regenerate them on purpose.
+ */
+export const SCREENSHOTS =
+  process.env.GPUSHIFT_SCREENSHOTS || path.resolve(__dirname, '..', 'screenshots-latest');
 
-/** Save a screenshot for the README's user guide (ui-tests/screenshots/NAME.png). */
+/** Save a screenshot for the README's user guide (SCREENSHOTS/NAME.png). */
 export async function shot(page: IJupyterLabPageFixture, name: string): Promise<void> {
   await page.screenshot({ path: path.join(SCREENSHOTS, `${name}.png`) });
 }
@@ -92,4 +98,15 @@ export async function setSetting(
     },
     [key, value] as [string, unknown]
   );
+}
+
+/** The notebooks marked "Don't ask again", as gpushift's settings hold them. */
+export async function quietNotebooks(page: IJupyterLabPageFixture): Promise<string[]> {
+  return page.evaluate(async () => {
+    const registry: any = await (window as any).galata.getPlugin(
+      '@jupyterlab/apputils-extension:settings'
+    );
+    const settings = await registry.load('gpushift-jupyter:manual');
+    return settings.composite.quietNotebooks as string[];
+  });
 }

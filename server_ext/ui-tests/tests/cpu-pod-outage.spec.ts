@@ -1,0 +1,128 @@
+/**
+ * On a CPU pod (real sidecar, no Kubernetes API): the notebook server "away" while a move
+ * is in flight, as when the pod is replaced. The browser's requests are cut with
+ * Playwright's routing (the move request is held open, session or save requests fail);
+ * JupyterLab and gpushift run unchanged.
+ */
+import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { Route } from '@playwright/test';
+
+import { podStatus, toast } from './helpers';
+
+/** The move request (JupyterLab adds a cache-busting query). */
+const MIGRATE = /\/api_extension\/migrate(\?|$)/;
+
+/** Hold POST /api_extension/migrate open until the returned function is called: the page
+ * waits for the server to save the variables, a move in flight for gpushift. */
+async function holdMoveRequest(page: IJupyterLabPageFixture): Promise<() => Promise<void>> {
+  let release!: () => void;
+  const released = new Promise<void>(resolve => (release = resolve));
+  const handler = async (route: Route) => {
+    await released;
+    await route.continue();
+  };
+  await page.route(MIGRATE, handler);
+  return async () => {
+    release();
+    await page.unroute(MIGRATE, handler);
+  };
+}
+
+/** Start "Move to GPU" (the palette's command) without waiting for it. */
+async function startMove(page: IJupyterLabPageFixture): Promise<void> {
+  await page.evaluate(() => {
+    void (window as any).jupyterapp.commands.execute('gpushift:move-to-gpu');
+  });
+}
+
+/** JupyterLab asks the server for its sessions (as its own poll does); with the request
+ * cut, its ServiceManager reports the connection as lost. */
+async function pollSessions(page: IJupyterLabPageFixture): Promise<void> {
+  await page.evaluate(async () => {
+    await (window as any).jupyterapp.serviceManager.sessions.refreshRunning().catch(() => undefined);
+  });
+}
+
+const CONNECTION_LOST = 'Server Connection Error';
+
+test.describe('CPU pod: the server away during a move', () => {
+  test('no connection-lost dialog during a move; JupyterLab\'s own one otherwise', async ({ page }) => {
+    const skipped: string[] = [];
+    page.on('console', message => {
+      if (message.text().includes('connection lost during a move; no dialog')) {
+        skipped.push(message.text());
+      }
+    });
+    await expect(podStatus(page)).toHaveText('CPU');
+    const cut = (route: Route) => route.abort('connectionrefused');
+    await page.route('**/api/sessions**', cut);
+
+    // No move: JupyterLab's dialog, as without gpushift.
+    await pollSessions(page);
+    const dialog = page.locator('.jp-Dialog').filter({ hasText: CONNECTION_LOST });
+    await expect(dialog).toBeVisible();
+    await dialog.getByRole('button', { name: 'Close' }).click();
+    await expect(dialog).toHaveCount(0);
+    expect(skipped).toHaveLength(0);
+
+    // A move in flight: the move's progress explains the outage, no dialog.
+    const release = await holdMoveRequest(page);
+    await startMove(page);
+    await expect(podStatus(page)).toHaveText('Moving to GPU…');
+    await expect(toast(page, 'Moving to a GPU pod: saving your variables… (1/3)')).toBeVisible();
+    await pollSessions(page);
+    await expect.poll(() => skipped.length).toBeGreaterThan(0);
+    await page.waitForTimeout(1000);
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+
+    await page.unroute('**/api/sessions**', cut);
+    await release();
+    // No Kubernetes API here: the move fails at the patch step and says so.
+    await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
+  });
+
+  test('autosave during a move waits for it: no "File Save Error", saved after', async ({ page }) => {
+    await page.notebook.createNew();
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+    await page.notebook.save();
+    const release = await holdMoveRequest(page);
+    await startMove(page);
+    await expect(podStatus(page)).toHaveText('Moving to GPU…');
+    // Saves reach no server while the pod is replaced: the route in front answers 503.
+    let refusedSaves = 0;
+    const unavailable = async (route: Route) => {
+      if (route.request().method() !== 'PUT') {
+        return route.continue();
+      }
+      refusedSaves += 1;
+      return route.fulfill({ status: 503, body: 'Service Unavailable' });
+    };
+    await page.route('**/api/contents/**', unavailable);
+    await setAutosaveInterval(page, 1);
+
+    await page.notebook.setCell(0, 'code', 'edited_during_the_move = 1');
+    const dirty = () =>
+      page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.context.model.dirty);
+    expect(await dirty()).toBe(true);
+    await page.waitForTimeout(3500); // three autosave intervals
+    expect(refusedSaves).toBe(0);
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+
+    await page.unroute('**/api/contents/**', unavailable);
+    await release();
+    await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
+    // The move is over: the change is saved (the autosave it held back).
+    await expect.poll(dirty, { timeout: 15000 }).toBe(false);
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    await setAutosaveInterval(page, 120);
+  });
+});
+
+async function setAutosaveInterval(page: IJupyterLabPageFixture, seconds: number): Promise<void> {
+  await page.evaluate(async interval => {
+    const registry: any = await (window as any).galata.getPlugin(
+      '@jupyterlab/apputils-extension:settings'
+    );
+    await registry.set('@jupyterlab/docmanager-extension:plugin', 'autosaveInterval', interval);
+  }, seconds);
+}
