@@ -78,6 +78,15 @@ class Handler(socketserver.StreamRequestHandler):
             self.wfile.write(f"HTTP/1.1 {code} X\r\nContent-Type: application/json\r\n"
                              f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
                              .encode() + body)
+        elif mode == "chunks":  # a streamed answer (a watch): read until the close
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                             b"Connection: close\r\n\r\n")
+            for chunk in arg["chunks"]:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                time.sleep(arg.get("pause", 0))
+            if arg.get("hang"):
+                self.server.stopping.wait()
         elif mode in ("cut", "stall_body"):
             self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                              b"Content-Length: 1000\r\n\r\n{\"kind\": ")

@@ -24,7 +24,7 @@ from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
 from gpushift_core import jsonlog
 from gpushift_core.kube import KubeApi, Retry
-from gpushift_webhook import guard_loop, self_managed
+from gpushift_webhook import guard_loop, notebook_watch, self_managed
 from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
 from gpushift_webhook.enablement import EnablementMode
@@ -168,18 +168,30 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
             lambda health: self_managed.run(certs_api, settings, on_pass=health.passed)))
     if getattr(args, "guard", False):
         assert api is not None
-        tasks.append(asyncio.create_task(guard_loop.run(api, config, guard_loop.GuardLoopSettings(
-            lease=args.guard_lease, interval_seconds=args.guard_interval,
-            enablement=EnablementMode(args.enablement_mode),
-            guard_deadline_seconds=args.guard_deadline,
-            lease_deadline_seconds=args.lease_deadline), metrics, loops)))
+        # One watch of the Notebooks per replica; the guard and the server types read
+        # its store instead of listing every interval.
+        store = notebook_watch.NotebookStore()
+        watched = notebook_watch.WatchedApi(api, store)
+        following = notebook_watch.WatchSettings(
+            watch_timeout_seconds=args.notebooks_watch_seconds,
+            poll_seconds=args.guard_interval)
+        source = api
+        tasks.append(loops.start(
+            LoopSettings("notebooks", args.notebooks_deadline),
+            lambda health: notebook_watch.follow(source, store, following,
+                                                 on_pass=health.passed)))
+        tasks.append(asyncio.create_task(guard_loop.run(
+            watched, config, guard_loop.GuardLoopSettings(
+                lease=args.guard_lease, interval_seconds=args.guard_interval,
+                enablement=EnablementMode(args.enablement_mode),
+                guard_deadline_seconds=args.guard_deadline,
+                lease_deadline_seconds=args.lease_deadline), metrics, loops)))
         # Every replica answers reviews, so every replica keeps the Notebooks' server
         # types (the guard's RBAC lists Notebooks; without --guard every pod is injected
         # and the sidecar decides).
-        lister = api
         tasks.append(loops.start(
             LoopSettings("server_types", args.server_types_deadline),
-            lambda health: server_types.run(_PassOnList(lister, health), args.guard_interval)))
+            lambda health: server_types.run(_PassOnList(watched, health), args.guard_interval)))
     try:
         await stop.wait()
     finally:
@@ -194,7 +206,7 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
 
 def _check_deadlines(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for flag in ("cert_deadline", "guard_deadline", "lease_deadline",
-                 "server_types_deadline"):
+                 "notebooks_deadline", "notebooks_watch_seconds", "server_types_deadline"):
         if getattr(args, flag, 1.0) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
 
@@ -234,6 +246,12 @@ def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:
     guarding.add_argument("--lease-deadline", type=float, default=300.0,
                           help="seconds without reaching the API server from the Lease "
                                "loop after which /healthz fails")
+    guarding.add_argument("--notebooks-deadline", type=float, default=300.0,
+                          help="seconds without a list or watch event of the Notebooks "
+                               "(a watch ends every 60 s) after which /healthz fails")
+    guarding.add_argument("--notebooks-watch-seconds", type=float, default=60.0,
+                          help="the API server ends each watch of the Notebooks after "
+                               "this long; the next resumes where it ended")
     guarding.add_argument("--server-types-deadline", type=float, default=300.0,
                           help="seconds without a completed list of the Notebooks' server "
                                "types after which /healthz fails")

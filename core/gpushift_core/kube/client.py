@@ -28,7 +28,7 @@ import inspect
 import json
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,7 @@ from kubernetes import client
 
 from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError, Unreachable
 from gpushift_core.kube.events import NOTEBOOK_API, notebook_event
-from gpushift_core.kube.transport import Retry, call, configuration
+from gpushift_core.kube.transport import Retry, call, configuration, stream
 from gpushift_core.patches import PatchBuilder
 
 __all__ = ["NOTEBOOK_API", "BuildOps", "KubeApi", "PatchResult", "copied_to_pod"]
@@ -135,6 +135,10 @@ class KubeApi:
     async def list_notebooks(self) -> list[dict[str, Any]]:
         """Every Notebook in every namespace (as the API returns them), in pages of
         `page_size` (see `list_from_cache`)."""
+        return (await self.list_notebooks_with_version())[0]
+
+    async def list_notebooks_with_version(self) -> tuple[list[dict[str, Any]], str]:
+        """`list_notebooks` and the list's resourceVersion, where a watch takes up."""
         items: list[dict[str, Any]] = []
         token = ""
         restarts = 0
@@ -161,9 +165,20 @@ class KubeApi:
                 items, token = [], ""
                 continue
             items.extend(dict(i) for i in listed.get("items") or [] if isinstance(i, dict))
-            token = str((listed.get("metadata") or {}).get("continue") or "")
+            meta = listed.get("metadata") or {}
+            token = str(meta.get("continue") or "")
             if not token:
-                return items
+                return items, str(meta.get("resourceVersion") or "")
+
+    def watch_notebooks(self, resource_version: str,
+                        timeout_seconds: float = 60) -> AsyncGenerator[dict[str, Any], None]:
+        """The Notebooks' watch events after `resource_version` ({"type", "object"}:
+        ADDED, MODIFIED, DELETED, BOOKMARK, or ERROR with a Status -- 410 when that
+        version is too old), until the API server ends the watch after
+        `timeout_seconds` (see `transport.stream`)."""
+        return stream(self.retry, self.custom_objects.list_cluster_custom_object,
+                      *NOTEBOOK_API, NOTEBOOKS, resource_version=resource_version,
+                      allow_watch_bookmarks=True, timeout_seconds=timeout_seconds)
 
     async def get_notebook(self, namespace: str, name: str) -> dict[str, Any]:
         """The Notebook; KubeError (404) when there is none."""

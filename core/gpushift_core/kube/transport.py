@@ -17,9 +17,14 @@ the call, under its read timeout (urllib3's `ProtocolError`, `ReadTimeoutError`,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
+import json
 import logging
 import random
+import socket
+import threading
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from gpushift_core.kube.errors import KubeError, MaybeSent, Unreachable
 
-__all__ = ["Retry", "call", "configuration"]
+__all__ = ["Retry", "call", "configuration", "stream"]
 
 log = logging.getLogger("gpushift.kube")
 
@@ -104,6 +109,87 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
         log.warning("Kubernetes API: %s; retrying in %.1fs", failure, delay)
         await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311
         delay = min(delay * 2, retry.max_seconds)
+
+
+async def stream(retry: Retry, fn: Any, *args: Any, timeout_seconds: float,
+                 **kwargs: Any) -> AsyncGenerator[dict[str, Any], None]:
+    """One watch request (`fn(..., watch=True)`): its events as JSON objects, until the
+    API server ends it after `timeout_seconds`. Tried once: a failure is a `KubeError`
+    (the Status of a refusal, `Unreachable` for the transport), and the caller decides
+    whether to watch again or list.
+
+    The response is read in a thread of its own (a daemon: a watch that waits for its
+    next event must not hold up the process's exit, as a worker of asyncio's default
+    executor would), under a read timeout a little longer than `timeout_seconds`, so a
+    connection that went silent ends too. Leaving the iteration ends the read at once
+    and closes the connection."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    kwargs.update(watch=True, timeout_seconds=max(1, round(timeout_seconds)),
+                  _preload_content=False,
+                  _request_timeout=(retry.connect_timeout_seconds,
+                                    timeout_seconds + retry.read_timeout_seconds))
+    response: list[Any] = []
+    stopped = threading.Event()
+
+    def put(kind: str, item: Any) -> None:
+        if not stopped.is_set():
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, item))
+            except RuntimeError:  # the loop is closed: nobody listens any more
+                stopped.set()
+
+    def read() -> None:
+        try:
+            response.append(fn(*args, **kwargs))
+            if stopped.is_set():
+                return
+            pending = b""
+            # read1: what has arrived (an event), not a full buffer's worth.
+            while chunk := response[0].read1(64 * 1024):
+                if stopped.is_set():
+                    return
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        put("event", json.loads(line))
+            if pending.strip():
+                raise urllib3.exceptions.ProtocolError("the watch ended within an event")
+            put("end", None)
+        except Exception as exc:
+            put("error", exc)  # raised on the event loop, as a KubeError
+        finally:
+            if response:
+                response[0].close()  # its connection too: not back into the pool
+
+    threading.Thread(target=read, name="gpushift-kube-watch", daemon=True).start()
+    try:
+        while True:
+            kind, item = await queue.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise as_kube_error(item) from item
+            yield item
+    finally:
+        stopped.set()
+        # Wake the reading thread, blocked on its socket: a shutdown ends the read at
+        # once (closing the response here would wait for the reader's lock instead).
+        sock = getattr(response[0].connection, "sock", None) if response else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def as_kube_error(exc: BaseException) -> KubeError:
+    """A failure of the client or the transport as a `KubeError`."""
+    if isinstance(exc, KubeError):
+        return exc
+    if isinstance(exc, ApiException):
+        return KubeError.from_api(exc)
+    cause = _cause(exc)
+    return Unreachable(f"{type(cause).__name__}: {cause}")
 
 
 def _invoke(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
