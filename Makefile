@@ -9,8 +9,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The front end is built again only when one of its sources changed (the stamp sits in
+# the ignored build output).
+FRONTEND_BUILT := server_ext/gpushift_jupyter/labextension/.gpushift-built
+FRONTEND_SOURCES := $(shell find server_ext/src server_ext/schema server_ext/style -type f 2>/dev/null) \
+	server_ext/package.json server_ext/yarn.lock server_ext/tsconfig.json
 
-.PHONY: demo test lint typecheck dockerlint controlplane frontend browser unit bench clean
+.PHONY: demo test lint typecheck dockerlint controlplane frontend frontend-build browser screenshots unit bench clean
 
 $(STAMP): pyproject.toml server_ext/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +26,11 @@ $(STAMP): pyproject.toml server_ext/pyproject.toml
 	SKIP_JUPYTER_BUILDER=1 $(BIN)/pip install --quiet -e server_ext
 	touch $@
 
-demo: $(STAMP) controlplane frontend
-	$(BIN)/python hack/demo.py
+# The demo needs the front end built, nothing more: no jest here, and no rebuild unless
+# its sources changed (FRONTEND_BUILT); hack/demo.py builds the control plane's binaries
+# itself when they are missing. Only the demo's own lines reach the terminal.
+demo: $(STAMP) $(FRONTEND_BUILT)
+	@$(BIN)/python hack/demo.py
 
 test: lint typecheck dockerlint controlplane frontend browser
 	server_ext/hack/test-frontend.sh --browser
@@ -44,9 +52,23 @@ dockerlint: $(STAMP)
 controlplane:
 	hack/build-controlplane.sh
 
-# The JupyterLab extension: npm packages, TypeScript build, linked into .venv; jest.
-frontend: $(STAMP)
-	server_ext/hack/test-frontend.sh --unit
+# The JupyterLab extension: npm packages, TypeScript build, linked into .venv.
+$(FRONTEND_BUILT): $(STAMP) $(FRONTEND_SOURCES)
+	@server_ext/hack/test-frontend.sh --build
+	@touch $@
+
+frontend-build: $(FRONTEND_BUILT)
+
+# The build (when needed) and the unit tests (jest); `make test` runs it.
+frontend: $(FRONTEND_BUILT)
+	server_ext/hack/test-frontend.sh --jest
+
+# The README's pictures (server_ext/ui-tests/screenshots/), regenerated on purpose: the
+# browser tests on the test pods and the end-to-end moves write them there (every other
+# run writes to the ignored ui-tests/screenshots-latest/). Review and commit the result.
+screenshots: $(STAMP) controlplane browser $(FRONTEND_BUILT)
+	GPUSHIFT_SCREENSHOTS=$(CURDIR)/server_ext/ui-tests/screenshots server_ext/hack/test-frontend.sh --browser
+	GPUSHIFT_SCREENSHOTS=$(CURDIR)/server_ext/ui-tests/screenshots server_ext/hack/test-e2e-browser.sh
 
 # Debian's chromium for the browser tests (Galata); a browser download fails here.
 browser:

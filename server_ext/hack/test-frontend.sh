@@ -6,8 +6,13 @@
 #
 #   server_ext/hack/test-frontend.sh            # everything
 #   server_ext/hack/test-frontend.sh --unit     # install + build + jest only
+#   server_ext/hack/test-frontend.sh --build    # install + build, quiet (make demo)
+#   server_ext/hack/test-frontend.sh --jest     # jest only (built already)
 #   server_ext/hack/test-frontend.sh --browser  # the browser tests only (built already)
 #   server_ext/hack/test-frontend.sh -g idle    # extra arguments go to playwright
+#
+# Browser-test screenshots go to ui-tests/screenshots-latest/ (ignored);
+# GPUSHIFT_SCREENSHOTS=<folder> writes them there instead (`make screenshots`).
 #
 # Needs: the repository's .venv with gpushift-jupyter installed (GPUSHIFT_VENV moves it),
 # Node.js >= 20, and `apt-get install chromium` for the browser tests.
@@ -23,8 +28,25 @@ step() { printf '\n== %s (%ss)\n' "$1" "$SECONDS"; }
 
 cd "$HERE"
 MODE="${1:-}"
-if [[ "$MODE" == "--unit" || "$MODE" == "--browser" ]]; then
+if [[ "$MODE" == "--unit" || "$MODE" == "--browser" || "$MODE" == "--build" || "$MODE" == "--jest" ]]; then
   shift
+fi
+
+if [[ "$MODE" == "--build" ]]; then
+  # For `make demo`: one line, the tools' output only when something failed.
+  LOG="$HERE/.build.log"
+  echo "building the JupyterLab front end (sources changed; log: server_ext/.build.log) ..."
+  if ! { jlpm install && jlpm build && jupyter-builder develop . --overwrite; } >"$LOG" 2>&1; then
+    tail -n 60 "$LOG" >&2
+    echo "the front end did not build: see $LOG" >&2
+    exit 1
+  fi
+  exit 0
+fi
+if [[ "$MODE" == "--jest" ]]; then
+  step "unit tests (jest)"
+  jlpm test
+  exit 0
 fi
 if [[ "$MODE" != "--browser" ]]; then
   step "npm packages"
