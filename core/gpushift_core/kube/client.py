@@ -2,7 +2,8 @@
 ResourceQuotas, Leases.
 
 Every call goes through `transport.call` (worker thread, timeouts, backoff while the API
-cannot be reached; every failure a `KubeError` that carries the API's Status). The
+cannot be reached; every failure a `KubeError` that carries the API's Status), and the
+watch of the Notebooks through `transport.stream` (a thread of its own, the same errors). The
 webhook's certificate objects (`gpushift_webhook.cert_objects`) use the same transport
 through `KubeApi.call`.
 
