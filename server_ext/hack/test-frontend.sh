@@ -68,6 +68,12 @@ if [[ ! -x "$CHROMIUM" ]]; then
   echo "browser tests need Debian's chromium at $CHROMIUM: apt-get install -y chromium" >&2
   exit 2
 fi
+# JupyterLab's German language pack: the browser tests check the connection-lost
+# handling under a non-English locale.
+if ! python -c "import jupyterlab_language_pack_de_DE" 2>/dev/null; then
+  step "JupyterLab's German language pack (browser tests under a non-English locale)"
+  python -m pip install --quiet jupyterlab-language-pack-de-DE
+fi
 cd "$HERE/ui-tests"
 step "browser test packages"
 jlpm install

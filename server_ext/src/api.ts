@@ -5,6 +5,8 @@
 import { URLExt } from '@jupyterlab/coreutils';
 import { ServerConnection } from '@jupyterlab/services';
 
+import { loadBundle, TranslationBundle } from './i18n';
+
 /** An answer that is not a success. `serverDown`: nothing (or a proxy) answered. */
 export class ApiError extends Error {
   constructor(
@@ -29,7 +31,11 @@ export interface IRequestOptions {
 }
 
 export class ApiClient {
-  constructor(private readonly _settings: ServerConnection.ISettings = ServerConnection.makeSettings()) {}
+  constructor(
+    private readonly _settings: ServerConnection.ISettings = ServerConnection.makeSettings(),
+    /** For the errors' `detail`, which the user reads in notifications. */
+    private readonly _trans: TranslationBundle = loadBundle(null)
+  ) {}
 
   /** The URL of an endpoint, e.g. `url('classify')`. */
   url(path = ''): string {
@@ -60,7 +66,9 @@ export class ApiClient {
       throw new ApiError(
         0,
         timedOut ? 'timeout' : 'network',
-        timedOut ? `no answer from the notebook server within ${options.timeoutMs} ms` : 'the notebook server is not answering',
+        timedOut
+          ? this._trans.__('no answer from the notebook server within %1 ms', options.timeoutMs)
+          : this._trans.__('the notebook server is not answering'),
         true
       );
     } finally {
@@ -68,7 +76,7 @@ export class ApiClient {
         clearTimeout(timer);
       }
     }
-    return parseResponse<T>(response);
+    return parseResponse<T>(response, this._trans);
   }
 
   get<T>(path = '', timeoutMs = 10000): Promise<T> {
@@ -84,7 +92,7 @@ export class ApiClient {
   }
 }
 
-async function parseResponse<T>(response: Response): Promise<T> {
+async function parseResponse<T>(response: Response, trans: TranslationBundle): Promise<T> {
   const text = await response.text().catch(() => '');
   let data: unknown = null;
   if (text) {
@@ -115,7 +123,7 @@ async function parseResponse<T>(response: Response): Promise<T> {
     new ApiError(
       response.status,
       `http-${response.status}`,
-      `the notebook server answered ${response.status} ${response.statusText}`.trim(),
+      trans.__('the notebook server answered %1 %2', response.status, response.statusText).trim(),
       down
     )
   );

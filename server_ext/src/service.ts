@@ -36,7 +36,9 @@ export class MigrationService implements IMigrationService {
   constructor(
     readonly api: ApiClient,
     private readonly _trans: TranslationBundle
-  ) {}
+  ) {
+    this._pod = { kind: 'unknown', reason: _trans.__('not asked yet') };
+  }
 
   get pod(): PodKind {
     return this._pod;
@@ -330,7 +332,7 @@ export class MigrationService implements IMigrationService {
     }, wait);
   }
 
-  private _pod: PodKind = { kind: 'unknown', reason: 'not asked yet' };
+  private _pod: PodKind;
   private _config: IRuntimeConfig | null = null;
   private _migration: IMigration | null = null;
   private _idle: IIdleSnapshot | null = null;

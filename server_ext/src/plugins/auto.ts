@@ -27,7 +27,7 @@ export const autoPlugin: JupyterFrontEndPlugin<IMigrationService> = {
   optional: [ITranslator],
   activate: (app: JupyterFrontEnd, translator: ITranslator | null): IMigrationService => {
     const trans = loadBundle(translator);
-    const api = new ApiClient(app.serviceManager.serverSettings);
+    const api = new ApiClient(app.serviceManager.serverSettings, trans);
     const service = new MigrationService(api, trans);
     new MigrationProgress(service, trans);
     new IdleWarning(service, trans);

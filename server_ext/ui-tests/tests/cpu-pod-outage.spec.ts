@@ -81,6 +81,42 @@ test.describe('CPU pod: the server away during a move', () => {
     await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
   });
 
+  test('under a non-English locale (de_DE) too: the dialog is found without its title', async ({
+    page
+  }) => {
+    // JupyterLab's German language pack (installed by hack/test-frontend.sh).
+    await setLocale(page, 'de_DE');
+    // A plain reload: Galata's own waits for English words.
+    await page.evaluate(() => window.location.reload());
+    await page.waitForFunction(() => (window as any).jupyterapp?.commands.hasCommand('gpushift:move-to-gpu'), null, {
+      timeout: 60000
+    });
+    await expect(page.locator('.lm-MenuBar').first()).toContainText('Datei'); // German now
+    await expect(podStatus(page)).toHaveText('CPU');
+    const cut = (route: Route) => route.abort('connectionrefused');
+    await page.route('**/api/sessions**', cut);
+
+    // No move: JupyterLab's own dialog, in German.
+    await pollSessions(page);
+    const dialog = page.locator('.jp-Dialog');
+    await expect(dialog).toBeVisible();
+    await expect(dialog).toContainText('Server-Verbindungsfehler');
+    await expect(dialog).not.toContainText(CONNECTION_LOST);
+    await dialog.locator('.jp-mod-reject').click();
+    await expect(dialog).toHaveCount(0);
+
+    // A move in flight: no dialog in any language.
+    const release = await holdMoveRequest(page);
+    await startMove(page);
+    await expect(podStatus(page)).toHaveText('Moving to GPU…');
+    await pollSessions(page);
+    await page.waitForTimeout(1500);
+    await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    await page.unroute('**/api/sessions**', cut);
+    await release();
+    await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
+  });
+
   test('autosave during a move waits for it: no "File Save Error", saved after', async ({ page }) => {
     await page.notebook.createNew();
     await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
@@ -125,4 +161,15 @@ async function setAutosaveInterval(page: IJupyterLabPageFixture, seconds: number
     );
     await registry.set('@jupyterlab/docmanager-extension:plugin', 'autosaveInterval', interval);
   }, seconds);
+}
+
+/** JupyterLab's display language (read at the next page load). Galata keeps the settings
+ * of each test to itself, so no other test sees this one. */
+async function setLocale(page: IJupyterLabPageFixture, locale: string): Promise<void> {
+  await page.evaluate(async value => {
+    const registry: any = await (window as any).galata.getPlugin(
+      '@jupyterlab/apputils-extension:settings'
+    );
+    await registry.set('@jupyterlab/translation-extension:plugin', 'locale', value);
+  }, locale);
 }
