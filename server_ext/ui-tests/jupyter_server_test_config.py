@@ -13,3 +13,8 @@ c.ServerApp.port = int(os.environ.get("GPUSHIFT_UI_PORT", "8888"))
 c.ServerApp.allow_root = True
 c.ServerApp.root_dir = os.environ["JUPYTERLAB_GALATA_ROOT_DIR"]
 c.LabApp.user_settings_dir = os.path.join(os.environ["GPUSHIFT_UI_RUN_DIR"], "user-settings")
+
+if os.environ.get("GPUSHIFT_UI_HUB"):
+    # As JupyterHub's single-user server: JupyterLab then puts the hub's prefix into the
+    # page, and its hub plugins (and gpushift's connection-lost handler) act as under a hub.
+    c.ServerApp.tornado_settings = {"hub_prefix": "/hub/", "hub_host": "", "user": "ui"}

@@ -1,13 +1,14 @@
 /**
- * Browser tests of the gpushift plugins: Galata's defaults, Debian's chromium, and three
+ * Browser tests of the gpushift plugins: Galata's defaults, Debian's chromium, and four
  * "pods" (each a real sidecar + a real JupyterLab with the server extension, see
- * pod_server.py): a CPU pod, a GPU pod (fake GPU) and a pod without the optimizer.
+ * pod_server.py): a CPU pod, a GPU pod (fake GPU), a pod without the optimizer, and a
+ * CPU pod under JupyterHub.
  */
 const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
 const path = require('path');
 
 const PYTHON = process.env.GPUSHIFT_PYTHON || path.resolve(__dirname, '../../.venv/bin/python');
-const PODS = { cpu: 8888, gpu: 8889, off: 8890 };
+const PODS = { cpu: 8888, gpu: 8889, off: 8890, hub: 8891 };
 
 module.exports = {
   ...baseConfig,

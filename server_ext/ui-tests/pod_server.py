@@ -2,11 +2,12 @@
 so a move fails at the patch step and says so) and a real JupyterLab with the gpushift
 server extension, wired as the webhook wires them in a notebook pod.
 
-    python pod_server.py {cpu|gpu|off} PORT
+    python pod_server.py {cpu|gpu|off|hub} PORT
 
 `cpu`: a CPU pod. `gpu`: a GPU pod (nvidia.com/gpu x1) on a fake GPU (GPUSHIFT_FAKE_GPU:
 this machine has none) with a short idle timeout. `off`: a pod the webhook did not
-inject (no sidecar). Runs until SIGTERM/SIGINT, then stops both processes. Files go to
+inject (no sidecar). `hub`: a CPU pod whose JupyterLab runs as under JupyterHub (its page
+carries the hub's prefix, as JupyterHub's single-user server sets it). Runs until SIGTERM/SIGINT, then stops both processes. Files go to
 ui-tests/.jupyter-run/<kind>/ (logs: sidecar.log, server.log).
 """
 
@@ -70,8 +71,8 @@ def wait_for_file(path: Path, process: subprocess.Popen[bytes], log: Path) -> No
 
 def main() -> int:
     kind, port = sys.argv[1], int(sys.argv[2])
-    if kind not in ("cpu", "gpu", "off"):
-        sys.exit("usage: pod_server.py {cpu|gpu|off} PORT")
+    if kind not in ("cpu", "gpu", "off", "hub"):
+        sys.exit("usage: pod_server.py {cpu|gpu|off|hub} PORT")
     run = HERE / ".jupyter-run" / kind
     shutil.rmtree(run, ignore_errors=True)
     workspace = run / "workspace"
@@ -79,7 +80,8 @@ def main() -> int:
     children: list[subprocess.Popen[bytes]] = []
     server_env = {**os.environ, "JUPYTERLAB_GALATA_ROOT_DIR": str(workspace),
                   "GPUSHIFT_UI_RUN_DIR": str(run), "GPUSHIFT_UI_PORT": str(port),
-                  "KISHU_PATH_ROOT": str(run / "kishu")}
+                  "KISHU_PATH_ROOT": str(run / "kishu"),
+                  "GPUSHIFT_UI_HUB": "1" if kind == "hub" else ""}
     for key in ("GPUSHIFT_RUNTIME_DIR", "GPUSHIFT_SIDECAR_URL", "GPUSHIFT_FAKE_GPU"):
         server_env.pop(key, None)
     if kind != "off":

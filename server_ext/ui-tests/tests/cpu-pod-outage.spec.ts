@@ -4,44 +4,18 @@
  * Playwright's routing (the move request is held open, session or save requests fail);
  * JupyterLab and gpushift run unchanged.
  */
-import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { expect, test } from '@jupyterlab/galata';
 import { Route } from '@playwright/test';
 
 import { podStatus, toast } from './helpers';
-
-/** The move request (JupyterLab adds a cache-busting query). */
-const MIGRATE = /\/api_extension\/migrate(\?|$)/;
-
-/** Hold POST /api_extension/migrate open until the returned function is called: the page
- * waits for the server to save the variables, a move in flight for gpushift. */
-async function holdMoveRequest(page: IJupyterLabPageFixture): Promise<() => Promise<void>> {
-  let release!: () => void;
-  const released = new Promise<void>(resolve => (release = resolve));
-  const handler = async (route: Route) => {
-    await released;
-    await route.continue();
-  };
-  await page.route(MIGRATE, handler);
-  return async () => {
-    release();
-    await page.unroute(MIGRATE, handler);
-  };
-}
-
-/** Start "Move to GPU" (the palette's command) without waiting for it. */
-async function startMove(page: IJupyterLabPageFixture): Promise<void> {
-  await page.evaluate(() => {
-    void (window as any).jupyterapp.commands.execute('gpushift:move-to-gpu');
-  });
-}
-
-/** JupyterLab asks the server for its sessions (as its own poll does); with the request
- * cut, its ServiceManager reports the connection as lost. */
-async function pollSessions(page: IJupyterLabPageFixture): Promise<void> {
-  await page.evaluate(async () => {
-    await (window as any).jupyterapp.serviceManager.sessions.refreshRunning().catch(() => undefined);
-  });
-}
+import {
+  holdMoveRequest,
+  pollSessions,
+  reloadPlain,
+  setAutosaveInterval,
+  setLocale,
+  startMove
+} from './outage';
 
 const CONNECTION_LOST = 'Server Connection Error';
 
@@ -86,11 +60,7 @@ test.describe('CPU pod: the server away during a move', () => {
   }) => {
     // JupyterLab's German language pack (installed by hack/test-frontend.sh).
     await setLocale(page, 'de_DE');
-    // A plain reload: Galata's own waits for English words.
-    await page.evaluate(() => window.location.reload());
-    await page.waitForFunction(() => (window as any).jupyterapp?.commands.hasCommand('gpushift:move-to-gpu'), null, {
-      timeout: 60000
-    });
+    await reloadPlain(page);
     await expect(page.locator('.lm-MenuBar').first()).toContainText('Datei'); // German now
     await expect(podStatus(page)).toHaveText('CPU');
     const cut = (route: Route) => route.abort('connectionrefused');
@@ -153,23 +123,3 @@ test.describe('CPU pod: the server away during a move', () => {
     await setAutosaveInterval(page, 120);
   });
 });
-
-async function setAutosaveInterval(page: IJupyterLabPageFixture, seconds: number): Promise<void> {
-  await page.evaluate(async interval => {
-    const registry: any = await (window as any).galata.getPlugin(
-      '@jupyterlab/apputils-extension:settings'
-    );
-    await registry.set('@jupyterlab/docmanager-extension:plugin', 'autosaveInterval', interval);
-  }, seconds);
-}
-
-/** JupyterLab's display language (read at the next page load). Galata keeps the settings
- * of each test to itself, so no other test sees this one. */
-async function setLocale(page: IJupyterLabPageFixture, locale: string): Promise<void> {
-  await page.evaluate(async value => {
-    const registry: any = await (window as any).galata.getPlugin(
-      '@jupyterlab/apputils-extension:settings'
-    );
-    await registry.set('@jupyterlab/translation-extension:plugin', 'locale', value);
-  }, locale);
-}
