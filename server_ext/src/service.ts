@@ -169,6 +169,7 @@ export class MigrationService implements IMigrationService {
       }
     } catch (error) {
       this._starting = null;
+      this._changed.emit(); // the progress drops its "saving your variables" at once
       const detail = error instanceof ApiError ? error.detail : String(error);
       const title =
         target === 'gpu'

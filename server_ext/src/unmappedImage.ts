@@ -20,8 +20,13 @@ export interface IRefusal {
   body: Record<string, unknown> | null;
 }
 
-/** The unmapped image of a refused move; null for any other answer (or a repeat that
- * already asked to keep the image: then the refusal stands). */
+/**
+ * The unmapped image of a refused move; null for any other answer, for a repeat that
+ * already asked to keep the image, and where the admin does not let users keep it
+ * (`keep_allowed: false`, `unmapped_image: refuse`): then the refusal stands and says why.
+ * The image and profile come in `detail` (`{"error", "message", "detail": {image,
+ * profile}}`) or beside it (`{"error", "detail": "<why>", "image", "profile"}`).
+ */
 export function unmappedImageOf(
   refusal: IRefusal,
   request: Record<string, unknown>
@@ -29,9 +34,13 @@ export function unmappedImageOf(
   if (refusal.status !== 409 || refusal.code !== 'image_unmapped' || request.keep_image === true) {
     return null;
   }
-  const detail = refusal.body?.detail;
+  const body = refusal.body ?? {};
+  if (body.keep_allowed === false) {
+    return null;
+  }
+  const detail = body.detail;
   const fields =
-    detail !== null && typeof detail === 'object' ? (detail as Record<string, unknown>) : {};
+    detail !== null && typeof detail === 'object' ? (detail as Record<string, unknown>) : body;
   const text = (value: unknown) => (typeof value === 'string' ? value : '');
   return { image: text(fields.image), profile: text(fields.profile) };
 }

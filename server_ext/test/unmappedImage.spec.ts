@@ -28,6 +28,21 @@ describe('a move to a GPU profile with no image for the current image', () => {
   it('does not ask again when the request kept the image already', () => {
     expect(unmappedImageOf(refusal, keepImageRequest(request))).toBeNull();
   });
+  it('reads the image beside a text detail too, and keeps a refusal the admin made final', () => {
+    const flat = {
+      status: 409,
+      code: 'image_unmapped',
+      body: {
+        error: 'image_unmapped',
+        detail: 'the image has no CUDA pair',
+        image: 'registry/r:v2',
+        profile: 't4-1',
+        keep_allowed: true
+      }
+    };
+    expect(unmappedImageOf(flat, request)).toEqual({ image: 'registry/r:v2', profile: 't4-1' });
+    expect(unmappedImageOf({ ...flat, body: { ...flat.body, keep_allowed: false } }, request)).toBeNull();
+  });
   it('leaves other refusals alone', () => {
     expect(unmappedImageOf({ ...refusal, code: 'quota_exceeded' }, request)).toBeNull();
     expect(unmappedImageOf({ ...refusal, status: 400 }, request)).toBeNull();
