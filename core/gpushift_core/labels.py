@@ -38,3 +38,12 @@ KUBEFLOW_LAST_ACTIVITY_CHECK_ANNOTATION = "notebooks.kubeflow.org/last_activity_
 # (RStudio). It contains "notebook", so the notebook-controller does not copy it into the
 # pod: the webhook learns it from its cache of Notebooks, the sidecar from its Notebook.
 KUBEFLOW_SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
+
+# Env var on the Notebook's notebook container, written by the guard when the gpushift
+# sidecar could not start in its pod (image pull failure, crash loop): its value is the
+# reason, a sentence. The webhook does not inject a pod whose notebook container carries
+# it, and the server extension shows the optimizer off with that reason. It is in the
+# Notebook's spec (the controller copies container specs into the StatefulSet's pod
+# template; it never copies a later annotation), and the guard removes it while the
+# Notebook is stopped, so the next Start tries the sidecar again.
+OPTIMIZER_OFF_ENV = "GPUSHIFT_OPTIMIZER_OFF"

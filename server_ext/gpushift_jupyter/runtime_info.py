@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,8 +43,16 @@ class RuntimeInfo:
         return str(self.document["optimizer"].get("reason") or "")
 
 
+# Set on the notebook container by gpushift's migration guard when the sidecar could not
+# start in this notebook's pod (image pull failure, crash loop): the pod was recreated
+# without it, and the value says why. The name is a contract with the cluster side
+# (gpushift_core.labels.OPTIMIZER_OFF_ENV), which this package does not import.
+OPTIMIZER_OFF_ENV = "GPUSHIFT_OPTIMIZER_OFF"
+
+
 def read_runtime_info(runtime_dir: Path | None, *, sees_gpu: Callable[[], bool],
-                      pod_name: str | None = None) -> RuntimeInfo:
+                      pod_name: str | None = None,
+                      environ: Mapping[str, str] = os.environ) -> RuntimeInfo:
     """`runtime_dir` None: the pod was not injected. `sees_gpu`: whether this container
     sees a GPU itself (NVML), asked only when the sidecar's word is missing."""
     def off(reason: str) -> RuntimeInfo:
@@ -55,6 +63,9 @@ def read_runtime_info(runtime_dir: Path | None, *, sees_gpu: Callable[[], bool],
             "optimizer": {"state": "off", "reason": reason},
         })
 
+    guard_said = environ.get(OPTIMIZER_OFF_ENV)
+    if guard_said:
+        return off(guard_said)
     if runtime_dir is None:
         return off("this pod was not injected by gpushift (no GPUSHIFT_RUNTIME_DIR): "
                    "moves between CPU and GPU are off for it")

@@ -31,6 +31,8 @@ import test_sidecar_api as sidecar_base  # the real sidecar process, as its own 
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 
+from gpushift_jupyter.runtime_info import OPTIMIZER_OFF_ENV
+
 
 @pytest.fixture
 def kishu_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -332,3 +334,19 @@ async def test_migrate_then_restore_after_a_simulated_pod_restart(
     finally:
         sidecar_base.stop(revived)
     assert "Traceback" not in revived.logs()
+
+
+@on_server_loop
+async def test_the_guard_can_say_the_optimizer_is_off(jp_fetch, sidecar, monkeypatch):
+    """A pod the guard recreated without the sidecar (it could not start) carries the
+    reason in GPUSHIFT_OPTIMIZER_OFF on the notebook container: shown as the reason."""
+    reason = ("the gpushift sidecar could not start (ImagePullBackOff: Back-off pulling "
+              "image \"registry.invalid/gpushift/sidecar:0.1.0\"), so the notebook was "
+              "started without it")
+    monkeypatch.setenv(OPTIMIZER_OFF_ENV, reason)
+    status, doc = await call(jp_fetch, "GET")
+    assert status == 200 and doc["optimizer"] == {"state": "off", "reason": reason}
+    status, answer = await call(jp_fetch, "POST", "migrate",
+                                {"target": "gpu", "reason": "manual"})
+    assert status == 503 and answer["error"] == "optimizer_off"
+    assert answer["detail"] == reason

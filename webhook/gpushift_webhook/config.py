@@ -103,6 +103,11 @@ class WorkspaceSettings:
 class GuardSettings:
     ready_timeout_seconds: int = 300
     """A migrated pod not Ready after this long is rolled back to the previous profile."""
+    sidecar_start_grace_seconds: int = 120
+    """A notebook pod whose gpushift sidecar has not started after this long and waits
+    in an image pull failure or a crash loop (so the notebook container cannot start
+    either) is recreated without the sidecar: the optimizer is off for that notebook,
+    with the reason, until it is stopped and started again (`stuck_sidecar`)."""
 
 
 @dataclass(frozen=True)
@@ -134,9 +139,10 @@ class WebhookConfig:
     image_map: list[ImagePair] = field(default_factory=list)
     """CPU image <-> CUDA image pairs; a move to GPU of an image not listed is refused
     or keeps the image (unmapped_image)."""
-    unmapped_image: str = "refuse"
-    """A move to GPU whose image has no CUDA pair in image_map: "refuse" (409 at once,
-    naming the image) or "keep" (the CPU image stays; CUDA code fails on the GPU)."""
+    unmapped_image: str = "ask"
+    """A move to GPU whose image has no CUDA pair in image_map: "ask" (the user is asked
+    whether to move anyway with the image kept), "refuse" (409 at once, naming the
+    image) or "keep" (the CPU image stays without asking; CUDA code fails on the GPU)."""
     server_types: ServerTypeSettings = field(default_factory=ServerTypeSettings)
     """Which Kubeflow server types (notebooks.kubeflow.org/server-type) get the sidecar:
     `inject` with the optimizer on, `inert` with it off; any other type not at all."""
@@ -193,6 +199,8 @@ def _validate(c: WebhookConfig) -> None:
     check_move_settings(c.server_types, c.unmapped_image)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
+    if c.guard.sidecar_start_grace_seconds < 0:
+        raise ConfigError("guard.sidecar_start_grace_seconds: must not be negative")
 
 
 def parse_config(data: object) -> WebhookConfig:

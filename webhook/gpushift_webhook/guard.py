@@ -33,6 +33,10 @@ A stopped Notebook (Kubeflow's Stop or culler) is not stuck: a CANCEL or TO_CPU
 Normal Event `MigrationCancelled` or `NotebookStoppedOnGpu`; no pod is deleted (the
 StatefulSet has 0 replicas).
 
+A notebook pod whose sidecar cannot start (image pull failure, crash loop) is recreated
+without it (`gpushift_webhook.stuck_sidecar`), checked for every Notebook of an enabled
+namespace that has no ready replica.
+
 The loop polls the Notebooks of all namespaces every `interval` seconds, keeps those in
 namespaces where gpushift is enabled (`gpushift_webhook.enablement`: the chart's
 `enablement.mode`, never the excluded namespaces; the namespaces are listed once per
@@ -70,6 +74,7 @@ from gpushift_webhook.guard_decision import (
 from gpushift_webhook.guard_stopped import action_patch
 from gpushift_webhook.lease import LeaseApi
 from gpushift_webhook.metrics import WebhookMetrics
+from gpushift_webhook.stuck_sidecar import SidecarRelease
 
 log = logging.getLogger("gpushift.guard")
 
@@ -138,6 +143,7 @@ class MigrationGuard:
                              else config.guard.ready_timeout_seconds)
         self._last_logged: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._events_unreadable = False
+        self.sidecar_release = SidecarRelease(api, config)
 
     def decide(self, notebook: Mapping[str, Any], pod: Mapping[str, Any] | None,
                now: dt.datetime, failed_creates: Sequence[Mapping[str, Any]] = ()) -> Action:
@@ -178,8 +184,10 @@ class MigrationGuard:
         for nb in notebooks:
             meta = nb.get("metadata") or {}
             ns, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
-            if MIGRATION_ANNOTATION not in (meta.get("annotations") or {}) \
-                    or ns not in enabled:
+            if ns not in enabled:
+                continue
+            await self._release_stuck_sidecar(nb, ns, name, now)
+            if MIGRATION_ANNOTATION not in (meta.get("annotations") or {}):
                 continue
             seen.add((ns, name))
             try:
@@ -197,6 +205,21 @@ class MigrationGuard:
         if self.metrics is not None:
             self.metrics.guard_in_flight.set(in_flight)
         return outcomes
+
+    async def _release_stuck_sidecar(self, nb: dict[str, Any], ns: str, name: str,
+                                     now: dt.datetime) -> None:
+        """A sidecar that cannot start must not keep the notebook from starting
+        (`gpushift_webhook.stuck_sidecar`)."""
+        try:
+            done = await self.sidecar_release.visit(nb, now)
+        except KubeError as exc:
+            log.warning("guard: stuck sidecar not handled: %s", exc, extra={
+                "namespace": ns, "notebook": name, "status": exc.status})
+            if self.metrics is not None:
+                self.metrics.guard_errors.inc()
+            return
+        if done == "released" and self.metrics is not None:
+            self.metrics.guard_pods_deleted.inc()
 
     async def _enabled_namespaces(self) -> set[str]:
         """The namespaces the guard acts in, listed afresh each pass: one call, filtered

@@ -69,6 +69,10 @@ def plan_injection(pod: Mapping[str, Any], namespace: str, config: WebhookConfig
                         notebook=notebook)
     if labels.INJECTED_ANNOTATION in annotations:
         return Decision(Outcome.ALREADY_INJECTED, "pod already injected", notebook=notebook)
+    off = _optimizer_off(pod)
+    if off is not None:
+        return Decision(Outcome.SKIPPED, f"the guard turned the optimizer off for this "
+                        f"notebook ({labels.OPTIMIZER_OFF_ENV}): {off}", notebook=notebook)
     mode = config.server_types.mode(server_type)
     if mode == "skip":
         return Decision(Outcome.SKIPPED, f"server type {server_type!r} is in neither "
@@ -148,6 +152,16 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
             have.add(secret)
     patch.set_key(("metadata", "annotations"), labels.INJECTED_ANNOTATION, __version__)
     return Decision(Outcome.INJECTED, "sidecar injected", patch.operations, warnings, notebook)
+
+
+def _optimizer_off(pod: Mapping[str, Any]) -> str | None:
+    """The reason in `OPTIMIZER_OFF_ENV` on a container of the pod: the guard put it on
+    the Notebook when the sidecar could not start (`gpushift_webhook.stuck_sidecar`)."""
+    for container in _list(_mapping(pod.get("spec")).get("containers")):
+        for item in _list(_mapping(container).get("env")):
+            if _mapping(item).get("name") == labels.OPTIMIZER_OFF_ENV:
+                return str(_mapping(item).get("value") or "")
+    return None
 
 
 def _mapping(value: object) -> Mapping[str, Any]:
