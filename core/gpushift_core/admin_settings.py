@@ -39,7 +39,7 @@ DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
 # "group-one" (VSCode) or "group-two" (RStudio). A Notebook without it (created by hand)
 # is taken for Jupyter, the kind Kubeflow's own web app treats as the default.
 DEFAULT_SERVER_TYPE = "jupyter"
-_UNMAPPED_IMAGE = ("refuse", "keep")
+_UNMAPPED_IMAGE = ("ask", "refuse", "keep")
 
 
 @dataclass(frozen=True)
@@ -156,10 +156,12 @@ class AdminSettings:
     """Extended resources that count as a GPU."""
     server_types: ServerTypeSettings = field(default_factory=ServerTypeSettings)
     """Which Kubeflow server types get the sidecar, on or inert."""
-    unmapped_image: str = "refuse"
-    """A move to GPU of a notebook whose image has no CUDA pair in image_map: "refuse"
-    (refused at once, 409, naming the image) or "keep" (moved with the CPU image kept,
-    so CUDA code fails on the GPU pod; the move's notes say so)."""
+    unmapped_image: str = "ask"
+    """A move to GPU of a notebook whose image has no CUDA pair in image_map: "ask" (409
+    at once, naming the image, unless the request says `keep_image`: JupyterLab asks
+    the user whether to move anyway with the image kept), "refuse" (409 whatever the
+    request says) or "keep" (moved with the CPU image kept, without asking, so CUDA
+    code fails on the GPU pod; the move's notes say so)."""
 
     def profile(self, name: str) -> GpuProfile | None:
         return next((p for p in self.profiles if p.name == name), None)

@@ -98,17 +98,23 @@ def find_container(notebook: Mapping[str, Any], container: str | int | None = No
     return index, str(containers[index].get("name", ""))
 
 
-def image_refusal(image: object, image_map: Sequence[ImagePair]) -> str | None:
+def image_refusal(image: object, image_map: Sequence[ImagePair],
+                  setting: str = "refuse") -> str | None:
     """Why a move to GPU of a notebook running `image` is refused under
-    `unmapped_image: refuse` (None: the image has a CUDA pair, or is a CUDA image of one).
-    An image that is not a string is left to the planner's own errors."""
+    `unmapped_image: refuse`, or asked about under `ask` (None: the image has a CUDA
+    pair, or is a CUDA image of one). An image that is not a string is left to the
+    planner's own errors."""
     if not isinstance(image, str) or cuda_image_for(image, image_map) is not None \
             or cpu_image_for(image, image_map) is not None:
         return None
+    if setting == "ask":
+        return (f"the notebook's image {image} has no CUDA image in the admin's image_map, "
+                "so on a GPU pod it would run without GPU libraries. Move anyway, keeping "
+                "this image, or ask your admin to add a CUDA pair for it")
     return (f"the notebook's image {image} has no CUDA image in the admin's image_map, so "
             "on a GPU pod it would run without CUDA; the move was refused (admin setting "
             "unmapped_image: refuse). Ask your admin to add a CUDA pair for this image, or "
-            "to set unmapped_image: keep to move with the image kept")
+            "to set unmapped_image: ask or keep to move with the image kept")
 
 
 def plan_move(
@@ -129,8 +135,9 @@ def plan_move(
     `previous`: for "cpu", the `previous_profile` of the move to GPU.
     `gpu_resources`, `profiles`: for "cpu" without a usable record, which limits count
     as GPUs and which profile's scheduling fields to take away.
-    `unmapped_image`: "refuse" raises PlanError (`image_refusal`) for a move to GPU that
-    would change the Notebook while its image has no pair; "keep" keeps the image.
+    `unmapped_image`: "refuse" or "ask" raise PlanError (`image_refusal`) for a move to
+    GPU that would change the Notebook while its image has no pair; "keep" keeps the
+    image (the sidecar passes "keep" for an "ask" the user answered with keep_image).
     """
     target = str(target)
     if target not in ("gpu", "cpu"):
@@ -154,9 +161,10 @@ def plan_move(
                 raise PlanError("a move to GPU needs a profile")
             gpu = _GpuPlanner(notebook, index, name, image_map)
             gpu.to_gpu(profile)
-            refusal = image_refusal(gpu.image, image_map)
+            refusal = image_refusal(gpu.image, image_map, unmapped_image)
             # A Notebook already as the move wants (no edit) is not refused: it is there.
-            if unmapped_image == "refuse" and refusal and gpu.pb.operations:
+            # "ask" refuses too: the caller passes "keep" once the user said so.
+            if unmapped_image in ("refuse", "ask") and refusal and gpu.pb.operations:
                 raise PlanError(refusal)
             plan = gpu
         else:

@@ -72,7 +72,8 @@ def parse_activity(body: Mapping[str, Any]) -> tuple[str, bool]:
 
 
 def parse_migrate(body: Mapping[str, Any]) -> dict[str, Any]:
-    known_keys(body, {"target", "reason", "kernel_id", "path", "pending_cell", "profile"})
+    known_keys(body, {"target", "reason", "kernel_id", "path", "pending_cell", "profile",
+                      "keep_image"})
     for key, allowed in (("target", TARGETS), ("reason", REASONS)):
         if body.get(key) not in allowed:
             raise ApiError(400, f"unknown_{key}",
@@ -80,6 +81,9 @@ def parse_migrate(body: Mapping[str, Any]) -> dict[str, Any]:
     kernel_id = text(body, "kernel_id", required=False)
     path = text(body, "path", required=False, limit=4096)
     profile = text(body, "profile", required=False)
+    keep_image = body.get("keep_image", False)
+    if not isinstance(keep_image, bool):
+        raise ApiError(400, "invalid_field", "keep_image: true or false")
     cell = body.get("pending_cell")
     if cell is not None:
         if not isinstance(cell, dict):
@@ -92,7 +96,7 @@ def parse_migrate(body: Mapping[str, Any]) -> dict[str, Any]:
             raise ApiError(400, "invalid_field",
                            "pending_cell needs the notebook: send kernel_id or path")
     return {"target": body["target"], "reason": body["reason"], "kernel_id": kernel_id,
-            "path": path, "pending_cell": cell, "profile": profile}
+            "path": path, "pending_cell": cell, "profile": profile, "keep_image": keep_image}
 
 
 def parse_idle_timeout(body: Mapping[str, Any]) -> dict[str, Any]:

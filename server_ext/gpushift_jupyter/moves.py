@@ -106,6 +106,8 @@ class Mover:
         }
         if body.get("profile") is not None:
             request["profile"] = body["profile"]
+        if body.get("keep_image"):  # the user's answer to the sidecar's image_unmapped
+            request["keep_image"] = True
         migration = await self.sidecar.post("/migrations", request)
         return {"migration": migration,
                 "checkpoint": None if saved is None or notebook is None else {

@@ -155,7 +155,8 @@ async def create_migration(request: web.Request) -> web.Response:
                               server_type=sidecar.idle.server_type)
     migration = Migration.new(sidecar.env, target=wanted.target, reason=wanted.reason,
                               profile=wanted.profile, checkpoint=wanted.checkpoint,
-                              pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC))
+                              pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC),
+                              keep_image=wanted.keep_image)
     try:
         await sidecar.start_migration(migration)
     except NotebookStopped as exc:

@@ -39,6 +39,9 @@ class MigrationRequest:
     None for a move to CPU."""
     checkpoint: CheckpointRef | None
     pending_cell: PendingCell | None
+    keep_image: bool = False
+    """Move to GPU with an image that has no CUDA pair, keeping it: the user's answer
+    when the admin's `unmapped_image` is "ask"."""
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,8 @@ class ActivityReport:
 
 
 def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
-    _known_keys(body, {"target", "reason", "checkpoint", "pending_cell", "profile"}, "")
+    _known_keys(body, {"target", "reason", "checkpoint", "pending_cell", "profile",
+                       "keep_image"}, "")
     target = _choice(body, "target", Target)
     reason = _choice(body, "reason", Reason)
     settings = env.settings
@@ -73,9 +77,12 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
         profile = named or settings.default_profile or None
         if profile is None:
             raise ApiError(400, "unknown_profile", "the admin configured no GPU profiles")
+    keep_image = body.get("keep_image", False)
+    if not isinstance(keep_image, bool):
+        raise _invalid("keep_image", "must be true or false")
     _refuse_no_move(env, target, profile)
     if target is Target.GPU:
-        _refuse_unmapped_image(env)
+        _refuse_unmapped_image(env, profile, keep_image)
     checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
     if checkpoint is not None and env.workspace_dir is None:
         raise ApiError(400, "no_workspace", "this pod has no workspace volume: a checkpoint "
@@ -90,6 +97,7 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
             notebook_path=_notebook_path(cell, "pending_cell", env),
             cell_id=_text(cell, "cell_id", "pending_cell."),
             code=_code(cell)),
+        keep_image=keep_image,
     )
 
 
@@ -104,18 +112,21 @@ def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> Non
                        f"this pod already runs on GPU profile {profile!r}")
 
 
-def _refuse_unmapped_image(env: SidecarEnv) -> None:
-    """409 at once, before any checkpoint or patch, for a move to GPU whose image has no
-    CUDA pair while the admin refuses those (`unmapped_image: refuse`). The image is the
-    notebook container's as the webhook saw it when it created this pod (the pod is made
-    from the Notebook's spec, so they agree); the runner plans again against the Notebook
-    itself and fails the same way should it differ."""
-    if env.settings.unmapped_image != "refuse" or not env.notebook_image:
+def _refuse_unmapped_image(env: SidecarEnv, profile: str | None, keep_image: bool) -> None:
+    """409 `image_unmapped` at once, before any patch, for a move to GPU whose image has
+    no CUDA pair: always under `unmapped_image: refuse`; under "ask" unless the request
+    says `keep_image` (`keep_allowed` tells the front end it may ask the user). The
+    image is the notebook container's as the webhook saw it when it created this pod
+    (the pod is made from the Notebook's spec, so they agree); the runner plans again
+    against the Notebook itself and fails the same way should it differ."""
+    setting = env.settings.unmapped_image
+    if setting == "keep" or (setting == "ask" and keep_image) or not env.notebook_image:
         return
-    refusal = image_refusal(env.notebook_image, env.settings.image_map)
+    refusal = image_refusal(env.notebook_image, env.settings.image_map, setting)
     if refusal is not None:
-        raise ApiError(409, "unmapped_image", refusal, image=env.notebook_image,
-                       setting="unmapped_image")
+        raise ApiError(409, "image_unmapped", refusal, image=env.notebook_image,
+                       profile=profile, setting="unmapped_image",
+                       keep_allowed=setting == "ask")
 
 
 @dataclass(frozen=True)

@@ -215,7 +215,8 @@ def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminS
                          move_profile(migration, settings, held), settings.image_map,
                          container=container or None, previous=previous,
                          gpu_resources=settings.gpu_resources, profiles=settings.profiles,
-                         unmapped_image=settings.unmapped_image)
+                         unmapped_image="keep" if migration.keep_image
+                         else settings.unmapped_image)
     except PlanError:
         if previous is None:
             raise

@@ -161,17 +161,21 @@ class Migration:
     restore_report: dict[str, Any] | None = None
     """What the server extension reported when it restored the state on the new pod
     (`ok`, `restored`, `not_restored`, `detail`, `at`)."""
+    keep_image: bool = False
+    """The user chose to move to GPU with an image that has no CUDA pair, keeping it
+    (admin setting `unmapped_image: ask`)."""
 
     @classmethod
     def new(cls, env: SidecarEnv, *, target: Target, reason: Reason, profile: str | None,
             checkpoint: CheckpointRef | None, pending_cell: PendingCell | None,
-            now: dt.datetime) -> Migration:
+            now: dt.datetime, keep_image: bool = False) -> Migration:
         at = iso_utc(now)
         return cls(id=str(uuid.uuid4()), notebook=env.notebook_name,
                    namespace=env.pod_namespace, source_pod=env.pod_name,
                    source_pod_uid=env.pod_uid, target=target, reason=reason, profile=profile,
                    checkpoint=checkpoint, pending_cell=pending_cell, phase=Phase.REQUESTED,
-                   created_at=at, updated_at=at, history=(PhaseChange(Phase.REQUESTED, at),))
+                   created_at=at, updated_at=at, history=(PhaseChange(Phase.REQUESTED, at),),
+                   keep_image=keep_image)
 
     @property
     def active(self) -> bool:
@@ -263,6 +267,7 @@ def _parse(data: object) -> Migration:
         error=_opt_str(d.get("error")),
         notes=tuple(_str(n) for n in notes),
         restore_report=None if report is None else dict(_mapping(report, "restore_report")),
+        keep_image=d.get("keep_image") is True,
     )
 
 

@@ -8,6 +8,7 @@ finds no GPU, so only the API's reports count), as in test_sidecar_idle_api.py.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from gpushift_webhook.config import WebhookConfig
 CPU, CUDA = "gpushift/gpushift-notebook:0.1.0-cpu", "gpushift/gpushift-notebook:0.1.0-cuda"
 SETTINGS = WebhookConfig(
     profiles=[GpuProfile(name="nvidia-1")], default_profile="nvidia-1",
-    image_map=[ImagePair(cpu=CPU, cuda=CUDA)],
+    image_map=[ImagePair(cpu=CPU, cuda=CUDA)], unmapped_image="refuse",
     idle=IdleSettings(timeout_seconds=3, min_seconds=3, max_seconds=10, warning_seconds=1))
 
 
@@ -40,7 +41,7 @@ async def test_a_move_to_gpu_of_an_unmapped_image_is_refused_at_once(tmp_path):
                 answer: dict[str, Any] = await r.json()
                 assert r.status == 409, answer
             assert time.monotonic() - started < 2
-            assert answer["error"] == "unmapped_image"
+            assert answer["error"] == "image_unmapped" and answer["keep_allowed"] is False
             assert answer["image"] == "kubeflownotebookswg/jupyter-scipy:v1.9.2"
             assert answer["setting"] == "unmapped_image"
             assert "jupyter-scipy:v1.9.2 has no CUDA image" in answer["detail"]
@@ -51,6 +52,32 @@ async def test_a_move_to_gpu_of_an_unmapped_image_is_refused_at_once(tmp_path):
         assert sc.runtime_config()["migration"] is None
     finally:
         assert base.stop(sc) == 0
+    assert "Traceback" not in sc.logs()
+
+
+async def test_under_ask_the_user_may_move_an_unmapped_image_keeping_it(tmp_path):
+    """`unmapped_image: ask` (the default): 409 with keep_allowed, nothing started; the
+    same request with keep_image starts the move, and the migration records the choice."""
+    settings = dataclasses.replace(SETTINGS, unmapped_image="ask")
+    sc = idle_api.start(tmp_path, None, settings=settings, extra_env={
+        "GPUSHIFT_NOTEBOOK_IMAGE": "kubeflownotebookswg/jupyter-scipy:v1.9.2"})
+    try:
+        async with aiohttp.ClientSession(base_url=sc.url, headers=sc.auth()) as s:
+            body = {"target": "gpu", "reason": "manual"}
+            async with s.post("/migrations", json=body) as r:
+                answer: dict[str, Any] = await r.json()
+                assert r.status == 409, answer
+            assert (answer["error"], answer["keep_allowed"], answer["profile"]) == (
+                "image_unmapped", True, "nvidia-1")
+            assert "Move anyway, keeping this image" in answer["detail"]
+            async with s.get("/migrations/current") as r:
+                assert r.status == 404
+            async with s.post("/migrations", json={**body, "keep_image": True}) as r:
+                started: dict[str, Any] = await r.json()
+                assert r.status in (201, 202), started
+            assert started["keep_image"] is True and started["target"] == "gpu"
+    finally:
+        base.stop(sc)
     assert "Traceback" not in sc.logs()
 
 

@@ -71,7 +71,7 @@ def test_config_map_matches_the_webhook_schema():
     # ... and names images with gpushift's notebook side (Dockerfile.notebook's tags).
     assert [(p.cpu, p.cuda) for p in config.image_map] == [
         ("gpushift/gpushift-notebook:0.1.0-cpu", "gpushift/gpushift-notebook:0.1.0-cuda")]
-    assert config.unmapped_image == "refuse"
+    assert config.unmapped_image == "ask"
     assert config.server_types.inject == ["jupyter"] and config.server_types.inert == []
     (profile,) = config.profiles
     assert profile.name == config.default_profile == "nvidia-1"

@@ -113,11 +113,11 @@ def test_settings_defaults_round_trip_to_the_sidecar():
     settings = parse_admin_settings(config.sidecar_settings_json)
     assert settings.unmapped_image == "keep"
     assert settings.server_types == ServerTypeSettings(inject=["jupyter"], inert=[VSCODE])
-    assert WebhookConfig().admin_settings().unmapped_image == "refuse"
+    assert WebhookConfig().admin_settings().unmapped_image == "ask"
 
 
 @pytest.mark.parametrize(("data", "message"), [
-    ({"unmapped_image": "ask"}, "unmapped_image: 'ask' is not one of refuse, keep"),
+    ({"unmapped_image": "prompt"}, "unmapped_image: 'prompt' is not one of ask, refuse, keep"),
     ({"server_types": {"inject": ["jupyter"], "inert": ["jupyter"]}},
      "server_types: jupyter both in inject and inert"),
     ({"server_types": {"inert": [" "]}}, "server_types.inert: a server type must not be empty"),
@@ -139,6 +139,8 @@ def test_image_refusal_names_the_image_and_the_setting():
     refusal = image_refusal("my/own-image:1", IMAGE_MAP)
     assert refusal is not None
     assert "my/own-image:1" in refusal and "unmapped_image: refuse" in refusal
+    asked = image_refusal("my/own-image:1", IMAGE_MAP, "ask")
+    assert asked is not None and "Move anyway, keeping this image" in asked
     assert image_refusal(None, IMAGE_MAP) is None
 
 
@@ -147,6 +149,8 @@ def test_a_move_to_gpu_of_an_unmapped_image_is_refused_or_keeps_it():
     nb["spec"]["template"]["spec"]["containers"][0]["image"] = "my/own-image:1"
     with pytest.raises(PlanError, match="my/own-image:1 has no CUDA image"):
         plan_move(nb, "gpu", NVIDIA, IMAGE_MAP, unmapped_image="refuse")
+    with pytest.raises(PlanError, match="Move anyway"):  # "ask" is answered before planning
+        plan_move(nb, "gpu", NVIDIA, IMAGE_MAP, unmapped_image="ask")
     kept = plan_move(nb, "gpu", NVIDIA, IMAGE_MAP, unmapped_image="keep")
     assert kept.changes and "image my/own-image:1 is not in the image map: kept" in kept.summary
     # A Notebook already as the move wants it is not refused: there is nothing to do.
@@ -174,9 +178,25 @@ def test_a_move_request_for_an_unmapped_image_is_409_at_once(tmp_path):
     body = {"target": "gpu", "reason": "manual"}
     with pytest.raises(ApiError) as refused:
         parse_migration_request(body, _env(tmp_path, "my/own-image:1"))
-    assert (refused.value.status, refused.value.error) == (409, "unmapped_image")
+    assert (refused.value.status, refused.value.error) == (409, "image_unmapped")
     assert "my/own-image:1" in refused.value.detail
-    assert refused.value.extra == {"image": "my/own-image:1", "setting": "unmapped_image"}
+    assert refused.value.extra == {"image": "my/own-image:1", "profile": NVIDIA.name,
+                                   "setting": "unmapped_image", "keep_allowed": False}
+    # "refuse" holds even when the request says keep_image.
+    with pytest.raises(ApiError):
+        parse_migration_request({**body, "keep_image": True},
+                                _env(tmp_path, "my/own-image:1"))
+    # "ask": refused with keep_allowed until the user says keep_image.
+    with pytest.raises(ApiError) as asked:
+        parse_migration_request(body, _env(tmp_path, "my/own-image:1", "ask"))
+    assert asked.value.extra["keep_allowed"] is True
+    assert "Move anyway" in asked.value.detail
+    kept = parse_migration_request({**body, "keep_image": True},
+                                   _env(tmp_path, "my/own-image:1", "ask"))
+    assert kept.keep_image and kept.profile == NVIDIA.name
+    with pytest.raises(ApiError) as bad:
+        parse_migration_request({**body, "keep_image": "yes"}, _env(tmp_path, CPU))
+    assert bad.value.status == 400
     # keep, a mapped image, an unknown image (no env) and a move to CPU all go on.
     assert parse_migration_request(body, _env(tmp_path, "my/own-image:1", "keep")).profile
     assert parse_migration_request(body, _env(tmp_path, CPU)).profile == NVIDIA.name
