@@ -7,8 +7,9 @@ server extension, wired as the webhook wires them in a notebook pod.
 `cpu`: a CPU pod. `gpu`: a GPU pod (nvidia.com/gpu x1) on a fake GPU (GPUSHIFT_FAKE_GPU:
 this machine has none) with a short idle timeout. `off`: a pod the webhook did not
 inject (no sidecar). `hub`: a CPU pod whose JupyterLab runs as under JupyterHub (its page
-carries the hub's prefix, as JupyterHub's single-user server sets it). Runs until SIGTERM/SIGINT, then stops both processes. Files go to
-ui-tests/.jupyter-run/<kind>/ (logs: sidecar.log, server.log).
+carries the hub's prefix, as JupyterHub's single-user server sets it). Runs until
+SIGTERM/SIGINT, then stops both processes. Files go to ui-tests/.jupyter-run/<kind>/
+(logs: sidecar.log, server.log).
 """
 
 from __future__ import annotations

@@ -178,6 +178,7 @@ def guard_cases(*, granted: bool) -> list[Access]:
     cases = [
         Access(sa, "get", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "list", **nb),
+        Access(sa, "watch", **nb),
         Access(sa, "patch", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "patch", **nb, namespace=OTHER_NS, name="bob"),
         Access(sa, "list", "namespaces"),
@@ -195,13 +196,12 @@ def guard_cases(*, granted: bool) -> list[Access]:
 
 
 def guard_never_cases() -> list[Access]:
-    """What the guard's code never calls, so its ServiceAccount never gets it: it polls
-    (no watch), reads pod <name>-0 by name (no pod list), creates Events (never updates
-    them), lists namespaces (never reads one)."""
+    """What the guard's code never calls, so its ServiceAccount never gets it: it watches
+    Notebooks only (no pod or namespace watch), reads pod <name>-0 by name (no pod
+    list), creates Events (never updates them), lists namespaces (never reads one)."""
     sa = WEBHOOK_SA
     nb = {"resource": "notebooks", "group": "kubeflow.org"}
     no = [
-        Access(sa, "watch", **nb),
         Access(sa, "update", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "delete", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "list", "pods"),

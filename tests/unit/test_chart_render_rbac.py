@@ -131,19 +131,20 @@ def test_webhook_rbac_cert_manager_drops_certificate_permissions():
 
 @pytest.mark.parametrize("sets", [(), ("certs.mode=certManager",)])
 def test_webhook_cluster_role_has_only_the_verbs_the_guard_calls(sets):
-    """The guard (gpushift_webhook.guard through gpushift_core.kube.KubeApi) lists
-    Notebooks of all namespaces by polling, reads and patches one, lists namespaces by
-    label, reads pod <name>-0 by name, deletes it with preconditions, creates Events and
-    lists the FailedCreate Events of a StatefulSet: no watch, no pod list, nothing else."""
+    """The guard (gpushift_webhook.guard through gpushift_core.kube.KubeApi) follows the
+    Notebooks of all namespaces with a watch (gpushift_webhook.notebook_watch), reads and
+    patches one, lists namespaces by label, reads pod <name>-0 by name, deletes it with
+    preconditions, creates Events and lists the FailedCreate Events of a StatefulSet: a
+    watch on Notebooks only, no pod list, nothing else."""
     cluster = one(render(*sets), "ClusterRole", f"{RELEASE}-webhook")["rules"]
-    assert _verbs(cluster, "kubeflow.org", "notebooks") == {"get", "list", "patch"}
+    assert _verbs(cluster, "kubeflow.org", "notebooks") == {"get", "list", "watch", "patch"}
     assert _verbs(cluster, "", "namespaces") == {"list"}
     assert _verbs(cluster, "", "pods") == {"get", "delete"}
     events = _verbs(cluster, "", "events")
     assert events == {"create", "list"}
     assert not _verbs(cluster, "events.k8s.io", "events")
     for rule in cluster:
-        assert "watch" not in rule["verbs"], rule
+        assert "watch" not in rule["verbs"] or rule["resources"] == ["notebooks"], rule
     resources = {(g, r) for rule in cluster for g in rule["apiGroups"]
                  for r in rule["resources"]}
     assert resources <= {("kubeflow.org", "notebooks"), ("", "namespaces"), ("", "pods"),

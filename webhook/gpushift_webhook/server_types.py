@@ -4,15 +4,18 @@ Kubeflow's spawner sets `notebooks.kubeflow.org/server-type` on the Notebook (`j
 `group-one` = VSCode, `group-two` = RStudio), and the notebook-controller does not copy
 it into the pod (it copies only annotations whose key contains neither "notebook" nor
 "kubectl"). Admission must stay fast and never wait on the API, so every webhook replica
-keeps (namespace, name) -> server type of all Notebooks, listed again every `interval`
-seconds, and `review()` reads that dict (`gpushift_webhook.injection.plan_injection`).
+keeps (namespace, name) -> server type of all Notebooks, read again every `interval`
+seconds from the lister it is given (in the webhook, the store that
+`gpushift_webhook.notebook_watch` keeps with a watch: no API call per refresh), and
+`review()` reads that dict (`gpushift_webhook.injection.plan_injection`).
 
 A miss (a Notebook created since the last list: usually its very first pod) injects,
 and the sidecar reads its Notebook and goes inert for a type the admin keeps off; its
 idle timer also runs only once gpushift's server extension has reported, which a VSCode
 or RStudio server never does. So the cache saves those pods the sidecar, and a miss
-costs nothing but the sidecar's small footprint. Needs list on Notebooks cluster-wide
-(the chart grants it with `rbac.migrationGuard`; the CLI runs the cache with `--guard`).
+costs nothing but the sidecar's small footprint. Needs list (and watch) on Notebooks
+cluster-wide (the chart grants them with `rbac.migrationGuard`; the CLI runs the cache
+with `--guard`).
 """
 
 from __future__ import annotations
