@@ -6,6 +6,13 @@ local pod runner started it. While the notebook has no running pod -- it is bein
 recreated on another node -- the answer is 503 JSON with ``Retry-After``, which the
 front end polls through, as it would through Kubeflow's gateway. The Host header is
 passed on, so Jupyter's origin checks see the address the browser used.
+
+It also answers what `kubectl proxy` serves on 127.0.0.1:8001 for a Service:
+``/api/v1/namespaces/<namespace>/services/<name>[:<port>]/proxy/<path>`` is ``/<path>``
+on the pod of notebook ``<namespace>/<name>`` (Kubeflow's notebook-controller names the
+Service after the Notebook, port `http-<name>`). Kubeflow's culler with `DEV=true` reads
+kernels there (``.../proxy/notebook/<ns>/<name>/api/kernels``), so a proxy started on
+port 8001 lets the real culler see the real kernels of the local pods.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from multidict import CIMultiDict
 from yarl import URL
 
 PREFIX = re.compile(r"^/notebook/([^/]+)/([^/]+)(?:/|$)")
+SERVICE_PROXY = re.compile(r"^/api/v1/namespaces/([^/]+)/services/([^/:]+)(?::[^/]*)?/proxy"
+                           r"(/.*)?$")
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade"}
 WS_HEADERS = ("Cookie", "Authorization", "Origin", "Host", "User-Agent", "X-XSRFToken")
@@ -79,17 +88,22 @@ def make_app(routes: Routes) -> web.Application:
 
     async def handle(request: web.Request) -> web.StreamResponse:
         raw = request.rel_url.raw_path
+        path_qs = request.rel_url.raw_path_qs
         match = PREFIX.match(raw)
+        service = SERVICE_PROXY.match(raw)
+        if service is not None:  # as `kubectl proxy` answers: the rest, on the pod
+            match = service
+            path_qs = (service.group(3) or "/") + path_qs[len(raw):]
         if match is None:
-            return _error(404, "not_found", f"{raw} is not under /notebook/<namespace>/<name>/")
+            return _error(404, "not_found", f"{raw} is not under /notebook/<namespace>/<name>/"
+                          " nor /api/v1/namespaces/<namespace>/services/<name>/proxy/")
         namespace, name = match.group(1), match.group(2)
         route = routes.get(namespace, name)
         if route is None:
             return _error(503, "notebook_unavailable",
                           f"notebook {namespace}/{name} has no running pod now (it may be "
                           "moving to another node); retry shortly")
-        target = URL(f"http://127.0.0.1:{route.port}{request.rel_url.raw_path_qs}",
-                     encoded=True)
+        target = URL(f"http://127.0.0.1:{route.port}{path_qs}", encoded=True)
         session = request.app[session_key]
         try:
             if request.headers.get("Upgrade", "").lower() == "websocket":

@@ -82,6 +82,21 @@ async def test_http_is_proxied_with_host_cookies_and_body(proxy, upstream):
                    "host": f"127.0.0.1:{proxy.port}", "cookie": "token=t", "body": "hello"}
 
 
+async def test_the_culler_url_of_kubectl_proxy_reaches_the_pod(proxy, upstream):
+    """Kubeflow's culler with DEV=true asks kubectl proxy's Service path; the proxy
+    answers it as kubectl proxy would: the rest of the path, on the notebook's pod."""
+    proxy.routes.set("team-a", "alice", upstream.port, "uid-1")
+    service = "/api/v1/namespaces/team-a/services/alice:http-alice/proxy"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"http://127.0.0.1:{proxy.port}{service}{PREFIX}/api/kernels?x=1") as r:
+            assert r.status == 200
+            assert (await r.json())["path"] == PREFIX + "/api/kernels?x=1"
+        # Another notebook's Service has no pod here: 503 naming it, as for /notebook/.
+        other = "/api/v1/namespaces/team-a/services/bob:http-bob/proxy/notebook/team-a/bob/"
+        async with s.get(f"http://127.0.0.1:{proxy.port}{other}") as r:
+            assert r.status == 503 and "team-a/bob" in (await r.json())["detail"]
+
+
 async def test_a_streamed_response_arrives_in_chunks(proxy, upstream):
     proxy.routes.set("team-a", "alice", upstream.port, "uid-1")
     loop = asyncio.get_running_loop()
