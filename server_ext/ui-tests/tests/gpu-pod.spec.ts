@@ -4,7 +4,7 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 
-import { podStatus, shot, startCell, toast } from './helpers';
+import { podStatus, restartIdleTimer, shot, startCell, toast } from './helpers';
 
 /** Flagged as GPU work by the classifier (`.cuda()`), and runs without torch. */
 const GPU_WORK = 't = type("T", (), {"cuda": lambda self: self})().cuda()';
@@ -14,6 +14,9 @@ const GPU_TEXT = /^GPU · \S+ ×1$/;
 test.describe('GPU pod (fake_gpu)', () => {
   test('fake_gpu: the status bar shows the GPU type and count', async ({ page }) => {
     // Short in the status bar; the GPU's full name and the idle bounds in the tooltip.
+    // The pod's timer has run since the pod started (and earlier tests): start it over,
+    // so the status bar is looked at in the 10 s before the warning, not by chance.
+    await restartIdleTimer(page);
     await expect(podStatus(page)).toHaveText(GPU_TEXT);
     await expect(podStatus(page)).toHaveAttribute('title', /runs on a GPU pod: NVIDIA .*×1/);
     await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 40 s to 10 min/);

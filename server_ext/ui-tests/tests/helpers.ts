@@ -128,3 +128,30 @@ export async function quietNotebooks(page: IJupyterLabPageFixture): Promise<stri
     return settings.composite.quietNotebooks as string[];
   });
 }
+
+/**
+ * Starts the GPU pod's idle timer over, as "Stay on GPU" does, through the extension's
+ * API (with JupyterLab's own token and XSRF cookie): a test that looks at the status bar
+ * outside the warning does so right after, not at whatever point the timer has reached.
+ */
+export async function restartIdleTimer(page: IJupyterLabPageFixture): Promise<void> {
+  const status = await page.evaluate(async () => {
+    const settings = (window as any).jupyterapp.serviceManager.serverSettings;
+    const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
+    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+    if (xsrf) {
+      headers['X-XSRFToken'] = xsrf;
+    }
+    if (settings.token) {
+      headers['Authorization'] = `token ${settings.token}`;
+    }
+    const answer = await fetch(`${settings.baseUrl}api_extension/idle/stay`, {
+      method: 'POST',
+      headers,
+      body: '{}',
+      credentials: 'same-origin'
+    });
+    return answer.status;
+  });
+  expect(status).toBeLessThan(300);
+}
