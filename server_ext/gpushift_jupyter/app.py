@@ -41,10 +41,13 @@ class GpushiftExtension(ExtensionApp):
         help="How often (seconds) the sidecar's idle timer is read; when its warning "
              "starts, every kernel kishu is attached to is checkpointed, so the idle move "
              "restores the latest state even with no browser open. 0 turns it off.")
-    utilization_interval = Float(
-        15.0, config=True,
-        help="How often (seconds) the GPU utilisation this container measures with NVML "
-             "is reported to the sidecar's idle timer on a GPU pod; 0 turns it off.")
+    activity_interval = Float(
+        5.0, config=True,
+        help="How often (seconds) the kernels' activity (busy kernels, GPU cells "
+             "running) and the GPU utilisation this container measures with NVML are "
+             "reported to the sidecar's idle timer on a GPU pod. The sidecar lets an "
+             "unconfirmed report expire after 30 s, so keep it well below that; 0 turns "
+             "it off (then a long GPU cell stops holding the GPU 30 s after it started).")
 
     @default("runtime_dir")
     def _runtime_dir_default(self) -> str:
@@ -66,9 +69,9 @@ class GpushiftExtension(ExtensionApp):
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
         self._tasks: list[asyncio.Task[None]] = []
-        if self.utilization_interval > 0:
+        if self.activity_interval > 0:
             self._tasks.append(loop.create_task(
-                services.report_utilization_forever(self.utilization_interval)))
+                services.report_activity_forever(self.activity_interval)))
         if self.idle_watch_interval > 0 and runtime_dir is not None:
             self._tasks.append(loop.create_task(
                 services.checkpoint_on_idle_warning_forever(self.idle_watch_interval)))

@@ -22,6 +22,9 @@ from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import ClientKernel
 
 _MAX_PATH_CHARS = 4096
+# A tab reports its GPU cell running just before the kernel gets it; until the kernel
+# says "busy", the report stands for this long.
+GPU_REPORT_GRACE_SECONDS = 10.0
 
 
 @dataclass
@@ -33,6 +36,8 @@ class KernelFacts:
     notebook: Path | None = None
     """The notebook kishu is attached to in this kernel (None: not attached)."""
     gpu_cell_running: bool = False
+    gpu_cell_reported_at: float = 0.0
+    """When a tab last said its GPU cell was running."""
     gpu_cell_finished_at: float | None = None
     busy: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held while kishu works in this kernel: two checkpoints (or a checkpoint and a
@@ -69,7 +74,36 @@ class KernelRegistry:
         if facts.gpu_cell_running and not running:
             facts.gpu_cell_finished_at = time.time()
         facts.gpu_cell_running = running
+        if running:
+            facts.gpu_cell_reported_at = time.time()
         return facts
+
+    def activity_view(self, now: float) -> tuple[list[str], list[str]]:
+        """(busy, GPU cell running): the kernels executing a cell now, by their own
+        execution state (jupyter_server follows every kernel's status messages, with or
+        without a browser), and those of them running a GPU cell. kishu's own work in a
+        kernel is not the user's: a kernel gpushift is checkpointing does not count as
+        busy. A GPU cell a tab reported but the kernel is no longer running (the tab
+        closed before it could say the cell ended) ends here, after a short grace for
+        the kernel to start it."""
+        self._forget_gone()
+        busy: list[str] = []
+        for kernel_id in list(self.kernel_manager.list_kernel_ids()):
+            kernel = self.kernel_manager.get_kernel(kernel_id)
+            facts = self._facts.get(kernel_id)
+            if getattr(kernel, "execution_state", None) == "busy" and not (
+                    facts is not None and facts.busy.locked()):
+                busy.append(kernel_id)
+        gpu: list[str] = []
+        for kernel_id, facts in self._facts.items():
+            if not facts.gpu_cell_running:
+                continue
+            if kernel_id in busy or now - facts.gpu_cell_reported_at < GPU_REPORT_GRACE_SECONDS:
+                gpu.append(kernel_id)
+            else:
+                facts.gpu_cell_running = False
+                facts.gpu_cell_finished_at = now
+        return busy, gpu
 
     async def notebook_path(self, kernel_id: str, path: str | None) -> Path:
         """The absolute path of the kernel's notebook: its session's, which `path` (from

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,20 +91,25 @@ class Services:
             log.info("gpushift: kernel %s checkpointed (%s): commit %s", kernel_id, why,
                      saved.commit_id)
 
-    async def report_utilization_forever(self, interval: float) -> None:
-        """On a GPU pod, the container's GPU utilisation to the sidecar every
-        `interval` seconds (the sidecar cannot see the devices). Sent also when NVML
-        cannot measure (null): the report tells the sidecar that this extension is
-        there, and its idle timer runs only once the notebook side has reported."""
+    async def report_activity_forever(self, interval: float) -> None:
+        """On a GPU pod, every `interval` seconds, what the sidecar's idle timer cannot
+        see by itself: the kernels busy now and those running a GPU cell
+        (`KernelRegistry.activity_view`: the idle move never starts while a cell runs,
+        and a closed tab's GPU cell does not hold the GPU), and the container's GPU
+        utilisation (the sidecar has no GPU devices). Sent also when NVML cannot measure
+        (null): the report tells the sidecar that this extension is there, and its idle
+        timer runs only once the notebook side has reported."""
         while True:
             await asyncio.sleep(interval)
             try:
                 info = self.runtime()
                 if info.optimizer_on and info.using_gpu:
+                    busy, gpu = self.kernels.activity_view(time.time())
                     sample = gpu_probe.sample()
                     await self.sidecar.post("/activity", {
                         "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
+                        "busy_kernels": busy, "gpu_cells_running": gpu,
                         "gpu_utilization_percent":
                             None if sample is None else sample.utilization_percent})
             except ApiError as exc:
-                log.warning("gpushift: utilisation not reported: %s", exc.detail)
+                log.warning("gpushift: kernel activity not reported: %s", exc.detail)

@@ -57,6 +57,16 @@ class ActivityReport:
     """GPU utilisation (0-100, max over the GPUs) the server extension measured in the
     notebook container with NVML, which has the GPU devices (the sidecar usually has
     none); None: not measured."""
+    busy_kernels: frozenset[str] | None = None
+    """The server extension's view of every kernel (with `gpu_cells_running`): the
+    kernels executing now, by their own execution state. None: not such a view (a
+    tab's report of one cell)."""
+    gpu_cells_running: frozenset[str] | None = None
+    """The kernels running a GPU cell now, in that view."""
+
+
+# At most this many kernel ids in one view of the pod's kernels.
+_MAX_KERNEL_IDS = 256
 
 
 def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
@@ -177,7 +187,7 @@ def parse_restore_report(body: Mapping[str, Any]) -> RestoreReport:
 
 def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityReport:
     _known_keys(body, {"gpu_cell_running", "gpu_cell_finished_at", "kernel_id",
-                       "gpu_utilization_percent"}, "")
+                       "gpu_utilization_percent", "busy_kernels", "gpu_cells_running"}, "")
     running = body.get("gpu_cell_running")
     if not isinstance(running, bool):
         raise _invalid("gpu_cell_running", "required, true or false")
@@ -189,10 +199,29 @@ def parse_activity(body: Mapping[str, Any], received_at: float) -> ActivityRepor
     if percent is not None and (isinstance(percent, bool) or not isinstance(percent, int | float)
                                 or not 0 <= percent <= 100):
         raise _invalid("gpu_utilization_percent", "a number from 0 to 100, or null")
+    busy, gpu = _kernel_ids(body, "busy_kernels"), _kernel_ids(body, "gpu_cells_running")
+    if (busy is None) != (gpu is None):
+        raise _invalid("busy_kernels", "busy_kernels and gpu_cells_running come together "
+                       "(the server extension's view of every kernel)")
     return ActivityReport(kernel_id=_text(body, "kernel_id", ""), gpu_cell_running=running,
                           gpu_cell_finished_at=None if finished is None else float(finished),
                           received_at=received_at,
-                          gpu_utilization_percent=None if percent is None else float(percent))
+                          gpu_utilization_percent=None if percent is None else float(percent),
+                          busy_kernels=busy, gpu_cells_running=gpu)
+
+
+def _kernel_ids(body: Mapping[str, Any], key: str) -> frozenset[str] | None:
+    """A list of kernel ids, or None when absent."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > _MAX_KERNEL_IDS:
+        raise _invalid(key, f"a list of at most {_MAX_KERNEL_IDS} kernel ids")
+    for item in value:
+        if not isinstance(item, str) or not item or len(item) > _MAX_ID_CHARS:
+            raise _invalid(key, f"kernel ids are non-empty strings of at most "
+                                f"{_MAX_ID_CHARS} characters")
+    return frozenset(value)
 
 
 # A week: longer is not an idle timeout but a typo; the admin's bounds clamp it anyway.

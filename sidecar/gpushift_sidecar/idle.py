@@ -5,6 +5,15 @@ is: a GPU cell running in some kernel, a GPU cell that finished (the timer resta
 then), or a GPU utilisation sample at or above the admin's threshold. A sample of None
 (NVML unavailable) says nothing and is ignored.
 
+Idle means idle: while any kernel of the pod is busy (a cell runs, GPU or not: a long
+pandas cell too), the timer does not run, and when the last busy kernel goes idle it
+starts over from then (`observe_kernels`). As Kubeflow's culler, the idle move never
+kills a running cell. Reports expire: with `report_ttl`, a GPU cell or busy kernel that
+no report has confirmed for that long no longer counts (a closed tab never said its cell
+ended; a server that went away reports nothing), and the timer runs from the last
+confirmation. The server extension confirms both every few seconds from the kernels'
+own execution state, so only a silent notebook side lets them expire.
+
     active --(timeout - warning_seconds idle)--> idle-warning --(timeout idle)--> move
 
 The warning shows for the last `warning_seconds` of the timeout, so the move happens
@@ -156,18 +165,25 @@ class IdleTimer:
 
     def __init__(self, settings: IdleSettings, *, on_gpu: bool, now: float,
                  annotations: Mapping[str, str] | None = None,
-                 registered: bool = True) -> None:
+                 registered: bool = True, report_ttl: float | None = None) -> None:
         """`registered` False: inert until `register_notebook_side` (the sidecar's
-        loop starts so; True is for driving the timer alone)."""
+        loop starts so; True is for driving the timer alone). `report_ttl`: seconds a
+        report of a running GPU cell or a busy kernel counts without being confirmed
+        again (None: until a report says otherwise)."""
         self.settings = settings
+        self.report_ttl = report_ttl
         self.on_gpu = on_gpu
         self.registered = registered
         """The notebook side (gpushift's server extension) has reported."""
         self.server_type_off: str | None = None
         """Why the optimizer is off for this notebook's server type (None: it is on)."""
         self._idle_since = now
-        self._running: set[str] = set()
-        """Kernels with a GPU cell running now."""
+        self._running: dict[str, float] = {}
+        """Kernels with a GPU cell running now -> when a report last said so."""
+        self._busy: frozenset[str] = frozenset()
+        """Kernels busy (executing) at the last `observe_kernels`."""
+        self._busy_at = now
+        """When that was observed."""
         self._warned = False
         self._moved = False
         self._reason: str | None = None
@@ -215,20 +231,39 @@ class IdleTimer:
                         gpu_cell_finished_at: float | None, now: float) -> None:
         """A kernel's activity report (the server extension's `POST /activity`)."""
         if gpu_cell_running:
-            self._running.add(kernel_id)
+            self._running[kernel_id] = now
             self._activity(now, "a GPU cell is running")
         else:
-            was_running = kernel_id in self._running
-            self._running.discard(kernel_id)
+            was_running = self._running.pop(kernel_id, None) is not None
             if was_running:
                 self._activity(now, "a GPU cell finished")
         if gpu_cell_finished_at is not None:
             self._activity(min(gpu_cell_finished_at, now), "a GPU cell finished")
 
+    def observe_kernels(self, *, busy: frozenset[str], gpu_cells_running: frozenset[str],
+                        now: float) -> None:
+        """The server extension's view of every kernel of the pod, from the kernels'
+        own execution state: those busy now, and those running a GPU cell. It replaces
+        what tabs reported (a tab that closed mid-cell never says the cell ended)."""
+        for kernel_id in gpu_cells_running:
+            self._running[kernel_id] = now
+        ended = [k for k in self._running if k not in gpu_cells_running]
+        for kernel_id in ended:
+            del self._running[kernel_id]
+        if gpu_cells_running:
+            self._activity(now, "a GPU cell is running")
+        elif ended:
+            self._activity(now, "a GPU cell finished")
+        was_busy = bool(self._busy_now(now))
+        self._busy, self._busy_at = busy, now
+        if busy:
+            self._activity(now, f"a cell is running in {len(busy)} kernel(s)")
+        elif was_busy:
+            self._activity(now, "the last busy kernel went idle")
+
     def forget_kernel(self, kernel_id: str, now: float) -> None:
         """The kernel is gone: a GPU cell it was running no longer counts."""
-        if kernel_id in self._running:
-            self._running.discard(kernel_id)
+        if self._running.pop(kernel_id, None) is not None:
             self._activity(now, "a kernel with a running GPU cell went away")
 
     def observe_utilization(self, percent: float | None, now: float) -> None:
@@ -281,7 +316,7 @@ class IdleTimer:
             return IdleState.PINNED
         if self._moved:
             return IdleState.MOVE
-        if self._running:
+        if self._running_now(now) or self._busy_now(now):
             return IdleState.ACTIVE
         idle_for = now - self._idle_since
         if idle_for >= self.timeout.seconds:
@@ -310,8 +345,13 @@ class IdleTimer:
     def next_deadline(self, now: float) -> float | None:
         """When `tick` next has something to say (None: nothing planned)."""
         state = self.state(now)
-        if state in (IdleState.INERT, IdleState.PINNED) or self._moved or self._running:
+        if state in (IdleState.INERT, IdleState.PINNED) or self._moved:
             return None
+        confirmed = [*self._running.values(), *([self._busy_at] if self._busy else [])]
+        if self._running_now(now) or self._busy_now(now):
+            # Nothing to say until a report comes, or the last one expires.
+            return (None if self.report_ttl is None
+                    else max(confirmed) + self.report_ttl)
         due = self._idle_since + self.timeout.seconds
         if state is IdleState.ACTIVE:
             return due - self.settings.warning_seconds
@@ -324,27 +364,44 @@ class IdleTimer:
         state = self.state(now)
         live = state not in (IdleState.INERT, IdleState.PINNED)
         due = self._idle_since + self.timeout.seconds
+        running, busy = self._running_now(now), self._busy_now(now)
         reasons = [r for r in (self._pin_reason, self.timeout.reason,
                                self._reason if live else None) if r]
         if state is IdleState.INERT:
             reasons.insert(0, self.hold_reason() or "")
         elif state is IdleState.PINNED:
             reasons.insert(0, f"pinned to its GPU ({self._pin_key})")
+        elif busy and not running and not self._moved:
+            reasons.insert(0, f"a cell is running in {len(busy)} kernel(s): no idle move "
+                              "while a kernel is busy")
         return {
             "state": state.value,
-            "idle_for": max(0.0, now - self._idle_since) if live and not self._running else 0.0,
+            "idle_for": (max(0.0, now - self._idle_since)
+                         if live and not running and not busy else 0.0),
             "idle_since": self._idle_since if live else None,
             "timeout": self.timeout.seconds,
             "timeout_source": self.timeout.source,
             "warning_seconds": self.settings.warning_seconds,
             "warning_until": due if state in (IdleState.WARNING, IdleState.MOVE) else None,
-            "gpu_cells_running": len(self._running),
+            "gpu_cells_running": len(running),
+            "kernels_busy": len(busy),
             "pinned": self.pinned,
             "notebook_side_registered": self.registered,
             "reason": "; ".join(reasons) or None,
         }
 
     # -- inside ----------------------------------------------------------------------
+
+    def _running_now(self, now: float) -> list[str]:
+        """Kernels running a GPU cell by a report that has not expired."""
+        ttl = self.report_ttl
+        return [k for k, at in self._running.items() if ttl is None or now - at <= ttl]
+
+    def _busy_now(self, now: float) -> frozenset[str]:
+        """Busy kernels by the last view, unless it expired."""
+        if self.report_ttl is not None and now - self._busy_at > self.report_ttl:
+            return frozenset()
+        return self._busy
 
     def _activity(self, at: float, why: str) -> None:
         if self._moved:

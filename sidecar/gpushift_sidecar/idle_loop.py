@@ -74,6 +74,10 @@ class IdleLoopConfig:
     """How often the timer advances (and NVML is sampled)."""
     annotations_seconds: float = 30.0
     """How often the Notebook's annotations (timeout override, pin) are read again."""
+    report_ttl_seconds: float = 30.0
+    """How long a report of a running GPU cell or a busy kernel counts unless confirmed
+    again (the server extension confirms every few seconds, `activity_interval`): a tab
+    closed mid-cell or a notebook side gone silent never holds the GPU for ever."""
 
 
 class NotebookReader(Protocol):
@@ -100,7 +104,8 @@ class IdleLoop:
         env = sidecar.env
         self.on_gpu = env.gpu is not None
         self.timer = IdleTimer(env.settings.idle, on_gpu=self.on_gpu, now=clock(),
-                               registered=False)
+                               registered=False,
+                               report_ttl=self.config.report_ttl_seconds)
         self.server_type: str | None = None
         """The Notebook's server type once read ("" when it has none; None: not yet)."""
         self._warned_at: float | None = None
@@ -119,6 +124,10 @@ class IdleLoop:
                                    gpu_cell_running=report.gpu_cell_running,
                                    gpu_cell_finished_at=report.gpu_cell_finished_at,
                                    now=report.received_at)
+        if report.busy_kernels is not None and report.gpu_cells_running is not None:
+            self.timer.observe_kernels(busy=report.busy_kernels,
+                                       gpu_cells_running=report.gpu_cells_running,
+                                       now=report.received_at)
         if report.gpu_utilization_percent is not None:
             self._observe(report.gpu_utilization_percent, "server-extension",
                           report.received_at)

@@ -200,6 +200,42 @@ async def _idle_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         assert snap["state"] == "inert"  # no idle timer on a CPU pod
 
 
+def test_fake_gpu_no_idle_move_while_a_long_cell_runs(webhook, control_plane, admin,
+                                                     namespace, tmp_path):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path, gpu=True) as nb:
+        run(_busy_kernel(nb, admin))
+
+
+async def _busy_kernel(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+    """A non-GPU cell that runs 2.5 idle timeouts, with no tab reporting anything: the
+    server extension's view of the kernel holds the timer; no warning and no move while
+    it runs; after it, the full timeout, the warning, then the idle move."""
+    async with nb.user() as user:
+        kernel = await session_with_state(nb, user)
+        cell = asyncio.ensure_future(user.execute(kernel, "import time\ntime.sleep(25)",
+                                                  timeout=120))
+        seen_busy = False
+        while not cell.done():
+            status, snap = await user.gpushift("GET", "idle", timeout=10)
+            assert status == 200 and snap["state"] == "active", snap
+            seen_busy = seen_busy or snap["kernels_busy"] == 1
+            status, doc = await user.gpushift("GET")
+            assert doc["migration"] is None, doc["migration"]
+            await asyncio.sleep(0.5)
+        assert seen_busy
+        done = await cell
+        assert done.status == "ok", done.error
+        ended = time.time()
+        warned = await wait_idle(user, "warning", 30)
+        # The timer started over when the kernel went idle: a full timeout from then.
+        assert warned["warning_until"] >= ended + warned["timeout"] - 1, (warned, ended)
+        restoring = await e2e.wait_for_migration(user, {"restoring", "failed", "rolled_back"},
+                                                 180, nb.logs)
+        assert restoring["phase"] == "restoring", restoring
+        assert (restoring["target"], restoring["reason"]) == ("cpu", "idle")
+        assert pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None)
+
+
 def test_fake_gpu_manual_moves_both_ways(webhook, control_plane, admin, namespace, tmp_path):
     with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
         run(_manual_moves(nb, admin))

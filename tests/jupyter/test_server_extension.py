@@ -54,7 +54,7 @@ def jp_server_config(sidecar: Any, kishu_root: Path) -> dict[str, Any]:
     return {"ServerApp": {"jpserver_extensions": {"gpushift_jupyter": True}},
             "GpushiftExtension": {"runtime_dir": str(sidecar.runtime_dir),
                                   "sidecar_url": sidecar.url,
-                                  "utilization_interval": 0}}
+                                  "activity_interval": 0}}
 
 
 def on_server_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 import test_sidecar_api as sidecar_base  # the real sidecar process, as its own tests
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
-from test_server_extension import call, on_server_loop
+from test_server_extension import call, call_api, on_server_loop
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def jp_server_config(sidecar: Any) -> dict[str, Any]:
     return {"ServerApp": {"jpserver_extensions": {"gpushift_jupyter": True}},
             "GpushiftExtension": {"runtime_dir": str(sidecar.runtime_dir),
                                   "sidecar_url": sidecar.url,
-                                  "utilization_interval": 0.2, "idle_watch_interval": 0}}
+                                  "activity_interval": 0.2, "idle_watch_interval": 0}}
 
 
 def sidecar_idle(sidecar: Any) -> dict[str, Any]:
@@ -57,3 +57,64 @@ async def test_the_extension_registers_with_the_sidecar_of_a_gpu_pod(jp_fetch, s
     assert snap["notebook_side_registered"] is True, sidecar.logs()[-2000:]
     assert snap["state"] == "active"
     assert snap["gpu_utilization"] is None  # NVML measured nothing: nothing was claimed
+
+
+async def idle_when(sidecar: Any, check: Any, timeout: float) -> dict[str, Any]:
+    """The sidecar's `GET /idle` once `check` holds (on the server's loop, so the
+    extension's reports go on meanwhile)."""
+    deadline = time.monotonic() + timeout
+    snap = await asyncio.to_thread(sidecar_idle, sidecar)
+    while not check(snap) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+        snap = await asyncio.to_thread(sidecar_idle, sidecar)
+    assert check(snap), (snap, sidecar.logs()[-2000:])
+    return snap
+
+
+@on_server_loop
+async def test_a_busy_kernel_holds_the_idle_timer_with_no_browser(jp_fetch, jp_serverapp,
+                                                                  sidecar):
+    """A long non-GPU cell in a real kernel, no browser and no tab's report: the
+    extension's view (the kernel's own execution state) tells the sidecar the kernel is
+    busy, and its idle timer does not run; when the cell ends, the timer starts over."""
+    _, kernel = await call_api(jp_fetch, "POST", ["api", "kernels"], {})
+    client = jp_serverapp.kernel_manager.get_kernel(kernel["id"]).client()
+    client.start_channels()
+    try:
+        await client.wait_for_ready(timeout=60)
+        client.execute("import time\ntime.sleep(4)")
+        snap = await idle_when(sidecar, lambda s: s["kernels_busy"] == 1, 15)
+        assert snap["state"] == "active" and snap["idle_for"] == 0.0
+        assert "no idle move while a kernel is busy" in snap["reason"]
+        reply = await client.get_shell_msg(timeout=30)
+        assert reply["content"]["status"] == "ok"
+        ended = time.time()
+        snap = await idle_when(sidecar, lambda s: s["kernels_busy"] == 0, 15)
+        assert snap["state"] == "active" and snap["gpu_cells_running"] == 0
+        # The timer started over when the kernel went idle (seen by the next report).
+        assert snap["idle_since"] >= ended - 1, snap
+    finally:
+        client.stop_channels()
+        await call_api(jp_fetch, "DELETE", ["api", "kernels", kernel["id"]], None)
+
+
+@on_server_loop
+async def test_a_closed_tabs_gpu_cell_ends_when_its_kernel_is_idle(jp_fetch, sidecar,
+                                                                   monkeypatch):
+    """A tab said its GPU cell was running, then closed before saying it ended: the
+    kernel is idle, so after the grace the extension's view ends the cell and the GPU is
+    no longer held by it."""
+    from gpushift_jupyter import kernels
+
+    monkeypatch.setattr(kernels, "GPU_REPORT_GRACE_SECONDS", 1.0)
+    _, kernel = await call_api(jp_fetch, "POST", ["api", "kernels"], {})
+    try:
+        status, _ = await call(jp_fetch, "POST", "activity",
+                               {"kernel_id": kernel["id"], "gpu_cell_running": True})
+        assert status == 204
+        snap = await idle_when(sidecar, lambda s: s["gpu_cells_running"] == 1, 10)
+        assert snap["state"] == "active"
+        snap = await idle_when(sidecar, lambda s: s["gpu_cells_running"] == 0, 15)
+        assert snap["state"] == "active" and snap["reason"].endswith("a GPU cell finished")
+    finally:
+        await call_api(jp_fetch, "DELETE", ["api", "kernels", kernel["id"]], None)

@@ -339,3 +339,74 @@ def test_a_failing_library_never_raises() -> None:
 def test_module_sample_without_nvidia_driver_is_none_or_a_number() -> None:
     value = gpu_utilization.sample()
     assert value is None or 0.0 <= value <= 100.0
+
+
+# -- idle means idle: busy kernels, expiring reports ----------------------------------
+
+
+def observe(t: IdleTimer, at: float, busy: tuple[str, ...] = (),
+            gpu: tuple[str, ...] = ()) -> None:
+    t.observe_kernels(busy=frozenset(busy), gpu_cells_running=frozenset(gpu), now=T0 + at)
+
+
+def test_no_idle_move_while_a_kernel_is_busy_then_a_full_timeout_after_it() -> None:
+    """A long non-GPU cell (pandas) runs from 100 s to 500 s: no warning, no move while
+    it runs, and the full timeout counts from when it ended."""
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    out = []
+    for second in range(0, 800):
+        if second % 5 == 0:
+            observe(t, second, busy=("k1",) if 100 <= second < 500 else ())
+        transition = t.tick(T0 + second)
+        if transition is not None:
+            out.append((second, transition.action))
+    assert out == [(650, "warn"), (680, "move")]
+
+
+def test_busy_shows_in_the_snapshot_with_the_reason() -> None:
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    observe(t, 200, busy=("k1", "k2"))
+    snap = t.snapshot(T0 + 201)
+    assert snap["state"] == "active" and snap["kernels_busy"] == 2
+    assert snap["idle_for"] == 0.0 and snap["gpu_cells_running"] == 0
+    assert snap["reason"].startswith("a cell is running in 2 kernel(s): no idle move")
+
+
+def test_a_busy_view_no_report_confirms_expires_and_the_timer_runs_from_it() -> None:
+    """The notebook side went silent while a kernel was busy (its server died with its
+    kernels): 30 s after the last view, the timer runs, from that view."""
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    observe(t, 100, busy=("k1",))
+    assert t.state(T0 + 129) is IdleState.ACTIVE
+    assert t.next_deadline(T0 + 129) == T0 + 130
+    assert ticks(t, 131, 400) == [(250, "warn"), (280, "move")]
+
+
+def test_a_closed_tabs_gpu_cell_expires_without_the_servers_view() -> None:
+    """A tab reported its GPU cell running and closed: no report ever ends the cell."""
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    t.report_activity("k1", gpu_cell_running=True, gpu_cell_finished_at=None, now=T0 + 10)
+    assert t.snapshot(T0 + 39)["gpu_cells_running"] == 1
+    assert t.snapshot(T0 + 41)["gpu_cells_running"] == 0
+    assert ticks(t, 0, 400) == [(160, "warn"), (190, "move")]
+
+
+def test_the_servers_view_confirms_a_long_gpu_cell_and_ends_it() -> None:
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    t.report_activity("k1", gpu_cell_running=True, gpu_cell_finished_at=None, now=T0 + 10)
+    for second in range(15, 1000, 5):  # an hour-long GPU cell, confirmed every 5 s
+        observe(t, second, busy=("k1",), gpu=("k1",))
+    assert t.state(T0 + 1000) is IdleState.ACTIVE
+    observe(t, 1000)  # the kernel went idle: the view ends the cell
+    snap = t.snapshot(T0 + 1001)
+    assert snap["gpu_cells_running"] == 0 and snap["kernels_busy"] == 0
+    assert ticks(t, 1001, 1300) == [(1150, "warn"), (1180, "move")]
+
+
+def test_busy_after_the_move_decision_does_not_take_it_back() -> None:
+    """The move was decided while nothing ran; its checkpoint waits for a cell started
+    since (the kernel runs them in order), so nothing is killed mid-cell."""
+    t = IdleTimer(SETTINGS, on_gpu=True, now=T0, report_ttl=30)
+    assert ticks(t, 0, 180) == [(150, "warn"), (180, "move")]
+    observe(t, 181, busy=("k1",))
+    assert t.state(T0 + 182) is IdleState.MOVE

@@ -188,6 +188,18 @@ async def test_activity_is_recorded_per_kernel(make_client):
     assert len(sidecar.activity) == MAX_KERNELS and "k1" not in sidecar.activity
 
 
+async def test_the_servers_view_of_its_kernels_holds_the_idle_timer(make_client):
+    """The server extension's periodic report names the busy kernels: no idle move
+    while one runs a cell, whatever the tabs said."""
+    client, sidecar = await make_client()
+    r = await client.post("/activity", json={
+        "gpu_cell_running": False, "kernel_id": "gpushift-server-extension",
+        "busy_kernels": ["k1"], "gpu_cells_running": []})
+    assert r.status == 204
+    report = sidecar.activity["gpushift-server-extension"]
+    assert report.busy_kernels == frozenset({"k1"}) and report.gpu_cells_running == frozenset()
+
+
 @pytest.mark.parametrize("body", [
     {"kernel_id": "k"},
     {"gpu_cell_running": "yes", "kernel_id": "k"},
@@ -196,6 +208,15 @@ async def test_activity_is_recorded_per_kernel(make_client):
     {"gpu_cell_running": True, "kernel_id": "k", "gpu_cell_finished_at": "now"},
     {"gpu_cell_running": True, "kernel_id": "k", "gpu_cell_finished_at": True},
     {"gpu_cell_running": True, "kernel_id": "k", "busy": True},
+    {"gpu_cell_running": False, "kernel_id": "k", "busy_kernels": ["a"]},
+    {"gpu_cell_running": False, "kernel_id": "k", "busy_kernels": "a",
+     "gpu_cells_running": []},
+    {"gpu_cell_running": False, "kernel_id": "k", "busy_kernels": [""],
+     "gpu_cells_running": []},
+    {"gpu_cell_running": False, "kernel_id": "k", "busy_kernels": [],
+     "gpu_cells_running": [7]},
+    {"gpu_cell_running": False, "kernel_id": "k", "busy_kernels": ["k"] * 257,
+     "gpu_cells_running": []},
 ])
 async def test_bad_activity_is_400(make_client, body):
     client, sidecar = await make_client()
