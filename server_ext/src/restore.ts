@@ -23,7 +23,7 @@ import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
 import { notebookPathOf } from './migrationPath';
-import { describeRestore } from './restoreText';
+import { describeRestore, heldCellToRun } from './restoreText';
 import { describeRecovery, restoreKindOf, retryRequest } from './recovery';
 
 const KERNEL_READY_TIMEOUT_MS = 120000;
@@ -171,7 +171,7 @@ export class RestoreFlow {
       // The move is over now (the server told the sidecar): learn it before running the
       // pending cell, or the cell executor would hold it as "a move is in progress".
       await this._service.refresh();
-      await this._runPending(panel, result.pending_cell ?? m.pending_cell ?? null);
+      await this._runPending(panel, heldCellToRun(result));
     } catch (error) {
       const detail = error instanceof ApiError ? error.detail : String(error);
       Notification.update({

@@ -79,3 +79,16 @@ export function describeRestore(
     details
   };
 }
+
+/**
+ * The held cell to run after a restore: only the server's answer counts, and only when
+ * the restore succeeded. A cell run over a failed restore (a module missing in the new
+ * image) could act on half a state — `df.to_csv(open('out.csv', 'w'))` truncates the file
+ * before it fails — so it stays held, and the user is told the restore failed.
+ */
+export function heldCellToRun(result: IRestoreResult): { cell_id: string } | null {
+  if (!result.ok || result.recovered) {
+    return null;
+  }
+  return result.pending_cell ?? null;
+}

@@ -30,6 +30,7 @@ log = logging.getLogger("gpushift.sidecar")
 RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
 _DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
 _DEFAULT_CHECKPOINT_TIMEOUT = 60.0
+_DEFAULT_RESTORE_TIMEOUT = 600.0
 
 
 def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = None) -> int:
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     serve.add_argument("--checkpoint-timeout", type=float, default=None,
                        help="seconds a migration waits for its kishu checkpoint to be "
                             "complete (default: $GPUSHIFT_CHECKPOINT_TIMEOUT, else 60)")
+    serve.add_argument("--restore-timeout", type=float, default=None,
+                       help="seconds a migration waits in `restoring` for the notebook "
+                            "side's restore report before it ends failed, the checkpoint "
+                            "kept (default: $GPUSHIFT_RESTORE_TIMEOUT, else 600)")
     serve.add_argument("--idle-tick", type=float, default=1.0,
                        help="seconds between ticks of the idle timer on a GPU pod "
                             "(default 1)")
@@ -114,7 +119,10 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
         print(f"gpushift-sidecar: invalid environment: {exc}", file=sys.stderr)
         return 2
     try:
-        checkpoint_timeout = _checkpoint_timeout(args.checkpoint_timeout)
+        checkpoint_timeout = _seconds(args.checkpoint_timeout, "GPUSHIFT_CHECKPOINT_TIMEOUT",
+                                      _DEFAULT_CHECKPOINT_TIMEOUT, "checkpoint timeout")
+        restore_timeout = _seconds(args.restore_timeout, "GPUSHIFT_RESTORE_TIMEOUT",
+                                   _DEFAULT_RESTORE_TIMEOUT, "restore timeout")
     except ValueError as exc:
         print(f"gpushift-sidecar: {exc}", file=sys.stderr)
         return 2
@@ -129,20 +137,21 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
         return runner.run(serve_forever(env, args.host, port, runner_factory,
                                         kubeconfig=args.kubeconfig,
                                         checkpoint_timeout=checkpoint_timeout,
+                                        restore_timeout=restore_timeout,
                                         idle_tick=args.idle_tick,
                                         idle_annotations=args.idle_annotations_interval))
 
 
-def _checkpoint_timeout(flag: float | None) -> float:
+def _seconds(flag: float | None, variable: str, default: float, what: str) -> float:
+    """A timeout from its flag, else its environment variable, else the default."""
     if flag is None:
-        text = os.environ.get("GPUSHIFT_CHECKPOINT_TIMEOUT", "").strip()
+        text = os.environ.get(variable, "").strip()
         try:
-            flag = float(text) if text else _DEFAULT_CHECKPOINT_TIMEOUT
+            flag = float(text) if text else default
         except ValueError:
-            raise ValueError(f"GPUSHIFT_CHECKPOINT_TIMEOUT: {text!r} is not a number "
-                             "of seconds") from None
+            raise ValueError(f"{variable}: {text!r} is not a number of seconds") from None
     if not 0 <= flag <= 3600:
-        raise ValueError(f"checkpoint timeout {flag:g}s is not between 0 and 3600")
+        raise ValueError(f"{what} {flag:g}s is not between 0 and 3600")
     return flag
 
 
@@ -165,6 +174,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         runner_factory: RunnerFactory | None, *,
                         kubeconfig: str | None = None,
                         checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT,
+                        restore_timeout: float = _DEFAULT_RESTORE_TIMEOUT,
                         idle_tick: float = 1.0, idle_annotations: float = 30.0) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
@@ -178,7 +188,8 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     kube, problem = connect_kube(env, kubeconfig)
     tracker = MigrationTracker(MigrationStore.for_env(env))
     steps = StepRunner(env, tracker, kube, kube_problem=problem,
-                       config=RunnerConfig(checkpoint_timeout=checkpoint_timeout))
+                       config=RunnerConfig(checkpoint_timeout=checkpoint_timeout,
+                                           restore_timeout=restore_timeout))
     sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube, quotas=kube,
                              idle_config=IdleLoopConfig(tick_seconds=idle_tick,
                                                         annotations_seconds=idle_annotations))

@@ -21,6 +21,8 @@ and a Notebook as read from the API:
   rolled back) does.
 * `mirror_ops`: the mirror of a phase, never overwriting a later phase of the same
   migration nor the cluster-side guard's `rolled_back`.
+* `restore_deadline` / `restore_timeout_error`: `restoring` ends: when no restore was
+  reported in time, the move ends `failed`, the checkpoint kept.
 
 The guard (gpushift_webhook.guard) marks a rollback by writing the mirror with the
 migration's id, phase `rolled_back` and the reason in `reason` (a move to CPU it cannot
@@ -41,6 +43,7 @@ from gpushift_core.admin_settings import AdminSettings, GpuFacts, GpuProfile
 from gpushift_core.move_plan import MovePlan, PlanError, plan_move
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.timestamps import parse_utc
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
     PREVIOUS_PROFILE_ANNOTATION,
@@ -285,7 +288,8 @@ class ResumeAction(StrEnum):
     OLD_POD = "old_pod"
     """recreating, in the source pod (the sidecar restarted before the pod went)."""
     AWAIT_RESTORE = "await_restore"
-    """restoring: wait for the server extension's POST /migrations/current/restore."""
+    """restoring: wait for the server extension's POST /migrations/current/restore, until
+    `restore_deadline`."""
     NOTHING = "nothing"
     """The migration ended."""
 
@@ -369,3 +373,24 @@ def old_pod_outcome(migration: Migration, mirror: Mirror | None, on_target_spec:
     if on_target_spec:
         return OldPodAction.WAIT, None
     return OldPodAction.REPATCH, None
+
+
+def restore_deadline(migration: Migration, timeout: float) -> dt.datetime | None:
+    """When a migration in `restoring` ends failed unless a restore was reported:
+    `timeout` seconds after it entered `restoring`, by its persisted history, so a
+    restarted sidecar keeps the same deadline. None when it is not restoring."""
+    if migration.phase is not Phase.RESTORING:
+        return None
+    entered = next((parse_utc(h.at) for h in reversed(migration.history)
+                    if h.phase is Phase.RESTORING), None)
+    return None if entered is None else entered + dt.timedelta(seconds=timeout)
+
+
+def restore_timeout_error(migration: Migration, timeout: float) -> str:
+    """Why the move ended at its restore deadline, for the user and the Events."""
+    kept = ("its checkpoint (kishu commit "
+            f"{migration.checkpoint.commit_id}) is kept on the workspace volume and is "
+            "offered when the notebook is opened" if migration.checkpoint is not None
+            else "it had no checkpoint")
+    return (f"no restore was reported within {timeout:g}s of the new pod: the move ended "
+            f"here, so the idle timer and later moves go on; {kept}")

@@ -16,7 +16,10 @@
   with the state file on the same volume and goes on to `restoring` (or `rolled_back` /
   `failed` / `cancelled`, when the cluster-side guard marked the mirror so).
 * restoring -> done (or failed) when the server extension reports the restore
-  (`restored`, called by `POST /migrations/current/restore`).
+  (`restored`, called by `POST /migrations/current/restore`); -> failed when none was
+  reported within `restore_timeout` of entering `restoring` (`restore_deadline`, from the
+  persisted history: a tab closed during the move never leaves the move, and the GPU,
+  held; the checkpoint stays for the notebook's next opening).
 
 Each change is persisted by the `MigrationTracker` before the next step starts, mirrored
 in the Notebook annotation and told as an Event on the Notebook (`notebook_reporter`).
@@ -51,6 +54,8 @@ from gpushift_sidecar.migration_steps import (
     old_pod_outcome,
     plan_patch,
     read_mirror,
+    restore_deadline,
+    restore_timeout_error,
     resume_action,
     runs_on_target,
     spec_on_target,
@@ -86,6 +91,9 @@ class RunnerConfig:
     """Seconds to wait for the named kishu commit to be complete."""
     checkpoint_poll: float = 0.1
     """Seconds between looks at the kishu database while waiting."""
+    restore_timeout: float = 600.0
+    """Seconds a migration stays `restoring` without a restore report before it ends
+    failed (the checkpoint kept)."""
     stop_grace: float = 5.0
     """On SIGTERM, how long a patch in flight may take to be persisted."""
     event_grace: float = 2.0
@@ -109,6 +117,8 @@ class StepRunner:
         self._task: asyncio.Task[None] | None = None
         self._patched_here: str | None = None
         """The migration this process patched: it runs in the pod that goes away."""
+        self._restore_deadline: asyncio.Task[None] | None = None
+        """Ends the `restoring` migration at its deadline (cancelled when it ends)."""
 
     # -- api.MigrationRunner ------------------------------------------------------------
 
@@ -116,6 +126,7 @@ class StepRunner:
         # The driver of the previous migration may still be writing its last mirror
         # (its migration ended, e.g. by `restored`): the new one starts after it.
         previous = self._task if self._task is not None and not self._task.done() else None
+        self._disarm_restore_deadline()
         self._task = asyncio.create_task(self._drive(migration.id, after=previous),
                                          name=f"migration-{migration.id}")
 
@@ -128,6 +139,7 @@ class StepRunner:
                      "(the checkpoint is still on the workspace volume)")
         done = self.tracker.finish_restore(migration.id, {
             **report.to_json(), "at": iso_utc(dt.datetime.now(dt.UTC))}, error=error)
+        self._disarm_restore_deadline()
         if error:
             self.report.event("MigrationFailed", f"{migration_name(done)}: {error}", "Warning")
         else:
@@ -137,6 +149,7 @@ class StepRunner:
 
     async def stop(self) -> None:
         """On SIGTERM: let a patch in flight be persisted, then stop; send queued Events."""
+        self._disarm_restore_deadline()
         task = self._task
         if task is not None and not task.done():
             current = self.tracker.current
@@ -201,7 +214,10 @@ class StepRunner:
                 return await self._arrived(m)
             case ResumeAction.OLD_POD:
                 return await self._still_old_pod(m)
-            case ResumeAction.AWAIT_RESTORE | ResumeAction.NOTHING:
+            case ResumeAction.AWAIT_RESTORE:
+                self._arm_restore_deadline(m)
+                return False
+            case ResumeAction.NOTHING:
                 return False
 
     async def _checkpoint(self, m: Migration) -> bool:
@@ -341,6 +357,31 @@ class StepRunner:
         log.warning("the Notebook no longer shows the target; patching again",
                     extra={"migration": m.id})
         return await self._patch(m, again=True)
+
+    # -- the restore deadline -------------------------------------------------------------
+
+    def _arm_restore_deadline(self, m: Migration) -> None:
+        self._disarm_restore_deadline()
+        deadline = restore_deadline(m, self.config.restore_timeout)
+        if deadline is not None:
+            self._restore_deadline = asyncio.create_task(
+                self._expire_restore(m.id, deadline), name=f"restore-deadline-{m.id}")
+
+    def _disarm_restore_deadline(self) -> None:
+        task, self._restore_deadline = self._restore_deadline, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _expire_restore(self, migration_id: str, deadline: dt.datetime) -> None:
+        wait = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
+        await asyncio.sleep(max(0.0, wait))
+        m = self.tracker.current
+        if m is None or m.id != migration_id or m.phase is not Phase.RESTORING:
+            return  # the restore was reported meanwhile
+        error = restore_timeout_error(m, self.config.restore_timeout)
+        log.warning("no restore reported in time; the move ends", extra={
+            "migration": m.id, "timeout_s": self.config.restore_timeout})
+        await self._fail(m, error)
 
     # -- persisting, mirroring, telling ---------------------------------------------------
 

@@ -33,6 +33,8 @@ from gpushift_sidecar.migration_steps import (
     new_pod_outcome,
     old_pod_outcome,
     plan_patch,
+    restore_deadline,
+    restore_timeout_error,
     resume_action,
     runs_on_target,
 )
@@ -177,3 +179,19 @@ def test_a_notebook_already_on_the_target_is_nothing_to_patch(env):
     d = plan_patch(notebook_cr(), m, env.settings, now=dt.datetime.now(dt.UTC),
                    container=None, held=None)
     assert (d.kind, d.operations) == (PatchKind.NOTHING, [])
+
+
+def test_the_restore_deadline_counts_from_entering_restoring(env):
+    restoring = migration_in(env, Phase.RESTORING)  # entered at T0, by its history
+    assert restore_deadline(restoring, 600) == T0 + dt.timedelta(seconds=600)
+    for phase in (Phase.RECREATING, Phase.CHECKPOINTING):
+        assert restore_deadline(migration_in(env, phase), 600) is None
+    done = migration_in(env, Phase.RESTORING).advance(Phase.DONE, now=T0)
+    assert restore_deadline(done, 600) is None
+
+
+def test_the_restore_timeout_error_says_what_is_kept(env):
+    m = migration_in(env, Phase.RESTORING)
+    assert restore_timeout_error(m, 600) == (
+        "no restore was reported within 600s of the new pod: the move ended here, so "
+        "the idle timer and later moves go on; it had no checkpoint")

@@ -126,13 +126,15 @@ class Pod:
 
     def __init__(self, tmp_path, server: FakeServer, *, uid: str = SOURCE_UID,
                  gpu: tuple[str, int] | None = None, runtime: str = "run",
-                 verify=complete, timeout: float = 0.3) -> None:
+                 verify=complete, timeout: float = 0.3,
+                 restore_timeout: float = 600.0) -> None:
         self.env = SidecarEnv.from_environ(environ(tmp_path, uid=uid, gpu=gpu,
                                                    runtime=runtime))
         self.tracker = MigrationTracker(MigrationStore.for_env(self.env))
         self.runner = StepRunner(self.env, self.tracker, kube_for(server), verify=verify,
                                  config=RunnerConfig(checkpoint_timeout=timeout,
-                                                     checkpoint_poll=0.02))
+                                                     checkpoint_poll=0.02,
+                                                     restore_timeout=restore_timeout))
 
     def new(self, target: Target = Target.GPU, checkpoint: bool = True,
             reason: Reason = Reason.MANUAL) -> Migration:
@@ -358,6 +360,62 @@ async def test_a_new_migration_right_after_the_restore_is_not_lost(tmp_path):
     await asyncio.sleep(0.3)
     assert server.annotation()["id"] == back.id
     assert server.annotation()["phase"] == "recreating"
+
+
+async def _on_the_new_pod(tmp_path, server: FakeServer, restore_timeout: float) -> Pod:
+    """A move to GPU patched by the old pod; the new pod's runner started."""
+    old = Pod(tmp_path, server)
+    await old.run(old.new())
+    server.pod_uid = NEW_UID
+    new = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2",
+              restore_timeout=restore_timeout)
+    await new.runner.start(new.tracker.current)
+    return new
+
+
+async def test_restoring_ends_failed_at_its_deadline_with_the_checkpoint_kept(tmp_path):
+    """No restore was ever reported (the tab closed during the move, no browser came):
+    the move ends at its deadline, so it neither holds the GPU nor refuses later moves;
+    the checkpoint is named as kept."""
+    server = FakeServer()
+    new = await _on_the_new_pod(tmp_path, server, restore_timeout=0.3)
+    await asyncio.wait_for(_until(lambda: new.tracker.current.phase is Phase.RESTORING), 5)
+    await asyncio.wait_for(_until(lambda: new.tracker.current.phase is Phase.FAILED), 5)
+    failed = new.tracker.current
+    assert failed.error.startswith("no restore was reported within 0.3s of the new pod")
+    assert "kishu commit c-1" in failed.error and "kept on the workspace volume" in failed.error
+    await new.runner.stop()
+    assert server.annotation()["phase"] == "failed"
+    assert server.reasons()[-2:] == ["MigrationRestoring", "MigrationFailed"]
+    back = new.new(target=Target.CPU, reason=Reason.IDLE)  # a later move begins
+    assert back.phase is Phase.REQUESTED
+
+
+async def test_a_restore_reported_in_time_disarms_the_deadline(tmp_path):
+    server = FakeServer()
+    new = await _on_the_new_pod(tmp_path, server, restore_timeout=0.3)
+    await asyncio.wait_for(_until(lambda: new.tracker.current.phase is Phase.RESTORING), 5)
+    done = await new.runner.restored(new.tracker.current, RestoreReport(True, (), (), None))
+    await asyncio.sleep(0.5)
+    assert new.tracker.current == done and done.phase is Phase.DONE
+    await new.runner.stop()
+
+
+async def test_a_restarted_sidecar_keeps_the_deadline_of_the_file(tmp_path):
+    """The deadline counts from entering `restoring` as the state file has it: a
+    sidecar restarted after the deadline ends the move at once, not a full timeout
+    later."""
+    server = FakeServer()
+    new = await _on_the_new_pod(tmp_path, server, restore_timeout=600)
+    await asyncio.wait_for(_until(lambda: new.tracker.current.phase is Phase.RESTORING), 5)
+    await new.runner.stop()
+    await asyncio.sleep(0.4)
+    again = Pod(tmp_path, server, uid=NEW_UID, gpu=(GPU, 1), runtime="run-2",
+                restore_timeout=0.3)
+    assert again.tracker.current.phase is Phase.RESTORING
+    await again.runner.start(again.tracker.current)
+    await asyncio.wait_for(_until(lambda: again.tracker.current.phase is Phase.FAILED), 1)
+    await again.runner.stop()
 
 
 async def _until(check) -> bool:
