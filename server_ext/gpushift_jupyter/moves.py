@@ -10,8 +10,10 @@ checkpoint stays on the volume) and answers the browser with what went wrong.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,9 @@ class Mover:
         self.sidecar = sidecar
         self.recovered: set[str] = set()
         """Ids of ended migrations whose state this server (this pod) restored already."""
+        self._restoring: set[str] = set()
+        """Migrations (or notebooks, without a sidecar) whose restore runs now: one at a
+        time, so two tabs never restore the same state twice into the kernel."""
 
     async def attach(self, kernel_id: str, path: str | None) -> Path:
         """Attach kishu to the kernel (idempotent) and have the sidecar watch the
@@ -145,6 +150,28 @@ class Mover:
         after the old pod was replaced (the sidecar's migration has ended then; the
         pending cell is not run: it asked for a GPU this pod does not have)."""
         migration = await self.current()
+        if migration is not None:
+            with self._claim(str(migration.get("id")), migration):
+                return await self._restore_claimed(kernel_id, path, migration)
+        return await self._restore_claimed(kernel_id, path, None)
+
+    @contextlib.contextmanager
+    def _claim(self, key: str, migration: dict[str, Any] | None) -> Iterator[None]:
+        """Run one restore of `key` at a time on this server (the event loop makes the
+        check-and-add atomic); another tab's request meanwhile gets 409."""
+        if key in self._restoring:
+            raise ApiError(409, "already_restoring",
+                           "the state is being restored now (from another tab?); its "
+                           "kernel will have the variables when it is done",
+                           migration=migration)
+        self._restoring.add(key)
+        try:
+            yield
+        finally:
+            self._restoring.discard(key)
+
+    async def _restore_claimed(self, kernel_id: str, path: str | None,
+                               migration: dict[str, Any] | None) -> dict[str, Any]:
         if recoverable(migration) and migration is not None:
             return await self._recover(kernel_id, path, migration)
         if migration is None or migration.get("phase") != "restoring":
@@ -212,7 +239,8 @@ class Mover:
                            f"the newest checkpoint of {self.kernels.relative(notebook)} was "
                            "restored on this pod already")
         started = time.monotonic()
-        report = await self._restore_into(kernel_id, notebook, None)
+        with self._claim(str(notebook), None):
+            report = await self._restore_into(kernel_id, notebook, None)
         if report["ok"]:
             self.recovered.add(str(notebook))
         return {**report, "commit_id": None,

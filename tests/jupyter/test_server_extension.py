@@ -321,7 +321,14 @@ async def test_migrate_then_restore_after_a_simulated_pod_restart(
             "kernel": {"name": "python3"}})
         fresh = session["kernel"]["id"]
         assert fresh != kernel_id
-        status, restored = await call(jp_fetch, "POST", "restore", {"kernel_id": fresh})
+        # Two tabs ask at once: one restores, the other is told it is in hand (409);
+        # the state never goes into the kernel twice.
+        answers = await asyncio.gather(*(call(jp_fetch, "POST", "restore",
+                                              {"kernel_id": fresh}) for _ in range(2)))
+        [(status, restored)] = [a for a in answers if a[0] == 200]
+        [(other, refused)] = [a for a in answers if a[0] != 200]
+        assert other == 409 and refused["error"] in ("already_restoring",
+                                                     "nothing_to_restore"), refused
         assert status == 200, (restored, revived.logs()[-3000:])
         assert restored["ok"] is True and restored["commit_id"] == commit
         assert {"xs", "greeting", "p", "Point"} <= set(restored["restored"]), restored
