@@ -83,15 +83,23 @@ class Guards:
 def running_guards(control_plane: ControlPlane, workdir: Path, identities: Iterable[str], *,
                    release: str, lease: str, namespace_prefix: str, ready_timeout: int,
                    image_map: list[dict[str, str]], lease_duration: float,
-                   renew: float) -> Iterator[Guards]:
+                   renew: float, without_watch: bool = False) -> Iterator[Guards]:
     """One guard process per identity, sharing one Lease, with the chart's webhook RBAC
-    of `release` in a fresh namespace; stopped and cleaned up afterwards."""
+    of `release` in a fresh namespace; stopped and cleaned up afterwards.
+    `without_watch`: as an admin who took `watch` out of the chart's ClusterRole."""
     api = control_plane.api_client()
     core = client.CoreV1Api(api)
     namespace = f"{namespace_prefix}-{uuid.uuid4().hex[:6]}"
     core.create_namespace({"metadata": {"name": namespace,
                                         "labels": {"gpushift.io/test": "true"}}})
     docs, token = access.install_webhook_rbac(api, release, namespace)
+    if without_watch:
+        for doc in docs:
+            if doc["kind"] == "ClusterRole":
+                rules = [{**rule, "verbs": [v for v in rule["verbs"] if v != "watch"]}
+                         for rule in doc["rules"]]
+                client.RbacAuthorizationV1Api(api).patch_cluster_role(
+                    doc["metadata"]["name"], {"rules": rules})
     workdir.mkdir(parents=True, exist_ok=True)
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
                                   control_plane.ca_file, token, "guard")

@@ -2,24 +2,21 @@
 on gpushift_core.kube): the store sees Notebooks created, changed and deleted; a watch
 from a version the API server no longer has (410 Gone) lists again; and the guard's
 requests on Notebooks over 20 s, counted by the API server's own
-`apiserver_request_total`: with the watch (admin's token) against the chart's RBAC,
-which grants list but not watch (the guard then lists once per interval for itself and
+`apiserver_request_total`: with the chart's RBAC (which grants the watch) against the
+same RBAC with `watch` taken out (the guard then lists once per interval for itself and
 the server types)."""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import ssl
-import sys
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from gpushift_testing.controlplane import ControlPlane
-from gpushift_testing.webhook_process import free_port
-from guard_processes import GuardProcess, running_guards
+from guard_processes import running_guards
 
 from gpushift_core.kube import KubeApi, KubeError, Retry
 from gpushift_webhook.notebook_watch import NotebookStore, WatchSettings, follow
@@ -110,27 +107,21 @@ def delta(after: dict[str, float], before: dict[str, float]) -> dict[str, int]:
 def test_guard_requests_on_notebooks_with_and_without_the_watch(
         control_plane: ControlPlane, tmp_path: Path) -> None:
     window = 20
-    # The watch: the guard as a process with the admin's kubeconfig (watch allowed).
-    exe = str(Path(sys.executable).parent / "gpushift-webhook")
-    (tmp_path / "certs").mkdir()
-    watching = GuardProcess("watching", [
-        exe, "serve", "--host", "127.0.0.1", "--port", str(free_port()),
-        "--cert-dir", str(tmp_path / "certs"), "--namespace", "default",
-        "--kubeconfig", str(control_plane.kubeconfig), "--guard",
-        "--guard-lease-name", f"watch-{os.getpid()}", "--guard-interval", "1"],
-        tmp_path / "watching.log")
-    watching.start()
-    try:
+    # The chart's RBAC (watch granted): one list, then the watch.
+    with running_guards(control_plane, tmp_path / "watching", ["watching"],
+                        release="watchreq", lease="watchreq-gpushift-guard",
+                        namespace_prefix="watch-requests", ready_timeout=10, image_map=[],
+                        lease_duration=6, renew=1) as guards:
         time.sleep(8)  # started, listed once, watching; earlier tests' cleanup done
         before = notebook_requests(control_plane)
         time.sleep(window)
         with_watch = delta(notebook_requests(control_plane), before)
-    finally:
-        watching.stop()
-    # The chart's RBAC (list, no watch): the guard falls back to one list per interval.
-    with running_guards(control_plane, tmp_path / "polling", ["polling"], release="watchreq",
-                        lease="watchreq-gpushift-guard", namespace_prefix="watch-requests",
-                        ready_timeout=10, image_map=[], lease_duration=6, renew=1) as guards:
+        assert "Notebook watch forbidden" not in guards.procs["watching"].log.read_text()
+    # The same RBAC without `watch`: the guard falls back to one list per interval.
+    with running_guards(control_plane, tmp_path / "polling", ["polling"], release="listreq",
+                        lease="listreq-gpushift-guard", namespace_prefix="list-requests",
+                        ready_timeout=10, image_map=[], lease_duration=6, renew=1,
+                        without_watch=True) as guards:
         time.sleep(5)
         before = notebook_requests(control_plane)
         time.sleep(window)
