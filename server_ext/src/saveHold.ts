@@ -65,16 +65,32 @@ export class SaveHold {
     }
     this._gated.add(context);
     const save = context.save.bind(context);
-    context.save = async (): Promise<void> => {
-      while (this._clear !== null) {
-        await this._clear.promise;
+    context.save = (): Promise<void> => {
+      if (this._clear === null) {
+        return save();
       }
-      if (!context.isDisposed) {
-        await save();
+      // Every save asked for during the move (autosave asks every interval) waits for
+      // the same one: a burst of saves at once after the move would race each other,
+      // and JupyterLab would take the others' writes for a change on disk ("File
+      // Changed" dialog).
+      let waiting = this._waiting.get(context);
+      if (!waiting) {
+        waiting = (async () => {
+          while (this._clear !== null) {
+            await this._clear.promise;
+          }
+          this._waiting.delete(context);
+          if (!context.isDisposed) {
+            await save();
+          }
+        })();
+        this._waiting.set(context, waiting);
       }
+      return waiting;
     };
   }
 
   private _clear: PromiseDelegate<void> | null = null;
   private _gated = new WeakSet<DocumentRegistry.Context>();
+  private _waiting = new WeakMap<DocumentRegistry.Context, Promise<void>>();
 }
