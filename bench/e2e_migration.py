@@ -57,15 +57,16 @@ def state_cell(mib: int) -> str:
             "class Model:\n    def __init__(self, w): self.w = w\nmodel = Model(3)\n")
 
 
-async def seen_restoring(user: JupyterUser, migration_id: str, timeout: float) -> float:
-    """When the new pod's server first shows the migration `restoring` (epoch s)."""
+async def seen_arrived(user: JupyterUser, migration_id: str, timeout: float) -> float:
+    """When the new pod's server first shows the migration arrived (epoch s):
+    `restoring`, or `done` when that server restored it by itself before this look."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
             status, answer = await user.gpushift("GET", "migration", timeout=5)
             m = answer.get("migration") if status == 200 else None
             if m and m["id"] == migration_id:
-                if m["phase"] == "restoring":
+                if m["phase"] in ("restoring", "done"):
                     return time.time()
                 if not m["active"]:
                     raise RuntimeError(f"the move ended {m['phase']}: {m['error']}")
@@ -83,12 +84,11 @@ async def one_move(user: JupyterUser, kernel: str, target: str, mib: int) -> tup
         "target": target, "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
         "pending_cell": cell}, timeout=600)
     assert status == 202, moved
-    back = await seen_restoring(user, moved["migration"]["id"], 300)
+    back = await seen_arrived(user, moved["migration"]["id"], 300)
     t0 = time.monotonic()
     fresh = await user.open_notebook("work.ipynb")
     kernel_s = time.monotonic() - t0
-    status, restored = await user.gpushift("POST", "restore", {"kernel_id": fresh,
-                                                               "path": "work.ipynb"}, 600)
+    status, restored = await e2e.restore_state(user, fresh, "work.ipynb", 600)
     assert status == 200 and restored["ok"], restored
     held = 0.0
     if restored["pending_cell"]:

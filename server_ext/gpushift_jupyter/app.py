@@ -14,6 +14,7 @@ from traitlets import Float, Unicode, default
 from gpushift_jupyter.handlers import ROUTES
 from gpushift_jupyter.kernels import KernelRegistry
 from gpushift_jupyter.moves import Mover
+from gpushift_jupyter.server_restore import ServerRestorer
 from gpushift_jupyter.services import Services
 from gpushift_jupyter.sidecar_client import SidecarClient
 
@@ -41,6 +42,12 @@ class GpushiftExtension(ExtensionApp):
         help="How often (seconds) the sidecar's idle timer is read; when its warning "
              "starts, every kernel kishu is attached to is checkpointed, so the idle move "
              "restores the latest state even with no browser open. 0 turns it off.")
+    restore_interval = Float(
+        1.0, config=True,
+        help="How often (seconds) the server looks for a move that arrived on this pod, "
+             "to restore its state into the notebook's kernel by itself, with or without "
+             "a browser open (a browser that opens the notebook later is told what came "
+             "back). 0 turns it off: then the browser restores.")
     activity_interval = Float(
         5.0, config=True,
         help="How often (seconds) the kernels' activity (busy kernels, GPU cells "
@@ -72,6 +79,12 @@ class GpushiftExtension(ExtensionApp):
         if self.activity_interval > 0:
             self._tasks.append(loop.create_task(
                 services.report_activity_forever(self.activity_interval)))
+        if self.restore_interval > 0 and runtime_dir is not None:
+            restorer = ServerRestorer(services.mover, server.session_manager,
+                                      server.kernel_spec_manager,
+                                      lambda: services.runtime().optimizer_on)
+            self._tasks.append(loop.create_task(
+                restorer.run_forever(self.restore_interval)))
         if self.idle_watch_interval > 0 and runtime_dir is not None:
             self._tasks.append(loop.create_task(
                 services.checkpoint_on_idle_warning_forever(self.idle_watch_interval)))

@@ -26,6 +26,7 @@ from gpushift_jupyter.kernel_state import (
     restore,
 )
 from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.server_restore import ServerRestore
 from gpushift_jupyter.sidecar_client import SidecarClient
 
 log = logging.getLogger("gpushift.jupyter")
@@ -52,6 +53,8 @@ class Mover:
         self.sidecar = sidecar
         self.recovered: set[str] = set()
         """Ids of ended migrations whose state this server (this pod) restored already."""
+        self.server_restores: dict[str, ServerRestore] = {}
+        """Moves this server restored on its own (`server_restore`), by migration id."""
         self._restoring: set[str] = set()
         """Migrations (or notebooks, without a sidecar) whose restore runs now: one at a
         time, so two tabs never restore the same state twice into the kernel."""
@@ -141,7 +144,10 @@ class Mover:
             if isinstance(part, dict) and isinstance(part.get("notebook_path"), str):
                 shown[key] = {**part,
                               "path": self.kernels.relative(Path(part["notebook_path"]))}
-        shown["recoverable"] = recoverable(migration) and migration["id"] not in self.recovered
+        done = self.server_restores.get(str(migration["id"]))
+        shown["recoverable"] = (recoverable(migration) and migration["id"] not in self.recovered
+                                and done is None)
+        shown["restored_on_server"] = done is not None and not done.seen
         return shown
 
     async def restore(self, kernel_id: str, path: str | None) -> dict[str, Any]:
@@ -151,6 +157,9 @@ class Mover:
         pending cell is not run: it asked for a GPU this pod does not have)."""
         migration = await self.current()
         if migration is not None:
+            done = self.server_restores.get(str(migration.get("id")))
+            if done is not None:
+                return await self._collect(done, kernel_id, path, migration)
             with self._claim(str(migration.get("id")), migration):
                 return await self._restore_claimed(kernel_id, path, migration)
         return await self._restore_claimed(kernel_id, path, None)
@@ -183,23 +192,49 @@ class Mover:
         notebook = await self.kernels.notebook_path(kernel_id, path)
         saved = migration.get("checkpoint")
         started = time.monotonic()
-        report: dict[str, Any]
         if saved is None:
-            report = {"ok": True, "restored": [], "not_restored": [],
-                      "detail": "the move was made without a checkpoint"}
-        else:
-            self._require_own_checkpoint(migration, notebook)
-            report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
-        ended = await self.sidecar.post("/migrations/current/restore", report)
-        cell = migration.get("pending_cell")
+            return await self.report_nothing_to_restore(migration)
+        self._require_own_checkpoint(migration, notebook)
+        report = await self._restore_into(kernel_id, notebook, saved["commit_id"])
         log.info("restore", extra={"notebook": str(notebook), "ok": report["ok"],
                                    "elapsed_s": round(time.monotonic() - started, 3)})
+        return await self._report(migration, report, started)
+
+    async def report_nothing_to_restore(self, migration: dict[str, Any]) -> dict[str, Any]:
+        """A move made without a checkpoint: nothing goes into a kernel; the sidecar is
+        told, so the move ends."""
+        return await self._report(migration, {
+            "ok": True, "restored": [], "not_restored": [],
+            "detail": "the move was made without a checkpoint"}, time.monotonic())
+
+    async def _report(self, migration: dict[str, Any], report: dict[str, Any],
+                      started: float) -> dict[str, Any]:
+        """Tell the sidecar how the restore went; `POST /restore`'s answer."""
+        ended = await self.sidecar.post("/migrations/current/restore", report)
+        saved, cell = migration.get("checkpoint"), migration.get("pending_cell")
         return {**report, "commit_id": None if saved is None else saved["commit_id"],
                 "elapsed_ms": (time.monotonic() - started) * 1000,
                 "pending_cell": None if cell is None or not report["ok"] else {
                     "cell_id": cell["cell_id"], "code": cell["code"],
                     "path": self.kernels.relative(Path(cell["notebook_path"]))},
                 "migration": ended}
+
+    async def _collect(self, done: ServerRestore, kernel_id: str, path: str | None,
+                       migration: dict[str, Any]) -> dict[str, Any]:
+        """A browser asks for a move this server restored on its own: what the restore
+        did, into which kernel, and when; the held cell to the first browser only."""
+        if done.notebook is not None:
+            notebook = await self.kernels.notebook_path(kernel_id, path)
+            if notebook != done.notebook:
+                raise ApiError(409, "other_notebook",
+                               f"the move's state was restored into "
+                               f"{self.kernels.relative(done.notebook)}; open that notebook",
+                               migration=migration)
+        cell, done.pending_cell = done.pending_cell, None
+        done.seen = True
+        return {**done.answer, "pending_cell": cell, "migration": migration,
+                "restored_on_server": True, "kernel_id": done.kernel_id,
+                "restored_at": done.at}
 
     async def _recover(self, kernel_id: str, path: str | None,
                        migration: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,18 @@ export function isTerminal(phase: MigrationPhase | string | undefined | null): b
   return TERMINAL_PHASES.has(phase as MigrationPhase);
 }
 
+/**
+ * The move as the page's progress shows it: one the new pod's server restored by itself,
+ * which this page has not collected yet, is still "restoring your variables" (3/3) for
+ * the user — until the notebook here has them (restore.ts collects them).
+ */
+export function asSeenByThePage(m: IMigration | null): IMigration | null {
+  if (m && m.restored_on_server === true && isTerminal(m.phase)) {
+    return { ...m, phase: 'restoring' };
+  }
+  return m;
+}
+
 /** A reason to put inside a sentence: without its own final full stop. */
 function sentence(detail: string | null | undefined, fallback: string): string {
   return (detail || fallback).trim().replace(/\.+$/, '');

@@ -8,6 +8,7 @@ import { Notification, showErrorMessage } from '@jupyterlab/apputils';
 
 import { TranslationBundle } from './i18n';
 import {
+  asSeenByThePage,
   describeMigration,
   isTerminal,
   phaseMessage,
@@ -37,7 +38,7 @@ export class MigrationProgress {
       this._showStarting(starting);
       return;
     }
-    const migration = this._service.migration;
+    const migration = asSeenByThePage(this._service.migration);
     // Still the migration from before this page's request: the server refused the move.
     const refused = migration === null || this._seen.has(migration.id);
     if (this._noticeFor === PENDING && refused) {

@@ -33,7 +33,9 @@ export function restoreKindOf(
   if (!m || serverDown || handled.has(m.id)) {
     return null;
   }
-  if (m.phase === 'restoring') {
+  // The server restores an arriving move by itself; a page that saw it only after it
+  // ended still collects what it did (and the held cell).
+  if (m.phase === 'restoring' || m.restored_on_server === true) {
     return 'restore';
   }
   if (m.recoverable === true && (m.phase === 'rolled_back' || m.phase === 'failed')) {

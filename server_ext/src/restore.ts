@@ -6,6 +6,11 @@
  * Driven by the server's state (a migration in phase `restoring`), not by this page's
  * memory, so a page reloaded during the move does the same.
  *
+ * The new pod's server restores the move by itself as soon as it starts, browser or not;
+ * this page then collects what it did (the same POST /restore answers it, with the
+ * kernel the state went into, which the notebook is switched to) and runs the held cell
+ * — or offers it, when the restore is older than a couple of minutes.
+ *
  * A move that could not complete after the old pod was replaced (no GPU free: the guard
  * rolled the notebook back to CPU) is `recoverable`: the same restore brings the state
  * back into the notebook's fresh kernel, the held cell is not run, and the user is told
@@ -23,10 +28,14 @@ import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
 import { notebookPathOf } from './migrationPath';
-import { describeRestore, heldCellToRun } from './restoreText';
+import { describeRestore, heldCellIsStale, heldCellToRun } from './restoreText';
 import { describeRecovery, restoreKindOf, retryRequest } from './recovery';
 
 const KERNEL_READY_TIMEOUT_MS = 120000;
+/** How long to wait while the server (or another tab) restores the move itself: the
+ * sidecar's own deadline for `restoring` is 600 s. */
+const SERVER_RESTORE_WAIT_MS = 600000;
+const SERVER_RESTORE_POLL_MS = 1000;
 
 export class RestoreFlow {
   constructor(
@@ -171,7 +180,26 @@ export class RestoreFlow {
       // The move is over now (the server told the sidecar): learn it before running the
       // pending cell, or the cell executor would hold it as "a move is in progress".
       await this._service.refresh();
-      await this._runPending(panel, heldCellToRun(result));
+      const held = heldCellToRun(result);
+      if (held && heldCellIsStale(result, Date.now() / 1000)) {
+        Notification.info(
+          trans.__(
+            'The cell that asked for the move has not run: your variables were restored while %1 was closed. Run it now?',
+            path
+          ),
+          {
+            autoClose: false,
+            actions: [
+              {
+                label: trans.__('Run the held cell'),
+                callback: () => void this._runPending(panel, held)
+              }
+            ]
+          }
+        );
+      } else {
+        await this._runPending(panel, held);
+      }
     } catch (error) {
       const detail = error instanceof ApiError ? error.detail : String(error);
       Notification.update({
@@ -199,20 +227,35 @@ export class RestoreFlow {
     result: IRestoreResult;
   } | null> {
     const panel = await this._openNotebook(path);
-    const kernel = await this._freshKernel(panel);
-    try {
-      const result = await this._api.post<IRestoreResult>(
-        'restore',
-        { kernel_id: kernel.id, path },
-        300000
-      );
-      return { panel, kernel, result };
-    } catch (error) {
-      if (error instanceof ApiError && error.status === 409) {
-        Notification.dismiss(notice);
-        return null;
+    let kernel = await this._freshKernel(panel);
+    const deadline = Date.now() + SERVER_RESTORE_WAIT_MS;
+    for (;;) {
+      try {
+        const result = await this._api.post<IRestoreResult>(
+          'restore',
+          { kernel_id: kernel.id, path },
+          300000
+        );
+        if (result.kernel_id && result.kernel_id !== kernel.id) {
+          // The server restored into the kernel of the session it opened: use that one.
+          await panel.sessionContext.changeKernel({ id: result.kernel_id });
+          kernel = panel.sessionContext.session?.kernel ?? kernel;
+        }
+        return { panel, kernel, result };
+      } catch (error) {
+        const restoringElsewhere =
+          error instanceof ApiError && error.status === 409 && error.code === 'already_restoring';
+        if (restoringElsewhere && Date.now() < deadline) {
+          // The server (or another tab) is restoring it: its answer comes to us after.
+          await new Promise(resolve => setTimeout(resolve, SERVER_RESTORE_POLL_MS));
+          continue;
+        }
+        if (error instanceof ApiError && error.status === 409) {
+          Notification.dismiss(notice);
+          return null;
+        }
+        throw error;
       }
-      throw error;
     }
   }
 

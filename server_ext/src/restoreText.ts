@@ -92,3 +92,18 @@ export function heldCellToRun(result: IRestoreResult): { cell_id: string } | nul
   }
   return result.pending_cell ?? null;
 }
+
+/**
+ * A held cell is run at once only when its restore is fresh: the server restores a move
+ * without a browser, and a cell held since — the user may have come back hours later —
+ * is offered ("Run the held cell"), never run behind their back.
+ */
+export const HELD_CELL_FRESH_SECONDS = 120;
+
+export function heldCellIsStale(result: IRestoreResult, nowSeconds: number): boolean {
+  return (
+    result.restored_on_server === true &&
+    typeof result.restored_at === 'number' &&
+    nowSeconds - result.restored_at > HELD_CELL_FRESH_SECONDS
+  );
+}

@@ -38,6 +38,9 @@ export interface IMigration {
   /** GET /migration: rolled back or failed after the pod was replaced, state not yet
    * restored on this pod (POST /restore recovers it). */
   recoverable?: boolean;
+  /** GET /migration: the new pod's server restored the move by itself, and no browser
+   * has collected what it did yet (POST /restore answers it). */
+  restored_on_server?: boolean;
   [key: string]: unknown;
 }
 
@@ -102,4 +105,9 @@ export interface IRestoreResult {
   migration?: IMigration | null;
   /** The state of a move that did not complete (its held cell is not run). */
   recovered?: boolean;
+  /** The server restored the move by itself, into `kernel_id`, at `restored_at`. */
+  restored_on_server?: boolean;
+  kernel_id?: string | null;
+  /** Epoch seconds. */
+  restored_at?: number;
 }

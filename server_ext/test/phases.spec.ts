@@ -1,5 +1,6 @@
 import { trans } from './trans';
 import {
+  asSeenByThePage,
   describeMigration,
   isTerminal,
   phaseMessage,
@@ -122,5 +123,20 @@ describe('reasons inside sentences', () => {
     expect(phaseMessage(trans, 'failed', 'gpu', 'No configuration found.')).toBe(
       'The move to a GPU pod failed: No configuration found.'
     );
+  });
+});
+
+describe('asSeenByThePage', () => {
+  const done: IMigration = { id: 'm1', phase: 'done', target: 'gpu' };
+  it('shows a move restored on the server as restoring until this page has collected it', () => {
+    expect(asSeenByThePage({ ...done, restored_on_server: true })?.phase).toBe('restoring');
+    expect(asSeenByThePage({ ...done, phase: 'failed', restored_on_server: true })?.phase).toBe('restoring');
+  });
+  it('leaves every other record as it is', () => {
+    expect(asSeenByThePage(done)).toBe(done);
+    expect(asSeenByThePage({ ...done, restored_on_server: false })?.phase).toBe('done');
+    const restoring: IMigration = { ...done, phase: 'restoring', restored_on_server: true };
+    expect(asSeenByThePage(restoring)).toBe(restoring);
+    expect(asSeenByThePage(null)).toBeNull();
   });
 });

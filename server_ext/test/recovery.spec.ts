@@ -51,6 +51,13 @@ describe('restoreKindOf', () => {
     expect(restoreKindOf({ ...rolledBack, phase: 'recreating' }, false, none)).toBeNull();
     expect(restoreKindOf(null, false, none)).toBeNull();
   });
+  it('collects a move the server restored by itself, whatever its phase, once', () => {
+    const onServer = { ...rolledBack, phase: 'done' as const, recoverable: false, restored_on_server: true };
+    expect(restoreKindOf(onServer, false, none)).toBe('restore');
+    expect(restoreKindOf({ ...onServer, phase: 'failed' }, false, none)).toBe('restore');
+    expect(restoreKindOf(onServer, false, new Set(['m7']))).toBeNull();
+    expect(restoreKindOf({ ...onServer, restored_on_server: false }, false, none)).toBeNull();
+  });
 });
 
 describe('describeRecovery', () => {

@@ -1,4 +1,4 @@
-import { heldCellToRun } from '../src/restoreText';
+import { HELD_CELL_FRESH_SECONDS, heldCellIsStale, heldCellToRun } from '../src/restoreText';
 import { IRestoreResult } from '../src/types';
 
 const cell = { cell_id: 'cell-2', code: 'df.to_csv(open("out.csv", "w"))', path: 'a.ipynb' };
@@ -33,5 +33,17 @@ describe('heldCellToRun', () => {
 
   it('runs nothing when the move held no cell', () => {
     expect(heldCellToRun({ ok: true, restored: [], not_restored: [] })).toBeNull();
+  });
+});
+
+describe('heldCellIsStale', () => {
+  const base: IRestoreResult = { ok: true, restored: ['df'], not_restored: [], pending_cell: cell };
+  it('runs a cell restored just now by the browser or the server', () => {
+    expect(heldCellIsStale(base, 1000)).toBe(false);
+    expect(heldCellIsStale({ ...base, restored_on_server: true, restored_at: 990 }, 1000)).toBe(false);
+  });
+  it('offers one the server restored long before the notebook was opened', () => {
+    const old = { ...base, restored_on_server: true, restored_at: 1000 - HELD_CELL_FRESH_SECONDS - 1 };
+    expect(heldCellIsStale(old, 1000)).toBe(true);
   });
 });

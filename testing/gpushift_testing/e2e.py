@@ -116,6 +116,23 @@ def phase_times(migration: dict[str, Any]) -> dict[str, float]:
             for h in migration.get("history") or []}
 
 
+async def restore_state(user: JupyterUser, kernel_id: str, path: str,
+                        timeout: float) -> tuple[int, Any]:
+    """`POST /restore` as the front end makes it: while the new pod's server (or another
+    tab) restores the move itself, it answers 409 already_restoring; ask again until it
+    answers what was restored (or anything else)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, answer = await user.gpushift("POST", "restore",
+                                             {"kernel_id": kernel_id, "path": path},
+                                             timeout=timeout)
+        if not (status == 409 and isinstance(answer, dict)
+                and answer.get("error") == "already_restoring"
+                and time.monotonic() < deadline):
+            return status, answer
+        await asyncio.sleep(0.2)
+
+
 async def wait_for_migration(user: JupyterUser, phases: set[str], timeout: float,
                              describe: Any = None) -> dict[str, Any]:
     """The notebook's migration once in one of `phases`, through the proxy (which

@@ -49,12 +49,17 @@ def sidecar(tmp_path: Path, jp_root_dir: Path) -> Any:
     assert "Traceback" not in running.logs()
 
 
-@pytest.fixture
-def jp_server_config(sidecar: Any, kishu_root: Path) -> dict[str, Any]:
+def server_config(sidecar: Any, **extension: Any) -> dict[str, Any]:
+    """The Jupyter server's config: the extension on, wired to `sidecar`."""
     return {"ServerApp": {"jpserver_extensions": {"gpushift_jupyter": True}},
             "GpushiftExtension": {"runtime_dir": str(sidecar.runtime_dir),
-                                  "sidecar_url": sidecar.url,
-                                  "activity_interval": 0}}
+                                  "sidecar_url": sidecar.url, **extension}}
+
+
+@pytest.fixture
+def jp_server_config(sidecar: Any, kishu_root: Path) -> dict[str, Any]:
+    # The browser restores here (the server's own restore: test_server_restore.py).
+    return server_config(sidecar, activity_interval=0, restore_interval=0)
 
 
 def on_server_loop(test: Callable[..., Awaitable[None]]) -> Callable[..., None]:
@@ -213,6 +218,26 @@ async def call_api(jp_fetch: Any, method: str, parts: list[str], body: Any) -> t
     return response.code, json.loads(response.body) if response.body else None
 
 
+def arrive_on_a_new_pod(sidecar: Any, jp_root_dir: Path, tmp_path: Path) -> Any:
+    """The pod restart, simulated: the sidecar's move failed at the patch (no
+    Kubernetes here); it comes back as in the new pod, finding the migration
+    `restoring` (the real path runs in the end-to-end suite). The revived sidecar."""
+    from gpushift_sidecar.state import Phase
+    from gpushift_sidecar.state_file import MigrationStore
+
+    assert sidecar_base.stop(sidecar) == 0
+    store = MigrationStore(jp_root_dir / ".gpushift" / "migration-my-notebook.json")
+    saved = store.load()
+    assert saved is not None
+    # Its patch "succeeded" this time: patching → recreating → restoring.
+    patched = dataclasses.replace(saved, phase=Phase.PATCHING, error=None,
+                                  history=saved.history[:-1])
+    now = dt.datetime.now(dt.UTC)
+    store.save(patched.advance(Phase.RECREATING, now=now).advance(Phase.RESTORING, now=now))
+    return sidecar_base.start_sidecar(tmp_path, runtime_dir=sidecar.runtime_dir,
+                                      workspace_dir=jp_root_dir, port=sidecar.port)
+
+
 async def wait_for_phase(jp_fetch: Any, phases: set[str], timeout: float = 20) -> dict[str, Any]:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -258,13 +283,19 @@ async def value_of(jp_serverapp: Any, kernel_id: str, expression: str) -> str:
         client.stop_channels()
 
 
-@on_server_loop
-async def test_migrate_then_restore_after_a_simulated_pod_restart(
-        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
-        tmp_path: Path) -> None:
-    from gpushift_sidecar.state import Phase
-    from gpushift_sidecar.state_file import MigrationStore
+@dataclasses.dataclass
+class MovedState:
+    notebook: Path
+    before: bytes
+    """The notebook's bytes before the move."""
+    session: dict[str, Any]
+    kernel_id: str
+    commit: str
 
+
+async def state_then_a_move(jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path) -> MovedState:
+    """A notebook session whose kernel holds some state, moved to GPU with a held cell:
+    checkpointed and verified, then failed at the patch (no Kubernetes here)."""
     notebook = jp_root_dir / "work" / "train.ipynb"
     notebook.parent.mkdir()
     notebook.write_text(json.dumps(NOTEBOOK))
@@ -278,11 +309,6 @@ async def test_migrate_then_restore_after_a_simulated_pod_restart(
     await run_cell(jp_serverapp, kernel_id, "import numpy as np\nxs = np.arange(1000)\n"
                    "greeting = 'hello'\nclass Point:\n    def __init__(self, x): self.x = x\n"
                    "p = Point(7)")
-    # The session names the notebook; another path for its kernel is refused.
-    status, answer = await call(jp_fetch, "POST", "checkpoint",
-                                {"kernel_id": kernel_id, "path": "other.ipynb"})
-    assert status == 400 and answer["error"] == "wrong_notebook"
-
     status, moved = await call(jp_fetch, "POST", "migrate", {
         "target": "gpu", "reason": "auto", "kernel_id": kernel_id,
         "path": "work/train.ipynb",
@@ -291,29 +317,31 @@ async def test_migrate_then_restore_after_a_simulated_pod_restart(
     commit = moved["checkpoint"]["commit_id"]
     assert moved["migration"]["checkpoint"] == {"notebook_path": str(notebook),
                                                 "commit_id": commit}
-    _, current = await call(jp_fetch, "GET", "migration")
-    assert current["migration"]["checkpoint"]["path"] == "work/train.ipynb"
-    assert current["migration"]["pending_cell"]["path"] == "work/train.ipynb"
     # The sidecar verified the very checkpoint, then failed at the patch: no Kubernetes.
     failed = await wait_for_phase(jp_fetch, {"failed"})
     assert [h["phase"] for h in failed["history"]][:4] == [
         "requested", "checkpointing", "checkpointed", "patching"], failed["history"]
+    return MovedState(notebook, before, session, kernel_id, commit)
+
+
+@on_server_loop
+async def test_migrate_then_restore_after_a_simulated_pod_restart(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
+        tmp_path: Path) -> None:
+    moved = await state_then_a_move(jp_fetch, jp_serverapp, jp_root_dir)
+    notebook, before, session, kernel_id, commit = (
+        moved.notebook, moved.before, moved.session, moved.kernel_id, moved.commit)
+    # The session names the notebook; another path for its kernel is refused.
+    status, answer = await call(jp_fetch, "POST", "checkpoint",
+                                {"kernel_id": kernel_id, "path": "other.ipynb"})
+    assert status == 400 and answer["error"] == "wrong_notebook"
+    _, current = await call(jp_fetch, "GET", "migration")
+    assert current["migration"]["checkpoint"]["path"] == "work/train.ipynb"
+    assert current["migration"]["pending_cell"]["path"] == "work/train.ipynb"
     status, answer = await call(jp_fetch, "POST", "restore", {"kernel_id": kernel_id})
     assert status == 409 and answer["error"] == "nothing_to_restore"
 
-    # The pod restart, simulated: the sidecar comes back in a "new pod" that finds the
-    # migration restoring (the real path runs in the end-to-end suite); a new kernel.
-    assert sidecar_base.stop(sidecar) == 0
-    store = MigrationStore(jp_root_dir / ".gpushift" / "migration-my-notebook.json")
-    saved = store.load()
-    assert saved is not None
-    # Its patch "succeeded" this time: patching → recreating → restoring.
-    patched = dataclasses.replace(saved, phase=Phase.PATCHING, error=None,
-                                  history=saved.history[:-1])
-    now = dt.datetime.now(dt.UTC)
-    store.save(patched.advance(Phase.RECREATING, now=now).advance(Phase.RESTORING, now=now))
-    revived = sidecar_base.start_sidecar(tmp_path, runtime_dir=sidecar.runtime_dir,
-                                         workspace_dir=jp_root_dir, port=sidecar.port)
+    revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
     try:
         await call_api(jp_fetch, "DELETE", ["api", "sessions", session["id"]], None)
         _, session = await call_api(jp_fetch, "POST", ["api", "sessions"], {

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 import test_sidecar_api as sidecar_base  # the real sidecar process, as its own tests
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
-from test_server_extension import call, call_api, on_server_loop
+from test_server_extension import call, call_api, on_server_loop, server_config
 
 
 @pytest.fixture
@@ -33,10 +33,7 @@ def sidecar(tmp_path: Path, jp_root_dir: Path) -> Any:
 
 @pytest.fixture
 def jp_server_config(sidecar: Any) -> dict[str, Any]:
-    return {"ServerApp": {"jpserver_extensions": {"gpushift_jupyter": True}},
-            "GpushiftExtension": {"runtime_dir": str(sidecar.runtime_dir),
-                                  "sidecar_url": sidecar.url,
-                                  "activity_interval": 0.2, "idle_watch_interval": 0}}
+    return server_config(sidecar, activity_interval=0.2, idle_watch_interval=0)
 
 
 def sidecar_idle(sidecar: Any) -> dict[str, Any]:
