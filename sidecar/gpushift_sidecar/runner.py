@@ -375,6 +375,11 @@ class StepRunner:
     async def _expire_restore(self, migration_id: str, deadline: dt.datetime) -> None:
         wait = (deadline - dt.datetime.now(dt.UTC)).total_seconds()
         await asyncio.sleep(max(0.0, wait))
+        # Disarming cancels the wait only: an ending that began is written out whole
+        # (state file, mirror, Event).
+        await asyncio.shield(self._end_at_restore_deadline(migration_id))
+
+    async def _end_at_restore_deadline(self, migration_id: str) -> None:
         m = self.tracker.current
         if m is None or m.id != migration_id or m.phase is not Phase.RESTORING:
             return  # the restore was reported meanwhile
