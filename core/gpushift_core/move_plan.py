@@ -51,9 +51,11 @@ from gpushift_core.spec_editor import (
 __all__ = [
     "MovePlan",
     "PlanError",
+    "container_spec",
     "find_container",
     "image_refusal",
     "plan_move",
+    "unmapped_image_setting",
 ]
 
 
@@ -96,6 +98,20 @@ def find_container(notebook: Mapping[str, Any], container: str | int | None = No
     if not 0 <= index < len(containers) or not isinstance(containers[index], dict):
         raise PlanError(f"the Notebook has no container at index {index}")
     return index, str(containers[index].get("name", ""))
+
+
+def container_spec(notebook: Mapping[str, Any], container: str | int | None = None,
+                   ) -> tuple[int, Mapping[str, Any]]:
+    """(index, spec) of the notebook container (`find_container`)."""
+    index, _ = find_container(notebook, container)
+    containers: list[Mapping[str, Any]] = _spec(notebook)["containers"]
+    return index, containers[index]
+
+
+def unmapped_image_setting(setting: str, keep_image: bool) -> str:
+    """The admin's `unmapped_image` as it applies to one move: "ask" answered with the
+    user's `keep_image` is "keep"; "refuse" stays "refuse" whatever the request says."""
+    return "keep" if setting == "ask" and keep_image else setting
 
 
 def image_refusal(image: object, image_map: Sequence[ImagePair],

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gpushift_core.move_plan import image_refusal
+from gpushift_core.move_plan import image_refusal, unmapped_image_setting
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.state import CheckpointRef, PendingCell, Reason, Target
 
@@ -129,8 +129,8 @@ def _refuse_unmapped_image(env: SidecarEnv, profile: str | None, keep_image: boo
     image is the notebook container's as the webhook saw it when it created this pod
     (the pod is made from the Notebook's spec, so they agree); the runner plans again
     against the Notebook itself and fails the same way should it differ."""
-    setting = env.settings.unmapped_image
-    if setting == "keep" or (setting == "ask" and keep_image) or not env.notebook_image:
+    setting = unmapped_image_setting(env.settings.unmapped_image, keep_image)
+    if setting == "keep" or not env.notebook_image:
         return
     refusal = image_refusal(env.notebook_image, env.settings.image_map, setting)
     if refusal is not None:

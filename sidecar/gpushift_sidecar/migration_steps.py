@@ -40,7 +40,7 @@ from enum import StrEnum
 from typing import Any
 
 from gpushift_core.admin_settings import AdminSettings, GpuFacts, GpuProfile
-from gpushift_core.move_plan import MovePlan, PlanError, plan_move
+from gpushift_core.move_plan import MovePlan, PlanError, plan_move, unmapped_image_setting
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
 from gpushift_core.timestamps import parse_utc
@@ -218,8 +218,8 @@ def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminS
                          move_profile(migration, settings, held), settings.image_map,
                          container=container or None, previous=previous,
                          gpu_resources=settings.gpu_resources, profiles=settings.profiles,
-                         unmapped_image="keep" if migration.keep_image
-                         else settings.unmapped_image)
+                         unmapped_image=unmapped_image_setting(settings.unmapped_image,
+                                                               migration.keep_image))
     except PlanError:
         if previous is None:
             raise

@@ -201,3 +201,12 @@ def test_a_move_request_for_an_unmapped_image_is_409_at_once(tmp_path):
     assert parse_migration_request(body, _env(tmp_path, "my/own-image:1", "keep")).profile
     assert parse_migration_request(body, _env(tmp_path, CPU)).profile == NVIDIA.name
     assert parse_migration_request(body, _env(tmp_path, "")).profile == NVIDIA.name
+
+
+def test_the_users_keep_image_answers_ask_only() -> None:
+    from gpushift_core.move_plan import unmapped_image_setting
+
+    assert unmapped_image_setting("ask", True) == "keep"
+    assert unmapped_image_setting("ask", False) == "ask"
+    assert unmapped_image_setting("refuse", True) == "refuse"  # the admin's word stands
+    assert unmapped_image_setting("keep", False) == "keep"

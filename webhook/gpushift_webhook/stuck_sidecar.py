@@ -39,9 +39,10 @@ from typing import Any, Protocol
 
 from gpushift_core.kube import BuildOps, KubeError, PatchResult
 from gpushift_core.labels import OPTIMIZER_OFF_ENV
-from gpushift_core.move_plan import PlanError, find_container
+from gpushift_core.move_plan import PlanError, container_spec
 from gpushift_core.notebook_stop import stopped
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.spec_editor import SPEC
 from gpushift_core.timestamps import parse_utc
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.guard_decision import (
@@ -63,7 +64,7 @@ STUCK_WAITING_REASONS = frozenset({
     "RunContainerError",
 })
 _MESSAGE_LIMIT = 300
-_CONTAINERS = ("spec", "template", "spec", "containers")
+_CONTAINERS = (*SPEC, "containers")
 
 
 # ------------------------------------------------------------------------ pure decisions
@@ -73,10 +74,9 @@ def marker(notebook: Mapping[str, Any], container: str | None = None) -> str | N
     """The reason the Notebook's notebook container carries in `OPTIMIZER_OFF_ENV`
     (None: no marker)."""
     try:
-        index, _ = find_container(notebook, container or None)
+        _, spec = container_spec(notebook, container or None)
     except PlanError:
         return None
-    spec = _containers(notebook)[index]
     for item in spec.get("env") or []:
         if isinstance(item, Mapping) and item.get("name") == OPTIMIZER_OFF_ENV:
             return str(item.get("value") or "")
@@ -138,7 +138,7 @@ def mark_operations(notebook: Mapping[str, Any], reason: str,
     when a marker is there already)."""
     if marker(notebook, container) is not None:
         return []
-    index, _ = find_container(notebook, container or None)
+    index, _ = container_spec(notebook, container or None)
     builder = PatchBuilder(notebook)
     builder.append((*_CONTAINERS, index, "env"), {"name": OPTIMIZER_OFF_ENV, "value": reason})
     return builder.operations
@@ -150,8 +150,8 @@ def unmark_operations(notebook: Mapping[str, Any],
     the template change would restart the user's running notebook)."""
     if not stopped(notebook) or marker(notebook, container) is None:
         return []
-    index, _ = find_container(notebook, container or None)
-    env = _containers(notebook)[index].get("env") or []
+    index, spec = container_spec(notebook, container or None)
+    env = spec.get("env") or []
     builder = PatchBuilder(notebook)
     # From the end, so each index still names the entry it names in the original.
     for position in reversed(range(len(env))):
@@ -159,13 +159,6 @@ def unmark_operations(notebook: Mapping[str, Any],
         if isinstance(item, Mapping) and item.get("name") == OPTIMIZER_OFF_ENV:
             builder.remove((*_CONTAINERS, index, "env", position))
     return builder.operations
-
-
-def _containers(notebook: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    node: Any = notebook
-    for key in _CONTAINERS:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return list(node) if isinstance(node, list) else []
 
 
 # ---------------------------------------------------------------------------------- acting
