@@ -155,15 +155,12 @@ class KernelRegistry:
 
     async def wait_ready(self, kernel_id: str, timeout: float) -> None:
         """Until the kernel answers (a kernel just started takes a moment)."""
-        client = self.kernel_manager.get_kernel(kernel_id).client()
-        client.start_channels()
-        try:
-            await client.wait_for_ready(timeout=timeout)
-        except RuntimeError as exc:  # timed out, or the kernel died
-            raise ApiError(500, "kernel_not_ready",
-                           f"kernel {kernel_id} did not become ready: {exc}") from None
-        finally:
-            client.stop_channels()
+        async with self.kernel(kernel_id) as kernel:
+            try:
+                await kernel.client.wait_for_ready(timeout=timeout)
+            except RuntimeError as exc:  # timed out, or the kernel died
+                raise ApiError(500, "kernel_not_ready",
+                               f"kernel {kernel_id} did not become ready: {exc}") from None
 
     async def _session_path(self, kernel_id: str) -> Path | None:
         for session in await self.session_manager.list_sessions():
