@@ -133,25 +133,34 @@ export async function quietNotebooks(page: IJupyterLabPageFixture): Promise<stri
  * Starts the GPU pod's idle timer over, as "Stay on GPU" does, through the extension's
  * API (with JupyterLab's own token and XSRF cookie): a test that looks at the status bar
  * outside the warning does so right after, not at whatever point the timer has reached.
+ * "Stay" is only offered during the warning (409 `not_warning` before it), so this waits
+ * for the warning to begin (at most the 10 s active period), stays, and waits for the
+ * page to take the warning down (it learns of the stay at its next poll).
  */
 export async function restartIdleTimer(page: IJupyterLabPageFixture): Promise<void> {
-  const status = await page.evaluate(async () => {
-    const settings = (window as any).jupyterapp.serviceManager.serverSettings;
-    const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
-    const headers: Record<string, string> = { 'Content-Type': 'application/json' };
-    if (xsrf) {
-      headers['X-XSRFToken'] = xsrf;
-    }
-    if (settings.token) {
-      headers['Authorization'] = `token ${settings.token}`;
-    }
-    const answer = await fetch(`${settings.baseUrl}api_extension/idle/stay`, {
-      method: 'POST',
-      headers,
-      body: '{}',
-      credentials: 'same-origin'
-    });
-    return answer.status;
-  });
-  expect(status).toBeLessThan(300);
+  await expect
+    .poll(
+      () =>
+        page.evaluate(async () => {
+          const settings = (window as any).jupyterapp.serviceManager.serverSettings;
+          const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
+          const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+          if (xsrf) {
+            headers['X-XSRFToken'] = xsrf;
+          }
+          if (settings.token) {
+            headers['Authorization'] = `token ${settings.token}`;
+          }
+          const answer = await fetch(`${settings.baseUrl}api_extension/idle/stay`, {
+            method: 'POST',
+            headers,
+            body: '{}',
+            credentials: 'same-origin'
+          });
+          return answer.status;
+        }),
+      { timeout: 30000, intervals: [500] }
+    )
+    .toBe(204);
+  await expect(toast(page, /moves back to a CPU pod/)).toHaveCount(0, { timeout: 15000 });
 }
