@@ -13,6 +13,7 @@ from traitlets import Float, Unicode, default
 
 from gpushift_jupyter.handlers import ROUTES
 from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.move_restore import MoveRestorer
 from gpushift_jupyter.moves import Mover
 from gpushift_jupyter.server_restore import ServerRestorer
 from gpushift_jupyter.services import Services
@@ -72,7 +73,10 @@ class GpushiftExtension(ExtensionApp):
         assert server is not None  # set before extensions initialise
         kernels = KernelRegistry(server.kernel_manager, server.session_manager,
                                  Path(server.root_dir))
-        services = Services(runtime_dir, sidecar, kernels, Mover(kernels, sidecar))
+        mover = Mover(kernels, sidecar,
+                      terminals=lambda: server.web_app.settings.get("terminal_manager"))
+        services = Services(runtime_dir, sidecar, kernels, mover,
+                            MoveRestorer(kernels, sidecar))
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,8 +84,7 @@ class GpushiftExtension(ExtensionApp):
             self._tasks.append(loop.create_task(
                 services.report_activity_forever(self.activity_interval)))
         if self.restore_interval > 0 and runtime_dir is not None:
-            restorer = ServerRestorer(services.mover, server.session_manager,
-                                      server.kernel_spec_manager,
+            restorer = ServerRestorer(services.restorer,
                                       lambda: services.runtime().optimizer_on)
             self._tasks.append(loop.create_task(
                 restorer.run_forever(self.restore_interval)))

@@ -90,6 +90,17 @@ class RuntimeHandler(GpushiftHandler):
         self.answer(self.services.runtime_document())
 
 
+class PodHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        """What a move would do now: the notebooks it saves (`notebooks`) and what it
+        stops without saving (`will_stop`), for the confirmation and the idle warning."""
+        mover = self.services.mover
+        self.answer((await mover.sessions()).to_json(mover.kernels))
+
+
 class ClassifyHandler(GpushiftHandler):
     @tornado.web.authenticated
     @authorized
@@ -139,7 +150,7 @@ class MigrationHandler(GpushiftHandler):
     @answers_errors
     async def get(self) -> None:
         self.services.require_optimizer()
-        self.answer({"migration": await self.services.mover.current_for_browser()})
+        self.answer({"migration": await self.services.restorer.current_for_browser()})
 
 
 class CheckpointHandler(GpushiftHandler):
@@ -162,11 +173,11 @@ class RestoreHandler(GpushiftHandler):
     @answers_errors
     async def post(self) -> None:
         kernel_id, path = api_requests.parse_kernel_and_path(self.body())
-        mover = self.services.mover
+        restorer = self.services.restorer
         if not self.services.runtime().optimizer_on:
-            self.answer(await mover.restore_latest(kernel_id, path))
+            self.answer(await restorer.restore_latest(kernel_id, path))
             return
-        self.answer(await mover.restore(kernel_id, path))
+        self.answer(await restorer.restore(kernel_id, path))
 
 
 class IdleHandler(GpushiftHandler):
@@ -201,6 +212,7 @@ class IdleTimeoutHandler(GpushiftHandler):
 
 ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
     ("", RuntimeHandler),
+    ("/pod", PodHandler),
     ("/classify", ClassifyHandler),
     ("/attach", AttachHandler),
     ("/activity", ActivityHandler),

@@ -13,6 +13,7 @@ from typing import Any
 from gpushift_jupyter import gpu_probe
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.move_restore import MoveRestorer
 from gpushift_jupyter.moves import Mover
 from gpushift_jupyter.runtime_info import RuntimeInfo, read_runtime_info
 from gpushift_jupyter.sidecar_client import SidecarClient
@@ -30,6 +31,7 @@ class Services:
     sidecar: SidecarClient
     kernels: KernelRegistry
     mover: Mover
+    restorer: MoveRestorer
 
     def runtime(self) -> RuntimeInfo:
         """The sidecar's runtime config (NVML is asked only when it is missing: this

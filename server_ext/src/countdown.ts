@@ -33,8 +33,22 @@ export function formatCountdown(seconds: number): string {
   return `${minutes}:${rest.toString().padStart(2, '0')}`;
 }
 
-/** The warning's text. */
-export function idleWarningMessage(trans: TranslationBundle, seconds: number): string {
+/**
+ * The warning's text. `notSaved`: what the move stops without saving (`willStopNames`),
+ * named in a shorter sentence — JupyterLab cuts a notification's text at 140 characters.
+ */
+export function idleWarningMessage(
+  trans: TranslationBundle,
+  seconds: number,
+  notSaved: string | null = null
+): string {
+  if (notSaved) {
+    return trans.__(
+      'The GPU has been idle: moving to a CPU pod in %1. Not saved: %2.',
+      formatCountdown(seconds),
+      notSaved
+    );
+  }
   return trans.__(
     'The GPU has been idle. This notebook moves back to a CPU pod in %1; your variables are saved and restored.',
     formatCountdown(seconds)

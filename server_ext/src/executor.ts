@@ -12,6 +12,7 @@ import { askAboutGpuCell } from './gpuDialog';
 import { detectCudaError, IOutputLike } from './cudaErrors';
 import { TranslationBundle } from './i18n';
 import { QuietNotebooks } from './quietNotebooks';
+import { willStopText } from './willStop';
 import { SerialGate } from './serialGate';
 import { IMigrationService } from './tokens';
 import { IClassification } from './types';
@@ -82,7 +83,8 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
       case 'ask':
         break;
     }
-    const choice = await askAboutGpuCell(this._options.trans, result!.reasons);
+    const willStop = willStopText(this._options.trans, await service.podSessions());
+    const choice = await askAboutGpuCell(this._options.trans, result!.reasons, willStop);
     switch (choice) {
       case 'move':
         return this._move(options, code, 'auto');

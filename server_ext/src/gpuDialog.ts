@@ -10,7 +10,11 @@ import { IClassifyReason } from './types';
 
 export type GpuChoice = 'move' | 'cpu' | 'quiet' | 'cancel';
 
-function body(trans: TranslationBundle, reasons: readonly IClassifyReason[]): Widget {
+function body(
+  trans: TranslationBundle,
+  reasons: readonly IClassifyReason[],
+  willStop: string | null
+): Widget {
   const node = document.createElement('div');
   node.className = 'gpushift-gpu-dialog';
   const intro = document.createElement('p');
@@ -31,17 +35,25 @@ function body(trans: TranslationBundle, reasons: readonly IClassifyReason[]): Wi
     'Moving saves your variables, restarts the notebook on a GPU pod (same address), restores them and runs this cell there.'
   );
   node.appendChild(outro);
+  if (willStop) {
+    const stops = document.createElement('p');
+    stops.className = 'gpushift-will-stop';
+    stops.textContent = willStop;
+    node.appendChild(stops);
+  }
   return new Widget({ node });
 }
 
-/** Ask the user; the cell waits for the answer. */
+/** Ask the user; the cell waits for the answer. `willStop`: what the move would stop
+ * without saving (`willStopText`), shown under the rest; null: nothing. */
 export async function askAboutGpuCell(
   trans: TranslationBundle,
-  reasons: readonly IClassifyReason[]
+  reasons: readonly IClassifyReason[],
+  willStop: string | null = null
 ): Promise<GpuChoice> {
   const result = await showDialog({
     title: trans.__('This cell needs a GPU'),
-    body: body(trans, reasons),
+    body: body(trans, reasons, willStop),
     buttons: [
       Dialog.cancelButton({
         label: trans.__("Don't ask again for this notebook"),
@@ -74,4 +86,31 @@ export async function askAboutGpuCell(
     return 'quiet';
   }
   return 'cancel'; // Escape or the close button: the cell does not run
+}
+
+/** Before a move the user asked for by command: only when it would stop something
+ * (`willStop`), the user confirms; true: move. */
+export async function confirmMove(
+  trans: TranslationBundle,
+  target: 'gpu' | 'cpu',
+  willStop: string
+): Promise<boolean> {
+  const node = document.createElement('p');
+  node.className = 'gpushift-will-stop';
+  node.textContent = willStop;
+  const result = await showDialog({
+    title: target === 'gpu' ? trans.__('Move to a GPU pod?') : trans.__('Move to a CPU pod?'),
+    body: new Widget({ node }),
+    buttons: [
+      Dialog.cancelButton({ label: trans.__('Cancel') }),
+      Dialog.okButton({
+        label: target === 'gpu' ? trans.__('Move to GPU') : trans.__('Move to CPU'),
+        className: 'gpushift-choice-move',
+        actions: ['move']
+      })
+    ],
+    defaultButton: 1,
+    hasClose: true
+  });
+  return result.button.accept && result.button.actions.includes('move');
 }

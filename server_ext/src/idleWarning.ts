@@ -1,12 +1,15 @@
 /**
  * On a GPU pod: while the sidecar's idle warning runs, a countdown notification with
- * "Stay on GPU".
+ * "Stay on GPU", naming what the move would stop without saving (consoles, terminals).
  */
 import { Notification } from '@jupyterlab/apputils';
 
 import { idleWarningMessage } from './countdown';
 import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
+import { willStopNames } from './willStop';
+
+const WILL_STOP_REFRESH_MS = 5000;
 
 export class IdleWarning {
   constructor(
@@ -27,7 +30,19 @@ export class IdleWarning {
       this._close();
       return;
     }
-    const message = idleWarningMessage(this._trans, left);
+    if (this._noticeId === null) {
+      this._willStop = null;
+      this._askedAt = 0;
+    }
+    if (Date.now() - this._askedAt >= WILL_STOP_REFRESH_MS) {
+      // Asked when the warning starts and every few seconds while it runs: a terminal
+      // closed meanwhile is no longer named.
+      this._askedAt = Date.now();
+      void this._service.podSessions().then(pod => {
+        this._willStop = willStopNames(this._trans, pod);
+      });
+    }
+    const message = idleWarningMessage(this._trans, left, this._willStop);
     if (this._noticeId === null) {
       this._noticeId = Notification.emit(message, 'warning', {
         autoClose: false,
@@ -76,5 +91,8 @@ export class IdleWarning {
   }
 
   private _noticeId: string | null = null;
+  /** What the idle move would stop (`willStopNames`), and when it was last asked. */
+  private _willStop: string | null = null;
+  private _askedAt = 0;
   private _ticker: ReturnType<typeof setInterval> | null = null;
 }

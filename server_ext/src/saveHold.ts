@@ -58,7 +58,14 @@ export class SaveHold {
     }
   }
 
-  /** Make `context.save` wait while a move is in flight (once per context). */
+  /**
+   * Make `context.save` wait while a move is in flight (once per context), and never run
+   * two saves of one document at once: a save asked for while another is under way (or
+   * waits for the move) waits for it, and one waiting save serves every request made
+   * meanwhile. Two saves at once race: the second compares the file on disk with what
+   * it knew before the first wrote, and JupyterLab shows "File Changed" — which after a
+   * move, when the held save and the next autosave meet, it did.
+   */
   private _gate(context: DocumentRegistry.Context): void {
     if (this._gated.has(context)) {
       return;
@@ -66,31 +73,39 @@ export class SaveHold {
     this._gated.add(context);
     const save = context.save.bind(context);
     context.save = (): Promise<void> => {
-      if (this._clear === null) {
-        return save();
+      const queued = this._queued.get(context);
+      if (queued) {
+        return queued;
       }
-      // Every save asked for during the move (autosave asks every interval) waits for
-      // the same one: a burst of saves at once after the move would race each other,
-      // and JupyterLab would take the others' writes for a change on disk ("File
-      // Changed" dialog).
-      let waiting = this._waiting.get(context);
-      if (!waiting) {
-        waiting = (async () => {
-          while (this._clear !== null) {
-            await this._clear.promise;
+      const running = this._running.get(context) ?? Promise.resolve();
+      const next = (async () => {
+        await running.catch(() => undefined);
+        while (this._clear !== null) {
+          await this._clear.promise;
+        }
+        this._queued.delete(context);
+        if (context.isDisposed) {
+          return;
+        }
+        const run = save();
+        this._running.set(context, run);
+        try {
+          await run;
+        } finally {
+          if (this._running.get(context) === run) {
+            this._running.delete(context);
           }
-          this._waiting.delete(context);
-          if (!context.isDisposed) {
-            await save();
-          }
-        })();
-        this._waiting.set(context, waiting);
-      }
-      return waiting;
+        }
+      })();
+      this._queued.set(context, next);
+      return next;
     };
   }
 
   private _clear: PromiseDelegate<void> | null = null;
   private _gated = new WeakSet<DocumentRegistry.Context>();
-  private _waiting = new WeakMap<DocumentRegistry.Context, Promise<void>>();
+  /** The save that waits to start, per document. */
+  private _queued = new WeakMap<DocumentRegistry.Context, Promise<void>>();
+  /** The save under way, per document. */
+  private _running = new WeakMap<DocumentRegistry.Context, Promise<void>>();
 }

@@ -16,6 +16,7 @@ import {
   IClassification,
   IIdleSnapshot,
   IMigration,
+  IPodSessions,
   IRuntimeConfig,
   Target
 } from './types';
@@ -236,6 +237,15 @@ export class MigrationService implements IMigrationService {
     this._setIdle(idle);
     this._changed.emit();
     return idle;
+  }
+
+  async podSessions(): Promise<IPodSessions | null> {
+    try {
+      return await this.api.get<IPodSessions>('pod', 5000);
+    } catch (error) {
+      console.warn('gpushift: the server did not say what a move would stop', error);
+      return null;
+    }
   }
 
   async classify(code: string, kernelId: string | null): Promise<IClassification | null> {

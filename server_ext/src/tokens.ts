@@ -13,6 +13,7 @@ import {
   IIdleSnapshot,
   IMigration,
   IPendingCell,
+  IPodSessions,
   IRuntimeConfig,
   Target
 } from './types';
@@ -61,6 +62,8 @@ export interface IMigrationService {
   stayOnGpu(): Promise<boolean>;
   /** Send the idle timeout (seconds; null: the admin's default) to the sidecar. */
   setIdleTimeout(seconds: number | null): Promise<IIdleSnapshot | null>;
+  /** What a move would save and stop now (null: no answer; never throws). */
+  podSessions(): Promise<IPodSessions | null>;
   /** The classifier's answer for a cell's code (null: no answer; never throws). */
   classify(code: string, kernelId: string | null): Promise<IClassification | null>;
   /** Tell the idle timer a GPU cell started or finished (fire and forget). */

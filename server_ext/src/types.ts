@@ -18,6 +18,19 @@ export type MigrationPhase =
 
 export type Target = 'gpu' | 'cpu';
 
+/** Something a move stops without saving (`GET api_extension/pod`). */
+export interface IWillStop {
+  kind: 'console' | 'kernel' | 'notebook' | 'terminal';
+  name: string;
+  why: string;
+}
+
+/** `GET api_extension/pod`: the notebooks a move saves, and what it stops. */
+export interface IPodSessions {
+  notebooks: string[];
+  will_stop: IWillStop[];
+}
+
 export interface IPendingCell {
   cell_id: string;
   code: string;

@@ -36,3 +36,11 @@ describe('formatCountdown', () => {
     expect(idleWarningMessage(trans, 25).length).toBeLessThanOrEqual(140);
   });
 });
+
+describe('idleWarningMessage', () => {
+  it('names what stops in a sentence short enough for a notification', () => {
+    const text = idleWarningMessage(trans, 15, 'terminal 1');
+    expect(text).toBe('The GPU has been idle: moving to a CPU pod in 0:15. Not saved: terminal 1.');
+    expect(text.length).toBeLessThan(140);
+  });
+});

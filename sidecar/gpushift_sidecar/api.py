@@ -156,7 +156,8 @@ async def create_migration(request: web.Request) -> web.Response:
     migration = Migration.new(sidecar.env, target=wanted.target, reason=wanted.reason,
                               profile=wanted.profile, checkpoint=wanted.checkpoint,
                               pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC),
-                              keep_image=wanted.keep_image)
+                              keep_image=wanted.keep_image,
+                              other_checkpoints=wanted.other_checkpoints)
     try:
         await sidecar.start_migration(migration)
     except NotebookStopped as exc:

@@ -42,6 +42,8 @@ class MigrationRequest:
     keep_image: bool = False
     """Move to GPU with an image that has no CUDA pair, keeping it: the user's answer
     when the admin's `unmapped_image` is "ask"."""
+    other_checkpoints: tuple[CheckpointRef, ...] = ()
+    """The checkpoints of the pod's other notebooks, one per notebook."""
 
 
 @dataclass(frozen=True)
@@ -67,11 +69,13 @@ class ActivityReport:
 
 # At most this many kernel ids in one view of the pod's kernels.
 _MAX_KERNEL_IDS = 256
+# At most this many notebooks' checkpoints in one move (a pod's open notebooks).
+_MAX_CHECKPOINTS = 64
 
 
 def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
-    _known_keys(body, {"target", "reason", "checkpoint", "pending_cell", "profile",
-                       "keep_image"}, "")
+    _known_keys(body, {"target", "reason", "checkpoint", "other_checkpoints",
+                       "pending_cell", "profile", "keep_image"}, "")
     target = _choice(body, "target", Target)
     reason = _choice(body, "reason", Reason)
     settings = env.settings
@@ -94,21 +98,51 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
     if target is Target.GPU:
         _refuse_unmapped_image(env, profile, keep_image)
     checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
-    if checkpoint is not None and env.workspace_dir is None:
+    primary = None if checkpoint is None else _checkpoint_ref(checkpoint, "checkpoint", env)
+    others = _other_checkpoints(body, env, primary)
+    if (primary is not None or others) and env.workspace_dir is None:
         raise ApiError(400, "no_workspace", "this pod has no workspace volume: a checkpoint "
                        "would not survive the move (send checkpoint null to move anyway)")
     cell = _object(body, "pending_cell", {"notebook_path", "cell_id", "code"})
     return MigrationRequest(
-        target=target, reason=reason, profile=profile,
-        checkpoint=None if checkpoint is None else CheckpointRef(
-            notebook_path=_notebook_path(checkpoint, "checkpoint", env),
-            commit_id=_text(checkpoint, "commit_id", "checkpoint.")),
+        target=target, reason=reason, profile=profile, checkpoint=primary,
+        other_checkpoints=others,
         pending_cell=None if cell is None else PendingCell(
             notebook_path=_notebook_path(cell, "pending_cell", env),
             cell_id=_text(cell, "cell_id", "pending_cell."),
             code=_code(cell)),
         keep_image=keep_image,
     )
+
+
+def _checkpoint_ref(data: Mapping[str, Any], prefix: str, env: SidecarEnv) -> CheckpointRef:
+    return CheckpointRef(notebook_path=_notebook_path(data, prefix, env),
+                         commit_id=_text(data, "commit_id", f"{prefix}."))
+
+
+def _other_checkpoints(body: Mapping[str, Any], env: SidecarEnv,
+                       primary: CheckpointRef | None) -> tuple[CheckpointRef, ...]:
+    """`other_checkpoints`: one checkpoint per other notebook of the pod (none of them
+    the primary's notebook: two commits of one notebook would restore twice)."""
+    value = body.get("other_checkpoints")
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > _MAX_CHECKPOINTS:
+        raise _invalid("other_checkpoints", f"must be a list of at most {_MAX_CHECKPOINTS} "
+                       "checkpoints")
+    refs: list[CheckpointRef] = []
+    seen = {primary.notebook_path} if primary is not None else set()
+    for index, item in enumerate(value):
+        where = f"other_checkpoints[{index}]"
+        if not isinstance(item, dict):
+            raise _invalid(where, "must be an object")
+        _known_keys(item, {"notebook_path", "commit_id"}, f"{where}.")
+        ref = _checkpoint_ref(item, where, env)
+        if ref.notebook_path in seen:
+            raise _invalid(where, f"{ref.notebook_path} has a checkpoint in this move already")
+        seen.add(ref.notebook_path)
+        refs.append(ref)
+    return tuple(refs)
 
 
 def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> None:

@@ -319,13 +319,13 @@ class IdleLoop:
             self._restart(self.clock(), f"migration {current.id} is {current.phase}: the "
                                         "idle timer starts over")
             return
-        info = await notebooks.refresh_all(sidecar.watcher)
-        checkpoint = None if info is None else CheckpointRef(info.notebook_path,
-                                                             info.commit_id)
+        refs = [CheckpointRef(info.notebook_path, info.commit_id)
+                for info in await notebooks.refresh_every(sidecar.watcher)]
+        checkpoint = refs[0] if refs else None  # the most recent; every notebook's go
         now = dt.datetime.now(dt.UTC)
         migration = Migration.new(sidecar.env, target=Target.CPU, reason=Reason.IDLE,
                                   profile=None, checkpoint=checkpoint, pending_cell=None,
-                                  now=now)
+                                  now=now, other_checkpoints=tuple(refs[1:]))
         migration = migration.with_note(idle_note(transition.timeout, sidecar.env.gpu),
                                         now=now)
         try:

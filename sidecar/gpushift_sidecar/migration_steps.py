@@ -388,9 +388,11 @@ def restore_deadline(migration: Migration, timeout: float) -> dt.datetime | None
 
 def restore_timeout_error(migration: Migration, timeout: float) -> str:
     """Why the move ended at its restore deadline, for the user and the Events."""
-    kept = ("its checkpoint (kishu commit "
-            f"{migration.checkpoint.commit_id}) is kept on the workspace volume and is "
-            "offered when the notebook is opened" if migration.checkpoint is not None
-            else "it had no checkpoint")
+    count = len(migration.checkpoints)
+    kept = ("it had no checkpoint" if count == 0 else
+            f"its checkpoint (kishu commit {migration.checkpoints[0].commit_id}) is kept on "
+            "the workspace volume and is offered when the notebook is opened" if count == 1
+            else f"its {count} checkpoints (one per notebook) are kept on the workspace "
+            "volume and are offered when the notebooks are opened")
     return (f"no restore was reported within {timeout:g}s of the new pod: the move ended "
             f"here, so the idle timer and later moves go on; {kept}")

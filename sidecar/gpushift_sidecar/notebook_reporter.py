@@ -166,11 +166,20 @@ def migration_name(m: Migration) -> str:
     return f"migration {m.id} to {m.target.value.upper()}{profile}"
 
 
+def checkpoints_text(m: Migration) -> str:
+    """The move's checkpoints for Events: "checkpoint <commit>", "3 checkpoints
+    (<commit>, ...)" or "no checkpoint"."""
+    commits = [ref.commit_id for ref in m.checkpoints]
+    if not commits:
+        return "no checkpoint"
+    if len(commits) == 1:
+        return f"checkpoint {commits[0]}"
+    return f"{len(commits)} checkpoints ({', '.join(commits)})"
+
+
 def requested_message(m: Migration) -> str:
-    checkpoint = (f"checkpoint {m.checkpoint.commit_id}" if m.checkpoint
-                  else "no checkpoint")
     return (f"{migration_name(m)}: requested ({m.reason.value}) from pod {m.source_pod}; "
-            f"{checkpoint}")
+            f"{checkpoints_text(m)}")
 
 
 def restore_summary(report: RestoreReport) -> str:

@@ -3,8 +3,8 @@
 The server extension knows which notebooks have kishu attached and registers each one
 (`POST /notebooks`); the sidecar's one `CheckpointWatcher` then watches that notebook's
 folder (not the volume) and knows its latest complete commit. The most recent of those
-commits, over all registered notebooks, is `lastCheckpoint` in runtime-config.json and
-the checkpoint an idle move names. The migration runner verifies a migration's checkpoint
+commits, over all registered notebooks, is `lastCheckpoint` in runtime-config.json; an
+idle move names every notebook's. The migration runner verifies a migration's checkpoint
 with the same watcher (`CheckpointWatcher.verify`).
 
 "Most recent" is by the kishu database's modification time: kishu writes a notebook's
@@ -36,15 +36,17 @@ def latest(watcher: CheckpointWatcher) -> CheckpointInfo | None:
     return most_recent(watcher.latest(path) for path in watcher.watched())
 
 
-async def refresh_all(watcher: CheckpointWatcher) -> CheckpointInfo | None:
-    """Read every watched notebook's database now (off the event loop), then `latest`:
-    right before a move, a commit the watcher has not been woken for yet counts too."""
-    def read() -> None:
-        for path in watcher.watched():
-            watcher.refresh(path)
+async def refresh_every(watcher: CheckpointWatcher) -> list[CheckpointInfo]:
+    """Every watched notebook's latest complete checkpoint, read now (off the event
+    loop: right before a move, a commit the watcher has not been woken for yet counts
+    too), the most recent first: what an idle move names (every notebook of the pod is
+    restored on the new one)."""
+    def read() -> list[CheckpointInfo]:
+        return [info for path in watcher.watched()
+                if (info := watcher.refresh(path)) is not None]
 
-    await asyncio.to_thread(read)
-    return latest(watcher)
+    infos = await asyncio.to_thread(read)
+    return sorted(infos, key=lambda i: (i.mtime, i.verified_at), reverse=True)
 
 
 def _iso(epoch: float) -> str:

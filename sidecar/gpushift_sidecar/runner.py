@@ -63,6 +63,7 @@ from gpushift_sidecar.migration_steps import (
 from gpushift_sidecar.notebook_reporter import (
     NotebookApi,
     NotebookReporter,
+    checkpoints_text,
     migration_name,
     requested_message,
     restore_summary,
@@ -221,21 +222,25 @@ class StepRunner:
                 return False
 
     async def _checkpoint(self, m: Migration) -> bool:
-        ref = m.checkpoint
-        if ref is None:
+        """Verify every checkpoint of the move (one per notebook); one not verified in
+        its deadline fails the move before anything is patched."""
+        refs = m.checkpoints
+        if not refs:
             if NO_CHECKPOINT_NOTE not in m.notes:  # not again when resumed
                 self.tracker.add_note(m.id, NO_CHECKPOINT_NOTE)
             self.report.event("CheckpointSkipped", f"{migration_name(m)}: {NO_CHECKPOINT_NOTE}")
             await self._advance(m, Phase.CHECKPOINTED)
             return True
-        verdict = await self._await_checkpoint(m, ref)
-        if not verdict.complete:
-            await self._fail(m, f"checkpoint {ref.commit_id} of {ref.notebook_path} not "
-                                f"verified within {self.config.checkpoint_timeout:g}s "
-                                f"({verdict.status.value}): {verdict.reason}")
-            return False
-        self.report.event("CheckpointVerified", f"{migration_name(m)}: kishu commit "
-                          f"{ref.commit_id} is complete in {verdict.db_path}")
+        verdicts = await asyncio.gather(*(self._await_checkpoint(m, ref) for ref in refs))
+        for ref, verdict in zip(refs, verdicts, strict=True):
+            if not verdict.complete:
+                await self._fail(m, f"checkpoint {ref.commit_id} of {ref.notebook_path} not "
+                                    f"verified within {self.config.checkpoint_timeout:g}s "
+                                    f"({verdict.status.value}): {verdict.reason}")
+                return False
+        for ref, verdict in zip(refs, verdicts, strict=True):
+            self.report.event("CheckpointVerified", f"{migration_name(m)}: kishu commit "
+                              f"{ref.commit_id} is complete in {verdict.db_path}")
         await self._advance(m, Phase.CHECKPOINTED)
         return True
 
@@ -325,8 +330,8 @@ class StepRunner:
             return False
         restoring = await self._advance(m, Phase.RESTORING,
                                         drop_previous=m.target is Target.CPU)
-        what = ("restoring the kernel state from kishu commit "
-                f"{m.checkpoint.commit_id}" if m.checkpoint else NO_CHECKPOINT_NOTE)
+        what = (f"restoring the kernel state from {checkpoints_text(m)}" if m.checkpoints
+                else NO_CHECKPOINT_NOTE)
         self.report.event("MigrationRestoring", f"{migration_name(restoring)}: pod "
                           f"{self.env.pod_name} runs on {m.target.value.upper()}; {what}")
         return True

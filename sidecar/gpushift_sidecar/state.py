@@ -164,18 +164,29 @@ class Migration:
     keep_image: bool = False
     """The user chose to move to GPU with an image that has no CUDA pair, keeping it
     (admin setting `unmapped_image: ask`)."""
+    other_checkpoints: tuple[CheckpointRef, ...] = ()
+    """The checkpoints of the pod's other notebooks (one each, none of them
+    `checkpoint`'s): every kernel of the pod is saved before the patch, each verified
+    like `checkpoint`, and the new pod restores them all."""
+
+    @property
+    def checkpoints(self) -> tuple[CheckpointRef, ...]:
+        """Every checkpoint of the move: `checkpoint` (the notebook that asked) first."""
+        return ((self.checkpoint,) if self.checkpoint is not None else ()) \
+            + self.other_checkpoints
 
     @classmethod
     def new(cls, env: SidecarEnv, *, target: Target, reason: Reason, profile: str | None,
             checkpoint: CheckpointRef | None, pending_cell: PendingCell | None,
-            now: dt.datetime, keep_image: bool = False) -> Migration:
+            now: dt.datetime, keep_image: bool = False,
+            other_checkpoints: tuple[CheckpointRef, ...] = ()) -> Migration:
         at = iso_utc(now)
         return cls(id=str(uuid.uuid4()), notebook=env.notebook_name,
                    namespace=env.pod_namespace, source_pod=env.pod_name,
                    source_pod_uid=env.pod_uid, target=target, reason=reason, profile=profile,
                    checkpoint=checkpoint, pending_cell=pending_cell, phase=Phase.REQUESTED,
                    created_at=at, updated_at=at, history=(PhaseChange(Phase.REQUESTED, at),),
-                   keep_image=keep_image)
+                   keep_image=keep_image, other_checkpoints=other_checkpoints)
 
     @property
     def active(self) -> bool:
@@ -208,6 +219,7 @@ class Migration:
         data["history"] = [{k: v for k, v in dataclasses.asdict(h).items()
                             if v is not None or k != "error"} for h in self.history]
         data["notes"] = list(self.notes)
+        data["other_checkpoints"] = list(data["other_checkpoints"])
         data["active"] = self.active
         return data
 
@@ -252,13 +264,15 @@ def _parse(data: object) -> Migration:
     if not isinstance(notes, list):
         raise TypeError("notes is not a list")
     report = d.get("restore_report")
+    others = d.get("other_checkpoints") or []
+    if not isinstance(others, list):
+        raise TypeError("other_checkpoints is not a list")
     return Migration(
         id=_str(d["id"]), notebook=_str(d["notebook"]), namespace=_str(d["namespace"]),
         source_pod=_str(d["source_pod"]), source_pod_uid=_str(d["source_pod_uid"]),
         target=Target(d["target"]), reason=Reason(d["reason"]),
         profile=_opt_str(d.get("profile")),
-        checkpoint=None if checkpoint is None else CheckpointRef(
-            **{k: _str(v) for k, v in _mapping(checkpoint, "checkpoint").items()}),
+        checkpoint=None if checkpoint is None else _checkpoint_ref(checkpoint),
         pending_cell=None if pending is None else PendingCell(
             **{k: _str(v) for k, v in _mapping(pending, "pending_cell").items()}),
         phase=Phase(d["phase"]), created_at=_str(d["created_at"]),
@@ -268,7 +282,12 @@ def _parse(data: object) -> Migration:
         notes=tuple(_str(n) for n in notes),
         restore_report=None if report is None else dict(_mapping(report, "restore_report")),
         keep_image=d.get("keep_image") is True,
+        other_checkpoints=tuple(_checkpoint_ref(c) for c in others),
     )
+
+
+def _checkpoint_ref(value: object) -> CheckpointRef:
+    return CheckpointRef(**{k: _str(v) for k, v in _mapping(value, "checkpoint").items()})
 
 
 def _mapping(value: object, what: str) -> Mapping[str, Any]:

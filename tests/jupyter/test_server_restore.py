@@ -8,6 +8,7 @@ the sidecar comes back in `restoring`, as it is when a pod is replaced.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,13 @@ import pytest
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 from test_server_extension import (  # the fixtures too, shared with that module
+    NOTEBOOK,
     arrive_on_a_new_pod,
     call,
     call_api,
     kishu_root,
     on_server_loop,
+    run_cell,
     server_config,
     sidecar,
     sidecar_base,
@@ -86,7 +89,7 @@ async def test_a_move_that_arrives_is_restored_on_the_server_without_a_browser(
 
 
 def test_the_session_gets_the_kernel_the_notebook_names_when_installed(tmp_path: Path) -> None:
-    from gpushift_jupyter.server_restore import kernel_name_of
+    from gpushift_jupyter.pod_sessions import kernel_name_of
 
     notebook = tmp_path / "a.ipynb"
     notebook.write_text('{"metadata": {"kernelspec": {"name": "torch-2"}}, "cells": []}')
@@ -95,3 +98,100 @@ def test_the_session_gets_the_kernel_the_notebook_names_when_installed(tmp_path:
     notebook.write_text("not json")
     assert kernel_name_of(notebook, {"python3"}) is None
     assert kernel_name_of(tmp_path / "missing.ipynb", {"python3"}) is None
+
+
+async def open_notebook(jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, relative: str,
+                        code: str) -> dict[str, Any]:
+    """A notebook session whose kernel ran `code` (kishu attached, as a tab does)."""
+    notebook = jp_root_dir / relative
+    notebook.parent.mkdir(exist_ok=True)
+    notebook.write_text(json.dumps(NOTEBOOK))
+    _, session = await call_api(jp_fetch, "POST", ["api", "sessions"], {
+        "path": relative, "type": "notebook", "name": notebook.name,
+        "kernel": {"name": "python3"}})
+    status, attached = await call(jp_fetch, "POST", "attach",
+                                  {"kernel_id": session["kernel"]["id"]})
+    assert status == 200, attached
+    await run_cell(jp_serverapp, session["kernel"]["id"], code)
+    return dict(session)
+
+
+@on_server_loop
+async def test_every_notebook_of_the_pod_is_saved_and_restored_and_the_console_named(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
+        tmp_path: Path) -> None:
+    train = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/train.ipynb",
+                                "import numpy as np\nxs = np.arange(1000)")
+    evaluate = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/eval.ipynb",
+                                   "scores = {'f1': 0.91}\n"
+                                   "gen = (i for i in range(3))")
+    _, console = await call_api(jp_fetch, "POST", ["api", "sessions"], {
+        "path": "console-1", "type": "console", "name": "", "kernel": {"name": "python3"}})
+    # What the confirmation shows before the move.
+    status, pod = await call(jp_fetch, "GET", "pod")
+    assert status == 200, pod
+    assert sorted(pod["notebooks"]) == ["work/eval.ipynb", "work/train.ipynb"]
+    assert pod["will_stop"] == [{"kind": "console", "name": "console-1",
+                                 "why": "it has no notebook to save it with"}]
+
+    status, moved = await call(jp_fetch, "POST", "migrate", {
+        "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"],
+        "pending_cell": {"cell_id": "cell-1", "code": "print(xs.sum())"}})
+    assert status == 202, moved
+    assert [c["path"] for c in moved["checkpoints"]] == ["work/train.ipynb",
+                                                         "work/eval.ipynb"]
+    [(gen, why)] = [(x["name"], x["reason"]) for x in moved["checkpoints"][1]["not_saved"]]
+    assert gen == "gen" and "generator" in why, moved["checkpoints"][1]
+    assert moved["will_stop"] == pod["will_stop"]
+    others = moved["migration"]["other_checkpoints"]
+    assert [Path(c["notebook_path"]).name for c in others] == ["eval.ipynb"]
+    await wait_for_phase(jp_fetch, {"failed"})  # at the patch: no Kubernetes here
+
+    for session in (train, evaluate, console):  # the old pod's kernels die with it
+        await call_api(jp_fetch, "DELETE", ["api", "sessions", session["id"]], None)
+    revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
+    try:
+        done = await wait_for_phase(jp_fetch, {"done", "failed"}, timeout=90)
+        assert done["phase"] == "done", (done, revived.logs()[-3000:])
+        report = done["restore_report"]
+        assert report["ok"] is True and "work/eval.ipynb: scores" in report["restored"]
+        assert "work/train.ipynb: xs" in report["restored"]
+        _, sessions = await call_api(jp_fetch, "GET", ["api", "sessions"], None)
+        kernels = {s["path"]: s["kernel"]["id"] for s in sessions}
+        assert set(kernels) == {"work/train.ipynb", "work/eval.ipynb"}  # no console
+        assert await value_of(jp_serverapp, kernels["work/train.ipynb"],
+                              "int(xs.sum())") == "499500"
+        assert await value_of(jp_serverapp, kernels["work/eval.ipynb"],
+                              "scores['f1']") == "0.91"
+        # Each notebook's browser is told what came back there; the held cell goes
+        # to its own notebook only.
+        status, ev = await call(jp_fetch, "POST", "restore",
+                                {"kernel_id": kernels["work/eval.ipynb"]})
+        assert status == 200 and ev["kernel_id"] == kernels["work/eval.ipynb"], ev
+        assert "scores" in ev["restored"] and ev["pending_cell"] is None
+        assert [x["name"] for x in ev["not_restored"]] == ["gen"]
+        status, tr = await call(jp_fetch, "POST", "restore",
+                                {"kernel_id": kernels["work/train.ipynb"]})
+        assert status == 200 and "xs" in tr["restored"], tr
+        assert tr["pending_cell"]["code"] == "print(xs.sum())"
+    finally:
+        sidecar_base.stop(revived)
+    assert "Traceback" not in revived.logs()
+
+
+@on_server_loop
+async def test_a_notebook_that_cannot_be_saved_stops_the_move_before_the_sidecar(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any) -> None:
+    train = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/train.ipynb",
+                                "x = 1")
+    await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/eval.ipynb", "y = 2")
+    # eval's checkpoint database cannot be written: a directory stands where it goes.
+    for database in (jp_root_dir / "work").glob("eval.kishudb*"):
+        database.unlink()
+    (jp_root_dir / "work" / "eval.kishudb").mkdir(exist_ok=True)
+    status, refused = await call(jp_fetch, "POST", "migrate", {
+        "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"]})
+    assert status == 500 and refused["error"] == "checkpoint_failed", refused
+    assert "every one is saved before a move" in refused["detail"]
+    _, current = await call(jp_fetch, "GET", "migration")
+    assert current["migration"] is None  # the sidecar was never asked

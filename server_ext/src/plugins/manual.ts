@@ -11,11 +11,13 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
 
 import { canMove, readSettings } from '../decision';
+import { confirmMove } from '../gpuDialog';
 import { loadBundle, TranslationBundle } from '../i18n';
 import { clampIdleTimeout, describeBounds } from '../podKind';
 import { PodStatusItem } from '../statusItem';
 import { IMigrationService } from '../tokens';
 import { Target } from '../types';
+import { willStopText } from '../willStop';
 
 export const PLUGIN_ID = 'gpushift-jupyter:manual';
 
@@ -44,8 +46,13 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = loadBundle(translator);
     const { commands } = app;
-    const move = (target: Target) => {
+    const move = async (target: Target) => {
       const panel = tracker?.currentWidget ?? null;
+      // Asked only when the move would stop something it cannot save.
+      const willStop = willStopText(trans, await service.podSessions());
+      if (willStop !== null && !(await confirmMove(trans, target, willStop))) {
+        return false;
+      }
       return service.move(target, { reason: 'manual', panel, pendingCell: null });
     };
     commands.addCommand(CommandIDs.moveToGpu, {

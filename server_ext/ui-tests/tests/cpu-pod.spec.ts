@@ -142,4 +142,37 @@ test.describe('CPU pod', () => {
     await expect(offer.getByRole('button', { name: 'Move to GPU and run it there' })).toBeVisible();
     await shot(page, 'cuda-error-offer');
   });
+
+  test('a move that would stop a terminal names it first; Cancel does not move', async ({ page }) => {
+    // A terminal cannot be saved: the GPU cell's dialog and the Move command say so.
+    const terminal = await page.evaluate(async () => {
+      const session = await (window as any).jupyterapp.serviceManager.terminals.startNew();
+      return session.name as string;
+    });
+    try {
+      await notebookWithGpuCell(page, 'stops.ipynb');
+      await startCell(page, 0);
+      const stops = `These stop with the pod and are not saved: terminal ${terminal}.`;
+      await expect(gpuDialog(page).locator('.gpushift-will-stop')).toHaveText(stops);
+      await page.keyboard.press('Escape');
+      await expect(gpuDialog(page)).toBeHidden();
+
+      // Not awaited in the page: the command resolves only once the dialog is answered.
+      await page.evaluate(() => {
+        void (window as any).jupyterapp.commands.execute('gpushift:move-to-gpu');
+      });
+      const confirm = page.locator('.jp-Dialog').filter({ hasText: 'Move to a GPU pod?' });
+      await expect(confirm.locator('.gpushift-will-stop')).toHaveText(stops);
+      await shot(page, 'move-will-stop');
+      await confirm.locator('.jp-Dialog-footer').getByRole('button', { name: 'Cancel' }).click();
+      await expect(confirm).toBeHidden();
+      await expect(toast(page, 'Moving to a GPU pod')).toHaveCount(0);
+      await expect(podStatus(page)).toHaveText('CPU');
+    } finally {
+      await page.evaluate(
+        name => (window as any).jupyterapp.serviceManager.terminals.shutdown(name),
+        terminal
+      );
+    }
+  });
 });

@@ -32,14 +32,29 @@ test.describe('GPU pod (fake_gpu)', () => {
     await expect(page.locator('.jp-Notebook .jp-Cell').nth(0).locator('.jp-InputPrompt')).toHaveText('[1]:');
     await expect(podStatus(page)).toHaveText(GPU_TEXT);
 
-    const warning = toast(page, /moves back to a CPU pod in \d:\d\d/);
-    await expect(warning).toBeVisible({ timeout: 30000 });
-    await expect(podStatus(page)).toContainText(/· CPU in 0:[0-3]\d/);
+    // A terminal cannot move with the pod: the warning names it.
+    const terminal = await page.evaluate(async () => {
+      const session = await (window as any).jupyterapp.serviceManager.terminals.startNew();
+      return session.name as string;
+    });
+    const warning = toast(page, /to a CPU pod in \d:\d\d/);
+    try {
+      await expect(warning).toBeVisible({ timeout: 30000 });
+      await expect(podStatus(page)).toContainText(/· CPU in 0:[0-3]\d/);
+      await expect(warning).toContainText(`Not saved: terminal ${terminal}.`);
+    } finally {
+      await page.evaluate(
+        name => (window as any).jupyterapp.serviceManager.terminals.shutdown(name),
+        terminal
+      );
+    }
+    // Closed meanwhile: no longer named (asked again every few seconds).
+    await expect(warning).toContainText('your variables are saved and restored', { timeout: 10000 });
     const first = await warning.textContent();
     await page.waitForTimeout(2100);
     expect(await warning.textContent()).not.toEqual(first); // it counts down
-    await shot(page, 'idle-warning');
 
+    await shot(page, 'idle-warning');
     await warning.getByRole('button', { name: 'Stay on GPU' }).click();
     await expect(toast(page, 'Staying on the GPU')).toBeVisible();
     await expect(warning).toHaveCount(0);

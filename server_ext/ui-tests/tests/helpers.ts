@@ -162,5 +162,5 @@ export async function restartIdleTimer(page: IJupyterLabPageFixture): Promise<vo
       { timeout: 30000, intervals: [500] }
     )
     .toBe(204);
-  await expect(toast(page, /moves back to a CPU pod/)).toHaveCount(0, { timeout: 15000 });
+  await expect(toast(page, /to a CPU pod in/)).toHaveCount(0, { timeout: 15000 });
 }

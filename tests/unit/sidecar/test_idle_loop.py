@@ -199,7 +199,7 @@ async def test_a_pin_holds_only_when_the_admin_allows_it(tmp_path) -> None:
 # -- warning, stay, move ----------------------------------------------------------------
 
 
-async def test_warning_then_the_move_with_the_newest_checkpoint(tmp_path) -> None:
+async def test_warning_then_the_move_with_every_notebooks_newest_checkpoint(tmp_path) -> None:
     sidecar, loop, clock = make(tmp_path)
     ws = sidecar.env.workspace_dir
     assert ws is not None
@@ -233,6 +233,9 @@ async def test_warning_then_the_move_with_the_newest_checkpoint(tmp_path) -> Non
         Target.CPU, Reason.IDLE, None, None)
     assert moved.checkpoint is not None
     assert (moved.checkpoint.notebook_path, moved.checkpoint.commit_id) == (str(newer), "new-1")
+    # The other notebook's too: the CPU pod restores every notebook of the pod.
+    assert [(c.notebook_path, c.commit_id) for c in moved.other_checkpoints] == [
+        (str(older), "old-1")]
     assert moved.notes == ("moved to CPU on idle: no GPU work for 4s on 1 GPU(s) "
                            "(nvidia.com/gpu)",)
     assert sidecar.tracker.current is not None and sidecar.tracker.current.id == moved.id

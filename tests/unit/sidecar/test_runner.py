@@ -137,12 +137,15 @@ class Pod:
                                                      restore_timeout=restore_timeout))
 
     def new(self, target: Target = Target.GPU, checkpoint: bool = True,
-            reason: Reason = Reason.MANUAL) -> Migration:
+            reason: Reason = Reason.MANUAL, others: tuple[str, ...] = ()) -> Migration:
         ref = (CheckpointRef(str(self.env.workspace_dir / "a.ipynb"), "c-1")
                if checkpoint else None)
         m = Migration.new(self.env, target=target, reason=reason,
                           profile="nvidia-1" if target is Target.GPU else None,
-                          checkpoint=ref, pending_cell=None, now=dt.datetime.now(dt.UTC))
+                          checkpoint=ref, pending_cell=None, now=dt.datetime.now(dt.UTC),
+                          other_checkpoints=tuple(
+                              CheckpointRef(str(self.env.workspace_dir / f"{name}.ipynb"),
+                                            f"c-{name}") for name in others))
         return self.tracker.begin(m)
 
     async def run(self, migration: Migration) -> Migration:
@@ -215,6 +218,27 @@ async def test_a_checkpoint_that_lands_while_waiting_is_taken(tmp_path):
     pod = Pod(tmp_path, server, verify=lands_late, timeout=2)
     m = await pod.run(pod.new())
     assert m.phase is Phase.RECREATING and len(looks) == 3
+
+
+async def test_every_notebooks_checkpoint_is_verified_before_the_patch(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, verify=complete)
+    m = await pod.run(pod.new(others=("b", "c")))
+    assert m.phase is Phase.RECREATING
+    assert server.reasons().count("CheckpointVerified") == 3
+    assert "3 checkpoints (c-1, c-b, c-c)" in server.events[0]["message"]
+
+
+async def test_one_unverified_notebook_fails_the_move_without_a_patch(tmp_path):
+    server = FakeServer()
+
+    def b_is_incomplete(path: str, commit: str) -> Verdict:
+        return journal(path, commit) if path.endswith("/b.ipynb") else complete(path, commit)
+
+    pod = Pod(tmp_path, server, verify=b_is_incomplete, timeout=0.2)
+    m = await pod.run(pod.new(others=("b", "c")))
+    assert m.phase is Phase.FAILED and "checkpoint c-b of" in m.error
+    assert server.spec_patches == [] and "CheckpointVerified" not in server.reasons()
 
 
 async def test_no_checkpoint_goes_on_and_notes_the_state_is_not_restored(tmp_path):

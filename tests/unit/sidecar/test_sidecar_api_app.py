@@ -74,6 +74,21 @@ async def test_a_migration_is_persisted_then_handed_to_the_runner(make_client):
     assert json.loads((sidecar.env.runtime_dir / "runtime-config.json").read_text()) == config
 
 
+async def test_every_notebook_of_the_pod_has_its_checkpoint_in_the_move(make_client):
+    client, sidecar = await make_client()
+    workspace = sidecar.env.workspace_dir
+    others = [{"notebook_path": f"{workspace}/work/{name}.ipynb", "commit_id": f"c-{name}"}
+              for name in ("b", "c")]
+    r = await client.post("/migrations", json=move(sidecar.env, other_checkpoints=others))
+    body = await r.json()
+    assert r.status == 202, body
+    assert body["other_checkpoints"] == others
+    [started] = sidecar.runner.started
+    assert [ref.commit_id for ref in started.checkpoints] == ["c-42", "c-b", "c-c"]
+    on_disk = json.loads(sidecar.tracker.store.path.read_text())
+    assert on_disk["other_checkpoints"] == others
+
+
 async def test_concurrent_requests_start_one_migration(make_client):
     client, sidecar = await make_client()
     answers = await asyncio.gather(*[client.post("/migrations", json=move(sidecar.env))
@@ -130,6 +145,20 @@ async def test_gpu_pod_moves_to_cpu_without_profile(make_client):
      "unknown_field", "checkpoint.x"),
     ({"pending_cell": {"notebook_path": "/WS/a.ipynb", "cell_id": "c"}},
      "invalid_field", "pending_cell.code"),
+    ({"other_checkpoints": {"notebook_path": "/WS/b.ipynb", "commit_id": "c"}},
+     "invalid_field", "other_checkpoints: must be a list"),
+    ({"other_checkpoints": [{"notebook_path": "/WS/b.ipynb", "commit_id": "c"}] * 65},
+     "invalid_field", "at most 64"),
+    ({"other_checkpoints": ["c"]}, "invalid_field", "other_checkpoints[0]: must be an object"),
+    ({"other_checkpoints": [{"notebook_path": "/etc/b.ipynb", "commit_id": "c"}]},
+     "invalid_field", "other_checkpoints[0].notebook_path"),
+    ({"other_checkpoints": [{"notebook_path": "/WS/b.ipynb", "commit_id": "c", "x": 1}]},
+     "unknown_field", "other_checkpoints[0].x"),
+    ({"other_checkpoints": [{"notebook_path": "/WS/work/train.ipynb", "commit_id": "c"}]},
+     "invalid_field", "has a checkpoint in this move already"),
+    ({"other_checkpoints": [{"notebook_path": "/WS/b.ipynb", "commit_id": "c"},
+                            {"notebook_path": "/WS/b.ipynb", "commit_id": "d"}]},
+     "invalid_field", "other_checkpoints[1]"),
 ])
 async def test_bad_migration_requests_are_400_and_change_nothing(make_client, change, error,
                                                                  detail):

@@ -1,3 +1,4 @@
+import dataclasses
 import datetime as dt
 import json
 import stat
@@ -134,6 +135,13 @@ def test_document_round_trip_and_annotation(env):
     assert data["previous_profile"] == {"image": "cpu:1", "limits": {}}
     assert data["history"][0] == {"phase": "requested", "at": "2025-03-01T12:00:00.000000Z"}
     assert Migration.from_dict(json.loads(json.dumps(data))) == m
+    others = dataclasses.replace(m, other_checkpoints=(
+        CheckpointRef(str(env.workspace_dir / "b.ipynb"), "c-2"),))
+    data = json.loads(json.dumps(others.to_dict()))
+    assert data["other_checkpoints"] == [{"notebook_path": str(env.workspace_dir / "b.ipynb"),
+                                          "commit_id": "c-2"}]
+    assert Migration.from_dict(data) == others
+    assert [c.commit_id for c in others.checkpoints] == ["c-1", "c-2"]
     annotation = m.to_annotation()
     assert " " not in annotation
     assert json.loads(annotation) == {"id": m.id, "phase": "checkpointed", "target": "gpu",
@@ -150,6 +158,8 @@ def test_document_round_trip_and_annotation(env):
     lambda d: d.update(checkpoint={"notebook_path": "/x", "commit": "c"}),
     lambda d: d.update(pending_cell=["x"]),
     lambda d: d.update(notebook=7),
+    lambda d: d.update(other_checkpoints={"notebook_path": "/x", "commit_id": "c"}),
+    lambda d: d.update(other_checkpoints=[{"notebook_path": "/x", "commit": "c"}]),
 ])
 def test_damaged_documents_are_refused(env, damage):
     data = new_migration(env).to_dict()
