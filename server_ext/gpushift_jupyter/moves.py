@@ -1,12 +1,14 @@
-"""Moves between CPU and GPU pods, as the server extension starts them: save the state of
-every notebook kernel of the pod with kishu (each verified) before asking the sidecar to
-move; the new pod's side is `move_restore`.
+"""Moves between CPU and GPU pods, as the server extension starts them; the new pod's
+side is `move_restore`.
 
-No step runs before the previous one is verified: a checkpoint that fails or cannot be
-verified, in any notebook, ends the request with an error naming that notebook, and the
-sidecar is never asked to move. What the move stops without saving (consoles, kernels
-of other languages, terminals) is listed in the answer, as the confirmation listed it
-(`GET /pod`).
+One clock: `/migrate` answers as soon as the sidecar took the move, and the move is the
+sidecar's from then on. It waits in `checkpointing` while this server saves every
+notebook kernel of the pod with kishu (at once, each verified) and names the checkpoints
+(`POST /migrations/current/checkpoints`); the sidecar verifies each again before it
+patches anything. A checkpoint that fails in any notebook fails the move, naming that
+notebook, before anything changed; a server that dies meanwhile leaves the move to the
+sidecar's save deadline. What the move stops without saving (consoles, kernels of other
+languages, terminals) is listed in the answer, as the confirmation listed it (`GET /pod`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from gpushift_jupyter.sidecar_client import SidecarClient
 
 log = logging.getLogger("gpushift.jupyter")
 
+# How long the checkpoints are offered to a sidecar that does not answer (restarting).
+NAME_RETRY_SECONDS = 120.0
+
 
 class Mover:
     def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient,
@@ -38,6 +43,8 @@ class Mover:
         self.sidecar = sidecar
         self.terminals = terminals
         """() -> jupyter_server's terminal manager (None: terminals are off)."""
+        self._saving: set[asyncio.Task[None]] = set()
+        """Saves running for accepted moves (kept so they are not collected)."""
 
     async def sessions(self) -> PodSessions:
         """`GET /pod`: the notebooks a move saves and what it stops."""
@@ -78,47 +85,27 @@ class Mover:
                                       "elapsed_ms": round(saved.elapsed_ms)})
         return notebook, saved
 
-    async def checkpoint_pod(self, kernel_id: str | None, path: str | None
-                             ) -> tuple[list[tuple[Path, Checkpoint]], PodSessions]:
-        """Checkpoint the kernel that asks (when one does) and every other notebook
-        kernel of the pod, at once; each is verified by kishu. The one that asks comes
-        first. A failure in any of them refuses the move (ApiError naming it)."""
-        sessions = await self.sessions()
-        kernels = [k for k in sessions.saved if k.kernel_id != kernel_id]
-        if kernel_id is not None:
-            kernels.insert(0, SavedKernel(kernel_id, Path()))  # its notebook: checkpoint()
-        results = await asyncio.gather(
-            *(self.checkpoint(k.kernel_id, path if k.kernel_id == kernel_id
-                              else self.kernels.relative(k.notebook)) for k in kernels),
-            return_exceptions=True)
-        for result in results:
-            if isinstance(result, ApiError) and len(kernels) > 1:
-                raise ApiError(result.status, result.error,
-                               f"{result.detail} (with {len(kernels)} notebooks open, "
-                               "every one is saved before a move)") from None
-            if isinstance(result, BaseException):
-                raise result
-        return [r for r in results if not isinstance(r, BaseException)], sessions
-
     async def migrate(self, body: dict[str, Any]) -> dict[str, Any]:
-        """`POST /migrate` (checked by the handler): checkpoint every notebook, then the
-        sidecar."""
+        """`POST /migrate` (checked by the handler), answered at once: the sidecar takes
+        the move (or refuses it: image, quota, a move in flight) and waits in
+        `checkpointing` while this server saves every notebook of the pod
+        (`_save_and_name`); the browser follows the phases. The answer names the
+        notebooks being saved and what the move stops without saving."""
         kernel_id, path = body.get("kernel_id"), body.get("path")
-        saved, sessions = await self.checkpoint_pod(kernel_id, path)
         notebook: Path | None = None
         if kernel_id is not None:
-            notebook = saved[0][0]
+            notebook = await self.kernels.notebook_path(kernel_id, path)
+            self.kernels.facts(kernel_id)  # 404 for a kernel that is not running
         elif path is not None:
             notebook = self.kernels.resolve(path)
-        first = saved[0][1] if saved and kernel_id is not None else None
-        others = saved[1:] if kernel_id is not None else saved
+        sessions = await self.sessions()
+        kernels = [k for k in sessions.saved if k.kernel_id != kernel_id]
+        if kernel_id is not None and notebook is not None:
+            kernels.insert(0, SavedKernel(kernel_id, notebook))
         cell = body.get("pending_cell")
         request: dict[str, Any] = {
             "target": body["target"], "reason": body["reason"],
-            "checkpoint": None if first is None or notebook is None else {
-                "notebook_path": str(notebook), "commit_id": first.commit_id},
-            "other_checkpoints": [{"notebook_path": str(nb), "commit_id": c.commit_id}
-                                  for nb, c in others],
+            "checkpoint": None, "checkpoints_to_come": bool(kernels),
             "pending_cell": None if cell is None or notebook is None else {
                 "notebook_path": str(notebook), "cell_id": cell["cell_id"],
                 "code": cell["code"]},
@@ -128,13 +115,50 @@ class Mover:
         if body.get("keep_image"):  # the user's answer to the sidecar's image_unmapped
             request["keep_image"] = True
         migration = await self.sidecar.post("/migrations", request)
+        if kernels:
+            task = asyncio.create_task(
+                self._save_and_name(str(migration["id"]), kernels, asking=kernel_id))
+            self._saving.add(task)
+            task.add_done_callback(self._saving.discard)
         return {"migration": migration,
-                "checkpoint": None if first is None or notebook is None else {
-                    "commit_id": first.commit_id, "path": self.kernels.relative(notebook),
-                    "elapsed_ms": first.elapsed_ms},
-                "checkpoints": [{"commit_id": c.commit_id, "path": self.kernels.relative(nb),
-                                 "elapsed_ms": c.elapsed_ms,
-                                 "not_saved": [{"name": n, "reason": r}
-                                               for n, r in c.not_saved]}
-                                for nb, c in saved],
+                "saving": [self.kernels.relative(k.notebook) for k in kernels],
                 "will_stop": sessions.will_stop}
+
+    async def _save_and_name(self, migration_id: str, kernels: list[SavedKernel], *,
+                             asking: str | None) -> None:
+        """Checkpoint every kernel at once (each verified by kishu), then name the
+        checkpoints to the sidecar — or the first failure, which fails the move before
+        anything changed. The sidecar's save deadline covers a server that dies here."""
+        results = await asyncio.gather(
+            *(self.checkpoint(k.kernel_id, self.kernels.relative(k.notebook))
+              for k in kernels), return_exceptions=True)
+        named: dict[str, Any] = {"migration_id": migration_id}
+        failures = [(k, r) for k, r in zip(kernels, results, strict=True)
+                    if isinstance(r, BaseException)]
+        if failures:
+            kernel, error = failures[0]
+            detail = error.detail if isinstance(error, ApiError) else repr(error)
+            named["error"] = f"{self.kernels.relative(kernel.notebook)}: {detail}"
+        else:
+            refs = [{"notebook_path": str(nb), "commit_id": c.commit_id}
+                    for nb, c in (r for r in results if not isinstance(r, BaseException))]
+            first = asking is not None and kernels[0].kernel_id == asking
+            named["checkpoint"] = refs[0] if first else None
+            named["other_checkpoints"] = refs[1:] if first else refs
+        await self._name(named)
+
+    async def _name(self, named: dict[str, Any]) -> None:
+        """Tell the sidecar, again while it does not answer (it restarts in a second or
+        two when killed; its save deadline bounds the move all the same)."""
+        deadline = asyncio.get_running_loop().time() + NAME_RETRY_SECONDS
+        while True:
+            try:
+                await self.sidecar.post("/migrations/current/checkpoints", named)
+                return
+            except ApiError as exc:
+                gone = exc.status >= 500 and asyncio.get_running_loop().time() < deadline
+                if not gone:  # refused (the move ended meanwhile), or for too long
+                    log.warning("gpushift: the checkpoints of migration %s were not taken "
+                                "(%s): %s", named["migration_id"], exc.error, exc.detail)
+                    return
+            await asyncio.sleep(1.0)

@@ -1,7 +1,10 @@
 """The sidecar's loopback HTTP API (aiohttp), used by the notebook's server extension.
 
 Routes: `GET /healthz`, `GET /runtime-config`, `POST /migrations`, `GET /migrations/current`,
-`POST /migrations/current/restore` (the server extension's restore report: the migration
+`POST /migrations/current/checkpoints` (the server extension names the checkpoints of a
+move created with `checkpoints_to_come`, or says it could not save: the move fails; 409
+unless the current move waits for them), `POST /migrations/current/restore` (the server
+extension's restore report: the migration
 in `restoring` ends `done`, or `failed` when `ok` is false; 409 when none is restoring),
 `POST /activity` (feeds the idle timer), `GET /idle`, `POST /idle/stay` (the idle
 timer; stay is 409 when no warning shows) and `PUT /idle/timeout` (the user's timeout,
@@ -34,6 +37,7 @@ from gpushift_sidecar.api_requests import (
     parse_activity,
     parse_idle_timeout,
     parse_migration_request,
+    parse_named_checkpoints,
     parse_notebook_registration,
     parse_restore_report,
 )
@@ -121,6 +125,7 @@ def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
     app.router.add_get("/runtime-config", runtime_config)
     app.router.add_post("/migrations", create_migration)
     app.router.add_get("/migrations/current", current_migration)
+    app.router.add_post("/migrations/current/checkpoints", name_checkpoints)
     app.router.add_post("/migrations/current/restore", confirm_restore)
     app.router.add_post("/activity", record_activity)
     app.router.add_get("/idle", idle_state)
@@ -157,7 +162,8 @@ async def create_migration(request: web.Request) -> web.Response:
                               profile=wanted.profile, checkpoint=wanted.checkpoint,
                               pending_cell=wanted.pending_cell, now=dt.datetime.now(dt.UTC),
                               keep_image=wanted.keep_image,
-                              other_checkpoints=wanted.other_checkpoints)
+                              other_checkpoints=wanted.other_checkpoints,
+                              checkpoints_to_come=wanted.checkpoints_to_come)
     try:
         await sidecar.start_migration(migration)
     except NotebookStopped as exc:
@@ -186,6 +192,27 @@ async def current_migration(request: web.Request) -> web.Response:
     if current is None:
         return error_response(404, "no_migration", "this notebook has no migration on record")
     return web.json_response(current.to_dict())
+
+
+async def name_checkpoints(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    named = parse_named_checkpoints(await read_json(request), sidecar.env)
+    current = sidecar.tracker.current
+    if (current is None or current.id != named.migration_id
+            or current.phase is not Phase.CHECKPOINTING or not current.checkpoints_to_come):
+        detail = (f"migration {named.migration_id} is not waiting for its checkpoints"
+                  + ("" if current is None else
+                     f" (the current one, {current.id}, is {current.phase})"))
+        extra = {} if current is None else {"migration": current.to_dict()}
+        return error_response(409, "not_waiting_for_checkpoints", detail, **extra)
+    try:
+        updated = await sidecar.runner.checkpoints_named(current, named)
+    except OSError as exc:
+        log.error("migration state not written", extra={
+            "path": str(sidecar.tracker.store.path), "why": exc.strerror})
+        return error_response(503, "state_unwritable",
+                              f"cannot write the migration state: {exc.strerror}")
+    return web.json_response(updated.to_dict())
 
 
 async def confirm_restore(request: web.Request) -> web.Response:

@@ -44,6 +44,20 @@ class MigrationRequest:
     when the admin's `unmapped_image` is "ask"."""
     other_checkpoints: tuple[CheckpointRef, ...] = ()
     """The checkpoints of the pod's other notebooks, one per notebook."""
+    checkpoints_to_come: bool = False
+    """The server extension names the checkpoints later (`NamedCheckpoints`)."""
+
+
+@dataclass(frozen=True)
+class NamedCheckpoints:
+    """`POST /migrations/current/checkpoints`: the server extension saved the notebooks
+    of a move that waits for them — or could not (`error`: the move fails, nothing was
+    changed)."""
+
+    migration_id: str
+    checkpoint: CheckpointRef | None
+    other_checkpoints: tuple[CheckpointRef, ...]
+    error: str | None
 
 
 @dataclass(frozen=True)
@@ -71,11 +85,13 @@ class ActivityReport:
 _MAX_KERNEL_IDS = 256
 # At most this many notebooks' checkpoints in one move (a pod's open notebooks).
 _MAX_CHECKPOINTS = 64
+# A reported failure is cut to this many characters (it goes into Events and the record).
+_MAX_ERROR_CHARS = 2000
 
 
 def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> MigrationRequest:
     _known_keys(body, {"target", "reason", "checkpoint", "other_checkpoints",
-                       "pending_cell", "profile", "keep_image"}, "")
+                       "checkpoints_to_come", "pending_cell", "profile", "keep_image"}, "")
     target = _choice(body, "target", Target)
     reason = _choice(body, "reason", Reason)
     settings = env.settings
@@ -97,22 +113,47 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
     _refuse_no_move(env, target, profile)
     if target is Target.GPU:
         _refuse_unmapped_image(env, profile, keep_image)
-    checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
-    primary = None if checkpoint is None else _checkpoint_ref(checkpoint, "checkpoint", env)
-    others = _other_checkpoints(body, env, primary)
-    if (primary is not None or others) and env.workspace_dir is None:
+    primary, others = _named(body, env)
+    to_come = body.get("checkpoints_to_come", False)
+    if not isinstance(to_come, bool):
+        raise _invalid("checkpoints_to_come", "must be true or false")
+    if to_come and (primary is not None or others):
+        raise _invalid("checkpoints_to_come", "the checkpoints come later: name none now")
+    if (primary is not None or others or to_come) and env.workspace_dir is None:
         raise ApiError(400, "no_workspace", "this pod has no workspace volume: a checkpoint "
                        "would not survive the move (send checkpoint null to move anyway)")
     cell = _object(body, "pending_cell", {"notebook_path", "cell_id", "code"})
     return MigrationRequest(
         target=target, reason=reason, profile=profile, checkpoint=primary,
-        other_checkpoints=others,
+        other_checkpoints=others, checkpoints_to_come=to_come,
         pending_cell=None if cell is None else PendingCell(
             notebook_path=_notebook_path(cell, "pending_cell", env),
             cell_id=_text(cell, "cell_id", "pending_cell."),
             code=_code(cell)),
         keep_image=keep_image,
     )
+
+
+def parse_named_checkpoints(body: Mapping[str, Any], env: SidecarEnv) -> NamedCheckpoints:
+    _known_keys(body, {"migration_id", "checkpoint", "other_checkpoints", "error"}, "")
+    migration_id = _text(body, "migration_id", "")
+    error = body.get("error")
+    if error is not None and (not isinstance(error, str) or not error.strip()):
+        raise _invalid("error", "a non-empty string or null")
+    primary, others = _named(body, env)
+    if error is not None and (primary is not None or others):
+        raise _invalid("error", "a failure names no checkpoints")
+    if error is not None and len(error) > _MAX_ERROR_CHARS:
+        error = error[:_MAX_ERROR_CHARS] + "…"
+    return NamedCheckpoints(migration_id, primary, others, error)
+
+
+def _named(body: Mapping[str, Any], env: SidecarEnv
+           ) -> tuple[CheckpointRef | None, tuple[CheckpointRef, ...]]:
+    """`checkpoint` and `other_checkpoints` of a request."""
+    checkpoint = _object(body, "checkpoint", {"notebook_path", "commit_id"})
+    primary = None if checkpoint is None else _checkpoint_ref(checkpoint, "checkpoint", env)
+    return primary, _other_checkpoints(body, env, primary)
 
 
 def _checkpoint_ref(data: Mapping[str, Any], prefix: str, env: SidecarEnv) -> CheckpointRef:

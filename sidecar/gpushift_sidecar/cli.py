@@ -31,6 +31,7 @@ RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
 _DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
 _DEFAULT_CHECKPOINT_TIMEOUT = 60.0
 _DEFAULT_RESTORE_TIMEOUT = 600.0
+_DEFAULT_SAVE_TIMEOUT = 600.0
 
 
 def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = None) -> int:
@@ -49,6 +50,11 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     serve.add_argument("--checkpoint-timeout", type=float, default=None,
                        help="seconds a migration waits for its kishu checkpoint to be "
                             "complete (default: $GPUSHIFT_CHECKPOINT_TIMEOUT, else 60)")
+    serve.add_argument("--save-timeout", type=float, default=None,
+                       help="seconds a move waits in `checkpointing` for the notebook "
+                            "side to save every notebook and name the checkpoints before "
+                            "it fails, nothing changed (default: $GPUSHIFT_SAVE_TIMEOUT, "
+                            "else 600)")
     serve.add_argument("--restore-timeout", type=float, default=None,
                        help="seconds a migration waits in `restoring` for the notebook "
                             "side's restore report before it ends failed, the checkpoint "
@@ -123,6 +129,8 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
                                       _DEFAULT_CHECKPOINT_TIMEOUT, "checkpoint timeout")
         restore_timeout = _seconds(args.restore_timeout, "GPUSHIFT_RESTORE_TIMEOUT",
                                    _DEFAULT_RESTORE_TIMEOUT, "restore timeout")
+        save_timeout = _seconds(args.save_timeout, "GPUSHIFT_SAVE_TIMEOUT",
+                                _DEFAULT_SAVE_TIMEOUT, "save timeout")
     except ValueError as exc:
         print(f"gpushift-sidecar: {exc}", file=sys.stderr)
         return 2
@@ -138,6 +146,7 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
                                         kubeconfig=args.kubeconfig,
                                         checkpoint_timeout=checkpoint_timeout,
                                         restore_timeout=restore_timeout,
+                                        save_timeout=save_timeout,
                                         idle_tick=args.idle_tick,
                                         idle_annotations=args.idle_annotations_interval))
 
@@ -175,6 +184,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         kubeconfig: str | None = None,
                         checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT,
                         restore_timeout: float = _DEFAULT_RESTORE_TIMEOUT,
+                        save_timeout: float = _DEFAULT_SAVE_TIMEOUT,
                         idle_tick: float = 1.0, idle_annotations: float = 30.0) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
@@ -189,7 +199,8 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     tracker = MigrationTracker(MigrationStore.for_env(env))
     steps = StepRunner(env, tracker, kube, kube_problem=problem,
                        config=RunnerConfig(checkpoint_timeout=checkpoint_timeout,
-                                           restore_timeout=restore_timeout))
+                                           restore_timeout=restore_timeout,
+                                           save_timeout=save_timeout))
     sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube, quotas=kube,
                              idle_config=IdleLoopConfig(tick_seconds=idle_tick,
                                                         annotations_seconds=idle_annotations))

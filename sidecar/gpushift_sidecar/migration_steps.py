@@ -386,6 +386,22 @@ def restore_deadline(migration: Migration, timeout: float) -> dt.datetime | None
     return None if entered is None else entered + dt.timedelta(seconds=timeout)
 
 
+def save_deadline(migration: Migration, timeout: float) -> dt.datetime:
+    """When a move waiting for its checkpoints fails: `timeout` seconds after it entered
+    `checkpointing`, by its persisted history (a restarted sidecar keeps it)."""
+    entered = next((parse_utc(h.at) for h in reversed(migration.history)
+                    if h.phase is Phase.CHECKPOINTING), None)
+    start = entered or parse_utc(migration.updated_at) or dt.datetime.now(dt.UTC)
+    return start + dt.timedelta(seconds=timeout)
+
+
+def save_timeout_error(timeout: float) -> str:
+    """Why a move failed waiting for its checkpoints, for the user and the Events."""
+    return (f"the notebooks were not saved within {timeout:g}s (the notebook server did "
+            "not name the checkpoints: it restarted, or a kernel is busy): nothing was "
+            "changed")
+
+
 def restore_timeout_error(migration: Migration, timeout: float) -> str:
     """Why the move ended at its restore deadline, for the user and the Events."""
     count = len(migration.checkpoints)

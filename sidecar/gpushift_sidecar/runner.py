@@ -2,11 +2,15 @@
 
     requested -> checkpointing -> checkpointed -> patching -> recreating -> restoring -> done
 
-* checkpointing: the kishu commit the migration names is verified complete on the
-  workspace volume (`checkpoint_database.verify_database`: its id in the database, no `-journal`
-  file), waiting up to `checkpoint_timeout` for kishu to finish writing it; not verified
-  -> failed with the verdict's reason, and the Notebook is not touched. A migration that
-  names no checkpoint goes on and notes that the state will not be restored.
+* checkpointing: a move whose checkpoints are still being made (`checkpoints_to_come`)
+  waits for the server extension to name them (`checkpoints_named`, called by
+  `POST /migrations/current/checkpoints`) up to `save_timeout`, from the persisted
+  history; then every kishu commit the migration names (one per notebook) is verified
+  complete on the workspace volume (`checkpoint_wait`: its id in the database, no
+  `-journal` file), waiting up to `checkpoint_timeout` for kishu to finish writing it;
+  not verified, not named in time, or not saved -> failed with the reason, and the
+  Notebook is not touched. A migration that names no checkpoint goes on and notes that
+  the state will not be restored.
 * patching: one JSON Patch against a fresh read of the Notebook (`migration_steps.plan_patch`):
   the move, the migration mirror in `recreating` and the previous-profile record, together.
   The previous profile is recorded in the state file too. A Notebook already as the
@@ -34,15 +38,19 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from gpushift_core.kube import KubeError
 from gpushift_core.move_plan import PlanError
 from gpushift_core.timestamps import iso_utc
-from gpushift_sidecar.api_requests import RestoreReport
-from gpushift_sidecar.checkpoint_database import Verdict, database_path, verify_database
+from gpushift_sidecar.api_requests import NamedCheckpoints, RestoreReport
+from gpushift_sidecar.checkpoint_wait import (
+    Verify,
+    await_complete,
+    await_named,
+    verify_checkpoint,
+)
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
@@ -58,6 +66,8 @@ from gpushift_sidecar.migration_steps import (
     restore_timeout_error,
     resume_action,
     runs_on_target,
+    save_deadline,
+    save_timeout_error,
     spec_on_target,
 )
 from gpushift_sidecar.notebook_reporter import (
@@ -69,22 +79,12 @@ from gpushift_sidecar.notebook_reporter import (
     restore_summary,
     status_text,
 )
-from gpushift_sidecar.state import CheckpointRef, Migration, Phase, Target
+from gpushift_sidecar.state import Migration, Phase, Target
 from gpushift_sidecar.tracker import MigrationTracker
 
 __all__ = ["RunnerConfig", "StepRunner", "verify_checkpoint"]
 
 log = logging.getLogger("gpushift.sidecar")
-
-Verify = Callable[[str, str], Verdict]
-
-
-def verify_checkpoint(notebook_path: str, commit_id: str) -> Verdict:
-    """Whether the kishu commit is complete beside the notebook (blocking file I/O).
-    The default `verify`; the served sidecar passes its `CheckpointWatcher.verify`
-    (the same check), so one watcher serves the API, the idle move and the runner."""
-    return verify_database(database_path(notebook_path), commit_id)
-
 
 @dataclass(frozen=True)
 class RunnerConfig:
@@ -92,6 +92,10 @@ class RunnerConfig:
     """Seconds to wait for the named kishu commit to be complete."""
     checkpoint_poll: float = 0.1
     """Seconds between looks at the kishu database while waiting."""
+    save_timeout: float = 600.0
+    """Seconds a move that waits for the server extension to name its checkpoints
+    (`checkpoints_to_come`) stays `checkpointing`, counted from entering it (a
+    restarted sidecar keeps the deadline); then it fails, nothing changed."""
     restore_timeout: float = 600.0
     """Seconds a migration stays `restoring` without a restore report before it ends
     failed (the checkpoint kept)."""
@@ -120,6 +124,8 @@ class StepRunner:
         """The migration this process patched: it runs in the pod that goes away."""
         self._restore_deadline: asyncio.Task[None] | None = None
         """Ends the `restoring` migration at its deadline (cancelled when it ends)."""
+        self._named = asyncio.Event()
+        """Set when the server extension names a move's checkpoints (or its failure)."""
 
     # -- api.MigrationRunner ------------------------------------------------------------
 
@@ -147,6 +153,23 @@ class StepRunner:
             self.report.event("MigrationDone", f"{migration_name(done)}: {restore_summary(report)}")
         self.report.mirror_later()
         return done
+
+    async def checkpoints_named(self, migration: Migration, named: NamedCheckpoints
+                                ) -> Migration:
+        """The server extension saved the notebooks of the move that waits for them
+        (persisted, then the runner goes on to verify them) — or could not: the move
+        fails before anything was changed."""
+        if named.error is not None:
+            await self._fail(migration, f"the notebooks were not saved, nothing was "
+                                        f"changed: {named.error}")
+            failed = self.tracker.current
+            assert failed is not None
+            self._named.set()
+            return failed
+        updated = self.tracker.name_checkpoints(migration.id, named.checkpoint,
+                                                named.other_checkpoints)
+        self._named.set()
+        return updated
 
     async def stop(self) -> None:
         """On SIGTERM: let a patch in flight be persisted, then stop; send queued Events."""
@@ -221,9 +244,22 @@ class StepRunner:
             case ResumeAction.NOTHING:
                 return False
 
+    async def _await_named(self, m: Migration) -> bool:
+        """Until the server extension names the checkpoints (True: go on) or the save
+        deadline passes (the move fails; False)."""
+        current = await await_named(self.tracker, self._named, m.id,
+                                    save_deadline(m, self.config.save_timeout))
+        if current is not None and current.checkpoints_to_come:
+            await self._fail(current, save_timeout_error(self.config.save_timeout))
+            return False
+        return current is not None
+
     async def _checkpoint(self, m: Migration) -> bool:
         """Verify every checkpoint of the move (one per notebook); one not verified in
-        its deadline fails the move before anything is patched."""
+        its deadline fails the move before anything is patched. A move whose checkpoints
+        are still being made waits for them first (`_await_named`)."""
+        if m.checkpoints_to_come:
+            return await self._await_named(m)
         refs = m.checkpoints
         if not refs:
             if NO_CHECKPOINT_NOTE not in m.notes:  # not again when resumed
@@ -231,7 +267,9 @@ class StepRunner:
             self.report.event("CheckpointSkipped", f"{migration_name(m)}: {NO_CHECKPOINT_NOTE}")
             await self._advance(m, Phase.CHECKPOINTED)
             return True
-        verdicts = await asyncio.gather(*(self._await_checkpoint(m, ref) for ref in refs))
+        verdicts = await asyncio.gather(*(
+            await_complete(self.verify, m.id, ref, timeout=self.config.checkpoint_timeout,
+                           poll=self.config.checkpoint_poll) for ref in refs))
         for ref, verdict in zip(refs, verdicts, strict=True):
             if not verdict.complete:
                 await self._fail(m, f"checkpoint {ref.commit_id} of {ref.notebook_path} not "
@@ -243,21 +281,6 @@ class StepRunner:
                               f"{ref.commit_id} is complete in {verdict.db_path}")
         await self._advance(m, Phase.CHECKPOINTED)
         return True
-
-    async def _await_checkpoint(self, m: Migration, ref: CheckpointRef) -> Verdict:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.checkpoint_timeout
-        said = False
-        while True:
-            verdict = await asyncio.to_thread(self.verify, ref.notebook_path, ref.commit_id)
-            if verdict.complete or loop.time() >= deadline:
-                return verdict
-            if not said:
-                log.info("waiting for the checkpoint to be complete", extra={
-                    "migration": m.id, "commit": ref.commit_id, "why": verdict.reason})
-                said = True
-            await asyncio.sleep(min(self.config.checkpoint_poll,
-                                    max(0.0, deadline - loop.time())))
 
     async def _patch(self, m: Migration, *, again: bool = False) -> bool:
         """The patching step (`again`: a restarted old pod patching in `recreating`)."""

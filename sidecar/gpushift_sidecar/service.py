@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from gpushift_core.kube import KubeError
 from gpushift_core.notebook_stop import stop_refusal
 from gpushift_sidecar import notebooks
-from gpushift_sidecar.api_requests import ActivityReport, RestoreReport
+from gpushift_sidecar.api_requests import ActivityReport, NamedCheckpoints, RestoreReport
 from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
@@ -44,6 +44,12 @@ class MigrationRunner(Protocol):
         """The server extension restored (or failed to restore) the state of `migration`,
         which is current and `restoring`: end it (done, or failed when not `report.ok`)
         and return it. Persist before the first await: concurrent reports race here."""
+
+    async def checkpoints_named(self, migration: Migration, named: NamedCheckpoints
+                                ) -> Migration:
+        """The server extension names the checkpoints of `migration`, which is current,
+        `checkpointing` and waits for them (`checkpoints_to_come`) — or says it could not
+        save the notebooks (`named.error`: fail it). Return it, persisted."""
 
 
 class RunnerStartFailed(Exception):

@@ -168,6 +168,11 @@ class Migration:
     """The checkpoints of the pod's other notebooks (one each, none of them
     `checkpoint`'s): every kernel of the pod is saved before the patch, each verified
     like `checkpoint`, and the new pod restores them all."""
+    checkpoints_to_come: bool = False
+    """The server extension saves the notebooks after the move was accepted (its
+    `/migrate` answers at once) and names the checkpoints later
+    (`POST /migrations/current/checkpoints`); until then the move waits in
+    `checkpointing`, within the runner's `save_timeout`."""
 
     @property
     def checkpoints(self) -> tuple[CheckpointRef, ...]:
@@ -179,14 +184,16 @@ class Migration:
     def new(cls, env: SidecarEnv, *, target: Target, reason: Reason, profile: str | None,
             checkpoint: CheckpointRef | None, pending_cell: PendingCell | None,
             now: dt.datetime, keep_image: bool = False,
-            other_checkpoints: tuple[CheckpointRef, ...] = ()) -> Migration:
+            other_checkpoints: tuple[CheckpointRef, ...] = (),
+            checkpoints_to_come: bool = False) -> Migration:
         at = iso_utc(now)
         return cls(id=str(uuid.uuid4()), notebook=env.notebook_name,
                    namespace=env.pod_namespace, source_pod=env.pod_name,
                    source_pod_uid=env.pod_uid, target=target, reason=reason, profile=profile,
                    checkpoint=checkpoint, pending_cell=pending_cell, phase=Phase.REQUESTED,
                    created_at=at, updated_at=at, history=(PhaseChange(Phase.REQUESTED, at),),
-                   keep_image=keep_image, other_checkpoints=other_checkpoints)
+                   keep_image=keep_image, other_checkpoints=other_checkpoints,
+                   checkpoints_to_come=checkpoints_to_come)
 
     @property
     def active(self) -> bool:
@@ -208,6 +215,16 @@ class Migration:
         if not self.active:
             raise IllegalTransition(f"the migration already ended ({self.phase})")
         return dataclasses.replace(self, notes=(*self.notes, note), updated_at=iso_utc(now))
+
+    def with_checkpoints(self, checkpoint: CheckpointRef | None,
+                         others: tuple[CheckpointRef, ...], *, now: dt.datetime) -> Migration:
+        """The checkpoints the server extension named for a move that was waiting for
+        them (`checkpoints_to_come`)."""
+        if self.phase is not Phase.CHECKPOINTING or not self.checkpoints_to_come:
+            raise IllegalTransition(f"migration {self.id} is {self.phase} and waits for no "
+                                    "checkpoints")
+        return dataclasses.replace(self, checkpoint=checkpoint, other_checkpoints=others,
+                                   checkpoints_to_come=False, updated_at=iso_utc(now))
 
     def with_restore_report(self, report: Mapping[str, Any], *, now: dt.datetime) -> Migration:
         if not self.active:
@@ -283,6 +300,7 @@ def _parse(data: object) -> Migration:
         restore_report=None if report is None else dict(_mapping(report, "restore_report")),
         keep_image=d.get("keep_image") is True,
         other_checkpoints=tuple(_checkpoint_ref(c) for c in others),
+        checkpoints_to_come=d.get("checkpoints_to_come") is True,
     )
 
 

@@ -10,7 +10,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from gpushift_sidecar.state import IllegalTransition, Migration, Phase
+from gpushift_sidecar.state import CheckpointRef, IllegalTransition, Migration, Phase
 from gpushift_sidecar.state_file import MigrationStore
 
 
@@ -53,6 +53,11 @@ class MigrationTracker:
     def add_note(self, migration_id: str, note: str) -> Migration:
         current = self._get(migration_id)
         return self._commit(current.with_note(note, now=_now()))
+
+    def name_checkpoints(self, migration_id: str, checkpoint: CheckpointRef | None,
+                         others: tuple[CheckpointRef, ...]) -> Migration:
+        current = self._get(migration_id)
+        return self._commit(current.with_checkpoints(checkpoint, others, now=_now()))
 
     def finish_restore(self, migration_id: str, report: Mapping[str, Any], *,
                        error: str | None = None, now: dt.datetime | None = None) -> Migration:

@@ -123,16 +123,18 @@ async def _automatic_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
                                               {"code": GPU_CELL, "kernel_id": kernel})
         assert status == 200 and verdict["needs_gpu"], verdict
         assert verdict["reasons"][0]["line"] == 3
-        # The user accepts: checkpoint (verified), then the move.
+        # The user accepts: the move is taken at once; the notebook is saved (verified)
+        # before anything changes.
         status, moved = await user.gpushift("POST", "migrate", {
             "target": "gpu", "reason": "auto", "kernel_id": kernel, "path": "work.ipynb",
             "pending_cell": {"cell_id": "held-cell", "code": GPU_CELL}})
         assert status == 202, moved
-        commit = moved["checkpoint"]["commit_id"]
+        assert moved["saving"] == ["work.ipynb"], moved
 
         restoring = await e2e.wait_for_migration(user, ARRIVED_OR_ENDED,
                                                  180, nb.logs)
         assert restoring["phase"] in ARRIVED, restoring
+        commit = restoring["checkpoint"]["commit_id"]
         assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
         status, doc = await user.gpushift("GET")
         assert doc["usingGPU"] is True and doc["gpu"]["name"].startswith("fake GPU")
@@ -404,8 +406,10 @@ def test_fake_gpu_sidecar_killed_during_the_checkpoint_step(webhook, control_pla
 async def _sidecar_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
         moved = await state_then_move(nb, user)
-        # At once, while the sidecar verifies the checkpoint: SIGKILL. The runner
-        # restarts it (restartPolicy Always); it resumes from the state on the volume.
+        # At once, while the notebook is saved and the sidecar waits for (or verifies)
+        # the checkpoint: SIGKILL. The runner restarts it (restartPolicy Always); it
+        # resumes from the state on the volume, and the server names the checkpoint to
+        # the restarted sidecar.
         nb.runner.signal_container(nb.namespace, f"{nb.name}-0", "gpushift-sidecar")
         restoring = await e2e.wait_for_migration(user, ARRIVED_OR_ENDED,
                                                  180, nb.logs)
@@ -413,7 +417,7 @@ async def _sidecar_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         assert restoring["phase"] in ARRIVED, restoring
         assert pod_facts(admin, nb)[0] == "gpu"
         fresh, restored = await reopen_and_restore(nb, user)
-        assert restored["ok"] and restored["commit_id"] == moved["checkpoint"]["commit_id"]
+        assert restored["ok"] and restored["commit_id"] == restoring["checkpoint"]["commit_id"]
         assert (await user.execute(fresh, CHECK)).results == [CHECK_ANSWER]
 
 

@@ -313,14 +313,18 @@ async def state_then_a_move(jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path)
         "target": "gpu", "reason": "auto", "kernel_id": kernel_id,
         "path": "work/train.ipynb",
         "pending_cell": {"cell_id": "cell-7", "code": "print(xs.sum())"}})
+    # Answered at once: the move waits while the server saves the notebook.
     assert status == 202, moved
-    commit = moved["checkpoint"]["commit_id"]
-    assert moved["migration"]["checkpoint"] == {"notebook_path": str(notebook),
-                                                "commit_id": commit}
-    # The sidecar verified the very checkpoint, then failed at the patch: no Kubernetes.
+    assert moved["saving"] == ["work/train.ipynb"] and moved["will_stop"] == []
+    assert moved["migration"]["checkpoint"] is None
+    assert moved["migration"]["checkpoints_to_come"] is True
+    # The server named the checkpoint, the sidecar verified it, then failed at the patch:
+    # no Kubernetes here.
     failed = await wait_for_phase(jp_fetch, {"failed"})
     assert [h["phase"] for h in failed["history"]][:4] == [
         "requested", "checkpointing", "checkpointed", "patching"], failed["history"]
+    assert failed["checkpoint"]["notebook_path"] == str(notebook)
+    commit = failed["checkpoint"]["commit_id"]
     return MovedState(notebook, before, session, kernel_id, commit)
 
 

@@ -138,14 +138,12 @@ async def test_every_notebook_of_the_pod_is_saved_and_restored_and_the_console_n
         "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"],
         "pending_cell": {"cell_id": "cell-1", "code": "print(xs.sum())"}})
     assert status == 202, moved
-    assert [c["path"] for c in moved["checkpoints"]] == ["work/train.ipynb",
-                                                         "work/eval.ipynb"]
-    [(gen, why)] = [(x["name"], x["reason"]) for x in moved["checkpoints"][1]["not_saved"]]
-    assert gen == "gen" and "generator" in why, moved["checkpoints"][1]
+    assert moved["saving"] == ["work/train.ipynb", "work/eval.ipynb"]
     assert moved["will_stop"] == pod["will_stop"]
-    others = moved["migration"]["other_checkpoints"]
-    assert [Path(c["notebook_path"]).name for c in others] == ["eval.ipynb"]
-    await wait_for_phase(jp_fetch, {"failed"})  # at the patch: no Kubernetes here
+    failed = await wait_for_phase(jp_fetch, {"failed"})  # at the patch: no Kubernetes here
+    assert "checkpointed" in [h["phase"] for h in failed["history"]]
+    assert failed["checkpoint"]["path"] == "work/train.ipynb"
+    assert [c["path"] for c in failed["other_checkpoints"]] == ["work/eval.ipynb"]
 
     for session in (train, evaluate, console):  # the old pod's kernels die with it
         await call_api(jp_fetch, "DELETE", ["api", "sessions", session["id"]], None)
@@ -180,7 +178,7 @@ async def test_every_notebook_of_the_pod_is_saved_and_restored_and_the_console_n
 
 
 @on_server_loop
-async def test_a_notebook_that_cannot_be_saved_stops_the_move_before_the_sidecar(
+async def test_a_notebook_that_cannot_be_saved_fails_the_move_before_any_change(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any) -> None:
     train = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/train.ipynb",
                                 "x = 1")
@@ -189,9 +187,12 @@ async def test_a_notebook_that_cannot_be_saved_stops_the_move_before_the_sidecar
     for database in (jp_root_dir / "work").glob("eval.kishudb*"):
         database.unlink()
     (jp_root_dir / "work" / "eval.kishudb").mkdir(exist_ok=True)
-    status, refused = await call(jp_fetch, "POST", "migrate", {
+    status, moved = await call(jp_fetch, "POST", "migrate", {
         "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"]})
-    assert status == 500 and refused["error"] == "checkpoint_failed", refused
-    assert "every one is saved before a move" in refused["detail"]
-    _, current = await call(jp_fetch, "GET", "migration")
-    assert current["migration"] is None  # the sidecar was never asked
+    assert status == 202, moved  # at once; the save fails after
+    failed = await wait_for_phase(jp_fetch, {"failed"}, timeout=60)
+    assert [h["phase"] for h in failed["history"]] == ["requested", "checkpointing",
+                                                       "failed"], failed["history"]
+    assert failed["error"].startswith("the notebooks were not saved, nothing was changed: "
+                                      "work/eval.ipynb: "), failed["error"]
+    assert failed["checkpoint"] is None and failed["other_checkpoints"] == []

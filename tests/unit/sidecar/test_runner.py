@@ -28,7 +28,7 @@ from migration_fixtures import (
 from gpushift_core.kube import KubeApi
 from gpushift_core.patches import apply
 from gpushift_sidecar.api import make_app
-from gpushift_sidecar.api_requests import RestoreReport
+from gpushift_sidecar.api_requests import NamedCheckpoints, RestoreReport
 from gpushift_sidecar.checkpoint_database import Verdict, VerdictStatus
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
@@ -127,14 +127,15 @@ class Pod:
     def __init__(self, tmp_path, server: FakeServer, *, uid: str = SOURCE_UID,
                  gpu: tuple[str, int] | None = None, runtime: str = "run",
                  verify=complete, timeout: float = 0.3,
-                 restore_timeout: float = 600.0) -> None:
+                 restore_timeout: float = 600.0, save_timeout: float = 600.0) -> None:
         self.env = SidecarEnv.from_environ(environ(tmp_path, uid=uid, gpu=gpu,
                                                    runtime=runtime))
         self.tracker = MigrationTracker(MigrationStore.for_env(self.env))
         self.runner = StepRunner(self.env, self.tracker, kube_for(server), verify=verify,
                                  config=RunnerConfig(checkpoint_timeout=timeout,
                                                      checkpoint_poll=0.02,
-                                                     restore_timeout=restore_timeout))
+                                                     restore_timeout=restore_timeout,
+                                                     save_timeout=save_timeout))
 
     def new(self, target: Target = Target.GPU, checkpoint: bool = True,
             reason: Reason = Reason.MANUAL, others: tuple[str, ...] = ()) -> Migration:
@@ -482,3 +483,91 @@ async def test_restore_endpoint(aiohttp_client, tmp_path):
     config = json.loads((pod.env.runtime_dir / "runtime-config.json").read_text())
     assert config["migration"]["phase"] == "done" and not config["migration"]["active"]
     await pod.runner.stop()
+
+
+def api_of(pod: Pod) -> Sidecar:
+    sidecar = Sidecar.create(pod.env, pod.runner, tracker=pod.tracker)
+    pod.tracker.on_change = sidecar.migration_changed
+    assert sidecar.files.write_now()
+    return sidecar
+
+
+def saving(pod: Pod) -> Migration:
+    """A move accepted before its notebooks were saved (`/migrate` answers at once)."""
+    return pod.tracker.begin(Migration.new(
+        pod.env, target=Target.GPU, reason=Reason.MANUAL, profile="nvidia-1",
+        checkpoint=None, pending_cell=None, now=dt.datetime.now(dt.UTC),
+        checkpoints_to_come=True))
+
+
+async def test_a_move_waits_for_its_checkpoints_then_verifies_and_patches(aiohttp_client,
+                                                                          tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    http = await aiohttp_client(make_app(api_of(pod)))
+    http.session.headers["Authorization"] = (
+        f"Bearer {(pod.env.runtime_dir / TOKEN_FILE).read_text().strip()}")
+    m = saving(pod)
+    await pod.runner.start(m)
+    await asyncio.sleep(0.2)
+    assert pod.tracker.current.phase is Phase.CHECKPOINTING  # waits: nothing patched
+    assert server.spec_patches == []
+    ws = pod.env.workspace_dir
+    for bad, error in (({"migration_id": m.id, "checkpoint": "c"}, "invalid_field"),
+                       ({"migration_id": m.id, "error": "x", "checkpoint": {
+                           "notebook_path": f"{ws}/a.ipynb", "commit_id": "c"}},
+                        "invalid_field"),
+                       ({"migration_id": m.id, "extra": 1}, "unknown_field")):
+        r = await http.post("/migrations/current/checkpoints", json=bad)
+        assert r.status == 400 and (await r.json())["error"] == error, bad
+    r = await http.post("/migrations/current/checkpoints", json={"migration_id": "other"})
+    assert r.status == 409 and (await r.json())["error"] == "not_waiting_for_checkpoints"
+    r = await http.post("/migrations/current/checkpoints", json={
+        "migration_id": m.id,
+        "checkpoint": {"notebook_path": f"{ws}/a.ipynb", "commit_id": "c-1"},
+        "other_checkpoints": [{"notebook_path": f"{ws}/b.ipynb", "commit_id": "c-b"}]})
+    assert r.status == 200, await r.json()
+    assert pod.runner._task is not None
+    await asyncio.wait_for(pod.runner._task, 5)
+    await pod.runner.stop()
+    m = pod.tracker.current
+    assert m.phase is Phase.RECREATING and not m.checkpoints_to_come
+    assert [c.commit_id for c in m.checkpoints] == ["c-1", "c-b"]
+    assert server.reasons().count("CheckpointVerified") == 2
+    r = await http.post("/migrations/current/checkpoints", json={"migration_id": m.id})
+    assert r.status == 409  # named already
+
+
+async def test_notebooks_that_could_not_be_saved_fail_the_move_unpatched(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server)
+    m = saving(pod)
+    await pod.runner.start(m)
+    await asyncio.sleep(0.1)
+    failed = await pod.runner.checkpoints_named(m, NamedCheckpoints(
+        m.id, None, (), "eval.ipynb: kishu could not write its database"))
+    await asyncio.wait_for(pod.runner._task, 5)
+    await pod.runner.stop()
+    assert failed.phase is Phase.FAILED and "eval.ipynb: kishu could not" in failed.error
+    assert "nothing was changed" in failed.error
+    assert server.spec_patches == [] and server.reasons()[-1] == "MigrationFailed"
+
+
+async def test_a_move_whose_checkpoints_never_come_fails_at_its_deadline(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, save_timeout=0.3)
+    m = await pod.run(saving(pod))
+    assert m.phase is Phase.FAILED and "not saved within 0.3s" in m.error
+    assert server.spec_patches == []
+
+
+async def test_a_restarted_sidecar_keeps_the_save_deadline_of_the_file(tmp_path):
+    server = FakeServer()
+    pod = Pod(tmp_path, server, save_timeout=60)
+    m = saving(pod)
+    # It entered `checkpointing` two minutes ago (the sidecar that took it was killed).
+    waiting = pod.tracker.advance(m.id, Phase.CHECKPOINTING,
+                                  now=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=120))
+    ended = await pod.run(waiting)  # within run()'s 5 s, not 60
+    assert ended.phase is Phase.FAILED and "not saved within 60s" in ended.error
+    assert server.spec_patches == []

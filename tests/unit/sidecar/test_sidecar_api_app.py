@@ -156,6 +156,8 @@ async def test_gpu_pod_moves_to_cpu_without_profile(make_client):
      "unknown_field", "other_checkpoints[0].x"),
     ({"other_checkpoints": [{"notebook_path": "/WS/work/train.ipynb", "commit_id": "c"}]},
      "invalid_field", "has a checkpoint in this move already"),
+    ({"checkpoints_to_come": "yes"}, "invalid_field", "checkpoints_to_come: must be true"),
+    ({"checkpoints_to_come": True}, "invalid_field", "name none now"),
     ({"other_checkpoints": [{"notebook_path": "/WS/b.ipynb", "commit_id": "c"},
                             {"notebook_path": "/WS/b.ipynb", "commit_id": "d"}]},
      "invalid_field", "other_checkpoints[1]"),
