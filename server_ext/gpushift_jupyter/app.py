@@ -85,7 +85,7 @@ class GpushiftExtension(ExtensionApp):
                 services.report_activity_forever(self.activity_interval)))
         if self.restore_interval > 0 and runtime_dir is not None:
             restorer = ServerRestorer(services.restorer,
-                                      lambda: services.runtime().optimizer_on)
+                                      lambda: services.runtime().optimizer_on, mover)
             self._tasks.append(loop.create_task(
                 restorer.run_forever(self.restore_interval)))
         if self.idle_watch_interval > 0 and runtime_dir is not None:

@@ -2,8 +2,9 @@
 into its notebook's kernel, and tell the sidecar how it went.
 
 One restore per move, claimed: the server's own loop (`server_restore`) and a browser's
-`POST /restore` both call `restore_move`; whichever comes first restores every notebook
-(the others' requests get 409 `already_restoring` meanwhile), and what it did is kept
+`POST /restore` both call `restore_move`; whichever comes first restores every notebook,
+each into its own kernel and all at once (the others' requests get 409
+`already_restoring` meanwhile), and what it did is kept
 (`ServerRestore`) for every browser that asks later — what came back in its notebook,
 into which kernel, when — instead of restoring again. The held cell goes to the first
 browser of its notebook, once, and only after a restore that succeeded there.
@@ -15,6 +16,7 @@ recovered here once per pod, into the notebook's fresh kernel, when a browser as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -164,7 +166,7 @@ class MoveRestorer:
 
     async def restore_move(self, migration: dict[str, Any], *, by: str) -> ServerRestore:
         """Restore every notebook of the move in `restoring` into its notebook's kernel
-        (a browser's session, or one opened here), one after the other, and report to
+        (a browser's session, or one opened here), all at once, and report to
         the sidecar, which ends the move. Claimed: 409 `already_restoring` while it
         runs elsewhere."""
         migration_id = str(migration["id"])
@@ -184,12 +186,22 @@ class MoveRestorer:
     async def _restore_every_notebook(self, migration: dict[str, Any],
                                       by: str) -> ServerRestore:
         started = time.monotonic()
-        results: dict[Path, tuple[str, dict[str, Any]]] = {}
-        for ref in checkpoints_of(migration):
+
+        async def one(ref: dict[str, Any]) -> tuple[Path, tuple[str, dict[str, Any]]]:
             notebook = Path(ref["notebook_path"])
-            kernel_id = await notebook_kernel(self.kernels, notebook)
+            try:
+                kernel_id = await notebook_kernel(self.kernels, notebook)
+            except ApiError as exc:  # no kernel for it: that notebook's restore failed
+                return notebook, ("", {
+                    "ok": False, "restored": [], "not_restored": [],
+                    "commit_id": ref["commit_id"],
+                    "detail": f"no kernel to restore into (the checkpoint is kept on the "
+                              f"volume): {exc.detail}"})
             answer = await self._restore_into(kernel_id, notebook, ref["commit_id"])
-            results[notebook] = (kernel_id, {**answer, "commit_id": ref["commit_id"]})
+            return notebook, (kernel_id, {**answer, "commit_id": ref["commit_id"]})
+
+        # Each notebook into its own kernel (its own process): all at once.
+        results = dict(await asyncio.gather(*(one(ref) for ref in checkpoints_of(migration))))
         report = (overall_report({self.kernels.relative(nb): r
                                   for nb, (_, r) in results.items()}) if results
                   else {"ok": True, "restored": [], "not_restored": [],

@@ -14,6 +14,7 @@ languages, terminals) is listed in the answer, as the confirmation listed it (`G
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -34,6 +35,8 @@ log = logging.getLogger("gpushift.jupyter")
 
 # How long the checkpoints are offered to a sidecar that does not answer (restarting).
 NAME_RETRY_SECONDS = 120.0
+ORPHANED_SAVE = ("the notebook server restarted while it saved the notebooks, and their "
+                 "kernels stopped with it; the last checkpoints on the volume are kept")
 
 
 class Mover:
@@ -43,8 +46,11 @@ class Mover:
         self.sidecar = sidecar
         self.terminals = terminals
         """() -> jupyter_server's terminal manager (None: terminals are off)."""
-        self._saving: set[asyncio.Task[None]] = set()
-        """Saves running for accepted moves (kept so they are not collected)."""
+        self._saving: dict[str, asyncio.Task[None]] = {}
+        """Saves running for accepted moves, by migration id."""
+        self.started_at = dt.datetime.now(dt.UTC)
+        """When this server process started: a move taken before can only be a previous
+        process's."""
 
     async def sessions(self) -> PodSessions:
         """`GET /pod`: the notebooks a move saves and what it stops."""
@@ -72,7 +78,15 @@ class Mover:
         itself, so no separate attach round trip is made."""
         notebook = await self.kernels.notebook_path(kernel_id, path)
         facts = self.kernels.facts(kernel_id)
-        await self.sidecar.post("/notebooks", {"path": str(notebook)})
+        try:
+            await self.sidecar.post("/notebooks", {"path": str(notebook)})
+        except ApiError as exc:
+            if exc.status < 500:
+                raise
+            # A sidecar restarting (killed mid-move): the checkpoint is made all the same;
+            # the sidecar verifies it from the volume, watched or not.
+            log.warning("gpushift: %s not registered with the sidecar: %s", notebook,
+                        exc.detail)
         async with self.kernels.kernel(kernel_id) as kernel:
             try:
                 saved = await checkpoint(kernel, notebook)
@@ -116,10 +130,11 @@ class Mover:
             request["keep_image"] = True
         migration = await self.sidecar.post("/migrations", request)
         if kernels:
+            migration_id = str(migration["id"])
             task = asyncio.create_task(
-                self._save_and_name(str(migration["id"]), kernels, asking=kernel_id))
-            self._saving.add(task)
-            task.add_done_callback(self._saving.discard)
+                self._save_and_name(migration_id, kernels, asking=kernel_id))
+            self._saving[migration_id] = task
+            task.add_done_callback(lambda _: self._saving.pop(migration_id, None))
         return {"migration": migration,
                 "saving": [self.kernels.relative(k.notebook) for k in kernels],
                 "will_stop": sessions.will_stop}
@@ -147,6 +162,23 @@ class Mover:
             named["other_checkpoints"] = refs[1:] if first else refs
         await self._name(named)
 
+    async def end_orphaned_save(self, migration: dict[str, Any] | None) -> bool:
+        """A move waiting for checkpoints that no save of this server will name: the
+        server that took it was restarted (killed, out of memory) and its kernels — the
+        state to save — stopped with it. Fail it now, with the reason, instead of at the
+        sidecar's save deadline. True when it did."""
+        if (migration is None or migration.get("phase") != "checkpointing"
+                or not migration.get("checkpoints_to_come")
+                or str(migration["id"]) in self._saving):
+            return False
+        created = _utc(migration.get("created_at"))
+        if created is None or created >= self.started_at:
+            return False  # this process's own move, its save about to be registered
+        log.warning("gpushift: migration %s waits for checkpoints no one is making: "
+                    "the notebook server restarted while saving", migration["id"])
+        await self._name({"migration_id": str(migration["id"]), "error": ORPHANED_SAVE})
+        return True
+
     async def _name(self, named: dict[str, Any]) -> None:
         """Tell the sidecar, again while it does not answer (it restarts in a second or
         two when killed; its save deadline bounds the move all the same)."""
@@ -162,3 +194,12 @@ class Mover:
                                 "(%s): %s", named["migration_id"], exc.error, exc.detail)
                     return
             await asyncio.sleep(1.0)
+
+
+def _utc(value: object) -> dt.datetime | None:
+    """The sidecar's ISO 8601 UTC time ("...Z"); None for anything else."""
+    try:
+        moment = dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)

@@ -7,6 +7,9 @@ browser's, or one it opens — claimed, once per move) and reports to the sideca
 closed during the move, a laptop that slept: the variables are back in the kernels all
 the same, and the move ends — the GPU is never held by a move waiting for a browser.
 A browser that opens a notebook later is told what came back there (`POST /restore`).
+
+The same loop ends a move that waits for checkpoints no save of this server will name
+(`Mover.end_orphaned_save`): the server that took it was restarted mid-save.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Callable
 
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.move_restore import MoveRestorer, ServerRestore
+from gpushift_jupyter.moves import Mover
 
 log = logging.getLogger("gpushift.jupyter")
 
@@ -29,8 +33,11 @@ MAX_ATTEMPTS = 3
 class ServerRestorer:
     """The loop that restores each arriving move on this server (`run_forever`)."""
 
-    def __init__(self, restorer: MoveRestorer, optimizer_on: Callable[[], bool]) -> None:
+    def __init__(self, restorer: MoveRestorer, optimizer_on: Callable[[], bool],
+                 mover: Mover | None = None) -> None:
         self.restorer = restorer
+        self.mover = mover
+        """Ends a move whose save died with a previous server process."""
         self.optimizer_on = optimizer_on
         """The pod has a sidecar and the optimizer is on."""
         self._attempts: dict[str, int] = {}
@@ -51,6 +58,8 @@ class ServerRestorer:
         if not self.optimizer_on():
             return None
         migration = await self.restorer.current()
+        if self.mover is not None and await self.mover.end_orphaned_save(migration):
+            return None
         if migration is None or migration.get("phase") != "restoring":
             return None
         migration_id = str(migration["id"])

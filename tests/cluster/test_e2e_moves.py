@@ -349,6 +349,22 @@ def volume_files(nb: e2e.NotebookUnderTest) -> dict[str, Any]:
     return found
 
 
+async def past_saving(user: JupyterUser) -> None:
+    """Until the move's checkpoints are written (`/migrate` answers before): the move is
+    past `checkpointing`, or the old pod's server is gone (it goes only after that)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            status, answer = await user.gpushift("GET", "migration", timeout=5)
+        except Exception:  # the pod is being replaced: saved before that
+            return
+        phase = (answer.get("migration") or {}).get("phase") if status == 200 else None
+        if phase not in ("requested", "checkpointing"):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the move stayed in checkpointing for 120 s")
+
+
 def test_fake_gpu_webhook_stopped_during_the_move(webhook, control_plane, admin, namespace,
                                                   tmp_path):
     with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
@@ -365,6 +381,7 @@ async def _webhook_stopped(nb: e2e.NotebookUnderTest, admin: Any,
     async with nb.user() as user:
         # The webhook (and its guard) down while the notebook moves.
         moved = await state_then_move(nb, user, before_move=webhook.stop)
+        await past_saving(user)
         files = volume_files(nb)
         # The new pod is created without the sidecar (failurePolicy Ignore) and works;
         # the extension says the optimizer is off and recovers the newest checkpoint.
