@@ -90,6 +90,10 @@ class IdleSettings:
     """Whether a notebook may be pinned to its GPU (never moved back on idle)."""
     utilization_threshold_percent: int = 5
     """GPU utilisation (NVML) under which the GPU counts as idle."""
+    when_not_saved: str = "move"
+    """An idle move whose checkpoints could not hold every variable (open files,
+    generators: kishu names them): "move" (moves, and says which were not saved) or
+    "stay" (no idle move while any is unsaved; the idle state says why)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,9 @@ def check_gpu_settings(profiles: Sequence[GpuProfile], default_profile: str,
         raise ConfigError("idle: need 0 < min_seconds <= timeout_seconds <= max_seconds")
     if idle.warning_seconds < 0 or idle.warning_seconds >= idle.min_seconds:
         raise ConfigError("idle.warning_seconds: must be >= 0 and below min_seconds")
+    if idle.when_not_saved not in ("move", "stay"):
+        raise ConfigError(f"idle.when_not_saved: {idle.when_not_saved!r} is not one of "
+                          "move, stay")
 
 
 def server_type_of(notebook: Mapping[str, Any]) -> str:

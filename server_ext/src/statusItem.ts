@@ -50,6 +50,9 @@ export function statusText(
         typeof idle?.timeout === 'number'
           ? trans.__('Idle timeout %1 s.', Math.round(idle.timeout))
           : '',
+        // Why the idle timer stands where it does (a stay, a busy kernel, an idle move
+        // the admin's settings held back): the sidecar's words.
+        idle?.reason ? trans.__('Idle timer: %1.', idle.reason.replace(/\.+$/, '')) : '',
         describeBounds(trans, bounds)
       ];
       return {

@@ -160,3 +160,21 @@ def verify_database(db_path: Path, commit_id: str) -> Verdict:
         return Verdict(VerdictStatus.MISSING, f"commit {commit_id!r} is not in {db_path}",
                        commit_id, str(db_path))
     return Verdict(read.status, read.reason, commit_id, str(db_path))
+
+
+def not_saved(db_path: Path, commit_id: str) -> list[tuple[str, str]]:
+    """(name, why) of each variable the commit could not hold, as gpushift's kishu agent
+    recorded them (`gpushift_not_saved`); [] when none, or the database cannot say.
+    Read-only; never raises."""
+    try:
+        con = sqlite3.connect(f"{db_path.as_uri()}?mode=ro", uri=True, timeout=0.5)
+    except sqlite3.Error:
+        return []
+    try:
+        rows = con.execute("SELECT name, reason FROM gpushift_not_saved "
+                           "WHERE commit_id = ? ORDER BY name", (commit_id,)).fetchall()
+    except sqlite3.Error:  # no such table: nothing recorded as unsaved
+        return []
+    finally:
+        con.close()
+    return [(str(name), str(reason)) for name, reason in rows]

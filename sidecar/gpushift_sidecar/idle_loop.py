@@ -78,6 +78,12 @@ class IdleLoopConfig:
     """How long a report of a running GPU cell or a busy kernel counts unless confirmed
     again (the server extension confirms every few seconds, `activity_interval`): a tab
     closed mid-cell or a notebook side gone silent never holds the GPU for ever."""
+    save_wait_seconds: float = 600.0
+    """How long the idle move waits for a checkpoint kishu is still writing (the one the
+    warning started, of a large state) so that it moves the latest state, not an older
+    one; past it, no move: the timer starts over and the idle state says why."""
+    save_recheck_seconds: float = 2.0
+    """While it waits, how often it looks again."""
 
 
 class NotebookReader(Protocol):
@@ -111,6 +117,8 @@ class IdleLoop:
         self._warned_at: float | None = None
         """When the warning the coming move is due after began (None: none shown)."""
         self._move_id: str | None = None
+        self._save_wait_since: float | None = None
+        """Since when the idle move waits for a checkpoint being written."""
         """The idle move this loop started, while it is current."""
         self._utilization: dict[str, Any] | None = None
         self._published: tuple[Any, ...] | None = None
@@ -319,15 +327,29 @@ class IdleLoop:
             self._restart(self.clock(), f"migration {current.id} is {current.phase}: the "
                                         "idle timer starts over")
             return
+        writing = await asyncio.to_thread(notebooks.being_written, sidecar.watcher)
+        if writing and self._wait_for_save(transition, writing):
+            return
+        self._save_wait_since = None
         refs = [CheckpointRef(info.notebook_path, info.commit_id)
                 for info in await notebooks.refresh_every(sidecar.watcher)]
         checkpoint = refs[0] if refs else None  # the most recent; every notebook's go
+        lost = await asyncio.to_thread(notebooks.unsaved_text, refs)
+        if lost and self.timer.settings.when_not_saved == "stay":
+            why = (f"not saved by the checkpoints: {lost}; the admin keeps such notebooks "
+                   "on the GPU (idle.when_not_saved: stay): the idle timer starts over")
+            log.warning("idle move skipped", extra={"why": why})
+            self._restart(self.clock(), why)
+            return
         now = dt.datetime.now(dt.UTC)
         migration = Migration.new(sidecar.env, target=Target.CPU, reason=Reason.IDLE,
                                   profile=None, checkpoint=checkpoint, pending_cell=None,
                                   now=now, other_checkpoints=tuple(refs[1:]))
         migration = migration.with_note(idle_note(transition.timeout, sidecar.env.gpu),
                                         now=now)
+        if lost:
+            migration = migration.with_note(f"not saved, so not restored on the CPU pod: "
+                                            f"{lost}", now=now)
         try:
             await sidecar.start_migration(migration)
         except MigrationInFlight as exc:
@@ -348,6 +370,30 @@ class IdleLoop:
             "timeout": transition.timeout,
             "checkpoint": None if checkpoint is None else checkpoint.commit_id})
         self._publish(self.clock())
+
+    def _wait_for_save(self, transition: IdleTransition, writing: list[str]) -> bool:
+        """kishu is writing a checkpoint (`writing`: its notebooks): the move waits for
+        it, asking again in `save_recheck_seconds` (the timer is set back that far).
+        Past `save_wait_seconds`, no move at all: the timer starts over, and the idle
+        state's `reason` (and the log) says why. True: the move waits (or was given
+        up)."""
+        now = self.clock()
+        if self._save_wait_since is None:
+            self._save_wait_since = now
+            log.info("the idle move waits for a checkpoint being written",
+                     extra={"notebooks": writing})
+        if now - self._save_wait_since >= self.config.save_wait_seconds:
+            self._save_wait_since = None
+            why = (f"a checkpoint of {', '.join(writing)} was still being written after "
+                   f"{self.config.save_wait_seconds:g}s: no idle move, so no state is "
+                   "lost; the idle timer starts over")
+            log.warning("idle move skipped", extra={"why": why})
+            self._restart(now, why)  # the idle snapshot's `reason`: the page shows it
+            return True
+        self.timer.reset(now - max(0.0, transition.timeout - self.config.save_recheck_seconds),
+                         "waiting for a checkpoint being written")
+        self._publish(now)
+        return True
 
     # -- inside ----------------------------------------------------------------------
 
@@ -394,3 +440,4 @@ class IdleLoop:
         self._published = key
         self.sidecar.metrics.show_idle_state(snap["state"])
         self.sidecar.files.update_idle(snap)
+

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from gpushift_core.timestamps import iso_utc
+from gpushift_sidecar.checkpoint_database import database_path, journal_path, not_saved
 from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
+from gpushift_sidecar.state import CheckpointRef
 
 MAX_NOTEBOOKS = 256
 """More notebooks with kishu attached than one person has open in one server."""
@@ -47,6 +51,21 @@ async def refresh_every(watcher: CheckpointWatcher) -> list[CheckpointInfo]:
 
     infos = await asyncio.to_thread(read)
     return sorted(infos, key=lambda i: (i.mtime, i.verified_at), reverse=True)
+
+
+def being_written(watcher: CheckpointWatcher) -> list[str]:
+    """The watched notebooks whose kishu database is being written now (its journal is
+    there): a checkpoint under way (blocking file I/O)."""
+    return sorted(path for path in watcher.watched()
+                  if os.path.lexists(journal_path(database_path(path))))
+
+
+def unsaved_text(refs: Iterable[CheckpointRef]) -> str:
+    """What the checkpoints could not hold, for people: "gen (train.ipynb), f
+    (eval.ipynb)"; "" when they hold everything (blocking file I/O)."""
+    return ", ".join(f"{name} ({Path(ref.notebook_path).name})" for ref in refs
+                     for name, _ in not_saved(database_path(ref.notebook_path),
+                                              ref.commit_id))
 
 
 def _iso(epoch: float) -> str:

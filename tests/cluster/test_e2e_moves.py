@@ -175,6 +175,12 @@ async def _idle_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
         kernel = await session_with_state(nb, user)
         assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
+        # An older checkpoint (as a first move would have left), then work after it: the
+        # idle move must bring the latest state, not that checkpoint's.
+        status, older = await user.gpushift("POST", "checkpoint",
+                                            {"kernel_id": kernel, "path": "work.ipynb"})
+        assert status == 200, older
+        assert (await user.execute(kernel, "marker = 'after the checkpoint'")).status == "ok"
         # A GPU cell ran (the front end reports it): the timer starts from its end.
         for running in (True, False):
             status, _ = await user.gpushift("POST", "activity",
@@ -203,8 +209,11 @@ async def _idle_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         fresh, restored = await reopen_and_restore(nb, user)
         assert restored["ok"] and {"big", "frame", "model"} <= set(restored["restored"])
         assert restored["pending_cell"] is None
+        assert restored["commit_id"] != older["commit_id"]  # the warning's checkpoint
         check = await user.execute(fresh, CHECK)
         assert check.results == [CHECK_ANSWER], check
+        latest = await user.execute(fresh, "print(marker)")
+        assert latest.stdout.strip() == "after the checkpoint", latest
         status, snap = await user.gpushift("GET", "idle")
         assert snap["state"] == "inert"  # no idle timer on a CPU pod
 

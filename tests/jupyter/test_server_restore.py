@@ -196,3 +196,34 @@ async def test_a_notebook_that_cannot_be_saved_fails_the_move_before_any_change(
     assert failed["error"].startswith("the notebooks were not saved, nothing was changed: "
                                       "work/eval.ipynb: "), failed["error"]
     assert failed["checkpoint"] is None and failed["other_checkpoints"] == []
+
+
+@on_server_loop
+async def test_one_gib_of_state_is_saved_and_restored_within_the_deadlines(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
+        tmp_path: Path) -> None:
+    """1 GiB in one kernel: saved and verified within the sidecar's save deadline, then
+    restored on the new pod within its restore deadline (600 s each, the defaults; the
+    figures are printed — speed is measured in bench/, not asserted here)."""
+    session = await open_notebook(
+        jp_fetch, jp_serverapp, jp_root_dir, "work/big.ipynb",
+        "import numpy as np\nbig = np.ones(2**27)\nbig[::4096] = np.arange(2**15)")
+    status, moved = await call(jp_fetch, "POST", "migrate", {
+        "target": "gpu", "reason": "manual", "kernel_id": session["kernel"]["id"]})
+    assert status == 202, moved
+    failed = await wait_for_phase(jp_fetch, {"failed"}, timeout=600)  # at the patch
+    at = {h["phase"]: h["at"] for h in failed["history"]}
+    assert "checkpointed" in at, failed  # saved and verified in time, not timed out
+    await call_api(jp_fetch, "DELETE", ["api", "sessions", session["id"]], None)
+    revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
+    try:
+        done = await wait_for_phase(jp_fetch, {"done", "failed"}, timeout=600)
+        assert done["phase"] == "done", (done, revived.logs()[-3000:])
+        _, sessions = await call_api(jp_fetch, "GET", ["api", "sessions"], None)
+        [kernel] = [s["kernel"]["id"] for s in sessions if s["path"] == "work/big.ipynb"]
+        assert await value_of(jp_serverapp, kernel, "(big.nbytes, float(big.sum()))") == (
+            f"({2**30}, {float(2**27 - 2**15 + sum(range(2**15)))})")
+        print(f"1 GiB: saved {at['checkpointing']} -> {at['checkpointed']}, restored by "
+              f"{done['restore_report']['at']}")
+    finally:
+        sidecar_base.stop(revived)

@@ -59,6 +59,8 @@ test.describe('GPU pod (fake_gpu)', () => {
     await expect(toast(page, 'Staying on the GPU')).toBeVisible();
     await expect(warning).toHaveCount(0);
     await expect(podStatus(page)).toHaveText(GPU_TEXT);
+    // The idle timer's state, in words, in the status item's tooltip.
+    await expect(podStatus(page)).toHaveAttribute('title', /Idle timer: the user chose to stay on the GPU/);
     const idle = await page.request.get('/api_extension/idle');
     expect((await idle.json()).state).toBe('active');
   });

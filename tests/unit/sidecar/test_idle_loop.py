@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import json
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,93 @@ async def test_stay_and_activity_start_the_timeout_over(tmp_path) -> None:
     # Under the threshold (5 %) is idle: the move comes 4 s after the last work.
     assert await run_until(loop, clock, 40, step=0.5, sample=2) == [(34.0, "warn"),
                                                                     (36.0, "move")]
+
+
+def train_db(sidecar: Sidecar, commit: str) -> tuple[Path, Path]:
+    """The workspace's train.ipynb with a kishu database holding `commit`: (notebook, db)."""
+    ws = sidecar.env.workspace_dir
+    assert ws is not None
+    notebook = ws / "train.ipynb"
+    db = make_db(notebook)
+    add_commit(db, commit)
+    return notebook, db
+
+
+async def watched_until(sidecar: Sidecar, loop: IdleLoop, clock: Clock, notebook: Path,
+                        end: float) -> dict[str, Any]:
+    """Watch `notebook`, run the loop until `end` s after T0; the idle snapshot then."""
+    sidecar.watcher.start()
+    try:
+        await asyncio.to_thread(sidecar.watcher.watch_notebook, str(notebook))
+        await run_until(loop, clock, end)
+        return loop.snapshot()
+    finally:
+        await sidecar.close()
+
+
+async def test_the_move_waits_for_a_checkpoint_being_written_and_takes_it(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    loop.config = IdleLoopConfig(tick_seconds=0.01, save_recheck_seconds=1.0)
+    notebook, db = train_db(sidecar, "before-1")
+    sidecar.watcher.start()
+    try:
+        await asyncio.to_thread(sidecar.watcher.watch_notebook, str(notebook))
+        journal = db.with_name(db.name + "-journal")
+        assert await run_until(loop, clock, 3.0) == [(2.0, "warn")]
+        journal.write_bytes(b"")  # the warning's checkpoint: kishu is writing it
+        # Due at 4 s: it waits, and looks again every second (the timer set back into
+        # the warning's last second each time).
+        seen = await run_until(loop, clock, 7.0)
+        assert sidecar.runner.started == [] and [t for t, a in seen if a == "move"] == [
+            4.0, 5.0, 6.0, 7.0]
+        assert loop.snapshot()["state"] != "moving"
+        journal.unlink()  # kishu is done: the latest state is complete
+        add_commit(db, "latest-2")
+        await run_until(loop, clock, 9.0)
+    finally:
+        await sidecar.close()
+    [moved] = sidecar.runner.started
+    assert moved.checkpoint is not None and moved.checkpoint.commit_id == "latest-2"
+
+
+async def test_a_checkpoint_never_finished_means_no_idle_move(tmp_path) -> None:
+    sidecar, loop, clock = make(tmp_path)
+    loop.config = IdleLoopConfig(tick_seconds=0.01, save_wait_seconds=3.0,
+                                 save_recheck_seconds=1.0)
+    notebook, db = train_db(sidecar, "old-1")
+    db.with_name(db.name + "-journal").write_bytes(b"")  # stuck mid-write
+    snap = await watched_until(sidecar, loop, clock, notebook, 8.5)
+    assert sidecar.runner.started == []  # never moved with the older state
+    assert snap["state"] in ("active", "warning")
+    assert "still being written" in snap["reason"], snap
+
+
+def with_unsaved(db: Path, commit: str, name: str) -> None:
+    """What gpushift's kishu agent records for a variable the commit could not hold."""
+    con = sqlite3.connect(db)
+    with con:
+        con.execute("create table if not exists gpushift_not_saved "
+                    "(commit_id text, name text, reason text)")
+        con.execute("insert into gpushift_not_saved values (?, ?, ?)",
+                    (commit, name, "not saved: a builtins.generator cannot be pickled"))
+    con.close()
+
+
+@pytest.mark.parametrize("when", ["move", "stay"])
+async def test_variables_the_checkpoint_lacks_move_and_say_so_or_stay(tmp_path,
+                                                                      when) -> None:
+    idle = IdleSettings(timeout_seconds=4, min_seconds=3, max_seconds=10,
+                        warning_seconds=2, when_not_saved=when)
+    sidecar, loop, clock = make(tmp_path, idle)
+    notebook, db = train_db(sidecar, "c-1")
+    with_unsaved(db, "c-1", "gen")
+    snap = await watched_until(sidecar, loop, clock, notebook, 4.5)
+    if when == "move":
+        [moved] = sidecar.runner.started
+        assert "not saved, so not restored on the CPU pod: gen (train.ipynb)" in moved.notes
+    else:
+        assert sidecar.runner.started == []
+        assert "gen (train.ipynb)" in snap["reason"] and "when_not_saved: stay" in snap["reason"]
 
 
 async def test_the_move_never_skips_the_warning(tmp_path) -> None:
