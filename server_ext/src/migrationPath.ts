@@ -54,3 +54,19 @@ export function notebookPathOf(
   }
   return remembered || null;
 }
+
+/**
+ * The move's other notebooks (every notebook of the pod is saved and restored, not only
+ * the one that asked), relative to the server root; those without a usable path are
+ * left out.
+ */
+export function otherNotebookPathsOf(m: IMigration, serverRoot: string): string[] {
+  const paths: string[] = [];
+  for (const source of (m.other_checkpoints ?? []) as IPathFields[]) {
+    const relative = text(source?.path) || relativeTo(text(source?.notebook_path), serverRoot);
+    if (relative && !paths.includes(relative)) {
+      paths.push(relative);
+    }
+  }
+  return paths;
+}

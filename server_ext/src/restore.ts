@@ -27,7 +27,7 @@ import { ApiClient, ApiError } from './api';
 import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
-import { notebookPathOf } from './migrationPath';
+import { notebookPathOf, otherNotebookPathsOf } from './migrationPath';
 import { describeRestore, heldCellIsStale, heldCellToRun } from './restoreText';
 import { describeRecovery, restoreKindOf, retryRequest } from './recovery';
 
@@ -200,6 +200,12 @@ export class RestoreFlow {
       } else {
         await this._runPending(panel, held);
       }
+      // The move's other notebooks open on this page: each tab collects its own.
+      for (const other of otherNotebookPathsOf(m, root)) {
+        if (other !== path && this._docs.findWidget(other)) {
+          void this._restoreOther(other);
+        }
+      }
     } catch (error) {
       const detail = error instanceof ApiError ? error.detail : String(error);
       Notification.update({
@@ -211,6 +217,39 @@ export class RestoreFlow {
     } finally {
       this._busyPaths.delete(path);
       void this._service.refresh();
+    }
+  }
+
+  /** Another notebook of the move, open in a tab here: switched to the kernel the
+   * server restored its state into, and told what came back (no held cell: that one
+   * belongs to the notebook that asked for the move). */
+  private async _restoreOther(path: string): Promise<void> {
+    const trans = this._trans;
+    this._busyPaths.add(path);
+    const notice = Notification.emit(trans.__('Restoring the variables of %1…', path), 'in-progress', {
+      autoClose: false
+    });
+    try {
+      const restored = await this._restoreInFreshKernel(path, notice);
+      if (restored) {
+        const text = describeRestore(trans, restored.result);
+        Notification.update({
+          id: notice,
+          message: `${path}: ${text.message}`,
+          type: text.type,
+          autoClose: text.type === 'success' ? 8000 : false
+        });
+      }
+    } catch (error) {
+      const detail = error instanceof ApiError ? error.detail : String(error);
+      Notification.update({
+        id: notice,
+        message: trans.__('The variables of %1 could not be restored: %2', path, detail),
+        type: 'error',
+        autoClose: false
+      });
+    } finally {
+      this._busyPaths.delete(path);
     }
   }
 

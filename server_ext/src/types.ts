@@ -48,6 +48,8 @@ export interface IMigration {
   updatedAt?: string | null;
   pending_cell?: IPendingCell | null;
   checkpoint?: { commit_id?: string; path?: string } | null;
+  /** The checkpoints of the pod's other notebooks (restored too, each its own kernel). */
+  other_checkpoints?: { commit_id?: string; path?: string; notebook_path?: string }[];
   /** GET /migration: rolled back or failed after the pod was replaced, state not yet
    * restored on this pod (POST /restore recovers it). */
   recoverable?: boolean;

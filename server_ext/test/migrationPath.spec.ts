@@ -1,4 +1,4 @@
-import { notebookPathOf, relativeTo } from '../src/migrationPath';
+import { notebookPathOf, otherNotebookPathsOf, relativeTo } from '../src/migrationPath';
 import { IMigration } from '../src/types';
 
 const base: IMigration = { id: 'm1', phase: 'restoring', target: 'gpu' };
@@ -42,5 +42,23 @@ describe('notebookPathOf', () => {
     expect(notebookPathOf(outside, ROOT, 'mine.ipynb')).toBe('mine.ipynb');
     expect(notebookPathOf(base, ROOT)).toBeNull();
     expect(notebookPathOf({ ...base, pending_cell: null, checkpoint: null }, ROOT, '')).toBeNull();
+  });
+});
+
+describe('otherNotebookPathsOf', () => {
+  it("lists the move's other notebooks, relative to the root", () => {
+    const m = {
+      ...base,
+      other_checkpoints: [
+        { path: 'a/eval.ipynb', notebook_path: '/home/jovyan/a/eval.ipynb' },
+        { notebook_path: '/home/jovyan/b.ipynb' },
+        { notebook_path: '/elsewhere/c.ipynb' },
+        { path: 'a/eval.ipynb' }
+      ]
+    };
+    expect(otherNotebookPathsOf(m, ROOT)).toEqual(['a/eval.ipynb', 'b.ipynb']);
+  });
+  it('is empty for a move of one notebook', () => {
+    expect(otherNotebookPathsOf({ ...base }, ROOT)).toEqual([]);
   });
 });
