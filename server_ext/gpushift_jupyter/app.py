@@ -53,7 +53,8 @@ class GpushiftExtension(ExtensionApp):
         5.0, config=True,
         help="How often (seconds) the kernels' activity (busy kernels, GPU cells "
              "running) and the GPU utilisation this container measures with NVML are "
-             "reported to the sidecar's idle timer on a GPU pod. The sidecar lets an "
+             "reported to the sidecar's idle timer on a GPU pod; a change of the busy or "
+             "GPU kernels is reported at once (looked for every 0.5 s). The sidecar lets an "
              "unconfirmed report expire after 30 s, so keep it well below that; 0 turns "
              "it off (then a long GPU cell stops holding the GPU 30 s after it started).")
 

@@ -93,25 +93,35 @@ class Services:
             log.info("gpushift: kernel %s checkpointed (%s): commit %s", kernel_id, why,
                      saved.commit_id)
 
-    async def report_activity_forever(self, interval: float) -> None:
-        """On a GPU pod, every `interval` seconds, what the sidecar's idle timer cannot
-        see by itself: the kernels busy now and those running a GPU cell
-        (`KernelRegistry.activity_view`: the idle move never starts while a cell runs,
-        and a closed tab's GPU cell does not hold the GPU), and the container's GPU
-        utilisation (the sidecar has no GPU devices). Sent also when NVML cannot measure
+    async def report_activity_forever(self, interval: float, look_every: float = 0.5) -> None:
+        """On a GPU pod, what the sidecar's idle timer cannot see by itself: the kernels
+        busy now and those running a GPU cell (`KernelRegistry.activity_view`: the idle
+        move never starts while a cell runs, and a closed tab's GPU cell does not hold
+        the GPU), and the container's GPU utilisation (the sidecar has no GPU devices).
+        Sent every `interval` seconds, and at once (within `look_every`) when the busy
+        or GPU kernels change: a cell that starts just before the timeout must hold the
+        move, not be seen a whole interval later. Sent also when NVML cannot measure
         (null): the report tells the sidecar that this extension is there, and its idle
         timer runs only once the notebook side has reported."""
+        step = min(interval, look_every)
+        sent: tuple[list[str], list[str]] | None = None
+        sent_at = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
+            await asyncio.sleep(step)
             try:
                 info = self.runtime()
-                if info.optimizer_on and info.using_gpu:
-                    busy, gpu = self.kernels.activity_view(time.time())
-                    sample = gpu_probe.sample()
-                    await self.sidecar.post("/activity", {
-                        "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
-                        "busy_kernels": busy, "gpu_cells_running": gpu,
-                        "gpu_utilization_percent":
-                            None if sample is None else sample.utilization_percent})
+                if not (info.optimizer_on and info.using_gpu):
+                    continue
+                view = self.kernels.activity_view(time.time())
+                if view == sent and time.monotonic() - sent_at < interval:
+                    continue
+                busy, gpu = view
+                sample = gpu_probe.sample()
+                await self.sidecar.post("/activity", {
+                    "kernel_id": SERVER_REPORTER_ID, "gpu_cell_running": False,
+                    "busy_kernels": busy, "gpu_cells_running": gpu,
+                    "gpu_utilization_percent":
+                        None if sample is None else sample.utilization_percent})
+                sent, sent_at = view, time.monotonic()
             except ApiError as exc:
                 log.warning("gpushift: kernel activity not reported: %s", exc.detail)

@@ -309,6 +309,11 @@ class IdleTimer:
 
     # -- outputs ---------------------------------------------------------------------
 
+    def work_seen(self, now: float) -> bool:
+        """A GPU cell or a busy kernel by a report that has not expired, even one that
+        came after the move was decided: the move's last look before it starts."""
+        return bool(self._running_now(now) or self._busy_now(now))
+
     def state(self, now: float) -> IdleState:
         if self.hold_reason() is not None:
             return IdleState.INERT

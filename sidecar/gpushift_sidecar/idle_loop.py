@@ -341,6 +341,10 @@ class IdleLoop:
             log.warning("idle move skipped", extra={"why": why})
             self._restart(self.clock(), why)
             return
+        if self.timer.work_seen(self.clock()):  # reported while the above was read
+            self._restart(self.clock(), "a cell started as the idle timeout ran out: no "
+                                        "idle move; the idle timer starts over")
+            return
         now = dt.datetime.now(dt.UTC)
         migration = Migration.new(sidecar.env, target=Target.CPU, reason=Reason.IDLE,
                                   profile=None, checkpoint=checkpoint, pending_cell=None,

@@ -154,15 +154,19 @@ async def _automatic_move(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         assert check.results == [CHECK_ANSWER], check
 
 
-async def wait_idle(user: JupyterUser, state: str, timeout: float) -> dict[str, Any]:
+async def wait_idle_when(user: JupyterUser, check: Any, timeout: float) -> dict[str, Any]:
+    """The idle snapshot once `check` holds."""
     deadline = time.monotonic() + timeout
-    snap: Any = None
-    while time.monotonic() < deadline:
+    while True:
         status, snap = await user.gpushift("GET", "idle", timeout=10)
-        if status == 200 and snap["state"] == state:
+        if status == 200 and check(snap):
             return dict(snap)
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"idle state {state!r} not within {timeout}s: {snap}")
+        assert time.monotonic() < deadline, f"not within {timeout}s: {snap}"
+        await asyncio.sleep(0.1)
+
+
+async def wait_idle(user: JupyterUser, state: str, timeout: float) -> dict[str, Any]:
+    return await wait_idle_when(user, lambda snap: snap["state"] == state, timeout)
 
 
 def test_fake_gpu_idle_warns_stays_then_moves_back_to_cpu_with_the_state(
@@ -232,15 +236,16 @@ async def _busy_kernel(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         kernel = await session_with_state(nb, user)
         cell = asyncio.ensure_future(user.execute(kernel, "import time\ntime.sleep(25)",
                                                   timeout=120))
-        seen_busy = False
+        # The extension reports the kernel busy within half a second of the change (the
+        # state cell before it was busy too, so the timer had just started over).
+        snap = await wait_idle_when(user, lambda s: s["kernels_busy"] == 1, 5)
         while not cell.done():
-            status, snap = await user.gpushift("GET", "idle", timeout=10)
-            assert status == 200 and snap["state"] == "active", snap
-            seen_busy = seen_busy or snap["kernels_busy"] == 1
+            assert snap["state"] == "active", snap
             status, doc = await user.gpushift("GET")
             assert doc["migration"] is None, doc["migration"]
             await asyncio.sleep(0.5)
-        assert seen_busy
+            status, snap = await user.gpushift("GET", "idle", timeout=10)
+            assert status == 200, snap
         done = await cell
         assert done.status == "ok", done.error
         ended = time.time()
@@ -333,13 +338,29 @@ async def _rolled_back(nb: e2e.NotebookUnderTest, admin: Any) -> None:
 SECOND = "second.ipynb"
 
 
-async def second_notebook(user: JupyterUser) -> None:
-    """Another notebook open in the pod, with state of its own: every notebook moves."""
+# A variable that takes its time to come back (unpickling sleeps): the new pod's restore
+# lasts long enough for a fault to land in it, whatever this machine's speed.
+SLOW_TO_RESTORE = """
+class SlowToRestore:
+    def __init__(self): self.value = 1
+    def __setstate__(self, state):
+        import time
+        time.sleep(10)
+        self.__dict__.update(state)
+slow = SlowToRestore()
+"""
+
+
+async def second_notebook(user: JupyterUser, *, slow: bool = False) -> None:
+    """Another notebook open in the pod, with state of its own: every notebook moves
+    (`slow`: with a variable that takes 10 s to restore)."""
     await user.ok("PUT", f"api/contents/{SECOND}",
                   {"type": "notebook", "format": "json",
                    "content": __import__("json").loads(e2e.empty_notebook())})
     kernel = await user.open_notebook(SECOND)
     assert (await user.execute(kernel, "second = 'its own state'")).status == "ok"
+    if slow:
+        assert (await user.execute(kernel, SLOW_TO_RESTORE)).status == "ok"
 
 
 async def second_is_back(user: JupyterUser) -> None:
@@ -350,12 +371,13 @@ async def second_is_back(user: JupyterUser) -> None:
 
 
 async def state_then_move(nb: e2e.NotebookUnderTest, user: JupyterUser,
-                          before_move: Any = None, *, two: bool = False) -> dict[str, Any]:
-    """A session with the test's state (and a second notebook with its own, `two`),
-    then a manual move to GPU (202); the answer."""
+                          before_move: Any = None, *, two: bool = False,
+                          slow: bool = False) -> dict[str, Any]:
+    """A session with the test's state (and a second notebook with its own, `two`; one
+    slow to restore, `slow`), then a manual move to GPU (202); the answer."""
     kernel = await session_with_state(nb, user)
     if two:
-        await second_notebook(user)
+        await second_notebook(user, slow=slow)
     if before_move is not None:
         before_move()
     status, moved = await user.gpushift("POST", "migrate", {
@@ -485,26 +507,77 @@ async def _sidecar_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
         await second_is_back(user)
 
 
-def test_fake_gpu_notebook_killed_during_the_restore_two_notebooks(
+def test_fake_gpu_notebook_killed_during_the_checkpoint_step_two_notebooks(
         webhook, control_plane, admin, namespace, tmp_path):
     with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
-        run(_notebook_killed(nb, admin))
+        run(_notebook_killed_saving(nb, admin))
 
 
-async def _notebook_killed(nb: e2e.NotebookUnderTest, admin: Any) -> None:
+async def _notebook_killed_saving(nb: e2e.NotebookUnderTest, admin: Any) -> None:
     async with nb.user() as user:
-        await state_then_move(nb, user, two=True)
-        # The new pod's server restores as soon as it is up: the first sight of the
-        # move there is (nearly always) during that restore; the notebook process dies.
-        arrived = await e2e.wait_for_migration(user, ARRIVED, 180, nb.logs)
+        kernel = await session_with_state(nb, user)
+        await second_notebook(user)
+        # Checkpoints from before the move (the last verified ones): they must survive.
+        status, _ = await user.gpushift("POST", "checkpoint",
+                                        {"kernel_id": kernel, "path": "work.ipynb"})
+        assert status == 200
         files = volume_files(nb)
+        status, moved = await user.gpushift("POST", "migrate", {
+            "target": "gpu", "reason": "manual", "kernel_id": kernel, "path": "work.ipynb",
+            "pending_cell": None})
+        assert status == 202, moved
+        # At once, while the server saves both notebooks: JupyterLab (and its kernels)
+        # die. The restarted server ends the move it finds waiting for checkpoints no
+        # one makes now, long before the sidecar's save deadline; the pod stays.
         nb.runner.signal_container(nb.namespace, f"{nb.name}-0", nb.name)
-        # The runner restarts JupyterLab, whose server restores the move again (a
-        # restore cut short reported nothing, so the move waited for it); the checkpoint
-        # is untouched, and the notebook's kernel has the state.
-        again = await e2e.wait_for_migration(user, {"done", "failed"}, 120, nb.logs)
-        assert again["id"] == arrived["id"] and again["phase"] == "done", again
+        ended = await e2e.wait_for_migration(user, {"failed", "rolled_back", "done"}, 120,
+                                             nb.logs)
+        assert ended["id"] == moved["migration"]["id"] and ended["phase"] == "failed", ended
+        assert "restarted while it saved" in (ended["error"] or ""), ended
+        assert pod_facts(admin, nb) == ("cpu", e2e.CPU_IMAGE, None)
+        # The user goes on: a fresh kernel works and kishu checkpoints again (a write
+        # cut short by the kill is rolled back by sqlite), and nothing saved before the
+        # move is gone.
+        fresh = await user.open_notebook("work.ipynb")
+        assert (await user.execute(fresh, "x = 1")).status == "ok"
+        status, saved = await user.gpushift("POST", "checkpoint",
+                                            {"kernel_id": fresh, "path": "work.ipynb"})
+        assert status == 200, saved
         assert_nothing_lost(nb, files)
+
+
+@pytest.mark.parametrize("fault", ["notebook_killed", "new_pod_deleted"])
+def test_fake_gpu_fault_during_the_restore_two_notebooks(
+        webhook, control_plane, admin, namespace, tmp_path, fault):
+    with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
+        run(_fault_during_the_restore(nb, admin, fault))
+
+
+async def _fault_during_the_restore(nb: e2e.NotebookUnderTest, admin: Any,
+                                    fault: str) -> None:
+    async with nb.user() as user:
+        await state_then_move(nb, user, two=True, slow=True)
+        # The new pod's server restores as soon as it is up, the second notebook for
+        # 10 s: the fault lands in that restore.
+        arrived = await e2e.wait_for_migration(user, ARRIVED, 180, nb.logs)
+        assert arrived["phase"] == "restoring", arrived
+        files = volume_files(nb)
+        if fault == "notebook_killed":
+            # The runner restarts JupyterLab, whose server restores the move again (a
+            # restore cut short reported nothing, so the move waited for it).
+            nb.runner.signal_container(nb.namespace, f"{nb.name}-0", nb.name)
+        else:
+            # The GPU pod goes away (a node drained, an admin's delete): the StatefulSet
+            # makes another, whose sidecar finds the move on the volume and whose server
+            # restores it again.
+            admin.core.delete_namespaced_pod(f"{nb.name}-0", nb.namespace,
+                                             grace_period_seconds=0)
+        again = await e2e.wait_for_migration(user, {"done", "failed", "rolled_back"}, 240,
+                                             nb.logs)
+        assert again["id"] == arrived["id"] and again["phase"] == "done", (
+            again["phase"], again["error"], again["history"])
+        assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
+        assert_nothing_lost(nb, files)  # the checkpoints are untouched
         fresh, restored = await reopen_and_restore(nb, user)
         assert restored["ok"] and restored["migration"]["phase"] == "done", restored
         assert (await user.execute(fresh, CHECK)).results == [CHECK_ANSWER]

@@ -16,6 +16,7 @@ from test_checkpoint_database import add_commit, make_db
 
 from gpushift_core.admin_settings import GpuFacts, GpuProfile, IdleSettings, ServerTypeSettings
 from gpushift_core.kube import KubeError
+from gpushift_sidecar import notebooks
 from gpushift_sidecar.api_requests import ActivityReport
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.idle import IdleState
@@ -332,6 +333,35 @@ async def test_a_checkpoint_never_finished_means_no_idle_move(tmp_path) -> None:
     assert sidecar.runner.started == []  # never moved with the older state
     assert snap["state"] in ("active", "warning")
     assert "still being written" in snap["reason"], snap
+
+
+async def test_a_cell_started_as_the_timeout_ran_out_holds_the_move(tmp_path,
+                                                                    monkeypatch) -> None:
+    """The server extension's report of a busy kernel lands while the move reads the
+    checkpoints (after the timer decided): the move does not start, the timer runs on
+    only once the kernel is idle again."""
+    sidecar, loop, clock = make(tmp_path)
+    read_checkpoints = notebooks.refresh_every
+
+    async def a_report_lands_meanwhile(watcher: Any) -> Any:
+        loop.report(ActivityReport("server", gpu_cell_running=False,
+                                   gpu_cell_finished_at=None, received_at=clock.now,
+                                   busy_kernels=frozenset({"k1"}),
+                                   gpu_cells_running=frozenset()))
+        return await read_checkpoints(watcher)
+
+    monkeypatch.setattr(notebooks, "refresh_every", a_report_lands_meanwhile)
+    assert await run_until(loop, clock, 4.5) == [(2.0, "warn"), (4.0, "move")]
+    assert sidecar.runner.started == []
+    snap = loop.snapshot()
+    assert snap["state"] == "active" and snap["kernels_busy"] == 1
+    assert "a cell started as the idle timeout ran out" in snap["reason"], snap
+    monkeypatch.undo()
+    loop.report(ActivityReport("server", gpu_cell_running=False, gpu_cell_finished_at=None,
+                               received_at=clock.now, busy_kernels=frozenset(),
+                               gpu_cells_running=frozenset()))
+    assert await run_until(loop, clock, 9.0) == [(6.5, "warn"), (8.5, "move")]
+    assert len(sidecar.runner.started) == 1
 
 
 def with_unsaved(db: Path, commit: str, name: str) -> None:
