@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from gpushift_testing import e2e
 from gpushift_testing.jupyter_user import JupyterUser
-from gpushift_testing.kube import wait_for
+from gpushift_testing.kube import wait_for, wait_for_pod
 from gpushift_testing.webhook_process import LocalWebhook
 from gpushift_testing.workloads import node_kind
 
@@ -546,35 +546,49 @@ async def _notebook_killed_saving(nb: e2e.NotebookUnderTest, admin: Any) -> None
         assert_nothing_lost(nb, files)
 
 
-@pytest.mark.parametrize("fault", ["notebook_killed", "new_pod_deleted"])
-def test_fake_gpu_fault_during_the_restore_two_notebooks(
+@pytest.mark.parametrize("fault", ["notebook_killed", "sidecar_killed", "new_pod_deleted",
+                                   "new_pod_deleted_as_it_starts"])
+def test_fake_gpu_fault_on_the_new_pod_two_notebooks(
         webhook, control_plane, admin, namespace, tmp_path, fault):
     with e2e.notebook(control_plane, admin, namespace, tmp_path) as nb:
-        run(_fault_during_the_restore(nb, admin, fault))
+        run(_fault_on_the_new_pod(nb, admin, fault))
 
 
-async def _fault_during_the_restore(nb: e2e.NotebookUnderTest, admin: Any,
-                                    fault: str) -> None:
+async def _fault_on_the_new_pod(nb: e2e.NotebookUnderTest, admin: Any, fault: str) -> None:
+    pod = f"{nb.name}-0"
     async with nb.user() as user:
-        await state_then_move(nb, user, two=True, slow=True)
-        # The new pod's server restores as soon as it is up, the second notebook for
-        # 10 s: the fault lands in that restore.
-        arrived = await e2e.wait_for_migration(user, ARRIVED, 180, nb.logs)
-        assert arrived["phase"] == "restoring", arrived
-        files = volume_files(nb)
-        if fault == "notebook_killed":
-            # The runner restarts JupyterLab, whose server restores the move again (a
-            # restore cut short reported nothing, so the move waited for it).
-            nb.runner.signal_container(nb.namespace, f"{nb.name}-0", nb.name)
+        old_uid = wait_for_pod(admin.core, nb.namespace, pod, "exists",
+                               lambda p: p.metadata.uid)
+        moved = await state_then_move(nb, user, two=True, slow=True)
+        if fault == "new_pod_deleted_as_it_starts":
+            # The replacement pod goes away as soon as it exists (before its sidecar or
+            # server run): the StatefulSet makes another, which finishes the move.
+            wait_for_pod(admin.core, nb.namespace, pod, "replaced",
+                         lambda p: p.metadata.uid != old_uid, 120)
+            files = volume_files(nb)  # checkpointed (and verified) before the patch
+            admin.core.delete_namespaced_pod(pod, nb.namespace, grace_period_seconds=0)
         else:
-            # The GPU pod goes away (a node drained, an admin's delete): the StatefulSet
-            # makes another, whose sidecar finds the move on the volume and whose server
-            # restores it again.
-            admin.core.delete_namespaced_pod(f"{nb.name}-0", nb.namespace,
-                                             grace_period_seconds=0)
+            # The new pod's server restores as soon as it is up, the second notebook for
+            # 10 s: the fault lands in that restore.
+            arrived = await e2e.wait_for_migration(user, ARRIVED, 180, nb.logs)
+            assert arrived["phase"] == "restoring", arrived
+            files = volume_files(nb)
+            if fault == "notebook_killed":
+                # The runner restarts JupyterLab, whose server restores the move again
+                # (a restore cut short reported nothing, so the move waited for it).
+                nb.runner.signal_container(nb.namespace, pod, nb.name)
+            elif fault == "sidecar_killed":
+                # The restore goes on; its report waits for the restarted sidecar,
+                # which resumes the move from the volume.
+                nb.runner.signal_container(nb.namespace, pod, "gpushift-sidecar")
+            else:
+                # The GPU pod goes away (a node drained, an admin's delete): the
+                # StatefulSet makes another, whose sidecar finds the move on the volume
+                # and whose server restores it again.
+                admin.core.delete_namespaced_pod(pod, nb.namespace, grace_period_seconds=0)
         again = await e2e.wait_for_migration(user, {"done", "failed", "rolled_back"}, 240,
                                              nb.logs)
-        assert again["id"] == arrived["id"] and again["phase"] == "done", (
+        assert again["id"] == moved["migration"]["id"] and again["phase"] == "done", (
             again["phase"], again["error"], again["history"])
         assert pod_facts(admin, nb) == ("gpu", e2e.CUDA_IMAGE, "1")
         assert_nothing_lost(nb, files)  # the checkpoints are untouched
