@@ -46,6 +46,16 @@ def text(body: Mapping[str, Any], key: str, *, required: bool = True,
     return value
 
 
+def parse_flag(name: str, value: str) -> bool:
+    """A query flag: 1/true/yes or 0/false/no (anything else is a 400, not a guess)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes"):
+        return True
+    if lowered in ("0", "false", "no", ""):
+        return False
+    raise ApiError(400, "invalid_field", f"{name}: 1 or 0, not {value[:40]!r}")
+
+
 def parse_classify(body: Mapping[str, Any]) -> tuple[str, str | None]:
     known_keys(body, {"code", "kernel_id"})
     code = body.get("code")

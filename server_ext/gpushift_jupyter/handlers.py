@@ -96,9 +96,12 @@ class PodHandler(GpushiftHandler):
     @answers_errors
     async def get(self) -> None:
         """What a move would do now: the notebooks it saves (`notebooks`) and what it
-        stops without saving (`will_stop`), for the confirmation and the idle warning."""
+        stops without saving (`will_stop`), for the confirmation and the idle warning;
+        `?variables=1` adds the variables it would not bring back (`unsaved`)."""
+        variables = api_requests.parse_flag("variables", self.get_query_argument(
+            "variables", "0"))
         mover = self.services.mover
-        self.answer((await mover.sessions()).to_json(mover.kernels))
+        self.answer((await mover.sessions(variables=variables)).to_json(mover.kernels))
 
 
 class ClassifyHandler(GpushiftHandler):

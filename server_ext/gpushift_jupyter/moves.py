@@ -28,7 +28,12 @@ from gpushift_jupyter.kernel_state import (
     checkpoint,
 )
 from gpushift_jupyter.kernels import KernelRegistry
-from gpushift_jupyter.pod_sessions import PodSessions, SavedKernel, pod_sessions
+from gpushift_jupyter.pod_sessions import (
+    PodSessions,
+    SavedKernel,
+    pod_sessions,
+    with_variables,
+)
 from gpushift_jupyter.sidecar_client import SidecarClient
 
 log = logging.getLogger("gpushift.jupyter")
@@ -52,9 +57,11 @@ class Mover:
         """When this server process started: a move taken before can only be a previous
         process's."""
 
-    async def sessions(self) -> PodSessions:
-        """`GET /pod`: the notebooks a move saves and what it stops."""
-        return await pod_sessions(self.kernels, self.terminals)
+    async def sessions(self, *, variables: bool = False) -> PodSessions:
+        """`GET /pod`: the notebooks a move saves and what it stops; with `variables`,
+        also the variables it would not bring back."""
+        sessions = await pod_sessions(self.kernels, self.terminals)
+        return await with_variables(self.kernels, sessions) if variables else sessions
 
     async def attach(self, kernel_id: str, path: str | None) -> Path:
         """Attach kishu to the kernel (idempotent) and have the sidecar watch the

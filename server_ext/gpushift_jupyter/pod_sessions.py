@@ -2,7 +2,8 @@
 Python kernel of a notebook session) and what it stops without saving — consoles and
 other kernels without a notebook, notebooks of other languages, terminals. The user is
 told the second list before confirming a move; the first is checkpointed, every one of
-them, before the sidecar patches anything.
+them, before the sidecar patches anything. Asked for (`GET /pod?variables=1`), also
+the variables of those notebooks a checkpoint would not bring back.
 
 Also the new pod's side: the kernel a notebook's state goes into — its browser's session
 when one is open, else a session opened here for it.
@@ -11,6 +12,7 @@ when one is open, else a session opened here for it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,9 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.kernel_state import KernelStateError, preview
 from gpushift_jupyter.kernels import KernelRegistry
 
 KERNEL_START_TIMEOUT = 120.0
+PREVIEW_BUDGET_S = 5.0
+"""How long each kernel may spend pickling its variables for `unsaved` (they are
+looked at in parallel, one kernel each; whatever is left is named `unchecked`)."""
 
 
 @dataclass(frozen=True)
@@ -36,10 +42,20 @@ class PodSessions:
     will_stop: list[dict[str, str]] = field(default_factory=list)
     """What a move stops without saving: `{"kind", "name", "why"}` with kind one of
     console, kernel, notebook, terminal."""
+    unsaved: list[dict[str, str]] | None = None
+    """Variables a checkpoint now would not bring back, `{"notebook", "name", "why"}`
+    (None: not asked, `with_variables`)."""
+    unchecked: list[dict[str, str]] | None = None
+    """Notebooks whose variables could not be looked at now, `{"notebook", "why"}`."""
 
     def to_json(self, registry: KernelRegistry) -> dict[str, Any]:
-        return {"notebooks": [registry.relative(k.notebook) for k in self.saved],
-                "will_stop": list(self.will_stop)}
+        document: dict[str, Any] = {
+            "notebooks": [registry.relative(k.notebook) for k in self.saved],
+            "will_stop": list(self.will_stop)}
+        if self.unsaved is not None:
+            document["unsaved"] = list(self.unsaved)
+            document["unchecked"] = list(self.unchecked or [])
+        return document
 
 
 def is_python(spec: Any) -> bool:
@@ -85,6 +101,41 @@ async def pod_sessions(registry: KernelRegistry,
             will_stop.append({"kind": "terminal", "name": str(model.get("name")),
                               "why": "terminals end with the pod"})
     return PodSessions(saved, will_stop)
+
+
+async def with_variables(registry: KernelRegistry, sessions: PodSessions) -> PodSessions:
+    """`sessions` with the variables each notebook's kernel would lose in a move,
+    looked at in every kernel at once. A kernel running a cell, or being saved by
+    gpushift, is not waited for: it is named in `unchecked`."""
+    found = await asyncio.gather(*(_unsaved_in(registry, k) for k in sessions.saved))
+    return dataclasses.replace(
+        sessions, unsaved=[item for unsaved, _ in found for item in unsaved],
+        unchecked=[item for _, unchecked in found for item in unchecked])
+
+
+async def _unsaved_in(registry: KernelRegistry, kernel: SavedKernel
+                      ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    notebook = registry.relative(kernel.notebook)
+    facts = registry.facts(kernel.kernel_id)
+    state = getattr(registry.kernel_manager.get_kernel(kernel.kernel_id),
+                    "execution_state", None)
+    if facts.busy.locked():
+        return [], [{"notebook": notebook, "why": "it is being saved now"}]
+    if state == "busy":
+        return [], [{"notebook": notebook,
+                     "why": "a cell is running: its variables are known once it is saved"}]
+    try:
+        # No await between the check above and taking the kernel: it is free.
+        async with registry.kernel(kernel.kernel_id) as client:
+            seen = await preview(client, budget_s=PREVIEW_BUDGET_S,
+                                 timeout=PREVIEW_BUDGET_S + 10)
+    except KernelStateError as exc:
+        return [], [{"notebook": notebook, "why": str(exc)}]
+    unsaved = [{"notebook": notebook, "name": name, "why": why} for name, why in seen.unsaved]
+    unchecked = [] if seen.checked_all else [
+        {"notebook": notebook, "why": f"not every variable was looked at within "
+                                      f"{PREVIEW_BUDGET_S:g} s"}]
+    return unsaved, unchecked
 
 
 def _spec_of(registry: KernelRegistry, kernel_id: str) -> Any:

@@ -12,7 +12,7 @@ import { askAboutGpuCell } from './gpuDialog';
 import { detectCudaError, IOutputLike } from './cudaErrors';
 import { TranslationBundle } from './i18n';
 import { QuietNotebooks } from './quietNotebooks';
-import { willStopText } from './willStop';
+import { unsavedText, willStopText } from './willStop';
 import { SerialGate } from './serialGate';
 import { IMigrationService } from './tokens';
 import { IClassification } from './types';
@@ -83,8 +83,12 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
       case 'ask':
         break;
     }
-    const willStop = willStopText(this._options.trans, await service.podSessions());
-    const choice = await askAboutGpuCell(this._options.trans, result!.reasons, willStop);
+    const trans = this._options.trans;
+    const willStop = willStopText(trans, await service.podSessions());
+    // The variables take a pickling to look at: the dialog opens at once and says
+    // which would not come back as soon as the kernels have answered.
+    const unsaved = service.podSessions(true).then(pod => unsavedText(trans, pod));
+    const choice = await askAboutGpuCell(trans, result!.reasons, willStop, unsaved);
     switch (choice) {
       case 'move':
         return this._move(options, code, 'auto');

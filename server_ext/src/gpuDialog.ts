@@ -13,7 +13,8 @@ export type GpuChoice = 'move' | 'cpu' | 'quiet' | 'cancel';
 function body(
   trans: TranslationBundle,
   reasons: readonly IClassifyReason[],
-  willStop: string | null
+  willStop: string | null,
+  unsaved: Promise<string | null> | null
 ): Widget {
   const node = document.createElement('div');
   node.className = 'gpushift-gpu-dialog';
@@ -41,19 +42,37 @@ function body(
     stops.textContent = willStop;
     node.appendChild(stops);
   }
+  if (unsaved) {
+    const variables = document.createElement('p');
+    variables.className = 'gpushift-unsaved';
+    variables.textContent = trans.__('Checking which variables can be saved…');
+    node.appendChild(variables);
+    void unsaved.then(
+      text => {
+        if (text === null) {
+          variables.remove();
+        } else {
+          variables.textContent = text;
+        }
+      },
+      () => variables.remove()
+    );
+  }
   return new Widget({ node });
 }
 
 /** Ask the user; the cell waits for the answer. `willStop`: what the move would stop
- * without saving (`willStopText`), shown under the rest; null: nothing. */
+ * without saving (`willStopText`), shown under the rest; null: nothing. `unsaved`: the
+ * variables that would not come back (`unsavedText`), filled in when it resolves. */
 export async function askAboutGpuCell(
   trans: TranslationBundle,
   reasons: readonly IClassifyReason[],
-  willStop: string | null = null
+  willStop: string | null = null,
+  unsaved: Promise<string | null> | null = null
 ): Promise<GpuChoice> {
   const result = await showDialog({
     title: trans.__('This cell needs a GPU'),
-    body: body(trans, reasons, willStop),
+    body: body(trans, reasons, willStop, unsaved),
     buttons: [
       Dialog.cancelButton({
         label: trans.__("Don't ask again for this notebook"),
@@ -89,7 +108,7 @@ export async function askAboutGpuCell(
 }
 
 /** Before a move the user asked for by command: only when it would stop something
- * (`willStop`), the user confirms; true: move. */
+ * or leave variables behind (`moveLossText`), the user confirms; true: move. */
 export async function confirmMove(
   trans: TranslationBundle,
   target: 'gpu' | 'cpu',

@@ -1,13 +1,14 @@
 /**
  * On a GPU pod: while the sidecar's idle warning runs, a countdown notification with
- * "Stay on GPU", naming what the move would stop without saving (consoles, terminals).
+ * "Stay on GPU", naming what the move would stop without saving (consoles, terminals)
+ * and the variables it would leave behind.
  */
 import { Notification } from '@jupyterlab/apputils';
 
 import { idleWarningMessage } from './countdown';
 import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
-import { willStopNames } from './willStop';
+import { notSavedNames } from './willStop';
 
 const WILL_STOP_REFRESH_MS = 5000;
 
@@ -38,8 +39,8 @@ export class IdleWarning {
       // Asked when the warning starts and every few seconds while it runs: a terminal
       // closed meanwhile is no longer named.
       this._askedAt = Date.now();
-      void this._service.podSessions().then(pod => {
-        this._willStop = willStopNames(this._trans, pod);
+      void this._service.podSessions(true).then(pod => {
+        this._willStop = notSavedNames(this._trans, pod);
       });
     }
     const message = idleWarningMessage(this._trans, left, this._willStop);
@@ -91,7 +92,7 @@ export class IdleWarning {
   }
 
   private _noticeId: string | null = null;
-  /** What the idle move would stop (`willStopNames`), and when it was last asked. */
+  /** What the idle move would lose (`notSavedNames`), and when it was last asked. */
   private _willStop: string | null = null;
   private _askedAt = 0;
   private _ticker: ReturnType<typeof setInterval> | null = null;

@@ -239,9 +239,12 @@ export class MigrationService implements IMigrationService {
     return idle;
   }
 
-  async podSessions(): Promise<IPodSessions | null> {
+  async podSessions(variables = false): Promise<IPodSessions | null> {
     try {
-      return await this.api.get<IPodSessions>('pod', 5000);
+      // Looking at the variables pickles them in each kernel (at most a few seconds).
+      return variables
+        ? await this.api.get<IPodSessions>('pod?variables=1', 20000)
+        : await this.api.get<IPodSessions>('pod', 5000);
     } catch (error) {
       console.warn('gpushift: the server did not say what a move would stop', error);
       return null;

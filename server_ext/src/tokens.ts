@@ -62,8 +62,9 @@ export interface IMigrationService {
   stayOnGpu(): Promise<boolean>;
   /** Send the idle timeout (seconds; null: the admin's default) to the sidecar. */
   setIdleTimeout(seconds: number | null): Promise<IIdleSnapshot | null>;
-  /** What a move would save and stop now (null: no answer; never throws). */
-  podSessions(): Promise<IPodSessions | null>;
+  /** What a move would save and stop now; `variables`: also the variables it would
+   * not bring back (a pickling in each kernel: slower). Null: no answer; never throws. */
+  podSessions(variables?: boolean): Promise<IPodSessions | null>;
   /** The classifier's answer for a cell's code (null: no answer; never throws). */
   classify(code: string, kernelId: string | null): Promise<IClassification | null>;
   /** Tell the idle timer a GPU cell started or finished (fire and forget). */

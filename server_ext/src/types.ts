@@ -25,10 +25,21 @@ export interface IWillStop {
   why: string;
 }
 
-/** `GET api_extension/pod`: the notebooks a move saves, and what it stops. */
+/** A variable a move would not bring back (`GET api_extension/pod?variables=1`). */
+export interface IUnsavedVariable {
+  notebook: string;
+  name: string;
+  why: string;
+}
+
+/** `GET api_extension/pod`: the notebooks a move saves, and what it stops; with
+ * `?variables=1` also the variables it would not bring back (`unsaved`) and the
+ * notebooks whose variables could not be looked at now (`unchecked`). */
 export interface IPodSessions {
   notebooks: string[];
   will_stop: IWillStop[];
+  unsaved?: IUnsavedVariable[];
+  unchecked?: { notebook: string; why: string }[];
 }
 
 export interface IPendingCell {

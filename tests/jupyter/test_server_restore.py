@@ -121,7 +121,8 @@ async def test_every_notebook_of_the_pod_is_saved_and_restored_and_the_console_n
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
         tmp_path: Path) -> None:
     train = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/train.ipynb",
-                                "import numpy as np\nxs = np.arange(1000)")
+                                "import numpy as np\nxs = np.arange(1000)\n"
+                                "log = open('train.log', 'w')")
     evaluate = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/eval.ipynb",
                                    "scores = {'f1': 0.91}\n"
                                    "gen = (i for i in range(3))")
@@ -133,6 +134,20 @@ async def test_every_notebook_of_the_pod_is_saved_and_restored_and_the_console_n
     assert sorted(pod["notebooks"]) == ["work/eval.ipynb", "work/train.ipynb"]
     assert pod["will_stop"] == [{"kind": "console", "name": "console-1",
                                  "why": "it has no notebook to save it with"}]
+    assert "unsaved" not in pod  # the variables only when asked: it costs a pickling
+    # Asked for, the variables that would not come back, before anything is saved.
+    status, pod = await call(jp_fetch, "GET", "pod", params={"variables": "1"})
+    assert status == 200, pod
+    assert pod["unchecked"] == [], pod
+    unsaved = {(u["notebook"], u["name"]): u["why"] for u in pod["unsaved"]}
+    assert set(unsaved) == {("work/eval.ipynb", "gen"), ("work/train.ipynb", "log")}, pod
+    assert "generator cannot be pickled" in unsaved["work/eval.ipynb", "gen"]
+    assert "train.log" in unsaved["work/train.ipynb", "log"]
+    assert "not reopened" in unsaved["work/train.ipynb", "log"]
+    status, again = await call(jp_fetch, "GET", "pod", params={"variables": "1"})
+    assert again == pod  # asked again (the idle warning asks every 5 s): the same
+    status, bad = await call(jp_fetch, "GET", "pod", params={"variables": "maybe"})
+    assert status == 400 and bad["error"] == "invalid_field", bad
 
     status, moved = await call(jp_fetch, "POST", "migrate", {
         "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"],
@@ -227,3 +242,40 @@ async def test_one_gib_of_state_is_saved_and_restored_within_the_deadlines(
               f"{done['restore_report']['at']}")
     finally:
         sidecar_base.stop(revived)
+
+
+@on_server_loop
+async def test_looking_at_variables_never_waits_on_a_busy_kernel_nor_past_its_budget(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    from gpushift_jupyter import pod_sessions
+
+    monkeypatch.setattr(pod_sessions, "PREVIEW_BUDGET_S", 0.5)
+    await open_notebook(
+        jp_fetch, jp_serverapp, jp_root_dir, "slow.ipynb",
+        "import time\n"
+        "class SlowToPickle:\n"
+        "    def __reduce__(self):\n"
+        "        time.sleep(0.4)\n"
+        "        return (SlowToPickle, ())\n"
+        "a, b, c, d = SlowToPickle(), SlowToPickle(), SlowToPickle(), SlowToPickle()")
+    busy = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "busy.ipynb", "x = 1")
+    cell = asyncio.ensure_future(run_cell(jp_serverapp, busy["kernel"]["id"],
+                                          "import time; time.sleep(6)"))
+    try:
+        kernel = jp_serverapp.kernel_manager.get_kernel(busy["kernel"]["id"])
+        for _ in range(100):  # until jupyter_server has seen the kernel go busy
+            if kernel.execution_state == "busy":
+                break
+            await asyncio.sleep(0.05)
+        status, pod = await call(jp_fetch, "GET", "pod", params={"variables": "1"})
+        assert status == 200, pod
+        assert pod["unsaved"] == []
+        assert {u["notebook"]: u["why"] for u in pod["unchecked"]} == {
+            "busy.ipynb": "a cell is running: its variables are known once it is saved",
+            "slow.ipynb": "not every variable was looked at within 0.5 s"}, pod
+        assert not cell.done()  # answered while the busy kernel's cell still runs
+    finally:
+        await cell

@@ -30,9 +30,11 @@ from gpushift_jupyter.kernel_state.config import kishu_environment, prepare_kish
 from gpushift_jupyter.kernel_state.database import database_path
 from gpushift_jupyter.kernel_state.driver import (
     Checkpoint,
+    Preview,
     RestoreOutcome,
     attach,
     checkpoint,
+    preview,
     restore,
 )
 from gpushift_jupyter.kernel_state.kernel_code import (
@@ -48,6 +50,7 @@ __all__ = [
     "ClientKernel",
     "KernelCode",
     "KernelStateError",
+    "Preview",
     "RestoreOutcome",
     "RunResult",
     "attach",
@@ -55,5 +58,6 @@ __all__ = [
     "database_path",
     "kishu_environment",
     "prepare_kishu_home",
+    "preview",
     "restore",
 ]

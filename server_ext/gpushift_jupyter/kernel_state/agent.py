@@ -32,6 +32,7 @@ planner `CheckpointRestorePlanner`, and `kishu.storage`):
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
 import sys
@@ -41,8 +42,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import dill  # type: ignore[import-untyped,unused-ignore]
 from IPython import get_ipython
 from kishu import jupyterint
+from kishu.jupyter.namespace import Namespace
 from kishu.jupyter.runtime import JupyterRuntimeEnv
 from kishu.notebook_id import NotebookId
 from kishu.planning.idgraph import IdGraph
@@ -213,4 +216,69 @@ def _record_not_saved(kishu: Any, commit_id: str) -> None:
         con.close()
 
 
-_OPS: dict[str, Callable[..., None]] = {"attach": attach, "restore": restore}
+# What a restore refuses to reopen (`snapshots.SafeUnpickler`): a pickled file handle.
+_FILE_TYPES = (io.FileIO, io.BufferedReader, io.BufferedWriter, io.BufferedRandom,
+               io.TextIOWrapper)
+_preview_cache: tuple[Any, dict[str, Any]] | None = None
+"""The last preview's answer and what it was made of (execution count, names, ids)."""
+
+
+class _WillNotComeBack(Exception):
+    pass
+
+
+class _PreviewPickler(dill.Pickler):  # type: ignore[misc]
+    """kishu's pickler (dill) writing nowhere. Arrays' buffers stay out of band
+    (protocol 5), so a large state costs little more than walking its objects. An open
+    file is reported as a restore reports it: pickled, but never reopened."""
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        if isinstance(obj, _FILE_TYPES):
+            raise _WillNotComeBack(f"open file {getattr(obj, 'name', '?')!r} is not reopened "
+                                   "after a move: open it again in a cell")
+        super().save(obj, save_persistent_id)
+
+
+class _Discard:
+    def write(self, data: bytes) -> int:
+        return len(data)
+
+
+def preview(budget_s: float) -> None:
+    """Which variables a checkpoint now would not bring back, and why: each variable
+    kishu would save, pickled as kishu pickles it, into nothing. Read-only; stops after
+    `budget_s` (`checked_all` false). Answered from the last preview while no cell ran
+    and no variable was rebound since."""
+    global _preview_cache  # noqa: PLW0603 - the module is the kernel's memory
+    ip = _ip()
+    variables = [(name, value) for name, value in list(ip.user_ns.items())
+                 if Namespace.no_ipython_var((name, value))]
+    made_of = (ip.execution_count, tuple((name, id(value)) for name, value in variables))
+    if _preview_cache is not None and _preview_cache[0] == made_of:
+        _answer(**_preview_cache[1])
+        return
+    started = time.monotonic()
+    unsaved: list[tuple[str, str]] = []
+    checked_all = True
+    for name, value in sorted(variables, key=lambda item: item[0]):
+        if time.monotonic() - started > budget_s:
+            checked_all = False
+            break
+        try:
+            _PreviewPickler(_Discard(), protocol=5, buffer_callback=lambda _: False).dump(
+                {name: value})
+        except _WillNotComeBack as exc:
+            unsaved.append((name, str(exc)))
+        except Exception as exc:  # what kishu's checkpoint would skip, or fail on
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            unsaved.append((name, f"not saved: a {kind} cannot be pickled "
+                                  f"({type(exc).__name__})"))
+    fields = {"status": "ok", "unsaved": unsaved, "checked_all": checked_all,
+              "elapsed_s": round(time.monotonic() - started, 3)}
+    if checked_all:
+        _preview_cache = (made_of, fields)
+    _answer(**fields)
+
+
+_OPS: dict[str, Callable[..., None]] = {"attach": attach, "restore": restore,
+                                        "preview": preview}

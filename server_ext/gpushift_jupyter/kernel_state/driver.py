@@ -58,6 +58,16 @@ class RestoreOutcome:
     """Variables holding torch tensors saved on a GPU, now on the CPU."""
 
 
+@dataclass(frozen=True)
+class Preview:
+    """What a checkpoint made now would not bring back (`preview`)."""
+
+    unsaved: tuple[tuple[str, str], ...]
+    """(name, reason): variables kishu cannot pickle, open files (never reopened)."""
+    checked_all: bool
+    """False when the budget ran out before every variable was looked at."""
+
+
 def _source(module: str) -> str:
     return resources.files(__package__).joinpath(f"{module}.py").read_text()
 
@@ -127,6 +137,16 @@ async def checkpoint(kernel: KernelCode, notebook_path: Path, *,
                       elapsed_ms=(time.monotonic() - started) * 1000,
                       database_bytes=facts.size_bytes, saved=facts.saved,
                       not_saved=facts.not_saved)
+
+
+async def preview(kernel: KernelCode, *, budget_s: float = 5.0,
+                  timeout: float = HELPER_TIMEOUT_S) -> Preview:
+    """Before a move: which variables would not come back, each pickled as kishu would
+    pickle it, writing nothing (the checkpoint itself records the exact list). Silent,
+    no kishu attach needed; at most `budget_s` of pickling."""
+    answer = await _op(kernel, "preview", timeout, budget_s=budget_s)
+    return Preview(unsaved=tuple((str(n), str(r)) for n, r in answer["unsaved"]),
+                   checked_all=bool(answer["checked_all"]))
 
 
 async def restore(kernel: KernelCode, notebook_path: Path, commit_id: str | None, *,

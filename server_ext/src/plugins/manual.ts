@@ -17,7 +17,7 @@ import { clampIdleTimeout, describeBounds } from '../podKind';
 import { PodStatusItem } from '../statusItem';
 import { IMigrationService } from '../tokens';
 import { Target } from '../types';
-import { willStopText } from '../willStop';
+import { moveLossText } from '../willStop';
 
 export const PLUGIN_ID = 'gpushift-jupyter:manual';
 
@@ -48,9 +48,9 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
     const { commands } = app;
     const move = async (target: Target) => {
       const panel = tracker?.currentWidget ?? null;
-      // Asked only when the move would stop something it cannot save.
-      const willStop = willStopText(trans, await service.podSessions());
-      if (willStop !== null && !(await confirmMove(trans, target, willStop))) {
+      // Asked only when the move would stop something or leave variables behind.
+      const loss = moveLossText(trans, await service.podSessions(true));
+      if (loss !== null && !(await confirmMove(trans, target, loss))) {
         return false;
       }
       return service.move(target, { reason: 'manual', panel, pendingCell: null });

@@ -143,17 +143,25 @@ test.describe('CPU pod', () => {
     await shot(page, 'cuda-error-offer');
   });
 
-  test('a move that would stop a terminal names it first; Cancel does not move', async ({ page }) => {
-    // A terminal cannot be saved: the GPU cell's dialog and the Move command say so.
+  test('a move that would stop a terminal or lose a variable names them first; Cancel does not move', async ({
+    page
+  }) => {
+    // A terminal cannot be saved, nor a generator: the GPU cell's dialog and the Move
+    // command say so, before anything is saved.
     const terminal = await page.evaluate(async () => {
       const session = await (window as any).jupyterapp.serviceManager.terminals.startNew();
       return session.name as string;
     });
     try {
       await notebookWithGpuCell(page, 'stops.ipynb');
+      await page.notebook.addCell('code', 'gen = (i for i in range(3))');
+      await page.notebook.runCell(2);
       await startCell(page, 0);
       const stops = `These stop with the pod and are not saved: terminal ${terminal}.`;
+      // The notebook keeps JupyterLab's new name (Untitled<N>.ipynb).
+      const lost = 'These variables cannot be saved and will not come back: gen \\(Untitled\\d*\\.ipynb\\)\\.';
       await expect(gpuDialog(page).locator('.gpushift-will-stop')).toHaveText(stops);
+      await expect(gpuDialog(page).locator('.gpushift-unsaved')).toHaveText(new RegExp(`^${lost}$`));
       await page.keyboard.press('Escape');
       await expect(gpuDialog(page)).toBeHidden();
 
@@ -162,7 +170,9 @@ test.describe('CPU pod', () => {
         void (window as any).jupyterapp.commands.execute('gpushift:move-to-gpu');
       });
       const confirm = page.locator('.jp-Dialog').filter({ hasText: 'Move to a GPU pod?' });
-      await expect(confirm.locator('.gpushift-will-stop')).toHaveText(stops);
+      await expect(confirm.locator('.gpushift-will-stop')).toHaveText(
+        new RegExp(`^${stops.replace(/[.]/g, '\\.')} ${lost}$`)
+      );
       await shot(page, 'move-will-stop');
       await confirm.locator('.jp-Dialog-footer').getByRole('button', { name: 'Cancel' }).click();
       await expect(confirm).toBeHidden();
