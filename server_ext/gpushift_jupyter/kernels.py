@@ -27,6 +27,10 @@ _MAX_PATH_CHARS = 4096
 GPU_REPORT_GRACE_SECONDS = 10.0
 
 
+class KernelInUse(Exception):
+    """Another kishu operation (a checkpoint, a restore) holds the kernel."""
+
+
 @dataclass
 class KernelFacts:
     classifier: KernelClassifier = field(
@@ -140,11 +144,18 @@ class KernelRegistry:
             return str(absolute)
 
     @asynccontextmanager
-    async def kernel(self, kernel_id: str) -> AsyncIterator[ClientKernel]:
+    async def kernel(self, kernel_id: str, *,
+                     wait: float | None = None) -> AsyncIterator[ClientKernel]:
         """A client of a running kernel for one kishu operation, which has the
-        kernel to itself (others wait)."""
+        kernel to itself (others wait; for at most `wait` seconds when given, then
+        KernelInUse)."""
         facts = self.facts(kernel_id)
-        async with facts.busy:
+        try:
+            await asyncio.wait_for(facts.busy.acquire(), wait)
+        except TimeoutError:
+            raise KernelInUse(f"kernel {kernel_id} is busy with another kishu operation"
+                              ) from None
+        try:
             manager = self.kernel_manager.get_kernel(kernel_id)
             client = manager.client()
             client.start_channels()
@@ -152,6 +163,8 @@ class KernelRegistry:
                 yield ClientKernel(client)
             finally:
                 client.stop_channels()
+        finally:
+            facts.busy.release()
 
     async def wait_ready(self, kernel_id: str, timeout: float) -> None:
         """Until the kernel answers (a kernel just started takes a moment)."""

@@ -21,12 +21,15 @@ from typing import Any
 
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import KernelStateError, preview
-from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.kernels import KernelInUse, KernelRegistry
 
 KERNEL_START_TIMEOUT = 120.0
 PREVIEW_BUDGET_S = 5.0
 """How long each kernel may spend pickling its variables for `unsaved` (they are
 looked at in parallel, one kernel each; whatever is left is named `unchecked`)."""
+IN_USE_WAIT_S = 2.0
+"""How long a kernel that kishu is working in (attaching, a checkpoint) is waited for:
+an attach takes a moment; a checkpoint is not waited for."""
 
 
 @dataclass(frozen=True)
@@ -119,16 +122,15 @@ async def _unsaved_in(registry: KernelRegistry, kernel: SavedKernel
     facts = registry.facts(kernel.kernel_id)
     state = getattr(registry.kernel_manager.get_kernel(kernel.kernel_id),
                     "execution_state", None)
-    if facts.busy.locked():
-        return [], [{"notebook": notebook, "why": "it is being saved now"}]
-    if state == "busy":
+    if state == "busy" and not facts.busy.locked():  # the user's cell, not kishu's work
         return [], [{"notebook": notebook,
                      "why": "a cell is running: its variables are known once it is saved"}]
     try:
-        # No await between the check above and taking the kernel: it is free.
-        async with registry.kernel(kernel.kernel_id) as client:
+        async with registry.kernel(kernel.kernel_id, wait=IN_USE_WAIT_S) as client:
             seen = await preview(client, budget_s=PREVIEW_BUDGET_S,
                                  timeout=PREVIEW_BUDGET_S + 10)
+    except KernelInUse:
+        return [], [{"notebook": notebook, "why": "it is being saved now"}]
     except KernelStateError as exc:
         return [], [{"notebook": notebook, "why": str(exc)}]
     unsaved = [{"notebook": notebook, "name": name, "why": why} for name, why in seen.unsaved]

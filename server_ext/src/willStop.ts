@@ -62,12 +62,17 @@ export function unsavedText(trans: TranslationBundle, pod: IPodSessions | null):
   return parts.length === 0 ? null : parts.join(' ');
 }
 
-/** Everything the move loses, for a confirmation: what stops, then the variables. */
+/** Everything the move loses, for a confirmation: what stops, then the variables; null
+ * when nothing is known to be lost (notebooks only not checked ask no question: the
+ * move's checkpoints name what they could not save). */
 export function moveLossText(trans: TranslationBundle, pod: IPodSessions | null): string | null {
+  if ((pod?.will_stop ?? []).length === 0 && (pod?.unsaved ?? []).length === 0) {
+    return null;
+  }
   const parts = [willStopText(trans, pod), unsavedText(trans, pod)].filter(
     (part): part is string => part !== null
   );
-  return parts.length === 0 ? null : parts.join(' ');
+  return parts.join(' ');
 }
 
 /** For the idle countdown's short sentence: what stops and the variables left behind. */

@@ -61,6 +61,8 @@ describe('the variables a move would leave behind', () => {
     expect(unsavedText(trans, busy)).toBe(
       'Not checked for variables that cannot be saved: a.ipynb (a cell is running).'
     );
+    // Not a reason to ask before a Move command: nothing is known to be lost.
+    expect(moveLossText(trans, busy)).toBeNull();
   });
   it('ask nothing when every variable comes back (or the server did not say)', () => {
     const clean = { notebooks: ['a.ipynb'], will_stop: [], unsaved: [], unchecked: [] };
