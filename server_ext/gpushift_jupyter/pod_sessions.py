@@ -108,8 +108,9 @@ async def pod_sessions(registry: KernelRegistry,
 
 async def with_variables(registry: KernelRegistry, sessions: PodSessions) -> PodSessions:
     """`sessions` with the variables each notebook's kernel would lose in a move,
-    looked at in every kernel at once. A kernel running a cell, or being saved by
-    gpushift, is not waited for: it is named in `unchecked`."""
+    looked at in every kernel at once. A kernel running a cell is not waited for, one
+    kishu works in (attach, checkpoint) only `IN_USE_WAIT_S`: they are named in
+    `unchecked`."""
     found = await asyncio.gather(*(_unsaved_in(registry, k) for k in sessions.saved))
     return dataclasses.replace(
         sessions, unsaved=[item for unsaved, _ in found for item in unsaved],

@@ -10,7 +10,7 @@ import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { notSavedNames } from './willStop';
 
-const WILL_STOP_REFRESH_MS = 5000;
+const NOT_SAVED_REFRESH_MS = 5000;
 
 export class IdleWarning {
   constructor(
@@ -32,18 +32,18 @@ export class IdleWarning {
       return;
     }
     if (this._noticeId === null) {
-      this._willStop = null;
+      this._notSaved = null;
       this._askedAt = 0;
     }
-    if (Date.now() - this._askedAt >= WILL_STOP_REFRESH_MS) {
+    if (Date.now() - this._askedAt >= NOT_SAVED_REFRESH_MS) {
       // Asked when the warning starts and every few seconds while it runs: a terminal
       // closed meanwhile is no longer named.
       this._askedAt = Date.now();
       void this._service.podSessions(true).then(pod => {
-        this._willStop = notSavedNames(this._trans, pod);
+        this._notSaved = notSavedNames(this._trans, pod);
       });
     }
-    const message = idleWarningMessage(this._trans, left, this._willStop);
+    const message = idleWarningMessage(this._trans, left, this._notSaved);
     if (this._noticeId === null) {
       this._noticeId = Notification.emit(message, 'warning', {
         autoClose: false,
@@ -93,7 +93,7 @@ export class IdleWarning {
 
   private _noticeId: string | null = null;
   /** What the idle move would lose (`notSavedNames`), and when it was last asked. */
-  private _willStop: string | null = null;
+  private _notSaved: string | null = null;
   private _askedAt = 0;
   private _ticker: ReturnType<typeof setInterval> | null = null;
 }

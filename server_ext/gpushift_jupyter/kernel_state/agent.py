@@ -192,6 +192,11 @@ def restore(notebook_path: str, commit_id: str, settings: list[list[Any]]) -> No
             failed_loads=report.failed_loads)
 
 
+def _cannot_pickle(value: Any) -> str:
+    """Why a variable is not saved, as the checkpoint records it and the preview says it."""
+    return f"not saved: a {type(value).__module__}.{type(value).__qualname__} cannot be pickled"
+
+
 def _record_not_saved(kishu: Any, commit_id: str) -> None:
     """kishu skips a variable group it cannot pickle without a word; remember which
     names and why, so a restore in another process can say so."""
@@ -206,9 +211,7 @@ def _record_not_saved(kishu: Any, commit_id: str) -> None:
                                  "limit 1", (vs.versioned_name(),)).fetchone()
             if stored is None:
                 for name in sorted(vs.name):
-                    value = kishu._user_ns.to_dict().get(name)
-                    kind = f"{type(value).__module__}.{type(value).__qualname__}"
-                    missing.append((name, f"not saved: a {kind} cannot be pickled"))
+                    missing.append((name, _cannot_pickle(kishu._user_ns.to_dict().get(name))))
         con.executemany("insert into gpushift_not_saved values (?, ?, ?)",
                         [(commit_id, n, r) for n, r in missing])
         con.commit()
@@ -270,9 +273,7 @@ def preview(budget_s: float) -> None:
         except _WillNotComeBack as exc:
             unsaved.append((name, str(exc)))
         except Exception as exc:  # what kishu's checkpoint would skip, or fail on
-            kind = f"{type(value).__module__}.{type(value).__qualname__}"
-            unsaved.append((name, f"not saved: a {kind} cannot be pickled "
-                                  f"({type(exc).__name__})"))
+            unsaved.append((name, f"{_cannot_pickle(value)} ({type(exc).__name__})"))
     fields = {"status": "ok", "unsaved": unsaved, "checked_all": checked_all,
               "elapsed_s": round(time.monotonic() - started, 3)}
     if checked_all:
