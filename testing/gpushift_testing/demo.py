@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import secrets
@@ -28,6 +29,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 
@@ -54,6 +56,15 @@ def say(text: str) -> None:
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the demo the way Ctrl-C does
+
+
+def _timed(what: str, stop: Callable[[], object]) -> None:
+    """One step of the demo's stop, its time in demo.log (a stop that hangs shows where)."""
+    log = logging.getLogger("gpushift.demo")
+    log.info("stopping the %s ...", what)
+    t0 = time.monotonic()
+    stop()
+    log.info("stopped the %s in %.1fs", what, time.monotonic() - t0)
 
 
 def _proxy_port(wanted: int) -> int:
@@ -89,7 +100,7 @@ def _start_plane(workdir: Path, stack: contextlib.ExitStack, attempts: int = 3) 
                 raise
             say(f"    a port was taken while starting ({e}); again with other ports ...")
             continue
-        stack.callback(plane.stop)
+        stack.callback(_timed, "control plane", plane.stop)
         return plane
     raise AssertionError("unreachable")
 
@@ -111,7 +122,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     say("2/6 starting the local control plane (etcd, kube-apiserver, controllers, kwok) ...")
     plane = _start_plane(state / "controlplane", stack)
     api = plane.api_client()
-    stack.callback(api.close)
+    stack.callback(_timed, "API client", api.close)
     core = client.CoreV1Api(api)
     ns, name, claim = args.namespace, args.notebook, f"{args.notebook}-workspace"
 
@@ -125,7 +136,7 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     install_chart(binary_paths()["helm"], plane.kubeconfig, hook,
                   *demo_setup.chart_sets_binding(ns))
     hook.start(*demo_setup.webhook_arguments(state / "webhook", args.guard_ready_timeout))
-    stack.callback(hook.stop)
+    stack.callback(_timed, "webhook", hook.stop)
     admission = client.AdmissionregistrationV1Api(api)
     wait_for("the webhook's caBundle", lambda: ca_bundle_published(admission), 60,
              describe=hook.logs)
@@ -144,11 +155,11 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
         "notebook proxy ...")
     routes = Routes()
     proxy = NotebookProxy(routes, _proxy_port(args.port)).start()
-    stack.callback(proxy.stop)
+    stack.callback(_timed, "notebook proxy", proxy.stop)
     shutil.rmtree(state / "runner" / "pods", ignore_errors=True)
     runner = PodRunner(plane.kubeconfig, state / "runner", namespaces=[ns], routes=routes)
     runner.start()
-    stack.callback(runner.stop)
+    stack.callback(_timed, "pod runner", runner.stop)
     url = demo_setup.notebook_url(proxy.port, ns, name)
     wait_for("JupyterLab answering through the proxy",
              lambda: _answers(url + "api/status", token), args.timeout,
@@ -206,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=args.state / "demo.log", level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
+    # `kill -USR1 <pid>` prints every thread's stack: how a stop that hangs is diagnosed.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = contextlib.ExitStack()
     code = 1
     try:

@@ -28,6 +28,7 @@ class Demo:
     """The demo process with its output collected line by line."""
 
     def __init__(self, state: Path, *args: str) -> None:
+        self.state = state
         self.lines: list[str] = []
         self.process = subprocess.Popen(
             [sys.executable, str(DEMO), "--state", str(state), "--port", "0", *args],
@@ -54,6 +55,22 @@ class Demo:
         if self.process.poll() is not None:
             raise AssertionError(f"demo exited {self.process.returncode}:\n{self.output}")
 
+    def stopped(self, timeout: float) -> int:
+        """The exit code once the demo exits; past `timeout`, a failure that shows where
+        it hangs (every thread's stack, dumped by the demo on SIGUSR1) and what still runs."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            family = process_family(self.process.pid)
+            os.kill(self.process.pid, signal.SIGUSR1)
+            time.sleep(2)
+            commands = [f"{pid}: {command_line(pid)}" for pid in family]
+            log = self.state / "demo.log"
+            raise AssertionError(
+                f"demo still running {timeout:.0f}s after Ctrl-C:\n{self.output}\n"
+                "its processes:\n" + "\n".join(commands) + "\ndemo.log:\n"
+                + (log.read_text()[-6000:] if log.exists() else "(none)")) from None
+
     def kill(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
@@ -66,6 +83,13 @@ def call(url: str, token: str, method: str = "GET", body: Any = None) -> tuple[i
         "Authorization": f"token {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=10) as r:
         return r.status, json.loads(r.read() or b"null")
+
+
+def command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return "(exited)"
 
 
 def processes_mentioning(text: str) -> list[int]:
@@ -100,7 +124,7 @@ def test_demo_runs_until_ctrl_c_and_a_second_run_reuses_the_build_and_workspace(
         started = process_family(first.process.pid)
         assert len(started) >= 9, started  # control plane, webhook, sidecar, jupyter, kernel
         os.killpg(first.process.pid, signal.SIGINT)  # Ctrl-C in the demo's terminal
-        assert first.process.wait(120) == 0, first.output
+        assert first.stopped(120) == 0, first.output
     finally:
         first.kill()
     assert "stopped: every process the demo started has exited." in first.output

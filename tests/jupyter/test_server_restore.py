@@ -279,3 +279,55 @@ async def test_looking_at_variables_never_waits_on_a_busy_kernel_nor_past_its_bu
         assert not cell.done()  # answered while the busy kernel's cell still runs
     finally:
         await cell
+
+
+@on_server_loop
+async def test_a_kernel_being_saved_is_waited_for_two_seconds_then_named_unchecked(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path) -> None:
+    """A real checkpoint holds kishu's lock on the kernel (pickling a value that takes
+    6 s); looking at the variables waits `IN_USE_WAIT_S` for it, then says why it did
+    not look (and asks no confirmation for it: `moveLossText` in willStop.ts). Once the
+    checkpoint is done, the same question is answered in full."""
+    import asyncio
+    import time
+
+    from gpushift_jupyter import pod_sessions
+
+    session = await open_notebook(
+        jp_fetch, jp_serverapp, jp_root_dir, "saving.ipynb",
+        "import time\n"
+        "class SlowOnce:  # the checkpoint's pickling takes 6 s, later ones none\n"
+        "    first = True\n"
+        "    def __reduce__(self):\n"
+        "        time.sleep(6 if SlowOnce.first else 0)\n"
+        "        SlowOnce.first = False\n"
+        "        return (int, (7,))\n"
+        "slow = SlowOnce()\n"
+        "gen = (i for i in range(3))")
+    kernel_id = session["kernel"]["id"]
+    facts = jp_serverapp.web_app.settings["gpushift_services"].kernels.facts(kernel_id)
+    saving = asyncio.ensure_future(call(jp_fetch, "POST", "checkpoint",
+                                        {"kernel_id": kernel_id}))
+    try:
+        for _ in range(200):  # until the checkpoint holds the kernel
+            if facts.busy.locked():
+                break
+            await asyncio.sleep(0.05)
+        assert facts.busy.locked() and not saving.done()
+        t0 = time.monotonic()
+        status, pod = await call(jp_fetch, "GET", "pod", params={"variables": "1"})
+        waited = time.monotonic() - t0
+        assert status == 200, pod
+        assert pod["unchecked"] == [{"notebook": "saving.ipynb",
+                                     "why": "it is being saved now"}], pod
+        assert pod["unsaved"] == []
+        assert pod_sessions.IN_USE_WAIT_S <= waited and not saving.done(), waited
+    finally:
+        status, saved = await saving
+    assert status == 200 and saved["verified"], saved
+    status, pod = await call(jp_fetch, "GET", "pod", params={"variables": "1"})
+    assert status == 200, pod
+    assert pod["unchecked"] == [], pod
+    assert [(u["name"], u["why"]) for u in pod["unsaved"]] == [
+        ("gen", "not saved: a builtins.generator cannot be pickled (TypeError)")], pod
+    print(f"\nwaited {waited:.2f}s for a kernel being saved")

@@ -9,6 +9,7 @@
  * The tests run in order: the second moves back from the GPU pod the first moved to.
  */
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
+import { Page } from '@playwright/test';
 
 import { captureNotices, gpuDialog, notices, podStatus, prompt, startCell, toast } from '../tests/helpers';
 import {
@@ -43,6 +44,26 @@ async function recordDialogs(page: IJupyterLabPageFixture): Promise<void> {
   });
 }
 
+/** Record the text of every toast shown from now on (in-page; they close by themselves). */
+async function recordToasts(page: Page): Promise<void> {
+  await page.evaluate(() => {
+    const seen: string[] = [];
+    (window as any).gpushiftToasts = seen;
+    new MutationObserver(() => {
+      document.querySelectorAll('.Toastify__toast').forEach(node => {
+        const text = node.textContent?.trim() ?? '';
+        if (text && !seen.includes(text)) {
+          seen.push(text);
+        }
+      });
+    }).observe(document.body, { childList: true, subtree: true, characterData: true });
+  });
+}
+
+async function toastsSeen(page: Page): Promise<string[]> {
+  return page.evaluate(() => (window as any).gpushiftToasts ?? []);
+}
+
 async function dialogsSeen(page: IJupyterLabPageFixture): Promise<string[]> {
   return page.evaluate(() => (window as any).gpushiftDialogs ?? []);
 }
@@ -65,7 +86,14 @@ test.describe.configure({ mode: 'serial' });
 
 /** A move takes 10-30 s here; the restore and the pending cell a few more. */
 const MOVE_TIMEOUT = 180000;
-const VARIABLES = ['big', 'frame', 'point'];
+const VARIABLES = ['big', 'frame', 'point', 'counter'];
+
+/** The id of the kernel of the notebook in the page's main area (null: none). */
+async function kernelOf(page: Page): Promise<string | null> {
+  return page.evaluate(
+    () => (window as any).jupyterapp.shell.currentWidget?.sessionContext?.session?.kernel?.id ?? null
+  );
+}
 
 test.describe('a real move between pods (fake_gpu)', () => {
   test('fake_gpu: CPU -> GPU automatically: the held cell runs on the GPU pod with the state restored', async ({
@@ -126,6 +154,7 @@ test.describe('a real move between pods (fake_gpu)', () => {
     await expect(prompt(page, 1)).toHaveText(/\[\d+\]:/, { timeout: 60000 });
     const output = await textOutput(page, 1);
     expect(output).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(output).toContain('restores 1'); // the state went into the kernel once
     expect(output).toContain('gpu kwok-gpu-0 cuda');
     await shot(page, 'e2e-output');
     await page.notebook.save(); // the next test reopens it
@@ -187,6 +216,19 @@ test.describe('a real move between pods (fake_gpu)', () => {
     const checksum = checksumOf(onGpu);
     expect(checksumOf(await textOutput(page, 0)), 'the saved state cell output').toBe(checksum);
     await captureNotices(page);
+    // A second tab on the same notebook, as a user with two windows has: the move
+    // restores the state once, and both tabs end on the kernel that holds it.
+    const base = test.info().project.use.baseURL;
+    const other = await page.context().newPage();
+    const notebookPath: string = await page.evaluate(
+      () => (window as any).jupyterapp.shell.currentWidget.context.path
+    );
+    await other.goto(`${base}/lab/tree/${notebookPath}`);
+    await expect(other.locator('[data-testid="gpushift-status"]')).toHaveText(/^GPU/, {
+      timeout: 120000
+    });
+    await expect.poll(() => kernelOf(other), { timeout: 120000 }).toBe(await kernelOf(page));
+    await recordToasts(other);
 
     await page.menu.clickMenuItem('Kernel>Move to CPU');
     const restored = toast(page, /Restored \d+ variable/);
@@ -203,7 +245,16 @@ test.describe('a real move between pods (fake_gpu)', () => {
     await page.notebook.runCell(check, { inplace: true });
     const onCpu = await textOutput(page, check);
     expect(onCpu).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(onCpu).toContain('restores 1'); // once, though two tabs were open
     expect(onCpu).toContain('gpu None');
+    // The other tab is on that kernel too, and was told what came back.
+    await expect.poll(() => kernelOf(other), { timeout: 60000 }).toBe(await kernelOf(page));
+    await expect
+      .poll(async () => (await toastsSeen(other)).some(t => /Restored \d+ variable/.test(t)), {
+        timeout: 60000
+      })
+      .toBe(true);
+    await other.close();
     await shot(page, 'e2e-back-on-cpu');
 
     const facts = await podFacts(page);

@@ -34,7 +34,7 @@ test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as a
 const ROLLBACK_TIMEOUT = 200000;
 const NAMESPACE = 'kubeflow-user';
 const HOG = 'gpu-hog-e2e';
-const VARIABLES = ['big', 'frame', 'point'];
+const VARIABLES = ['big', 'frame', 'point', 'counter'];
 
 /** kubectl of the control plane's binaries (~/.cache/gpushift/bin/kubectl-v<version>). */
 function kubectlPath(): string {
@@ -139,6 +139,7 @@ test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
     await page.notebook.runCell(2, { inplace: true });
     const onCpu = await textOutput(page, 2);
     expect(onCpu).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
+    expect(onCpu).toContain('restores 1'); // recovered once
     expect(onCpu).toContain('gpu None');
 
     const after = await podFacts(page);

@@ -11,7 +11,8 @@ import { SCREENSHOTS } from '../tests/helpers';
  * session keeps its path). */
 export const NOTEBOOK = 'Untitled.ipynb';
 
-/** Varied state: a 50 MiB array, a DataFrame, an instance of a class defined here. */
+/** Varied state: a 50 MiB array, a DataFrame, instances of classes defined here (one
+ * counts its restores). */
 export const STATE_CELL = `import numpy as np, pandas as pd
 big = np.random.default_rng(7).random(50 * 2**20 // 8)  # 50 MiB of float64
 frame = pd.DataFrame({"a": range(1000), "b": [i / 2 for i in range(1000)]})
@@ -24,11 +25,22 @@ class Point:
         return (self.x ** 2 + self.y ** 2) ** 0.5
 
 point = Point(3, 4)
+
+class RestoreCounter:  # counts the times the state is unpickled into this kernel
+    def __setstate__(self, state):
+        import builtins
+        builtins.restores = getattr(builtins, "restores", 0) + 1
+        self.__dict__.update(state)
+
+counter = RestoreCounter()
+counter.made = "before the moves"  # a non-empty state: unpickling calls __setstate__
 print("checksum", repr(float(big.sum())), big.nbytes // 2**20, "MiB")`;
 
-/** What the state looks like now (also the GPU cell's first line of output). */
+/** What the state looks like now (also the GPU cell's first line of output), and how
+ * many times it was restored into this kernel (one move: once, however many tabs). */
 const STATE_LINE =
-  'print("checksum", repr(float(big.sum())), "frame", frame.shape, "point", point.norm())';
+  'print("checksum", repr(float(big.sum())), "frame", frame.shape, "point", point.norm())\n' +
+  'import builtins; print("restores", getattr(builtins, "restores", 0))';
 
 /** Flagged by the classifier (line 2: `device = "cuda"`); needs no torch. */
 export const GPU_CELL = `import os
