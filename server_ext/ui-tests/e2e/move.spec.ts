@@ -19,6 +19,8 @@ import {
   NOTEBOOK,
   podFacts,
   restoreDetails,
+  SECOND_CHECK_CELL,
+  SECOND_STATE_CELL,
   setSources,
   shot,
   STATE_CELL,
@@ -116,6 +118,14 @@ test.describe('a real move between pods (fake_gpu)', () => {
     await page.notebook.runCell(0, { inplace: true });
     const checksum = checksumOf(await textOutput(page, 0));
     expect(checksum, `the state cell printed ${await textOutput(page, 0)}`).toBeTruthy();
+    // A second notebook with its own state, open in another tab of the page: it moves too.
+    const second = await page.notebook.createNew();
+    await setSources(page, [SECOND_STATE_CELL]);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 120000 });
+    await page.notebook.runCell(0, { inplace: true });
+    expect(await textOutput(page, 0)).toContain('second 42');
+    await page.notebook.save();
+    expect(await page.notebook.activate(NOTEBOOK)).toBe(true);
 
     await captureNotices(page);
     await recordDialogs(page);
@@ -158,6 +168,19 @@ test.describe('a real move between pods (fake_gpu)', () => {
     expect(output).toContain('gpu kwok-gpu-0 cuda');
     await shot(page, 'e2e-output');
     await page.notebook.save(); // the next test reopens it
+
+    // The second notebook's tab was switched to the kernel its state went into.
+    await expect
+      .poll(async () => (await notices(page)).some(m => m.endsWith(`${second}: Moved. Restored 1 variable: second.`)), {
+        timeout: 60000
+      })
+      .toBe(true);
+    expect(await page.notebook.activate(second!)).toBe(true);
+    await setSources(page, [SECOND_CHECK_CELL], 1);
+    await page.notebook.runCell(1, { inplace: true });
+    expect(await textOutput(page, 1)).toContain('second 42 gpu kwok-gpu-0');
+    await page.notebook.save();
+    expect(await page.notebook.activate(NOTEBOOK)).toBe(true);
 
     const after = await podFacts(page);
     expect(after.usingGPU).toBe(true);

@@ -48,6 +48,13 @@ device = "cuda"
 ${STATE_LINE}
 print("gpu", os.environ.get("GPUSHIFT_FAKE_GPU"), device)`;
 
+/** The state of a second notebook open in another tab of the page (it moves too). */
+export const SECOND_STATE_CELL = 'second = {"answer": 41 + 1}\nprint("second", second["answer"])';
+
+/** Its check after the move: its own state, on the pod it moved to. */
+export const SECOND_CHECK_CELL =
+  'import os\nprint("second", second["answer"], "gpu", os.environ.get("GPUSHIFT_FAKE_GPU"))';
+
 /** The same check on a CPU pod (not flagged). */
 export const CHECKSUM_CELL = `import os
 ${STATE_LINE}
