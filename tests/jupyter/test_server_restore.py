@@ -321,7 +321,7 @@ async def test_a_kernel_being_saved_is_waited_for_two_seconds_then_named_uncheck
         assert pod["unchecked"] == [{"notebook": "saving.ipynb",
                                      "why": "it is being saved now"}], pod
         assert pod["unsaved"] == []
-        assert pod_sessions.IN_USE_WAIT_S <= waited and not saving.done(), waited
+        assert waited >= pod_sessions.IN_USE_WAIT_S and not saving.done(), waited
     finally:
         status, saved = await saving
     assert status == 200 and saved["verified"], saved
