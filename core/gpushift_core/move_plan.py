@@ -17,6 +17,12 @@ To GPU (`profile` required), on the notebook container and its pod spec:
 or its absence, the parents (`resources`, `limits`, `nodeSelector`, `tolerations`) the
 move created, and the tolerations it added.
 
+From one GPU profile to another (`previous`: the record of the move that brought the
+notebook to its GPU from CPU): the patch first puts the CPU original back from that
+record, then applies the new profile to it, and the new record is that of a move from
+the CPU original. So CPU -> A100 -> T4 -> CPU gives back the original spec exactly, and
+on the T4 nothing of the A100 profile (its node selector, tolerations) stays behind.
+
 To CPU: `rollback_record` plans it, from that record or without one. The field edits
 of both directions and the record they keep are `spec_editor`'s.
 
@@ -35,8 +41,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
-from gpushift_core.patches import PatchConflict
-from gpushift_core.rollback_record import RollbackPlanner
+from gpushift_core.patches import PatchConflict, apply
+from gpushift_core.rollback_record import RollbackPlanner, holds_recorded_gpu, restorable
 from gpushift_core.spec_editor import (
     MISSING,
     RECORD_VERSION,
@@ -148,7 +154,9 @@ def plan_move(
     """The patch that moves `notebook` to `target` ("gpu" or "cpu").
 
     `container`: the notebook container's name or index (default: container 0).
-    `previous`: for "cpu", the `previous_profile` of the move to GPU.
+    `previous`: the `previous_profile` of the move to GPU: for "cpu", what to restore;
+    for "gpu" on a notebook holding that move's GPU, the CPU original the new profile is
+    planned from (a record this code does not understand is then ignored).
     `gpu_resources`, `profiles`: for "cpu" without a usable record, which limits count
     as GPUs and which profile's scheduling fields to take away.
     `unmapped_image`: "refuse" or "ask" raise PlanError (`image_refusal`) for a move to
@@ -171,28 +179,52 @@ def plan_move(
             container = str(name)
     index, name = find_container(notebook, container)
     plan: SpecEditor
+    ops: list[dict[str, Any]]
     try:
         if target == "gpu":
             if profile is None:
                 raise PlanError("a move to GPU needs a profile")
-            gpu = _GpuPlanner(notebook, index, name, image_map)
+            undo, original = _undo_earlier_move(notebook, index, name, image_map,
+                                                previous=previous,
+                                                gpu_resources=gpu_resources)
+            gpu = _GpuPlanner(original, index, name, image_map)
             gpu.to_gpu(profile)
+            ops = [*undo, *gpu.pb.operations]
+            if undo and apply(notebook, ops) == notebook:
+                ops = []  # already on this profile: undoing and redoing changes nothing
             refusal = image_refusal(gpu.image, image_map, unmapped_image)
             # A Notebook already as the move wants (no edit) is not refused: it is there.
             # "ask" refuses too: the caller passes "keep" once the user said so.
-            if unmapped_image in ("refuse", "ask") and refusal and gpu.pb.operations:
+            if unmapped_image in ("refuse", "ask") and refusal and ops:
                 raise PlanError(refusal)
             plan = gpu
         else:
             cpu = RollbackPlanner(notebook, index, name, image_map)
             cpu.to_cpu(profile, previous, gpu_resources, profiles)
-            plan = cpu
+            plan, ops = cpu, cpu.pb.operations
     except PatchConflict as exc:
         raise PlanError(f"the Notebook's spec has an unexpected shape: {exc}") from None
-    ops = plan.pb.operations
     if ops:
         ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": rv})
     return MovePlan(ops, plan.record, plan.summary(target))
+
+
+def _undo_earlier_move(notebook: Mapping[str, Any], index: int, name: str,
+                       image_map: Sequence[ImagePair], *, previous: Mapping[str, Any] | None,
+                       gpu_resources: Sequence[str],
+                       ) -> tuple[list[dict[str, Any]], Mapping[str, Any]]:
+    """For a notebook on the GPU of an earlier move from CPU, whose record holds the CPU
+    original: the operations that put that original back, and the notebook they give.
+    Otherwise none, and the notebook as it is."""
+    if (previous is None or previous.get("version") != RECORD_VERSION
+            or previous.get("target") != "gpu" or not restorable(previous)
+            or (previous.get("container") or {}).get("name") not in (None, "", name)
+            or not holds_recorded_gpu(notebook, index, previous)):
+        return [], notebook
+    cpu = RollbackPlanner(notebook, index, name, image_map)
+    cpu.restore(previous, gpu_resources)
+    undo = cpu.pb.operations
+    return undo, apply(notebook, undo)
 
 
 def _spec(notebook: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -29,14 +29,14 @@ from gpushift_core.spec_editor import (
     same_toleration,
 )
 
-__all__ = ["RollbackPlanner"]
+__all__ = ["RollbackPlanner", "holds_recorded_gpu", "restorable"]
 
 
 def _nonzero(quantity: Any) -> bool:
     return str(quantity).strip() not in ("", "0")
 
 
-def _restorable(record: Mapping[str, Any]) -> bool:
+def restorable(record: Mapping[str, Any]) -> bool:
     """Whether the record holds the CPU original: the move put the GPU limit there."""
     resource = record.get("resource")
     entry = ((record.get("fields") or {}).get("limits") or {}).get(resource)
@@ -44,6 +44,23 @@ def _restorable(record: Mapping[str, Any]) -> bool:
         return False
     before = entry.get("before") or {}
     return not before.get("present") or not _nonzero(before.get("value"))
+
+
+def holds_recorded_gpu(notebook: Mapping[str, Any], index: int,
+                       record: Mapping[str, Any]) -> bool:
+    """Whether container `index` holds the GPU the record's move put there (a record left
+    from a move since undone describes a GPU the notebook no longer has)."""
+    node: Any = notebook
+    for key in (*SPEC, "containers", index, "resources", "limits"):
+        if isinstance(node, Mapping):
+            node = node.get(key)
+        elif isinstance(node, list) and isinstance(key, int) and key < len(node):
+            node = node[key]
+        else:
+            return False
+    resource = record.get("resource")
+    return isinstance(node, Mapping) and isinstance(resource, str) and _nonzero(
+        node.get(resource, "0"))
 
 
 def _profile_named(profiles: Sequence[GpuProfile], name: Any) -> GpuProfile | None:
@@ -67,7 +84,7 @@ class RollbackPlanner(SpecEditor):
                gpu_resources: Sequence[str], profiles: Sequence[GpuProfile]) -> None:
         """Restore from `previous` when it holds the CPU original, else take the GPU
         fields away (of `profile`, the record's profile, or the one the notebook holds)."""
-        if previous is not None and _restorable(previous):
+        if previous is not None and restorable(previous):
             self.restore(previous, gpu_resources)
         else:
             if previous is not None:

@@ -211,8 +211,10 @@ def move_profile(migration: Migration, settings: AdminSettings,
 
 def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminSettings, *,
              container: str | None, held: GpuFacts | None) -> MovePlan:
-    """`plan_move` for this migration (PlanError when it cannot be planned)."""
-    previous = read_previous_profile(notebook) if migration.target is Target.CPU else None
+    """`plan_move` for this migration (PlanError when it cannot be planned). The record
+    of the move to GPU goes with a move to CPU (what to restore) and with a move to
+    another GPU profile (the CPU original the new profile starts from)."""
+    previous = read_previous_profile(notebook)
     try:
         return plan_move(notebook, migration.target.value,
                          move_profile(migration, settings, held), settings.image_map,
@@ -221,8 +223,8 @@ def plan_for(notebook: Mapping[str, Any], migration: Migration, settings: AdminS
                          unmapped_image=unmapped_image_setting(settings.unmapped_image,
                                                                migration.keep_image))
     except PlanError:
-        if previous is None:
-            raise
+        if previous is None or migration.target is Target.GPU:
+            raise  # a move to GPU ignores a record it does not understand
         # A record this code does not understand: take the GPU away without it.
         return plan_move(notebook, migration.target.value,
                          move_profile(migration, settings, held), settings.image_map,

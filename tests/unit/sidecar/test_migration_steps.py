@@ -174,6 +174,32 @@ def test_the_patch_moves_and_annotates_in_one_operation_list(env):
     assert PREVIOUS_PROFILE_ANNOTATION in restored["metadata"]["annotations"]
 
 
+def test_a_move_between_gpu_profiles_keeps_the_cpu_original_for_the_way_back(env):
+    """nvidia-1 -> nvidia-2 -> CPU: the second patch starts from the CPU original (the
+    record on the Notebook) and records it again, so the way back restores it exactly."""
+    nb = notebook_cr()
+    now = T0 + dt.timedelta(seconds=5)
+    first = plan_patch(nb, migration_in(env, Phase.PATCHING), env.settings, now=now,
+                       container=None, held=None)
+    on_one = apply(nb, first.operations)
+    on_one["metadata"]["resourceVersion"] = "101"
+    one = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 1))).gpu
+    to_two = dataclasses.replace(migration_in(env, Phase.PATCHING), profile="nvidia-2")
+    second = plan_patch(on_one, to_two, env.settings, now=now, container=None, held=one)
+    assert second.kind is PatchKind.PATCH
+    on_two = apply(on_one, second.operations)
+    on_two["metadata"]["resourceVersion"] = "102"
+    spec = on_two["spec"]["template"]["spec"]
+    assert spec["containers"][0]["resources"]["limits"][GPU] == "2"
+    assert "nodeSelector" not in spec and "tolerations" not in spec  # nvidia-1's are gone
+    record = json.loads(on_two["metadata"]["annotations"][PREVIOUS_PROFILE_ANNOTATION])
+    assert record["profile"] == "nvidia-2" and record == second.previous_profile
+    two = SidecarEnv.from_environ(environ(env.workspace_dir.parent, gpu=(GPU, 2))).gpu
+    back = plan_patch(on_two, migration_in(env, Phase.PATCHING, Target.CPU), env.settings,
+                      now=now, container=None, held=two)
+    assert apply(on_two, back.operations)["spec"] == nb["spec"]
+
+
 def test_a_notebook_already_on_the_target_is_nothing_to_patch(env):
     m = migration_in(env, Phase.PATCHING, Target.CPU)
     d = plan_patch(notebook_cr(), m, env.settings, now=dt.datetime.now(dt.UTC),
