@@ -7,6 +7,7 @@ import ast
 import bisect
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 
 from gpushift_jupyter.classifier.analyzer import Walker
@@ -20,22 +21,33 @@ _MAX_TEXT = 200  # a reason shows its line, cut so one minified line cannot floo
 # A parsed tree, its line map to the user's lines, the lines worth walking, the lines with
 # an availability check (None: those of the user's text), and the lower-cased text walked.
 _Walk = tuple[ast.Module, Callable[[int], int], list[int], list[int] | None, str]
+# Verdicts remembered per kernel: a cell run again (a user iterating on it, Run All after
+# a restart) in the same kernel memory is answered by a lookup. Cells longer than
+# _CACHED_TEXT characters are not kept (the cache's memory stays small).
+CACHE_ENTRIES = 256
+_CACHED_TEXT = 64 * 1024
+_Outcome = tuple[bool, tuple[Reason, ...], KernelState]
 
 
 class KernelClassifier:
     """Classifies the cells of one kernel in the order they run, remembering what earlier
     cells bound (`device = torch.device("cuda")`, `import cupy as cp`, GPU functions)."""
 
-    def __init__(self, *, strict: bool = True) -> None:
+    def __init__(self, *, strict: bool = True, cache_entries: int = CACHE_ENTRIES) -> None:
         """`strict` (the default, for the scan CLI): parse the whole cell, so that a syntax
         error anywhere makes it "no GPU" with a `no_parse` reason, as running it would do
         nothing. Not strict (the live path before each cell runs): parse only the top-level
         statements that mention something GPU-related or a remembered name, and answer "no
         GPU" at once for a cell with none; a syntax error in the other statements goes
         unseen. CPython parses ~8 µs a line, so only this meets the 2 ms target at 200
-        lines; both give the same verdict on every cell that parses."""
+        lines; both give the same verdict on every cell that parses. `cache_entries`:
+        how many verdicts to remember (0: none)."""
         self._state = KernelState()
         self._strict = strict
+        self._cache_entries = cache_entries
+        self._verdicts: OrderedDict[tuple[tuple[object, ...], str], _Outcome] = OrderedDict()
+        self.cache_hits = 0
+        """Cells answered from the cache (for tests and the bench)."""
 
     def classify(self, code: str) -> Verdict:
         """Whether running `code` needs a GPU. The cell is taken to be about to run: its
@@ -50,6 +62,25 @@ class KernelClassifier:
         return Verdict(needs_gpu, reasons, elapsed_ms)
 
     def _classify(self, code: str) -> tuple[bool, tuple[Reason, ...]]:
+        """The verdict for `code` in the kernel memory as it is, from the cache when this
+        cell was classified in this same memory before (the memory after it included)."""
+        if len(code) > _CACHED_TEXT or self._cache_entries <= 0:
+            return self._classify_walk(code)
+        key = (self._state.fingerprint(), code)
+        known = self._verdicts.get(key)
+        if known is not None:
+            self._verdicts.move_to_end(key)
+            self.cache_hits += 1
+            needs_gpu, reasons, self._state = known
+            return needs_gpu, reasons
+        needs_gpu, reasons = self._classify_walk(code)
+        # States are never changed in place (a walk works on a copy): sharing is safe.
+        self._verdicts[key] = (needs_gpu, reasons, self._state)
+        if len(self._verdicts) > self._cache_entries:
+            self._verdicts.popitem(last=False)
+        return needs_gpu, reasons
+
+    def _classify_walk(self, code: str) -> tuple[bool, tuple[Reason, ...]]:
         state = self._state
         scanner = state.scanner()
         lowered = code.lower()

@@ -101,6 +101,13 @@ class KernelState:
             _scanner=self._scanner,
         )
 
+    def fingerprint(self) -> tuple[object, ...]:
+        """What this kernel's memory holds, hashable: two states with the same
+        fingerprint classify every cell alike (the verdict cache's key)."""
+        return (tuple(sorted(self.aliases.items())), frozenset(self.shadowed),
+                tuple(sorted(self.devices.items())), frozenset(self.guards),
+                frozenset(self.forced), frozenset(self.gpu_functions))
+
     def resolve(self, name: str) -> str:
         """The module path a bare name stands for (`cp` -> `cupy`), or the name itself."""
         if name in self.aliases:

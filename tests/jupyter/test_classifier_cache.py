@@ -1,0 +1,89 @@
+"""The classifier's verdict cache (per kernel, keyed by the cell's text and the kernel
+memory's fingerprint): a cell run again in the same memory is answered by a lookup, and
+the cache never changes a verdict nor what the kernel remembers afterwards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gpushift_jupyter.classifier import KernelClassifier
+from gpushift_jupyter.classifier import kernel as kernel_module
+
+CORPUS = Path(__file__).parent / "classifier_corpus"
+
+
+def sequences() -> list[list[str]]:
+    """Every corpus sequence, and the single cells as notebooks of 100 cells (within the
+    cache's 256 entries: a notebook longer than the cache, run again and again, evicts
+    each verdict before its cell comes back)."""
+    found: list[list[str]] = []
+    singles: list[str] = []
+    for path in sorted(CORPUS.glob("*.yaml")):
+        for item in yaml.safe_load(path.read_text()):
+            if "sequence" in item:
+                found.append([cell["code"] for cell in item["sequence"]])
+            else:
+                singles.append(item["code"])
+    return [*found, *(singles[i:i + 100] for i in range(0, len(singles), 100))]
+
+
+def verdicts(classifier: KernelClassifier, cells: list[str]) -> list[tuple[bool, tuple]]:
+    return [(v.needs_gpu, v.reasons) for v in map(classifier.classify, cells)]
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_cache_never_changes_a_verdict_over_the_corpus_run_three_times(strict):
+    """Each notebook run three times over in one kernel (Run All, twice more) with and
+    without the cache: the same verdicts, cell for cell, and the cache answered most of
+    the reruns."""
+    hits = total = 0
+    for cells in sequences():
+        run = cells * 3
+        cached = KernelClassifier(strict=strict)
+        reference = KernelClassifier(strict=strict, cache_entries=0)
+        assert verdicts(cached, run) == verdicts(reference, run), cells[:2]
+        assert reference.cache_hits == 0
+        hits, total = hits + cached.cache_hits, total + len(cells)
+    assert hits >= total  # at least the third run: every cell in a memory seen before
+
+
+def test_a_cell_run_again_in_the_same_memory_is_a_lookup_with_the_same_verdict():
+    k = KernelClassifier(strict=False)
+    cell = "import torch\nx = torch.zeros(3).cuda()"
+    first = k.classify(cell)  # remembers `torch`: the memory changed
+    k.classify(cell)  # in the new memory: walked, the memory stays as it is
+    third = k.classify(cell)  # the same memory again: a lookup
+    assert first.needs_gpu and (third.needs_gpu, third.reasons) == (True, first.reasons)
+    assert k.cache_hits == 1
+
+
+def test_what_the_kernel_remembers_decides_and_comes_back_with_a_hit():
+    k = KernelClassifier(strict=False)
+    use, to_cupy, to_numpy = "a = xp.zeros(3)", "import cupy as xp", "import numpy as xp"
+    assert not k.classify(use).needs_gpu  # `xp` means nothing yet
+    assert k.classify(to_cupy).needs_gpu
+    assert k.classify(use).needs_gpu  # other memory: not the cached "no"
+    assert not k.classify(to_numpy).needs_gpu
+    assert not k.classify(use).needs_gpu
+    assert k.cache_hits == 0
+    assert k.classify(to_cupy).needs_gpu  # from the numpy memory: not seen, walked
+    # Back in memories seen before: lookups, each bringing back the memory after it.
+    assert k.classify(use).needs_gpu
+    assert not k.classify(to_numpy).needs_gpu
+    assert not k.classify(use).needs_gpu
+    assert k.cache_hits == 3
+
+
+def test_the_cache_is_bounded_and_long_cells_are_not_kept(monkeypatch):
+    k = KernelClassifier(strict=False, cache_entries=3)
+    for i in range(10):
+        k.classify(f"import torch\nx{i} = torch.ones(1).cuda()")
+    assert len(k._verdicts) == 3
+    monkeypatch.setattr(kernel_module, "_CACHED_TEXT", 100)
+    long_cell = "import torch\n" + "y = torch.ones(1).cuda()\n" * 10
+    k.classify(long_cell)
+    k.classify(long_cell)
+    assert k.cache_hits == 0
