@@ -180,11 +180,18 @@ def test_webhook_stopped_pods_are_still_created_and_the_reason_is_visible(
     before = fail_open_count(control_plane)
     gpushift.stop()
     try:
+        # Opted out: the chart's match condition keeps it from the webhook altogether,
+        # so the API server does not even try the stopped webhook (no fail-open).
+        opted_out = bare_notebook_pod(admin.core, namespace, "opted-out",
+                                      annotations={"gpushift.io/inject": "FALSE"})
+        after_opted_out = fail_open_count(control_plane)
         started = time.monotonic()
         pod = bare_notebook_pod(admin.core, namespace, "while-down")
         elapsed = time.monotonic() - started
     finally:
         gpushift.start(*gpushift.args)
+    assert INJECTED not in (opted_out.metadata.annotations or {})
+    assert after_opted_out == before
     assert INJECTED not in (pod.metadata.annotations or {})
     assert elapsed < 10, f"pod create took {elapsed:.1f}s with the webhook down"
     assert fail_open_count(control_plane) > before

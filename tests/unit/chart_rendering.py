@@ -54,8 +54,11 @@ def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
 
 @functools.cache
 def _render(sets: tuple[str, ...], set_json: tuple[str, ...], values_yaml: str,
-            release: str, namespace: str) -> tuple[dict[str, Any], ...]:
+            release: str, namespace: str, kube_version: str | None,
+            ) -> tuple[dict[str, Any], ...]:
     args = ["template", release, str(CHART), "--namespace", namespace]
+    if kube_version:
+        args += ["--kube-version", kube_version]
     for s in sets:
         args += ["--set", s]
     for s in set_json:
@@ -69,9 +72,13 @@ def _render(sets: tuple[str, ...], set_json: tuple[str, ...], values_yaml: str,
 
 
 def render(*sets: str, set_json: tuple[str, ...] = (), values: dict[str, Any] | None = None,
-           release: str = RELEASE, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+           release: str = RELEASE, namespace: str = NAMESPACE,
+           kube_version: str | None = None) -> list[dict[str, Any]]:
+    """`helm template` of the chart; `kube_version`: the API server's version it renders
+    for (default: helm's own, as `helm template` without a cluster)."""
     values_yaml = yaml.safe_dump(values) if values else ""
-    return list(_render(tuple(sets), tuple(set_json), values_yaml, release, namespace))
+    return list(_render(tuple(sets), tuple(set_json), values_yaml, release, namespace,
+                        kube_version))
 
 
 def all_of(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:

@@ -297,6 +297,18 @@ def test_webhook_configuration_fields():
     assert "cert-manager.io/inject-ca-from" not in mwc["metadata"].get("annotations", {})
 
 
+def test_opted_out_pods_are_kept_from_the_webhook_where_the_api_server_can():
+    """Kubernetes 1.28+: a match condition keeps pods annotated gpushift.io/inject=false
+    from the webhook (`test_webhook_cluster` shows the API server applies it); older API
+    servers would refuse the field, and the webhook checks the annotation itself."""
+    (condition,) = mutating_webhook(render(kube_version="1.36.0"))["matchConditions"]
+    assert condition["name"] == "not-opted-out"
+    assert "object.metadata.annotations['gpushift.io/inject'].lowerAscii() != 'false'" in (
+        condition["expression"])
+    assert "matchConditions" in mutating_webhook(render(kube_version="1.28.0"))
+    assert "matchConditions" not in mutating_webhook(render(kube_version="1.27.9"))
+
+
 def test_timeout_is_a_value():
     assert mutating_webhook(render("webhook.timeoutSeconds=3"))["timeoutSeconds"] == 3
 
