@@ -7,6 +7,7 @@
 #                               hack/controlplane   (k8s.io/kubernetes + staging modules)
 #   kwok (+ its stage config)   hack/tools-kwok
 #   helm, kubeconform           hack/tools-cli
+#   promtool                    hack/tools-prom     (Prometheus's; the chart's alert rules)
 #   notebook-controller         Kubeflow's, from its source in ../shared/kubeflow/notebook-controller
 #                               (read-only there: only -o and Go's caches are written)
 #
@@ -16,9 +17,9 @@
 #
 # Usage: hack/build-controlplane.sh [--print-dir] [name ...]
 #   names: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
-#          kubeconform notebook-controller (default: all)
+#          kubeconform promtool notebook-controller (default: all)
 # Exit status: non-zero when a required binary could not be built. The optional tools
-# (kubectl, helm, kubeconform) only warn, unless named explicitly.
+# (kubectl, helm, kubeconform, promtool) only warn, unless named explicitly.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -47,7 +48,7 @@ exec 9>"$CACHE/build.lock"
 flock 9
 
 REQUIRED=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok notebook-controller)
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm kubeconform notebook-controller)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm kubeconform promtool notebook-controller)
 if (($# > 0)); then
   WANT=("$@")
   EXPLICIT=1
@@ -167,6 +168,14 @@ build_cli() { # helm | kubeconform
   esac
 }
 
+build_promtool() {
+  check_mod_version "$HACK/tools-prom" github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
+  # remove_all_sd: without the service-discovery plugins (cloud SDKs), which checking
+  # and unit-testing rules does not need.
+  GOFLAGS="${GOFLAGS:+$GOFLAGS }-tags=remove_all_sd" go_build promtool "$PROMETHEUS_VERSION" \
+    "$HACK/tools-prom" github.com/prometheus/prometheus/cmd/promtool ""
+}
+
 build_notebook_controller() {
   # Kubeflow's source, unchanged, beside the repo (CI lays ../shared read-only).
   local src="${GPUSHIFT_SHARED:-$HACK/../../shared}/kubeflow/notebook-controller"
@@ -184,6 +193,7 @@ for name in "${WANT[@]}"; do
   kube-apiserver | kube-controller-manager | kube-scheduler | kubectl) build_k8s "$name" ;;
   kwok) build_kwok ;;
   helm | kubeconform) build_cli "$name" ;;
+  promtool) build_promtool ;;
   notebook-controller) build_notebook_controller ;;
   *)
     log "unknown binary: $name"

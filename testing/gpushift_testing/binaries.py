@@ -59,6 +59,7 @@ def binary_paths() -> dict[str, Path]:
         "kwok-stages": b / f"kwok-stages-{v['KWOK_VERSION']}.yaml",
         "helm": b / f"helm-{v['HELM_VERSION']}",
         "kubeconform": b / f"kubeconform-{v['KUBECONFORM_VERSION']}",
+        "promtool": b / f"promtool-{v['PROMETHEUS_VERSION']}",
         "notebook-controller": b / f"notebook-controller-{v['NOTEBOOK_CONTROLLER_REF']}",
     }
     override = os.environ.get(NOTEBOOK_CONTROLLER_ENV)

@@ -58,7 +58,8 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         {"namespace": DRY_TEAMS[1], "name": "default-editor"},
     ]}}},
     "serviceMonitor": {"metrics": {"scrapeAnnotations": True,
-                                   "serviceMonitor": {"enabled": True}}},
+                                   "serviceMonitor": {"enabled": True},
+                                   "prometheusRule": {"enabled": True}}},
     "no-guard": {"rbac": {"migrationGuard": False}},
 }
 

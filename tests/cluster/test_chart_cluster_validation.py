@@ -38,10 +38,12 @@ UNSERVED_KINDS = {
     ("cert-manager.io/v1", "Issuer"),
     ("cert-manager.io/v1", "Certificate"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 EXPECTED_SKIPS = {
     "certManager": {("cert-manager.io/v1", "Issuer"), ("cert-manager.io/v1", "Certificate")},
-    "serviceMonitor": {("monitoring.coreos.com/v1", "ServiceMonitor")},
+    "serviceMonitor": {("monitoring.coreos.com/v1", "ServiceMonitor"),
+                       ("monitoring.coreos.com/v1", "PrometheusRule")},
 }
 
 

@@ -2,8 +2,9 @@
 tests (test_chart_render_*.py): helm itself, rendering (cached per set of values), the
 lookups the tests use on the rendered objects, and the value variants they run over.
 
-helm comes from hack/build-controlplane.sh (`hack/build-controlplane.sh helm`); without
-it the chart tests fail (they do not skip): the chart is part of what ships.
+helm and promtool come from hack/build-controlplane.sh (`hack/build-controlplane.sh helm
+promtool`); without them the chart tests fail (they do not skip): the chart is part of
+what ships.
 """
 
 from __future__ import annotations
@@ -27,25 +28,34 @@ NAMESPACE = "gpushift-system"
 
 
 @functools.cache
-def _helm_path() -> Path:
+def _tool_path(name: str, version_key: str) -> Path:
     versions = dict(
         line.split("=", 1)
         for line in VERSIONS_FILE.read_text().splitlines()
         if "=" in line and not line.lstrip().startswith("#")
     )
-    version = versions.get("HELM_VERSION", "").strip()
-    assert version, f"{VERSIONS_FILE} does not define HELM_VERSION"
+    version = versions.get(version_key, "").strip()
+    assert version, f"{VERSIONS_FILE} does not define {version_key}"
     out = subprocess.run(["bash", str(BUILD_SCRIPT), "--print-dir"], capture_output=True,
                          text=True, check=True, timeout=60)
-    return Path(out.stdout.strip()) / f"helm-{version}"
+    return Path(out.stdout.strip()) / f"{name}-{version}"
+
+
+def _tool(name: str, version_key: str) -> Path:
+    path = _tool_path(name, version_key)
+    if not path.is_file():
+        pytest.fail(f"{name} not found at {path}: build it with `{BUILD_SCRIPT} {name}` "
+                    "(the chart tests need it and do not skip)", pytrace=False)
+    return path
 
 
 def helm() -> Path:
-    path = _helm_path()
-    if not path.is_file():
-        pytest.fail(f"helm not found at {path}: build it with `{BUILD_SCRIPT} helm` "
-                    "(the chart tests need it and do not skip)", pytrace=False)
-    return path
+    return _tool("helm", "HELM_VERSION")
+
+
+def promtool() -> Path:
+    """Prometheus's promtool: checks and unit-tests the chart's alerting rules."""
+    return _tool("promtool", "PROMETHEUS_VERSION")
 
 
 def run_helm(*args: str) -> subprocess.CompletedProcess[str]:
@@ -135,6 +145,7 @@ VARIANTS = {
     "prePuller": ["prePuller.enabled=true"],
     "everything": ["certs.mode=certManager", "enablement.mode=cluster-wide",
                    "prePuller.enabled=true", "metrics.serviceMonitor.enabled=true",
+                   "metrics.prometheusRule.enabled=true",
                    "metrics.scrapeAnnotations=true", "pdb.enabled=true",
                    "sidecar.rbac.bindServiceAccounts[0].namespace=team-a",
                    "sidecar.rbac.bindServiceAccounts[0].name=default-editor"],
