@@ -61,6 +61,13 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
                                    "serviceMonitor": {"enabled": True},
                                    "prometheusRule": {"enabled": True}}},
     "no-guard": {"rbac": {"migrationGuard": False}},
+    "hardening": {
+        "networkPolicy": {"enabled": True, "ingressFrom": [{"namespaceSelector": {}}]},
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey":
+                                       "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway"}],
+        "podSecurityContext": {"runAsNonRoot": True,
+                               "seccompProfile": {"type": "RuntimeDefault"}}},
 }
 
 
