@@ -217,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(filename=args.state / "demo.log", level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C stops the demo even when it was started with SIGINT ignored: a shell without
+    # job control ignores SIGINT in the commands it starts in the background (`cmd &`),
+    # and Python then installs no KeyboardInterrupt handler (the Ctrl-C test hung so).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # `kill -USR1 <pid>` prints every thread's stack: how a stop that hangs is diagnosed.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     stack = contextlib.ExitStack()
