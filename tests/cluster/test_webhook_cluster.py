@@ -262,6 +262,61 @@ def test_self_managed_secret_and_ca_bundle_agree(gpushift, admin):
     for webhook in mwc.webhooks:
         assert webhook.failure_policy == "Ignore" and webhook.side_effects == "None"
         assert webhook.client_config.url == gpushift.url
+    # The Secret belongs to the configuration (helm uninstall removes both).
+    (owner,) = secret.metadata.owner_references
+    assert (owner.kind, owner.name, owner.uid) == (
+        "MutatingWebhookConfiguration", RELEASE, mwc.metadata.uid)
+
+
+def test_the_tls_secret_goes_with_its_webhook_configuration(admin, tmp_path):
+    """A webhook configuration of its own and the webhook's certificate pass against it:
+    the Secret it writes is owned by the configuration, so deleting the configuration
+    (as `helm uninstall` does) makes Kubernetes' garbage collector delete the Secret,
+    CA key and all. A Secret from before (no owner) is given one on the next pass."""
+    import asyncio
+
+    from gpushift_certs.rotation import RotationPolicy
+    from gpushift_core.kube import KubeApi
+    from gpushift_webhook.cert_objects import CertificateObjects
+    from gpushift_webhook.self_managed import SelfManagedSettings, reconcile_once
+
+    name, secret_name = "gpushift-gc-test", "gpushift-gc-test-tls"
+    admission = client.AdmissionregistrationV1Api(admin.raw)
+    admission.create_mutating_webhook_configuration({
+        "metadata": {"name": name},
+        "webhooks": [{"name": "never.gpushift.io", "admissionReviewVersions": ["v1"],
+                      "sideEffects": "None", "failurePolicy": "Ignore",
+                      "clientConfig": {"url": "https://127.0.0.1:1/mutate"},
+                      "objectSelector": {"matchLabels": {"gpushift-gc-test": "never"}},
+                      "rules": [{"operations": ["CREATE"], "apiGroups": [""],
+                                 "apiVersions": ["v1"], "resources": ["pods"]}]}]})
+    settings = SelfManagedSettings(namespace=NAMESPACE, secret_name=secret_name,
+                                   webhook_configuration=name, cert_dir=tmp_path,
+                                   policy=RotationPolicy(dns_names=["gc.test"]))
+    objects = CertificateObjects(KubeApi(admin.raw))
+    try:
+        admin.core.create_namespaced_secret(NAMESPACE, {  # written before owners existed
+            "metadata": {"name": secret_name}, "type": "Opaque"})
+        changes = asyncio.run(reconcile_once(objects, settings))
+        assert changes, changes
+        secret = admin.core.read_namespaced_secret(secret_name, NAMESPACE)
+        assert set(secret.data) >= {"ca.crt", "ca.key", "tls.crt", "tls.key"}
+        (owner,) = secret.metadata.owner_references
+        uid = admission.read_mutating_webhook_configuration(name).metadata.uid
+        assert (owner.kind, owner.name, owner.uid) == ("MutatingWebhookConfiguration", name,
+                                                       uid)
+        assert asyncio.run(reconcile_once(objects, settings)) == []  # owned: nothing to do
+    finally:
+        admission.delete_mutating_webhook_configuration(name)
+
+    def secret_gone() -> bool:
+        try:
+            admin.core.read_namespaced_secret(secret_name, NAMESPACE)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for("the garbage collector to delete the Secret", secret_gone, timeout=60)
 
 
 def test_cluster_wide_mode_injects_everywhere_but_opted_out(gpushift, control_plane, admin,

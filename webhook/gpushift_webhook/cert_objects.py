@@ -15,7 +15,17 @@ from kubernetes import client
 from gpushift_core.kube import KubeApi, KubeError
 from gpushift_core.patches import PatchBuilder
 
-__all__ = ["CertificateObjects", "SecretData"]
+__all__ = ["CertificateObjects", "Owner", "SecretData"]
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The MutatingWebhookConfiguration the TLS Secret belongs to. The Secret names it in
+    its ownerReferences, so deleting the configuration (`helm uninstall`) lets
+    Kubernetes' garbage collector delete the Secret: no CA key is left behind."""
+
+    name: str
+    uid: str
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,8 @@ class SecretData:
     """The Secret's data, base64 as the API holds it."""
     resource_version: str
     """The version read: a replace based on it fails when another replica wrote first."""
+    owner_uids: tuple[str, ...] = ()
+    """The uids in its ownerReferences."""
 
 
 class CertificateObjects:
@@ -39,18 +51,24 @@ class CertificateObjects:
             if exc.not_found:
                 return None
             raise
-        return SecretData(dict(secret.data or {}), secret.metadata.resource_version)
+        owners = tuple(ref.uid for ref in secret.metadata.owner_references or [])
+        return SecretData(dict(secret.data or {}), secret.metadata.resource_version, owners)
 
     async def write_secret(self, namespace: str, name: str, data: dict[str, str],
-                           resource_version: str | None) -> None:
+                           resource_version: str | None, owner: Owner | None = None) -> None:
         """Create the Secret, or replace it if it still has `resource_version`
-        (409 Conflict otherwise: another replica wrote first)."""
+        (409 Conflict otherwise: another replica wrote first); owned by `owner` when
+        given (no blockOwnerDeletion: it needs no permission on the owner)."""
         values: dict[str, bytes | str] = dict(data)
+        references = None if owner is None else [client.V1OwnerReference(
+            api_version="admissionregistration.k8s.io/v1",
+            kind="MutatingWebhookConfiguration", name=owner.name, uid=owner.uid)]
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(name=name, namespace=namespace,
                                          resource_version=resource_version,
                                          labels={"app.kubernetes.io/name": "gpushift",
-                                                 "app.kubernetes.io/component": "webhook"}),
+                                                 "app.kubernetes.io/component": "webhook"},
+                                         owner_references=references),
             type="Opaque", data=values,
         )
         if resource_version is None:
@@ -60,11 +78,15 @@ class CertificateObjects:
             await self.api.call(self.api.core_v1.replace_namespaced_secret, name, namespace,
                                 body, write=True)
 
-    async def read_ca_bundles(self, webhook_configuration: str) -> list[bytes]:
-        """The caBundle of each webhook in the MutatingWebhookConfiguration."""
+    async def read_ca_bundles(self, webhook_configuration: str
+                              ) -> tuple[Owner, list[bytes]]:
+        """The MutatingWebhookConfiguration (as the Secret's owner) and the caBundle of
+        each of its webhooks."""
         mwc = await self.api.call(self.api.admission_v1.read_mutating_webhook_configuration,
                                   webhook_configuration)
-        return [base64.b64decode(w.client_config.ca_bundle or "") for w in mwc.webhooks or []]
+        owner = Owner(webhook_configuration, str(mwc.metadata.uid))
+        return owner, [base64.b64decode(w.client_config.ca_bundle or "")
+                       for w in mwc.webhooks or []]
 
     async def write_ca_bundle(self, webhook_configuration: str, bundle_b64: str) -> int:
         """Set caBundle on every webhook of the configuration; returns how many."""

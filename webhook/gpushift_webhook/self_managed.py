@@ -19,7 +19,7 @@ from pathlib import Path
 from gpushift_certs.issue import utcnow, write_cert_dir
 from gpushift_certs.rotation import CertState, RotationPolicy, plan
 from gpushift_core.kube import KubeError
-from gpushift_webhook.cert_objects import CertificateObjects
+from gpushift_webhook.cert_objects import CertificateObjects, Owner
 
 log = logging.getLogger("gpushift.certs")
 
@@ -50,20 +50,25 @@ async def reconcile_once(api: CertificateObjects, settings: SelfManagedSettings)
     if secret is not None and state is None:
         log.warning("certificate Secret is damaged; issuing a new CA",
                     extra={"secret": settings.secret_name})
+    owner: Owner | None
     try:
-        published = await api.read_ca_bundles(settings.webhook_configuration)
+        owner, published = await api.read_ca_bundles(settings.webhook_configuration)
     except KubeError as exc:
         if not exc.not_found:
             raise
-        published = []
+        owner, published = None, []
     # A next CA is promoted only when every webhook of the configuration trusts it.
     common = min(published, key=len) if published else b""
     result = plan(state, settings.policy, utcnow(), common)
     changes = list(result.changes)
-    if changes:
+    # A Secret written before it had an owner (an upgrade) gets one, data unchanged.
+    unowned = secret is not None and owner is not None and owner.uid not in secret.owner_uids
+    if changes or unowned:
         await api.write_secret(settings.namespace, settings.secret_name,
                                result.state.to_secret_data(),
-                               secret.resource_version if secret else None)
+                               secret.resource_version if secret else None, owner)
+        if not changes:
+            changes.append(f"Secret owned by {settings.webhook_configuration}")
     # Serve first, publish second: the API server must never trust a CA whose
     # certificate this process does not serve yet.
     if _write_files(settings.cert_dir, result.state) and settings.load_files is not None:
