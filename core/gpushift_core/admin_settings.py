@@ -142,6 +142,9 @@ class GpuFacts:
     """The extended resource, e.g. "nvidia.com/gpu"."""
     count: int
     """How many (at least 1)."""
+    profile: str = ""
+    """The admin's profile the pod runs on, when its spec shows which (`pod_profile`);
+    empty: the first profile with this resource and count stands for it."""
 
 
 @dataclass(frozen=True)
@@ -171,11 +174,14 @@ class AdminSettings:
         return next((p for p in self.profiles if p.name == name), None)
 
     def matching_profile(self, gpu: GpuFacts | None) -> GpuProfile | None:
-        """The first profile with this pod's GPU resource and count: the active one."""
+        """The active profile: the one the pod's spec shows (`GpuFacts.profile`), else
+        the first profile with this pod's GPU resource and count."""
         if gpu is None:
             return None
-        return next((p for p in self.profiles
-                     if p.resource == gpu.resource and p.count == gpu.count), None)
+        same = [p for p in self.profiles
+                if p.resource == gpu.resource and p.count == gpu.count]
+        return next((p for p in same if p.name == gpu.profile), None) or next(iter(same),
+                                                                             None)
 
     def to_json(self) -> dict[str, Any]:
         """The JSON the webhook puts into every sidecar's env (GPUSHIFT_SETTINGS)."""

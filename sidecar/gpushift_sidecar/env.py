@@ -145,4 +145,9 @@ def _gpu(env: Mapping[str, str], settings: AdminSettings) -> GpuFacts | None:
                        f"({', '.join(settings.gpu_resources)})")
     if count == 0:
         raise EnvError("GPUSHIFT_GPU_COUNT", f"0 while GPUSHIFT_GPU_RESOURCE is {resource}")
-    return GpuFacts(resource, count)
+    # A profile renamed or removed since the pod was admitted is not known: the first
+    # profile with this GPU stands for it, as without the variable.
+    profile = env.get("GPUSHIFT_GPU_PROFILE", "").strip()
+    known = settings.profile(profile) if profile else None
+    fits = known is not None and (known.resource, known.count) == (resource, count)
+    return GpuFacts(resource, count, profile if fits else "")

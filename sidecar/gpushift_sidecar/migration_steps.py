@@ -304,7 +304,12 @@ def runs_on_target(migration: Migration, gpu: GpuFacts | None,
     if gpu is None:
         return False
     profile = settings.profile(migration.profile or settings.default_profile)
-    return profile is None or (profile.resource, profile.count) == (gpu.resource, gpu.count)
+    if profile is None:
+        return True
+    # The profile the pod's spec shows, when known: the same GPU on other nodes is not
+    # the target.
+    return (profile.resource, profile.count) == (gpu.resource, gpu.count) and (
+        not gpu.profile or gpu.profile == profile.name)
 
 
 def resume_action(migration: Migration, pod_uid: str, on_target: bool) -> ResumeAction:

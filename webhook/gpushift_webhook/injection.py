@@ -22,6 +22,7 @@ from typing import Any
 from gpushift_core import labels
 from gpushift_core.admin_settings import GpuFacts
 from gpushift_core.patches import PatchBuilder, PatchConflict
+from gpushift_core.pod_profile import profile_of_pod
 from gpushift_core.version import __version__
 from gpushift_webhook.config import WebhookConfig
 
@@ -117,6 +118,8 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
     if identity.warning:
         warnings.append(identity.warning)
     gpu = gpu_facts(notebook_container, config.gpu_resources)
+    if gpu is not None:  # which profile: two may hold the same GPU, on other nodes
+        gpu = replace(gpu, profile=profile_of_pod(spec, gpu, config.profiles))
     workspace = _workspace_mount(spec, notebook_container, config)
     if workspace is None:
         warnings.append(
@@ -312,6 +315,7 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         {"name": "GPUSHIFT_NOTEBOOK_IMAGE", "value": str(notebook_container.get("image", ""))},
         {"name": "GPUSHIFT_GPU_RESOURCE", "value": gpu.resource if gpu else ""},
         {"name": "GPUSHIFT_GPU_COUNT", "value": str(gpu.count if gpu else 0)},
+        {"name": "GPUSHIFT_GPU_PROFILE", "value": gpu.profile if gpu else ""},
         {"name": "GPUSHIFT_RUNTIME_DIR", "value": config.runtime_volume.mount_path},
         {"name": "GPUSHIFT_WORKSPACE_DIR", "value": workspace["mountPath"] if workspace else ""},
         {"name": "GPUSHIFT_API_PORT", "value": str(s.port)},
