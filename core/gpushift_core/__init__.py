@@ -4,6 +4,7 @@
   `settings_loader` builds such dataclasses from YAML/JSON with errors that name the field.
 - `move_plan` / `rollback_record`: the Notebook patch of a move and the record that undoes it;
   `spec_editor`: the field edits and record-keeping both directions share.
+- `pod_profile`: which GPU profile a pod runs on, from its spec.
 - `patches`: the one JSON Patch builder.
 - `kube`: the one Kubernetes client (Notebooks, pods, Events, Leases), its transport
   and its errors.
