@@ -1,4 +1,4 @@
-"""The admin's GPU settings: profiles, the CPU<->CUDA image map, idle bounds (pure).
+"""The admin's GPU settings: profiles, the CPU<->GPU image map, idle bounds (pure).
 
 One schema for both cluster components. The webhook reads these fields from the file
 the Helm chart mounts (`gpushift_webhook.config.WebhookConfig`, matched to the chart's
@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from gpushift_core.labels import KUBEFLOW_SERVER_TYPE_ANNOTATION
+from gpushift_core.quantity import QuantityError, parse_quantity
 from gpushift_core.settings_loader import ConfigError, build
 
 __all__ = [
     "DEFAULT_GPU_RESOURCES",
+    "IMAGE_KINDS",
     "AdminSettings",
     "ConfigError",
     "GpuFacts",
@@ -28,6 +30,7 @@ __all__ = [
     "ServerTypeSettings",
     "check_gpu_settings",
     "check_move_settings",
+    "image_kind_name",
     "parse_admin_settings",
     "server_type_of",
 ]
@@ -39,6 +42,12 @@ DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi"]
 # "group-one" (VSCode) or "group-two" (RStudio). A Notebook without it (created by hand)
 # is taken for Jupyter, the kind Kubeflow's own web app treats as the default.
 DEFAULT_SERVER_TYPE = "jupyter"
+# The GPU builds an image_map pair may name, and the one each vendor's pods run.
+IMAGE_KINDS = ("cuda", "rocm", "gaudi")
+_IMAGE_KIND_BY_VENDOR = {"nvidia.com": "cuda", "amd.com": "rocm", "habana.ai": "gaudi"}
+_IMAGE_KIND_NAMES = {"cuda": "CUDA", "rocm": "ROCm", "gaudi": "Gaudi"}
+_SECTIONS = ("requests", "limits")
+_AFFINITY_KEYS = ("nodeAffinity", "podAffinity", "podAntiAffinity")
 _UNMAPPED_IMAGE = ("ask", "refuse", "keep")
 
 
@@ -56,6 +65,25 @@ class GpuProfile:
     """Tolerations added to the pod while it holds the GPU (Kubernetes' own shape)."""
     runtime_class_name: str = ""
     """runtimeClassName for GPU pods (e.g. "nvidia"), empty for none."""
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    """CPU, memory (any resource but a GPU) set on the notebook container while it holds
+    the GPU, by section: {"requests": {"cpu": "4", "memory": "16Gi"}, "limits": {...}}.
+    The move back puts the notebook's own values back."""
+    affinity: dict[str, Any] = field(default_factory=dict)
+    """The pod's affinity while it holds the GPU (Kubernetes' own shape: nodeAffinity,
+    podAffinity, podAntiAffinity); it replaces the notebook's, which the move back puts
+    back. Empty: the notebook's own affinity stays."""
+    image_kind: str = ""
+    """Which GPU image of an image_map pair the pod runs: "cuda", "rocm" or "gaudi".
+    Empty: by the resource's vendor (nvidia.com -> cuda, amd.com -> rocm, habana.ai ->
+    gaudi; cuda for any other)."""
+
+    def gpu_image_kind(self) -> str:
+        """`image_kind`, or the one the resource's vendor implies."""
+        if self.image_kind:
+            return self.image_kind
+        vendor = self.resource.split("/", 1)[0]
+        return _IMAGE_KIND_BY_VENDOR.get(vendor, "cuda")
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,15 +93,36 @@ class GpuProfile:
             "node_selector": dict(self.node_selector),
             "tolerations": [dict(t) for t in self.tolerations],
             "runtime_class_name": self.runtime_class_name,
+            "resources": {k: dict(v) for k, v in self.resources.items()},
+            "affinity": dict(self.affinity),
+            "image_kind": self.image_kind,
         }
 
 
 @dataclass(frozen=True)
 class ImagePair:
+    """A CPU notebook image and its GPU builds, one per vendor's stack (at least one)."""
+
     cpu: str
     """A CPU notebook image, as written in the Notebook."""
-    cuda: str
-    """The matching CUDA image that replaces it on a GPU pod."""
+    cuda: str = ""
+    """The CUDA build that replaces it on an NVIDIA pod."""
+    rocm: str = ""
+    """The ROCm build that replaces it on an AMD pod."""
+    gaudi: str = ""
+    """The Gaudi (Habana SynapseAI) build that replaces it on a Gaudi pod."""
+
+    def gpu_image(self, kind: str) -> str:
+        """The build for an image kind ("cuda", "rocm", "gaudi"); "" when the pair has none."""
+        return {"cuda": self.cuda, "rocm": self.rocm, "gaudi": self.gaudi}.get(kind, "")
+
+    def gpu_images(self) -> list[str]:
+        """Every GPU build the pair names."""
+        return [image for image in (self.cuda, self.rocm, self.gaudi) if image]
+
+    def to_json(self) -> dict[str, str]:
+        return {"cpu": self.cpu, **{kind: self.gpu_image(kind) for kind in IMAGE_KINDS
+                                    if self.gpu_image(kind)}}
 
 
 @dataclass(frozen=True)
@@ -188,7 +237,7 @@ class AdminSettings:
         return {
             "profiles": [p.to_json() for p in self.profiles],
             "default_profile": self.default_profile,
-            "image_map": [{"cpu": p.cpu, "cuda": p.cuda} for p in self.image_map],
+            "image_map": [p.to_json() for p in self.image_map],
             "idle": vars(self.idle).copy(),
             "gpu_resources": list(self.gpu_resources),
             "server_types": {"inject": list(self.server_types.inject),
@@ -208,6 +257,7 @@ def check_gpu_settings(profiles: Sequence[GpuProfile], default_profile: str,
             raise ConfigError(f"profiles.{p.name}.resource: {p.resource!r} is not in gpu_resources")
         if p.count < 1:
             raise ConfigError(f"profiles.{p.name}.count: must be at least 1")
+        _check_profile_extras(p, gpu_resources)
     if profiles and default_profile not in names:
         raise ConfigError(f"default_profile: {default_profile!r} is not a profile")
     if not 0 < idle.min_seconds <= idle.timeout_seconds <= idle.max_seconds:
@@ -219,6 +269,39 @@ def check_gpu_settings(profiles: Sequence[GpuProfile], default_profile: str,
                           "move, stay")
 
 
+def _check_profile_extras(p: GpuProfile, gpu_resources: Sequence[str]) -> None:
+    """The profile's resources, affinity and image kind (see `GpuProfile`)."""
+    where = f"profiles.{p.name}"
+    if p.image_kind and p.image_kind not in IMAGE_KINDS:
+        raise ConfigError(f"{where}.image_kind: {p.image_kind!r} is not one of "
+                          f"{', '.join(IMAGE_KINDS)}")
+    for section, values in p.resources.items():
+        if section not in _SECTIONS:
+            raise ConfigError(f"{where}.resources: {section!r} is not requests or limits")
+        for name, value in values.items():
+            if name in gpu_resources or name == p.resource:
+                raise ConfigError(f"{where}.resources.{section}.{name}: the GPU is the "
+                                  "profile's resource and count, not a resource entry")
+            try:
+                parse_quantity(value)
+            except QuantityError as exc:
+                raise ConfigError(f"{where}.resources.{section}.{name}: {exc}") from None
+    requests, limits = p.resources.get("requests", {}), p.resources.get("limits", {})
+    for name in sorted(set(requests) & set(limits)):
+        if parse_quantity(requests[name]) > parse_quantity(limits[name]):
+            raise ConfigError(f"{where}.resources: the request of {name} "
+                              f"({requests[name]}) is above its limit ({limits[name]})")
+    unknown = sorted(set(p.affinity) - set(_AFFINITY_KEYS))
+    if unknown:
+        raise ConfigError(f"{where}.affinity: unknown key(s) {', '.join(unknown)} (a "
+                          f"Kubernetes affinity has {', '.join(_AFFINITY_KEYS)})")
+
+
+def image_kind_name(kind: str) -> str:
+    """How a user reads an image kind: "CUDA", "ROCm", "Gaudi"."""
+    return _IMAGE_KIND_NAMES.get(kind, kind)
+
+
 def server_type_of(notebook: Mapping[str, Any]) -> str:
     """The Notebook's server type annotation ("" when it has none)."""
     annotations = (notebook.get("metadata") or {}).get("annotations") or {}
@@ -227,8 +310,16 @@ def server_type_of(notebook: Mapping[str, Any]) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def check_move_settings(server_types: ServerTypeSettings, unmapped_image: str) -> None:
-    """ConfigError naming the field when the server types or unmapped_image are wrong."""
+def check_move_settings(server_types: ServerTypeSettings, unmapped_image: str,
+                        image_map: Sequence[ImagePair] = ()) -> None:
+    """ConfigError naming the field when the server types, unmapped_image or the image
+    map are wrong."""
+    for i, pair in enumerate(image_map):
+        if not pair.cpu:
+            raise ConfigError(f"image_map[{i}].cpu: must not be empty")
+        if not pair.gpu_images():
+            raise ConfigError(f"image_map[{i}]: {pair.cpu} names no GPU image (one of "
+                              f"{', '.join(IMAGE_KINDS)})")
     for key, kinds in (("inject", server_types.inject), ("inert", server_types.inert)):
         if any(not kind.strip() for kind in kinds):
             raise ConfigError(f"server_types.{key}: a server type must not be empty")
@@ -249,5 +340,5 @@ def parse_admin_settings(text: str) -> AdminSettings:
     settings = build(AdminSettings, data)
     check_gpu_settings(settings.profiles, settings.default_profile, settings.gpu_resources,
                        settings.idle)
-    check_move_settings(settings.server_types, settings.unmapped_image)
+    check_move_settings(settings.server_types, settings.unmapped_image, settings.image_map)
     return settings

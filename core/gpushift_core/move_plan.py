@@ -5,9 +5,12 @@ copies `spec.template.spec` into the StatefulSet, so patching it recreates pod
 `<name>-0` with the new spec.
 
 To GPU (`profile` required), on the notebook container and its pod spec:
+  * the profile's CPU/memory (`resources`) on the container, refused (PlanError) when a
+    request would end above its limit; its `affinity` in place of the pod's;
   * `resources.limits[profile.resource] = str(profile.count)` (and the same request
     when the container already requests that resource: Kubernetes wants them equal);
-  * image CPU -> CUDA by an exact match in the image map. An image in no pair is
+  * image CPU -> the pair's build of the profile's kind (CUDA, ROCm, Gaudi) by an
+    exact match in the image map. An image in no pair is
     refused with `unmapped_image="refuse"` (PlanError with `image_refusal`'s message:
     a GPU pod running a CPU-only image wastes the GPU), or kept with "keep" (the summary
     says so);
@@ -40,8 +43,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile, ImagePair
+from gpushift_core.admin_settings import (
+    DEFAULT_GPU_RESOURCES,
+    GpuProfile,
+    ImagePair,
+    image_kind_name,
+)
 from gpushift_core.patches import PatchConflict, apply
+from gpushift_core.quantity import QuantityError, parse_quantity
 from gpushift_core.rollback_record import RollbackPlanner, holds_recorded_gpu, restorable
 from gpushift_core.spec_editor import (
     MISSING,
@@ -50,7 +59,7 @@ from gpushift_core.spec_editor import (
     SPEC,
     SpecEditor,
     cpu_image_for,
-    cuda_image_for,
+    gpu_image_for,
     same_toleration,
 )
 
@@ -61,6 +70,7 @@ __all__ = [
     "find_container",
     "image_refusal",
     "plan_move",
+    "resources_refusal",
     "unmapped_image_setting",
 ]
 
@@ -121,22 +131,27 @@ def unmapped_image_setting(setting: str, keep_image: bool) -> str:
 
 
 def image_refusal(image: object, image_map: Sequence[ImagePair],
-                  setting: str = "refuse") -> str | None:
+                  setting: str = "refuse", kind: str = "cuda") -> str | None:
     """Why a move to GPU of a notebook running `image` is refused under
-    `unmapped_image: refuse`, or asked about under `ask` (None: the image has a CUDA
-    pair, or is a CUDA image of one). An image that is not a string is left to the
-    planner's own errors."""
-    if not isinstance(image, str) or cuda_image_for(image, image_map) is not None \
-            or cpu_image_for(image, image_map) is not None:
+    `unmapped_image: refuse`, or asked about under `ask` (None: the image's pair has a
+    build of `kind`, the target profile's `gpu_image_kind()`, or it is a GPU build of a
+    pair that has one). An image that is not a string is left to the planner's own
+    errors."""
+    if not isinstance(image, str):
         return None
+    # A GPU build of a pair counts as its CPU image: the pair must have this kind too.
+    if gpu_image_for(cpu_image_for(image, image_map) or image, image_map, kind) is not None:
+        return None
+    name = image_kind_name(kind)
     if setting == "ask":
-        return (f"the notebook's image {image} has no CUDA image in the admin's image_map, "
-                "so on a GPU pod it would run without GPU libraries. Move anyway, keeping "
-                "this image, or ask your admin to add a CUDA pair for it")
-    return (f"the notebook's image {image} has no CUDA image in the admin's image_map, so "
-            "on a GPU pod it would run without CUDA; the move was refused (admin setting "
-            "unmapped_image: refuse). Ask your admin to add a CUDA pair for this image, or "
-            "to set unmapped_image: ask or keep to move with the image kept")
+        return (f"the notebook's image {image} has no {name} image in the admin's "
+                "image_map, so on a GPU pod it would run without GPU libraries. Move "
+                f"anyway, keeping this image, or ask your admin to add a {name} build "
+                "for it")
+    return (f"the notebook's image {image} has no {name} image in the admin's image_map, "
+            f"so on a GPU pod it would run without {name}; the move was refused (admin "
+            f"setting unmapped_image: refuse). Ask your admin to add a {name} build for "
+            "this image, or to set unmapped_image: ask or keep to move with the image kept")
 
 
 def plan_move(
@@ -192,7 +207,8 @@ def plan_move(
             ops = [*undo, *gpu.pb.operations]
             if undo and apply(notebook, ops) == notebook:
                 ops = []  # already on this profile: undoing and redoing changes nothing
-            refusal = image_refusal(gpu.image, image_map, unmapped_image)
+            refusal = image_refusal(gpu.image, image_map, unmapped_image,
+                                    profile.gpu_image_kind())
             # A Notebook already as the move wants (no edit) is not refused: it is there.
             # "ask" refuses too: the caller passes "keep" once the user said so.
             if unmapped_image in ("refuse", "ask") and refusal and ops:
@@ -207,6 +223,38 @@ def plan_move(
     if ops:
         ops.insert(0, {"op": "test", "path": "/metadata/resourceVersion", "value": rv})
     return MovePlan(ops, plan.record, plan.summary(target))
+
+
+def resources_refusal(resources: object, profile: GpuProfile) -> str | None:
+    """Why the profile's CPU/memory cannot go onto a container whose `resources` are these
+    (a request would end above its limit), None when they can. The sidecar asks it of a
+    CPU pod's container before anything is checkpointed; the planner checks the same on
+    the Notebook itself."""
+    own = resources if isinstance(resources, Mapping) else {}
+    merged: dict[str, dict[str, Any]] = {}
+    for section in SECTIONS:
+        values = own.get(section)
+        merged[section] = dict(values) if isinstance(values, Mapping) else {}
+        merged[section].update(profile.resources.get(section, {}))
+    return _over_limit(profile, merged["requests"], merged["limits"])
+
+
+def _over_limit(profile: GpuProfile, requests: object, limits: object) -> str | None:
+    """The refusal when a resource the profile sets has its request above its limit (a
+    notebook's own values the profile does not touch are not the move's business)."""
+    if not (isinstance(requests, Mapping) and isinstance(limits, Mapping)):
+        return None
+    touched = {name for values in profile.resources.values() for name in values}
+    for name in sorted(set(requests) & set(limits) & touched):
+        try:
+            above = parse_quantity(requests[name]) > parse_quantity(limits[name])
+        except QuantityError:
+            continue  # not ours to judge: the API server says what it thinks
+        if above:
+            return (f"GPU profile {profile.name}: the container's {name} request "
+                    f"({requests[name]}) would be above its limit ({limits[name]}); the "
+                    "profile must set both, or the notebook's own limit must allow it")
+    return None
 
 
 def _undo_earlier_move(notebook: Mapping[str, Any], index: int, name: str,
@@ -245,12 +293,23 @@ class _GpuPlanner(SpecEditor):
         self.record.update(target="gpu", profile=profile.name, resource=profile.resource,
                            count=profile.count)
         image = self.image = self._get((*c, "image"))
-        cuda = cuda_image_for(image, self.image_map) if isinstance(image, str) else None
-        if cuda is not None:
-            if self._set("image", c, "image", cuda):
-                self.done.append(f"image {image} -> {cuda}")
-        elif isinstance(image, str) and cpu_image_for(image, self.image_map) is not None:
-            self.notes.append(f"image {image} is already a CUDA image")
+        kind = profile.gpu_image_kind()
+        # A GPU build (a notebook created on a GPU) is swapped for its pair's build of
+        # this kind, so a CUDA image does not stay on an AMD pod.
+        source = (cpu_image_for(image, self.image_map) or image) if isinstance(
+            image, str) else None
+        built = gpu_image_for(source, self.image_map, kind) if source else None
+        if built is not None:
+            if self._set("image", c, "image", built):
+                self.done.append(f"image {image} -> {built}")
+            else:
+                self.notes.append(f"image {image} is already a GPU image")
+        elif source != image:
+            self.notes.append(f"image {image} is a GPU image whose pair has no "
+                              f"{image_kind_name(kind)} build: kept")
+        elif any(pair.cpu == image for pair in self.image_map):
+            self.notes.append(f"image {image} has no {image_kind_name(kind)} build in the "
+                              "image map: kept")
         else:
             self.notes.append(f"image {image} is not in the image map: kept")
 
@@ -289,3 +348,26 @@ class _GpuPlanner(SpecEditor):
         if profile.runtime_class_name and self._set(
                 "runtimeClassName", SPEC, "runtimeClassName", profile.runtime_class_name):
             self.done.append(f"runtimeClassName {profile.runtime_class_name}")
+        if profile.affinity and self._set("affinity", SPEC, "affinity",
+                                          copy.deepcopy(profile.affinity)):
+            self.done.append("affinity of the profile")
+        self._set_compute(profile)
+
+    def _set_compute(self, profile: GpuProfile) -> None:
+        """The profile's CPU/memory on the container; refused when a request would end
+        above its limit (the API would refuse the pod only after the patch)."""
+        c = self.container
+        for section, values in sorted(profile.resources.items()):
+            parent = (*c, "resources", section)
+            for name, value in sorted(values.items()):
+                old = self._get((*parent, name))
+                if old is not MISSING and str(old) == str(value):
+                    continue
+                self._note_parent("resources", (*c, "resources"))
+                self._note_parent(section, parent)
+                self._set(section, parent, name, str(value))
+                self.done.append(f"{section} {name}={value}")
+        refusal = _over_limit(profile, self._get((*c, "resources", "requests")),
+                              self._get((*c, "resources", "limits")))
+        if refusal is not None:
+            raise PlanError(refusal)

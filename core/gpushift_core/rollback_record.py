@@ -6,8 +6,9 @@ added tolerations removed and the created parents dropped again, so CPU -> GPU -
 gives back the original `spec.template` exactly. Without a record (a notebook created on
 a GPU), or with one that found a GPU already there: the limits and requests of every
 configured GPU resource are removed, the image swapped CUDA -> CPU by the map, and the
-node selector entries, tolerations and runtimeClassName of the profile (the one passed,
-or the one in `profiles` whose resource the notebook holds) removed where they match.
+node selector entries, tolerations, runtimeClassName and affinity of the profile (the
+one passed, or the one in `profiles` whose resource the notebook holds) removed where
+they match; its CPU/memory stay (what the notebook had before is not known).
 
 Pure, like `move_plan`, whose `plan_move` is the entry point of both directions.
 """
@@ -25,7 +26,6 @@ from gpushift_core.spec_editor import (
     SPEC,
     SpecEditor,
     cpu_image_for,
-    cuda_image_for,
     same_toleration,
 )
 
@@ -146,17 +146,21 @@ class RollbackPlanner(SpecEditor):
                              "removed")
         self._drop_if_emptied((*SPEC, "tolerations"), str(parents.get("tolerations", "present")))
 
-        rcn = fields.get("runtimeClassName")
-        if isinstance(rcn, Mapping):
-            self._restore_key("runtimeClassName", SPEC, "runtimeClassName", rcn)
+        for whole in ("runtimeClassName", "affinity"):
+            entry = fields.get(whole)
+            if isinstance(entry, Mapping):
+                self._restore_key(whole, SPEC, whole, entry)
 
     def _restore_key(self, section: str, parent: Path, key: str,
                      entry: Mapping[str, Any]) -> None:
         before = entry.get("before") or {}
         label = key if section == key else f"{section} {key}"
         if before.get("present"):
-            if self._set(section, parent, key, before.get("value")):
-                self.done.append(f"{label} restored to {before.get('value')}")
+            value = before.get("value")
+            if self._set(section, parent, key, value):
+                # A structured field (affinity) is too long for a one-line summary.
+                shown = value if isinstance(value, (str, int, float)) else "the original"
+                self.done.append(f"{label} restored to {shown}")
         elif self._unset(section, parent, key):
             self.done.append(f"{label} removed")
 
@@ -187,7 +191,7 @@ class RollbackPlanner(SpecEditor):
         if cpu is not None:
             if self._set("image", c, "image", cpu):
                 self.done.append(f"image {image} -> {cpu}")
-        elif not (isinstance(image, str) and cuda_image_for(image, self.image_map)):
+        elif not any(pair.cpu == image for pair in self.image_map):
             self.notes.append(f"image {image} is not in the image map: kept")
 
         if profile is None:
@@ -221,3 +225,9 @@ class RollbackPlanner(SpecEditor):
         if rcn and self._get((*SPEC, "runtimeClassName")) == rcn:
             self._unset("runtimeClassName", SPEC, "runtimeClassName")
             self.done.append("runtimeClassName removed")
+        if profile.affinity and self._get((*SPEC, "affinity")) == profile.affinity:
+            self._unset("affinity", SPEC, "affinity")
+            self.done.append("affinity of the profile removed")
+        if profile.resources:
+            self.notes.append("the profile's CPU/memory kept: without the record of the "
+                              "move to GPU the notebook's own values are not known")

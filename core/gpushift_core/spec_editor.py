@@ -25,9 +25,10 @@ __all__ = [
     "RECORD_VERSION",
     "SECTIONS",
     "SPEC",
+    "WHOLE_FIELDS",
     "SpecEditor",
     "cpu_image_for",
-    "cuda_image_for",
+    "gpu_image_for",
     "same_toleration",
 ]
 
@@ -36,16 +37,21 @@ SPEC: Path = ("spec", "template", "spec")
 # What `SpecEditor._get` answers for an absent field: None is a value (JSON null).
 MISSING: Any = object()
 SECTIONS = ("limits", "requests")
+# Fields recorded whole (fields[name]); the others by key (fields[section][key]).
+WHOLE_FIELDS = ("image", "runtimeClassName", "affinity")
 
 
-def cuda_image_for(image: str, image_map: Sequence[ImagePair]) -> str | None:
-    """The CUDA image of a CPU image (exact match), None when it is not in the map."""
-    return next((p.cuda for p in image_map if p.cpu == image), None)
+def gpu_image_for(image: str, image_map: Sequence[ImagePair], kind: str = "cuda",
+                  ) -> str | None:
+    """The GPU build of kind `kind` ("cuda", "rocm", "gaudi") of a CPU image (exact
+    match), None when the image is in no pair or its pair has no build of that kind."""
+    return next((p.gpu_image(kind) for p in image_map
+                 if p.cpu == image and p.gpu_image(kind)), None)
 
 
 def cpu_image_for(image: str, image_map: Sequence[ImagePair]) -> str | None:
-    """The CPU image of a CUDA image (exact match), None when it is not in the map."""
-    return next((p.cpu for p in image_map if p.cuda == image), None)
+    """The CPU image of a GPU build of any kind (exact match), None when it is in no pair."""
+    return next((p.cpu for p in image_map if image in p.gpu_images()), None)
 
 
 def _slot(value: Any) -> dict[str, Any]:
@@ -111,7 +117,7 @@ class SpecEditor:
             return False
         entry = {"before": _slot(old), "after": _slot(value)}
         fields = self.record["fields"]
-        if section in ("image", "runtimeClassName"):
+        if section in WHOLE_FIELDS:
             fields[section] = entry
         else:
             fields.setdefault(section, {})[key] = entry
@@ -123,7 +129,7 @@ class SpecEditor:
         if old is MISSING:
             return False
         entry = {"before": _slot(old), "after": _slot(MISSING)}
-        if section == "runtimeClassName":
+        if section in WHOLE_FIELDS:
             self.record["fields"][section] = entry
         else:
             self.record["fields"].setdefault(section, {})[key] = entry

@@ -11,7 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from gpushift_core.move_plan import image_refusal, unmapped_image_setting
+from gpushift_core.move_plan import (
+    image_refusal,
+    resources_refusal,
+    unmapped_image_setting,
+)
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.state import CheckpointRef, PendingCell, Reason, Target
 
@@ -113,6 +117,7 @@ def parse_migration_request(body: Mapping[str, Any], env: SidecarEnv) -> Migrati
     _refuse_no_move(env, target, profile)
     if target is Target.GPU:
         _refuse_unmapped_image(env, profile, keep_image)
+        _refuse_over_limit(env, profile)
     primary, others = _named(body, env)
     to_come = body.get("checkpoints_to_come", False)
     if not isinstance(to_come, bool):
@@ -199,19 +204,35 @@ def _refuse_no_move(env: SidecarEnv, target: Target, profile: str | None) -> Non
 
 def _refuse_unmapped_image(env: SidecarEnv, profile: str | None, keep_image: bool) -> None:
     """409 `image_unmapped` at once, before any patch, for a move to GPU whose image has
-    no CUDA pair: always under `unmapped_image: refuse`; under "ask" unless the request
-    says `keep_image` (`keep_allowed` tells the front end it may ask the user). The
-    image is the notebook container's as the webhook saw it when it created this pod
-    (the pod is made from the Notebook's spec, so they agree); the runner plans again
-    against the Notebook itself and fails the same way should it differ."""
+    no build of the profile's kind (CUDA, ROCm, Gaudi) in the image map: always under
+    `unmapped_image: refuse`; under "ask" unless the request says `keep_image`
+    (`keep_allowed` tells the front end it may ask the user). The image is the notebook
+    container's as the webhook saw it when it created this pod (the pod is made from the
+    Notebook's spec, so they agree); the runner plans again against the Notebook itself
+    and fails the same way should it differ."""
     setting = unmapped_image_setting(env.settings.unmapped_image, keep_image)
     if setting == "keep" or not env.notebook_image:
         return
-    refusal = image_refusal(env.notebook_image, env.settings.image_map, setting)
+    target = env.settings.profile(profile or "")
+    kind = target.gpu_image_kind() if target is not None else "cuda"
+    refusal = image_refusal(env.notebook_image, env.settings.image_map, setting, kind)
     if refusal is not None:
         raise ApiError(409, "image_unmapped", refusal, image=env.notebook_image,
                        profile=profile, setting="unmapped_image",
                        keep_allowed=setting == "ask")
+
+
+def _refuse_over_limit(env: SidecarEnv, profile: str | None) -> None:
+    """409 `profile_over_limit` at once for a move from CPU to a profile whose CPU/memory
+    would put a request above its limit, on the container as the webhook saw it. From a
+    GPU pod the move starts from the CPU original, which only the Notebook's record
+    holds: the runner's plan refuses it there (before any patch)."""
+    target = env.settings.profile(profile or "")
+    if target is None or env.gpu is not None or not target.resources:
+        return
+    refusal = resources_refusal(env.notebook_resources, target)
+    if refusal is not None:
+        raise ApiError(409, "profile_over_limit", refusal, profile=profile)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ names it: the CLI prints it and exits 2, rather than running half-configured.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gpushift_core.admin_settings import (
     AdminSettings,
@@ -51,6 +53,10 @@ class SidecarEnv:
     notebook_image: str
     """The notebook container's image when the webhook created this pod (empty: not
     given); a move to GPU of an image with no CUDA pair is refused on it at once."""
+    notebook_resources: dict[str, Any]
+    """The notebook container's `resources` when the webhook created this pod ({}: not
+    given or not readable); a move to a profile whose CPU/memory would put a request
+    above its limit is refused on it at once."""
     gpu: GpuFacts | None
     """The GPU resource and count of the notebook container's limits; None on CPU."""
     runtime_dir: Path
@@ -75,6 +81,7 @@ class SidecarEnv:
             notebook_name=_object_name(env, "GPUSHIFT_NOTEBOOK_NAME"),
             notebook_container=env.get("GPUSHIFT_NOTEBOOK_CONTAINER", "").strip(),
             notebook_image=env.get("GPUSHIFT_NOTEBOOK_IMAGE", "").strip(),
+            notebook_resources=_json_object(env.get("GPUSHIFT_NOTEBOOK_RESOURCES", "")),
             gpu=_gpu(env, settings),
             runtime_dir=_absolute("GPUSHIFT_RUNTIME_DIR", _required(env, "GPUSHIFT_RUNTIME_DIR")),
             workspace_dir=_workspace(env),
@@ -120,6 +127,16 @@ def _absolute(name: str, value: str) -> Path:
     if not path.is_absolute() or ".." in path.parts:
         raise EnvError(name, f"{value!r} is not an absolute path")
     return path
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object from the env, {} for anything else: the early refusals it feeds
+    are a courtesy (the planner checks the Notebook itself), never a reason not to start."""
+    try:
+        value = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _workspace(env: Mapping[str, str]) -> Path | None:

@@ -120,3 +120,40 @@ async def test_the_idle_timer_waits_for_the_notebook_side(tmp_path):
     finally:
         assert base.stop(sc) == 0
     assert "Traceback" not in sc.logs()
+
+
+async def test_a_profile_whose_memory_request_is_above_the_notebooks_limit_is_refused_at_once(
+        tmp_path):
+    """A profile that raises the memory request past the CPU pod's own limit: 409
+    `profile_over_limit` from the container as the webhook saw it, nothing started; a
+    profile that sets the limit too moves."""
+    greedy = GpuProfile(name="greedy", resources={"requests": {"memory": "4Gi"}})
+    fitting = GpuProfile(name="fitting", resources={"requests": {"memory": "4Gi"},
+                                                    "limits": {"memory": "8Gi"}})
+    settings = dataclasses.replace(SETTINGS, profiles=[greedy, fitting],
+                                   default_profile="greedy")
+    resources = '{"limits": {"memory": "2Gi"}, "requests": {"memory": "1Gi"}}'
+    sc = idle_api.start(tmp_path, None, settings=settings, extra_env={
+        "GPUSHIFT_NOTEBOOK_IMAGE": CPU, "GPUSHIFT_NOTEBOOK_RESOURCES": resources})
+    try:
+        async with aiohttp.ClientSession(base_url=sc.url, headers=sc.auth()) as s:
+            answer = await _refused(s, {"target": "gpu", "reason": "manual"})
+            assert (answer["error"], answer["profile"]) == ("profile_over_limit", "greedy")
+            assert "memory request (4Gi) would be above its limit (2Gi)" in answer["detail"]
+            body = {"target": "gpu", "reason": "manual", "profile": "fitting"}
+            async with s.post("/migrations", json=body) as r:
+                started: dict[str, Any] = await r.json()
+                assert r.status in (201, 202), started
+    finally:
+        base.stop(sc)
+    assert "Traceback" not in sc.logs()
+
+
+async def _refused(session: aiohttp.ClientSession, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /migrations answered 409, and nothing started."""
+    async with session.post("/migrations", json=body) as r:
+        answer: dict[str, Any] = await r.json()
+        assert r.status == 409, answer
+    async with session.get("/migrations/current") as r:
+        assert r.status == 404
+    return answer

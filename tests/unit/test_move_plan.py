@@ -15,11 +15,12 @@ import pytest
 from gpushift_core.admin_settings import GpuProfile, ImagePair
 from gpushift_core.move_plan import MovePlan, PlanError, find_container, plan_move
 from gpushift_core.patches import apply
-from gpushift_core.spec_editor import RECORD_VERSION, cpu_image_for, cuda_image_for
+from gpushift_core.spec_editor import RECORD_VERSION, cpu_image_for, gpu_image_for
 
 CPU = "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2"
 CUDA = "kubeflownotebookswg/jupyter-pytorch-cuda-full:v1.9.2"
-IMAGE_MAP = [ImagePair(cpu=CPU, cuda=CUDA),
+ROCM = "example/jupyter-pytorch-rocm-full:v1.9.2"
+IMAGE_MAP = [ImagePair(cpu=CPU, cuda=CUDA, rocm=ROCM),
              ImagePair(cpu="jupyter-tf:1", cuda="jupyter-tf-cuda:1")]
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 NVIDIA = GpuProfile(name="nvidia-1", node_selector={"nvidia.com/gpu.present": "true"},
@@ -139,7 +140,7 @@ def test_to_gpu_record_says_exactly_what_was_there():
     assert record["container"] == {"name": "nb", "index": 0}
     fields = record["fields"]
     assert fields["image"] == {"before": {"present": True, "value": CPU},
-                               "after": {"present": True, "value": CUDA}}
+                               "after": {"present": True, "value": ROCM}}  # AMD: ROCm
     assert fields["limits"] == {"amd.com/gpu": {"before": {"present": False},
                                                 "after": {"present": True, "value": "2"}}}
     assert fields["nodeSelector"] == {"amd.com/gpu.present": {
@@ -263,7 +264,7 @@ def test_already_on_that_gpu_changes_nothing():
     again = plan_move(gpu, "gpu", NVIDIA, IMAGE_MAP)
     assert again.operations == [] and again.changes == 0
     assert "nothing to change" in again.summary
-    assert "already a CUDA image" in again.summary
+    assert "already a GPU image" in again.summary
 
 
 # --------------------------------------------------------------------------- concurrency
@@ -305,8 +306,8 @@ def test_resources_of_the_wrong_type_are_refused():
 
 
 def test_image_map_lookups_and_container_lookup():
-    assert cuda_image_for(CPU, IMAGE_MAP) == CUDA and cpu_image_for(CUDA, IMAGE_MAP) == CPU
-    assert cuda_image_for(CUDA, IMAGE_MAP) is None and cpu_image_for("x", IMAGE_MAP) is None
+    assert gpu_image_for(CPU, IMAGE_MAP) == CUDA and cpu_image_for(CUDA, IMAGE_MAP) == CPU
+    assert gpu_image_for(CUDA, IMAGE_MAP) is None and cpu_image_for("x", IMAGE_MAP) is None
     assert find_container(kubeflow_notebook()) == (0, "nb")
 
 

@@ -28,7 +28,7 @@ from test_move_plan import (
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile
 from gpushift_core.move_plan import plan_move
 from gpushift_core.patches import apply
-from gpushift_core.spec_editor import cuda_image_for
+from gpushift_core.spec_editor import gpu_image_for
 
 # --------------------------------------------------------------------------- back to CPU
 
@@ -218,8 +218,8 @@ def test_cpu_gpu_cpu_is_the_identity_on_the_template(spec, profile, pick, data):
     assert c["resources"]["limits"][profile.resource] == str(profile.count)
     requests = (c["resources"].get("requests") or {})
     assert requests.get(profile.resource, str(profile.count)) == str(profile.count)
-    cuda = cuda_image_for(original["spec"]["template"]["spec"]["containers"][index]["image"],
-                          IMAGE_MAP)
+    cuda = gpu_image_for(original["spec"]["template"]["spec"]["containers"][index]["image"],
+                         IMAGE_MAP, profile.gpu_image_kind())
     if cuda:
         assert c["image"] == cuda
     gspec = gpu["spec"]["template"]["spec"]

@@ -97,11 +97,18 @@ def test_the_cache_maps_each_notebook_to_its_server_type():
                                     ("b", "plain"): ""}
 
 
-def test_the_sidecar_is_told_the_notebook_image():
+def test_the_sidecar_is_told_the_notebook_image_and_resources(tmp_path):
     pod = notebook_pod()
     decision = plan_injection(pod, NAMESPACE, WebhookConfig())
     env = sidecar_env(decision.operations, pod)
     assert env["GPUSHIFT_NOTEBOOK_IMAGE"] == pod["spec"]["containers"][0]["image"]
+    sent = json.loads(env["GPUSHIFT_NOTEBOOK_RESOURCES"])
+    assert sent == pod["spec"]["containers"][0].get("resources", {})
+    given = env["GPUSHIFT_NOTEBOOK_RESOURCES"]
+    read = SidecarEnv.from_environ(make_environ(tmp_path, GPUSHIFT_NOTEBOOK_RESOURCES=given))
+    assert read.notebook_resources == sent
+    unreadable = make_environ(tmp_path, GPUSHIFT_NOTEBOOK_RESOURCES="[not json")
+    assert SidecarEnv.from_environ(unreadable).notebook_resources == {}
 
 
 # -- the settings ---------------------------------------------------------------------------

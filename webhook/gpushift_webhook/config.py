@@ -1,6 +1,6 @@
 """The webhook configuration: the one definition of the file the Helm chart mounts.
 
-The same file carries the admin's GPU profiles, the CPU<->CUDA image map and the idle
+The same file carries the admin's GPU profiles, the CPU<->GPU image map and the idle
 bounds, whose schema is `gpushift_core.admin_settings` (shared with the sidecar); the
 webhook hands them to every injected sidecar (see `sidecar_settings`).
 """
@@ -137,12 +137,14 @@ class WebhookConfig:
     default_profile: str = "nvidia-1"
     """Profile used when a move to GPU names none."""
     image_map: list[ImagePair] = field(default_factory=list)
-    """CPU image <-> CUDA image pairs; a move to GPU of an image not listed is refused
-    or keeps the image (unmapped_image)."""
+    """A CPU image and its GPU builds (cuda, rocm, gaudi; at least one); a move to GPU
+    of an image not listed, or whose pair lacks the profile's kind, is refused or keeps
+    the image (unmapped_image)."""
     unmapped_image: str = "ask"
-    """A move to GPU whose image has no CUDA pair in image_map: "ask" (the user is asked
-    whether to move anyway with the image kept), "refuse" (409 at once, naming the
-    image) or "keep" (the CPU image stays without asking; CUDA code fails on the GPU)."""
+    """A move to GPU whose image has no build of the profile's kind in image_map: "ask"
+    (the user is asked whether to move anyway with the image kept), "refuse" (409 at
+    once, naming the image) or "keep" (the CPU image stays without asking; GPU code
+    fails on the GPU)."""
     server_types: ServerTypeSettings = field(default_factory=ServerTypeSettings)
     """Which Kubeflow server types (notebooks.kubeflow.org/server-type) get the sidecar:
     `inject` with the optimizer on, `inert` with it off; any other type not at all."""
@@ -196,7 +198,7 @@ def _validate(c: WebhookConfig) -> None:
         if not path.startswith("/"):
             raise ConfigError(f"{what}: {path!r} is not an absolute path")
     check_gpu_settings(c.profiles, c.default_profile, c.gpu_resources, c.idle)
-    check_move_settings(c.server_types, c.unmapped_image)
+    check_move_settings(c.server_types, c.unmapped_image, c.image_map)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
     if c.guard.sidecar_start_grace_seconds < 0:

@@ -14,6 +14,7 @@ inert when the type is not one to act on (`config.server_types`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -313,6 +314,9 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         # A move to GPU of an image with no CUDA pair is refused on it before anything
         # is checkpointed (the admin's unmapped_image).
         {"name": "GPUSHIFT_NOTEBOOK_IMAGE", "value": str(notebook_container.get("image", ""))},
+        # So is a GPU profile whose CPU/memory would put a request above its limit.
+        {"name": "GPUSHIFT_NOTEBOOK_RESOURCES",
+         "value": json.dumps(notebook_container.get("resources") or {}, sort_keys=True)},
         {"name": "GPUSHIFT_GPU_RESOURCE", "value": gpu.resource if gpu else ""},
         {"name": "GPUSHIFT_GPU_COUNT", "value": str(gpu.count if gpu else 0)},
         {"name": "GPUSHIFT_GPU_PROFILE", "value": gpu.profile if gpu else ""},
