@@ -249,9 +249,11 @@ class Migration:
     def to_annotation(self) -> str:
         """Compact JSON for the Notebook annotation `gpushift.io/notebook-migration`
         (+ `reason`, the error, once the migration failed or was rolled back: the
-        key the cluster-side guard writes too)."""
+        key the cluster-side guard writes too). `trigger` is what started the move
+        (auto, manual, idle): the webhook's GPU-hours count idle moves' reclaim by it."""
         mirror: dict[str, Any] = {"id": self.id, "phase": self.phase.value,
-                                  "target": self.target.value, "updated": self.updated_at}
+                                  "target": self.target.value, "trigger": self.reason.value,
+                                  "updated": self.updated_at}
         if self.error:
             mirror["reason"] = self.error
         return json.dumps(mirror, separators=(",", ":"))

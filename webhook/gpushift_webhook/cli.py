@@ -28,6 +28,8 @@ from gpushift_webhook import guard_loop, notebook_watch, self_managed
 from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
 from gpushift_webhook.enablement import EnablementMode
+from gpushift_webhook.gpu_hours import GpuHours
+from gpushift_webhook.gpu_hours_metrics import GpuHoursCollector
 from gpushift_webhook.lease import LeaseSettings
 from gpushift_webhook.metrics import WebhookMetrics
 from gpushift_webhook.server import DEFAULT_MAX_BODY_BYTES, make_app, record_certificate
@@ -170,7 +172,10 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         assert api is not None
         # One watch of the Notebooks per replica; the guard and the server types read
         # its store instead of listing every interval.
-        store = notebook_watch.NotebookStore()
+        # The same watch keeps the GPU-hours (gpu_hours), served on /metrics.
+        account = GpuHours(config.gpu_resources, config.profiles)
+        metrics.registry.register(GpuHoursCollector(account))
+        store = notebook_watch.NotebookStore(observer=account)
         watched = notebook_watch.WatchedApi(api, store)
         following = notebook_watch.WatchSettings(
             watch_timeout_seconds=args.notebooks_watch_seconds,

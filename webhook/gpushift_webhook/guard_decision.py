@@ -343,10 +343,13 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
 
 def set_mirror(pb: PatchBuilder, m: Migration, phase: str, now: dt.datetime,
                reason: str) -> dict[str, Any]:
-    """Set the migration annotation to `phase` with `reason` (same id and target) in
-    `pb`; returns the record written."""
+    """Set the migration annotation to `phase` with `reason` (same id, target and
+    trigger) in `pb`; returns the record written."""
     record = {"id": m.id, "phase": phase, "target": m.target, "updated": iso_utc(now),
               "reason": reason[:REASON_MAX]}
+    trigger = m.raw.get("trigger")
+    if isinstance(trigger, str) and trigger:
+        record["trigger"] = trigger  # what started the move, kept for the GPU-hours
     pb.set_key(("metadata", "annotations"), MIGRATION_ANNOTATION,
                json.dumps(record, separators=(",", ":")))
     return record

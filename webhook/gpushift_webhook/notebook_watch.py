@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,10 +59,23 @@ class WatchSettings:
     """Pause after a failed list or watch."""
 
 
+class StoreObserver(Protocol):
+    """Told of every change the store takes (the GPU-hours, `gpu_hours.GpuHours`)."""
+
+    def replace(self, notebooks: Mapping[tuple[str, str], Mapping[str, Any]],
+                now: float) -> None: ...
+
+    def observe(self, key: tuple[str, str], notebook: Mapping[str, Any] | None,
+                now: float) -> None: ...
+
+
 class NotebookStore:
     """Every Notebook as the last list and the watch events since left it."""
 
-    def __init__(self) -> None:
+    def __init__(self, observer: StoreObserver | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.observer = observer
+        self.clock = clock
         self.items: dict[tuple[str, str], dict[str, Any]] = {}
         self.resource_version = ""
         """The version the next watch starts from."""
@@ -72,6 +86,8 @@ class NotebookStore:
         self.items = {key: nb for nb in items if (key := _key(nb)) is not None}
         self.resource_version = resource_version
         self.synced = True
+        if self.observer is not None:
+            self.observer.replace(self.items, self.clock())
 
     def apply(self, event: Mapping[str, Any]) -> str:
         """Apply one watch event; returns its type, or GONE. An ERROR other than 410
@@ -91,6 +107,9 @@ class NotebookStore:
             self.items[key] = obj
         elif kind == "DELETED" and key is not None:
             self.items.pop(key, None)
+        if self.observer is not None and key is not None and kind in (
+                "ADDED", "MODIFIED", "DELETED"):
+            self.observer.observe(key, obj if kind != "DELETED" else None, self.clock())
         if version:
             self.resource_version = str(version)
         return kind

@@ -148,7 +148,7 @@ def test_the_patch_moves_and_annotates_in_one_operation_list(env):
     moved = apply(nb, d.operations)
     annotations = moved["metadata"]["annotations"]
     assert json.loads(annotations[MIGRATION_ANNOTATION]) == {
-        "id": m.id, "phase": "recreating", "target": "gpu",
+        "id": m.id, "phase": "recreating", "target": "gpu", "trigger": m.reason.value,
         "updated": "2025-03-01T00:00:05.000000Z"}
     assert json.loads(annotations[PREVIOUS_PROFILE_ANNOTATION]) == d.previous_profile
     assert annotations["notebooks.kubeflow.org/server-type"] == "jupyter"

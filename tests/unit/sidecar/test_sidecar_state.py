@@ -145,6 +145,7 @@ def test_document_round_trip_and_annotation(env):
     annotation = m.to_annotation()
     assert " " not in annotation
     assert json.loads(annotation) == {"id": m.id, "phase": "checkpointed", "target": "gpu",
+                                      "trigger": m.reason.value,
                                       "updated": "2025-03-01T12:00:03.000000Z"}
 
 

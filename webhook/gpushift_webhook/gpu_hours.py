@@ -1,0 +1,224 @@
+"""GPU-hours per namespace, notebook and profile, from the Notebooks as the watch sees
+them (pure: Notebooks and times in, totals out).
+
+The sidecar's own metrics live on each pod's loopback and end with the pod, and a move
+recreates the pod; the webhook Deployment follows every Notebook for the guard anyway
+(`notebook_watch`), so it keeps the totals, and they survive every move. What counts:
+
+* **held**: a Notebook whose pod spec asks for a GPU (a nonzero limit of one of the
+  admin's GPU resources), that is not stopped (Kubeflow's `kubeflow-resource-stopped`)
+  and whose StatefulSet has a ready replica (`status.readyReplicas`, the
+  notebook-controller's). It ends when the spec loses its GPU (the move's patch), the
+  Notebook is stopped or deleted, or no replica is ready. The profile is the one the
+  spec's scheduling fields show (`gpushift_core.pod_profile`; "" when none fits).
+* **reclaimed**: after a move to CPU whose trigger was `idle` (the migration annotation
+  says so), the time the notebook then spends off the GPU — until it holds one again or
+  is stopped or deleted. What an idle move gave back to the cluster.
+* **moves**: each move once, when its migration annotation reaches an end (`done`,
+  `failed`, `rolled_back`, `cancelled`), by target, trigger and outcome. A move that
+  ended before this process first saw the Notebook is not counted.
+
+Every replica keeps its own totals from the moment it started following: sum nothing
+across replicas; take the `max` over replicas (the chart's rules and dashboard do). A
+deleted Notebook's totals are kept for `retain_deleted_seconds`, so the last scrape
+sees its final values, then dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpushift_core.admin_settings import GpuFacts, GpuProfile
+from gpushift_core.labels import MIGRATION_ANNOTATION
+from gpushift_core.notebook_stop import stopped
+from gpushift_core.pod_profile import profile_of_pod
+
+__all__ = ["GpuHours", "MoveKey", "NotebookGpu", "notebook_gpu"]
+
+ENDED = ("done", "failed", "rolled_back", "cancelled")
+
+Key = tuple[str, str]
+MoveKey = tuple[str, str, str, str]
+"""(namespace, target, trigger, outcome) of counted moves."""
+
+
+@dataclass(frozen=True)
+class NotebookGpu:
+    """What one Notebook says about its GPU, read by `notebook_gpu`."""
+
+    held: bool
+    """It holds a GPU now (see the module's doc)."""
+    profile: str
+    """The profile its spec shows ("" when it holds none or no profile fits)."""
+    migration: tuple[str, str, str, str] | None
+    """(id, phase, target, trigger) of its migration annotation; None without one."""
+
+
+def notebook_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str],
+                 profiles: Sequence[GpuProfile]) -> NotebookGpu:
+    spec = ((notebook.get("spec") or {}).get("template") or {}).get("spec")
+    spec = spec if isinstance(spec, Mapping) else {}
+    gpu = _gpu_of(spec, gpu_resources)
+    status = notebook.get("status")
+    ready = isinstance(status, Mapping) and _int(status.get("readyReplicas")) > 0
+    held = gpu is not None and ready and not stopped(notebook)
+    profile = profile_of_pod(spec, gpu, profiles) if held else ""
+    return NotebookGpu(held, profile, _migration(notebook))
+
+
+@dataclass
+class _Notebook:
+    held_since: float | None = None
+    profile: str = ""
+    reclaimed_since: float | None = None
+    ended_migration: str = ""
+    """Id of the last migration seen ended (counted once)."""
+    deleted_at: float | None = None
+
+
+@dataclass
+class GpuHours:
+    """The totals; `observe` every change of a Notebook, read them with `held_seconds`,
+    `reclaimed_seconds` and `moves`."""
+
+    gpu_resources: Sequence[str]
+    profiles: Sequence[GpuProfile] = ()
+    retain_deleted_seconds: float = 3600.0
+    _notebooks: dict[Key, _Notebook] = field(default_factory=dict)
+    _held: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    _reclaimed: dict[Key, float] = field(default_factory=dict)
+    _moves: dict[MoveKey, int] = field(default_factory=dict)
+
+    def observe(self, key: Key, notebook: Mapping[str, Any] | None, now: float) -> None:
+        """The Notebook `key` as it is at `now` (None: deleted)."""
+        seen = key in self._notebooks
+        nb = self._notebooks.setdefault(key, _Notebook())
+        state = (notebook_gpu(notebook, self.gpu_resources, self.profiles)
+                 if notebook is not None else NotebookGpu(False, "", None))
+        if nb.held_since is not None and (not state.held or state.profile != nb.profile):
+            self._add_held(key, nb, now)
+        if state.held:
+            self._end_reclaim(key, nb, now)
+            if nb.held_since is None:
+                nb.held_since, nb.profile = now, state.profile
+        elif notebook is None or stopped(notebook):
+            self._end_reclaim(key, nb, now)
+        elif state.migration is not None and nb.reclaimed_since is None and (
+                state.migration[2], state.migration[3]) == ("cpu", "idle") \
+                and _spec_gpu(notebook, self.gpu_resources) is None:
+            nb.reclaimed_since = now
+        self._count_move(key, nb, state, counted_before=seen)
+        nb.deleted_at = now if notebook is None else None
+
+    def replace(self, notebooks: Mapping[Key, Mapping[str, Any]], now: float) -> None:
+        """A fresh list: every Notebook in it observed, every one missing from it deleted."""
+        for key in [k for k, nb in self._notebooks.items()
+                    if k not in notebooks and nb.deleted_at is None]:
+            self.observe(key, None, now)
+        for key, notebook in notebooks.items():
+            self.observe(key, notebook, now)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def held_seconds(self, now: float) -> dict[tuple[str, str, str], float]:
+        """GPU-seconds held, by (namespace, notebook, profile), up to `now`."""
+        out = dict(self._held)
+        for (namespace, name), nb in self._notebooks.items():
+            if nb.held_since is not None:
+                k = (namespace, name, nb.profile)
+                out[k] = out.get(k, 0.0) + max(0.0, now - nb.held_since)
+        return out
+
+    def reclaimed_seconds(self, now: float) -> dict[Key, float]:
+        """GPU-seconds given back by idle moves, by (namespace, notebook), up to `now`."""
+        out = dict(self._reclaimed)
+        for key, nb in self._notebooks.items():
+            if nb.reclaimed_since is not None:
+                out[key] = out.get(key, 0.0) + max(0.0, now - nb.reclaimed_since)
+        return out
+
+    def holding(self) -> dict[tuple[str, str], int]:
+        """Notebooks holding a GPU now, by (namespace, profile)."""
+        out: dict[tuple[str, str], int] = {}
+        for (namespace, _), nb in self._notebooks.items():
+            if nb.held_since is not None:
+                out[namespace, nb.profile] = out.get((namespace, nb.profile), 0) + 1
+        return out
+
+    def moves(self) -> dict[MoveKey, int]:
+        return dict(self._moves)
+
+    def prune(self, now: float) -> None:
+        """Forget Notebooks deleted more than `retain_deleted_seconds` ago."""
+        gone = {k for k, nb in self._notebooks.items() if nb.deleted_at is not None
+                and now - nb.deleted_at > self.retain_deleted_seconds}
+        for key in gone:
+            del self._notebooks[key]
+            self._reclaimed.pop(key, None)
+        for k in [k for k in self._held if (k[0], k[1]) in gone]:
+            del self._held[k]
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _add_held(self, key: Key, nb: _Notebook, now: float) -> None:
+        assert nb.held_since is not None
+        k = (key[0], key[1], nb.profile)
+        self._held[k] = self._held.get(k, 0.0) + max(0.0, now - nb.held_since)
+        nb.held_since = None
+
+    def _end_reclaim(self, key: Key, nb: _Notebook, now: float) -> None:
+        if nb.reclaimed_since is not None:
+            self._reclaimed[key] = self._reclaimed.get(key, 0.0) + max(
+                0.0, now - nb.reclaimed_since)
+            nb.reclaimed_since = None
+
+    def _count_move(self, key: Key, nb: _Notebook, state: NotebookGpu, *,
+                    counted_before: bool) -> None:
+        if state.migration is None:
+            return
+        mid, phase, target, trigger = state.migration
+        if phase not in ENDED or mid == nb.ended_migration:
+            return
+        nb.ended_migration = mid
+        if counted_before:  # an end seen at first sight happened before we looked
+            k = (key[0], target, trigger, phase)
+            self._moves[k] = self._moves.get(k, 0) + 1
+
+
+def _gpu_of(spec: Mapping[str, Any], gpu_resources: Sequence[str]) -> GpuFacts | None:
+    for container in spec.get("containers") or []:
+        limits = ((container if isinstance(container, Mapping) else {}).get(
+            "resources") or {}).get("limits") or {}
+        for resource in gpu_resources:
+            count = _int(limits.get(resource)) if isinstance(limits, Mapping) else 0
+            if count > 0:
+                return GpuFacts(resource, count)
+    return None
+
+
+def _spec_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str]) -> GpuFacts | None:
+    spec = ((notebook.get("spec") or {}).get("template") or {}).get("spec")
+    return _gpu_of(spec if isinstance(spec, Mapping) else {}, gpu_resources)
+
+
+def _migration(notebook: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
+    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(MIGRATION_ANNOTATION) if isinstance(annotations, Mapping) else None
+    try:
+        data = json.loads(text) if isinstance(text, str) else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        return None
+    return (data["id"], str(data.get("phase") or ""), str(data.get("target") or ""),
+            str(data.get("trigger") or ""))
+
+
+def _int(value: object) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        return 0

@@ -1,0 +1,71 @@
+"""The GPU-hours (`gpu_hours.GpuHours`) as Prometheus metrics of the webhook.
+
+A collector, not counters incremented as things happen: a notebook holding its GPU now
+adds the seconds since it took it at every scrape, so the totals move smoothly between
+watch events. Names in Prometheus' conventions (base units, `_total` on counters):
+
+* `gpushift_gpu_held_seconds_total{namespace, notebook, profile}`
+* `gpushift_gpu_reclaimed_seconds_total{namespace, notebook}` (after idle moves)
+* `gpushift_gpu_notebooks_holding{namespace, profile}` (a gauge: holding a GPU now)
+* `gpushift_moves_total{namespace, target, trigger, outcome}` (each ended move once)
+
+Every replica serves its own totals from its own start: aggregate with `max` across
+replicas, never `sum` (see `gpu_hours`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gpushift_webhook.gpu_hours import GpuHours
+
+__all__ = ["GpuHoursCollector"]
+
+
+class GpuHoursCollector(Collector):
+    def __init__(self, account: GpuHours,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.account = account
+        self.clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.clock()
+        self.account.prune(now)
+        held = CounterMetricFamily(
+            "gpushift_gpu_held_seconds",
+            "GPU-seconds held by notebooks (a GPU in the spec, not stopped, a ready pod), "
+            "by namespace, notebook and the profile their spec shows, since this replica "
+            "started following the Notebooks.",
+            labels=["namespace", "notebook", "profile"])
+        for (namespace, notebook, profile), value in sorted(
+                self.account.held_seconds(now).items()):
+            held.add_metric([namespace, notebook, profile], value)
+        yield held
+        reclaimed = CounterMetricFamily(
+            "gpushift_gpu_reclaimed_seconds",
+            "Seconds notebooks spent off the GPU after an idle move to CPU, until they "
+            "held one again or were stopped or deleted.",
+            labels=["namespace", "notebook"])
+        for (namespace, notebook), value in sorted(
+                self.account.reclaimed_seconds(now).items()):
+            reclaimed.add_metric([namespace, notebook], value)
+        yield reclaimed
+        holding = GaugeMetricFamily(
+            "gpushift_gpu_notebooks_holding",
+            "Notebooks holding a GPU now, by namespace and profile.",
+            labels=["namespace", "profile"])
+        for (namespace, profile), count in sorted(self.account.holding().items()):
+            holding.add_metric([namespace, profile], count)
+        yield holding
+        moves = CounterMetricFamily(
+            "gpushift_moves",
+            "Moves seen ending, by namespace, target (gpu, cpu), trigger (auto, manual, "
+            "idle) and outcome (done, failed, rolled_back, cancelled).",
+            labels=["namespace", "target", "trigger", "outcome"])
+        for key, count in sorted(self.account.moves().items()):
+            moves.add_metric(list(key), count)
+        yield moves
