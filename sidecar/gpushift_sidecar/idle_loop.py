@@ -29,9 +29,10 @@ The move never comes without the full warning: when the timer runs out without o
 (the timeout was lowered, the process was stopped for a while), the warning starts
 then. The move itself is the path `POST /migrations` takes (`Sidecar.start_migration`):
 target cpu, reason idle, the most recent complete kishu checkpoint of the registered
-notebooks, no pending cell. While a migration is in flight the loop starts none (the
-timer starts over instead); an idle move that fails or is rolled back starts it over
-too, so a later timeout tries again.
+notebooks, no pending cell. While a migration is in flight (one arriving here, restoring
+its state, included) the timer does not run: the timeout counts from the migration's
+end; an idle move that fails or is rolled back starts it over too, so a later timeout
+tries again.
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ class IdleLoop:
         if sample is not None:
             self._observe(sample, "sidecar", now)
         self._move_ended(now)
+        self._wait_for_move(now)
         transition = self.timer.tick(now)
         warning = self.timer.settings.warning_seconds
         if (transition is not None and transition.action == "move"
@@ -419,6 +421,17 @@ class IdleLoop:
         else:
             why = f"ended {current.phase}" + (f": {current.error}" if current.error else "")
         self._restart(now, f"the idle move {why}; the idle timer starts over")
+
+    def _wait_for_move(self, now: float) -> None:
+        """A move in flight other than this loop's own idle move — one arriving here and
+        restoring its state, one the user started — is not idleness: the timeout counts
+        from its end. (Counting the restore made a slow restore end in an idle move the
+        moment the user's move to GPU was done.)"""
+        current = self.sidecar.tracker.current
+        if current is not None and current.active and current.id != self._move_id:
+            self.timer.reset(now, f"migration {current.id} is {current.phase}: the idle "
+                                  "timer waits for it to end")
+            self._warned_at = None
 
     def _restart(self, now: float, why: str) -> None:
         self.timer.reset(now, why)

@@ -413,9 +413,10 @@ async def test_no_move_while_a_migration_is_in_flight_and_a_failed_one_starts_ov
                           now=dt.datetime.now(dt.UTC))
     await sidecar.start_migration(other)
     assert loop.snapshot()["state"] == "moving"
-    assert await run_until(loop, clock, 4) == [(2.0, "warn"), (4.0, "move")]
+    # The timer waits for the migration: no warning, no move while it is in flight.
+    assert await run_until(loop, clock, 4) == []
     assert [m.id for m in sidecar.runner.started] == [other.id]  # none started
-    assert "is requested: the idle timer starts over" in loop.snapshot()["reason"]
+    assert "is requested: the idle timer waits for it to end" in loop.snapshot()["reason"]
     sidecar.tracker.advance(other.id, Phase.FAILED, error="no GPU free")
     assert loop.snapshot()["state"] == "active"
 
@@ -429,6 +430,26 @@ async def test_no_move_while_a_migration_is_in_flight_and_a_failed_one_starts_ov
     assert "the idle move ended failed: patch refused" in snap["reason"]
     assert await run_until(loop, clock, 12.2) == [(10.1, "warn"), (12.1, "move")]
     assert len(sidecar.runner.started) == 3
+
+
+async def test_a_move_arriving_here_counts_from_its_end_not_from_its_restore(
+        tmp_path) -> None:
+    """The move that brought the notebook to this GPU pod is restoring for longer than
+    the timeout (a slow restore): no warning and no idle move meanwhile; the timeout
+    counts from the moment it is done."""
+    sidecar, loop, clock = make(tmp_path)
+    arriving = Migration.new(sidecar.env, target=Target.GPU, reason=Reason.MANUAL,
+                             profile="nvidia-1", checkpoint=None, pending_cell=None,
+                             now=dt.datetime.now(dt.UTC))
+    await sidecar.start_migration(arriving)
+    for phase in (Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING,
+                  Phase.RECREATING, Phase.RESTORING):
+        sidecar.tracker.advance(arriving.id, phase)
+    assert await run_until(loop, clock, 9) == []  # restoring 9 s, timeout 4 s
+    assert "is restoring: the idle timer waits" in loop.snapshot()["reason"]
+    sidecar.tracker.advance(arriving.id, Phase.DONE)
+    assert await run_until(loop, clock, 13.5) == [(11.0, "warn"), (13.0, "move")]
+    assert [m.reason for m in sidecar.runner.started] == [Reason.MANUAL, Reason.IDLE]
 
 
 async def test_inert_on_a_cpu_pod(tmp_path) -> None:
