@@ -93,9 +93,12 @@ class GpuProfile:
             "node_selector": dict(self.node_selector),
             "tolerations": [dict(t) for t in self.tolerations],
             "runtime_class_name": self.runtime_class_name,
-            "resources": {k: dict(v) for k, v in self.resources.items()},
-            "affinity": dict(self.affinity),
-            "image_kind": self.image_kind,
+            # Only when set: a sidecar of a release before these fields reads a
+            # profile that does not use them (an admin may pin an older sidecar image).
+            **({"resources": {k: dict(v) for k, v in self.resources.items()}}
+               if self.resources else {}),
+            **({"affinity": dict(self.affinity)} if self.affinity else {}),
+            **({"image_kind": self.image_kind} if self.image_kind else {}),
         }
 
 

@@ -248,3 +248,12 @@ def test_quantities_are_read_as_kubernetes_reads_them(text: str, value: Fraction
 def test_what_is_not_a_quantity_is_said(text: object):
     with pytest.raises(QuantityError, match="is not a Kubernetes quantity"):
         parse_quantity(text)
+
+
+def test_a_profile_without_the_new_fields_is_written_as_before():
+    """The sidecar's settings JSON: a profile that sets none of the new fields has the
+    keys an older sidecar knows (it refuses unknown keys), so an admin who pins an older
+    sidecar image keeps working."""
+    assert set(GpuProfile(name="p").to_json()) == {
+        "name", "resource", "count", "node_selector", "tolerations", "runtime_class_name"}
+    assert ImagePair(cpu="a", cuda="b").to_json() == {"cpu": "a", "cuda": "b"}
