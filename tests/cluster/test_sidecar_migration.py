@@ -121,7 +121,7 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
         "requested", "checkpointing", "checkpointed", "patching", "recreating"]
     nb = read_notebook(admin, namespace)
     assert annotation(nb, MIRROR) == {"id": m["id"], "phase": "recreating", "target": "gpu",
-                                      "updated": m["updated_at"]}
+                                      "trigger": "manual", "updated": m["updated_at"]}
     assert annotation(nb, PREVIOUS) == m["previous_profile"]
     assert m["previous_profile"]["fields"]["image"]["before"] == {"present": True,
                                                                   "value": CPU_IMAGE}

@@ -223,3 +223,47 @@ def test_read_migration_round_trip():
     m = read_migration(moved)
     assert m is not None
     assert (m.id, m.phase, m.target, m.updated) == (MIGRATION_ID, "recreating", "gpu", T0)
+
+
+# ------------------------------------------------------------- when the wait began again
+
+
+def _stamped(p: dict, created: dt.datetime, deleting: dt.datetime | None = None) -> dict:
+    p["metadata"]["creationTimestamp"] = created.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if deleting is not None:
+        p["metadata"]["deletionTimestamp"] = deleting.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return p
+
+
+def test_an_arrived_pod_deleted_by_an_admin_is_waited_for_not_rolled_back():
+    # The move arrived on a GPU pod without the sidecar (the webhook was down); long after
+    # the timeout an admin deletes that pod so that the webhook injects its replacement.
+    _, moved, _ = stuck_gpu()
+    late = T0 + dt.timedelta(seconds=10 * TIMEOUT)
+    deleting = _stamped(pod(moved, ready=True), T0 + dt.timedelta(seconds=5),
+                        late + dt.timedelta(seconds=30))
+    assert decide(moved, deleting, late, TIMEOUT).kind is ActionKind.NONE
+    # The gap before the StatefulSet's replacement: the wait counts from the first pass
+    # that found no pod.
+    assert decide(moved, None, late, TIMEOUT, missing_since=late).kind is ActionKind.NONE
+    gone_too_long = decide(moved, None, late + dt.timedelta(seconds=TIMEOUT), TIMEOUT,
+                           missing_since=late)
+    assert (gone_too_long.kind, gone_too_long.reason_class) == (ActionKind.ROLLBACK,
+                                                                "pod_missing")
+    # The replacement gets the whole timeout from its creation to become Ready.
+    replacement = _stamped(pod(moved), late + dt.timedelta(seconds=2))
+    waiting = decide(moved, replacement, late + dt.timedelta(seconds=TIMEOUT), TIMEOUT)
+    assert waiting.kind is ActionKind.NONE and "waiting for the new pod" in waiting.why
+    stuck = decide(moved, replacement, late + dt.timedelta(seconds=TIMEOUT + 2), TIMEOUT)
+    assert stuck.kind is ActionKind.ROLLBACK and stuck.reason_class == "not_ready"
+
+
+def test_only_a_pod_of_the_target_kind_restarts_the_wait():
+    original, moved, _ = stuck_gpu()
+    at = T0 + dt.timedelta(seconds=TIMEOUT)
+    # The old CPU pod, however new or deleting, is not the move's pod: `updated` counts.
+    old = _stamped(pod(original), at, at + dt.timedelta(seconds=30))
+    assert decide(moved, old, at, TIMEOUT).kind is ActionKind.ROLLBACK
+    # A missing_since earlier than `updated` (a previous move's gap) changes nothing.
+    early = T0 - dt.timedelta(hours=1)
+    assert decide(moved, None, at, TIMEOUT, missing_since=early).kind is ActionKind.ROLLBACK

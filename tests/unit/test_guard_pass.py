@@ -214,3 +214,24 @@ async def test_a_standby_guard_does_nothing():
     guard = guard_for(api, T0 + dt.timedelta(hours=1), is_leader=lambda: False)
     assert await guard.pass_once() == []
     assert not api.patches and not api.events and not api.deletes
+
+
+async def test_a_missing_pod_is_rolled_back_only_once_it_stayed_missing_for_the_timeout():
+    # The pod of an arrived move deleted (an admin's troubleshooting): the first pass that
+    # finds no pod starts the wait; a replacement in time ends it.
+    _, moved, _ = stuck_gpu()
+    api = FakeApi()
+    api.add_notebook(moved)
+    now = [T0 + dt.timedelta(seconds=10 * TIMEOUT)]
+    guard = MigrationGuard(api, CONFIG, clock=lambda: now[0], timeout_seconds=TIMEOUT)
+    [first] = await guard.pass_once()
+    assert first.action is ActionKind.NONE and not api.patches
+    now[0] += dt.timedelta(seconds=TIMEOUT - 1)
+    [second] = await guard.pass_once()
+    assert second.action is ActionKind.NONE and not api.patches
+    now[0] += dt.timedelta(seconds=1)
+    [third] = await guard.pass_once()
+    assert (third.action, third.applied) == (ActionKind.ROLLBACK, True)
+    written = json.loads(api.notebooks[(NS, "nb")]["metadata"]["annotations"][
+        MIGRATION_ANNOTATION])
+    assert written["reason"] == f"pod nb-0 not created after {int(TIMEOUT)} s"

@@ -142,13 +142,21 @@ class MigrationGuard:
         self.timeout = float(timeout_seconds if timeout_seconds is not None
                              else config.guard.ready_timeout_seconds)
         self._last_logged: dict[tuple[str, str], tuple[str, str, str]] = {}
+        # (namespace, name, migration id) -> when a pass first found no pod `<name>-0`.
+        self._missing_since: dict[tuple[str, str, str], dt.datetime] = {}
         self._events_unreadable = False
         self.sidecar_release = SidecarRelease(api, config)
 
     def decide(self, notebook: Mapping[str, Any], pod: Mapping[str, Any] | None,
                now: dt.datetime, failed_creates: Sequence[Mapping[str, Any]] = ()) -> Action:
+        meta = notebook.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""),
+               _migration_id(notebook))
+        missing_since = self._missing_since.setdefault(key, now) if pod is None else None
+        if pod is not None:
+            self._missing_since.pop(key, None)
         return decide(notebook, pod, now, self.timeout, gpu_resources=self.config.gpu_resources,
-                      failed_creates=failed_creates)
+                      failed_creates=failed_creates, missing_since=missing_since)
 
     async def _failed_creates(self, nb: Mapping[str, Any], ns: str, name: str,
                               pod: Mapping[str, Any] | None) -> list[dict[str, Any]]:
@@ -202,6 +210,8 @@ class MigrationGuard:
             in_flight += outcome.phase in GUARDED_PHASES
         for key in set(self._last_logged) - seen:
             del self._last_logged[key]
+        for gone in [k for k in self._missing_since if k[:2] not in seen]:
+            del self._missing_since[gone]
         if self.metrics is not None:
             self.metrics.guard_in_flight.set(in_flight)
         return outcomes

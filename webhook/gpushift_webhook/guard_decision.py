@@ -12,7 +12,8 @@ The sidecar's migration annotations are described in `gpushift_webhook.guard`.
   LimitRange, Pod Security) as the reason. Waiting would not help.
 * phase `patching`/`recreating` (the new pod has not become Ready yet: in `restoring` the
   sidecar of the new pod runs), and pod `<name>-0` is not a Ready pod of the target
-  kind `timeout` seconds after `updated`:
+  kind `timeout` seconds after `updated` — or after a later start of the wait
+  (`waiting_since`: a pod of the target kind created or deleted, no pod found):
   - target `gpu`: ROLLBACK. The reason is the scheduler's message from the pod's
     PodScheduled=False condition ("0/3 nodes are available: 1 Insufficient
     nvidia.com/gpu, ..."), else the waiting reason and message of a container
@@ -210,11 +211,13 @@ def _scheduler_reason(message: str) -> tuple[str, str]:
 def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.datetime,
            timeout: float, *,
            gpu_resources: Sequence[str] = tuple(DEFAULT_GPU_RESOURCES),
-           failed_creates: Sequence[Mapping[str, Any]] = ()) -> Action:
+           failed_creates: Sequence[Mapping[str, Any]] = (),
+           missing_since: dt.datetime | None = None) -> Action:
     """What the guard does about `notebook`, whose pod `<name>-0` is `pod` (None: no such
     pod), at `now`, with `timeout` seconds for the new pod to become Ready.
     `failed_creates`: the FailedCreate Events of StatefulSet `<name>` (those older than
-    the migration are ignored here)."""
+    the migration are ignored here). `missing_since`: when the guard first found no pod
+    (None: not known)."""
     try:
         migration = read_migration(notebook)
     except MigrationAnnotationError as exc:
@@ -246,7 +249,7 @@ def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.d
             f"the StatefulSet could not create pod {pod_name}"
         return Action(ActionKind.ROLLBACK, "the apiserver refused the GPU pod (FailedCreate)",
                       message[:REASON_MAX], "failed_create", m)
-    elapsed = (now - m.updated).total_seconds()
+    elapsed = (now - waiting_since(m.updated, pod, of_target, missing_since)).total_seconds()
     if elapsed < timeout:
         return Action(ActionKind.NONE,
                       f"waiting for the new pod ({elapsed:.0f} of {timeout:.0f} s)",
@@ -261,6 +264,31 @@ def decide(notebook: Mapping[str, Any], pod: Mapping[str, Any] | None, now: dt.d
         stuck = str((pod.get("metadata") or {}).get("uid") or "") or None
     return Action(ActionKind.ROLLBACK, "the GPU pod is not Ready in time", reason,
                   reason_class, m, stuck)
+
+
+def waiting_since(updated: dt.datetime, pod: Mapping[str, Any] | None, of_target: bool,
+                  missing_since: dt.datetime | None) -> dt.datetime:
+    """When the wait for a Ready pod last began: the move's `updated`, or later the
+    creation of a pod of the target kind, the deletion of one (the StatefulSet replaces
+    it from the same template: someone deleted a scheduled pod, as an admin does with one
+    created without the sidecar) or the first pass that found no pod (the gap between a
+    deletion and its replacement). A pod that cannot be scheduled is created at once, so
+    its wait is the move's."""
+    moments = [updated]
+    if pod is None and missing_since is not None:
+        moments.append(missing_since)
+    elif pod is not None and of_target:
+        meta = pod.get("metadata") or {}
+        moments.append(parse_utc(meta.get("creationTimestamp")) or updated)
+        if _scheduled(pod):  # an unschedulable pod's replacement would be just as stuck
+            moments.append(parse_utc(meta.get("deletionTimestamp")) or updated)
+    return max(moments)
+
+
+def _scheduled(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "True"
+               for c in conditions)
 
 
 def _while_stopped(notebook: Mapping[str, Any], m: Migration | None,
