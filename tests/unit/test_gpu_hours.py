@@ -18,14 +18,15 @@ from gpushift_webhook.guard_decision import read_migration, set_mirror
 from gpushift_webhook.notebook_watch import NotebookStore
 
 A100 = GpuProfile(name="a100", node_selector={"pool": "a100"})
+A100_PAIR = GpuProfile(name="a100x2", count=2, node_selector={"pool": "a100"})
 T4 = GpuProfile(name="t4", node_selector={"pool": "t4"})
 KEY = ("team", "nb")
 
 
 def notebook(*, gpu: bool = False, pool: str = "a100", ready: bool = True,
              stopped: bool = False, mirror: dict[str, Any] | None = None,
-             name: str = "nb") -> dict[str, Any]:
-    limits = {"cpu": "1", **({"nvidia.com/gpu": "1"} if gpu else {})}
+             name: str = "nb", gpus: int = 1) -> dict[str, Any]:
+    limits = {"cpu": "1", **({"nvidia.com/gpu": str(gpus)} if gpu else {})}
     annotations: dict[str, str] = {}
     if stopped:
         annotations["kubeflow-resource-stopped"] = "2025-03-01T12:00:00Z"
@@ -93,6 +94,22 @@ def test_a_manual_move_to_cpu_reclaims_nothing_and_stop_or_delete_end_everything
     assert ("team", "nb", "a100") in hours.held_seconds(700)
     hours.prune(801)  # ...then go
     assert ("team", "nb", "a100") not in hours.held_seconds(801)
+
+
+def test_seconds_count_every_gpu_held_and_given_back():
+    hours = GpuHours(DEFAULT_GPU_RESOURCES, [A100, A100_PAIR, T4])
+    hours.observe(KEY, notebook(gpu=True, gpus=2), 0)          # two GPUs
+    assert hours.held_seconds(10) == {("team", "nb", "a100x2"): 20.0}
+    hours.observe(KEY, notebook(gpu=True), 10)                 # a move down to one
+    idle = move("m", "done", "cpu", "idle")
+    hours.observe(KEY, notebook(mirror=idle), 40)              # an idle move: gives one back
+    assert hours.held_seconds(100) == {("team", "nb", "a100x2"): 20.0,
+                                       ("team", "nb", "a100"): 30.0}
+    assert hours.reclaimed_seconds(100) == {KEY: 60.0}
+    # Moved off the GPU before this replica saw it hold one: at least one GPU given back.
+    late = GpuHours(DEFAULT_GPU_RESOURCES, [A100])
+    late.observe(KEY, notebook(mirror=idle), 0)
+    assert late.reclaimed_seconds(5) == {KEY: 5.0}
 
 
 def test_an_end_seen_at_first_sight_happened_before_and_is_not_counted():

@@ -8,12 +8,14 @@ recreates the pod; the webhook Deployment follows every Notebook for the guard a
 * **held**: a Notebook whose pod spec asks for a GPU (a nonzero limit of one of the
   admin's GPU resources), that is not stopped (Kubeflow's `kubeflow-resource-stopped`)
   and whose StatefulSet has a ready replica (`status.readyReplicas`, the
-  notebook-controller's). It ends when the spec loses its GPU (the move's patch), the
-  Notebook is stopped or deleted, or no replica is ready. The profile is the one the
-  spec's scheduling fields show (`gpushift_core.pod_profile`; "" when none fits).
+  notebook-controller's), in GPU-seconds (a notebook with 2 GPUs holds 2 per second).
+  It ends when the spec loses its GPU (the move's patch), the Notebook is stopped or
+  deleted, or no replica is ready. The profile is the one the spec's scheduling fields
+  show (`gpushift_core.pod_profile`; "" when none fits).
 * **reclaimed**: after a move to CPU whose trigger was `idle` (the migration annotation
   says so), the time the notebook then spends off the GPU — until it holds one again or
-  is stopped or deleted. What an idle move gave back to the cluster.
+  is stopped or deleted — times the GPUs it last held (1 when this process never saw it
+  hold one). What an idle move gave back to the cluster.
 * **moves**: each move once, when its migration annotation reaches an end (`done`,
   `failed`, `rolled_back`, `cancelled`), by target, trigger and outcome. A move that
   ended before this process first saw the Notebook is not counted.
@@ -55,6 +57,8 @@ class NotebookGpu:
     """The profile its spec shows ("" when it holds none or no profile fits)."""
     migration: tuple[str, str, str, str] | None
     """(id, phase, target, trigger) of its migration annotation; None without one."""
+    gpus: int = 0
+    """How many GPUs it holds (0 when it holds none)."""
 
 
 def notebook_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str],
@@ -66,13 +70,17 @@ def notebook_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str],
     ready = isinstance(status, Mapping) and _int(status.get("readyReplicas")) > 0
     held = gpu is not None and ready and not stopped(notebook)
     profile = profile_of_pod(spec, gpu, profiles) if held else ""
-    return NotebookGpu(held, profile, _migration(notebook))
+    return NotebookGpu(held, profile, _migration(notebook),
+                       gpu.count if held and gpu is not None else 0)
 
 
 @dataclass
 class _Notebook:
     held_since: float | None = None
     profile: str = ""
+    gpus: int = 0
+    """GPUs held since `held_since`; after it ends, the GPUs it last held (what an idle
+    move gives back)."""
     reclaimed_since: float | None = None
     ended_migration: str = ""
     """Id of the last migration seen ended (counted once)."""
@@ -98,18 +106,20 @@ class GpuHours:
         nb = self._notebooks.setdefault(key, _Notebook())
         state = (notebook_gpu(notebook, self.gpu_resources, self.profiles)
                  if notebook is not None else NotebookGpu(False, "", None))
-        if nb.held_since is not None and (not state.held or state.profile != nb.profile):
+        if nb.held_since is not None and (not state.held or state.profile != nb.profile
+                                          or state.gpus != nb.gpus):
             self._add_held(key, nb, now)
         if state.held:
             self._end_reclaim(key, nb, now)
             if nb.held_since is None:
-                nb.held_since, nb.profile = now, state.profile
+                nb.held_since, nb.profile, nb.gpus = now, state.profile, state.gpus
         elif notebook is None or stopped(notebook):
             self._end_reclaim(key, nb, now)
         elif state.migration is not None and nb.reclaimed_since is None and (
                 state.migration[2], state.migration[3]) == ("cpu", "idle") \
                 and _spec_gpu(notebook, self.gpu_resources) is None:
             nb.reclaimed_since = now
+            nb.gpus = nb.gpus or 1  # moved before this replica saw it hold: at least one
         self._count_move(key, nb, state, counted_before=seen)
         nb.deleted_at = now if notebook is None else None
 
@@ -129,7 +139,7 @@ class GpuHours:
         for (namespace, name), nb in self._notebooks.items():
             if nb.held_since is not None:
                 k = (namespace, name, nb.profile)
-                out[k] = out.get(k, 0.0) + max(0.0, now - nb.held_since)
+                out[k] = out.get(k, 0.0) + nb.gpus * max(0.0, now - nb.held_since)
         return out
 
     def reclaimed_seconds(self, now: float) -> dict[Key, float]:
@@ -137,7 +147,7 @@ class GpuHours:
         out = dict(self._reclaimed)
         for key, nb in self._notebooks.items():
             if nb.reclaimed_since is not None:
-                out[key] = out.get(key, 0.0) + max(0.0, now - nb.reclaimed_since)
+                out[key] = out.get(key, 0.0) + nb.gpus * max(0.0, now - nb.reclaimed_since)
         return out
 
     def holding(self) -> dict[tuple[str, str], int]:
@@ -166,12 +176,12 @@ class GpuHours:
     def _add_held(self, key: Key, nb: _Notebook, now: float) -> None:
         assert nb.held_since is not None
         k = (key[0], key[1], nb.profile)
-        self._held[k] = self._held.get(k, 0.0) + max(0.0, now - nb.held_since)
+        self._held[k] = self._held.get(k, 0.0) + nb.gpus * max(0.0, now - nb.held_since)
         nb.held_since = None
 
     def _end_reclaim(self, key: Key, nb: _Notebook, now: float) -> None:
         if nb.reclaimed_since is not None:
-            self._reclaimed[key] = self._reclaimed.get(key, 0.0) + max(
+            self._reclaimed[key] = self._reclaimed.get(key, 0.0) + nb.gpus * max(
                 0.0, now - nb.reclaimed_since)
             nb.reclaimed_since = None
 

@@ -37,9 +37,9 @@ class GpuHoursCollector(Collector):
         self.account.prune(now)
         held = CounterMetricFamily(
             "gpushift_gpu_held_seconds",
-            "GPU-seconds held by notebooks (a GPU in the spec, not stopped, a ready pod), "
-            "by namespace, notebook and the profile their spec shows, since this replica "
-            "started following the Notebooks.",
+            "GPU-seconds held by notebooks (GPUs in the spec, not stopped, a ready pod; "
+            "2 GPUs for a second are 2), by namespace, notebook and the profile their spec "
+            "shows, since this replica started following the Notebooks.",
             labels=["namespace", "notebook", "profile"])
         for (namespace, notebook, profile), value in sorted(
                 self.account.held_seconds(now).items()):
@@ -47,8 +47,9 @@ class GpuHoursCollector(Collector):
         yield held
         reclaimed = CounterMetricFamily(
             "gpushift_gpu_reclaimed_seconds",
-            "Seconds notebooks spent off the GPU after an idle move to CPU, until they "
-            "held one again or were stopped or deleted.",
+            "GPU-seconds given back by idle moves: the time notebooks spent off the GPU "
+            "after an idle move to CPU (until they held one again or were stopped or "
+            "deleted) times the GPUs they had held.",
             labels=["namespace", "notebook"])
         for (namespace, notebook), value in sorted(
                 self.account.reclaimed_seconds(now).items()):
