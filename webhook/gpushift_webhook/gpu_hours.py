@@ -86,6 +86,15 @@ class _Notebook:
     """Id of the last migration seen ended (counted once)."""
     deleted_at: float | None = None
 
+    def held_for(self, now: float) -> float:
+        """GPU-seconds held since `held_since` (0 when not holding)."""
+        return 0.0 if self.held_since is None else self.gpus * max(0.0, now - self.held_since)
+
+    def reclaimed_for(self, now: float) -> float:
+        """GPU-seconds given back since `reclaimed_since` (0 when not off after idle)."""
+        return 0.0 if self.reclaimed_since is None else self.gpus * max(
+            0.0, now - self.reclaimed_since)
+
 
 @dataclass
 class GpuHours:
@@ -139,7 +148,7 @@ class GpuHours:
         for (namespace, name), nb in self._notebooks.items():
             if nb.held_since is not None:
                 k = (namespace, name, nb.profile)
-                out[k] = out.get(k, 0.0) + nb.gpus * max(0.0, now - nb.held_since)
+                out[k] = out.get(k, 0.0) + nb.held_for(now)
         return out
 
     def reclaimed_seconds(self, now: float) -> dict[Key, float]:
@@ -147,7 +156,7 @@ class GpuHours:
         out = dict(self._reclaimed)
         for key, nb in self._notebooks.items():
             if nb.reclaimed_since is not None:
-                out[key] = out.get(key, 0.0) + nb.gpus * max(0.0, now - nb.reclaimed_since)
+                out[key] = out.get(key, 0.0) + nb.reclaimed_for(now)
         return out
 
     def holding(self) -> dict[tuple[str, str], int]:
@@ -176,13 +185,12 @@ class GpuHours:
     def _add_held(self, key: Key, nb: _Notebook, now: float) -> None:
         assert nb.held_since is not None
         k = (key[0], key[1], nb.profile)
-        self._held[k] = self._held.get(k, 0.0) + nb.gpus * max(0.0, now - nb.held_since)
+        self._held[k] = self._held.get(k, 0.0) + nb.held_for(now)
         nb.held_since = None
 
     def _end_reclaim(self, key: Key, nb: _Notebook, now: float) -> None:
         if nb.reclaimed_since is not None:
-            self._reclaimed[key] = self._reclaimed.get(key, 0.0) + nb.gpus * max(
-                0.0, now - nb.reclaimed_since)
+            self._reclaimed[key] = self._reclaimed.get(key, 0.0) + nb.reclaimed_for(now)
             nb.reclaimed_since = None
 
     def _count_move(self, key: Key, nb: _Notebook, state: NotebookGpu, *,
