@@ -25,6 +25,9 @@ SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 MIGRATION_ANNOTATION = f"{PREFIX}/notebook-migration"
 # JSON of the move's previous-profile record (gpushift_core.move_plan.plan_move).
 PREVIOUS_PROFILE_ANNOTATION = f"{PREFIX}/notebook-previous-profile"
+# The GPU work of the Notebook's current GPU pod, written by its sidecar about once a
+# minute (JSON, gpushift_core.gpu_activity): the webhook's busy GPU-seconds come from it.
+GPU_ACTIVITY_ANNOTATION = f"{PREFIX}/notebook-gpu-activity"
 
 # Kubeflow's own Notebook annotations (notebook-controller, controllers/culling_controller.go).
 # Set by the dashboard's Stop and by the culler (value: RFC 3339 time), removed by Start:

@@ -65,6 +65,10 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     serve.add_argument("--idle-annotations-interval", type=float, default=30.0,
                        help="seconds between reads of the Notebook's idle annotations "
                             "(timeout override, pin; default 30)")
+    serve.add_argument("--activity-interval", type=float, default=60.0,
+                       help="seconds between writes of a GPU pod's GPU work to its "
+                            "Notebook (the busy GPU-hours; written only when it changed; "
+                            "default 60)")
     probe = sub.add_parser("probe", help="exit 0 when GET /healthz answers 200, else 1")
     probe.add_argument("--port", type=int, default=None,
                        help="port (default: $GPUSHIFT_API_PORT, else 8765)")
@@ -135,7 +139,8 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
         print(f"gpushift-sidecar: {exc}", file=sys.stderr)
         return 2
     for flag, value in (("--idle-tick", args.idle_tick),
-                        ("--idle-annotations-interval", args.idle_annotations_interval)):
+                        ("--idle-annotations-interval", args.idle_annotations_interval),
+                        ("--activity-interval", args.activity_interval)):
         if not 0.01 <= value <= 3600:
             print(f"gpushift-sidecar: {flag} {value:g}s is not between 0.01 and 3600",
                   file=sys.stderr)
@@ -148,7 +153,14 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
                                         restore_timeout=restore_timeout,
                                         save_timeout=save_timeout,
                                         idle_tick=args.idle_tick,
-                                        idle_annotations=args.idle_annotations_interval))
+                                        idle_annotations=args.idle_annotations_interval,
+                                        activity_interval=args.activity_interval))
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _seconds(flag: float | None, variable: str, default: float, what: str) -> float:
@@ -185,10 +197,12 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         checkpoint_timeout: float = _DEFAULT_CHECKPOINT_TIMEOUT,
                         restore_timeout: float = _DEFAULT_RESTORE_TIMEOUT,
                         save_timeout: float = _DEFAULT_SAVE_TIMEOUT,
-                        idle_tick: float = 1.0, idle_annotations: float = 30.0) -> int:
+                        idle_tick: float = 1.0, idle_annotations: float = 30.0,
+                        activity_interval: float = 60.0) -> int:
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
     from gpushift_sidecar.api import make_app  # noqa: PLC0415
+    from gpushift_sidecar.gpu_busy import GpuActivityPublisher  # noqa: PLC0415
     from gpushift_sidecar.idle_loop import IdleLoopConfig  # noqa: PLC0415
     from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
     from gpushift_sidecar.service import Sidecar  # noqa: PLC0415
@@ -228,6 +242,10 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     # On a CPU pod it only reads the Notebook's server type (moves are refused for one
     # kept off), then returns.
     idle = asyncio.create_task(sidecar.idle.run())
+    # A GPU pod tells the cluster side how long it did GPU work (busy GPU-hours).
+    activity = (None if kube is None or env.gpu is None else GpuActivityPublisher(
+        env, kube, sidecar.idle.gpu_busy, steps.report.pod_uid,
+        interval=activity_interval).start())
     try:
         try:
             await sidecar.resume()
@@ -235,13 +253,11 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
             log.exception("the migration runner could not resume")
         await stop.wait()
     finally:
-        idle.cancel()  # no idle move starts once the pod is stopping
-        with contextlib.suppress(asyncio.CancelledError):
-            await idle
+        await _cancel(idle)  # no idle move starts once the pod is stopping
+        if activity is not None:
+            await activity.stop()  # with the pod's last word on its GPU work
         await steps.stop()  # a patch in flight is persisted first
-        writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await writer
+        await _cancel(writer)
         await app_runner.cleanup()  # stop accepting; requests in flight finish
         await sidecar.close()
         if kube is not None:

@@ -314,6 +314,10 @@ class IdleTimer:
         came after the move was decided: the move's last look before it starts."""
         return bool(self._running_now(now) or self._busy_now(now))
 
+    def gpu_cells_running(self, now: float) -> int:
+        """Kernels running a GPU cell now, by reports that have not expired."""
+        return len(self._running_now(now))
+
     def state(self, now: float) -> IdleState:
         if self.hold_reason() is not None:
             return IdleState.INERT

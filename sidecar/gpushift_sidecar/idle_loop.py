@@ -50,6 +50,7 @@ from gpushift_core.admin_settings import server_type_of
 from gpushift_core.kube import KubeError
 from gpushift_sidecar import gpu_utilization, notebooks
 from gpushift_sidecar.api_requests import ActivityReport
+from gpushift_sidecar.gpu_busy import GpuBusyMeter, gpu_work_now
 from gpushift_sidecar.idle import IdleState, IdleTimer, IdleTransition
 from gpushift_sidecar.idle_reporting import (
     api_state,
@@ -122,6 +123,8 @@ class IdleLoop:
         """Since when the idle move waits for a checkpoint being written."""
         """The idle move this loop started, while it is current."""
         self._utilization: dict[str, Any] | None = None
+        self.gpu_busy = GpuBusyMeter()
+        """The seconds of GPU work on this pod (`gpu_busy.GpuActivityPublisher`)."""
         self._published: tuple[Any, ...] | None = None
         self._annotation_problem: str | None = None
 
@@ -254,6 +257,10 @@ class IdleLoop:
                 "notebook": self.sidecar.env.notebook_name, "timeout": transition.timeout,
                 "move_at": transition.warning_until})
         self._settle(now)
+        self.gpu_busy.observe(gpu_work_now(
+            self.timer.gpu_cells_running(now), self._utilization,
+            self.timer.settings.utilization_threshold_percent,
+            self.config.report_ttl_seconds, now), now)
         return transition
 
     async def advance(self, now: float, sample: float | None) -> IdleTransition | None:

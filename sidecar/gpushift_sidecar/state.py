@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import uuid
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ from enum import StrEnum
 from typing import Any
 
 from gpushift_core import labels
-from gpushift_core.timestamps import iso_utc
+from gpushift_core.timestamps import iso_utc, parse_utc
 from gpushift_sidecar.env import SidecarEnv
 
 # The key must contain "notebook": Kubeflow's notebook-controller copies every other
@@ -250,12 +251,16 @@ class Migration:
         """Compact JSON for the Notebook annotation `gpushift.io/notebook-migration`
         (+ `reason`, the error, once the migration failed or was rolled back: the
         key the cluster-side guard writes too). `trigger` is what started the move
-        (auto, manual, idle): the webhook's GPU-hours count idle moves' reclaim by it."""
+        (auto, manual, idle): the webhook's GPU-hours count idle moves' reclaim by it.
+        Once it ended, `phases`: the seconds spent in each phase (the webhook's
+        `gpushift_move_phase_duration_seconds`)."""
         mirror: dict[str, Any] = {"id": self.id, "phase": self.phase.value,
                                   "target": self.target.value, "trigger": self.reason.value,
                                   "updated": self.updated_at}
         if self.error:
             mirror["reason"] = self.error
+        if self.phase in ENDED:
+            mirror["phases"] = phase_seconds(self.history)
         return json.dumps(mirror, separators=(",", ":"))
 
     @classmethod
@@ -265,6 +270,18 @@ class Migration:
             return _parse(data)
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptState(f"{type(exc).__name__}: {exc}") from None
+
+
+def phase_seconds(history: tuple[PhaseChange, ...]) -> dict[str, float]:
+    """Seconds spent in each phase of `history` but the last (ms precision); a phase
+    with an unreadable time is left out."""
+    out: dict[str, float] = {}
+    for change, after in itertools.pairwise(history):
+        start, end = parse_utc(change.at), parse_utc(after.at)
+        if start is not None and end is not None:
+            seconds = max(0.0, (end - start).total_seconds())
+            out[change.phase.value] = round(out.get(change.phase.value, 0.0) + seconds, 3)
+    return out
 
 
 def _parse(data: object) -> Migration:

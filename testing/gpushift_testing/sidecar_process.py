@@ -57,7 +57,8 @@ class SidecarProcess:
             "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read())
+                answer = r.read()
+                return r.status, json.loads(answer) if answer else {}  # 204: no body
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 

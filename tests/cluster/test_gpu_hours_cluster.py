@@ -4,7 +4,11 @@ one manual move back, each made as the sidecar makes it (its patch as `default-e
 its migration annotation), with Kubeflow's notebook-controller recreating the pod on
 kwok's nodes. The GPU-seconds held and reclaimed the scrape shows match what the test
 saw (a GPU spec with a ready replica, from its patch to the next), and they add up
-across the pod recreations."""
+across the pod recreations.
+
+Then the real `gpushift-sidecar serve` of a GPU pod: a GPU cell reported running for
+two seconds is GPU work its Notebook annotation reports and the scrape counts as busy
+GPU-seconds; its idle move's phase times reach the phase-duration histogram."""
 
 from __future__ import annotations
 
@@ -14,17 +18,25 @@ import re
 import ssl
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import test_sidecar_idle as idle
+import test_sidecar_migration as mig
 import test_sidecar_patching as patching
 from gpushift_testing import controlplane as cpmod
+from gpushift_testing.controlplane import ControlPlane
 from gpushift_testing.kube import wait_for
+from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.webhook_process import LocalWebhook, serve_local_webhook
+from gpushift_testing.workloads import wait_running
 from test_sidecar_patching import MIRROR, NB, move
 
+from gpushift_core.gpu_activity import read_gpu_activity
 from gpushift_core.kube import KubeApi
+from gpushift_webhook.config import WebhookConfig
 
 notebook, sidecar = patching.notebook, patching.sidecar
 # The watch's delay and the test's own polling, on each end of each interval.
@@ -122,3 +134,83 @@ async def test_gpu_seconds_held_and_reclaimed_add_up_across_moves(
     assert sample(text, "gpushift_moves_total", namespace=namespace, target="cpu",
                   trigger="idle", outcome="done") == 1
     assert sample(text, "gpushift_gpu_notebooks_holding", namespace=namespace) == 0
+
+
+@pytest.fixture
+def sidecar_settings() -> WebhookConfig:
+    return idle.SETTINGS
+
+
+@pytest.fixture
+def sidecar_args() -> list[str]:
+    return ["--idle-tick", "0.1", "--activity-interval", "0.3"]
+
+
+async def test_gpu_work_reported_by_the_sidecar_is_counted_busy_with_the_moves_phases(
+        webhook: LocalWebhook, admin: Any, namespace: str, tmp_path: Path,
+        control_plane: ControlPlane, start_sidecar: Callable[..., SidecarProcess]) -> None:
+    assert control_plane.notebook_controller_running, control_plane.notebook_controller_reason
+    workspace = tmp_path / "nb-workspace"
+    idle.gpu_notebook(admin, namespace, "nb", workspace, {idle.NB_TIMEOUT: "3"})
+    try:
+        gpu_pod = wait_running(admin.core, namespace, "nb-0")
+        gpu = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-gpu")
+        train = workspace / "work" / "train.ipynb"
+        mig.kishu_db(train, "c-1")
+        assert gpu.request("POST", "/notebooks", {"path": str(train)})[0] == 200
+        cell = {"kernel_id": "k1", "gpu_cell_running": True}
+        assert gpu.request("POST", "/activity", cell)[0] == 204
+        await asyncio.sleep(2.0)
+        assert gpu.request("POST", "/activity", {**cell, "gpu_cell_running": False})[0] == 204
+
+        def activity() -> Any:
+            nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+            return read_gpu_activity(nb)
+        reported = wait_for("the GPU work on the Notebook", lambda: (
+            a if (a := activity()) is not None and a.busy >= 1.9 and a.last_work else None),
+            10, interval=0.1, describe=lambda: (activity(), gpu.logs()[-2000:]))
+        assert reported.pod == gpu_pod.metadata.uid
+        assert reported.busy < 3.0, reported  # the cell's 2 s, not the idle seconds after
+
+        # Nobody acts: after 3 s without GPU work the idle move takes it to CPU; the new
+        # pod's sidecar ends the move, its annotation with the seconds of each phase.
+        cpu_pod = wait_running(admin.core, namespace, "nb-0",
+                                        not_uid=gpu_pod.metadata.uid, timeout=60)
+        assert gpu.stop() == 0
+        final = activity()
+        assert final is not None and final.busy == reported.busy  # no GPU work since
+        cpu = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-cpu")
+        cpu.wait_phase("restoring")
+        status, done = cpu.request("POST", "/migrations/current/restore", {"ok": True})
+        assert status == 200 and done["phase"] == "done", done
+        assert cpu.stop() == 0
+        nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+        phases = json.loads(nb["metadata"]["annotations"][MIRROR])["phases"]
+        assert set(phases) == {"requested", "checkpointing", "checkpointed", "patching",
+                               "recreating", "restoring"}, phases
+
+        def scraped() -> str | None:
+            text = scrape(webhook)
+            return text if sample(text, "gpushift_moves_total", namespace=namespace,
+                                  target="cpu", trigger="idle", outcome="done") else None
+        text = wait_for("the idle move counted", scraped, 10, interval=0.2)
+        busy = sample(text, "gpushift_gpu_busy_seconds_total", namespace=namespace,
+                      notebook="nb")
+        held = sample(text, "gpushift_gpu_held_seconds_total", namespace=namespace,
+                      notebook="nb")
+        print(f"\nGPU-seconds busy: scraped {busy:.3f}, reported {final.busy:.3f}; held "
+              f"{held:.1f}; phases {phases}")
+        assert busy == pytest.approx(final.busy, abs=1e-6), text
+        assert held > busy + 2, text  # the idle seconds before the move were held, not busy
+        for phase, seconds in phases.items():
+            count = sample(text, "gpushift_move_phase_duration_seconds_count",
+                           target="cpu", phase=phase)
+            total = sample(text, "gpushift_move_phase_duration_seconds_sum",
+                           target="cpu", phase=phase)
+            assert (count, total) == (1, pytest.approx(seconds, abs=1e-6)), (phase, text)
+    finally:
+        try:
+            admin.core.delete_persistent_volume(f"{namespace}-nb-workspace"[:63])
+        except Exception as e:
+            if getattr(e, "status", None) != 404:
+                raise

@@ -17,6 +17,7 @@ import yaml
 from chart_rendering import NAMESPACE, RELEASE, all_of, one, promtool, render
 from prometheus_client import CollectorRegistry
 
+from gpushift_core.gpu_activity import GpuActivity
 from gpushift_webhook.gpu_hours import GpuHours
 from gpushift_webhook.gpu_hours_metrics import GpuHoursCollector
 from gpushift_webhook.metrics import WebhookMetrics
@@ -61,7 +62,8 @@ def served_series() -> set[str]:
     registry.register(GpuHoursCollector(hours))
     notebook = {"metadata": {"namespace": "team", "name": "nb", "annotations": {
         "gpushift.io/notebook-migration": json.dumps(
-            {"id": "m", "phase": "done", "target": "cpu", "trigger": "idle"})}},
+            {"id": "m", "phase": "done", "target": "cpu", "trigger": "idle",
+             "phases": {"checkpointing": 1.5}})}},
         "spec": {"template": {"spec": {"containers": [{"name": "nb"}]}}},
         "status": {"readyReplicas": 1}}
     hours.observe(("team", "nb"), {**notebook, "metadata": {"namespace": "team",
@@ -72,6 +74,10 @@ def served_series() -> set[str]:
         "limits": {"nvidia.com/gpu": "1"}}
     hours.observe(("team", "other"), {**gpu, "metadata": {"namespace": "team",
                                                           "name": "other"}}, 0)
+    hours.observe(("team", "other"), {**gpu, "metadata": {
+        "namespace": "team", "name": "other", "annotations": {
+            "gpushift.io/notebook-gpu-activity": GpuActivity("p", 2.0, 1.0, 1.0)
+            .to_annotation()}}}, 1)
     return {s.name for reg in (metrics.registry, registry) for family in reg.collect()
             for s in family.samples}
 
@@ -137,6 +143,13 @@ def test_the_gpu_hours_panels_answer_what_their_titles_say(tmp_path: Path):
                   "0+120x60"),
         *replicas(held, 'namespace="team-b",notebook="eda",profile="t4"',
                   "0x29 0+60x30"),
+        # team-a's notebook did GPU work on one GPU's worth all hour; team-b's none.
+        *replicas("gpushift_gpu_busy_seconds_total",
+                  'namespace="team-a",notebook="train",profile="a100x2"', "0+60x60"),
+        # Moves to CPU whose new pod took between 1 and 2 s to start, one a minute.
+        *(r for le, values in (("1", "0x60"), ("2", "0+1x60"), ("+Inf", "0+1x60"))
+          for r in replicas("gpushift_move_phase_duration_seconds_bucket",
+                            f'target="cpu",phase="recreating",le="{le}"', values)),
         *replicas("gpushift_gpu_reclaimed_seconds_total",
                   'namespace="team-b",notebook="old"', "0+60x60"),
         *replicas("gpushift_gpu_notebooks_holding", 'namespace="team-a",profile="a100x2"',
@@ -155,6 +168,13 @@ def test_the_gpu_hours_panels_answer_what_their_titles_say(tmp_path: Path):
         (panel_query(board, "Top GPU holders"),
          [{"labels": '{namespace="team-a",notebook="train",profile="a100x2"}', "value": 2},
           {"labels": '{namespace="team-b",notebook="eda",profile="t4"}', "value": 0.5}]),
+        (panel_query(board, "GPU-hours busy"), [{"labels": "{}", "value": 1}]),
+        (panel_query(board, "GPU-hours held idle"), [{"labels": "{}", "value": 1.5}]),
+        (panel_query(board, "Top idle GPU holders"),
+         [{"labels": '{namespace="team-a",notebook="train",profile="a100x2"}', "value": 1},
+          {"labels": '{namespace="team-b",notebook="eda",profile="t4"}', "value": 0.5}]),
+        (panel_query(board, "Move phase times (p90), by target and phase"),
+         [{"labels": '{phase="recreating",target="cpu"}', "value": 1.9}]),
     ]
     unit = tmp_path / "dashboard-test.yaml"
     unit.write_text(yaml.safe_dump({"rule_files": [], "evaluation_interval": "1m", "tests": [{

@@ -92,6 +92,19 @@ CASES = [
         series("gpushift_webhook_guard_rollbacks_total",
                {**TARGET, "reason": "image_pull"}, "0 1x60"),
     ], [{"reason": "insufficient_resources"}]),
+    # team-a's notebook held its GPU for 3 hours without GPU work (the default: 2h);
+    # team-b's held one as long, busy now and then; team-c's held one for an hour only.
+    case("GpushiftGpuHeldIdle", "180m", [
+        *(series("gpushift_gpu_held_seconds_total",
+                 {**TARGET, "pod": pod, "namespace": ns, "notebook": "nb", "profile": "t4"},
+                 values)
+          for pod in ("webhook-0", "webhook-1")
+          for ns, values in (("team-a", "0+60x180"), ("team-b", "0+60x180"),
+                             ("team-c", "0x120 0+60x60"))),
+        series("gpushift_gpu_busy_seconds_total",
+               {**TARGET, "namespace": "team-b", "notebook": "nb", "profile": "t4"},
+               "0+5x180"),
+    ], [{"job": TARGET["job"], "namespace": "team-a", "notebook": "nb", "profile": "t4"}]),
     case("GpushiftMovesFailing", "30m", [series(
         "gpushift_webhook_guard_failed_migrations_total",
         {**TARGET, "reason": "not_ready"}, "0 0 0 1x30")], [{"reason": "not_ready"}]),
@@ -126,5 +139,7 @@ def test_off_by_default_and_selecting_the_webhook_scrape():
         assert rule["labels"]["team"] == "ml-platform", name
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
-        if "gpushift_" in rule["expr"] or "up{" in rule["expr"]:
+        if "gpushift_gpu_" in rule["expr"]:  # the notebooks' namespaces (honorLabels)
+            assert f'{{job="{RELEASE}-webhook"}}' in rule["expr"], (name, rule["expr"])
+        elif "gpushift_" in rule["expr"] or "up{" in rule["expr"]:
             assert JOB in rule["expr"], (name, rule["expr"])

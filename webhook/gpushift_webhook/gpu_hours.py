@@ -16,9 +16,17 @@ recreates the pod; the webhook Deployment follows every Notebook for the guard a
   says so), the time the notebook then spends off the GPU — until it holds one again or
   is stopped or deleted — times the GPUs it last held (1 when this process never saw it
   hold one). What an idle move gave back to the cluster.
+* **busy**: the seconds of GPU work the sidecar of the notebook's GPU pod reports in
+  the annotation `gpushift.io/notebook-gpu-activity` (`gpushift_core.gpu_activity`: a
+  GPU cell running, or NVML utilisation at or above the admin's threshold), times the
+  GPUs it holds (or last held): each increase of the same pod's count, a new pod's whole
+  count. What a pod reported before this process first saw the Notebook is not counted.
+  held minus busy is the GPU time held idle.
 * **moves**: each move once, when its migration annotation reaches an end (`done`,
   `failed`, `rolled_back`, `cancelled`), by target, trigger and outcome. A move that
-  ended before this process first saw the Notebook is not counted.
+  ended before this process first saw the Notebook is not counted. With it, the seconds
+  the move spent in each phase (the sidecar's `phases` in the annotation, when present)
+  go into `phase_durations`, by target and phase.
 
 Every replica keeps its own totals from the moment it started following: sum nothing
 across replicas; take the `max` over replicas (the chart's rules and dashboard do). A
@@ -34,13 +42,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpushift_core.admin_settings import GpuFacts, GpuProfile
+from gpushift_core.gpu_activity import GpuActivity, read_gpu_activity
 from gpushift_core.labels import MIGRATION_ANNOTATION
 from gpushift_core.notebook_stop import stopped
 from gpushift_core.pod_profile import profile_of_pod
 
-__all__ = ["GpuHours", "MoveKey", "NotebookGpu", "notebook_gpu"]
+__all__ = ["DURATION_BUCKETS", "Durations", "GpuHours", "MoveKey", "NotebookGpu",
+           "notebook_gpu"]
 
 ENDED = ("done", "failed", "rolled_back", "cancelled")
+DURATION_BUCKETS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+"""Upper bounds (seconds) of the phase-duration histogram's buckets (+Inf besides)."""
 
 Key = tuple[str, str]
 MoveKey = tuple[str, str, str, str]
@@ -59,6 +71,25 @@ class NotebookGpu:
     """(id, phase, target, trigger) of its migration annotation; None without one."""
     gpus: int = 0
     """How many GPUs it holds (0 when it holds none)."""
+    phases: tuple[tuple[str, float], ...] = ()
+    """Seconds its migration spent in each phase (once it ended; () without them)."""
+
+
+@dataclass
+class Durations:
+    """A histogram's data: counts per bucket of DURATION_BUCKETS (the last: above all),
+    their sum and count."""
+
+    buckets: list[int] = field(default_factory=lambda: [0] * (len(DURATION_BUCKETS) + 1))
+    total: float = 0.0
+    count: int = 0
+
+    def observe(self, seconds: float) -> None:
+        index = next((i for i, bound in enumerate(DURATION_BUCKETS) if seconds <= bound),
+                     len(DURATION_BUCKETS))
+        self.buckets[index] += 1
+        self.total += seconds
+        self.count += 1
 
 
 def notebook_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str],
@@ -71,7 +102,7 @@ def notebook_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str],
     held = gpu is not None and ready and not stopped(notebook)
     profile = profile_of_pod(spec, gpu, profiles) if held else ""
     return NotebookGpu(held, profile, _migration(notebook),
-                       gpu.count if held and gpu is not None else 0)
+                       gpu.count if held and gpu is not None else 0, _phases(notebook))
 
 
 @dataclass
@@ -85,6 +116,9 @@ class _Notebook:
     ended_migration: str = ""
     """Id of the last migration seen ended (counted once)."""
     deleted_at: float | None = None
+    activity_pod: str = ""
+    """The pod of the last GPU activity report seen, and its busy seconds then."""
+    activity_busy: float = 0.0
 
     def held_for(self, now: float) -> float:
         """GPU-seconds held since `held_since` (0 when not holding)."""
@@ -108,6 +142,8 @@ class GpuHours:
     _held: dict[tuple[str, str, str], float] = field(default_factory=dict)
     _reclaimed: dict[Key, float] = field(default_factory=dict)
     _moves: dict[MoveKey, int] = field(default_factory=dict)
+    _busy: dict[tuple[str, str, str], float] = field(default_factory=dict)
+    _durations: dict[tuple[str, str], Durations] = field(default_factory=dict)
 
     def observe(self, key: Key, notebook: Mapping[str, Any] | None, now: float) -> None:
         """The Notebook `key` as it is at `now` (None: deleted)."""
@@ -130,6 +166,9 @@ class GpuHours:
             nb.reclaimed_since = now
             nb.gpus = nb.gpus or 1  # moved before this replica saw it hold: at least one
         self._count_move(key, nb, state, counted_before=seen)
+        activity = read_gpu_activity(notebook) if notebook is not None else None
+        if activity is not None:
+            self._count_busy(key, nb, activity, counted_before=seen)
         nb.deleted_at = now if notebook is None else None
 
     def replace(self, notebooks: Mapping[Key, Mapping[str, Any]], now: float) -> None:
@@ -159,6 +198,14 @@ class GpuHours:
                 out[key] = out.get(key, 0.0) + nb.reclaimed_for(now)
         return out
 
+    def busy_seconds(self) -> dict[tuple[str, str, str], float]:
+        """GPU-seconds of GPU work, by (namespace, notebook, profile), as reported."""
+        return dict(self._busy)
+
+    def phase_durations(self) -> dict[tuple[str, str], Durations]:
+        """Seconds ended moves spent in each phase, by (target, phase)."""
+        return dict(self._durations)
+
     def holding(self) -> dict[tuple[str, str], int]:
         """Notebooks holding a GPU now, by (namespace, profile)."""
         out: dict[tuple[str, str], int] = {}
@@ -177,8 +224,9 @@ class GpuHours:
         for key in gone:
             del self._notebooks[key]
             self._reclaimed.pop(key, None)
-        for k in [k for k in self._held if (k[0], k[1]) in gone]:
-            del self._held[k]
+        for totals in (self._held, self._busy):
+            for k in [k for k in totals if (k[0], k[1]) in gone]:
+                del totals[k]
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -204,6 +252,20 @@ class GpuHours:
         if counted_before:  # an end seen at first sight happened before we looked
             k = (key[0], target, trigger, phase)
             self._moves[k] = self._moves.get(k, 0) + 1
+            for name, seconds in state.phases:
+                self._durations.setdefault((target, name), Durations()).observe(seconds)
+
+    def _count_busy(self, key: Key, nb: _Notebook, activity: GpuActivity, *,
+                    counted_before: bool) -> None:
+        if activity.pod == nb.activity_pod:
+            added = max(0.0, activity.busy - nb.activity_busy)
+        else:  # a new pod counts from 0; at first sight, its past is not ours to count
+            added = activity.busy if counted_before else 0.0
+        if activity.pod != nb.activity_pod or activity.busy > nb.activity_busy:
+            nb.activity_pod, nb.activity_busy = activity.pod, activity.busy
+        if added > 0:
+            k = (key[0], key[1], nb.profile)
+            self._busy[k] = self._busy.get(k, 0.0) + added * (nb.gpus or 1)
 
 
 def _gpu_of(spec: Mapping[str, Any], gpu_resources: Sequence[str]) -> GpuFacts | None:
@@ -233,6 +295,20 @@ def _migration(notebook: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
         return None
     return (data["id"], str(data.get("phase") or ""), str(data.get("target") or ""),
             str(data.get("trigger") or ""))
+
+
+def _phases(notebook: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
+    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(MIGRATION_ANNOTATION) if isinstance(annotations, Mapping) else None
+    try:
+        phases = json.loads(text).get("phases") if isinstance(text, str) else None
+    except (ValueError, AttributeError):
+        return ()
+    if not isinstance(phases, dict):
+        return ()
+    return tuple((str(name), float(seconds)) for name, seconds in sorted(phases.items())
+                 if isinstance(seconds, int | float) and not isinstance(seconds, bool)
+                 and 0 <= seconds < 1e7)
 
 
 def _int(value: object) -> int:
