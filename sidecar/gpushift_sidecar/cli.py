@@ -254,9 +254,9 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
         await stop.wait()
     finally:
         await _cancel(idle)  # no idle move starts once the pod is stopping
-        if activity is not None:
-            await activity.stop()  # with the pod's last word on its GPU work
         await steps.stop()  # a patch in flight is persisted first
+        if activity is not None:  # then the pod's last word on its GPU work (bounded)
+            await activity.stop()
         await _cancel(writer)
         await app_runner.cleanup()  # stop accepting; requests in flight finish
         await sidecar.close()
