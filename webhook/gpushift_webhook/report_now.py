@@ -196,7 +196,8 @@ def now_table(holders: Sequence[HolderNow], facts: ClusterFacts, now: float) -> 
              "WHY"],
             [[f"{h.namespace}/{h.notebook}", str(h.gpus), h.profile or "-", _idle_text(h),
               duration_text(h.timeout_seconds), "yes" if h.pinned else "no",
-              h.idle_note] for h in sorted(held, key=_most_idle)])
+              h.idle_note] for h in sorted(held, key=_most_idle)],
+            text_columns=(0, 2, 5, 6))
     else:
         lines.append("No notebook holds a GPU now.")
     moved = [h for h in holders if h.last_move]
@@ -204,7 +205,8 @@ def now_table(holders: Sequence[HolderNow], facts: ClusterFacts, now: float) -> 
         lines += ["", "Last move of each notebook (migration annotation):"]
         lines += ["  " + x for x in table(
             ["NAMESPACE/NOTEBOOK", "LAST MOVE", "EVENTS KEPT"],
-            [[f"{h.namespace}/{h.notebook}", h.last_move, str(h.events)] for h in moved])]
+            [[f"{h.namespace}/{h.notebook}", h.last_move, str(h.events)] for h in moved],
+            text_columns=(0, 1))]
     stamps = [h.oldest_event for h in holders if h.oldest_event is not None]
     reach = (f"The oldest gpushift Event kept is {duration_text(round(now - min(stamps)))} "
              "old." if stamps else "No gpushift Event is kept.")

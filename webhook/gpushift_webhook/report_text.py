@@ -12,13 +12,14 @@ from gpushift_webhook.report import Report, duration_text, hours
 __all__ = ["report_data", "report_table", "table"]
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns padded to their widest cell; the first left-aligned, the others right
-    (numbers), like `kubectl get`'s plain output."""
+def table(header: Sequence[str], rows: Sequence[Sequence[str]],
+          text_columns: Sequence[int] = (0,)) -> list[str]:
+    """Columns padded to their widest cell, like `kubectl get`'s plain output: the
+    `text_columns` left-aligned, the others (numbers) right-aligned."""
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
 
     def line(cells: Sequence[str]) -> str:
-        out = [c.ljust(w) if i == 0 else c.rjust(w)
+        out = [c.ljust(w) if i in text_columns else c.rjust(w)
                for i, (c, w) in enumerate(zip(cells, widths, strict=True))]
         return "  ".join(out).rstrip()
 
