@@ -108,8 +108,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
-def fixed_report(url: str, *timeouts: int) -> dict[str, Any]:
-    settings = PrometheusReportSettings(PrometheusSettings(url), since_seconds=120 * MIN,
+def fixed_report(url: str, *timeouts: int, points_per_query: int = 10_000) -> dict[str, Any]:
+    prometheus = PrometheusSettings(url, points_per_query=points_per_query)
+    settings = PrometheusReportSettings(prometheus, since_seconds=120 * MIN,
                                         step_seconds=MIN, idle_timeouts=list(timeouts),
                                         top=10)
     return dict(json.loads(report_from_prometheus(settings, as_json=True,
@@ -146,6 +147,12 @@ def test_what_other_timeouts_would_have_given_back(prometheus: str) -> None:
                    3600: round(600 / 3600, 4)}
 
 
+def test_a_window_asked_for_in_chunks_gives_the_same_numbers(prometheus: str) -> None:
+    # 121 samples per series in chunks of 7: chunk edges fall inside gaps and resets
+    whole = fixed_report(prometheus, 600, 1800)
+    assert fixed_report(prometheus, 600, 1800, points_per_query=7) == whole
+
+
 def test_console_script_prints_the_table(prometheus: str, tmp_path: Path) -> None:
     # The same shape of data, two hours up to now, through the installed script.
     now = time.time()
@@ -154,6 +161,12 @@ def test_console_script_prints_the_table(prometheus: str, tmp_path: Path) -> Non
         proc = subprocess.run([str(SCRIPT), "--prometheus", url, "--since", "2h",
                                "--idle-timeout", "10m", "--idle-timeout", "30m"],
                               capture_output=True, text=True, timeout=120, check=False)
+        as_json = subprocess.run([str(SCRIPT), "--prometheus", url, "--since", "2h",
+                                  "--json"], capture_output=True, text=True, timeout=120,
+                                 check=False)
+    assert as_json.returncode == 0, as_json.stderr
+    namespaces = {n["namespace"]: n for n in json.loads(as_json.stdout)["namespaces"]}
+    assert namespaces["team-b"]["busyGpuHours"] is None
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     print(out)  # the README's example is this output

@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="window ending now: 7d, 24h, 90m, 3600 (default 7d)")
     report.add_argument("--step", default="60s",
                         help="step of the range query, the resolution of idle gaps "
-                             "(default 60s; at least twice the scrape interval is best)")
+                             "(default 60s; no shorter than Prometheus' scrape interval)")
     report.add_argument("--idle-timeout", action="append", default=[], metavar="DURATION",
                         help="estimate what this idle timeout would have given back "
                              "(repeatable: --idle-timeout 10m --idle-timeout 30m)")
@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             out = report_from_prometheus(prometheus_settings(args), as_json=args.json,
                                          now=time.time())
     except (UsageError, PrometheusError, ConfigError) as exc:
-        print(f"gpushift-report: {exc}", file=sys.stderr)
+        # One line: YAML's errors, for one, span several with a caret under the column.
+        print(f"gpushift-report: {_one_line(exc)}", file=sys.stderr)
         return USAGE_ERROR
     except KubeError as exc:
         print(f"gpushift-report: the Kubernetes API failed: {_one_line(exc)}", file=sys.stderr)
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300]
+    return " ".join(str(exc).split())[:500]
 
 
 if __name__ == "__main__":

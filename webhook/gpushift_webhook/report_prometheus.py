@@ -4,7 +4,7 @@
 One range query per counter (`/api/v1/query_range`) of the raw series, every replica's
 on its own (the report takes their max itself), sampled at the report's step from the
 window's start to its end. Prometheus answers at most 11,000 points per series, so a
-long window is asked for in chunks of `MAX_POINTS` steps.
+long window is asked for in chunks (`PrometheusSettings.points_per_query`).
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ from gpushift_webhook.report import (
     Window,
 )
 
-__all__ = ["MAX_POINTS", "PrometheusError", "PrometheusSettings", "fetch_recorded"]
-
-MAX_POINTS = 10_000
-"""Steps per range query, under Prometheus' limit of 11,000 points per series."""
+__all__ = ["PrometheusError", "PrometheusSettings", "fetch_recorded"]
 
 
 class PrometheusError(RuntimeError):
@@ -46,6 +43,9 @@ class PrometheusSettings:
     selector: str = ""
     """Extra label matchers for every series, e.g. 'job="gpushift-webhook"' when several
     installations share a Prometheus."""
+    points_per_query: int = 10_000
+    """Samples per series asked for in one range query: under Prometheus' limit of
+    11,000; a longer window is asked for in several."""
 
 
 def fetch_recorded(settings: PrometheusSettings, window: Window) -> Recorded:
@@ -62,7 +62,7 @@ def _range(settings: PrometheusSettings, metric: str, window: Window) -> list[Se
     # Sample indexes 0..steps (index 0 at the start: the baseline of the first step).
     first = 0
     while first <= window.steps:
-        last = min(window.steps, first + MAX_POINTS - 1)
+        last = min(window.steps, first + settings.points_per_query - 1)
         result = _get(settings, "/api/v1/query_range", {
             "query": query, "start": _num(window.start + first * window.step),
             "end": _num(window.start + last * window.step), "step": str(window.step)})
