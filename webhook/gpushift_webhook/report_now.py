@@ -117,9 +117,7 @@ def holder_now(objects: NotebookObjects, facts: ClusterFacts, now: float) -> Hol
     found = timeout_annotation(annotations)
     timeout = (resolve_timeout(facts.idle, None) if found is None
                else resolve_timeout(facts.idle, found[1], found[0]))
-    stamps = [t for t in (_event_time(e) for e in objects.events
-                          if str(e.get("reason") or "").startswith(("Migration", "Checkpoint",
-                                                                    "Notebook")))
+    stamps = [t for t in (_event_time(e) for e in objects.events if _ours(e))
               if t is not None]
     return HolderNow(
         str(meta.get("namespace") or ""), str(meta.get("name") or ""), state.gpus,
@@ -171,6 +169,14 @@ def _last_move(text: str | None) -> str:
         return ""
     return (f"{data.get('phase', '?')} to {str(data.get('target', '?')).upper()} "
             f"({data.get('trigger', '?')}) at {data.get('updated', '?')}")
+
+
+def _ours(event: Mapping[str, Any]) -> bool:
+    """Sent by gpushift (the sidecar, the guard: components "gpushift-..."), not re-emitted
+    by Kubeflow's controller about the pod."""
+    source = event.get("source")
+    component = source.get("component") if isinstance(source, Mapping) else None
+    return isinstance(component, str) and component.startswith("gpushift")
 
 
 def _event_time(event: Mapping[str, Any]) -> float | None:
