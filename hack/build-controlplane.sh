@@ -8,6 +8,8 @@
 #   kwok (+ its stage config)   hack/tools-kwok
 #   helm, kubeconform           hack/tools-cli
 #   promtool                    hack/tools-prom     (Prometheus's; the chart's alert rules)
+#   prometheus                  hack/tools-prom     (the server, without its web UI's assets:
+#                               serves a backfilled TSDB to `gpushift report`'s tests)
 #   notebook-controller         Kubeflow's, from its source in ../shared/kubeflow/notebook-controller
 #                               (read-only there: only -o and Go's caches are written)
 #
@@ -17,9 +19,9 @@
 #
 # Usage: hack/build-controlplane.sh [--print-dir] [name ...]
 #   names: etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok helm
-#          kubeconform promtool notebook-controller (default: all)
+#          kubeconform promtool prometheus notebook-controller (default: all)
 # Exit status: non-zero when a required binary could not be built. The optional tools
-# (kubectl, helm, kubeconform, promtool) only warn, unless named explicitly.
+# (kubectl, helm, kubeconform, promtool, prometheus) only warn, unless named explicitly.
 set -euo pipefail
 
 HACK="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -48,7 +50,7 @@ exec 9>"$CACHE/build.lock"
 flock 9
 
 REQUIRED=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok notebook-controller)
-ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm kubeconform promtool notebook-controller)
+ALL=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok kubectl helm kubeconform promtool prometheus notebook-controller)
 if (($# > 0)); then
   WANT=("$@")
   EXPLICIT=1
@@ -176,6 +178,14 @@ build_promtool() {
     "$HACK/tools-prom" github.com/prometheus/prometheus/cmd/promtool ""
 }
 
+build_prometheus() {
+  check_mod_version "$HACK/tools-prom" github.com/prometheus/prometheus "$PROMETHEUS_VERSION"
+  # Same module and tag as promtool, so most packages come from Go's build cache. Without
+  # the builtinassets tag the web UI is not embedded (the tests only use the HTTP API).
+  GOFLAGS="${GOFLAGS:+$GOFLAGS }-tags=remove_all_sd" go_build prometheus "$PROMETHEUS_VERSION" \
+    "$HACK/tools-prom" github.com/prometheus/prometheus/cmd/prometheus ""
+}
+
 build_notebook_controller() {
   # Kubeflow's source, unchanged, beside the repo (CI lays ../shared read-only).
   local src="${GPUSHIFT_SHARED:-$HACK/../../shared}/kubeflow/notebook-controller"
@@ -194,6 +204,7 @@ for name in "${WANT[@]}"; do
   kwok) build_kwok ;;
   helm | kubeconform) build_cli "$name" ;;
   promtool) build_promtool ;;
+  prometheus) build_prometheus ;;
   notebook-controller) build_notebook_controller ;;
   *)
     log "unknown binary: $name"

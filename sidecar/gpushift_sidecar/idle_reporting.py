@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gpushift_core.admin_settings import GpuFacts
-from gpushift_sidecar.idle import IDLE_TIMEOUT_ANNOTATIONS, PIN_ANNOTATIONS, IdleState
+from gpushift_core.idle_timeout import IDLE_TIMEOUT_ANNOTATIONS, PIN_ANNOTATIONS
+from gpushift_sidecar.idle import IdleState
 from gpushift_sidecar.state import Migration, Phase
 
 __all__ = ["api_state", "idle_annotations", "idle_note", "moving_away",

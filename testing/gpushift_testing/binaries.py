@@ -60,6 +60,7 @@ def binary_paths() -> dict[str, Path]:
         "helm": b / f"helm-{v['HELM_VERSION']}",
         "kubeconform": b / f"kubeconform-{v['KUBECONFORM_VERSION']}",
         "promtool": b / f"promtool-{v['PROMETHEUS_VERSION']}",
+        "prometheus": b / f"prometheus-{v['PROMETHEUS_VERSION']}",
         "notebook-controller": b / f"notebook-controller-{v['NOTEBOOK_CONTROLLER_REF']}",
     }
     override = os.environ.get(NOTEBOOK_CONTROLLER_ENV)

@@ -6,16 +6,15 @@ from __future__ import annotations
 import pytest
 
 from gpushift_core.admin_settings import IdleSettings
-from gpushift_sidecar import gpu_utilization
-from gpushift_sidecar.gpu_utilization import GpuUtilization
-from gpushift_sidecar.idle import (
+from gpushift_core.idle_timeout import (
     IDLE_TIMEOUT_ANNOTATION,
     PIN_ANNOTATION,
-    IdleState,
-    IdleTimer,
     parse_duration,
     resolve_timeout,
 )
+from gpushift_sidecar import gpu_utilization
+from gpushift_sidecar.gpu_utilization import GpuUtilization
+from gpushift_sidecar.idle import IdleState, IdleTimer
 
 T0 = 1_700_000_000.0
 SETTINGS = IdleSettings(timeout_seconds=180, min_seconds=60, max_seconds=3600,
