@@ -227,7 +227,10 @@ class LocalPod:
         if self.plan.restart_policy == "Always" or not mains or any(
                 p.popen is None or p.alive() or self._restarts(p) for p in mains):
             return None
-        return {p.plan.name: int(p.popen.returncode) for p in mains if p.popen is not None}
+        # Killed by signal N (Popen: -N): 128 + N, as container runtimes report it.
+        return {p.plan.name: (code if code >= 0 else 128 - code)
+                for p in mains if p.popen is not None
+                for code in [int(p.popen.returncode)]}
 
     def _tick_one(self, proc: ContainerProcess, now: float) -> None:
         name = f"{self.plan.namespace}/{self.plan.name}/{proc.plan.name}"

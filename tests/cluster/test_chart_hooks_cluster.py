@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +35,7 @@ from gpushift_testing import controlplane as cpmod
 from gpushift_testing.binaries import binary_paths
 from gpushift_testing.kube import delete_namespaces, wait_for
 from gpushift_testing.kwok_stages import RUN_LOCALLY_LABEL
+from gpushift_testing.pki import write_kubeconfig
 from gpushift_testing.pod_runner import PodRunner
 from gpushift_testing.webhook_process import (
     CHART,
@@ -238,6 +240,23 @@ def test_hook_and_test_accounts_may_do_exactly_their_job(setup: Setup) -> None:
     finally:
         subprocess.run([*kubectl, "delete", "-f", "-"], input=manifest, text=True,
                        check=False, capture_output=True, timeout=60)
+
+
+def test_a_refused_cleanup_says_why_without_a_traceback(setup: Setup, tmp_path: Path) -> None:
+    """Under an account without the hook's RBAC: the API's 403 Status, exit status 1."""
+    token = setup.core.create_namespaced_service_account_token(
+        "default", TEAM, {"spec": {"expirationSeconds": 600}}).status.token
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", setup.plane.server,
+                                  setup.plane.ca_file, token, "default")
+    proc = subprocess.run([str(Path(sys.executable).parent / "gpushift-webhook"),
+                           "uninstall-cleanup", "--namespace", NAMESPACE,
+                           "--webhook-configuration", RELEASE, "--secret-name", TLS_SECRET,
+                           "--kubeconfig", str(kubeconfig)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "uninstall-cleanup: the API call failed: 403 Forbidden" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not absent(setup.admission.read_mutating_webhook_configuration, RELEASE)
 
 
 # ----------------------------------------------------------- a replica outliving its config

@@ -2,7 +2,7 @@
 `uninstall-cleanup` (pre-delete hook, see `uninstall_cleanup`) and `probe-injection`
 (`helm test`, see `injection_probe`). Both print what they did, one line per step, for
 `kubectl logs` / `helm test --logs`, and answer an API refusal with its Status and the
-exit status 1 -- never a traceback.
+exit status 1 (an unreachable API after a minute of retries too) -- never a traceback.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             return asyncio.run(_cleanup(api, args))
         return asyncio.run(_probe(api, args))
     except KubeError as exc:
-        print(f"gpushift-webhook {args.command}: the API refused: {exc}", file=sys.stderr)
+        print(f"gpushift-webhook {args.command}: the API call failed: {exc}", file=sys.stderr)
         return 1
     finally:
         api.close()
