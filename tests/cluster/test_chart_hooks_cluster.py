@@ -338,3 +338,13 @@ def test_uninstall_leaves_no_webhook_configuration_and_no_tls_secret(setup: Setu
     assert absent(setup.rbac.read_cluster_role, CLEANUP)
     assert absent(setup.rbac.read_cluster_role_binding, CLEANUP)
     assert not setup.batch.list_namespaced_job(NAMESPACE).items
+    # Run again (a retried hook): both already absent, and that is a success.
+    proc = subprocess.run([str(Path(sys.executable).parent / "gpushift-webhook"),
+                           "uninstall-cleanup", "--namespace", NAMESPACE,
+                           "--webhook-configuration", RELEASE, "--secret-name", TLS_SECRET,
+                           "--kubeconfig", str(setup.plane.kubeconfig)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        f"MutatingWebhookConfiguration {RELEASE}: already absent",
+        f"Secret {NAMESPACE}/{TLS_SECRET}: already absent"], proc.stdout

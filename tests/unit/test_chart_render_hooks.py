@@ -158,3 +158,13 @@ def test_bad_hook_values_are_refused_with_a_clear_message(sets, message):
     proc = run_helm(*args)
     assert proc.returncode != 0
     assert message in proc.stderr, proc.stderr
+
+
+def test_hook_pods_are_placed_like_the_webhook():
+    docs = render("nodeSelector.pool=system", "imagePullSecrets[0]=regcred",
+                  set_json=('tolerations=[{"key":"dedicated","operator":"Exists"}]',))
+    deploy = one(docs, "Deployment", f"{RELEASE}-webhook")["spec"]["template"]["spec"]
+    for pod in (one(docs, "Job", CLEANUP)["spec"]["template"]["spec"],
+                one(docs, "Pod", TEST)["spec"]):
+        for key in ("nodeSelector", "tolerations", "imagePullSecrets", "securityContext"):
+            assert pod[key] == deploy[key], key
