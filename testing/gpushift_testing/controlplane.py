@@ -62,6 +62,7 @@ from gpushift_testing.common import (
     tail_lines,
     wait_until,
 )
+from gpushift_testing.kwok_stages import harness_stages
 from gpushift_testing.nodes import NodeSpec, create_nodes, default_nodes, nodes_ready
 from gpushift_testing.pki import Pki, make_pki, write_auth
 from gpushift_testing.processes import Proc, stop_all
@@ -312,7 +313,10 @@ class ControlPlane:
         sched_argv = comp.scheduler_argv(b["kube-scheduler"], w / "scheduler", ports, sched)
         self._add("kube-scheduler", sched_argv)
         # kwok also reads ~/.kwok/kwok.yaml: give it an empty HOME
-        kwok_argv = comp.kwok_argv(b["kwok"], b["kwok-stages"], ports, self.kubeconfig)
+        # kwok's default stages, except that pods the local pod runner completes are
+        # not marked Succeeded before they ran (kwok_stages.py).
+        stages = harness_stages(b["kwok-stages"], w / "kwok-stages.yaml")
+        kwok_argv = comp.kwok_argv(b["kwok"], stages, ports, self.kubeconfig)
         self._add("kwok", kwok_argv, env={"HOME": str(w / "kwok-home")})
 
     def _start_notebook_controller(self, api: Any) -> None:

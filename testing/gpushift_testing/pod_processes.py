@@ -3,8 +3,10 @@
 Part of the local pod runner (see pod_runner.py). `LocalPod.tick()` is called often by the
 runner's one reconcile thread and never blocks for long: it starts the native sidecars in
 order, each only after the previous one passed its startup probe, then the main
-containers; it restarts a container that exited (restartPolicy Always) with a growing
-back-off, and one whose startup probe did not pass in failureThreshold x periodSeconds.
+containers; it restarts a container that exited (restartPolicy Always, or OnFailure
+after a failure) with a growing back-off, and one whose startup probe did not pass in
+failureThreshold x periodSeconds. A pod that runs to completion (a Job's, a test's) is
+`finished()` once its main containers exited for good.
 `stop()` stops the main containers first, then the sidecars, each process group with
 SIGTERM and, after the grace period, SIGKILL -- descendants that left the group (Jupyter
 starts each kernel in its own session) included.
@@ -42,6 +44,8 @@ class ContainerProcess:
     started_at: float = 0.0
     started: bool = False  # passed its startup probe (or has none)
     not_before: float = 0.0  # restart back-off
+    started_wall: float = 0.0  # time.time() of the last start, for the pod's status
+    exited_wall: float = 0.0  # time.time() the exit was first seen (0: not seen yet)
 
     @property
     def pid(self) -> int | None:
@@ -61,6 +65,7 @@ class ContainerProcess:
                 stdout=out, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent)  # noqa: PLW1509 - setsid + PDEATHSIG
         self.started_at = time.monotonic()
+        self.started_wall, self.exited_wall = time.time(), 0.0
         self.started = self.plan.probe is None
 
     def probe(self) -> bool:
@@ -207,8 +212,30 @@ class LocalPod:
                 return False
         return True
 
+    def _restarts(self, proc: ContainerProcess) -> bool:
+        """Whether an exited container starts again (the pod's restartPolicy; native
+        sidecars always do)."""
+        policy = self.plan.restart_policy
+        code = proc.popen.returncode if proc.popen is not None else None
+        return proc.plan.sidecar or policy == "Always" or (policy == "OnFailure"
+                                                           and code != 0)
+
+    def finished(self) -> dict[str, int] | None:
+        """A pod that runs to completion (restartPolicy Never/OnFailure) whose main
+        containers have all exited for good: their exit codes; else None."""
+        mains = [p for p in self.processes if not p.plan.sidecar]
+        if self.plan.restart_policy == "Always" or not mains or any(
+                p.popen is None or p.alive() or self._restarts(p) for p in mains):
+            return None
+        # Killed by signal N (Popen: -N): 128 + N, as container runtimes report it.
+        return {p.plan.name: (code if code >= 0 else 128 - code)
+                for p in mains if p.popen is not None
+                for code in [int(p.popen.returncode)]}
+
     def _tick_one(self, proc: ContainerProcess, now: float) -> None:
         name = f"{self.plan.namespace}/{self.plan.name}/{proc.plan.name}"
+        if proc.popen is not None and not proc.alive() and not self._restarts(proc):
+            return  # ran to completion (restartPolicy Never / OnFailure and exit 0)
         if now >= proc.not_before and (proc.popen is None or not proc.alive()):
             if proc.popen is not None:
                 proc.restarts += 1
@@ -250,6 +277,7 @@ class LocalPod:
         for proc in self.processes:
             if proc.popen is not None and not proc.alive() and proc.not_before < proc.started_at:
                 proc.not_before = now + self._backoff(proc)
+                proc.exited_wall = time.time()
                 proc.end_leftovers()
 
     def stop(self, grace: float) -> None:

@@ -4,7 +4,10 @@ A TEST HARNESS for the local control plane (tests and ``hack/demo.py``); the pro
 on real Kubernetes, and nothing here ships. kwok plays the nodes and owns pod status (it
 marks pods Running and Ready); this runner only runs the processes, for pods that
 
-- carry Kubeflow's ``notebook-name`` label (and are in `namespaces`, when given),
+- carry Kubeflow's ``notebook-name`` label, or the label
+  ``kwok_stages.RUN_LOCALLY_LABEL=true`` (pods that run to completion: the chart's hook
+  Job and ``helm test`` pods, labelled through its ``hookPodLabels`` value), and are in
+  `namespaces`, when given,
 - are bound (``spec.nodeName``) to a node kwok plays (annotation ``kwok.x-k8s.io/node``),
 - are not being deleted.
 
@@ -20,7 +23,12 @@ pod_spec.FAKE_GPU_ENV). A pod deleted or replaced (new uid) has its processes st
 before the new ones start. Logs: ``<state>/pods/<ns>/<pod>-<uid8>/logs/<container>.log``.
 
 Status is left to kwok: the pod is Ready before JupyterLab answers, so wait on the
-notebook's URL through the proxy (notebook_proxy.py), whose route this runner sets.
+notebook's URL through the proxy (notebook_proxy.py), whose route this runner sets. The
+exception: a pod that runs to completion (restartPolicy Never/OnFailure) with the
+RUN_LOCALLY_LABEL is started once kwok has marked it Running (kwok's pod-complete stage
+leaves it alone, see kwok_stages.py), and when its containers have exited the runner
+sets its phase -- Succeeded or Failed, from the exit codes -- and terminated
+containerStatuses (pod_completion.py), as a kubelet would.
 """
 
 from __future__ import annotations
@@ -41,13 +49,17 @@ from typing import Any
 from kubernetes import client, config, watch
 
 from gpushift_testing.common import KWOK_NODE_ANNOTATION, free_port
+from gpushift_testing.kwok_stages import RUN_LOCALLY_LABEL
 from gpushift_testing.notebook_proxy import Routes
 from gpushift_testing.pki import write_kubeconfig
+from gpushift_testing.pod_completion import completed_status
 from gpushift_testing.pod_processes import LocalPod
 from gpushift_testing.pod_spec import Layout, NodeFacts, plan_pod
 
 log = logging.getLogger("gpushift.pod_runner")
 NOTEBOOK_LABEL = "notebook-name"
+# The pods this runner runs: notebooks' pods, and the pods kwok leaves it to complete.
+SELECTORS = (NOTEBOOK_LABEL, f"{RUN_LOCALLY_LABEL}=true")
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "habana.ai/gaudi")
 TOKEN_SECONDS = 24 * 3600  # the kubelet refreshes projected tokens; this runner does not
 RETRY_S = 1.0
@@ -70,16 +82,18 @@ class PodRunner:
         # Any: the API objects are read with their optional fields unchecked on purpose
         # (a test harness: a missing field should fail loudly, not be handled).
         self._core: Any = client.CoreV1Api(self._api)
-        self._events: queue.Queue[tuple[str, Any]] = queue.Queue()
+        self._events: queue.Queue[tuple[str, str, Any]] = queue.Queue()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pods: dict[str, LocalPod] = {}  # uid -> the pod's processes
         self._retry_at: dict[str, float] = {}
+        self._reported: set[str] = set()  # uids whose end this runner has reported
         self._nodes: dict[str, NodeFacts] = {}
-        self._threads = [threading.Thread(target=self._watch_loop, name="pod-runner-watch",
+        self._threads = [threading.Thread(target=self._reconcile_loop, name="pod-runner",
                                           daemon=True),
-                         threading.Thread(target=self._reconcile_loop, name="pod-runner",
-                                          daemon=True)]
+                         *(threading.Thread(target=self._watch_loop, args=(selector,),
+                                            name=f"pod-runner-watch-{i}", daemon=True)
+                           for i, selector in enumerate(SELECTORS))]
 
     # ------------------------------------------------------------------ public
 
@@ -91,8 +105,9 @@ class PodRunner:
     def stop(self) -> None:
         """Stop every pod's processes (grace period, then SIGKILL) and the threads."""
         self._stop.set()
-        self._threads[1].join(self.grace * 4 + 30)
-        self._threads[0].join(2)
+        self._threads[0].join(self.grace * 4 + 30)
+        for watcher in self._threads[1:]:
+            watcher.join(2)
         self._api.close()
 
     def local_pod(self, namespace: str, name: str) -> LocalPod | None:
@@ -117,17 +132,17 @@ class PodRunner:
 
     # ------------------------------------------------------------------ watch
 
-    def _watch_loop(self) -> None:
+    def _watch_loop(self, selector: str) -> None:
         while not self._stop.is_set():
             try:
-                raw = self._core.list_pod_for_all_namespaces(label_selector=NOTEBOOK_LABEL,
+                raw = self._core.list_pod_for_all_namespaces(label_selector=selector,
                                                              _preload_content=False)
                 listed = json.loads(raw.data)
-                self._events.put(("SYNC", listed["items"]))
+                self._events.put((selector, "SYNC", listed["items"]))
                 version = listed["metadata"]["resourceVersion"]
                 while not self._stop.is_set():
                     stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
-                        self._core.list_pod_for_all_namespaces, label_selector=NOTEBOOK_LABEL,
+                        self._core.list_pod_for_all_namespaces, label_selector=selector,
                         resource_version=version, timeout_seconds=5,
                         allow_watch_bookmarks=True)
                     for event in stream:
@@ -136,7 +151,7 @@ class PodRunner:
                             raise RuntimeError(f"watch error: {obj}")
                         version = obj["metadata"]["resourceVersion"]
                         if event["type"] != "BOOKMARK":
-                            self._events.put((event["type"], obj))
+                            self._events.put((selector, event["type"], obj))
                         if self._stop.is_set():
                             return
             except Exception as e:  # 410 Gone, a restart of the API server: list again
@@ -147,24 +162,26 @@ class PodRunner:
     # ------------------------------------------------------------------ reconcile
 
     def _reconcile_loop(self) -> None:
-        known: dict[str, dict[str, Any]] = {}
+        # The pods each watch (selector) knows, by uid.
+        known: dict[str, dict[str, dict[str, Any]]] = {s: {} for s in SELECTORS}
         try:
             while not self._stop.is_set():
                 try:
-                    item: tuple[str, Any] | None = self._events.get(timeout=0.1)
+                    item: tuple[str, str, Any] | None = self._events.get(timeout=0.1)
                 except queue.Empty:
                     item = None
                 while item is not None:
-                    kind, obj = item
+                    selector, kind, obj = item
                     if kind == "SYNC":
-                        known = {p["metadata"]["uid"]: p for p in obj}
+                        known[selector] = {p["metadata"]["uid"]: p for p in obj}
                     elif kind == "DELETED":
-                        known.pop(obj["metadata"]["uid"], None)
+                        known[selector].pop(obj["metadata"]["uid"], None)
                     else:
-                        known[obj["metadata"]["uid"]] = obj
+                        known[selector][obj["metadata"]["uid"]] = obj
                     item = None if self._events.empty() else self._events.get_nowait()
                 try:
-                    self._reconcile(known)
+                    self._reconcile({uid: pod for pods in known.values()
+                                     for uid, pod in pods.items()})
                 except Exception:  # one bad pod must not stop the runner
                     log.exception("reconcile failed; trying again")
                     time.sleep(RETRY_S)
@@ -180,8 +197,11 @@ class PodRunner:
         for uid, pod in wanted.items():
             if uid not in self._pods and now >= self._retry_at.get(uid, 0.0):
                 self._start_pod(pod)
-        for local in list(self._pods.values()):
+        for uid, local in list(self._pods.items()):
             local.tick()
+            exits = local.finished()
+            if exits is not None and uid not in self._reported:
+                self._report_end(wanted[uid], local, exits)
             port = local.plan.jupyter_port
             if port and local.main_started and local.plan.notebook:
                 route = self.routes.get(local.plan.namespace, local.plan.notebook)
@@ -195,8 +215,11 @@ class PodRunner:
             return False
         if meta.get("deletionTimestamp") or not spec.get("nodeName"):
             return False
-        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
             return False
+        if spec.get("restartPolicy") in ("Never", "OnFailure") and phase != "Running":
+            return False  # kwok's pod-ready first: its status must not follow our end
         node = self._node(spec["nodeName"])
         return node is not None and node.kwok
 
@@ -237,6 +260,18 @@ class PodRunner:
         with self._lock:
             self._pods[uid] = local
         self._retry_at.pop(uid, None)
+
+    def _report_end(self, pod: dict[str, Any], local: LocalPod, exits: dict[str, int]) -> None:
+        """Set the phase and containerStatuses of a pod that ran to completion."""
+        meta = pod["metadata"]
+        procs = [local.container(name) for name in exits]
+        status = completed_status(pod, exits, {p.plan.name: p.started_wall for p in procs},
+                                  {p.plan.name: p.exited_wall or time.time() for p in procs})
+        self._core.patch_namespaced_pod_status(meta["name"], meta["namespace"],
+                                               {"status": status})
+        self._reported.add(meta["uid"])
+        log.info("pod %s/%s (uid %s) ended %s: exit codes %s", meta["namespace"],
+                 meta["name"], meta["uid"], status["phase"], exits)
 
     def _stop_pod(self, uid: str) -> None:
         with self._lock:

@@ -4,7 +4,8 @@ Part of the local pod runner, a TEST HARNESS (see pod_runner.py); the product ru
 real Kubernetes. No image is pulled here: every container runs from the project's own
 environment (``.venv/bin`` first on PATH), its executable looked up there by name. A
 container without a command gets its image's entrypoint where we know it: the gpushift
-sidecar image runs ``gpushift-sidecar``, a notebook container runs the command of
+sidecar image runs ``gpushift-sidecar``, the webhook image (the chart's hook and test
+pods) ``gpushift-webhook``, a notebook container runs the command of
 Kubeflow's example jupyter images (``jupyter lab ... --ServerApp.base_url=$NB_PREFIX``).
 A Jupyter notebook container listens on 127.0.0.1 at the port the runner gives the pod.
 """
@@ -29,6 +30,7 @@ FAKE_GPU_ENV = "GPUSHIFT_FAKE_GPU"
 CONTAINER_MARK_ENV = "GPUSHIFT_LOCAL_CONTAINER"
 IMAGE_HOME = "/home/jovyan"  # HOME of Kubeflow's notebook images
 SIDECAR_EXECUTABLE = "gpushift-sidecar"
+WEBHOOK_EXECUTABLE = "gpushift-webhook"  # Dockerfile.webhook's ENTRYPOINT (the chart's hooks)
 # Kubeflow's example jupyter image (s6 services.d/jupyterlab/run), with ${HOME} = IMAGE_HOME.
 KUBEFLOW_JUPYTER = ["jupyter", "lab", f"--notebook-dir={IMAGE_HOME}", "--ip=0.0.0.0",
                     "--no-browser", "--allow-root", "--port=8888", "--ServerApp.token=",
@@ -80,6 +82,9 @@ class PodPlan:
     containers: list[ContainerPlan]  # sidecars first, in order, then the main containers
     base_url: str
     skipped: list[str] = field(default_factory=list)  # what does not run here, and why
+    # The pod's restartPolicy: Always (a notebook's pod), or Never / OnFailure (a Job's
+    # or a test's pod, which runs to completion: see pod_completion.py).
+    restart_policy: str = "Always"
 
     @property
     def jupyter_port(self) -> int | None:
@@ -116,7 +121,8 @@ def plan_pod(pod: Mapping[str, Any], node: NodeFacts, layout: Layout,
         except pod_env.EnvProblem as e:
             skipped.append(f"container {c.get('name')}: {e}")
     return PodPlan(str(meta["namespace"]), str(meta["name"]), str(meta["uid"]), notebook,
-                   node, plans, f"/notebook/{meta['namespace']}/{notebook}", skipped)
+                   node, plans, f"/notebook/{meta['namespace']}/{notebook}", skipped,
+                   str(spec.get("restartPolicy") or "Always"))
 
 
 def _plan_container(pod: Mapping[str, Any], c: Mapping[str, Any], sidecar: bool,
@@ -156,6 +162,8 @@ def _entrypoint(c: Mapping[str, Any], sidecar: bool, notebook: bool) -> list[str
     image = str(c.get("image", ""))
     if c.get("name") == SIDECAR_EXECUTABLE or ("gpushift" in image and "sidecar" in image):
         return [SIDECAR_EXECUTABLE]
+    if "gpushift" in image and "webhook" in image:
+        return [WEBHOOK_EXECUTABLE]
     if notebook and not sidecar:
         return list(KUBEFLOW_JUPYTER)
     raise pod_env.EnvProblem(f"no command, and the entrypoint of image {image!r} is unknown "

@@ -90,11 +90,14 @@ def helm(helm_bin: Path, kubeconfig: Path, *args: str, check: bool = True) -> st
 
 
 def install_chart(helm_bin: Path, kubeconfig: Path, webhook: LocalWebhook,
-                  *sets: str) -> str:
-    """helm upgrade --install of charts/gpushift pointing at the local webhook."""
+                  *sets: str, set_strings: tuple[str, ...] = ()) -> str:
+    """helm upgrade --install of charts/gpushift pointing at the local webhook; `sets`
+    and `set_strings` (values kept as strings, e.g. a label "true") go to helm."""
     values: list[str] = []
     for s in ("webhook.deploy=false", f"webhook.urlOverride={webhook.url}", *sets):
         values += ["--set", s]
+    for s in set_strings:
+        values += ["--set-string", s]
     return helm(helm_bin, kubeconfig, "upgrade", "--install", RELEASE, str(CHART),
                 "--namespace", NAMESPACE, "--create-namespace", "--wait", "--timeout", "60s",
                 *values)
@@ -106,14 +109,16 @@ def ca_bundle_published(admission_api: Any) -> bool:
 
 
 def serve_local_webhook(kubeconfig: Path, api_client: Any, workdir: Path,
-                        *extra: str) -> LocalWebhook:
-    """The chart installed with real helm and the webhook started locally with `extra`
-    arguments; returns once the apiserver holds its caBundle and it answers /readyz.
-    The caller stops it (`LocalWebhook.stop`)."""
+                        *extra: str, sets: tuple[str, ...] = (),
+                        set_strings: tuple[str, ...] = ()) -> LocalWebhook:
+    """The chart installed with real helm (with `sets`, `set_strings`: see
+    `install_chart`) and the webhook started locally with `extra` arguments; returns
+    once the apiserver holds its caBundle and it answers /readyz. The caller stops it
+    (`LocalWebhook.stop`)."""
     helm_bin = binary_paths()["helm"]
     assert helm_bin.is_file(), f"helm missing: run hack/build-controlplane.sh helm ({helm_bin})"
     hook = LocalWebhook(kubeconfig, workdir)
-    install_chart(helm_bin, kubeconfig, hook)
+    install_chart(helm_bin, kubeconfig, hook, *sets, set_strings=set_strings)
     hook.start(*extra)
     admission = client.AdmissionregistrationV1Api(api_client)
     wait_for("the webhook's caBundle in the MutatingWebhookConfiguration",

@@ -57,8 +57,12 @@ def test_no_cluster_role_binding_grants_the_sidecar_anything(variant):
     sidecar_role = f"{RELEASE}-notebook-sidecar"
     for crb in all_of(docs, "ClusterRoleBinding"):
         assert crb["roleRef"]["name"] != sidecar_role
+        # The webhook's own, and the uninstall cleanup hook's (its own account, for its
+        # own role: test_chart_render_hooks.py).
+        account = ("cleanup" if crb["roleRef"]["name"] == f"{RELEASE}-cleanup"
+                   else "webhook")
         for subject in crb["subjects"]:
-            assert subject == {"kind": "ServiceAccount", "name": f"{RELEASE}-webhook",
+            assert subject == {"kind": "ServiceAccount", "name": f"{RELEASE}-{account}",
                                "namespace": NAMESPACE}
     bindings = [rb for rb in all_of(docs, "RoleBinding")
                 if rb["roleRef"]["name"] == sidecar_role]
@@ -120,13 +124,15 @@ def test_webhook_rbac_self_managed():
 
 def test_webhook_rbac_cert_manager_drops_certificate_permissions():
     docs = render("certs.mode=certManager")
-    assert not _verbs(one(docs, "Role")["rules"], "", "secrets")
+    assert not _verbs(one(docs, "Role", f"{RELEASE}-webhook")["rules"], "", "secrets")
     cluster = one(docs, "ClusterRole", f"{RELEASE}-webhook")["rules"]
     assert not [r for r in cluster if "mutatingwebhookconfigurations" in r["resources"]]
     docs = render("certs.mode=certManager", "rbac.migrationGuard=false")
     assert not [d for d in all_of(docs, "ClusterRole")
                 if d["metadata"]["name"] == f"{RELEASE}-webhook"]
-    assert not all_of(docs, "ClusterRoleBinding")
+    # Only the uninstall cleanup hook's binding is left (test_chart_render_hooks.py).
+    assert [b["metadata"]["name"] for b in all_of(docs, "ClusterRoleBinding")] == [
+        f"{RELEASE}-cleanup"]
 
 
 @pytest.mark.parametrize("sets", [(), ("certs.mode=certManager",)])

@@ -39,7 +39,8 @@ def test_deployment_defaults():
     assert deploy["metadata"]["namespace"] == NAMESPACE
     assert deploy["spec"]["replicas"] == 2
     pod = deploy["spec"]["template"]["spec"]
-    assert pod["serviceAccountName"] == one(docs, "ServiceAccount")["metadata"]["name"]
+    assert pod["serviceAccountName"] == one(docs, "ServiceAccount",
+                                            f"{RELEASE}-webhook")["metadata"]["name"]
     c = webhook_container(docs)
     assert c["image"] == f"gpushift/webhook:{app_version()}"
     assert c["imagePullPolicy"] == "IfNotPresent"
@@ -163,7 +164,7 @@ def test_deployment_args_are_what_the_webhook_cli_expects(release, tmp_path, mon
     assert args.service_name == one(docs, "Service")["metadata"]["name"]
     assert args.secret_name == f"{fullname}-tls"
     # The Role lets it manage exactly that Secret.
-    role = one(docs, "Role")
+    role = one(docs, "Role", f"{fullname}-webhook")
     named = [r for r in role["rules"] if "secrets" in r["resources"] and "resourceNames" in r]
     assert named and all(r["resourceNames"] == [args.secret_name] for r in named)
     assert NAMESPACE in config.excluded_namespaces
@@ -180,7 +181,7 @@ def test_migration_guard_is_on_with_the_lease_its_role_names(release, tmp_path, 
     assert args.guard_interval == chart_values()["guard"]["intervalSeconds"] == 5
     assert config.guard.ready_timeout_seconds == 300
     # The Role lets it get and update exactly that Lease (create cannot be named).
-    role = one(docs, "Role")
+    role = one(docs, "Role", f"{fullname}-webhook")
     named = [r for r in role["rules"] if "leases" in r["resources"] and "resourceNames" in r]
     assert named and all(r["resourceNames"] == [args.guard_lease_name] for r in named)
     assert {"get", "update"} <= {v for r in named for v in r["verbs"]}

@@ -1,5 +1,6 @@
 """`gpushift-webhook`: serve the admission webhook (and, with --guard, the migration
-guard), or check a configuration file."""
+guard), check a configuration file, or run one of the Helm chart's hooks
+(`hook_commands`: uninstall-cleanup, probe-injection)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
 from gpushift_core import jsonlog
 from gpushift_core.kube import KubeApi, Retry
-from gpushift_webhook import guard_loop, notebook_watch, self_managed
+from gpushift_webhook import guard_loop, hook_commands, notebook_watch, self_managed
 from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
 from gpushift_webhook.enablement import EnablementMode
@@ -62,41 +63,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES,
                        help="larger request bodies are refused with 400")
     serve.add_argument("--log-level", default="INFO")
-    managed = serve.add_argument_group(
-        "self-managed certificates",
-        "keep the CA and serving certificate in a Secret, rotate them, write them into "
-        "--cert-dir and publish the CA as the webhook configuration's caBundle")
-    managed.add_argument("--self-managed-certs", action="store_true",
-                         help="turn the self-managed mode on")
-    managed.add_argument("--secret-name", default="gpushift-webhook-tls",
-                         help="Secret in --namespace holding the certificates")
-    managed.add_argument("--webhook-configuration", default="gpushift",
-                         help="MutatingWebhookConfiguration whose caBundle is kept current")
-    managed.add_argument("--service-name", default="gpushift-webhook",
-                         help="Service of the webhook: its DNS names go into the certificate")
-    managed.add_argument("--ip-san", action="append", default=[],
-                         help="IP address SAN (repeat), for a webhook reached by address")
-    managed.add_argument("--cert-interval", type=float, default=60.0,
-                         help="seconds between certificate reconciles")
-    managed.add_argument("--serving-cert-validity", type=float, default=365 * 86400.0,
-                         help="seconds a new serving certificate is valid (renewed at 2/3)")
-    managed.add_argument("--ca-validity", type=float, default=5 * 365 * 86400.0,
-                         help="seconds a new CA is valid (replaced at 2/3)")
-    managed.add_argument("--ca-propagation-delay", type=float, default=60.0,
-                         help="seconds a next CA is published before it signs")
-    managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
-                         help="kubeconfig outside the cluster (default: in-cluster)")
-    managed.add_argument("--cert-deadline", type=float, default=600.0,
-                         help="seconds without a completed certificate reconcile after "
-                              "which /healthz fails")
-
+    _add_self_managed_arguments(serve)
     _add_guard_arguments(serve)
 
     check = sub.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("--config", required=True)
+    hook_commands.add_parsers(sub)
 
     args = parser.parse_args(argv)
     jsonlog.setup(getattr(args, "log_level", "INFO"))
+    if args.command in hook_commands.COMMANDS:
+        return hook_commands.run(parser, args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -228,6 +205,36 @@ class _PassOnList:
         listed = await self.api.list_notebooks()
         self.health.passed()
         return listed
+
+
+def _add_self_managed_arguments(serve: argparse.ArgumentParser) -> None:
+    managed = serve.add_argument_group(
+        "self-managed certificates",
+        "keep the CA and serving certificate in a Secret, rotate them, write them into "
+        "--cert-dir and publish the CA as the webhook configuration's caBundle")
+    managed.add_argument("--self-managed-certs", action="store_true",
+                         help="turn the self-managed mode on")
+    managed.add_argument("--secret-name", default="gpushift-webhook-tls",
+                         help="Secret in --namespace holding the certificates")
+    managed.add_argument("--webhook-configuration", default="gpushift",
+                         help="MutatingWebhookConfiguration whose caBundle is kept current")
+    managed.add_argument("--service-name", default="gpushift-webhook",
+                         help="Service of the webhook: its DNS names go into the certificate")
+    managed.add_argument("--ip-san", action="append", default=[],
+                         help="IP address SAN (repeat), for a webhook reached by address")
+    managed.add_argument("--cert-interval", type=float, default=60.0,
+                         help="seconds between certificate reconciles")
+    managed.add_argument("--serving-cert-validity", type=float, default=365 * 86400.0,
+                         help="seconds a new serving certificate is valid (renewed at 2/3)")
+    managed.add_argument("--ca-validity", type=float, default=5 * 365 * 86400.0,
+                         help="seconds a new CA is valid (replaced at 2/3)")
+    managed.add_argument("--ca-propagation-delay", type=float, default=60.0,
+                         help="seconds a next CA is published before it signs")
+    managed.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"),
+                         help="kubeconfig outside the cluster (default: in-cluster)")
+    managed.add_argument("--cert-deadline", type=float, default=600.0,
+                         help="seconds without a completed certificate reconcile after "
+                              "which /healthz fails")
 
 
 def _add_guard_arguments(serve: argparse.ArgumentParser) -> None:

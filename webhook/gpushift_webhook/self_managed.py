@@ -43,8 +43,22 @@ class SelfManagedSettings:
     CA is published only once the certificate it signed is being served."""
 
 
-async def reconcile_once(api: CertificateObjects, settings: SelfManagedSettings) -> list[str]:
-    """One pass; returns what changed (empty when all was current)."""
+@dataclass
+class OwnerSeen:
+    """The webhook configuration a replica last read, kept across passes. A replica that
+    is still running when the configuration is deleted (`helm uninstall`: the
+    pre-delete hook deletes the configuration and the Secret, then helm deletes the
+    Deployment) may write the Secret again in a pass before it stops. It then names the
+    configuration it last saw as owner, which no longer exists, so Kubernetes' garbage
+    collector deletes that Secret too, instead of a CA key staying behind unowned."""
+
+    owner: Owner | None = None
+
+
+async def reconcile_once(api: CertificateObjects, settings: SelfManagedSettings,
+                         seen: OwnerSeen | None = None) -> list[str]:
+    """One pass; returns what changed (empty when all was current). `seen`: the owner
+    read by earlier passes (see `OwnerSeen`)."""
     secret = await api.read_secret(settings.namespace, settings.secret_name)
     state = CertState.from_secret_data(secret.data if secret else None)
     if secret is not None and state is None:
@@ -56,7 +70,10 @@ async def reconcile_once(api: CertificateObjects, settings: SelfManagedSettings)
     except KubeError as exc:
         if not exc.not_found:
             raise
-        owner, published = None, []
+        owner, published = (seen.owner if seen else None), []
+    else:
+        if seen is not None:
+            seen.owner = owner
     # A next CA is promoted only when every webhook of the configuration trusts it.
     common = min(published, key=len) if published else b""
     result = plan(state, settings.policy, utcnow(), common)
@@ -95,10 +112,11 @@ async def run(api: CertificateObjects, settings: SelfManagedSettings,
     """Reconcile until cancelled; API failures are logged and retried sooner, anything
     else escapes to the loop's supervisor (`gpushift_webhook.supervisor`). `on_pass` is
     called after each reconcile that completed."""
+    seen = OwnerSeen()
     while True:
         delay = settings.interval_seconds
         try:
-            changes = await reconcile_once(api, settings)
+            changes = await reconcile_once(api, settings, seen)
             for change in changes:
                 log.info("certificates: %s", change, extra={"secret": settings.secret_name})
             if on_pass is not None:

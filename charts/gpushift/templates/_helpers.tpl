@@ -155,4 +155,68 @@ Fail early on values the webhook or Kubernetes would refuse.
 {{- if and .Values.webhook.urlOverride (not (hasPrefix "https://" .Values.webhook.urlOverride)) }}
 {{- fail "webhook.urlOverride must start with https://" }}
 {{- end }}
+{{- $never := concat (list "kube-system" .Release.Namespace) .Values.config.excluded_namespaces }}
+{{- if has .Values.tests.namespace $never }}
+{{- fail (printf "tests.namespace %q is never injected (kube-system, the release namespace and config.excluded_namespaces are not): name a namespace where injection is enabled" .Values.tests.namespace) }}
+{{- end }}
+{{- end }}
+
+{{/* The pre-delete hook that cleans up on helm uninstall (templates/cleanup-hook.yaml). */}}
+{{- define "gpushift.cleanupName" -}}
+{{- include "gpushift.fullname" . }}-cleanup
+{{- end }}
+
+{{/* The helm test (templates/tests/injection-test.yaml). */}}
+{{- define "gpushift.testName" -}}
+{{- include "gpushift.fullname" . }}-test
+{{- end }}
+
+{{/*
+Metadata of the cleanup Job's pod template. Istio's proxy is kept out, as from the
+webhook's pods: a proxy container would keep a finished hook pod from completing.
+*/}}
+{{- define "gpushift.hookPodMetadata" -}}
+annotations:
+  sidecar.istio.io/inject: "false"
+labels:
+  {{- include "gpushift.labels" . | nindent 2 }}
+  {{- with .Values.hookPodLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+What the hook pods (cleanup Job, helm test) share with the webhook's pods: pull secrets,
+placement and the hardened securityContext.
+*/}}
+{{- define "gpushift.hookPodSpec" -}}
+restartPolicy: Never
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- if .Values.podSecurityContext }}
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+  {{- else }}
+  {{- include "gpushift.podSecurityContext" 65532 | nindent 2 }}
+  {{- end }}
+{{- end }}
+
+{{- define "gpushift.hookContainerSecurityContext" -}}
+{{- if .Values.containerSecurityContext }}
+{{- toYaml .Values.containerSecurityContext }}
+{{- else }}
+{{- include "gpushift.containerSecurityContext" 65532 }}
+{{- end }}
 {{- end }}
