@@ -7,8 +7,10 @@ that runs on the CPU of a GPU pod is not GPU work: that time is the GPU held idl
 is what an admin wants to see beside the GPU-hours held.
 
 `GpuActivityPublisher` writes the meter to the Notebook annotation
-`gpushift.io/notebook-gpu-activity` (`gpushift_core.gpu_activity`) every `interval`
-seconds when it changed, and once more when the sidecar stops (the pod's end, a move's
+`gpushift.io/notebook-gpu-activity` (`gpushift_core.gpu_activity`) as the GPU pod's
+sidecar starts (no GPU work yet: a report can tell a GPU held idle since the pod started
+from an older sidecar that writes nothing), then every `interval` seconds when it
+changed, and once more when the sidecar stops (the pod's end, a move's
 included), for the webhook's `gpushift_gpu_busy_seconds_total`. The key contains
 "notebook", so Kubeflow's controller does not copy it into the pod template: the write
 never recreates the pod. One small patch a minute per GPU notebook at most.
@@ -100,8 +102,8 @@ class GpuActivityPublisher:
         self.interval = interval
         self.clock = clock
         self._uid = ""
-        # A pod that never did GPU work writes nothing: no annotation, no write.
-        self._written: tuple[float, float | None] = (0.0, None)
+        # None: nothing written yet, so the first pass writes even "no GPU work yet".
+        self._written: tuple[float, float | None] | None = None
         self._problem: str | None = None
         self._loop: asyncio.Task[None] | None = None
 
@@ -120,13 +122,13 @@ class GpuActivityPublisher:
 
     async def run(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
             try:
                 await self.publish()
             except asyncio.CancelledError:
                 raise
             except Exception:  # the loop must outlive one bad write
                 log.exception("writing the GPU activity failed")
+            await asyncio.sleep(self.interval)
 
     async def publish(self) -> None:
         """Write the meter now, unless the annotation already shows it."""

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -52,13 +51,8 @@ from gpushift_sidecar import gpu_utilization, notebooks
 from gpushift_sidecar.api_requests import ActivityReport
 from gpushift_sidecar.gpu_busy import GpuBusyMeter, gpu_work_now
 from gpushift_sidecar.idle import IdleState, IdleTimer, IdleTransition
-from gpushift_sidecar.idle_reporting import (
-    api_state,
-    idle_annotations,
-    idle_note,
-    moving_away,
-)
-from gpushift_sidecar.state import CheckpointRef, Migration, Reason, Target
+from gpushift_sidecar.idle_move import idle_migration
+from gpushift_sidecar.idle_reporting import api_state, idle_annotations, moving_away
 from gpushift_sidecar.tracker import MigrationInFlight, NotebookStopped
 
 if TYPE_CHECKING:
@@ -119,9 +113,9 @@ class IdleLoop:
         self._warned_at: float | None = None
         """When the warning the coming move is due after began (None: none shown)."""
         self._move_id: str | None = None
+        """The idle move this loop started, while it is current."""
         self._save_wait_since: float | None = None
         """Since when the idle move waits for a checkpoint being written."""
-        """The idle move this loop started, while it is current."""
         self._utilization: dict[str, Any] | None = None
         self.gpu_busy = GpuBusyMeter()
         """The seconds of GPU work on this pod (`gpu_busy.GpuActivityPublisher`)."""
@@ -340,29 +334,16 @@ class IdleLoop:
         if writing and self._wait_for_save(transition, writing):
             return
         self._save_wait_since = None
-        refs = [CheckpointRef(info.notebook_path, info.commit_id)
-                for info in await notebooks.refresh_every(sidecar.watcher)]
-        checkpoint = refs[0] if refs else None  # the most recent; every notebook's go
-        lost = await asyncio.to_thread(notebooks.unsaved_text, refs)
-        if lost and self.timer.settings.when_not_saved == "stay":
-            why = (f"not saved by the checkpoints: {lost}; the admin keeps such notebooks "
-                   "on the GPU (idle.when_not_saved: stay): the idle timer starts over")
-            log.warning("idle move skipped", extra={"why": why})
-            self._restart(self.clock(), why)
+        migration = await idle_migration(sidecar, transition.timeout,
+                                         self.timer.settings.when_not_saved)
+        if isinstance(migration, str):
+            log.warning("idle move skipped", extra={"why": migration})
+            self._restart(self.clock(), migration)
             return
         if self.timer.work_seen(self.clock()):  # reported while the above was read
             self._restart(self.clock(), "a cell started as the idle timeout ran out: no "
                                         "idle move; the idle timer starts over")
             return
-        now = dt.datetime.now(dt.UTC)
-        migration = Migration.new(sidecar.env, target=Target.CPU, reason=Reason.IDLE,
-                                  profile=None, checkpoint=checkpoint, pending_cell=None,
-                                  now=now, other_checkpoints=tuple(refs[1:]))
-        migration = migration.with_note(idle_note(transition.timeout, sidecar.env.gpu),
-                                        now=now)
-        if lost:
-            migration = migration.with_note(f"not saved, so not restored on the CPU pod: "
-                                            f"{lost}", now=now)
         try:
             await sidecar.start_migration(migration)
         except MigrationInFlight as exc:
@@ -381,7 +362,8 @@ class IdleLoop:
         log.info("idle move started", extra={
             "notebook": sidecar.env.notebook_name, "migration": migration.id,
             "timeout": transition.timeout,
-            "checkpoint": None if checkpoint is None else checkpoint.commit_id})
+            "checkpoint": (None if migration.checkpoint is None
+                           else migration.checkpoint.commit_id)})
         self._publish(self.clock())
 
     def _wait_for_save(self, transition: IdleTransition, writing: list[str]) -> bool:

@@ -155,6 +155,15 @@ async def test_gpu_work_reported_by_the_sidecar_is_counted_busy_with_the_moves_p
     try:
         gpu_pod = wait_running(admin.core, namespace, "nb-0")
         gpu = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-gpu")
+
+        def activity() -> Any:
+            nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
+            return read_gpu_activity(nb)
+        # Before any GPU work the sidecar says so: a report sees a GPU held idle from
+        # the pod's start, not a notebook it knows nothing about.
+        first = wait_for("the GPU pod's first activity write", activity, 10, interval=0.1,
+                         describe=lambda: gpu.logs()[-2000:])
+        assert (first.pod, first.busy, first.last_work) == (gpu_pod.metadata.uid, 0.0, None)
         train = workspace / "work" / "train.ipynb"
         mig.kishu_db(train, "c-1")
         assert gpu.request("POST", "/notebooks", {"path": str(train)})[0] == 200
@@ -163,9 +172,6 @@ async def test_gpu_work_reported_by_the_sidecar_is_counted_busy_with_the_moves_p
         await asyncio.sleep(2.0)
         assert gpu.request("POST", "/activity", {**cell, "gpu_cell_running": False})[0] == 204
 
-        def activity() -> Any:
-            nb = admin.custom.get_namespaced_custom_object(*NB, namespace, "notebooks", "nb")
-            return read_gpu_activity(nb)
         reported = wait_for("the GPU work on the Notebook", lambda: (
             a if (a := activity()) is not None and a.busy >= 1.9 and a.last_work else None),
             10, interval=0.1, describe=lambda: (activity(), gpu.logs()[-2000:]))

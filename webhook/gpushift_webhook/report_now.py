@@ -7,10 +7,10 @@ What it reads, per Notebook:
 
 * whether it holds a GPU and how many (`gpu_hours.notebook_gpu`: GPUs in the spec, not
   stopped, a ready replica) and the profile its spec shows;
-* the sidecar's activity annotation `gpushift.io/notebook-gpu-activity`, JSON
-  `{"pod": <pod uid>, "busy": <GPU-work seconds on that pod>, "lastWork": <epoch of the
-  last GPU work or null>, "at": <epoch when written>}`, rewritten about every minute;
-  it speaks for the pod whose uid it names only (a recreated pod starts over);
+* the sidecar's activity annotation `gpushift.io/notebook-gpu-activity`
+  (`gpushift_core.gpu_activity`: the pod's uid, its GPU-work seconds, its last GPU work),
+  written as a GPU pod's sidecar starts and then about every minute when it changed; it
+  speaks for the pod whose uid it names only (a recreated pod starts over);
 * its idle timeout: the admin's, or its annotation clamped into the admin's bounds, and
   whether it is pinned (`gpushift_core.idle_timeout`, what the sidecar's timer uses);
 * its last move (the migration annotation) and the gpushift Events about it.
@@ -24,21 +24,20 @@ activity annotation (older sidecars).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from gpushift_core.admin_settings import GpuProfile, IdleSettings
+from gpushift_core.gpu_activity import GpuActivity
 from gpushift_core.idle_timeout import pin_requested, resolve_timeout, timeout_annotation
-from gpushift_core.labels import MIGRATION_ANNOTATION, PREFIX
+from gpushift_core.labels import GPU_ACTIVITY_ANNOTATION, MIGRATION_ANNOTATION
 from gpushift_core.timestamps import parse_utc
 from gpushift_webhook.gpu_hours import notebook_gpu
 from gpushift_webhook.report import duration_text
 from gpushift_webhook.report_text import table
 
 __all__ = [
-    "ACTIVITY_ANNOTATION",
     "STALE_ACTIVITY_SECONDS",
     "ClusterFacts",
     "HolderNow",
@@ -48,8 +47,6 @@ __all__ = [
     "now_table",
 ]
 
-ACTIVITY_ANNOTATION = f"{PREFIX}/notebook-gpu-activity"
-"""Written by the sidecar of a GPU pod (the contract in the module's doc)."""
 STALE_ACTIVITY_SECONDS = 300.0
 """An activity annotation older than this: its sidecar has stopped writing it."""
 CANNOT_KNOW = ("Without Prometheus this report sees only the present: who holds a GPU "
@@ -112,7 +109,7 @@ def holder_now(objects: NotebookObjects, facts: ClusterFacts, now: float) -> Hol
     meta = nb.get("metadata") or {}
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
     state = notebook_gpu(nb, facts.gpu_resources, facts.profiles)
-    idle_seconds, idle_note = _idle(annotations.get(ACTIVITY_ANNOTATION), objects.pod,
+    idle_seconds, idle_note = _idle(annotations.get(GPU_ACTIVITY_ANNOTATION), objects.pod,
                                     now) if state.held else (None, "")
     found = timeout_annotation(annotations)
     timeout = (resolve_timeout(facts.idle, None) if found is None
@@ -132,32 +129,22 @@ def _idle(text: str | None, pod: Mapping[str, Any] | None,
           now: float) -> tuple[float | None, str]:
     if text is None:
         return None, "no activity annotation (sidecar older than GPU work reporting)"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, "activity annotation is not JSON"
-    if not isinstance(data, dict):
-        return None, "activity annotation is not a JSON object"
+    activity = GpuActivity.parse(text)
+    if activity is None:
+        return None, "activity annotation unreadable (not the sidecar's JSON)"
     pod_meta = (pod or {}).get("metadata") or {}
-    if pod is None or data.get("pod") != pod_meta.get("uid"):
+    if pod is None or activity.pod != pod_meta.get("uid"):
         return None, "activity annotation is from an earlier pod"
-    at = _number(data.get("at"))
-    stale = (f"; annotation {duration_text(now - at)} old: sidecar silent?"
-             if at is not None and now - at > STALE_ACTIVITY_SECONDS else "")
-    last_work = _number(data.get("lastWork"))
-    if last_work is not None:
-        return max(0.0, now - last_work), "since its last GPU work" + stale
+    age = now - activity.at
+    stale = (f"; annotation {duration_text(age)} old: sidecar silent?"
+             if age > STALE_ACTIVITY_SECONDS else "")
+    if activity.last_work is not None:
+        return max(0.0, now - activity.last_work), "since its last GPU work" + stale
     started = parse_utc(((pod.get("status") or {}).get("startTime"))
                         or pod_meta.get("creationTimestamp"))
     if started is None:
         return None, "no GPU work on this pod; its start is unknown" + stale
     return max(0.0, now - started.timestamp()), "no GPU work since the pod started" + stale
-
-
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _last_move(text: str | None) -> str:
