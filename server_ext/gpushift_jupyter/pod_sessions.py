@@ -30,6 +30,12 @@ looked at in parallel, one kernel each; whatever is left is named `unchecked`)."
 IN_USE_WAIT_S = 2.0
 """How long a kernel that kishu is working in (attaching, a checkpoint) is waited for:
 an attach takes a moment; a checkpoint is not waited for."""
+BUSY_SETTLE_S = 1.0
+"""How long a kernel that reads busy, with none of gpushift's work in it, is given to
+read idle before it counts as running a cell. Its status comes on another channel than
+the replies, so right after gpushift's own work in it (the previous look at its
+variables, a checkpoint) it can still read busy for a moment: without this, the idle
+warning's look every 5 s said "a cell is running" now and then with none running."""
 
 
 @dataclass(frozen=True)
@@ -121,9 +127,7 @@ async def _unsaved_in(registry: KernelRegistry, kernel: SavedKernel
                       ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
     notebook = registry.relative(kernel.notebook)
     facts = registry.facts(kernel.kernel_id)
-    state = getattr(registry.kernel_manager.get_kernel(kernel.kernel_id),
-                    "execution_state", None)
-    if state == "busy" and not facts.busy.locked():  # the user's cell, not kishu's work
+    if await _running_a_cell(registry.kernel_manager.get_kernel(kernel.kernel_id), facts.busy):
         return [], [{"notebook": notebook,
                      "why": "a cell is running: its variables are known once it is saved"}]
     try:
@@ -139,6 +143,18 @@ async def _unsaved_in(registry: KernelRegistry, kernel: SavedKernel
         {"notebook": notebook, "why": f"not every variable was looked at within "
                                       f"{PREVIEW_BUDGET_S:g} s"}]
     return unsaved, unchecked
+
+
+async def _running_a_cell(kernel: Any, ours: asyncio.Lock) -> bool:
+    """The kernel runs the user's cell: it reads busy while none of gpushift's work is
+    in it (`ours` free), and still does after `BUSY_SETTLE_S`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BUSY_SETTLE_S
+    while getattr(kernel, "execution_state", None) == "busy" and not ours.locked():
+        if loop.time() >= deadline:
+            return True
+        await asyncio.sleep(0.05)
+    return False
 
 
 def _spec_of(registry: KernelRegistry, kernel_id: str) -> Any:
