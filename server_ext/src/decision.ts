@@ -105,3 +105,12 @@ export function canMove(pod: PodKind, migrating: boolean): { toGpu: boolean; toC
   }
   return { toGpu: pod.kind === 'cpu', toCpu: pod.kind === 'gpu' };
 }
+
+/** "Move to GPU…" can open: no move in flight, and a profile to go to (from a GPU pod,
+ * one other than its own). `profiles`: the admin's profile names. */
+export function canPickProfile(pod: PodKind, migrating: boolean, profiles: readonly string[]): boolean {
+  if (migrating) {
+    return false;
+  }
+  return (pod.kind === 'cpu' && profiles.length > 0) || (pod.kind === 'gpu' && profiles.length > 1);
+}

@@ -11,6 +11,7 @@ import { secondsLeft } from './countdown';
 import { TranslationBundle } from './i18n';
 import { isTerminal } from './phases';
 import { PodKind, podKindOf } from './podKind';
+import { IProfilesAnswer, readProfiles } from './profiles';
 import { IMigrationService, IMoveOptions } from './tokens';
 import {
   IClassification,
@@ -130,6 +131,14 @@ export class MigrationService implements IMigrationService {
     this._changed.emit();
   }
 
+  async profiles(): Promise<IProfilesAnswer> {
+    const answer = readProfiles(await this.api.get<unknown>('profiles'));
+    if (answer === null) {
+      throw new ApiError(0, 'bad-answer', this._trans.__('the server did not list the GPU profiles'), false);
+    }
+    return answer;
+  }
+
   async move(target: Target, options: IMoveOptions): Promise<boolean> {
     const panel = options.panel ?? null;
     const kernel = panel?.sessionContext.session?.kernel ?? null;
@@ -141,6 +150,9 @@ export class MigrationService implements IMigrationService {
       path: panel ? panel.sessionContext.path || panel.context.path : null,
       pending_cell: options.pendingCell ?? null
     };
+    if (options.profile) {
+      body.profile = options.profile;
+    }
     // The progress shows "saving your variables" while the server checkpoints, before
     // it answers (the first step of the move).
     this._starting = target;

@@ -81,11 +81,17 @@ export function statusText(
 export class PodStatusItem extends Widget {
   constructor(
     private readonly _service: IMigrationService,
-    private readonly _trans: TranslationBundle
+    private readonly _trans: TranslationBundle,
+    /** What a click does ("Move to GPU…"); none: the item only shows. */
+    onClick: (() => void) | null = null
   ) {
     super();
     this.addClass('gpushift-status');
     this.node.setAttribute('data-testid', 'gpushift-status');
+    if (onClick) {
+      this.addClass('jp-mod-highlighted');
+      this.node.addEventListener('click', onClick);
+    }
     _service.changed.connect(this._render, this);
     this._ticker = setInterval(() => {
       if (this._service.idleSecondsLeft() !== null) {

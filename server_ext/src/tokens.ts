@@ -8,6 +8,7 @@ import { ISignal } from '@lumino/signaling';
 
 import { IUserSettings } from './decision';
 import { PodKind } from './podKind';
+import { IProfilesAnswer } from './profiles';
 import {
   IClassification,
   IIdleSnapshot,
@@ -25,6 +26,8 @@ export interface IMoveOptions {
   panel?: NotebookPanel | null;
   /** The cell to run on the new pod. */
   pendingCell?: IPendingCell | null;
+  /** The GPU profile to move to (a move to GPU); absent or null: the admin's default. */
+  profile?: string | null;
 }
 
 export interface IMigrationService {
@@ -54,6 +57,9 @@ export interface IMigrationService {
   readonly changed: ISignal<IMigrationService, void>;
   /** Poll the server now. */
   refresh(): Promise<void>;
+  /** The admin's GPU profiles with what is free now (GET api_extension/profiles);
+   * rejects with the server's reason (`ApiError`). */
+  profiles(): Promise<IProfilesAnswer>;
   /** Start a move; resolves true when the server accepted it (errors are notified). */
   move(target: Target, options: IMoveOptions): Promise<boolean>;
   /** The notebook path this page asked migration `id` to move (null: not this page's). */

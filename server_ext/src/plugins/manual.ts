@@ -10,10 +10,12 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
 
-import { canMove, readSettings } from '../decision';
+import { ApiError } from '../api';
+import { canMove, canPickProfile, readSettings } from '../decision';
 import { confirmMove } from '../gpuDialog';
 import { loadBundle, TranslationBundle } from '../i18n';
 import { clampIdleTimeout, describeBounds } from '../podKind';
+import { pickProfile } from '../profilePicker';
 import { PodStatusItem } from '../statusItem';
 import { IMigrationService } from '../tokens';
 import { Target } from '../types';
@@ -24,6 +26,8 @@ export const PLUGIN_ID = 'gpushift-jupyter:manual';
 export namespace CommandIDs {
   export const moveToGpu = 'gpushift:move-to-gpu';
   export const moveToCpu = 'gpushift:move-to-cpu';
+  /** "Move to GPU…": choose the GPU profile. */
+  export const moveToGpuProfile = 'gpushift:move-to-gpu-profile';
   /** The toolbar button: the move that makes sense on this pod. */
   export const move = 'gpushift:move';
   export const idleTimeout = 'gpushift:set-idle-timeout';
@@ -46,15 +50,16 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = loadBundle(translator);
     const { commands } = app;
-    const move = async (target: Target) => {
+    const move = async (target: Target, profile: string | null = null) => {
       const panel = tracker?.currentWidget ?? null;
       // Asked only when the move would stop something or leave variables behind.
       const loss = moveLossText(trans, await service.podSessions(true));
       if (loss !== null && !(await confirmMove(trans, target, loss))) {
         return false;
       }
-      return service.move(target, { reason: 'manual', panel, pendingCell: null });
+      return service.move(target, { reason: 'manual', panel, pendingCell: null, profile });
     };
+    const profileNames = () => service.config?.profiles ?? [];
     commands.addCommand(CommandIDs.moveToGpu, {
       label: trans.__('Move to GPU'),
       caption: trans.__('Save the variables, move this notebook to a GPU pod and restore them there'),
@@ -66,6 +71,23 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       caption: trans.__('Save the variables, move this notebook back to a CPU pod and restore them there'),
       isEnabled: () => canMove(service.pod, service.migrating).toCpu,
       execute: () => move('cpu')
+    });
+    commands.addCommand(CommandIDs.moveToGpuProfile, {
+      label: trans.__('Move to GPU…'),
+      caption: trans.__('Choose a GPU (the admin\'s profiles, with what is free now) and move this notebook there'),
+      isEnabled: () => canPickProfile(service.pod, service.migrating, profileNames()),
+      execute: async () => {
+        let answer;
+        try {
+          answer = await service.profiles();
+        } catch (error) {
+          const why = error instanceof ApiError ? error.detail : String(error);
+          Notification.error(trans.__('The GPU profiles could not be listed: %1', why), { autoClose: 8000 });
+          return false;
+        }
+        const profile = await pickProfile(trans, answer);
+        return profile === null ? false : move('gpu', profile);
+      }
     });
     commands.addCommand(CommandIDs.move, {
       label: () => (service.pod.kind === 'gpu' ? trans.__('Move to CPU') : trans.__('Move to GPU')),
@@ -95,13 +117,23 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     if (palette) {
-      for (const command of [CommandIDs.moveToGpu, CommandIDs.moveToCpu, CommandIDs.idleTimeout]) {
+      for (const command of [
+        CommandIDs.moveToGpu,
+        CommandIDs.moveToGpuProfile,
+        CommandIDs.moveToCpu,
+        CommandIDs.idleTimeout
+      ]) {
         palette.addItem({ command, category: trans.__('GPU') });
       }
     }
     if (statusBar) {
       statusBar.registerStatusItem('gpushift-jupyter:pod-kind', {
-        item: new PodStatusItem(service, trans),
+        // A click opens "Move to GPU…" (when a profile can be chosen).
+        item: new PodStatusItem(service, trans, () => {
+          if (commands.isEnabled(CommandIDs.moveToGpuProfile)) {
+            void commands.execute(CommandIDs.moveToGpuProfile);
+          }
+        }),
         align: 'left',
         rank: 0
       });
@@ -110,7 +142,8 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
     let lastState = '';
     service.changed.connect(() => {
       const can = canMove(service.pod, service.migrating);
-      const state = `${service.pod.kind}:${can.toGpu}:${can.toCpu}:${service.config?.idleBounds != null}`;
+      const pick = canPickProfile(service.pod, service.migrating, profileNames());
+      const state = `${service.pod.kind}:${can.toGpu}:${can.toCpu}:${pick}:${service.config?.idleBounds != null}`;
       if (state !== lastState) {
         lastState = state;
         commands.notifyCommandChanged();

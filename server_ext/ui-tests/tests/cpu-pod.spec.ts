@@ -108,13 +108,47 @@ test.describe('CPU pod', () => {
     await page.notebook.createNew();
     await page.menu.open('Kernel');
     const menu = page.locator('.lm-Menu').last();
-    await expect(menu.locator('.lm-Menu-item:has-text("Move to GPU")')).not.toHaveClass(/lm-mod-disabled/);
-    await expect(menu.locator('.lm-Menu-item:has-text("Move to CPU")')).toHaveClass(/lm-mod-disabled/);
+    const item = (label: string) =>
+      menu.locator('.lm-Menu-item').filter({
+        has: page.locator('.lm-Menu-itemLabel', { hasText: new RegExp(`^${label}$`) })
+      });
+    await expect(item('Move to GPU')).not.toHaveClass(/lm-mod-disabled/);
+    await expect(item('Move to GPU…')).not.toHaveClass(/lm-mod-disabled/);
+    await expect(item('Move to CPU')).toHaveClass(/lm-mod-disabled/);
     await shot(page, 'kernel-menu');
     await page.keyboard.press('Escape');
     const button = page.locator('.jp-NotebookPanel-toolbar [data-jp-item-name="gpushift-move"]');
     await expect(button).toBeVisible();
     await expect(button).toContainText('Move to GPU');
+  });
+
+  test('"Move to GPU…" lists the admin\'s profiles; the chosen one goes with the move', async ({ page }) => {
+    await page.notebook.createNew('picker.ipynb');
+    await captureNotices(page);
+    // The status bar item opens it too.
+    await podStatus(page).click();
+    const picker = page.locator('.jp-Dialog').filter({ has: page.getByTestId('gpushift-profile-picker') });
+    await expect(picker).toBeVisible();
+    const row = picker.locator('.gpushift-profile[data-profile="nvidia-1"]');
+    await expect(row).toContainText('nvidia-1: NVIDIA ×1 (default)');
+    // No Kubernetes API on this pod: what is free is not known, and the dialog says so.
+    await expect(row).toContainText('free GPUs not known');
+    await expect(picker.locator('.gpushift-profile-note')).not.toBeEmpty();
+    await expect(row.locator('input[type="radio"]')).toBeChecked();
+    await shot(page, 'profile-picker');
+    await picker.getByRole('button', { name: 'Cancel' }).click();
+    await expect(podStatus(page)).toHaveText('CPU');
+    expect(await notices(page)).toEqual([]);
+
+    await page.evaluate(() => {
+      void (window as any).jupyterapp.commands.execute('gpushift:move-to-gpu-profile');
+    });
+    await expect(picker).toBeVisible();
+    const sent = page.waitForRequest(request => request.url().includes('api_extension/migrate'));
+    await picker.getByRole('button', { name: 'Move' }).click();
+    expect((await sent).postDataJSON()).toMatchObject({ target: 'gpu', reason: 'manual', profile: 'nvidia-1' });
+    // Then as any move on this machine: the patch step fails, and says why.
+    await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
   });
 
   test('settings: with automatic moves off, a GPU cell runs without asking', async ({ page }) => {
