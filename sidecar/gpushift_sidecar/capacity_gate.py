@@ -73,12 +73,19 @@ class NoFreeGpu:
     """Fresh capacity says no node the profile allows has `count` free."""
 
     profile: str
+    """The profile the move asked for."""
     resource: str
+    """Its extended resource."""
     count: int
+    """How many it needs, on one node."""
     free: int
+    """Free on all its nodes, as published."""
     largest_free: int
+    """The most free on one of its nodes (below `count`)."""
     nodes: int
+    """Nodes that could take it."""
     at: str
+    """When the capacity was published (UTC, ISO 8601)."""
 
     @property
     def message(self) -> str:

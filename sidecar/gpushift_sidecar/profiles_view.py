@@ -54,8 +54,8 @@ def _entry(gate: CapacityGate, read: CapacityRead,
            quotas: Sequence[Mapping[str, Any]] | None, profile: GpuProfile,
            is_current: bool) -> dict[str, Any]:
     published = read.entry(profile.name)
-    held = gate.env.gpu.count if (gate.env.gpu is not None
-                                  and gate.env.gpu.resource == profile.resource) else 0
+    gpu = gate.env.gpu
+    held = gpu.count if gpu is not None and gpu.resource == profile.resource else 0
     left = None if quotas is None else quota_left(quotas, profile.resource, held=held)
     why: str | None = None
     if is_current:
