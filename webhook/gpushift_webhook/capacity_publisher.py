@@ -174,6 +174,9 @@ async def passes(publisher: CapacityPublisher, is_leader: Callable[[], bool],
                 if publisher.metrics is not None:
                     publisher.metrics.capacity_errors.inc()
         else:
+            # Another replica may write while this one stands by: as leader again, it
+            # compares with the ConfigMap, not with what it wrote before.
+            publisher.published = None
             health.passed()
         await asyncio.sleep(publisher.settings.interval_seconds)
 
