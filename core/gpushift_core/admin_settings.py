@@ -28,6 +28,7 @@ __all__ = [
     "IdleSettings",
     "ImagePair",
     "ServerTypeSettings",
+    "check_capacity_configmap",
     "check_gpu_settings",
     "check_move_settings",
     "image_kind_name",
@@ -221,6 +222,10 @@ class AdminSettings:
     the user whether to move anyway with the image kept), "refuse" (409 whatever the
     request says) or "keep" (moved with the CPU image kept, without asking, so CUDA
     code fails on the GPU pod; the move's notes say so)."""
+    capacity_configmap: str = ""
+    """Where the webhook publishes what is free per profile: "<namespace>/<name>" of a
+    ConfigMap (key capacity.json, `gpushift_core.capacity_document`); empty: not
+    published (the sidecar's GET /profiles then says the capacity is unknown)."""
 
     def profile(self, name: str) -> GpuProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -246,6 +251,10 @@ class AdminSettings:
             "server_types": {"inject": list(self.server_types.inject),
                              "inert": list(self.server_types.inert)},
             "unmapped_image": self.unmapped_image,
+            # Only when set, as for a profile's extras: a sidecar of an older release
+            # reads settings without it.
+            **({"capacity_configmap": self.capacity_configmap}
+               if self.capacity_configmap else {}),
         }
 
 
@@ -344,4 +353,12 @@ def parse_admin_settings(text: str) -> AdminSettings:
     check_gpu_settings(settings.profiles, settings.default_profile, settings.gpu_resources,
                        settings.idle)
     check_move_settings(settings.server_types, settings.unmapped_image, settings.image_map)
+    check_capacity_configmap(settings.capacity_configmap)
     return settings
+
+
+def check_capacity_configmap(ref: str) -> None:
+    """ConfigError unless `ref` is empty or "<namespace>/<name>"."""
+    namespace, sep, name = ref.partition("/")
+    if ref and (not sep or not namespace or not name or "/" in name):
+        raise ConfigError(f"capacity_configmap: {ref!r} is not <namespace>/<name>")

@@ -213,6 +213,18 @@ class IdleTimeoutHandler(GpushiftHandler):
         self.answer(await self.services.sidecar.put("/idle/timeout", body))
 
 
+class ProfilesHandler(GpushiftHandler):
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        """The "Move to GPU…" picker's list: the admin's GPU profiles with what is free
+        now, the namespace's quota left and whether a move can start, as the sidecar
+        answers it (`GET /profiles`)."""
+        self.services.require_optimizer()
+        self.answer(await self.services.sidecar.get("/profiles"))
+
+
 ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
     ("", RuntimeHandler),
     ("/pod", PodHandler),
@@ -226,6 +238,7 @@ ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
     ("/idle", IdleHandler),
     ("/idle/stay", IdleStayHandler),
     ("/idle/timeout", IdleTimeoutHandler),
+    ("/profiles", ProfilesHandler),
 ]
 
 

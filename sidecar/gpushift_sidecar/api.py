@@ -6,7 +6,9 @@ move created with `checkpoints_to_come`, or says it could not save: the move fai
 unless the current move waits for them), `POST /migrations/current/restore` (the server
 extension's restore report: the migration
 in `restoring` ends `done`, or `failed` when `ok` is false; 409 when none is restoring),
-`POST /activity` (feeds the idle timer), `GET /idle`, `POST /idle/stay` (the idle
+`POST /activity` (feeds the idle timer), `GET /profiles` (the admin's GPU profiles with
+what is free now, the quota left and whether a move can start: `profiles_view`),
+`GET /idle`, `POST /idle/stay` (the idle
 timer; stay is 409 when no warning shows) and `PUT /idle/timeout` (the user's timeout,
 clamped into the admin's bounds), `POST /notebooks` (a notebook kishu is attached
 to: its checkpoints are watched) and `GET /checkpoints`, `GET /metrics`.
@@ -14,7 +16,8 @@ to: its checkpoints are watched) and `GET /checkpoints`, `GET /metrics`.
 Every request except `GET /healthz` needs the pod's token (`Authorization: Bearer`):
 none is 401, a wrong one 403. Errors are JSON `{"error", "detail"}`: bad input 400, a
 body over the limit 413, a migration in the way, a stopped Notebook or a move to GPU
-over a ResourceQuota (`quota_gate`) 409, unknown routes and methods 404 and
+over a ResourceQuota (`quota_gate`) or to a profile with no GPU free now
+(`capacity_gate`: `no_free_gpu`) 409, unknown routes and methods 404 and
 405; nothing answers with a traceback. Request parsing lives in `api_requests` (pure); what
 the routes serve is the `Sidecar` of `service`.
 """
@@ -41,6 +44,8 @@ from gpushift_sidecar.api_requests import (
     parse_notebook_registration,
     parse_restore_report,
 )
+from gpushift_sidecar.capacity_gate import NoFreeGpuRefused
+from gpushift_sidecar.profiles_view import profiles_document
 from gpushift_sidecar.quota_gate import QuotaRefused
 from gpushift_sidecar.service import RunnerStartFailed, Sidecar
 from gpushift_sidecar.state import Migration, Phase
@@ -133,6 +138,7 @@ def make_app(sidecar: Sidecar, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> 
     app.router.add_put("/idle/timeout", idle_timeout)
     app.router.add_post("/notebooks", register_notebook)
     app.router.add_get("/checkpoints", list_checkpoints)
+    app.router.add_get("/profiles", list_profiles)
     app.router.add_get("/metrics", metrics_endpoint)
     return app
 
@@ -175,6 +181,9 @@ async def create_migration(request: web.Request) -> web.Response:
     except QuotaRefused as exc:
         return error_response(409, "quota_exceeded", exc.refusal.message,
                               quota=exc.refusal.to_json())
+    except NoFreeGpuRefused as exc:
+        return error_response(409, "no_free_gpu", exc.refusal.message,
+                              capacity=exc.refusal.to_json())
     except OSError as exc:
         log.error("migration state not written", extra={
             "path": str(sidecar.tracker.store.path), "why": exc.strerror})
@@ -291,6 +300,13 @@ async def register_notebook(request: web.Request) -> web.Response:
 
 async def list_checkpoints(request: web.Request) -> web.Response:
     return web.json_response(notebooks.listing(request.app[SIDECAR].watcher))
+
+
+async def list_profiles(request: web.Request) -> web.Response:
+    sidecar = request.app[SIDECAR]
+    capacity, quotas = await asyncio.gather(sidecar.capacity.read(),
+                                            sidecar.quotas.read_quotas())
+    return web.json_response(profiles_document(sidecar.capacity, capacity, quotas))
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:

@@ -216,6 +216,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                                            restore_timeout=restore_timeout,
                                            save_timeout=save_timeout))
     sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube, quotas=kube,
+                             capacity=kube,
                              idle_config=IdleLoopConfig(tick_seconds=idle_tick,
                                                         annotations_seconds=idle_annotations))
     steps.verify = sidecar.watcher.verify  # one checkpoint watcher: API, idle move, runner

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-__all__ = ["QuotaRefusal", "applies_to_gpu_pod", "check_quotas", "parse_quantity"]
+__all__ = ["QuotaRefusal", "applies_to_gpu_pod", "check_quotas", "parse_quantity", "quota_left"]
 
 # Scopes a notebook pod with a GPU limit always matches.
 MATCHING_SCOPES = frozenset({"NotTerminating", "NotBestEffort"})
@@ -108,6 +108,29 @@ def check_quotas(quotas: Sequence[Mapping[str, Any]], resource: str, count: int,
                 name = str((quota.get("metadata") or {}).get("name") or "")
                 return QuotaRefusal(name, key, in_use, limit, needs)
     return None
+
+
+def quota_left(quotas: Sequence[Mapping[str, Any]], resource: str, *,
+               held: int = 0) -> int | None:
+    """How many of `resource` a move could still take under the namespace's quotas: the
+    least `hard - used` over the keys `check_quotas` reads, plus `held` (what this pod
+    frees by moving), never below 0; None when no applicable quota bounds the resource."""
+    left: Decimal | None = None
+    keys = (f"requests.{resource}", f"limits.{resource}", resource)
+    for quota in quotas:
+        if not applies_to_gpu_pod(quota):
+            continue
+        hard = (quota.get("spec") or {}).get("hard") or {}
+        used = (quota.get("status") or {}).get("used") or {}
+        for key in keys:
+            if key not in hard:
+                continue
+            try:
+                room = parse_quantity(hard[key]) - parse_quantity(used.get(key, "0"))
+            except ValueError:
+                continue
+            left = room if left is None else min(left, room)
+    return None if left is None else max(0, int(left) + held)
 
 
 def _number(text: str, original: object) -> Decimal:

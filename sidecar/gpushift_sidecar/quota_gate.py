@@ -56,20 +56,34 @@ class QuotaGate:
         if migration.target is not Target.GPU or profile is None or self.kube is None:
             return None
         namespace = self.env.pod_namespace
-        try:
-            quotas = await asyncio.wait_for(self.kube.list_resource_quotas(namespace),
-                                            self.timeout_seconds)
-        except (KubeError, TimeoutError) as exc:
-            log.warning("ResourceQuotas not read; the move goes ahead unchecked", extra={
-                "namespace": namespace, "migration": migration.id,
-                "why": str(exc) or "no answer in time",
-                "status": getattr(exc, "status", None)})
+        quotas = await self.read_quotas(migration.id)
+        if quotas is None:
             return None
-        held = self.env.gpu
-        frees = held.count if held is not None and held.resource == profile.resource else 0
-        refusal = check_quotas(quotas, profile.resource, profile.count, held=frees)
+        refusal = check_quotas(quotas, profile.resource, profile.count,
+                               held=self.held(profile.resource))
         if refusal is not None:
             log.warning("move to GPU refused by a ResourceQuota", extra={
                 "namespace": namespace, "migration": migration.id,
                 "quota": refusal.quota, "why": refusal.message})
         return refusal
+
+    async def read_quotas(self, migration_id: str = "") -> list[dict[str, Any]] | None:
+        """The namespace's ResourceQuotas; None when there is no client or they could
+        not be read in time (logged)."""
+        if self.kube is None:
+            return None
+        namespace = self.env.pod_namespace
+        try:
+            return await asyncio.wait_for(self.kube.list_resource_quotas(namespace),
+                                          self.timeout_seconds)
+        except (KubeError, TimeoutError) as exc:
+            log.warning("ResourceQuotas not read; not checked", extra={
+                "namespace": namespace, "migration": migration_id,
+                "why": str(exc) or "no answer in time",
+                "status": getattr(exc, "status", None)})
+            return None
+
+    def held(self, resource: str) -> int:
+        """What this pod holds of `resource` (a move frees it)."""
+        gpu = self.env.gpu
+        return gpu.count if gpu is not None and gpu.resource == resource else 0

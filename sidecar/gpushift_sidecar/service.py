@@ -15,6 +15,7 @@ from gpushift_core.kube import KubeError
 from gpushift_core.notebook_stop import stop_refusal
 from gpushift_sidecar import notebooks
 from gpushift_sidecar.api_requests import ActivityReport, NamedCheckpoints, RestoreReport
+from gpushift_sidecar.capacity_gate import CapacityGate, ConfigMapReader, NoFreeGpuRefused
 from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
@@ -80,6 +81,8 @@ class Sidecar:
     """The idle timer and its loop (the loop runs on a GPU pod only)."""
     quotas: QuotaGate = field(init=False)
     """The ResourceQuota pre-check of a move to GPU."""
+    capacity: CapacityGate = field(init=False)
+    """The published GPU capacity (GET /profiles, the no_free_gpu pre-check)."""
 
     @classmethod
     def create(cls, env: SidecarEnv, runner: MigrationRunner,
@@ -87,11 +90,13 @@ class Sidecar:
                tracker: MigrationTracker | None = None, *,
                kube: NotebookReader | None = None,
                idle_config: IdleLoopConfig | None = None,
-               quotas: QuotaReader | None = None) -> Sidecar:
+               quotas: QuotaReader | None = None,
+               capacity: ConfigMapReader | None = None) -> Sidecar:
         """`tracker`: the one the runner was built with (default: a new one on the state
         file of `env`). `kube`: reads the Notebook's idle annotations (None: the admin's
         default timeout applies). `quotas`: reads the namespace's ResourceQuotas before a
-        move to GPU (None: no pre-check)."""
+        move to GPU (None: no pre-check). `capacity`: reads the published GPU capacity
+        (None: unknown)."""
         metrics = metrics or SidecarMetrics()
         token = ApiToken.load_or_create(env.runtime_dir)
         files = RuntimeFiles(env, token, on_write=metrics.record_write)
@@ -101,6 +106,7 @@ class Sidecar:
                                             root=env.workspace_dir)
         sidecar.idle = IdleLoop(sidecar, kube, idle_config)
         sidecar.quotas = QuotaGate(env, quotas)
+        sidecar.capacity = CapacityGate(env, capacity)
         tracker.on_change = sidecar.migration_changed
         if tracker.current is not None:
             metrics.show_phase(tracker.current)
@@ -139,6 +145,8 @@ class Sidecar:
         path of `POST /migrations` and of the idle move. Raises MigrationInFlight (another
         is active), NotebookStopped (Kubeflow stopped the Notebook: no pod to move;
         nothing changed), QuotaRefused (a move to GPU over a ResourceQuota; nothing changed),
+        NoFreeGpuRefused (fresh capacity says no node has the profile's GPUs free; nothing
+        changed),
         OSError (the state could not be written; nothing changed) or RunnerStartFailed
         (the runner refused it; it is persisted as failed)."""
         if self.tracker.current is not None and self.tracker.current.active:
@@ -147,6 +155,9 @@ class Sidecar:
         refusal = await self.quotas.check(migration)
         if refusal is not None:
             raise QuotaRefused(refusal)
+        no_gpu = await self.capacity.check(migration)
+        if no_gpu is not None:
+            raise NoFreeGpuRefused(no_gpu)
         # No await between the in-flight check in begin() and the write: of two
         # concurrent requests exactly one gets here first and the other sees its migration.
         self.tracker.begin(migration)

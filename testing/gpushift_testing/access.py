@@ -150,10 +150,12 @@ def wait_sidecar_rules_granted(core: Any, namespace: str, sa: str,
 
 def webhook_rbac(release: str, namespace: str) -> list[dict[str, Any]]:
     """The webhook's ServiceAccount and RBAC as the chart renders them (the guard's grants
-    included: rbac.migrationGuard is on by default)."""
+    included: rbac.migrationGuard is on by default; and the GPU capacity's, on by
+    default too: its readers' Role and RoleBinding, for every ServiceAccount)."""
     return helm_template(release, namespace,
                          "--show-only", "templates/serviceaccount.yaml",
                          "--show-only", "templates/rbac-webhook.yaml",
+                         "--show-only", "templates/rbac-capacity-readers.yaml",
                          "--set", "certs.mode=certManager")
 
 

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from chart_tools import (
     AGGREGATE_LABEL,
+    CAPACITY_CONFIGMAP,
     FULLNAME,
     GUARD_LEASE,
     OTHER_NS,
@@ -197,16 +198,15 @@ def guard_cases(*, granted: bool) -> list[Access]:
 
 def guard_never_cases() -> list[Access]:
     """What the guard's code never calls, so its ServiceAccount never gets it: it watches
-    Notebooks only (no pod or namespace watch), reads pod <name>-0 by name (no pod
-    list), creates Events (never updates them), lists namespaces (never reads one)."""
+    Notebooks only (no pod or namespace watch), reads pod <name>-0 by name (the pod list
+    is the capacity publisher's: `capacity_cases`), creates Events (never updates them),
+    lists namespaces (never reads one)."""
     sa = WEBHOOK_SA
     nb = {"resource": "notebooks", "group": "kubeflow.org"}
     no = [
         Access(sa, "update", **nb, namespace=USER_NS, name="alice"),
         Access(sa, "delete", **nb, namespace=USER_NS, name="alice"),
-        Access(sa, "list", "pods"),
         Access(sa, "watch", "pods"),
-        Access(sa, "list", "pods", namespace=USER_NS),
         Access(sa, "patch", "pods", namespace=USER_NS, name="alice-0"),
         Access(sa, "get", "namespaces", name=USER_NS),
         Access(sa, "watch", "namespaces"),
@@ -252,9 +252,60 @@ def webhook_cases() -> list[Access]:
         Access(sa, "bind", "clusterroles", group="rbac.authorization.k8s.io", name="cluster-admin"),
         Access(sa, "impersonate", "serviceaccounts", namespace=USER_NS, name="default-editor"),
         Access(sa, "create", "serviceaccounts/token", namespace=USER_NS, name="default-editor"),
-        Access(sa, "list", "nodes"),
     ]
     return yes + [dataclasses.replace(a, allowed=False) for a in no]
+
+
+def capacity_cases(*, granted: bool) -> list[Access]:
+    """What the GPU capacity publisher needs (capacity.enabled, with the guard): list
+    nodes and pods cluster-wide, create its ConfigMap, read and replace that one."""
+    sa = WEBHOOK_SA
+    cases = [
+        Access(sa, "list", "nodes"),
+        Access(sa, "list", "pods"),
+        Access(sa, "list", "pods", namespace=USER_NS),
+        Access(sa, "create", "configmaps", namespace=RELEASE_NS),
+        Access(sa, "get", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "update", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+    ]
+    return [dataclasses.replace(a, allowed=granted) for a in cases]
+
+
+def capacity_never_cases() -> list[Access]:
+    """What the capacity publisher never calls: no other ConfigMap, no watch or get of
+    nodes and pods beyond the guard's pod get, nothing written to a node."""
+    sa = WEBHOOK_SA
+    no = [
+        Access(sa, "get", "configmaps", namespace=RELEASE_NS, name=f"{FULLNAME}-config"),
+        Access(sa, "update", "configmaps", namespace=RELEASE_NS, name=f"{FULLNAME}-config"),
+        Access(sa, "update", "configmaps", namespace=RELEASE_NS, name="other"),
+        Access(sa, "patch", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "delete", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "list", "configmaps", namespace=RELEASE_NS),
+        Access(sa, "get", "configmaps", namespace=USER_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "create", "configmaps", namespace=USER_NS),
+        Access(sa, "watch", "nodes"),
+        Access(sa, "get", "nodes", name="kwok-gpu-0"),
+        Access(sa, "patch", "nodes", name="kwok-gpu-0"),
+    ]
+    return [dataclasses.replace(a, allowed=False) for a in no]
+
+
+def capacity_reader_cases(sa: tuple[str, str], *, granted: bool = True) -> list[Access]:
+    """Any ServiceAccount (a notebook's default-editor) may get the capacity ConfigMap of
+    the release namespace (when published), and no other ConfigMap there."""
+    no = [
+        Access(sa, "get", "configmaps", namespace=RELEASE_NS, name=f"{FULLNAME}-config"),
+        Access(sa, "get", "configmaps", namespace=RELEASE_NS, name="other"),
+        Access(sa, "list", "configmaps", namespace=RELEASE_NS),
+        Access(sa, "watch", "configmaps", namespace=RELEASE_NS),
+        Access(sa, "update", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "patch", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "delete", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP),
+        Access(sa, "create", "configmaps", namespace=RELEASE_NS),
+    ]
+    return [Access(sa, "get", "configmaps", namespace=RELEASE_NS, name=CAPACITY_CONFIGMAP,
+                   allowed=granted)] + [dataclasses.replace(a, allowed=False) for a in no]
 
 
 # kubeflow-edit as it is without gpushift: the same aggregation, less every role of the

@@ -38,6 +38,7 @@ SIDECAR_ROLE = f"{FULLNAME}-notebook-sidecar"
 WEBHOOK_SA = (RELEASE_NS, f"{FULLNAME}-webhook")
 TLS_SECRET = f"{FULLNAME}-tls"
 GUARD_LEASE = f"{FULLNAME}-guard"
+CAPACITY_CONFIGMAP = f"{FULLNAME}-gpu-capacity"
 
 IMAGE_PAIRS = [
     {"cpu": "kubeflownotebookswg/jupyter-pytorch-full:v1.9.2",

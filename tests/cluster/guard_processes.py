@@ -69,6 +69,8 @@ class Guards:
     namespace: str
     lease: str
     procs: dict[str, GuardProcess] = field(default_factory=dict)
+    capacity_configmap: str = ""
+    """"<namespace>/<name>" of the published GPU capacity (with capacity_interval)."""
 
     def holder(self, coordination: Any) -> str:
         lease = coordination.read_namespaced_lease(self.lease, self.namespace)
@@ -83,10 +85,15 @@ class Guards:
 def running_guards(control_plane: ControlPlane, workdir: Path, identities: Iterable[str], *,
                    release: str, lease: str, namespace_prefix: str, ready_timeout: int,
                    image_map: list[dict[str, str]], lease_duration: float,
-                   renew: float, without_watch: bool = False) -> Iterator[Guards]:
+                   renew: float, without_watch: bool = False,
+                   config_extra: dict[str, Any] | None = None,
+                   capacity_interval: float | None = None) -> Iterator[Guards]:
     """One guard process per identity, sharing one Lease, with the chart's webhook RBAC
     of `release` in a fresh namespace; stopped and cleaned up afterwards.
-    `without_watch`: as an admin who took `watch` out of the chart's ClusterRole."""
+    `without_watch`: as an admin who took `watch` out of the chart's ClusterRole.
+    `config_extra`: more keys of the config file (profiles, ...). `capacity_interval`:
+    also publish the GPU capacity (`--capacity`) into ConfigMap
+    `<release>-gpushift-gpu-capacity` of that namespace (`Guards.capacity_configmap`)."""
     api = control_plane.api_client()
     core = client.CoreV1Api(api)
     namespace = f"{namespace_prefix}-{uuid.uuid4().hex[:6]}"
@@ -104,10 +111,16 @@ def running_guards(control_plane: ControlPlane, workdir: Path, identities: Itera
     kubeconfig = write_kubeconfig(workdir / "kubeconfig", control_plane.server,
                                   control_plane.ca_file, token, "guard")
     config_file = workdir / "config.yaml"
-    config_file.write_text(yaml.safe_dump({"guard": {"ready_timeout_seconds": ready_timeout},
-                                           "image_map": image_map}))
+    config: dict[str, Any] = {"guard": {"ready_timeout_seconds": ready_timeout},
+                              "image_map": image_map, **(config_extra or {})}
+    capacity_args: list[str] = []
+    if capacity_interval is not None:
+        config["capacity_configmap"] = f"{namespace}/{release}-gpushift-gpu-capacity"
+        capacity_args = ["--capacity", "--capacity-interval", str(capacity_interval)]
+    config_file.write_text(yaml.safe_dump(config))
     exe = str(Path(sys.executable).parent / "gpushift-webhook")
-    guards = Guards(namespace, lease)
+    guards = Guards(namespace, lease, capacity_configmap=str(
+        config.get("capacity_configmap") or ""))
     for identity in identities:
         cert_dir = workdir / identity / "certs"  # no certificate: only the guard matters
         cert_dir.mkdir(parents=True)
@@ -116,7 +129,7 @@ def running_guards(control_plane: ControlPlane, workdir: Path, identities: Itera
                 "--namespace", namespace, "--kubeconfig", str(kubeconfig),
                 "--guard", "--guard-lease-name", lease, "--guard-identity", identity,
                 "--guard-interval", "1", "--guard-lease-duration", str(lease_duration),
-                "--guard-renew-interval", str(renew)]
+                "--guard-renew-interval", str(renew), *capacity_args]
         guards.procs[identity] = GuardProcess(identity, argv, workdir / f"{identity}.log")
     for proc in guards.procs.values():
         proc.start()

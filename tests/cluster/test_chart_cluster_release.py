@@ -27,6 +27,9 @@ from chart_rbac_cases import (
     SIDECAR_ADDS_TO_KUBEFLOW_EDIT,
     Access,
     assert_access,
+    capacity_cases,
+    capacity_never_cases,
+    capacity_reader_cases,
     guard_cases,
     guard_never_cases,
     kubeflow_edit,  # noqa: F401 - the fixture, shared
@@ -349,18 +352,40 @@ def test_webhook_rbac(release: Release, kube: Any) -> None:
     release.deploy()
     role = kube.rbac.read_namespaced_role(f"{FULLNAME}-webhook", RELEASE_NS)
     assert ("", "secrets", "get", TLS_SECRET) in rule_set(role.rules)
-    assert_access(kube.authz, webhook_cases() + guard_cases(granted=True) + guard_never_cases())
+    assert_access(kube.authz, webhook_cases() + guard_cases(granted=True) + guard_never_cases()
+                  + capacity_cases(granted=True) + capacity_never_cases())
 
 
 def test_webhook_rbac_without_migration_guard(release: Release, kube: Any) -> None:
     release.deploy({"rbac": {"migrationGuard": False}})
     try:
-        # The guard's grants are gone; the certificate's stay.
+        # The guard's grants are gone, and the capacity's (it runs with the guard); the
+        # certificate's stay.
         assert_access(kube.authz, webhook_cases() + guard_cases(granted=False)
-                      + guard_never_cases())
+                      + guard_never_cases() + capacity_cases(granted=False)
+                      + capacity_never_cases())
     finally:
         release.deploy()
-    assert_access(kube.authz, guard_cases(granted=True))
+    assert_access(kube.authz, guard_cases(granted=True) + capacity_cases(granted=True))
+
+
+def test_capacity_rbac_and_its_readers(release: Release, kube: Any,
+                                       kubeflow_edit: str) -> None:  # noqa: F811
+    """A notebook's ServiceAccount (Kubeflow's default-editor, bound to the real
+    kubeflow-edit) may get the capacity ConfigMap and no other ConfigMap of the release
+    namespace; with capacity.enabled=false neither it nor the webhook keeps a grant."""
+    release.deploy()
+    editor = (USER_NS, "default-editor")
+    readers = [*capacity_reader_cases(editor), *capacity_reader_cases((OTHER_NS, "default")),
+               *capacity_reader_cases(BASELINE_SA)]
+    assert_access(kube.authz, readers + capacity_cases(granted=True))
+    release.deploy({"capacity": {"enabled": False}})
+    try:
+        assert_access(kube.authz, capacity_reader_cases(editor, granted=False)
+                      + capacity_cases(granted=False) + guard_cases(granted=True))
+    finally:
+        release.deploy()
+    assert_access(kube.authz, capacity_reader_cases(editor) + capacity_cases(granted=True))
 
 
 # ----------------------------------------------------------------------------- 3. uninstall

@@ -12,17 +12,20 @@ from test_chart_render_webhook import _run_cli
 def test_loop_deadlines_reach_the_webhook_cli(tmp_path, monkeypatch):
     defaults = chart_values()["health"]["loopDeadlineSeconds"]
     assert defaults == {"guard": 300, "lease": 300, "certificates": 600, "notebooks": 300,
-                        "serverTypes": 300}
+                        "serverTypes": 300, "capacity": 300}
     _, args = _run_cli(render(), tmp_path, monkeypatch)
     assert (args.guard_deadline, args.lease_deadline, args.cert_deadline,
-            args.notebooks_deadline, args.server_types_deadline) == (300, 300, 600, 300, 300)
+            args.notebooks_deadline, args.server_types_deadline,
+            args.capacity_deadline) == (300, 300, 600, 300, 300, 300)
     docs = render("health.loopDeadlineSeconds.guard=45", "health.loopDeadlineSeconds.lease=40",
                   "health.loopDeadlineSeconds.certificates=900",
                   "health.loopDeadlineSeconds.notebooks=70",
-                  "health.loopDeadlineSeconds.serverTypes=50")
+                  "health.loopDeadlineSeconds.serverTypes=50",
+                  "health.loopDeadlineSeconds.capacity=60")
     _, args = _run_cli(docs, tmp_path, monkeypatch)
     assert (args.guard_deadline, args.lease_deadline, args.cert_deadline,
-            args.notebooks_deadline, args.server_types_deadline) == (45, 40, 900, 70, 50)
+            args.notebooks_deadline, args.server_types_deadline,
+            args.capacity_settings.deadline_seconds) == (45, 40, 900, 70, 50, 60)
 
 
 def test_liveness_probe_on_healthz_takes_its_timing_from_the_values():

@@ -142,7 +142,8 @@ def test_webhook_cluster_role_has_only_the_verbs_the_guard_calls(sets):
     patches one, lists namespaces by label, reads pod <name>-0 by name, deletes it with
     preconditions, creates Events and lists the FailedCreate Events of a StatefulSet: a
     watch on Notebooks only, no pod list, nothing else."""
-    cluster = one(render(*sets), "ClusterRole", f"{RELEASE}-webhook")["rules"]
+    cluster = one(render(*sets, "capacity.enabled=false"), "ClusterRole",
+                  f"{RELEASE}-webhook")["rules"]
     assert _verbs(cluster, "kubeflow.org", "notebooks") == {"get", "list", "watch", "patch"}
     assert _verbs(cluster, "", "namespaces") == {"list"}
     assert _verbs(cluster, "", "pods") == {"get", "delete"}
@@ -162,3 +163,39 @@ def test_webhook_without_secret_or_guard_has_no_role():
     docs = render("certs.mode=certManager", "rbac.migrationGuard=false")
     assert not [d for d in all_of(docs, "Role") + all_of(docs, "RoleBinding")
                 if d["metadata"]["name"] == f"{RELEASE}-webhook"]
+
+
+def test_capacity_rbac_lists_nodes_and_pods_and_writes_one_config_map():
+    """capacity.enabled (default): the publisher lists nodes and pods cluster-wide
+    (KubeApi.list_nodes, list_bound_pods), creates its ConfigMap and reads and replaces
+    that one only; every ServiceAccount may get that one ConfigMap, nothing else."""
+    docs = render()
+    name = f"{RELEASE}-gpu-capacity"
+    cluster = one(docs, "ClusterRole", f"{RELEASE}-webhook")["rules"]
+    assert _verbs(cluster, "", "nodes") == {"list"}
+    assert _verbs(cluster, "", "pods") == {"get", "delete", "list"}
+    role = one(docs, "Role", f"{RELEASE}-webhook")["rules"]
+    assert _verbs(role, "", "configmaps") == {"create", "get", "update"}
+    for rule in role:
+        if "configmaps" in rule["resources"] and set(rule["verbs"]) - {"create"}:
+            assert rule["resourceNames"] == [name]
+    reader = one(docs, "Role", f"{RELEASE}-gpu-capacity-reader")
+    assert reader["metadata"]["namespace"] == NAMESPACE
+    assert reader["rules"] == [{"apiGroups": [""], "resources": ["configmaps"],
+                                "resourceNames": [name], "verbs": ["get"]}]
+    binding = one(docs, "RoleBinding", f"{RELEASE}-gpu-capacity-reader")
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io",
+                                    "kind": "Group", "name": "system:serviceaccounts"}]
+    config = one(docs, "ConfigMap", f"{RELEASE}-config")["data"]["config.yaml"]
+    assert f"capacity_configmap: {NAMESPACE}/{name}" in config
+    args = one(docs, "Deployment", f"{RELEASE}-webhook")["spec"]["template"]["spec"][
+        "containers"][0]["args"]
+    assert args[args.index("--capacity-interval") + 1] == "30"
+    for off in ("capacity.enabled=false", "guard.enabled=false"):
+        docs = render(off)
+        assert not [d for d in all_of(docs, "Role")
+                    if d["metadata"]["name"] == f"{RELEASE}-gpu-capacity-reader"]
+        assert "--capacity" not in one(docs, "Deployment", f"{RELEASE}-webhook")["spec"][
+            "template"]["spec"]["containers"][0]["args"]
+        assert "capacity_configmap" not in one(docs, "ConfigMap", f"{RELEASE}-config")[
+            "data"]["config.yaml"]

@@ -187,6 +187,30 @@ def test_migration_guard_is_on_with_the_lease_its_role_names(release, tmp_path, 
     assert {"get", "update"} <= {v for r in named for v in r["verbs"]}
 
 
+@pytest.mark.parametrize("release", [RELEASE, "team"])
+def test_capacity_is_published_into_the_config_map_its_role_names(release, tmp_path,
+                                                                  monkeypatch):
+    docs = render(release=release, set_json=("capacity.intervalSeconds=12",))
+    fullname = release if "gpushift" in release else f"{release}-gpushift"
+    config, args = _run_cli(docs, tmp_path, monkeypatch)
+    assert args.capacity is True and args.capacity_interval == 12
+    settings = args.capacity_settings
+    assert (settings.namespace, settings.name) == (NAMESPACE, f"{fullname}-gpu-capacity")
+    assert settings.interval_seconds == 12 and settings.refresh_seconds == 300
+    # Every sidecar is told where it is.
+    assert config.capacity_configmap == f"{NAMESPACE}/{fullname}-gpu-capacity"
+    assert config.admin_settings().to_json()["capacity_configmap"] == config.capacity_configmap
+    role = one(docs, "Role", f"{fullname}-webhook")
+    named = [r for r in role["rules"] if "configmaps" in r["resources"] and "resourceNames" in r]
+    assert named and all(r["resourceNames"] == [settings.name] for r in named)
+
+
+def test_capacity_off(tmp_path, monkeypatch):
+    config, args = _run_cli(render("capacity.enabled=false"), tmp_path, monkeypatch)
+    assert args.capacity is False and config.capacity_configmap == ""
+    assert "capacity_configmap" not in config.admin_settings().to_json()
+
+
 @pytest.mark.parametrize("sets", [["guard.enabled=false"], ["rbac.migrationGuard=false"]])
 def test_migration_guard_off(sets, tmp_path, monkeypatch):
     """Off by value, or without its RBAC (it would only collect 403s)."""

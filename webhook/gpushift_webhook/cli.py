@@ -25,7 +25,13 @@ from gpushift_certs.reloading import ReloadingCertificate
 from gpushift_certs.rotation import RotationPolicy
 from gpushift_core import jsonlog
 from gpushift_core.kube import KubeApi, Retry
-from gpushift_webhook import guard_loop, hook_commands, notebook_watch, self_managed
+from gpushift_webhook import (
+    capacity_publisher,
+    guard_loop,
+    hook_commands,
+    notebook_watch,
+    self_managed,
+)
 from gpushift_webhook.cert_objects import CertificateObjects
 from gpushift_webhook.config import ConfigError, WebhookConfig, load_config
 from gpushift_webhook.enablement import EnablementMode
@@ -65,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--log-level", default="INFO")
     _add_self_managed_arguments(serve)
     _add_guard_arguments(serve)
+    capacity_publisher.add_arguments(serve)
 
     check = sub.add_parser("check-config", help="validate a config file and print it")
     check.add_argument("--config", required=True)
@@ -96,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
             args.guard_lease = _lease_settings(args)
         except ValueError as exc:
             parser.error(f"guard lease: {exc}")
+    if args.capacity:
+        try:
+            args.capacity_settings = capacity_publisher.settings_from(
+                args, config.capacity_configmap)
+        except ValueError as exc:
+            parser.error(f"capacity: {exc}")
     if args.namespace and args.namespace not in config.excluded_namespaces:
         config = replace(config, excluded_namespaces=[*config.excluded_namespaces,
                                                       args.namespace])
@@ -162,12 +175,18 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
             LoopSettings("notebooks", args.notebooks_deadline),
             lambda health: notebook_watch.follow(source, store, following,
                                                  on_pass=health.passed)))
+        leader_loops: list[guard_loop.LeaderLoop] = []
+        if getattr(args, "capacity", False):
+            capacity_api = api
+            leader_loops.append(lambda is_leader: capacity_publisher.start(
+                capacity_api, config.profiles, args.capacity_settings, loops, is_leader))
         tasks.append(asyncio.create_task(guard_loop.run(
             watched, config, guard_loop.GuardLoopSettings(
                 lease=args.guard_lease, interval_seconds=args.guard_interval,
                 enablement=EnablementMode(args.enablement_mode),
                 guard_deadline_seconds=args.guard_deadline,
-                lease_deadline_seconds=args.lease_deadline), metrics, loops)))
+                lease_deadline_seconds=args.lease_deadline), metrics, loops,
+            leader_loops=leader_loops)))
         # Every replica answers reviews, so every replica keeps the Notebooks' server
         # types (the guard's RBAC lists Notebooks; without --guard every pod is injected
         # and the sidecar decides).
@@ -188,7 +207,8 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
 
 def _check_deadlines(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for flag in ("cert_deadline", "guard_deadline", "lease_deadline",
-                 "notebooks_deadline", "notebooks_watch_seconds", "server_types_deadline"):
+                 "notebooks_deadline", "notebooks_watch_seconds", "server_types_deadline",
+                 "capacity_interval", "capacity_refresh", "capacity_deadline"):
         if getattr(args, flag, 1.0) <= 0:
             parser.error(f"--{flag.replace('_', '-')} must be positive")
 

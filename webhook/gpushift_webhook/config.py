@@ -23,6 +23,7 @@ from gpushift_core.admin_settings import (
     IdleSettings,
     ImagePair,
     ServerTypeSettings,
+    check_capacity_configmap,
     check_gpu_settings,
     check_move_settings,
 )
@@ -152,6 +153,10 @@ class WebhookConfig:
     """Idle timer of GPU pods."""
     guard: GuardSettings = field(default_factory=GuardSettings)
     """Rollback of migrations whose pod does not become Ready."""
+    capacity_configmap: str = ""
+    """"<namespace>/<name>" of the ConfigMap where `serve --capacity` publishes what is
+    free per GPU profile, handed to every sidecar; empty: not published. The chart sets
+    it when `capacity.enabled` (leave it empty in your values)."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -167,7 +172,8 @@ class WebhookConfig:
                              image_map=list(self.image_map), idle=self.idle,
                              server_types=self.server_types,
                              unmapped_image=self.unmapped_image,
-                             gpu_resources=list(self.gpu_resources))
+                             gpu_resources=list(self.gpu_resources),
+                             capacity_configmap=self.capacity_configmap)
 
     def sidecar_settings(self) -> dict[str, Any]:
         """What the sidecar needs of this file, handed to it as JSON in its env."""
@@ -199,6 +205,7 @@ def _validate(c: WebhookConfig) -> None:
             raise ConfigError(f"{what}: {path!r} is not an absolute path")
     check_gpu_settings(c.profiles, c.default_profile, c.gpu_resources, c.idle)
     check_move_settings(c.server_types, c.unmapped_image, c.image_map)
+    check_capacity_configmap(c.capacity_configmap)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
     if c.guard.sidecar_start_grace_seconds < 0:

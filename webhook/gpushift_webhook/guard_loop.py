@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from gpushift_core.kube import KubeError
@@ -27,6 +28,9 @@ from gpushift_webhook.supervisor import LoopHealth, LoopSettings, Supervisor
 __all__ = ["GuardLoopSettings", "run"]
 
 log = logging.getLogger("gpushift.guard")
+
+# Starts a loop that acts only while this replica holds the Lease, given `is_leader`.
+LeaderLoop = Callable[[Callable[[], bool]], asyncio.Task[None]]
 
 
 @dataclass(frozen=True)
@@ -48,10 +52,13 @@ class GuardLoopSettings:
 
 async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
               metrics: WebhookMetrics | None = None,
-              supervisor: Supervisor | None = None) -> None:
+              supervisor: Supervisor | None = None,
+              leader_loops: Sequence[LeaderLoop] = ()) -> None:
     """Elect, and while leading look at the Notebooks every interval, until cancelled;
     on the way out release the Lease. Both loops run under `supervisor` (one of their
-    own when None)."""
+    own when None). `leader_loops` start other loops that act only while this replica
+    leads (the GPU capacity publisher): each gets `is_leader` and returns its task,
+    cancelled with the guard's."""
     supervisor = supervisor or Supervisor(metrics)
 
     def leader_changed(leading: bool) -> None:
@@ -84,6 +91,7 @@ async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
         supervisor.start(LoopSettings("lease", settings.lease_deadline_seconds), election),
         supervisor.start(LoopSettings("guard", settings.guard_deadline_seconds),
                          lambda health: _passes(guard, elector, settings, metrics, health)),
+        *(start(lambda: elector.is_leader) for start in leader_loops),
     ]
     try:
         await asyncio.gather(*tasks)

@@ -108,3 +108,21 @@ class WebhookMetrics:
             "Kubernetes API calls of the guard that failed (retried at the next pass).",
             registry=self.registry,
         )
+        # The GPU capacity publisher (gpushift_webhook.capacity_publisher).
+        self.capacity_writes = Counter(
+            "gpushift_webhook_capacity_writes",
+            "Writes of the GPU capacity ConfigMap (content changed, or its time refreshed).",
+            registry=self.registry,
+        )
+        self.capacity_errors = Counter(
+            "gpushift_webhook_capacity_errors",
+            "Passes of the GPU capacity publisher that failed on an API call (retried at "
+            "the next pass).",
+            registry=self.registry,
+        )
+        self.capacity_free = Gauge(
+            "gpushift_webhook_capacity_free_gpus",
+            "GPUs free per profile on the nodes that could take it, as last published.",
+            ["profile"],
+            registry=self.registry,
+        )

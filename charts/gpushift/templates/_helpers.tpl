@@ -85,6 +85,16 @@ app.kubernetes.io/component: webhook
 {{- include "gpushift.fullname" . }}-guard
 {{- end }}
 
+{{/* Whether the webhook publishes the GPU capacity: it runs with the guard (its Lease). */}}
+{{- define "gpushift.capacityOn" -}}
+{{- if and .Values.capacity.enabled .Values.guard.enabled .Values.rbac.migrationGuard }}true{{ end }}
+{{- end }}
+
+{{/* ConfigMap the webhook publishes the GPU capacity in (capacity.enabled). */}}
+{{- define "gpushift.capacityConfigMapName" -}}
+{{- include "gpushift.fullname" . }}-gpu-capacity
+{{- end }}
+
 {{- define "gpushift.sidecarClusterRoleName" -}}
 {{- include "gpushift.fullname" . }}-notebook-sidecar
 {{- end }}

@@ -1,5 +1,6 @@
 """The one Kubernetes client of the cluster side: Notebooks, pods, namespaces, Events,
-ResourceQuotas, Leases.
+ResourceQuotas, Leases; nodes, pod lists and ConfigMaps of the GPU capacity feature
+(`capacity_calls`, mixed in).
 
 Every call goes through `transport.call` (worker thread, timeouts, backoff while the API
 cannot be reached; every failure a `KubeError` that carries the API's Status), and the
@@ -36,6 +37,7 @@ from typing import Any
 import jsonpatch
 from kubernetes import client
 
+from gpushift_core.kube.capacity_calls import CapacityCalls
 from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError, Unreachable
 from gpushift_core.kube.events import NOTEBOOK_API, notebook_event
 from gpushift_core.kube.transport import Retry, call, configuration, stream
@@ -77,7 +79,7 @@ class PatchResult:
         return bool(self.operations)
 
 
-class KubeApi:
+class KubeApi(CapacityCalls):
     def __init__(self, api_client: Any, *, retry: Retry | None = None,
                  component: str = "gpushift", instance: str = "", host: str = "",
                  list_from_cache: bool = False, page_size: int = 500) -> None:
