@@ -95,6 +95,11 @@ class NoFreeGpu:
                 f"{self.largest_free} ({self.free} free in all, as of {self.at}). Try "
                 "another profile, or again later.")
 
+    @property
+    def short(self) -> str:
+        """The reason in the picker, beside the row's own "N free on M nodes"."""
+        return f"None of its nodes has {self.count} free now."
+
     def to_json(self) -> dict[str, Any]:
         return {"profile": self.profile, "resource": self.resource, "count": self.count,
                 "free": self.free, "largestFree": self.largest_free, "nodes": self.nodes,

@@ -61,7 +61,7 @@ def _entry(gate: CapacityGate, read: CapacityRead,
     if is_current:
         why = f"This notebook runs on {profile.name} already."
     elif (no_gpu := gate.refusal(read, profile)) is not None:
-        why = no_gpu.message
+        why = no_gpu.short
     elif quotas is not None and (over := check_quotas(
             quotas, profile.resource, profile.count, held=held)) is not None:
         why = f"Your namespace's GPU quota does not allow it: {over.message}."

@@ -2,8 +2,9 @@
 
 Builds the control plane's binaries when missing (``hack/build-controlplane.sh``, cached in
 ``~/.cache/gpushift/bin``: a second run reuses them), starts the local control plane
-(etcd, kube-apiserver, controller-manager, scheduler, kwok with 2 CPU nodes and a GPU node,
-the Notebook CRD and Kubeflow's notebook-controller), installs gpushift with its Helm
+(etcd, kube-apiserver, controller-manager, scheduler, kwok with 2 CPU nodes and two GPU
+nodes, an A100 and a T4 (`demo_gpus`), the Notebook CRD and Kubeflow's
+notebook-controller), installs gpushift with its Helm
 chart (the webhook running as a local process), opts a namespace in, creates a Notebook
 with a workspace PVC, and starts the local pod runner and notebook proxy -- test
 harnesses that play the kubelet and Kubeflow's route. Then it prints the JupyterLab URL
@@ -35,7 +36,7 @@ from types import FrameType
 
 from kubernetes import client
 
-from gpushift_testing import demo_setup
+from gpushift_testing import demo_gpus, demo_setup
 from gpushift_testing.binaries import build, missing_binaries
 from gpushift_testing.common import free_port
 from gpushift_testing.controlplane import ControlPlane, ControlPlaneError, binary_paths
@@ -126,6 +127,9 @@ def run(args: argparse.Namespace, stack: contextlib.ExitStack) -> int:
     core = client.CoreV1Api(api)
     ns, name, claim = args.namespace, args.notebook, f"{args.notebook}-workspace"
 
+    demo_gpus.add_gpu_pools(core)
+    wait_for("the T4 node Ready", lambda: demo_gpus.gpu_pools_ready(core), 60,
+             describe=lambda: plane.logs_tail(5))
     say(f"3/6 installing gpushift (Helm chart, webhook as a local process), namespace {ns} "
         "opted in ...")
     demo_setup.opt_in_namespace(core, ns)
@@ -183,7 +187,8 @@ def _what_to_try(plane: ControlPlane, ns: str, name: str, state: Path) -> str:
         "  - Run a cell that needs a GPU (e.g. one that uses `device = \"cuda\"`): you are",
         "    asked to move; accept, and the pod is recreated on the (fake, kwok) GPU node",
         "    under the same URL, with `big` still there. Left idle, it moves back to CPU.",
-        "  - Move by hand with the toolbar button or the status bar item.",
+        "  - Move by hand with the toolbar button, or choose the GPU (an A100 or a T4)",
+        "    with \"Move to GPU…\" (Kernel menu, or a click on the status bar item).",
         f"  - Watch it happen: {kubectl} get pods -n {ns} -o wide -w",
         f"                     {kubectl} describe notebook {name} -n {ns}",
         f"  - Logs: {state}/runner/pods/{ns}/*/logs, {state}/webhook/webhook.log,",

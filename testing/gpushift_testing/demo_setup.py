@@ -17,6 +17,9 @@ from typing import Any
 import yaml
 
 from gpushift_testing.access import CHART, EDITOR_SA
+from gpushift_testing.demo_gpus import with_t4_profile
+from gpushift_testing.webhook_process import NAMESPACE as CHART_NAMESPACE
+from gpushift_testing.webhook_process import RELEASE as CHART_RELEASE
 from gpushift_testing.workloads import create_workspace
 
 NOTEBOOK_API = ("kubeflow.org", "v1")
@@ -91,14 +94,19 @@ def notebook_url(proxy_port: int, namespace: str, name: str) -> str:
 
 def webhook_arguments(workdir: Path, ready_timeout: int | None) -> list[str]:
     """Extra `gpushift-webhook serve` arguments: the chart's own `config` (values.yaml: the
-    profiles, the image map of gpushift's notebook images, the idle bounds), as the
-    chart's ConfigMap would mount it, written into `workdir`; with `ready_timeout`, also
-    the migration guard with that `guard.ready_timeout_seconds` (None, the demo's default:
-    no guard)."""
-    config = dict(yaml.safe_load((CHART / "values.yaml").read_text())["config"])
+    profiles, the image map of gpushift's notebook images, the idle bounds) and the demo's
+    T4 profile (`demo_gpus`), as the chart's ConfigMap would mount it, written into
+    `workdir`; with `ready_timeout`, also the migration guard with that
+    `guard.ready_timeout_seconds` and the GPU capacity it publishes every 2 s (None, the
+    demo's default: neither)."""
+    config = with_t4_profile(dict(yaml.safe_load((CHART / "values.yaml").read_text())["config"]))
+    guard: list[str] = []
     if ready_timeout is not None:
         config["guard"] = {**(config.get("guard") or {}), "ready_timeout_seconds": ready_timeout}
+        # The guard's Lease holder publishes what is free per profile where the chart's
+        # RBAC lets every notebook's ServiceAccount read it ("Move to GPU…").
+        config["capacity_configmap"] = f"{CHART_NAMESPACE}/{CHART_RELEASE}-gpu-capacity"
+        guard = ["--guard", "--guard-interval", "1", "--capacity", "--capacity-interval", "2"]
     path = workdir / "config.yaml"
     path.write_text(yaml.safe_dump(config))
-    guard = [] if ready_timeout is None else ["--guard", "--guard-interval", "1"]
     return ["--config", str(path), *guard]

@@ -10,11 +10,6 @@
  * nothing from it: its own notebook, its own state.
  */
 import { expect, test } from '@jupyterlab/galata';
-import { execFileSync } from 'child_process';
-import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
-
 import { captureNotices, gpuDialog, notices, podStatus, prompt, startCell, toast } from '../tests/helpers';
 import {
   CHECKSUM_CELL,
@@ -27,62 +22,22 @@ import {
   STATE_CELL,
   textOutput
 } from './steps';
+import { deletePod, takeGpu } from './cluster';
 
 test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as any);
 
 /** Guard timeout (10 s) + the CPU pod's JupyterLab start + the restore, on 2 cores. */
 const ROLLBACK_TIMEOUT = 200000;
-const NAMESPACE = 'kubeflow-user';
 const HOG = 'gpu-hog-e2e';
 const VARIABLES = ['big', 'frame', 'point', 'counter'];
 
-/** kubectl of the control plane's binaries (~/.cache/gpushift/bin/kubectl-v<version>). */
-function kubectlPath(): string {
-  if (process.env.GPUSHIFT_KUBECTL) {
-    return process.env.GPUSHIFT_KUBECTL;
-  }
-  const bin = path.join(os.homedir(), '.cache', 'gpushift', 'bin');
-  const found = fs.readdirSync(bin).filter(name => /^kubectl-v[\d.]+$/.test(name));
-  if (found.length !== 1) {
-    throw new Error(`expected one kubectl-v* in ${bin}, found ${JSON.stringify(found)}`);
-  }
-  return path.join(bin, found[0]);
-}
-
-/** kubectl against the demo's cluster (its kubeconfig is in the state folder). */
-function kubectl(args: string[], input?: string): string {
-  const state = process.env.GPUSHIFT_E2E_STATE;
-  if (!state) {
-    throw new Error('GPUSHIFT_E2E_STATE is not set (playwright.e2e.config.js sets it)');
-  }
-  const kubeconfig = path.join(state, 'controlplane', 'kubeconfig');
-  return execFileSync(kubectlPath(), ['--kubeconfig', kubeconfig, ...args], {
-    input,
-    encoding: 'utf-8',
-    stdio: ['pipe', 'pipe', 'pipe'], // kubectl's warnings stay out of the test report
-    timeout: 90000
-  });
-}
-
-/** A plain pod that takes the fake GPU node's only GPU (scheduled before this returns). */
+/** A plain pod that takes the fake A100 node's only GPU (scheduled before this returns). */
 function occupyTheGpu(): void {
-  const pod = {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name: HOG, namespace: NAMESPACE },
-    spec: {
-      containers: [
-        { name: 'hog', image: 'busybox', resources: { limits: { 'nvidia.com/gpu': '1' } } }
-      ],
-      tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]
-    }
-  };
-  kubectl(['apply', '-f', '-'], JSON.stringify(pod));
-  kubectl(['wait', '--for=condition=PodScheduled', `pod/${HOG}`, '-n', NAMESPACE, '--timeout=60s']);
+  takeGpu(HOG, [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
 }
 
 function freeTheGpu(): void {
-  kubectl(['delete', 'pod', HOG, '-n', NAMESPACE, '--ignore-not-found', '--grace-period=0', '--force']);
+  deletePod(HOG);
 }
 
 test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
