@@ -39,6 +39,13 @@ export function kubectl(args: string[], input?: string): string {
   });
 }
 
+/** A plain pod with this spec, scheduled before this returns. */
+export function runPod(name: string, spec: Record<string, unknown>): void {
+  const pod = { apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: NAMESPACE }, spec };
+  kubectl(['apply', '-f', '-'], JSON.stringify(pod));
+  kubectl(['wait', '--for=condition=PodScheduled', `pod/${name}`, '-n', NAMESPACE, '--timeout=60s']);
+}
+
 /** A plain pod requesting one nvidia.com/gpu with these tolerations (and node selector),
  * scheduled before this returns: the GPU it got is taken. */
 export function takeGpu(
@@ -46,18 +53,11 @@ export function takeGpu(
   tolerations: Record<string, string>[],
   nodeSelector: Record<string, string> = {}
 ): void {
-  const pod = {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: { name, namespace: NAMESPACE },
-    spec: {
-      containers: [{ name: 'hog', image: 'busybox', resources: { limits: { 'nvidia.com/gpu': '1' } } }],
-      tolerations,
-      nodeSelector
-    }
-  };
-  kubectl(['apply', '-f', '-'], JSON.stringify(pod));
-  kubectl(['wait', '--for=condition=PodScheduled', `pod/${name}`, '-n', NAMESPACE, '--timeout=60s']);
+  runPod(name, {
+    containers: [{ name: 'hog', image: 'busybox', resources: { limits: { 'nvidia.com/gpu': '1' } } }],
+    tolerations,
+    nodeSelector
+  });
 }
 
 export function deletePod(name: string): void {

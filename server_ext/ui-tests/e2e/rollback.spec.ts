@@ -1,6 +1,8 @@
 /**
- * A REAL move to GPU that cannot complete (fake_gpu: the GPU node is a kwok node with one
- * GPU): a plain pod takes that GPU first, so the notebook's new GPU pod stays Pending; the
+ * A REAL move to GPU that cannot complete (fake_gpu: the A100 node is a kwok node with one
+ * GPU and 8 CPUs): a plain pod takes all of that node's CPU first. Its GPU stays free, so
+ * the GPU capacity the webhook publishes (GPUs only) lets the move start, but the
+ * notebook's new GPU pod cannot be scheduled and stays Pending; the
  * migration guard (run by the e2e demo with a 10 s ready timeout) rolls the Notebook back
  * to CPU and the pod is recreated there, with an empty kernel. The page waits out the
  * restart, restores the variables from the checkpoint taken before the move, says the move
@@ -22,7 +24,7 @@ import {
   STATE_CELL,
   textOutput
 } from './steps';
-import { deletePod, takeGpu } from './cluster';
+import { deletePod, runPod } from './cluster';
 
 test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as any);
 
@@ -31,24 +33,28 @@ const ROLLBACK_TIMEOUT = 200000;
 const HOG = 'gpu-hog-e2e';
 const VARIABLES = ['big', 'frame', 'point', 'counter'];
 
-/** A plain pod that takes the fake A100 node's only GPU (scheduled before this returns). */
-function occupyTheGpu(): void {
-  takeGpu(HOG, [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }]);
+/** A plain pod that takes all of the A100 node's CPU (scheduled before this returns). */
+function fillTheGpuNode(): void {
+  runPod(HOG, {
+    containers: [{ name: 'hog', image: 'busybox', resources: { requests: { cpu: '8' }, limits: { cpu: '8' } } }],
+    tolerations: [{ key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' }],
+    nodeSelector: { 'kubernetes.io/hostname': 'kwok-gpu-0' }
+  });
 }
 
-function freeTheGpu(): void {
+function emptyTheGpuNode(): void {
   deletePod(HOG);
 }
 
-test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
-  test.afterAll(() => freeTheGpu());
+test.describe('a move to GPU whose pod cannot be scheduled (fake_gpu)', () => {
+  test.afterAll(() => emptyTheGpuNode());
 
-  test('fake_gpu: no GPU free: rolled back to CPU, variables restored there, the held cell not run', async ({
+  test('fake_gpu: the GPU node full: rolled back to CPU, variables restored there, the held cell not run', async ({
     page
   }) => {
     await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
     const before = await podFacts(page);
-    occupyTheGpu();
+    fillTheGpuNode();
 
     const name = await page.notebook.createNew();
     expect(name).toBeTruthy();
@@ -70,7 +76,7 @@ test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
     const recovered = toast(page, /Move to GPU rolled back/);
     await expect(recovered).toBeVisible({ timeout: ROLLBACK_TIMEOUT });
     await recovered.hover(); // keeps the toast in place
-    await expect(recovered).toContainText('nvidia.com/gpu'); // the scheduler's reason
+    await expect(recovered).toContainText('Insufficient'); // the scheduler's reason
     await expect(recovered).toContainText(/Restored \d+ variables? on CPU/);
     await expect(recovered).toContainText('Held cell NOT run');
     await expect(recovered.getByRole('button', { name: 'Try again' })).toBeVisible();
@@ -79,7 +85,7 @@ test.describe('a move to GPU with no GPU free (fake_gpu)', () => {
     await shot(page, 'e2e-rolled-back');
 
     const details = await restoreDetails(page, recovered, 'The move did not complete');
-    expect(details).toMatch(/rolled back: .*Insufficient nvidia\.com\/gpu/);
+    expect(details).toMatch(/rolled back: .*Insufficient cpu/);
     expect(details).toContain('restored on this CPU pod');
     for (const variable of VARIABLES) {
       expect(details).toMatch(new RegExp(`Restored: .*\\b${variable}\\b`));
