@@ -89,8 +89,8 @@ class NoFreeGpu:
 
     @property
     def message(self) -> str:
-        unit = self.resource if self.count == 1 else f"× {self.resource}"
-        return (f"No GPU is free for profile {self.profile}: it needs {self.count} {unit} "
+        return (f"No GPU is free for profile {self.profile}: it needs {self.count} "
+                f"{self.resource} "
                 f"on one node, and the most free on one of its {self.nodes} node(s) is "
                 f"{self.largest_free} ({self.free} free in all, as of {self.at}). Try "
                 "another profile, or again later.")

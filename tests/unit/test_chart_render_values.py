@@ -64,6 +64,9 @@ def test_schema_refuses_bad_values(bad):
 def test_config_map_matches_the_webhook_schema():
     docs = render()
     config = rendered_config(docs)
+    # The chart adds where the GPU capacity is published (capacity.enabled).
+    assert config.capacity_configmap == "gpushift-system/gpushift-gpu-capacity"
+    config = dataclasses.replace(config, capacity_configmap="")
     assert config == parse_config(chart_values()["config"])
     # values.yaml writes out the webhook's own defaults; only the example image map differs.
     assert config.image_map, "values.yaml should carry an example image pair"

@@ -201,7 +201,7 @@ def test_document_round_trip_same_content_and_staleness() -> None:
     assert parsed.stale(now + dt.timedelta(seconds=391))
     for bad in ("{", "[]", json.dumps({**doc, "version": 2}), json.dumps({**doc, "at": "x"}),
                 json.dumps({**doc, "staleAfterSeconds": 0})):
-        with pytest.raises(ValueError, match="capacity.json"):
+        with pytest.raises(ValueError, match=r"capacity\.json"):
             parse_document(bad)
     assert split_configmap_ref("ns/cm") == ("ns", "cm")
     with pytest.raises(ValueError):

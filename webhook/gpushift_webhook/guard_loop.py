@@ -52,7 +52,7 @@ class GuardLoopSettings:
 
 async def run(api: GuardApi, config: WebhookConfig, settings: GuardLoopSettings,
               metrics: WebhookMetrics | None = None,
-              supervisor: Supervisor | None = None,
+              supervisor: Supervisor | None = None, *,
               leader_loops: Sequence[LeaderLoop] = ()) -> None:
     """Elect, and while leading look at the Notebooks every interval, until cancelled;
     on the way out release the Lease. Both loops run under `supervisor` (one of their

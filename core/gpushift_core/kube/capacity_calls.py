@@ -11,7 +11,7 @@ from typing import Any
 
 from gpushift_core.kube.errors import KubeError
 
-__all__ = ["CapacityCalls", "NOT_TERMINATED"]
+__all__ = ["NOT_TERMINATED", "CapacityCalls"]
 
 # The scheduler counts every pod bound to a node that has not ended (Pending with a
 # nodeName, Running, Unknown); Succeeded and Failed pods hold nothing.
