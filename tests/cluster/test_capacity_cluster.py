@@ -134,6 +134,8 @@ async def test_published_capacity_profiles_and_no_free_gpu(
     blocker = occupy(admin, namespace, pools["b"], 1)
     admin.core.create_namespaced_resource_quota(namespace, {
         "metadata": {"name": "gpu-quota"}, "spec": {"hard": {f"requests.{GPU_RESOURCE}": "3"}}})
+    wait_for("the quota counted", lambda: (admin.core.read_namespaced_resource_quota(
+        "gpu-quota", namespace).status.used or {}).get(f"requests.{GPU_RESOURCE}") == "1", 30)
     proc = publisher.procs["webhook-0"]
     ref = publisher.capacity_configmap
 
@@ -171,11 +173,12 @@ async def test_published_capacity_profiles_and_no_free_gpu(
     assert answer["default"] == "pool-a" and answer["current"] is None
     assert answer["capacityNote"] is None and answer["capacityAt"] == doc["at"]
     a, b = answer["profiles"]
+    # The quota: 3, less the blocker's GPU (it runs in this namespace).
     assert a == {"name": "pool-a", "resource": GPU_RESOURCE, "count": 1, "gpuType": "TEST-a",
-                 "free": 2, "largestFree": 2, "nodes": 1, "quotaLeft": 3, "current": False,
+                 "free": 2, "largestFree": 2, "nodes": 1, "quotaLeft": 2, "current": False,
                  "available": True, "why": None}
     assert (b["name"], b["free"], b["largestFree"], b["nodes"], b["quotaLeft"]) == (
-        "pool-b", 0, 0, 1, 3)
+        "pool-b", 0, 0, 1, 2)
     assert b["available"] is False and b["why"] == "None of its nodes has 1 free now."
 
     before = mig.read_notebook(admin, namespace)
