@@ -26,7 +26,6 @@ from gpushift_webhook.config import WebhookConfig
 
 GPU = "nvidia.com/gpu"
 REF = "gpushift-system/gpushift-gpu-capacity"
-NOW = dt.datetime.now(dt.UTC)
 
 
 def settings_json(capacity_configmap: str = REF) -> str:
@@ -37,8 +36,10 @@ def settings_json(capacity_configmap: str = REF) -> str:
     ).sidecar_settings_json
 
 
-def capacity(at: dt.datetime = NOW, **free: tuple[int, int]) -> dict[str, Any]:
-    """A published document: free=(total, largest) per profile."""
+def capacity(age_s: float = 0.0, **free: tuple[int, int]) -> dict[str, Any]:
+    """A document published `age_s` ago (from the call: a module-level time went stale in
+    a long suite): free=(total, largest) per profile."""
+    at = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=age_s)
     profiles = {name: {"resource": GPU, "count": 2 if name == "nvidia-2" else 1,
                        "gpuType": "A100" if name == "nvidia-1" else None, "nodes": 2,
                        "allocatable": 8, "requested": 8 - total, "free": total,
@@ -129,7 +130,7 @@ async def test_the_quota_refuses_and_the_current_profile_is_not_available(make_c
     (ConfigMapsInMemory(), REF, "not published yet"),
     (ConfigMapsInMemory(error=KubeError(403, "Forbidden", "configmaps is forbidden")), REF,
      "could not be read (403 Forbidden"),
-    (ConfigMapsInMemory(capacity(NOW - dt.timedelta(seconds=400), **{"nvidia-1": (0, 0)})),
+    (ConfigMapsInMemory(capacity(400, **{"nvidia-1": (0, 0)})),
      REF, "more than 390 s ago"),
     (ConfigMapsInMemory(capacity(**{"nvidia-1": (0, 0)})), "", "capacity.enabled is off"),
 ], ids=["missing", "forbidden", "stale", "not-published"])
