@@ -23,7 +23,7 @@ apiserver the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -91,22 +91,9 @@ def check_quotas(quotas: Sequence[Mapping[str, Any]], resource: str, count: int,
     needs = count - held
     if needs <= 0:
         return None
-    keys = (f"requests.{resource}", f"limits.{resource}", resource)
-    for quota in sorted(quotas, key=lambda q: str((q.get("metadata") or {}).get("name"))):
-        if not applies_to_gpu_pod(quota):
-            continue
-        hard = (quota.get("spec") or {}).get("hard") or {}
-        used = (quota.get("status") or {}).get("used") or {}
-        for key in keys:
-            if key not in hard:
-                continue
-            try:
-                limit, in_use = parse_quantity(hard[key]), parse_quantity(used.get(key, "0"))
-            except ValueError:
-                continue
-            if in_use + needs > limit:
-                name = str((quota.get("metadata") or {}).get("name") or "")
-                return QuotaRefusal(name, key, in_use, limit, needs)
+    for name, key, limit, in_use in _bounds(quotas, resource):
+        if in_use + needs > limit:
+            return QuotaRefusal(name, key, in_use, limit, needs)
     return None
 
 
@@ -116,21 +103,32 @@ def quota_left(quotas: Sequence[Mapping[str, Any]], resource: str, *,
     least `hard - used` over the keys `check_quotas` reads, plus `held` (what this pod
     frees by moving), never below 0; None when no applicable quota bounds the resource."""
     left: Decimal | None = None
+    for _, _, limit, in_use in _bounds(quotas, resource):
+        room = limit - in_use
+        left = room if left is None else min(left, room)
+    return None if left is None else max(0, int(left) + held)
+
+
+def _bounds(quotas: Sequence[Mapping[str, Any]], resource: str
+            ) -> Iterator[tuple[str, str, Decimal, Decimal]]:
+    """(quota name, key, hard, used) of every key bounding `resource` in the quotas that
+    apply to a GPU pod, by quota name; a quantity that does not parse is skipped (the
+    apiserver judges it)."""
     keys = (f"requests.{resource}", f"limits.{resource}", resource)
-    for quota in quotas:
+    for quota in sorted(quotas, key=lambda q: str((q.get("metadata") or {}).get("name"))):
         if not applies_to_gpu_pod(quota):
             continue
+        name = str((quota.get("metadata") or {}).get("name") or "")
         hard = (quota.get("spec") or {}).get("hard") or {}
         used = (quota.get("status") or {}).get("used") or {}
         for key in keys:
             if key not in hard:
                 continue
             try:
-                room = parse_quantity(hard[key]) - parse_quantity(used.get(key, "0"))
+                limit, in_use = parse_quantity(hard[key]), parse_quantity(used.get(key, "0"))
             except ValueError:
                 continue
-            left = room if left is None else min(left, room)
-    return None if left is None else max(0, int(left) + held)
+            yield name, key, limit, in_use
 
 
 def _number(text: str, original: object) -> Decimal:
