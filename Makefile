@@ -34,6 +34,7 @@ demo: $(STAMP) $(FRONTEND_BUILT)
 
 test: lint typecheck dockerlint controlplane frontend browser
 	server_ext/hack/test-frontend.sh --browser
+	server_ext/hack/test-lowest-jupyterlab.sh
 	server_ext/hack/test-e2e-browser.sh
 	$(BIN)/pytest -ra --durations=15
 

@@ -1,7 +1,8 @@
 """One JupyterLab floor everywhere it is declared: 4.2, where `INotebookCellExecutor`
 (the cell executor that holds a GPU cell during a move) first exists. The Python
 requirements (the repository's test extra, the server extension's build and runtime) and
-the front end's `@jupyterlab/*` dependencies must agree on it."""
+the front end's `@jupyterlab/*` dependencies must agree on it, and the browser tests run
+on the floor with its Galata."""
 
 from __future__ import annotations
 
@@ -53,3 +54,12 @@ def test_the_front_end_packages_start_at_the_same_release():
         match = re.fullmatch(r"\^(\d+\.\d+)\.\d+", spec)
         assert match, f"{name}: {spec}"
         assert match.group(1) == release_minor.get(name, "4.2"), f"{name}: {spec}"
+
+
+def test_the_lowest_jupyterlab_browser_tests_use_the_floors_galata():
+    # server_ext/hack/test-lowest-jupyterlab.sh runs the browser tests on JupyterLab
+    # FLOOR.* with this Galata: Galata 5.Y belongs to JupyterLab 4.Y.
+    package = json.loads(
+        (REPO / "server_ext" / "ui-tests" / "lowest-jupyterlab" / "package.json").read_text())
+    galata = package["devDependencies"]["@jupyterlab/galata"]
+    assert re.fullmatch(rf"~5\.{FLOOR.minor}\.\d+", galata), galata

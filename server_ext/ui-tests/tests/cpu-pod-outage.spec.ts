@@ -9,6 +9,7 @@ import { Route } from '@playwright/test';
 
 import { podStatus, toast } from './helpers';
 import {
+  closeConnectionLost,
   holdMoveRequest,
   pollSessions,
   reloadPlain,
@@ -35,7 +36,7 @@ test.describe('CPU pod: the server away during a move', () => {
     await pollSessions(page);
     const dialog = page.locator('.jp-Dialog').filter({ hasText: CONNECTION_LOST });
     await expect(dialog).toBeVisible();
-    await dialog.getByRole('button', { name: 'Close' }).click();
+    await closeConnectionLost(dialog);
     await expect(dialog).toHaveCount(0);
     expect(skipped).toHaveLength(0);
 
@@ -72,7 +73,7 @@ test.describe('CPU pod: the server away during a move', () => {
     await expect(dialog).toBeVisible();
     await expect(dialog).toContainText('Server-Verbindungsfehler');
     await expect(dialog).not.toContainText(CONNECTION_LOST);
-    await dialog.locator('.jp-mod-reject').click();
+    await closeConnectionLost(dialog);
     await expect(dialog).toHaveCount(0);
 
     // A move in flight: no dialog in any language.

@@ -3,7 +3,7 @@
  * JupyterLab and gpushift unchanged.
  */
 import { IJupyterLabPageFixture } from '@jupyterlab/galata';
-import { Route } from '@playwright/test';
+import { expect, Locator, Route } from '@playwright/test';
 
 /** The move request (JupyterLab adds a cache-busting query). */
 const MIGRATE = /\/api_extension\/migrate(\?|$)/;
@@ -22,6 +22,14 @@ export async function holdMoveRequest(page: IJupyterLabPageFixture): Promise<() 
     release();
     await page.unroute(MIGRATE, handler);
   };
+}
+
+/** Close JupyterLab's own connection-lost dialog by its one button, whatever its label
+ * (JupyterLab 4.2: "Dismiss", later releases: "Close"; any language). */
+export async function closeConnectionLost(dialog: Locator): Promise<void> {
+  const buttons = dialog.locator('.jp-Dialog-footer button');
+  await expect(buttons).toHaveCount(1);
+  await buttons.click();
 }
 
 /** Start "Move to GPU" (the palette's command) without waiting for it. */
