@@ -79,8 +79,9 @@ def policy_from_runtime(document: Mapping[str, Any]) -> StoragePolicy:
 
     def number(key: str, default: int, lowest: int) -> int:
         value = given.get(key)
-        ok = isinstance(value, int) and not isinstance(value, bool) and value >= lowest
-        return int(value) if ok else default
+        if isinstance(value, int) and not isinstance(value, bool) and value >= lowest:
+            return value
+        return default
 
     return StoragePolicy(keep=number("keep", DEFAULT_KEEP, 1),
                          min_free_mib=number("min_free_mib", DEFAULT_MIN_FREE_MIB, 0))
