@@ -14,6 +14,10 @@ before a checkpoint, old checkpoints pruned and their space given back after one
   notebook takes the database's lock (`lock`), which a prune or reclaim holds for one
   step at a time (a waiting checkpoint goes next), and every step gives up at once
   when another process holds the database.
+- **Nothing lost to a kill**: a write cut short (the pod killed mid-prune, a kernel
+  killed mid-checkpoint) leaves a hot `-journal`, which SQLite rolls back to the last
+  committed state; `writing` does that first, under the lock, so the restore on a new
+  pod and the next checkpoint find the last verified checkpoint as it was.
 - **Room**: a checkpoint is refused before it starts when the volume would be left
   with less than the admin's minimum free (`kernel_state.space`), and a checkpoint that
   filled the volume anyway is reported as such (507 `volume_full`), with the previous
@@ -28,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -36,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_jupyter.errors import ApiError
-from gpushift_jupyter.kernel_state.database import database_path
+from gpushift_jupyter.kernel_state.database import database_path, journal_path
 from gpushift_jupyter.kernel_state.reclaim import ReclaimResult, reclaim
 from gpushift_jupyter.kernel_state.retention import (
     PruneResult,
@@ -139,12 +144,38 @@ class StorageKeeper:
         `create`: a database that does not exist yet is created first, in the mode that
         lets its space be given back in steps (`retention.prepare_database`)."""
         async with self.lock(notebook):
+            await self._roll_back_dead_write(database_path(notebook))
             if create:
                 try:
                     await asyncio.to_thread(prepare_database, database_path(notebook))
                 except (OSError, sqlite3.Error) as exc:  # kishu creates it, then
                     log.warning("gpushift: %s not prepared: %s", notebook, exc)
             yield
+
+    async def _roll_back_dead_write(self, db: Path) -> None:
+        """A `-journal` left by a writer that died (the pod or this server killed
+        mid-prune, a kernel killed mid-checkpoint) makes every read-only check refuse
+        the database as "being written", so the last verified checkpoint could not be
+        restored on the new pod until some later write rolled it back. Under the
+        database's lock no writer of this server is running (prunes, reclaims and
+        kernels' checkpoints all hold it), and SQLite itself rolls a journal back only
+        when it is hot, i.e. no connection anywhere holds its write lock: a write in
+        flight in another process keeps its journal, and the caller's read then refuses
+        as before."""
+        if not (os.path.lexists(journal_path(db)) and db.exists()):
+            return
+        try:
+            gone = await asyncio.to_thread(recover, db)
+        except sqlite3.Error as exc:  # locked: another process is writing it now
+            log.warning("gpushift: the -journal of %s is not rolled back: %s", db, exc)
+            return
+        if gone:
+            log.warning("gpushift: rolled back a write to %s that was cut short (its "
+                        "-journal was left behind); the checkpoints before it are intact",
+                        db)
+        else:
+            log.warning("gpushift: the -journal of %s stays: another process is "
+                        "writing it", db)
 
     async def check_room(self, notebook: Path) -> None:
         """ApiError 507 `volume_full` when a checkpoint of `notebook` would leave less

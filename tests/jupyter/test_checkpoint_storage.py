@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KishuHome, StartKernel
+from conftest import KishuHome, StartKernel, kill_mid_prune
 
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import (
@@ -195,3 +195,60 @@ async def test_a_nearly_full_volume_refuses_the_checkpoint_before_it_starts(
     assert "nearly full" in refused.value.detail
     assert "256 MiB" in refused.value.detail, refused.value.detail
     assert not database_path(notebook).exists()
+
+
+async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
+        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
+    """The pod is killed while a prune holds its write transaction: a hot -journal is
+    left, and a read-only restore refuses it. On the new pod the restore (under the
+    database's lock, as the server's restore runs it) rolls it back and brings the last
+    verified checkpoint back exactly. Killed again: the next checkpoint, taken under the
+    lock, succeeds and restores; the older checkpoint survived both kills."""
+    notebook = kishu_home.notebook
+    db = database_path(notebook)
+    prepare_database(db)
+    storage = keeper({"optimizer": {"state": "on"}})
+    old = await kishu_kernels()
+    await kernel_with_state(old)
+    first = await checkpoint(old.code, notebook)
+    await old.cell("a0[:1000] += 1.0\nname = 'second'")
+    second = await checkpoint(old.code, notebook)
+    digests = await old.value(DIGESTS)
+    await old.manager.shutdown_kernel(now=True)  # the old pod's kernel dies with it
+
+    kill_mid_prune(db)
+    with pytest.raises(KernelStateError, match="kishu is writing"):
+        await restore(await kishu_kernels(), notebook, second.commit_id)  # not locked
+    new = await kishu_kernels()
+    async with storage.writing(notebook):
+        outcome = await restore(new.code, notebook, second.commit_id)
+    assert outcome.ok, outcome.detail
+    assert not Path(f"{db}-journal").exists()
+    assert await new.value(DIGESTS) == digests
+    assert await new.value("name") == "second"
+    # Killed mid-prune again; the next checkpoint (in the restored kernel) comes first.
+    kill_mid_prune(db)
+    await new.cell("a1[:1000] += 1.0\nname = 'third'")
+    async with storage.writing(notebook, create=True):
+        third = await checkpoint(new.code, notebook)
+    assert not Path(f"{db}-journal").exists()
+    expected = await new.value(DIGESTS)
+    last = await kishu_kernels()
+    async with storage.writing(notebook):
+        assert (await restore(last.code, notebook, third.commit_id)).ok
+    assert await last.value(DIGESTS) == expected
+    assert await last.value("name") == "third"
+    # Neither killed prune took the older checkpoint. (Last: a restore moves kishu's
+    # HEAD, which all kernels of a notebook share.)
+    older = await kishu_kernels()
+    async with storage.writing(notebook):
+        assert (await restore(older.code, notebook, first.commit_id)).ok
+    assert await older.value("name") == "first"
+
+
+async def kernel_with_state(kernel: Any) -> None:
+    await kernel.cell("import numpy as np\n"
+                      f"for i in range({ARRAYS}):\n"
+                      f"    globals()[f'a{{i}}'] = np.random.default_rng(i).random("
+                      f"{MIB // 8})\n"
+                      "name = 'first'")
