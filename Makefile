@@ -83,6 +83,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/webhook_load.py
 	$(BIN)/python bench/classifier_speed.py
 	$(BIN)/python bench/checkpoint_kishu.py
+	$(BIN)/python bench/checkpoint_storage.py
 	$(BIN)/python bench/e2e_migration.py
 
 clean:

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_GPU_RESOURCES",
     "IMAGE_KINDS",
     "AdminSettings",
+    "CheckpointSettings",
     "ConfigError",
     "GpuFacts",
     "GpuProfile",
@@ -29,6 +30,7 @@ __all__ = [
     "ImagePair",
     "ServerTypeSettings",
     "check_capacity_configmap",
+    "check_checkpoint_settings",
     "check_gpu_settings",
     "check_move_settings",
     "image_kind_name",
@@ -150,6 +152,19 @@ class IdleSettings:
 
 
 @dataclass(frozen=True)
+class CheckpointSettings:
+    """How much of the notebooks' volumes their kishu checkpoints may take (the notebook
+    side applies them: it reads them from runtime-config.json)."""
+
+    keep: int = 5
+    """Checkpoints kept per notebook (the newest), besides those a move still needs; the
+    others are deleted after each checkpoint, and their space given back."""
+    min_free_mib: int = 256
+    """A checkpoint is refused when it would leave less than this free (MiB) on the
+    notebook's volume (its size estimated from the previous checkpoint's)."""
+
+
+@dataclass(frozen=True)
 class ServerTypeSettings:
     """Which Kubeflow server types (the Notebook's `notebooks.kubeflow.org/server-type`)
     get the sidecar, and how. gpushift sees a notebook only through its Jupyter server
@@ -226,6 +241,8 @@ class AdminSettings:
     """Where the webhook publishes what is free per profile: "<namespace>/<name>" of a
     ConfigMap (key capacity.json, `gpushift_core.capacity_document`); empty: not
     published (the sidecar's GET /profiles then says the capacity is unknown)."""
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    """Retention of the notebooks' checkpoints and the room a checkpoint leaves."""
 
     def profile(self, name: str) -> GpuProfile | None:
         return next((p for p in self.profiles if p.name == name), None)
@@ -255,6 +272,8 @@ class AdminSettings:
             # reads settings without it.
             **({"capacity_configmap": self.capacity_configmap}
                if self.capacity_configmap else {}),
+            **({"checkpoints": vars(self.checkpoints).copy()}
+               if self.checkpoints != CheckpointSettings() else {}),
         }
 
 
@@ -354,7 +373,16 @@ def parse_admin_settings(text: str) -> AdminSettings:
                        settings.idle)
     check_move_settings(settings.server_types, settings.unmapped_image, settings.image_map)
     check_capacity_configmap(settings.capacity_configmap)
+    check_checkpoint_settings(settings.checkpoints)
     return settings
+
+
+def check_checkpoint_settings(checkpoints: CheckpointSettings) -> None:
+    """ConfigError naming the field when the checkpoint settings are out of bounds."""
+    if not 1 <= checkpoints.keep <= 1000:
+        raise ConfigError("checkpoints.keep: must be between 1 and 1000")
+    if checkpoints.min_free_mib < 0:
+        raise ConfigError("checkpoints.min_free_mib: must not be negative")
 
 
 def check_capacity_configmap(ref: str) -> None:

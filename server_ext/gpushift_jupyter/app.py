@@ -18,6 +18,7 @@ from gpushift_jupyter.moves import Mover
 from gpushift_jupyter.server_restore import ServerRestorer
 from gpushift_jupyter.services import Services
 from gpushift_jupyter.sidecar_client import SidecarClient
+from gpushift_jupyter.storage import StorageKeeper
 
 URL_PREFIX = "api_extension"
 
@@ -74,10 +75,15 @@ class GpushiftExtension(ExtensionApp):
         assert server is not None  # set before extensions initialise
         kernels = KernelRegistry(server.kernel_manager, server.session_manager,
                                  Path(server.root_dir))
+        restorer = MoveRestorer(kernels, sidecar)
+        # The admin's checkpoint settings come with the runtime config; the checkpoints
+        # a move still needs, from the sidecar's record of it.
+        storage = StorageKeeper(lambda: services.runtime().document, restorer.current)
+        restorer.storage = storage
         mover = Mover(kernels, sidecar,
-                      terminals=lambda: server.web_app.settings.get("terminal_manager"))
-        services = Services(runtime_dir, sidecar, kernels, mover,
-                            MoveRestorer(kernels, sidecar))
+                      terminals=lambda: server.web_app.settings.get("terminal_manager"),
+                      storage=storage)
+        services = Services(runtime_dir, sidecar, kernels, mover, restorer)
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
         self._tasks: list[asyncio.Task[None]] = []
@@ -85,10 +91,10 @@ class GpushiftExtension(ExtensionApp):
             self._tasks.append(loop.create_task(
                 services.report_activity_forever(self.activity_interval)))
         if self.restore_interval > 0 and runtime_dir is not None:
-            restorer = ServerRestorer(services.restorer,
-                                      lambda: services.runtime().optimizer_on, mover)
+            server_restorer = ServerRestorer(services.restorer,
+                                             lambda: services.runtime().optimizer_on, mover)
             self._tasks.append(loop.create_task(
-                restorer.run_forever(self.restore_interval)))
+                server_restorer.run_forever(self.restore_interval)))
         if self.idle_watch_interval > 0 and runtime_dir is not None:
             self._tasks.append(loop.create_task(
                 services.checkpoint_on_idle_warning_forever(self.idle_watch_interval)))

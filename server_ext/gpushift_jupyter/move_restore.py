@@ -30,6 +30,7 @@ from gpushift_jupyter.kernel_state import KernelStateError, restore
 from gpushift_jupyter.kernels import KernelRegistry
 from gpushift_jupyter.pod_sessions import notebook_kernel
 from gpushift_jupyter.sidecar_client import SidecarClient
+from gpushift_jupyter.storage import StorageKeeper
 
 log = logging.getLogger("gpushift.jupyter")
 
@@ -99,9 +100,12 @@ class ServerRestore:
 
 
 class MoveRestorer:
-    def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient) -> None:
+    def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient,
+                 storage: StorageKeeper | None = None) -> None:
         self.kernels = kernels
         self.sidecar = sidecar
+        self.storage = storage or StorageKeeper(None, None)
+        """Holds the notebook's database while a restore reads it (no prune then)."""
         self.recovered: set[str] = set()
         """Ids of ended migrations whose state this server (this pod) restored already."""
         self.done: dict[str, ServerRestore] = {}
@@ -310,7 +314,8 @@ class MoveRestorer:
                             commit_id: str | None) -> dict[str, Any]:
         facts = self.kernels.facts(kernel_id)
         try:
-            async with self.kernels.kernel(kernel_id) as kernel:
+            async with self.kernels.kernel(kernel_id) as kernel, \
+                    self.storage.writing(notebook):
                 outcome = await restore(kernel, notebook, commit_id)
             facts.notebook = notebook  # restore attaches kishu to the notebook
         except KernelStateError as exc:

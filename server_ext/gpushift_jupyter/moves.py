@@ -35,6 +35,7 @@ from gpushift_jupyter.pod_sessions import (
     with_variables,
 )
 from gpushift_jupyter.sidecar_client import SidecarClient
+from gpushift_jupyter.storage import StorageKeeper
 
 log = logging.getLogger("gpushift.jupyter")
 
@@ -46,9 +47,12 @@ ORPHANED_SAVE = ("the notebook server restarted while it saved the notebooks, an
 
 class Mover:
     def __init__(self, kernels: KernelRegistry, sidecar: SidecarClient,
-                 terminals: Callable[[], Any] = lambda: None) -> None:
+                 terminals: Callable[[], Any] = lambda: None,
+                 storage: StorageKeeper | None = None) -> None:
         self.kernels = kernels
         self.sidecar = sidecar
+        self.storage = storage or StorageKeeper(None, None)
+        """Room before a checkpoint, retention after it (`storage`)."""
         self.terminals = terminals
         """() -> jupyter_server's terminal manager (None: terminals are off)."""
         self._saving: dict[str, asyncio.Task[None]] = {}
@@ -69,7 +73,8 @@ class Mover:
         notebook = await self.kernels.notebook_path(kernel_id, path)
         facts = self.kernels.facts(kernel_id)
         if facts.notebook != notebook:
-            async with self.kernels.kernel(kernel_id) as kernel:
+            async with self.kernels.kernel(kernel_id) as kernel, \
+                    self.storage.writing(notebook, create=True):
                 try:
                     await attach(kernel, notebook)
                 except KernelStateError as exc:
@@ -94,14 +99,20 @@ class Mover:
             # the sidecar verifies it from the volume, watched or not.
             log.warning("gpushift: %s not registered with the sidecar: %s", notebook,
                         exc.detail)
-        async with self.kernels.kernel(kernel_id) as kernel:
+        await self.storage.check_room(notebook)
+        async with self.kernels.kernel(kernel_id) as kernel, \
+                self.storage.writing(notebook, create=True):
             try:
                 saved = await checkpoint(kernel, notebook)
             except KernelStateError as exc:
+                full = self.storage.failure(notebook, str(exc))
+                if full is not None:
+                    raise full from None
                 raise ApiError(500, "checkpoint_failed",
                                f"the kernel's state was not saved, nothing moved: {exc}"
                                ) from None
         facts.notebook = notebook
+        self.storage.after_checkpoint(notebook, saved.commit_id)
         log.info("checkpoint", extra={"notebook": str(notebook), "commit": saved.commit_id,
                                       "elapsed_ms": round(saved.elapsed_ms)})
         return notebook, saved

@@ -16,6 +16,16 @@ The database is only ever opened read-only (`file:...?mode=ro`): this module nev
 writes, never creates and never rolls back a journal. A missing or corrupt database is
 a `Verdict`, never an exception. Watching the databases for new commits is
 `checkpoint_watcher`'s part.
+
+A journal is always *incomplete* here, even one whose writer died (a pod killed
+mid-prune): the sidecar runs in another container, cannot take the server's lock on
+the database, and a rollback is a write, which this module never does. Nothing is
+blocked for good by it: the move's checkpoints are verified here on the old pod right
+after the server took them (under its lock, which rolls a dead writer's journal back
+first; no prune runs while a move is in flight); the new pod's restore is the server's
+(`StorageKeeper.writing` rolls the old pod's journal back under the lock, then reads)
+and no verdict of this module gates it; an idle move that finds a journal waits, then
+is skipped (no move, nothing lost).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 The file keeps the seed's keys (`usingGPU`, `PodName`, `PodNamespace`) so older front
 ends still read it, and adds: `notebook`, `gpu`, `node`, `profile`, `profiles` (the
 admin's GPU profile names), `idleBounds` (the admin's idle timeout and its bounds),
+`checkpoints` (the admin's retention of checkpoints, `keep`, and the room a checkpoint
+leaves on the notebook's volume, `min_free_mib`: the server extension applies them),
 `migration`, `lastCheckpoint`, `sidecarVersion`, `updatedAt`, and on a GPU pod `idle` (the idle
 timer, as `GET /idle` shows it, written when its state changes: not every second), and
 `optimizerOff` (why the optimizer is off for this notebook's server type; absent when it
@@ -64,6 +66,8 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
         "idleBounds": {"timeout_seconds": bounds.timeout_seconds,
                        "min_seconds": bounds.min_seconds, "max_seconds": bounds.max_seconds,
                        "warning_seconds": bounds.warning_seconds},
+        "checkpoints": {"keep": env.settings.checkpoints.keep,
+                        "min_free_mib": env.settings.checkpoints.min_free_mib},
         "sidecarVersion": __version__,
         "updatedAt": iso_utc(updated_at),
     }

@@ -8,8 +8,12 @@ tmp_path. kishu's config.ini is written by the driver's own `prepare_kishu_home`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -98,3 +102,37 @@ async def kishu_kernels(kishu_home: KishuHome) -> AsyncIterator[StartKernel]:
         kernel.client.stop_channels()
         if await kernel.manager.is_alive():
             await kernel.manager.shutdown_kernel(now=True)
+
+
+# The real prune in a process of its own, SIGKILLed (as a pod killed by Kubeflow's Stop,
+# an eviction or the OOM killer) after it deleted the older checkpoint and before its
+# COMMIT; a small page cache makes it write some of its changes into the database
+# file itself, as a big prune does: the -journal is then all that holds the old pages.
+KILLED_MID_PRUNE = """
+import os, signal, sys
+from pathlib import Path
+from gpushift_jupyter.kernel_state import retention
+
+real = retention._prune
+
+def prune_then_die(con, keep, protected):
+    con.execute("PRAGMA cache_size = 4")
+    result = real(con, keep, protected)
+    assert result.pruned, result
+    os.kill(os.getpid(), signal.SIGKILL)
+
+retention._prune = prune_then_die
+retention.prune_database(Path(sys.argv[1]), keep=1)
+"""
+
+
+def kill_mid_prune(db: Path) -> None:
+    """Leave a hot -journal as a prune killed before its COMMIT does."""
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_PRUNE, str(db)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    journal = Path(f"{db}-journal")
+    assert journal.exists() and journal.stat().st_size > 0
+    assert hashlib.sha256(db.read_bytes()).hexdigest() != before  # torn: pages written
+

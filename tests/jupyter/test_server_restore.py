@@ -8,11 +8,13 @@ the sidecar comes back in `restoring`, as it is when a pod is replaced.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import kill_mid_prune
 
 # pytest-jupyter's fixtures, in this module only (see test_server_extension).
 from pytest_jupyter.jupyter_core import *  # noqa: F403
@@ -32,6 +34,8 @@ from test_server_extension import (  # the fixtures too, shared with that module
     value_of,
     wait_for_phase,
 )
+
+from gpushift_jupyter.kernel_state import database_path
 
 __all__ = ["kishu_root", "sidecar"]
 
@@ -86,6 +90,39 @@ async def test_a_move_that_arrives_is_restored_on_the_server_without_a_browser(
         assert revived.process.poll() is None
         sidecar_base.stop(revived)
     assert "Traceback" not in revived.logs()
+
+
+
+@on_server_loop
+async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
+        tmp_path: Path) -> None:
+    """The old pod is killed while a prune holds its write transaction (it had deleted
+    the move's checkpoint, not yet committed): a hot -journal is left on the volume. The
+    new pod's server rolls it back before it restores: the move's state comes back
+    exactly and the move ends done."""
+    moved = await state_then_a_move(jp_fetch, jp_serverapp, jp_root_dir)
+    await run_cell(jp_serverapp, moved.kernel_id, "greeting = 'later'")
+    status, saved = await call(jp_fetch, "POST", "checkpoint", {"kernel_id": moved.kernel_id})
+    assert status == 200, saved
+    await jp_serverapp.web_app.settings["gpushift_services"].mover.storage.settled()
+    await call_api(jp_fetch, "DELETE", ["api", "sessions", moved.session["id"]], None)
+    db = database_path(moved.notebook)
+    await asyncio.to_thread(kill_mid_prune, db)  # keeps 1: the move's checkpoint goes
+    revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
+    try:
+        done = await wait_for_phase(jp_fetch, {"done", "failed"}, timeout=60)
+        assert done["phase"] == "done", (done, revived.logs()[-3000:])
+        assert done["restore_report"]["ok"] is True, done["restore_report"]
+        assert not Path(f"{db}-journal").exists()
+        _, sessions = await call_api(jp_fetch, "GET", ["api", "sessions"], None)
+        [session] = [s for s in sessions if s["path"] == "work/train.ipynb"]
+        kernel_id = session["kernel"]["id"]
+        assert await value_of(jp_serverapp, kernel_id, "int(xs.sum())") == "499500"
+        assert await value_of(jp_serverapp, kernel_id, "(greeting, p.x)") == "('hello', 7)"
+    finally:
+        assert revived.process.poll() is None
+        sidecar_base.stop(revived)
 
 
 def test_the_session_gets_the_kernel_the_notebook_names_when_installed(tmp_path: Path) -> None:

@@ -50,6 +50,9 @@ def test_full_file(tmp_path):
     ({"idle": {"timeout_seconds": 10}}, "min_seconds <= timeout_seconds"),
     ({"image_map": [{"cpu": "a"}]}, "image_map[0]"),
     ({"workspace": {"mount_path": "relative"}}, "not an absolute path"),
+    ({"checkpoints": {"keep": 0}}, "checkpoints.keep: must be between 1 and 1000"),
+    ({"checkpoints": {"min_free_mib": -1}}, "checkpoints.min_free_mib"),
+    ({"checkpoints": {"kept": 3}}, "checkpoints: unknown key(s) kept"),
     ([1, 2], "expected a mapping"),
 ])
 def test_errors_name_the_field(data, message):

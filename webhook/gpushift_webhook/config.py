@@ -19,11 +19,13 @@ import yaml
 from gpushift_core.admin_settings import (
     DEFAULT_GPU_RESOURCES,
     AdminSettings,
+    CheckpointSettings,
     GpuProfile,
     IdleSettings,
     ImagePair,
     ServerTypeSettings,
     check_capacity_configmap,
+    check_checkpoint_settings,
     check_gpu_settings,
     check_move_settings,
 )
@@ -158,6 +160,10 @@ class WebhookConfig:
     free per GPU profile, handed to every sidecar; empty: not published. The chart sets
     it when `capacity.enabled` (leave it empty in your values)."""
 
+    checkpoints: CheckpointSettings = field(default_factory=CheckpointSettings)
+    """Retention of the notebooks' kishu checkpoints (`keep` newest per notebook) and
+    the room a checkpoint must leave on the notebook's volume (`min_free_mib`)."""
+
     def __post_init__(self) -> None:
         _validate(self)
 
@@ -173,7 +179,8 @@ class WebhookConfig:
                              server_types=self.server_types,
                              unmapped_image=self.unmapped_image,
                              gpu_resources=list(self.gpu_resources),
-                             capacity_configmap=self.capacity_configmap)
+                             capacity_configmap=self.capacity_configmap,
+                             checkpoints=self.checkpoints)
 
     def sidecar_settings(self) -> dict[str, Any]:
         """What the sidecar needs of this file, handed to it as JSON in its env."""
@@ -206,6 +213,7 @@ def _validate(c: WebhookConfig) -> None:
     check_gpu_settings(c.profiles, c.default_profile, c.gpu_resources, c.idle)
     check_move_settings(c.server_types, c.unmapped_image, c.image_map)
     check_capacity_configmap(c.capacity_configmap)
+    check_checkpoint_settings(c.checkpoints)
     if c.guard.ready_timeout_seconds < 10:
         raise ConfigError("guard.ready_timeout_seconds: must be at least 10")
     if c.guard.sidecar_start_grace_seconds < 0:

@@ -32,6 +32,7 @@ planner `CheckpointRestorePlanner`, and `kishu.storage`):
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import sqlite3
@@ -152,6 +153,7 @@ def _arm_checkpoint() -> None:
 
     def post_run_cell(cell_result: Any) -> None:
         ip.events.unregister("post_run_cell", post_run_cell)
+        failed = False
         try:
             started = time.monotonic()
             kishu.post_run_cell(cell_result)
@@ -162,8 +164,31 @@ def _arm_checkpoint() -> None:
         except Exception as exc:
             _answer(status="error", error=f"{type(exc).__name__}: {exc}",
                     traceback=traceback.format_exc(limit=8))
+            failed = True
+        if failed:  # out of the except block: its exception (and frames) is released
+            _after_failed_commit()
 
     ip.events.register("post_run_cell", post_run_cell)
+
+
+def _after_failed_commit() -> None:
+    """A commit that failed half-way (the volume filled: SQLITE_FULL) leaves kishu's
+    connection, with its open transaction and -journal, in the failed frames: SQLite
+    rolls the transaction back only when the connection closes. Collect them now, so
+    the database is as the previous checkpoint left it (no -journal, no lock) and the
+    space the failed write took is free again. kishu's plan in memory may be ahead of
+    the database: drop it, so the next checkpoint attaches again, from the database."""
+    kishu = _ip().user_ns.pop("_kishu", None)
+    gc.collect()
+    if kishu is None:
+        return
+    # A write that failed for lack of space leaves its -journal behind, hot: SQLite
+    # rolls it back when a connection that may write next reads the database.
+    con = sqlite3.connect(kishu.database_path(), timeout=5.0)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        con.close()
 
 
 def restore(notebook_path: str, commit_id: str, settings: list[list[Any]]) -> None:

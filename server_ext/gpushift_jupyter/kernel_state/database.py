@@ -4,7 +4,9 @@ kishu 0.3.4 keeps `<notebook dir>/<stem>.kishudb` (SQLite, journal mode delete) 
 the notebook. No single write marks a commit complete: it is complete when its id is in
 `commit_entry` and no `<db>-journal` file exists (no write in flight); the same rule
 the sidecar applies. The file is opened with `mode=ro` and is never written, created or
-rolled back here (a hot journal is reported, not recovered).
+rolled back here (a hot journal is reported, not recovered: the server rolls back
+one whose writer died, under the database's lock, before it restores or
+checkpoints — `storage.StorageKeeper.writing`).
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@ lay it out for the watcher's and the other sidecar tests too.
 from __future__ import annotations
 
 import hashlib
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,6 +124,38 @@ def test_journal_present_is_incomplete(notebook: Path) -> None:
     assert verdict.status is VerdictStatus.INCOMPLETE
     assert "journal" in verdict.reason
     assert fingerprint(db.parent) == before
+
+
+def test_a_dead_writers_hot_journal_stays_incomplete_and_untouched(notebook: Path) -> None:
+    """A writer SIGKILLed mid-transaction (the old pod killed mid-prune) leaves a hot
+    journal: the sidecar, which cannot take the server's lock, keeps saying
+    "incomplete" and rolls nothing back (the server does, under its lock)."""
+    db = make_db(notebook)
+    add_commit(db, "c1")
+    add_commit(db, "c2")
+    child = ("import os, signal, sqlite3, sys\n"
+             "con = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+             "con.execute('PRAGMA cache_size = 1')\n"
+             "con.execute('BEGIN IMMEDIATE')\n"
+             "con.execute('DELETE FROM commit_entry')\n"
+             "con.execute('DELETE FROM var_commit_parent')\n"
+             "os.kill(os.getpid(), signal.SIGKILL)\n")
+    done = subprocess.run([sys.executable, "-c", child, str(db)], check=False,
+                          capture_output=True, timeout=60)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert journal_path(db).exists()
+    before = fingerprint(db.parent)
+    verdict = verify_database(db, "c1")
+    assert verdict.status is VerdictStatus.INCOMPLETE and "journal" in verdict.reason
+    assert fingerprint(db.parent) == before
+    # SQLite's own rollback (what the server's lock-holding `recover` triggers) brings
+    # both commits back.
+    con = sqlite3.connect(db)
+    assert sorted(r[0] for r in con.execute("SELECT commit_id FROM commit_entry")) == \
+        ["c1", "c2"]
+    con.close()
+    assert not journal_path(db).exists()
+    assert verify_database(db, "c1").complete
 
 
 

@@ -38,6 +38,7 @@ def test_cpu_pod_document_keeps_the_seed_keys(environ):
         "updatedAt": "2025-03-01T12:00:00.000000Z", "profiles": ["nvidia-1", "nvidia-2"],
         "idleBounds": {"timeout_seconds": 180, "min_seconds": 60, "max_seconds": 3600,
                        "warning_seconds": 30},
+        "checkpoints": {"keep": 5, "min_free_mib": 256},
     }
 
 

@@ -1,0 +1,184 @@
+"""Retention of a notebook's kishu checkpoints: which commits to keep (pure), and
+deleting what only the others needed (server side, from the server's process).
+
+What a kept commit needs to come back exactly (`snapshots.load_commit`, the agent's
+restore) and to stay the base of later incremental checkpoints:
+- its `commit_entry` row (gpushift checks that the commit is there),
+- its rows in `ahg_active_vses`: the *whole* set of variable groups of the state at
+  that commit (not a delta),
+- for each of those groups, its data in `variable_snapshot` — stored once, with the
+  commit where the group last changed, which may be a much older commit: a group is
+  kept as long as any kept commit lists it, whatever commit stored it,
+- its rows in `commit_variable` (kishu's variable versions, read by a restore) and
+  `gpushift_not_saved` (why variables were not saved).
+
+Everything else of a pruned commit goes: its `commit_entry` row (which holds kishu's
+copy of the notebook, its cells and outputs), its active-group list, its variable
+versions, and every variable group no kept commit lists. kishu's commit graph (a
+commit's parent: a few dozen bytes each), its dependency graph (`ahg_*`: cell code and
+variable names) and branch rows stay: kishu's next incremental checkpoint asks which
+groups the commits *above* HEAD stored (`KishuCheckpoint.get_stored_versioned_names`
+over the graph's ancestry), and a group kept under a pruned commit's id must still be
+found there, or it would be stored again.
+
+Rows of a checkpoint that failed (the volume filled, the kernel died) have no
+`commit_entry` row: they are deleted like a pruned commit's. A prune therefore never
+runs while a checkpoint may be writing (`storage.StorageKeeper` runs it under the
+database's lock, after a verified checkpoint).
+
+New databases are created with `auto_vacuum = INCREMENTAL` (`prepare_database`) so
+that freed pages can be given back to the volume in short steps (`reclaim`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# kishu 0.3.4's tables holding one row (or more) per commit, by commit id.
+_PER_COMMIT_TABLES = ("ahg_active_vses", "commit_variable", "gpushift_not_saved",
+                      "checkpoint")
+BUSY_TIMEOUT_S = 0.2
+"""How long a prune waits for a lock another connection holds (kishu writing, a restore
+reading) before it gives up for this time: it is retried after the next checkpoint."""
+
+
+def commits_to_keep(newest_first: Sequence[str], *, keep: int,
+                    protected: Collection[str] = (), head: str | None = None
+                    ) -> frozenset[str]:
+    """The commits a database keeps (pure): the `keep` newest, kishu's HEAD (the state
+    the kernel is in, the base of its next checkpoint) and every `protected` one (a
+    move or a restore still needs it) that the database holds. At least the newest
+    is always kept."""
+    kept = set(newest_first[:max(1, keep)])
+    present = set(newest_first)
+    kept.update(c for c in protected if c in present)
+    if head is not None and head in present:
+        kept.add(head)
+    return frozenset(kept)
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    kept: tuple[str, ...]
+    """Commits kept, newest first."""
+    pruned: tuple[str, ...]
+    """Commits deleted, newest first."""
+    groups_deleted: int
+    """Variable groups (`variable_snapshot` versions) deleted."""
+    failed_rows: int
+    """Rows of checkpoints that never completed (no commit_entry row), deleted."""
+    free_pages: int
+    """Pages on SQLite's free list afterwards (what `reclaim` can give back)."""
+    page_size: int
+
+
+def prepare_database(db_path: Path) -> bool:
+    """Create the notebook's kishu database, empty, with `auto_vacuum = INCREMENTAL`,
+    when there is none yet (kishu then adds its tables to it). True when it did. An
+    existing database is left as it is (its mode can only change with a VACUUM)."""
+    if db_path.exists():
+        return False
+    con = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    try:
+        con.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        # The mode is fixed when the first table is created; this one is gpushift's own
+        # (`agent._record_not_saved` creates it the same way).
+        con.execute("CREATE TABLE IF NOT EXISTS gpushift_not_saved "
+                    "(commit_id text, name text, reason text)")
+    finally:
+        con.close()
+    return True
+
+
+def recover(db_path: Path) -> bool:
+    """Let SQLite roll back a hot journal (a write that failed, or a process that died,
+    left `<db>-journal` behind): reading with a connection that may write does it, and
+    only when no live connection still writes (then the journal is not hot). True when
+    no journal is left."""
+    journal = db_path.with_name(db_path.name + "-journal")
+    if not journal.exists():
+        return True
+    con = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S)
+    try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    finally:
+        con.close()
+    return not journal.exists()
+
+
+def newest_first(con: sqlite3.Connection) -> list[str]:
+    """The database's complete commits, newest first (kishu inserts each commit's row
+    once, when it is complete; rowids only grow while the newest row is kept)."""
+    return [str(r[0]) for r in con.execute(
+        "SELECT commit_id FROM commit_entry ORDER BY rowid DESC")]
+
+
+def head_commit(con: sqlite3.Connection, tables: set[str]) -> str | None:
+    """kishu's HEAD, where it has one."""
+    for table in ("head_branch", "var_head_commit"):
+        if table in tables:
+            row = con.execute(
+                f"SELECT commit_id FROM {table} WHERE head = 'HEAD'").fetchone()  # noqa: S608
+            if row is not None and row[0]:
+                return str(row[0])
+    return None
+
+
+def prune_database(db_path: Path, *, keep: int, protected: Collection[str] = (),
+                   busy_timeout: float = BUSY_TIMEOUT_S) -> PruneResult:
+    """Delete every commit `commits_to_keep` does not keep, with what only those
+    commits needed, in one transaction. sqlite3.OperationalError ("database is locked")
+    when another connection writes or reads meanwhile: nothing changed then."""
+    con = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            result = _prune(con, keep, protected)
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+        return result
+    finally:
+        con.close()
+
+
+def _prune(con: sqlite3.Connection, keep: int, protected: Collection[str]) -> PruneResult:
+    tables = {str(r[0]) for r in con.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    page_size = int(con.execute("PRAGMA page_size").fetchone()[0])
+    if not {"commit_entry", "ahg_active_vses", "variable_snapshot"} <= tables:
+        free = int(con.execute("PRAGMA freelist_count").fetchone()[0])
+        return PruneResult((), (), 0, 0, free, page_size)
+    commits = newest_first(con)
+    kept = commits_to_keep(commits, keep=keep, protected=protected,
+                           head=head_commit(con, tables))
+    pruned = [c for c in commits if c not in kept]
+    con.execute("CREATE TEMP TABLE gpushift_kept (commit_id text PRIMARY KEY)")
+    con.executemany("INSERT INTO gpushift_kept VALUES (?)", [(c,) for c in kept])
+    failed_rows = 0
+    for table in _PER_COMMIT_TABLES:
+        if table not in tables:
+            continue
+        # A failed checkpoint's rows (no commit_entry row) count apart: for the report.
+        failed_rows += con.execute(
+            f"DELETE FROM {table} WHERE commit_id NOT IN "  # noqa: S608
+            "(SELECT commit_id FROM commit_entry)").rowcount
+        con.execute(f"DELETE FROM {table} WHERE commit_id NOT IN "  # noqa: S608
+                    "(SELECT commit_id FROM temp.gpushift_kept)")
+    con.executemany("DELETE FROM commit_entry WHERE commit_id = ?", [(c,) for c in pruned])
+    # Versions of a group: one row per chunk (and per commit that stored it).
+    groups_deleted = int(con.execute(
+        "SELECT count(DISTINCT versioned_name) FROM variable_snapshot WHERE versioned_name "
+        "NOT IN (SELECT versioned_name FROM ahg_active_vses)").fetchone()[0])
+    con.execute("DELETE FROM variable_snapshot WHERE versioned_name NOT IN "
+                "(SELECT versioned_name FROM ahg_active_vses)")
+    con.execute("DROP TABLE temp.gpushift_kept")
+    free = int(con.execute("PRAGMA freelist_count").fetchone()[0])
+    order = {c: i for i, c in enumerate(commits)}
+    return PruneResult(kept=tuple(sorted(kept, key=order.__getitem__)), pruned=tuple(pruned),
+                       groups_deleted=groups_deleted, failed_rows=failed_rows,
+                       free_pages=free, page_size=page_size)
