@@ -15,15 +15,18 @@ concatenating shuffled corpus cells until the size is reached. Three kinds:
   do and what IPython does to run the cell: `transform_cell` of the whole cell, then
   `ast.parse`.
 
-For each size and kind it times, with a fresh kernel per call, `fast` =
+For each size and kind it times, with a fresh kernel per call, `first time` =
 `KernelClassifier(strict=False).classify(cell)` (the live path: parses only the statements
 that mention something GPU-related), `strict` = `KernelClassifier().classify(cell)` (parses
 the whole cell, as the scan CLI does) and, in the same run, the baseline (`ast.parse` of the
 same cell), each cell `--repeat` times, interleaved, and prints cells per second, p50 and
 p99 per cell, and the ratio to the baseline. Target: p99 under 2 ms at 200 lines.
-`fast` and `strict` classify from scratch (a fresh kernel: no cached verdict); `fast again`
-is the same cell run again in a kernel whose memory it was classified in before (the
-verdict cache's lookup: a user re-running a cell, Run All after a restart).
+`first time` (fast mode) and `strict` classify from scratch (a fresh kernel, each cell text
+new to it: no cached verdict); `repeated` is the fast mode on the same cell run again in a
+kernel whose memory it was classified in before (the verdict cache's lookup: a user
+re-running a cell, Run All after a restart). The last lines print both ratios for the
+200-line GPU-heavy cells beside issue 16's target (p99 <= 1.2x ast.parse): the uncached
+figure is the one a cell's first run pays.
 """
 
 from __future__ import annotations
@@ -142,6 +145,7 @@ def main() -> None:
           f"{args.repeat} runs per size")
     print(f"{'kind':8} {'lines':>5} {'what':11} {'cells/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'ratio p50':>9} {'ratio p99':>9}")
+    ratios: dict[tuple[str, int, str], tuple[float, float]] = {}
     kinds = (("corpus", pool, False), ("analysis", analysis_pool, False), ("magics", pool, True))
     for kind, kind_pool, magics in kinds:
         for lines in SIZES:
@@ -152,8 +156,8 @@ def main() -> None:
                 seen[cell].classify(cell)
                 seen[cell].classify(cell)
             functions: dict[str, Callable[[str], object]] = {
-                "fast": lambda code: KernelClassifier(strict=False).classify(code),
-                "fast again": lambda code, seen=seen: seen[code].classify(code),
+                "first time": lambda code: KernelClassifier(strict=False).classify(code),
+                "repeated": lambda code, seen=seen: seen[code].classify(code),
                 "strict": lambda code: KernelClassifier().classify(code),
                 "baseline": baselines[magics],
             }
@@ -166,6 +170,7 @@ def main() -> None:
             for name, values in timings.items():
                 p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
                 rate = len(values) / sum(values)
+                ratios[kind, lines, name] = (p50 / base_p50, p99 / base_p99)
                 print(f"{kind:8} {lines:5} {name:11} {rate:9.0f} "
                       f"{p50 * 1e3:8.3f} {p99 * 1e3:8.3f} {p50 / base_p50:9.2f} "
                       f"{p99 / base_p99:9.2f}")
@@ -173,6 +178,10 @@ def main() -> None:
                 for cell in build_cells(pool, 200, 40, rng, False)]
     mean_ms = statistics.mean(verdict.elapsed_ms for verdict in verdicts)
     print(f"Verdict.elapsed_ms at 200 lines (fast, self-reported, mean): {mean_ms:.3f} ms")
+    for name in ("first time", "repeated"):
+        p50_ratio, p99_ratio = ratios["corpus", 200, name]
+        print(f"corpus 200 lines, {name:10} vs ast.parse (baseline 1.00): "
+              f"p50 {p50_ratio:.2f}x, p99 {p99_ratio:.2f}x (target p99 <= 1.20x)")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ the cache never changes a verdict nor what the kernel remembers afterwards."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ import yaml
 
 from gpushift_jupyter.classifier import KernelClassifier
 from gpushift_jupyter.classifier import kernel as kernel_module
+from gpushift_jupyter.classifier.rules import DeviceKind
+from gpushift_jupyter.classifier.state import KernelState
 
 CORPUS = Path(__file__).parent / "classifier_corpus"
 
@@ -87,3 +90,51 @@ def test_the_cache_is_bounded_and_long_cells_are_not_kept(monkeypatch):
     k.classify(long_cell)
     k.classify(long_cell)
     assert k.cache_hits == 0
+
+
+def test_the_fingerprint_covers_everything_the_kernel_remembers():
+    """The cache's key is the memory's fingerprint: every field a walk carries from cell to
+    cell must change it, or a cell would be served a verdict from another memory. A field
+    added to KernelState without being fingerprinted fails here."""
+    transient = {"availability_lines", "walked_text", "_scanner"}  # one walk's scratch
+    samples = {
+        "aliases": {"xp": "cupy"}, "shadowed": {"cp"}, "devices": {"device": DeviceKind.CUDA},
+        "guards": {"use_gpu"}, "forced": {"use_cuda"}, "gpu_functions": {"train"},
+    }
+    persistent = {f.name for f in fields(KernelState)} - transient
+    assert persistent == set(samples)
+    empty = KernelState().fingerprint()
+    for name, value in samples.items():
+        assert KernelState(**{name: value}).fingerprint() != empty, name
+
+
+def test_a_rebound_device_is_not_served_the_verdict_of_the_old_binding():
+    k = KernelClassifier(strict=False)
+    to_cuda = "import torch\ndevice = torch.device('cuda')"
+    to_cpu = "device = torch.device('cpu')"
+    use = "model = model.to(device)"
+    assert k.classify(to_cuda).needs_gpu
+    assert k.classify(use).needs_gpu
+    assert not k.classify(to_cpu).needs_gpu
+    assert not k.classify(use).needs_gpu  # same text, other memory: walked, not the "yes"
+    assert k.classify(to_cuda).needs_gpu
+    assert k.classify(use).needs_gpu
+    uncached = KernelClassifier(strict=False, cache_entries=0)
+    sequence = [to_cuda, use, to_cpu, use, to_cuda, use, to_cpu, use]
+    assert verdicts(KernelClassifier(strict=False), sequence) == verdicts(uncached, sequence)
+
+
+def test_the_cache_evicts_the_least_recently_used_verdict():
+    k = KernelClassifier(strict=False, cache_entries=2)
+    a, b, c = (f"x{i} = torch.ones(1).cuda()" for i in range(3))  # memory stays empty
+    for cell in (a, b):
+        assert k.classify(cell).needs_gpu
+    assert k.cache_hits == 0
+    k.classify(a)  # a lookup: `a` is now the most recently used
+    assert k.cache_hits == 1
+    k.classify(c)  # a third entry evicts `b`, the least recently used
+    assert len(k._verdicts) == 2
+    k.classify(a)
+    assert k.cache_hits == 2
+    assert k.classify(b).needs_gpu  # walked again, same verdict
+    assert k.cache_hits == 2
