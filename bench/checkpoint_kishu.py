@@ -148,6 +148,22 @@ async def bench_size(work: Path, env: dict[str, str], mib: int) -> dict[str, flo
     return figures
 
 
+def kernel_environment(work: Path) -> dict[str, str]:
+    """Set up `work` for the bench's kernels (their kernelspec, runtime folder and kishu
+    home) and return the environment they start with."""
+    (work / "runtime").mkdir()
+    spec = work / "jupyter" / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "bench", "language": "python"}))
+    os.environ["JUPYTER_PATH"] = str(work / "jupyter")
+    os.environ["IPYTHONDIR"] = str(work / "ipython")
+    root = work / "kishu-root"
+    prepare_kishu_home(root)
+    return dict(os.environ, HOME=str(work), **kishu_environment(root))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="50 MiB only")
@@ -156,17 +172,7 @@ async def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpushift-bench-", dir=args.dir))
     try:
-        (work / "runtime").mkdir()
-        spec = work / "jupyter" / "kernels" / KERNEL_NAME
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "bench", "language": "python"}))
-        os.environ["JUPYTER_PATH"] = str(work / "jupyter")
-        os.environ["IPYTHONDIR"] = str(work / "ipython")
-        root = work / "kishu-root"
-        prepare_kishu_home(root)
-        env = dict(os.environ, HOME=str(work), **kishu_environment(root))
+        env = kernel_environment(work)
         print(f"kernels: {sys.executable}; files in {work}")
         for mib in [50] if args.quick else [50, 500]:
             await bench_size(work, env, mib)

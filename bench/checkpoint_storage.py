@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -29,13 +28,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from checkpoint_kishu import KERNEL_NAME, MIB, Kernel, start_kernel
+from checkpoint_kishu import MIB, Kernel, kernel_environment, start_kernel
 
 from gpushift_jupyter.kernel_state import (
     checkpoint,
     database_path,
-    kishu_environment,
-    prepare_kishu_home,
     restore,
 )
 from gpushift_jupyter.kernel_state.retention import prepare_database
@@ -127,17 +124,7 @@ async def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gpushift-bench-", dir=args.dir))
     try:
-        (work / "runtime").mkdir()
-        spec = work / "jupyter" / "kernels" / KERNEL_NAME
-        spec.mkdir(parents=True)
-        (spec / "kernel.json").write_text(json.dumps({
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "bench", "language": "python"}))
-        os.environ["JUPYTER_PATH"] = str(work / "jupyter")
-        os.environ["IPYTHONDIR"] = str(work / "ipython")
-        root = work / "kishu-root"
-        prepare_kishu_home(root)
-        env = dict(os.environ, HOME=str(work), **kishu_environment(root))
+        env = kernel_environment(work)
         await run(work, env, args.mib, args.checkpoints, args.keep)
     finally:
         shutil.rmtree(work, ignore_errors=True)

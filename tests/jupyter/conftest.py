@@ -15,7 +15,8 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,3 +137,18 @@ def kill_mid_prune(db: Path) -> None:
     assert journal.exists() and journal.stat().st_size > 0
     assert hashlib.sha256(db.read_bytes()).hexdigest() != before  # torn: pages written
 
+
+
+@contextmanager
+def small_tmpfs(folder: Path, size_mib: int = 64) -> Iterator[Path]:
+    """A small tmpfs mounted at `folder` (made here), for a volume that fills up; the
+    test is skipped with mount's own error where mounting is not permitted."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
+                           str(folder)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KishuHome, StartKernel, kill_mid_prune
+from conftest import KishuHome, StartKernel, kill_mid_prune, small_tmpfs
 
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import (
@@ -115,16 +114,8 @@ async def test_fifty_checkpoints_of_a_changing_state_stay_within_the_retention_b
 @pytest.fixture
 def small_volume(kishu_home: KishuHome) -> Iterator[Path]:
     """A 64 MiB tmpfs where the notebook lives (and so its kishu database)."""
-    folder = kishu_home.notebook.parent / "small"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with small_tmpfs(kishu_home.notebook.parent / "small") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 async def test_a_volume_that_fills_during_a_checkpoint(

@@ -7,12 +7,12 @@ after each checkpoint on its own."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import small_tmpfs
 from pytest_jupyter.jupyter_core import *  # noqa: F403
 from pytest_jupyter.jupyter_server import *  # noqa: F403
 from test_server_extension import (  # the real sidecar, as the extension's own tests
@@ -32,16 +32,8 @@ from gpushift_jupyter.kernel_state import database_path
 
 @pytest.fixture
 def small_volume(jp_root_dir: Path) -> Iterator[Path]:
-    folder = jp_root_dir / "small"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
-                          capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with small_tmpfs(jp_root_dir / "small") as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 async def session_with_state(jp_fetch: Any, jp_serverapp: Any, path: str) -> str:
