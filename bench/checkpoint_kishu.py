@@ -97,7 +97,7 @@ async def bench_size(work: Path, env: dict[str, str], mib: int) -> dict[str, flo
         await a.cell(state_cell(mib))
         # kishu's import and set-up, once per kernel (the server can do it at start).
         figures["attach_s"], _ = await timed(attach(a.code, notebook))
-        figures["checkpoint_s"], saved = await timed(checkpoint(a.code, notebook))
+        figures["checkpoint_s"], saved = await timed(checkpoint(a.code, notebook, workspace=work))
         figures["db_first_bytes"] = saved.database_bytes
         dump = ("import dill, os, time\n"
                 "_names = [n for n in dir() if not n.startswith('_') and n not in "
@@ -111,17 +111,17 @@ async def bench_size(work: Path, env: dict[str, str], mib: int) -> dict[str, flo
         changes = ["counter += 1", "a2[::1000] += 1.0", "extra = {'note': 'new variable'}"]
         for change in changes:
             await a.cell(change)
-            before = database_path(notebook).stat().st_size
-            seconds, again = await timed(checkpoint(a.code, notebook))
+            before = database_path(notebook, work).stat().st_size
+            seconds, again = await timed(checkpoint(a.code, notebook, workspace=work))
             growth.append((change, seconds, again.database_bytes - before))
-        figures["db_bytes"] = database_path(notebook).stat().st_size
+        figures["db_bytes"] = database_path(notebook, work).stat().st_size
     finally:
         await a.stop()
     b = await start_kernel(work, env)
     c = await start_kernel(work, env)
     try:
         figures["attach_restore_s"], _ = await timed(attach(b.code, notebook))
-        figures["restore_s"], outcome = await timed(restore(b.code, notebook, None))
+        figures["restore_s"], outcome = await timed(restore(b.code, notebook, None, workspace=work))
         assert outcome.ok, outcome
         load = f"import dill\nwith open({str(dill_file)!r}, 'rb') as _f:\n" \
                "    globals().update(dill.load(_f))\n"

@@ -60,13 +60,15 @@ async def run(work: Path, env: dict[str, str], mib: int, count: int, keep: int) 
         notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
                                         "nbformat_minor": 5}))
         notebooks[name] = notebook
-    prepare_database(database_path(notebooks["kept"]))  # as the server extension does
+    kept_db = database_path(notebooks["kept"], work)
+    kept_db.parent.mkdir(parents=True)
+    prepare_database(kept_db)  # as the server extension does
 
     async def no_move() -> Mapping[str, Any] | None:
         return None
 
     runtime = {"optimizer": {"state": "on"}, "checkpoints": {"keep": keep}}
-    storage = StorageKeeper(lambda: runtime, no_move)
+    storage = StorageKeeper(lambda: runtime, no_move, work)
     each = mib * MIB // ARRAYS // 8
     kernels = {name: await start_kernel(work, env) for name in notebooks}
     sizes: dict[str, list[int]] = {name: [] for name in notebooks}
@@ -79,21 +81,21 @@ async def run(work: Path, env: dict[str, str], mib: int, count: int, keep: int) 
         for n in range(count):
             for name, kernel in kernels.items():
                 await kernel.cell(f"a{n % ARRAYS}[:1000] += 1.0")
-                saved = await checkpoint(kernel.code, notebooks[name])
+                saved = await checkpoint(kernel.code, notebooks[name], workspace=work)
                 if name == "kept":
                     started = time.perf_counter()
                     report = await storage.tidy(notebooks[name], saved.commit_id)
                     tidy_s.append(time.perf_counter() - started)
                     assert report.skipped == "", report.skipped
                     last_commit = saved.commit_id
-                sizes[name].append(database_path(notebooks[name]).stat().st_size)
+                sizes[name].append(database_path(notebooks[name], work).stat().st_size)
         expected = await value(kernels["kept"], DIGESTS)
     finally:
         for kernel in kernels.values():
             await kernel.stop()
     fresh = await start_kernel(work, env)
     try:
-        outcome = await restore(fresh.code, notebooks["kept"], last_commit)
+        outcome = await restore(fresh.code, notebooks["kept"], last_commit, workspace=work)
         exact = outcome.ok and await value(fresh, DIGESTS) == expected
     finally:
         await fresh.stop()

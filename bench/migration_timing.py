@@ -169,7 +169,7 @@ def main() -> int:
             for i in range(args.migrations):
                 target = "gpu" if i % 2 == 0 else "cpu"
                 commit = f"c-{i}"
-                kishu_db(train, commit)
+                kishu_db(train, commit, workspace=workspace)
                 current = sidecars[-1]
                 old_uid = pod.metadata.uid
                 status, body = current.request("POST", "/migrations", {

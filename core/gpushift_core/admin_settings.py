@@ -162,6 +162,12 @@ class CheckpointSettings:
     min_free_mib: int = 256
     """A checkpoint is refused when it would leave less than this free (MiB) on the
     notebook's volume (its size estimated from the previous checkpoint's)."""
+    background_interval_seconds: int = 60
+    """Background checkpoints: at most one per kernel this often, after the user ran a
+    cell and the kernel went idle (the kernel forks; the user never waits). 0: off."""
+    background_max_state_mib: int = 4096
+    """Kernels whose variables take more than this (MiB, estimated) get no background
+    checkpoints (each hashes the whole state); JupyterLab says so."""
 
 
 @dataclass(frozen=True)
@@ -383,6 +389,11 @@ def check_checkpoint_settings(checkpoints: CheckpointSettings) -> None:
         raise ConfigError("checkpoints.keep: must be between 1 and 1000")
     if checkpoints.min_free_mib < 0:
         raise ConfigError("checkpoints.min_free_mib: must not be negative")
+    if not 0 <= checkpoints.background_interval_seconds <= 86400:
+        raise ConfigError("checkpoints.background_interval_seconds: must be between 0 "
+                          "(off) and 86400")
+    if checkpoints.background_max_state_mib < 0:
+        raise ConfigError("checkpoints.background_max_state_mib: must not be negative")
 
 
 def check_capacity_configmap(ref: str) -> None:

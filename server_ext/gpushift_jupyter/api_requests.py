@@ -71,6 +71,35 @@ def parse_kernel_and_path(body: Mapping[str, Any]) -> tuple[str, str | None]:
     return kernel_id, text(body, "path", required=False, limit=4096)
 
 
+def parse_resume(body: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    known_keys(body, {"kernel_id", "path", "commit_id"})
+    kernel_id, path = text(body, "kernel_id"), text(body, "path", required=False,
+                                                     limit=4096)
+    commit_id = text(body, "commit_id", limit=128)
+    assert kernel_id is not None and commit_id is not None
+    return kernel_id, path, commit_id
+
+
+def parse_user_interval(body: Mapping[str, Any]) -> float | None:
+    """`{"interval_seconds": n}`: 0 (off) to a day, or null (the default)."""
+    known_keys(body, {"interval_seconds"})
+    value = body.get("interval_seconds")
+    if value is None:
+        return None
+    if (not isinstance(value, int | float) or isinstance(value, bool)
+            or not 0 <= value <= 86400):
+        raise ApiError(400, "invalid_field", "interval_seconds: a number of seconds from 0 "
+                       "(off) to 86400, or null")
+    return float(value)
+
+
+def parse_kernel_id(value: str) -> str:
+    """A kernel id from a query string (`?kernel_id=`)."""
+    kernel_id = text({"kernel_id": value}, "kernel_id", limit=128)
+    assert kernel_id is not None
+    return kernel_id
+
+
 def parse_activity(body: Mapping[str, Any]) -> tuple[str, bool]:
     known_keys(body, {"kernel_id", "gpu_cell_running"})
     kernel_id = text(body, "kernel_id")

@@ -9,12 +9,15 @@ from pathlib import Path
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
-from traitlets import Float, Unicode, default
+from traitlets import Float, Integer, Unicode, default
 
+from gpushift_jupyter.background import BackgroundCheckpoints, BackgroundSettings
+from gpushift_jupyter.checkpoint_files import CONTENTS_EVENTS, CheckpointFiles
 from gpushift_jupyter.handlers import ROUTES
 from gpushift_jupyter.kernels import KernelRegistry
 from gpushift_jupyter.move_restore import MoveRestorer
 from gpushift_jupyter.moves import Mover
+from gpushift_jupyter.resume import ResumeOffers
 from gpushift_jupyter.server_restore import ServerRestorer
 from gpushift_jupyter.services import Services
 from gpushift_jupyter.sidecar_client import SidecarClient
@@ -59,6 +62,23 @@ class GpushiftExtension(ExtensionApp):
              "unconfirmed report expire after 30 s, so keep it well below that; 0 turns "
              "it off (then a long GPU cell stops holding the GPU 30 s after it started).")
 
+    background_interval = Float(
+        60.0, config=True,
+        help="Background checkpoints: at most one per kernel every this many seconds, "
+             "after the user ran a cell and the kernel has been idle for "
+             "background_quiet seconds (the kernel forks; the user never waits on it). "
+             "0 turns them off. The admin's checkpoints.background_interval_seconds "
+             "(runtime-config.json) wins where the sidecar gives it.")
+    background_quiet = Float(
+        3.0, config=True,
+        help="Seconds a kernel must have been idle before a background checkpoint.")
+    background_max_state_mib = Integer(
+        4096, config=True,
+        help="Kernels whose variables take more than this (MiB, estimated) get no "
+             "background checkpoints (each hashes the whole state); their state is saved "
+             "on a move or on demand, and the status says so. The admin's "
+             "checkpoints.background_max_state_mib wins where the sidecar gives it.")
+
     @default("runtime_dir")
     def _runtime_dir_default(self) -> str:
         return os.environ.get("GPUSHIFT_RUNTIME_DIR", "")
@@ -76,14 +96,30 @@ class GpushiftExtension(ExtensionApp):
         kernels = KernelRegistry(server.kernel_manager, server.session_manager,
                                  Path(server.root_dir))
         restorer = MoveRestorer(kernels, sidecar)
+        services: Services  # made below; the lambdas read it later
         # The admin's checkpoint settings come with the runtime config; the checkpoints
         # a move still needs, from the sidecar's record of it.
-        storage = StorageKeeper(lambda: services.runtime().document, restorer.current)
+        storage = StorageKeeper(lambda: services.runtime().document, restorer.current,
+                                kernels.root_dir)
         restorer.storage = storage
         mover = Mover(kernels, sidecar,
                       terminals=lambda: server.web_app.settings.get("terminal_manager"),
                       storage=storage)
-        services = Services(runtime_dir, sidecar, kernels, mover, restorer)
+        background = BackgroundCheckpoints(
+            kernels, storage, BackgroundSettings(self.background_interval,
+                                                 self.background_quiet,
+                                                 self.background_max_state_mib),
+            Path(server.runtime_dir), lambda: services.runtime().document)
+        mover.background = background
+        files = CheckpointFiles(storage, kernels.root_dir)
+        resume = ResumeOffers(kernels, storage, restorer,
+                              lambda: services.runtime().optimizer_on)
+        services = Services(runtime_dir, sidecar, kernels, mover, restorer, files, resume,
+                            background)
+        # Renames and moves of notebooks in JupyterLab: their checkpoints follow.
+        if server.event_logger is not None:
+            server.event_logger.add_listener(schema_id=CONTENTS_EVENTS,
+                                             listener=files.on_contents_event)
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
         self._tasks: list[asyncio.Task[None]] = []
@@ -95,6 +131,8 @@ class GpushiftExtension(ExtensionApp):
                                              lambda: services.runtime().optimizer_on, mover)
             self._tasks.append(loop.create_task(
                 server_restorer.run_forever(self.restore_interval)))
+        # Always looked at: the admin's setting (runtime-config.json) may turn them on.
+        self._tasks.append(loop.create_task(background.run_forever()))
         if self.idle_watch_interval > 0 and runtime_dir is not None:
             self._tasks.append(loop.create_task(
                 services.checkpoint_on_idle_warning_forever(self.idle_watch_interval)))

@@ -225,6 +225,70 @@ class ProfilesHandler(GpushiftHandler):
         self.answer(await self.services.sidecar.get("/profiles"))
 
 
+class CheckpointFilesHandler(GpushiftHandler):
+    """The checkpoints kept for a deleted notebook (or folder), `?path=` relative to the
+    server root: JupyterLab offers to delete them when the user deletes the notebook."""
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        self.answer(self.services.files.describe(self.get_query_argument("path", "")))
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def delete(self) -> None:
+        self.answer(await self.services.files.delete(self.get_query_argument("path", "")))
+
+
+class ResumeHandler(GpushiftHandler):
+    """"Resume where you left off": the offer for a fresh kernel's notebook (`GET
+    ?kernel_id=&path=`), and its restore on accept (`POST {"kernel_id", "path",
+    "commit_id"}`); see `resume`."""
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        kernel_id = api_requests.parse_kernel_id(self.get_query_argument("kernel_id", ""))
+        path = self.get_query_argument("path", None)
+        self.answer(await self.services.resume.offer(kernel_id, path))
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def post(self) -> None:
+        kernel_id, path, commit_id = api_requests.parse_resume(self.body())
+        self.answer(await self.services.resume.resume(kernel_id, path, commit_id))
+
+
+class BackgroundHandler(GpushiftHandler):
+    """The kernel's last background checkpoint (`?kernel_id=`): saved, running,
+    skipped (with why: a state too large, CUDA, a full volume), failed, off; and the
+    user's own interval (`PUT`)."""
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def get(self) -> None:
+        kernel_id = api_requests.parse_kernel_id(self.get_query_argument("kernel_id", ""))
+        self.services.kernels.facts(kernel_id)  # 404 for a kernel that is not running
+        self.answer(self.services.background.report(kernel_id))
+
+    @tornado.web.authenticated
+    @authorized
+    @answers_errors
+    async def put(self) -> None:
+        """The user's setting: `{"interval_seconds": n}` (0: off for them; null: as the
+        administrator and the server say); the settings that apply come back."""
+        background = self.services.background
+        background.user_interval = api_requests.parse_user_interval(self.body())
+        settings = background.settings
+        self.answer({"interval_s": settings.interval, "max_state_mib": settings.max_state_mib,
+                     "user_interval_s": background.user_interval})
+
+
 ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
     ("", RuntimeHandler),
     ("/pod", PodHandler),
@@ -239,6 +303,9 @@ ROUTES: list[tuple[str, type[GpushiftHandler]]] = [
     ("/idle/stay", IdleStayHandler),
     ("/idle/timeout", IdleTimeoutHandler),
     ("/profiles", ProfilesHandler),
+    ("/checkpoints", CheckpointFilesHandler),
+    ("/resume", ResumeHandler),
+    ("/background", BackgroundHandler),
 ]
 
 

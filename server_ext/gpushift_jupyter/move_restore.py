@@ -104,7 +104,7 @@ class MoveRestorer:
                  storage: StorageKeeper | None = None) -> None:
         self.kernels = kernels
         self.sidecar = sidecar
-        self.storage = storage or StorageKeeper(None, None)
+        self.storage = storage or StorageKeeper(None, None, kernels.root_dir)
         """Holds the notebook's database while a restore reads it (no prune then)."""
         self.recovered: set[str] = set()
         """Ids of ended migrations whose state this server (this pod) restored already."""
@@ -316,7 +316,8 @@ class MoveRestorer:
         try:
             async with self.kernels.kernel(kernel_id) as kernel, \
                     self.storage.writing(notebook):
-                outcome = await restore(kernel, notebook, commit_id)
+                outcome = await restore(kernel, notebook, commit_id,
+                                        workspace=self.storage.workspace())
             facts.notebook = notebook  # restore attaches kishu to the notebook
         except KernelStateError as exc:
             return {"ok": False, "restored": [], "not_restored": [],

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gpushift_jupyter.background import BackgroundCheckpoints
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import (
     Checkpoint,
@@ -51,10 +52,12 @@ class Mover:
                  storage: StorageKeeper | None = None) -> None:
         self.kernels = kernels
         self.sidecar = sidecar
-        self.storage = storage or StorageKeeper(None, None)
+        self.storage = storage or StorageKeeper(None, None, kernels.root_dir)
         """Room before a checkpoint, retention after it (`storage`)."""
         self.terminals = terminals
         """() -> jupyter_server's terminal manager (None: terminals are off)."""
+        self.background: BackgroundCheckpoints | None = None
+        """Background checkpoints, stopped before a checkpoint of the same kernel."""
         self._saving: dict[str, asyncio.Task[None]] = {}
         """Saves running for accepted moves, by migration id."""
         self.started_at = dt.datetime.now(dt.UTC)
@@ -76,7 +79,7 @@ class Mover:
             async with self.kernels.kernel(kernel_id) as kernel, \
                     self.storage.writing(notebook, create=True):
                 try:
-                    await attach(kernel, notebook)
+                    await attach(kernel, notebook, workspace=self.storage.workspace())
                 except KernelStateError as exc:
                     raise ApiError(500, "attach_failed",
                                    f"kishu could not be attached: {exc}") from None
@@ -90,6 +93,8 @@ class Mover:
         itself, so no separate attach round trip is made."""
         notebook = await self.kernels.notebook_path(kernel_id, path)
         facts = self.kernels.facts(kernel_id)
+        if self.background is not None:  # never wait on one: its child is killed
+            await self.background.stop(kernel_id)
         try:
             await self.sidecar.post("/notebooks", {"path": str(notebook)})
         except ApiError as exc:
@@ -103,7 +108,8 @@ class Mover:
         async with self.kernels.kernel(kernel_id) as kernel, \
                 self.storage.writing(notebook, create=True):
             try:
-                saved = await checkpoint(kernel, notebook)
+                saved = await checkpoint(kernel, notebook,
+                                         workspace=self.storage.workspace())
             except KernelStateError as exc:
                 full = self.storage.failure(notebook, str(exc))
                 if full is not None:

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_jupyter import gpu_probe
+from gpushift_jupyter.background import BackgroundCheckpoints
+from gpushift_jupyter.checkpoint_files import CheckpointFiles
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernels import KernelRegistry
 from gpushift_jupyter.move_restore import MoveRestorer
 from gpushift_jupyter.moves import Mover
+from gpushift_jupyter.resume import ResumeOffers
 from gpushift_jupyter.runtime_info import RuntimeInfo, read_runtime_info
 from gpushift_jupyter.sidecar_client import SidecarClient
 
@@ -32,6 +35,9 @@ class Services:
     kernels: KernelRegistry
     mover: Mover
     restorer: MoveRestorer
+    files: CheckpointFiles
+    resume: ResumeOffers
+    background: BackgroundCheckpoints
 
     def runtime(self) -> RuntimeInfo:
         """The sidecar's runtime config (NVML is asked only when it is missing: this

@@ -25,6 +25,11 @@ before a checkpoint, old checkpoints pruned and their space given back after one
 
 The admin's settings come from the sidecar's runtime-config.json (`checkpoints`:
 `keep`, `min_free_mib`); without them (no sidecar, an older one) the defaults apply.
+
+- **Where**: every database is in the workspace's hidden folder (`database`); the
+  workspace is the volume the sidecar names in runtime-config.json (`workspace`), else
+  the server's root folder. A database an older release left beside its notebook is
+  moved there the first time the notebook's database is used (`writing`).
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_jupyter.errors import ApiError
-from gpushift_jupyter.kernel_state.database import database_path, journal_path
+from gpushift_jupyter.kernel_state.database import (
+    database_path,
+    journal_path,
+    legacy_database_path,
+)
+from gpushift_jupyter.kernel_state.kernel_code import KernelStateError
 from gpushift_jupyter.kernel_state.reclaim import ReclaimResult, reclaim
 from gpushift_jupyter.kernel_state.retention import (
     PruneResult,
@@ -92,7 +102,16 @@ def policy_from_runtime(document: Mapping[str, Any]) -> StoragePolicy:
                          min_free_mib=number("min_free_mib", DEFAULT_MIN_FREE_MIB, 0))
 
 
-def move_checkpoints(migration: Mapping[str, Any] | None, notebook: Path) -> frozenset[str] | None:
+def workspace_from_runtime(document: Mapping[str, Any], root_dir: Path) -> Path:
+    """The workspace volume's mount path the sidecar reports (pure), else `root_dir`."""
+    given = document.get("workspace")
+    if isinstance(given, str) and os.path.isabs(given):
+        return Path(given)
+    return root_dir
+
+
+def move_checkpoints(migration: Mapping[str, Any] | None,
+                     notebook: Path) -> frozenset[str] | None:
     """The commits of `notebook` the recorded move names (pure); None while the move is
     in flight (nothing may be pruned then)."""
     if migration is None:
@@ -100,10 +119,10 @@ def move_checkpoints(migration: Mapping[str, Any] | None, notebook: Path) -> fro
     if migration.get("phase") not in _ENDED:
         return None
     refs = [migration.get("checkpoint"), *(migration.get("other_checkpoints") or [])]
+    wanted = os.path.realpath(notebook)
     return frozenset(str(r["commit_id"]) for r in refs
                      if isinstance(r, Mapping) and "commit_id" in r
-                     and database_path(Path(str(r.get("notebook_path", ""))))
-                     == database_path(notebook))
+                     and os.path.realpath(str(r.get("notebook_path", ""))) == wanted)
 
 
 @dataclass(frozen=True)
@@ -119,14 +138,16 @@ class StorageKeeper:
     each checkpoint (see the module's docstring)."""
 
     def __init__(self, runtime: Callable[[], Mapping[str, Any]] | None,
-                 current_move: Callable[[], Awaitable[Mapping[str, Any] | None]] | None
-                 ) -> None:
+                 current_move: Callable[[], Awaitable[Mapping[str, Any] | None]] | None,
+                 root_dir: Path) -> None:
         self.runtime = runtime
         """The runtime-config document, as `GET /api_extension` answers it (None: not
         known, and nothing is pruned)."""
         self.current_move = current_move
         """The sidecar's recorded move (`GET /migrations/current`; None: there is none;
         ApiError: the sidecar cannot say). None: unknown, and nothing is pruned."""
+        self.root_dir = root_dir
+        """The server's root folder: the workspace when the sidecar names none."""
         self._locks: dict[Path, asyncio.Lock] = {}
         self._tidying: dict[Path, asyncio.Task[TidyReport]] = {}
         self.last: dict[Path, TidyReport] = {}
@@ -135,24 +156,64 @@ class StorageKeeper:
     def policy(self) -> StoragePolicy:
         return policy_from_runtime(self.runtime() if self.runtime is not None else {})
 
+    def workspace(self) -> Path:
+        return workspace_from_runtime(self.runtime() if self.runtime is not None else {},
+                                      self.root_dir)
+
+    def database(self, notebook: Path) -> Path:
+        """The notebook's database, in the workspace's hidden folder; ApiError 400 for a
+        notebook that is not on the workspace volume (its checkpoints could not move)."""
+        try:
+            return database_path(notebook, self.workspace())
+        except KernelStateError as exc:
+            raise ApiError(400, "not_on_workspace", str(exc)) from None
+
+    def database_lock(self, db: Path) -> asyncio.Lock:
+        return self._locks.setdefault(db, asyncio.Lock())
+
+    def known_databases(self) -> list[Path]:
+        """The databases this server has used (each has its lock)."""
+        return list(self._locks)
+
     def lock(self, notebook: Path) -> asyncio.Lock:
-        return self._locks.setdefault(database_path(notebook), asyncio.Lock())
+        return self.database_lock(self.database(notebook))
 
     @contextlib.asynccontextmanager
     async def writing(self, notebook: Path, *, create: bool = False) -> AsyncIterator[None]:
         """Hold the notebook's database for a checkpoint, an attach or a restore.
         `create`: a database that does not exist yet is created first, in the mode that
         lets its space be given back in steps (`retention.prepare_database`)."""
-        async with self.lock(notebook):
-            await self._roll_back_dead_write(database_path(notebook))
+        db = self.database(notebook)
+        async with self.database_lock(db):
+            await self._adopt_legacy(notebook, db)
+            await self.roll_back_dead_write(db)
             if create:
                 try:
-                    await asyncio.to_thread(prepare_database, database_path(notebook))
+                    await asyncio.to_thread(_prepare_in_folder, db)
                 except (OSError, sqlite3.Error) as exc:  # kishu creates it, then
                     log.warning("gpushift: %s not prepared: %s", notebook, exc)
             yield
 
-    async def _roll_back_dead_write(self, db: Path) -> None:
+    async def _adopt_legacy(self, notebook: Path, db: Path) -> None:
+        """Move the database an older release kept beside the notebook into the hidden
+        folder (its journal rolled back first: a write cut short must not travel)."""
+        legacy = legacy_database_path(notebook)
+        if notebook.suffix != ".ipynb" or db.exists() or not legacy.is_file():
+            return
+        await self.roll_back_dead_write(legacy)
+        if os.path.lexists(journal_path(legacy)):
+            log.warning("gpushift: %s stays beside the notebook: another process is "
+                        "writing it", legacy)
+            return
+        try:
+            await asyncio.to_thread(_move_into, legacy, db)
+        except OSError as exc:
+            log.warning("gpushift: %s not moved into %s: %s", legacy, db.parent, exc)
+            return
+        log.info("gpushift: checkpoints moved into the workspace's hidden folder",
+                 extra={"from": str(legacy), "to": str(db)})
+
+    async def roll_back_dead_write(self, db: Path) -> None:
         """A `-journal` left by a writer that died (the pod or this server killed
         mid-prune, a kernel killed mid-checkpoint) makes every read-only check refuse
         the database as "being written", so the last verified checkpoint could not be
@@ -180,7 +241,7 @@ class StorageKeeper:
     async def check_room(self, notebook: Path) -> None:
         """ApiError 507 `volume_full` when a checkpoint of `notebook` would leave less
         than the admin's minimum free on its volume."""
-        db = database_path(notebook)
+        db = self.database(notebook)
         free, expected = await asyncio.to_thread(
             lambda: (volume_free_bytes(db.parent), expected_checkpoint_bytes(db)))
         if free is None:
@@ -194,7 +255,7 @@ class StorageKeeper:
     def failure(self, notebook: Path, error: str) -> ApiError | None:
         """A checkpoint that failed because the volume is full, as the user reads it;
         None for any other failure."""
-        db = database_path(notebook)
+        db = self.database(notebook)
         free = volume_free_bytes(db.parent)
         if not (disk_full(error) or (free is not None and free < MIB)):
             return None
@@ -208,7 +269,7 @@ class StorageKeeper:
     def after_checkpoint(self, notebook: Path, commit_id: str) -> None:
         """Tidy the database in the background (one tidy at a time per database; one
         asked while one runs is folded into it: the next checkpoint tidies again)."""
-        db = database_path(notebook)
+        db = self.database(notebook)
         if self.current_move is None or db in self._tidying:
             return
         task = asyncio.get_running_loop().create_task(self.tidy(notebook, commit_id))
@@ -222,7 +283,7 @@ class StorageKeeper:
     async def tidy(self, notebook: Path, commit_id: str | None) -> TidyReport:
         """Prune, then reclaim; never raises (a failure is logged and retried after the
         next checkpoint)."""
-        db = database_path(notebook)
+        db = self.database(notebook)
         try:
             report = await self._tidy(notebook, db, commit_id)
         except Exception as exc:
@@ -233,13 +294,16 @@ class StorageKeeper:
         return report
 
     async def _tidy(self, notebook: Path, db: Path, commit_id: str | None) -> TidyReport:
+        if not db.exists():
+            return TidyReport(None, None, "the database is gone (its notebook was renamed, "
+                                          "moved or deleted meanwhile)")
         protected = await self._move_checkpoints(notebook)
         if protected is None:
             return TidyReport(None, None, "a move is in flight, or the sidecar cannot say "
                                           "which checkpoints its move needs")
         keep = self.policy().keep
         mine = protected | ({commit_id} if commit_id else set())
-        async with self.lock(notebook):
+        async with self.database_lock(db):
             try:
                 pruned = await asyncio.to_thread(prune_database, db, keep=keep,
                                                  protected=mine)
@@ -256,7 +320,7 @@ class StorageKeeper:
         first: ReclaimResult | None = None
         result: ReclaimResult | None = None
         while time.monotonic() < deadline:
-            async with self.lock(notebook):
+            async with self.database_lock(db):
                 try:
                     result = await asyncio.to_thread(
                         reclaim, db, budget_s=RECLAIM_STEP_S,
@@ -281,3 +345,13 @@ class StorageKeeper:
         except ApiError:
             return None
         return move_checkpoints(migration, notebook)
+
+
+def _prepare_in_folder(db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    prepare_database(db)
+
+
+def _move_into(source: Path, db: Path) -> None:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(source, db)

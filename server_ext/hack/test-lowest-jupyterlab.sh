@@ -50,9 +50,13 @@ if [[ ! -f "$STAMP" || "$ROOT/pyproject.toml" -nt "$STAMP" || "$HERE/pyproject.t
   SKIP_JUPYTER_BUILDER=1 "$VENV/bin/pip" install --quiet -e "$HERE" "jupyterlab==$FLOOR.*"
   touch "$STAMP"
 fi
-# The built labextension, where this JupyterLab looks for prebuilt extensions.
+# The built labextension, where this JupyterLab looks for prebuilt extensions: linked,
+# never a copy. The editable install copies the build of that moment there (a folder,
+# into which `ln -sfn` would only put a link): removed first, or a later run of this
+# script would test the front end as it was when the venv was made.
 mkdir -p "$VENV/share/jupyter/labextensions"
-ln -sfn "$HERE/gpushift_jupyter/labextension" "$VENV/share/jupyter/labextensions/gpushift-jupyter"
+rm -rf "$VENV/share/jupyter/labextensions/gpushift-jupyter"
+ln -s "$HERE/gpushift_jupyter/labextension" "$VENV/share/jupyter/labextensions/gpushift-jupyter"
 echo "== JupyterLab $("$VENV/bin/jupyter-lab" --version), Galata ~5.$MINOR"
 
 export PATH="$VENV/bin:$PATH" GPUSHIFT_PYTHON="$VENV/bin/python"

@@ -25,7 +25,7 @@ export class ApiError extends Error {
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
 export interface IRequestOptions {
-  method?: 'GET' | 'POST' | 'PUT';
+  method?: 'GET' | 'POST' | 'PUT' | 'DELETE';
   body?: unknown;
   timeoutMs?: number;
 }
@@ -89,6 +89,10 @@ export class ApiClient {
 
   put<T>(path: string, body: unknown, timeoutMs = 10000): Promise<T> {
     return this.request<T>(path, { method: 'PUT', body, timeoutMs });
+  }
+
+  delete<T>(path: string, timeoutMs = 30000): Promise<T> {
+    return this.request<T>(path, { method: 'DELETE', timeoutMs });
   }
 }
 

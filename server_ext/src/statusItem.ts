@@ -1,9 +1,12 @@
 /**
  * The status bar item: CPU / GPU (type × count), the idle countdown, "optimizer off",
- * a move in progress.
+ * a move in progress, and the current notebook's background checkpoint (in the tooltip;
+ * a mark when the variables were not saved in the background).
  */
 import { Widget } from '@lumino/widgets';
 
+import { BackgroundWatcher } from './background';
+import { backgroundText } from './backgroundText';
 import { formatCountdown } from './countdown';
 import { TranslationBundle } from './i18n';
 import { isTerminal, phaseMessage, serverGoneMessage } from './phases';
@@ -83,7 +86,9 @@ export class PodStatusItem extends Widget {
     private readonly _service: IMigrationService,
     private readonly _trans: TranslationBundle,
     /** What a click does ("Move to GPU…"); none: the item only shows. */
-    onClick: (() => void) | null = null
+    onClick: (() => void) | null = null,
+    /** The current notebook's background checkpoint; none: not shown. */
+    private readonly _background: BackgroundWatcher | null = null
   ) {
     super();
     this.addClass('gpushift-status');
@@ -93,6 +98,7 @@ export class PodStatusItem extends Widget {
       this.node.addEventListener('click', onClick);
     }
     _service.changed.connect(this._render, this);
+    _background?.changed.connect(this._render, this);
     this._ticker = setInterval(() => {
       if (this._service.idleSecondsLeft() !== null) {
         this._render(); // the countdown moves between polls
@@ -104,14 +110,24 @@ export class PodStatusItem extends Widget {
   dispose(): void {
     clearInterval(this._ticker);
     this._service.changed.disconnect(this._render, this);
+    this._background?.changed.disconnect(this._render, this);
     super.dispose();
   }
 
   private _render(): void {
     const { text, title, kind } = statusText(this._trans, this._service);
+    // During a move (or while the server is gone) the move's words only.
+    const report = kind === 'moving' || kind === 'unknown' ? null : this._background?.report ?? null;
+    const { line, mark } = backgroundText(this._trans, report);
     this.node.textContent = text;
-    this.node.title = title;
+    this.node.title = line ? `${title}\n${line}` : title;
     this.node.dataset.podKind = kind;
+    // At a glance (style/base.css): the variables were not saved in the background.
+    if (mark && report) {
+      this.node.dataset.background = report.state;
+    } else {
+      delete this.node.dataset.background;
+    }
   }
 
   private _ticker: ReturnType<typeof setInterval>;

@@ -18,3 +18,9 @@ if os.environ.get("GPUSHIFT_UI_HUB"):
     # As JupyterHub's single-user server: JupyterLab then puts the hub's prefix into the
     # page, and its hub plugins (and gpushift's connection-lost handler) act as under a hub.
     c.ServerApp.tornado_settings = {"hub_prefix": "/hub/", "hub_host": "", "user": "ui"}
+
+if os.environ.get("GPUSHIFT_UI_BACKGROUND"):
+    # The CPU pod: background checkpoints 0.5 s after a cell, at most every 2 s (the
+    # admin's side, with the state bound, is in pod_server.py; the longer interval wins).
+    c.GpushiftExtension.background_interval = 2.0
+    c.GpushiftExtension.background_quiet = 0.5

@@ -4,8 +4,9 @@ server extension, wired as the webhook wires them in a notebook pod.
 
     python pod_server.py {cpu|gpu|off|hub} PORT
 
-`cpu`: a CPU pod. `gpu`: a GPU pod (nvidia.com/gpu x1) on a fake GPU (GPUSHIFT_FAKE_GPU:
-this machine has none) with a short idle timeout. `off`: a pod the webhook did not
+`cpu`: a CPU pod (background checkpoints every 2 s, skipped above 8 MiB). `gpu`: a GPU
+pod (nvidia.com/gpu x1) on a fake GPU (GPUSHIFT_FAKE_GPU: this machine has none) with a
+short idle timeout. `off`: a pod the webhook did not
 inject (no sidecar). `hub`: a CPU pod whose JupyterLab runs as under JupyterHub (its page
 carries the hub's prefix, as JupyterHub's single-user server sets it). Runs until
 SIGTERM/SIGINT, then stops both processes. Files go to ui-tests/.jupyter-run/<kind>/
@@ -31,6 +32,10 @@ BIN = Path(sys.executable).parent
 # sidecar refuses settings the webhook would refuse.
 GPU_IDLE = {"timeout_seconds": 40, "warning_seconds": 30, "min_seconds": 40,
             "max_seconds": 600, "allow_pin": False, "utilization_threshold_percent": 5}
+# The CPU pod's background checkpoints (the admin's side; the server's own settings are
+# in jupyter_server_test_config.py): soon after a cell, and skipped above a small state,
+# so that the browser tests see both within seconds.
+CPU_BACKGROUND = {"background_interval_seconds": 2, "background_max_state_mib": 8}
 PROFILE = {"name": "nvidia-1", "resource": "nvidia.com/gpu", "count": 1,
            "node_selector": {}, "tolerations": [], "runtime_class_name": ""}
 
@@ -44,6 +49,8 @@ def free_port() -> int:
 def sidecar_env(kind: str, run: Path, workspace: Path, port: int) -> dict[str, str]:
     settings = {"default_profile": "nvidia-1", "profiles": [PROFILE], "image_map": [],
                 "gpu_resources": ["nvidia.com/gpu"], "idle": GPU_IDLE}
+    if kind == "cpu":
+        settings["checkpoints"] = CPU_BACKGROUND
     gpu = kind == "gpu"
     env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
     env.update({
@@ -82,7 +89,8 @@ def main() -> int:
     server_env = {**os.environ, "JUPYTERLAB_GALATA_ROOT_DIR": str(workspace),
                   "GPUSHIFT_UI_RUN_DIR": str(run), "GPUSHIFT_UI_PORT": str(port),
                   "KISHU_PATH_ROOT": str(run / "kishu"),
-                  "GPUSHIFT_UI_HUB": "1" if kind == "hub" else ""}
+                  "GPUSHIFT_UI_HUB": "1" if kind == "hub" else "",
+                  "GPUSHIFT_UI_BACKGROUND": "1" if kind == "cpu" else ""}
     for key in ("GPUSHIFT_RUNTIME_DIR", "GPUSHIFT_SIDECAR_URL", "GPUSHIFT_FAKE_GPU"):
         server_env.pop(key, None)
     if kind != "off":

@@ -1,8 +1,11 @@
 """Reading a notebook's kishu checkpoint database, read-only: which commit is its
 latest, and whether a given commit is complete.
 
-kishu 0.3.4 keeps one SQLite database beside each notebook it is attached to:
-`<notebook dir>/<stem>.kishudb`, journal mode `delete`. A commit is written in several
+gpushift keeps one kishu 0.3.4 SQLite database per notebook (journal mode `delete`) in
+the workspace's hidden folder, at the notebook's path relative to the workspace:
+`<workspace>/.gpushift/checkpoints/<dir>/<name>.ipynb.kishudb` (`database_path`; the
+server extension, which makes the checkpoints, puts them at the same place: a
+contract between the two, which import nothing of each other). A commit is written in several
 transactions (variable snapshots, then its row in `commit_entry`, then the commit
 graph and the `HEAD` rows, then variable versions); no single write marks it done. So
 here a commit is *complete* when its id is in `commit_entry` and no `<db>-journal` file
@@ -44,10 +47,23 @@ _BUSY_ERRORS = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_READONLY_ROLLBACK",
                 "SQLITE_BUSY_RECOVERY", "SQLITE_BUSY_SNAPSHOT"}
 
 
-def database_path(notebook_path: str | Path) -> Path:
-    """Where kishu 0.3.4 keeps a notebook's checkpoints (`KishuPath.database_path`)."""
-    path = Path(os.path.realpath(notebook_path))
-    return path.parent / f"{path.stem}{DB_SUFFIX}"
+CHECKPOINTS_FOLDER = Path(".gpushift", "checkpoints")
+
+
+def database_path(notebook_path: str | Path, workspace: Path) -> Path:
+    """Where a notebook's checkpoints are: `<workspace>/.gpushift/checkpoints/<notebook
+    path relative to the workspace>.kishudb`. ValueError for a notebook that is not on
+    the workspace (compared as written, then with links resolved)."""
+    path = Path(notebook_path)
+    if not path.is_absolute():
+        raise ValueError(f"{notebook_path}: not an absolute path")
+    for mine, theirs in ((os.path.normpath(path), os.path.normpath(workspace)),
+                         (os.path.realpath(path), os.path.realpath(workspace))):
+        relative = os.path.relpath(mine, theirs)
+        if relative != "." and not relative.startswith(".."):
+            return (Path(os.path.normpath(workspace)) / CHECKPOINTS_FOLDER
+                    / f"{relative}{DB_SUFFIX}")
+    raise ValueError(f"{notebook_path}: not on the workspace volume ({workspace})")
 
 
 def journal_path(db_path: Path) -> Path:
@@ -80,7 +96,6 @@ class Verdict:
     def to_json(self) -> dict[str, Any]:
         return {"status": self.status.value, "reason": self.reason,
                 "commitId": self.commit_id, "dbPath": self.db_path}
-
 
 
 @dataclass(frozen=True)

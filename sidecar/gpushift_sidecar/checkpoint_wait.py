@@ -9,8 +9,14 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
-from gpushift_sidecar.checkpoint_database import Verdict, database_path, verify_database
+from gpushift_sidecar.checkpoint_database import (
+    Verdict,
+    VerdictStatus,
+    database_path,
+    verify_database,
+)
 from gpushift_sidecar.state import CheckpointRef, Migration
 from gpushift_sidecar.tracker import MigrationTracker
 
@@ -19,11 +25,20 @@ log = logging.getLogger("gpushift.sidecar")
 Verify = Callable[[str, str], Verdict]
 
 
-def verify_checkpoint(notebook_path: str, commit_id: str) -> Verdict:
-    """Whether the kishu commit is complete beside the notebook (blocking file I/O).
-    The default `verify`; the served sidecar passes its `CheckpointWatcher.verify`
-    (the same check), so one watcher serves the API, the idle move and the runner."""
-    return verify_database(database_path(notebook_path), commit_id)
+def verify_checkpoint(notebook_path: str, commit_id: str, *,
+                      workspace: Path | None) -> Verdict:
+    """Whether the kishu commit is complete in the notebook's database on the workspace
+    volume (blocking file I/O). The runner's default `verify`; the served sidecar passes
+    its `CheckpointWatcher.verify` (the same check), so one watcher serves the API, the
+    idle move and the runner."""
+    try:
+        if workspace is None:
+            raise ValueError("this pod has no workspace volume")
+        db = database_path(notebook_path, workspace)
+    except ValueError as exc:
+        return Verdict(VerdictStatus.MISSING, f"no checkpoint can be there: {exc}",
+                       commit_id, "")
+    return verify_database(db, commit_id)
 
 
 async def await_complete(verify: Verify, migration_id: str, ref: CheckpointRef, *,

@@ -131,6 +131,8 @@ class CheckpointWatcher:
         self._on_change = on_change
         self._loop = loop
         self._root = None if root is None else Path(os.path.realpath(root))
+        self._workspace = root
+        """The workspace as mounted (`_root`: with links resolved)."""
         self._observer: WatchObserver = observer if observer is not None else Observer()
         self._poll_interval = poll_interval
         self._debounce = debounce
@@ -185,7 +187,9 @@ class CheckpointWatcher:
                 return self._notebooks[path].info
         if not self._started:
             self.start()
-        db = database_path(path)
+        db = self.database(path)
+        with contextlib.suppress(OSError):  # to watch it before the first checkpoint
+            db.parent.mkdir(parents=True, exist_ok=True)
         folder = str(db.parent)
         polling = not self._watch_folder(folder)
         with self._wake:
@@ -229,7 +233,12 @@ class CheckpointWatcher:
     def verify(self, notebook_path: str | Path, commit_id: str) -> Verdict:
         """Whether `commit_id` is complete in the notebook's kishu database, read now.
         Blocking file I/O: on an event loop, use `averify`."""
-        return verify_database(database_path(notebook_path), commit_id)
+        try:
+            db = self.database(notebook_path)
+        except ValueError as exc:
+            return Verdict(VerdictStatus.MISSING, f"no checkpoint can be there: {exc}",
+                           commit_id, "")
+        return verify_database(db, commit_id)
 
     async def averify(self, notebook_path: str | Path, commit_id: str) -> Verdict:
         return await asyncio.get_running_loop().run_in_executor(
@@ -276,6 +285,13 @@ class CheckpointWatcher:
         return info
 
     # -- inside ------------------------------------------------------------------------
+
+    def database(self, notebook_path: str | Path) -> Path:
+        """The notebook's database, in the workspace's hidden folder. ValueError without
+        a workspace or for a notebook that is not on it."""
+        if self._workspace is None:
+            raise ValueError(f"{notebook_path}: this pod has no workspace volume")
+        return database_path(notebook_path, self._workspace)
 
     def _key(self, notebook_path: str | Path) -> str:
         path = Path(notebook_path)

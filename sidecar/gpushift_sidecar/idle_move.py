@@ -29,7 +29,7 @@ async def idle_migration(sidecar: Sidecar, timeout: int,
     refs = [CheckpointRef(info.notebook_path, info.commit_id)
             for info in await notebooks.refresh_every(sidecar.watcher)]
     checkpoint = refs[0] if refs else None  # the most recent; every notebook's goes too
-    lost = await asyncio.to_thread(notebooks.unsaved_text, refs)
+    lost = await asyncio.to_thread(notebooks.unsaved_text, sidecar.watcher, refs)
     if lost and when_not_saved == "stay":
         return (f"not saved by the checkpoints: {lost}; the admin keeps such notebooks "
                 "on the GPU (idle.when_not_saved: stay): the idle timer starts over")

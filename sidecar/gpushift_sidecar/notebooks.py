@@ -1,9 +1,10 @@
 """The notebooks kishu is attached to, and their latest complete checkpoints.
 
 The server extension knows which notebooks have kishu attached and registers each one
-(`POST /notebooks`); the sidecar's one `CheckpointWatcher` then watches that notebook's
-folder (not the volume) and knows its latest complete commit. The most recent of those
-commits, over all registered notebooks, is `lastCheckpoint` in runtime-config.json; an
+(`POST /notebooks`); the sidecar's one `CheckpointWatcher` then watches the folder of
+that notebook's database in the workspace's hidden `.gpushift/checkpoints/` (not the
+volume) and knows its latest complete commit. The most recent of those commits, over
+all registered notebooks, is `lastCheckpoint` in runtime-config.json; an
 idle move names every notebook's. The migration runner verifies a migration's checkpoint
 with the same watcher (`CheckpointWatcher.verify`).
 
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from gpushift_core.timestamps import iso_utc
-from gpushift_sidecar.checkpoint_database import database_path, journal_path, not_saved
+from gpushift_sidecar.checkpoint_database import journal_path, not_saved
 from gpushift_sidecar.checkpoint_watcher import CheckpointInfo, CheckpointWatcher
 from gpushift_sidecar.state import CheckpointRef
 
@@ -57,14 +58,14 @@ def being_written(watcher: CheckpointWatcher) -> list[str]:
     """The watched notebooks whose kishu database is being written now (its journal is
     there): a checkpoint under way (blocking file I/O)."""
     return sorted(path for path in watcher.watched()
-                  if os.path.lexists(journal_path(database_path(path))))
+                  if os.path.lexists(journal_path(watcher.database(path))))
 
 
-def unsaved_text(refs: Iterable[CheckpointRef]) -> str:
+def unsaved_text(watcher: CheckpointWatcher, refs: Iterable[CheckpointRef]) -> str:
     """What the checkpoints could not hold, for people: "gen (train.ipynb), f
     (eval.ipynb)"; "" when they hold everything (blocking file I/O)."""
     return ", ".join(f"{name} ({Path(ref.notebook_path).name})" for ref in refs
-                     for name, _ in not_saved(database_path(ref.notebook_path),
+                     for name, _ in not_saved(watcher.database(ref.notebook_path),
                                               ref.commit_id))
 
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -110,13 +111,14 @@ class StepRunner:
     says why); a migration then fails when it gets to the patch."""
 
     def __init__(self, env: SidecarEnv, tracker: MigrationTracker, kube: NotebookApi | None,
-                 *, config: RunnerConfig | None = None, verify: Verify = verify_checkpoint,
+                 *, config: RunnerConfig | None = None, verify: Verify | None = None,
                  kube_problem: str = "no Kubernetes API configuration") -> None:
         self.env = env
         self.tracker = tracker
         self.kube = kube
         self.config = config or RunnerConfig()
-        self.verify = verify
+        self.verify: Verify = verify or functools.partial(verify_checkpoint,
+                                                          workspace=env.workspace_dir)
         self.kube_problem = kube_problem
         self.report = NotebookReporter(env, tracker, kube)
         self._task: asyncio.Task[None] | None = None

@@ -66,8 +66,15 @@ def build_runtime_config(env: SidecarEnv, *, migration: dict[str, Any] | None,
         "idleBounds": {"timeout_seconds": bounds.timeout_seconds,
                        "min_seconds": bounds.min_seconds, "max_seconds": bounds.max_seconds,
                        "warning_seconds": bounds.warning_seconds},
+        # Where the checkpoints live: the server extension puts each notebook's
+        # database in this volume's hidden .gpushift/checkpoints/, as the sidecar reads it.
+        "workspace": None if env.workspace_dir is None else str(env.workspace_dir),
         "checkpoints": {"keep": env.settings.checkpoints.keep,
-                        "min_free_mib": env.settings.checkpoints.min_free_mib},
+                        "min_free_mib": env.settings.checkpoints.min_free_mib,
+                        "background_interval_seconds":
+                            env.settings.checkpoints.background_interval_seconds,
+                        "background_max_state_mib":
+                            env.settings.checkpoints.background_max_state_mib},
         "sidecarVersion": __version__,
         "updatedAt": iso_utc(updated_at),
     }

@@ -164,7 +164,7 @@ async def test_published_capacity_profiles_and_no_free_gpu(
     created = notebook("nb")
     workspace = tmp_path / "nb-workspace"
     train = workspace / "work" / "train.ipynb"
-    kishu_db(train, "c-1")
+    kishu_db(train, "c-1", workspace=workspace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     sidecar = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
 

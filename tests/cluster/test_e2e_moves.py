@@ -395,7 +395,7 @@ def volume_files(nb: e2e.NotebookUnderTest) -> dict[str, Any]:
     """What must survive on the workspace volume: the notebook's bytes and every kishu
     commit with its stored variables (a restore moves kishu's HEAD, nothing else)."""
     found: dict[str, Any] = {p.name: p.read_bytes() for p in nb.workspace.glob("*.ipynb")}
-    for db in nb.workspace.glob("*.kishudb"):
+    for db in (nb.workspace / ".gpushift" / "checkpoints").glob("*.kishudb"):
         with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as con:
             found[db.name] = {t: sorted(map(repr, con.execute(f"SELECT * FROM {t}")))
                               for t in KISHU_DATA_TABLES}

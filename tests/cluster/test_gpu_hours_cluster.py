@@ -165,7 +165,7 @@ async def test_gpu_work_reported_by_the_sidecar_is_counted_busy_with_the_moves_p
                          describe=lambda: gpu.logs()[-2000:])
         assert (first.pod, first.busy, first.last_work) == (gpu_pod.metadata.uid, 0.0, None)
         train = workspace / "work" / "train.ipynb"
-        mig.kishu_db(train, "c-1")
+        mig.kishu_db(train, "c-1", workspace=workspace)
         assert gpu.request("POST", "/notebooks", {"path": str(train)})[0] == 200
         cell = {"kernel_id": "k1", "gpu_cell_running": True}
         assert gpu.request("POST", "/activity", cell)[0] == 204

@@ -66,7 +66,7 @@ async def test_a_gpu_quota_of_zero_refuses_the_move_at_once_and_leaves_the_noteb
     created = notebook("nb")
     workspace = tmp_path / "nb-workspace"
     train = workspace / "work" / "train.ipynb"
-    mig.kishu_db(train, "c-1")
+    mig.kishu_db(train, "c-1", workspace=workspace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     sidecar = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
     wait_for("the quota counted", lambda: (admin.core.read_namespaced_resource_quota(
@@ -103,7 +103,7 @@ async def test_a_limit_range_refusal_at_creation_is_rolled_back_within_seconds(
     created = notebook("nb")
     workspace = tmp_path / "nb-workspace"
     train = workspace / "work" / "train.ipynb"
-    mig.kishu_db(train, "c-1")
+    mig.kishu_db(train, "c-1", workspace=workspace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     first = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
     # No GPU in this namespace, by LimitRange: the quota pre-check does not read it.

@@ -104,10 +104,14 @@ def cpu_pod_back(core: Any, namespace: str, stuck_uid: str) -> Any:
 
 
 def hashes(workspace: Path) -> dict[str, str]:
-    """sha256 of every file on the workspace volume but the sidecar's own state."""
+    """sha256 of every file on the workspace volume but the sidecar's own state (the
+    checkpoints in .gpushift/checkpoints/ count)."""
+    def sidecars(parts: tuple[str, ...]) -> bool:
+        return parts[:1] == (".gpushift",) and parts[1:2] != ("checkpoints",)
+
     return {str(p.relative_to(workspace)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(workspace.rglob("*"))
-            if p.is_file() and ".gpushift" not in p.relative_to(workspace).parts}
+            if p.is_file() and not sidecars(p.relative_to(workspace).parts)}
 
 
 def mirror_of(admin: Any, namespace: str) -> dict[str, Any]:
@@ -124,10 +128,11 @@ async def test_no_free_gpu_the_guard_rolls_back_and_the_new_cpu_pod_reports_it(
     created = notebook("nb")
     workspace = tmp_path / "nb-workspace"  # the hostPath of the notebook's PV
     train = workspace / "work" / "train.ipynb"
-    db = mig.kishu_db(train, "c-1")
+    db = mig.kishu_db(train, "c-1", workspace=workspace)
     (workspace / "work" / "results.csv").write_text("epoch,loss\n1,0.93\n2,0.71\n")
     before = hashes(workspace)
-    assert {"work/train.ipynb", "work/train.kishudb", "work/results.csv"} <= set(before)
+    assert {"work/train.ipynb", ".gpushift/checkpoints/work/train.ipynb.kishudb",
+            "work/results.csv"} <= set(before)
     # The guard acts only in namespaces where gpushift is enabled (the chart's opt-in).
     admin.core.patch_namespace(namespace, {"metadata": {"labels": {
         "gpushift.io/enabled": "true"}}})

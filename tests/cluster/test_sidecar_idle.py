@@ -89,7 +89,7 @@ async def test_an_idle_gpu_notebook_moves_back_to_cpu_without_a_browser(
         # The notebook- key stays on the Notebook: changing it never recreates the pod.
         assert NB_TIMEOUT not in (gpu_pod.metadata.annotations or {})
         train = workspace / "work" / "train.ipynb"
-        mig.kishu_db(train, "c-1", "c-2")
+        mig.kishu_db(train, "c-1", "c-2", workspace=workspace)
 
         t0 = time.monotonic()
         old = start_sidecar(PodFacts.of(gpu_pod), workspace, "run-gpu")

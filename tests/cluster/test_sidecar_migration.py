@@ -101,7 +101,7 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
     created = notebook("nb")
     workspace = tmp_path / "nb-workspace"  # the hostPath of the notebook's PV
     train = workspace / "work" / "train.ipynb"
-    kishu_db(train, "c-1")
+    kishu_db(train, "c-1", workspace=workspace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     first = start_sidecar(PodFacts.of(cpu_pod), workspace, "run-1")
     assert first.request("GET", "/runtime-config")[1]["usingGPU"] is False
@@ -157,7 +157,7 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
         e for e in story if e.reason == "MigrationDone").message
 
     # --- back to CPU on idle, with a newer checkpoint
-    kishu_db(train, "c-2")
+    kishu_db(train, "c-2", workspace=workspace)
     status, back = second.request("POST", "/migrations", {
         "target": "cpu", "reason": "idle",
         "checkpoint": {"notebook_path": str(train), "commit_id": "c-2"}})
@@ -187,7 +187,7 @@ async def test_an_unverified_checkpoint_fails_and_the_notebook_is_not_touched(
     notebook("nb")
     workspace = tmp_path / "nb-workspace"
     train = workspace / "train.ipynb"
-    db = kishu_db(train, "c-1")
+    db = kishu_db(train, "c-1", workspace=workspace)
     db.with_name(db.name + "-journal").write_bytes(b"kishu is writing")
     pod = wait_running(admin.core, namespace, "nb-0")
     before = read_notebook(admin, namespace)
@@ -200,7 +200,7 @@ async def test_an_unverified_checkpoint_fails_and_the_notebook_is_not_touched(
     m = sidecar.wait_phase("failed")
     assert 1.5 <= time.monotonic() - t0 < 10
     assert "not verified within 1.5s (incomplete)" in m["error"], m
-    assert "train.kishudb-journal is present" in m["error"]
+    assert "train.ipynb.kishudb-journal is present" in m["error"]
     assert [h["phase"] for h in m["history"]] == ["requested", "checkpointing", "failed"]
     after = read_notebook(admin, namespace)
     assert after["spec"] == before["spec"]
@@ -224,7 +224,7 @@ async def test_a_sidecar_killed_right_after_the_patch_resumes_without_patching_a
     notebook("nb")
     workspace = tmp_path / "nb-workspace"
     train = workspace / "train.ipynb"
-    kishu_db(train, "c-1")
+    kishu_db(train, "c-1", workspace=workspace)
     cpu_pod = wait_running(admin.core, namespace, "nb-0")
     facts = PodFacts.of(cpu_pod)
     generation = read_notebook(admin, namespace)["metadata"]["generation"]

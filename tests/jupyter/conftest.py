@@ -37,6 +37,11 @@ class KishuHome:
     runtime: Path
     kishu_root: Path
 
+    @property
+    def workspace(self) -> Path:
+        """The volume the notebook is on (its checkpoints are in its hidden folder)."""
+        return self.notebook.parent.parent
+
 
 @pytest.fixture
 def kishu_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> KishuHome:
@@ -141,9 +146,10 @@ def kill_mid_prune(db: Path) -> None:
 
 @contextmanager
 def small_tmpfs(folder: Path, size_mib: int = 64) -> Iterator[Path]:
-    """A small tmpfs mounted at `folder` (made here), for a volume that fills up; the
-    test is skipped with mount's own error where mounting is not permitted."""
-    folder.mkdir()
+    """A small tmpfs mounted at `folder` (made here when missing; an existing folder's
+    files are hidden under it), for a volume that fills up; the test is skipped with
+    mount's own error where mounting is not permitted."""
+    folder.mkdir(exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs",
                            str(folder)], capture_output=True, text=True, check=False)
     if done.returncode != 0:

@@ -31,11 +31,12 @@ DIGESTS = ("[__import__('hashlib').sha256(globals()[f'a{i}'].tobytes()).hexdiges
            f"for i in range({ARRAYS})]")
 
 
-def keeper(runtime: Mapping[str, Any], move: Mapping[str, Any] | None = None) -> StorageKeeper:
+def keeper(runtime: Mapping[str, Any], workspace: Path,
+           move: Mapping[str, Any] | None = None) -> StorageKeeper:
     async def current_move() -> Mapping[str, Any] | None:
         return move
 
-    return StorageKeeper(lambda: runtime, current_move)
+    return StorageKeeper(lambda: runtime, current_move, workspace)
 
 
 async def test_fifty_checkpoints_of_a_changing_state_stay_within_the_retention_bound(
@@ -45,8 +46,9 @@ async def test_fifty_checkpoints_of_a_changing_state_stay_within_the_retention_b
     since, and the whole state of the 4th checkpoint, which a move still names (every
     array changed since): about 120 MiB, not 50 versions (300 MiB); it stops growing;
     the newest checkpoint and the move's restore exactly."""
-    notebook = kishu_home.notebook
-    db = database_path(notebook)
+    notebook, workspace = kishu_home.notebook, kishu_home.workspace
+    db = database_path(notebook, workspace)
+    db.parent.mkdir(parents=True)
     prepare_database(db)
     kernel = await kishu_kernels()
     await kernel.cell("import numpy as np\n"
@@ -55,13 +57,13 @@ async def test_fifty_checkpoints_of_a_changing_state_stay_within_the_retention_b
                       f"{ARRAY_MIB * MIB // 8})")
     runtime = {"optimizer": {"state": "on"}, "checkpoints": {"keep": 5}}
     move: dict[str, Any] = {"phase": "done"}
-    storage = keeper(runtime, move)
+    storage = keeper(runtime, workspace, move)
     sizes: list[int] = []
     commits: list[str] = []
     moved_digests: list[str] = []
     for n in range(50):
         await kernel.cell(f"a{n % ARRAYS}[:1000] += 1.0")
-        saved = await checkpoint(kernel.code, notebook)
+        saved = await checkpoint(kernel.code, notebook, workspace=workspace)
         commits.append(saved.commit_id)
         if n == 3:  # a move recorded this one: it must stay whatever comes after
             move["checkpoint"] = {"notebook_path": str(notebook), "commit_id": saved.commit_id}
@@ -86,29 +88,29 @@ async def test_fifty_checkpoints_of_a_changing_state_stay_within_the_retention_b
     assert len(report.prune.kept) == 6
 
     fresh = await kishu_kernels()
-    outcome = await restore(fresh.code, notebook, commits[-1])
+    outcome = await restore(fresh.code, notebook, commits[-1], workspace=workspace)
     assert outcome.ok, outcome.detail
     assert await fresh.value(DIGESTS) == newest_digests
     # After the restore, checkpoints stay incremental on the pruned database: one more
     # changed array adds one array's worth, and the state comes back again.
     before = os.stat(db).st_size
     await fresh.cell("a0[:10] = 7.0")
-    again = await checkpoint(fresh.code, notebook)
+    again = await checkpoint(fresh.code, notebook, workspace=workspace)
     await storage.tidy(notebook, again.commit_id)
     assert os.stat(db).st_size <= before + ARRAY_MIB * MIB + MIB
     expected = await fresh.value(DIGESTS)
     last = await kishu_kernels()
-    assert (await restore(last.code, notebook, again.commit_id)).ok
+    assert (await restore(last.code, notebook, again.commit_id, workspace=workspace)).ok
     assert await last.value(DIGESTS) == expected
 
     # The move's checkpoint, kept all along, restores exactly; a pruned one is gone.
     # (Last: a restore moves kishu's HEAD, which all kernels of a notebook share.)
     older = await kishu_kernels()
-    outcome = await restore(older.code, notebook, commits[3])
+    outcome = await restore(older.code, notebook, commits[3], workspace=workspace)
     assert outcome.ok, outcome.detail
     assert await older.value(DIGESTS) == moved_digests
     with pytest.raises(KernelStateError, match="not in"):
-        await restore(await kishu_kernels(), notebook, commits[10])
+        await restore(await kishu_kernels(), notebook, commits[10], workspace=workspace)
 
 
 @pytest.fixture
@@ -123,15 +125,17 @@ async def test_a_volume_that_fills_during_a_checkpoint(
     """A checkpoint that does not fit on a 64 MiB volume fails with "the volume is
     full" for the user; the earlier checkpoint restores intact, the notebook still
     saves, and once space is freed the next checkpoint works and restores."""
-    notebook = small_volume / "train.ipynb"
+    notebook, workspace = small_volume / "train.ipynb", small_volume
     notebook.write_text(kishu_home.notebook.read_text())
-    db = database_path(notebook)
+    db = database_path(notebook, workspace)
+    db.parent.mkdir(parents=True)
     prepare_database(db)
-    storage = keeper({"optimizer": {"state": "on"}, "checkpoints": {"min_free_mib": 0}})
+    storage = keeper({"optimizer": {"state": "on"}, "checkpoints": {"min_free_mib": 0}},
+                     workspace)
     kernel = await kishu_kernels()
     await kernel.cell("import numpy as np\nsmall = np.random.default_rng(1).random("
                       f"{8 * MIB // 8})\nname = 'first'")
-    first = await checkpoint(kernel.code, notebook)
+    first = await checkpoint(kernel.code, notebook, workspace=workspace)
     first_digest = await kernel.value("__import__('hashlib').sha256(small.tobytes())"
                                       ".hexdigest()")
     # 60 MiB of random data: does not fit beside the 8 MiB already there.
@@ -139,7 +143,7 @@ async def test_a_volume_that_fills_during_a_checkpoint(
                       "name = 'second'")
     await storage.check_room(notebook)  # the estimate (8 MiB) let it go: kishu finds out
     with pytest.raises(KernelStateError) as failed:
-        await checkpoint(kernel.code, notebook)
+        await checkpoint(kernel.code, notebook, workspace=workspace)
     error = storage.failure(notebook, str(failed.value))
     assert error is not None, str(failed.value)
     assert error.status == 507 and error.error == "volume_full"
@@ -155,7 +159,7 @@ async def test_a_volume_that_fills_during_a_checkpoint(
                                     "nbformat_minor": 5}) + " " * 1024 * 1024)
     # The earlier checkpoint restores intact in a new kernel.
     fresh = await kishu_kernels()
-    outcome = await restore(fresh.code, notebook, first.commit_id)
+    outcome = await restore(fresh.code, notebook, first.commit_id, workspace=workspace)
     assert outcome.ok, outcome.detail
     assert await fresh.value("name") == "first"
     assert await fresh.value("__import__('hashlib').sha256(small.tobytes()).hexdigest()"
@@ -165,11 +169,11 @@ async def test_a_volume_that_fills_during_a_checkpoint(
     # Space freed in the first kernel: the next checkpoint works and restores, and the
     # failed checkpoint's rows are pruned.
     await kernel.cell("del big\nbig = np.arange(1000)\nname = 'third'")
-    third = await checkpoint(kernel.code, notebook)
+    third = await checkpoint(kernel.code, notebook, workspace=workspace)
     report = await storage.tidy(notebook, third.commit_id)
     assert report.prune is not None and first.commit_id in report.prune.kept
     last = await kishu_kernels()
-    assert (await restore(last.code, notebook, third.commit_id)).ok
+    assert (await restore(last.code, notebook, third.commit_id, workspace=workspace)).ok
     assert await last.value("[name, int(big.sum())]") == ["third", 499500]
 
 
@@ -177,15 +181,15 @@ async def test_a_nearly_full_volume_refuses_the_checkpoint_before_it_starts(
         kishu_home: KishuHome, small_volume: Path) -> None:
     """Less free than the admin's minimum (256 MiB by default, on a 64 MiB volume): the
     checkpoint is refused at once, saying how much is free and why."""
-    notebook = small_volume / "train.ipynb"
+    notebook, workspace = small_volume / "train.ipynb", small_volume
     notebook.write_text(kishu_home.notebook.read_text())
-    storage = keeper({"optimizer": {"state": "on"}})
+    storage = keeper({"optimizer": {"state": "on"}}, workspace)
     with pytest.raises(ApiError) as refused:
         await storage.check_room(notebook)
     assert refused.value.status == 507 and refused.value.error == "volume_full"
     assert "nearly full" in refused.value.detail
     assert "256 MiB" in refused.value.detail, refused.value.detail
-    assert not database_path(notebook).exists()
+    assert not database_path(notebook, workspace).exists()
 
 
 async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
@@ -195,24 +199,26 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
     database's lock, as the server's restore runs it) rolls it back and brings the last
     verified checkpoint back exactly. Killed again: the next checkpoint, taken under the
     lock, succeeds and restores; the older checkpoint survived both kills."""
-    notebook = kishu_home.notebook
-    db = database_path(notebook)
+    notebook, workspace = kishu_home.notebook, kishu_home.workspace
+    db = database_path(notebook, workspace)
+    db.parent.mkdir(parents=True)
     prepare_database(db)
-    storage = keeper({"optimizer": {"state": "on"}})
+    storage = keeper({"optimizer": {"state": "on"}}, workspace)
     old = await kishu_kernels()
     await kernel_with_state(old)
-    first = await checkpoint(old.code, notebook)
+    first = await checkpoint(old.code, notebook, workspace=workspace)
     await old.cell("a0[:1000] += 1.0\nname = 'second'")
-    second = await checkpoint(old.code, notebook)
+    second = await checkpoint(old.code, notebook, workspace=workspace)
     digests = await old.value(DIGESTS)
     await old.manager.shutdown_kernel(now=True)  # the old pod's kernel dies with it
 
     kill_mid_prune(db)
     with pytest.raises(KernelStateError, match="kishu is writing"):
-        await restore(await kishu_kernels(), notebook, second.commit_id)  # not locked
+        await restore(await kishu_kernels(), notebook, second.commit_id,  # not locked
+                      workspace=workspace)
     new = await kishu_kernels()
     async with storage.writing(notebook):
-        outcome = await restore(new.code, notebook, second.commit_id)
+        outcome = await restore(new.code, notebook, second.commit_id, workspace=workspace)
     assert outcome.ok, outcome.detail
     assert not Path(f"{db}-journal").exists()
     assert await new.value(DIGESTS) == digests
@@ -221,19 +227,19 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
     kill_mid_prune(db)
     await new.cell("a1[:1000] += 1.0\nname = 'third'")
     async with storage.writing(notebook, create=True):
-        third = await checkpoint(new.code, notebook)
+        third = await checkpoint(new.code, notebook, workspace=workspace)
     assert not Path(f"{db}-journal").exists()
     expected = await new.value(DIGESTS)
     last = await kishu_kernels()
     async with storage.writing(notebook):
-        assert (await restore(last.code, notebook, third.commit_id)).ok
+        assert (await restore(last.code, notebook, third.commit_id, workspace=workspace)).ok
     assert await last.value(DIGESTS) == expected
     assert await last.value("name") == "third"
     # Neither killed prune took the older checkpoint. (Last: a restore moves kishu's
     # HEAD, which all kernels of a notebook share.)
     older = await kishu_kernels()
     async with storage.writing(notebook):
-        assert (await restore(older.code, notebook, first.commit_id)).ok
+        assert (await restore(older.code, notebook, first.commit_id, workspace=workspace)).ok
     assert await older.value("name") == "first"
 
 

@@ -105,12 +105,12 @@ async def test_restore_fake_gpu_tensor_lands_on_the_cpu(
     await gpu.cell("import torch\nweights = torch.tensor([1.5, 2.5]).to('cuda')\n"
                    "steps = 10")
     assert await gpu.value("weights.device") == "cuda:0"
-    saved = await checkpoint(gpu.code, kishu_home.notebook)
+    saved = await checkpoint(gpu.code, kishu_home.notebook, workspace=kishu_home.workspace)
     assert {"weights", "steps"} <= set(saved.saved)
 
     cpu = await kishu_kernels({"PYTHONPATH": path})  # the CPU pod: no GPU
     # What plain kishu/dill does with these bytes here: the whole load fails.
-    db = database_path(kishu_home.notebook)
+    db = database_path(kishu_home.notebook, kishu_home.workspace)
     failure = await cpu.cell(
         "import sqlite3, dill\n"
         f"_con = sqlite3.connect('file:' + {str(db)!r} + '?mode=ro', uri=True)\n"
@@ -120,7 +120,8 @@ async def test_restore_fake_gpu_tensor_lands_on_the_cpu(
         "_con.close()\ndel _con, _blob")
     assert "Attempting to deserialize object on a CUDA device" in failure
 
-    outcome = await restore(cpu.code, kishu_home.notebook, saved.commit_id)
+    outcome = await restore(cpu.code, kishu_home.notebook, saved.commit_id,
+                            workspace=kishu_home.workspace)
     assert outcome.ok and outcome.not_restored == ()
     assert "weights" in outcome.restored and outcome.moved_to_cpu == ("weights",)
     assert "now on the CPU: weights" in outcome.detail

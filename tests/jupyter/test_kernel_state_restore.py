@@ -64,8 +64,8 @@ async def test_state_comes_back_in_a_new_kernel_process(
             "hashlib_sha(big)", "__import__('hashlib').sha256(big.tobytes()).hexdigest()"))
     count_before = await a.value("get_ipython().execution_count")
 
-    saved = await checkpoint(a.code, kishu_home.notebook)
-    db = database_path(kishu_home.notebook)
+    saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    db = database_path(kishu_home.notebook, kishu_home.workspace)
     assert saved.database == db and saved.database_bytes == db.stat().st_size
     assert {"count", "title", "big", "df", "Point", "point", "square", "offset",
             "log"} <= set(saved.saved)
@@ -78,7 +78,8 @@ async def test_state_comes_back_in_a_new_kernel_process(
 
     b = await kishu_kernels()  # the new pod's kernel: a new process
     assert await b.value("'big' in globals()") is False
-    outcome = await restore(b.code, kishu_home.notebook, saved.commit_id)
+    outcome = await restore(b.code, kishu_home.notebook, saved.commit_id,
+                            workspace=kishu_home.workspace)
 
     assert outcome.ok, outcome
     assert set(outcome.restored) >= {"count", "title", "big", "df", "Point", "point",
@@ -103,12 +104,12 @@ async def test_state_comes_back_in_a_new_kernel_process(
     # The restored kernel checkpoints incrementally: a small change stores a small
     # group, not the 50 MiB array again.
     await b.cell("count += 1")
-    again = await checkpoint(b.code, kishu_home.notebook)
+    again = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
     new_rows = snapshot_rows(db)[len(rows_after_checkpoint):]
     assert [name.split(",")[1:] for name, _, _ in new_rows] == [["count"]]
     assert all(commit == again.commit_id for _, commit, _ in new_rows)
     c = await kishu_kernels()
-    latest = await restore(c.code, kishu_home.notebook, None)
+    latest = await restore(c.code, kishu_home.notebook, None, workspace=kishu_home.workspace)
     assert latest.ok and "big" in latest.restored
     assert await c.value("[count, __import__('hashlib').sha256(big.tobytes()).hexdigest()]"
                          ) == [43, expected[2]]
@@ -120,8 +121,8 @@ async def test_functions_defined_before_attach_keep_seeing_the_namespace(
     then read stale globals. The driver keeps the namespace object."""
     a = await kishu_kernels()
     await a.cell("x = 1\ndef read_x():\n    return x")
-    await attach(a.code, kishu_home.notebook)
-    await checkpoint(a.code, kishu_home.notebook)
+    await attach(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
     await a.cell("x = 2")
     assert await a.value("[read_x(), globals() is __import__('sys').modules['__main__'].__dict__]"
                          ) == [2, True]
@@ -135,9 +136,10 @@ async def test_one_variable_that_fails_to_load_does_not_stop_the_others(
     (modules / "vanishing.py").write_text("class Thing:\n    value = 3\n")
     a = await kishu_kernels({"PYTHONPATH": str(modules)})
     await a.cell("import vanishing\nthing = vanishing.Thing()\nkept = [1, 2, 3]")
-    saved = await checkpoint(a.code, kishu_home.notebook)
+    saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
     b = await kishu_kernels()  # no PYTHONPATH: the module is missing there
-    outcome = await restore(b.code, kishu_home.notebook, saved.commit_id)
+    outcome = await restore(b.code, kishu_home.notebook, saved.commit_id,
+                            workspace=kishu_home.workspace)
     assert not outcome.ok
     reasons = dict(outcome.not_restored)
     assert "thing" in reasons and "ModuleNotFoundError" in reasons["thing"]
@@ -149,12 +151,13 @@ async def test_one_variable_that_fails_to_load_does_not_stop_the_others(
 @pytest.mark.parametrize("damage", ["missing", "corrupt", "unknown_commit", "journal"])
 async def test_a_bad_database_is_a_clear_error_and_loses_nothing(
         kishu_home: KishuHome, kishu_kernels: StartKernel, damage: str) -> None:
-    db = database_path(kishu_home.notebook)
+    db = database_path(kishu_home.notebook, kishu_home.workspace)
     commit: str | None = None
     if damage != "missing":
         a = await kishu_kernels()
         await a.cell("value = 1")
-        commit = (await checkpoint(a.code, kishu_home.notebook)).commit_id
+        commit = (await checkpoint(a.code, kishu_home.notebook,
+                                   workspace=kishu_home.workspace)).commit_id
         await a.manager.shutdown_kernel(now=True)
     if damage == "corrupt":
         data = bytearray(db.read_bytes())
@@ -164,26 +167,30 @@ async def test_a_bad_database_is_a_clear_error_and_loses_nothing(
         commit = "0" * 32
     if damage == "journal":
         db.with_name(db.name + "-journal").write_bytes(b"in flight")
-    before = {p.name: p.read_bytes() for p in db.parent.iterdir()}
+    def files() -> dict[str, bytes]:
+        return ({p.name: p.read_bytes() for p in db.parent.iterdir()}
+                if db.parent.exists() else {})
+
+    before = files()
 
     b = await kishu_kernels()
     expected = {"missing": "no kishu database", "corrupt": "not a kishu database",
                 "unknown_commit": "is not in", "journal": "kishu is writing"}[damage]
     with pytest.raises(KernelStateError, match=expected):
-        await restore(b.code, kishu_home.notebook, commit)
+        await restore(b.code, kishu_home.notebook, commit, workspace=kishu_home.workspace)
 
-    assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == before
+    assert files() == before
     assert await b.value("'value' in globals()") is False
 
 
 async def test_a_kernel_that_does_not_answer_is_a_clear_error(
         kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
     a = await kishu_kernels()
-    await attach(a.code, kishu_home.notebook)
+    await attach(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
     busy = a.client.execute("import time; time.sleep(3)")
     with pytest.raises(KernelStateError, match="did not answer within 1 s"):
-        await checkpoint(a.code, kishu_home.notebook, timeout=1)
+        await checkpoint(a.code, kishu_home.notebook, timeout=1, workspace=kishu_home.workspace)
     assert busy
     await a.manager.shutdown_kernel(now=True)
     with pytest.raises(KernelStateError, match="not running"):
-        await attach(a.code, kishu_home.notebook)
+        await attach(a.code, kishu_home.notebook, workspace=kishu_home.workspace)

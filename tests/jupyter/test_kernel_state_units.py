@@ -15,8 +15,13 @@ from gpushift_jupyter.kernel_state import (
     database_path,
     prepare_kishu_home,
 )
-from gpushift_jupyter.kernel_state.database import read_commit
+from gpushift_jupyter.kernel_state.database import (
+    databases_folder,
+    legacy_database_path,
+    read_commit,
+)
 from gpushift_jupyter.kernel_state.snapshots import NotRebuiltError, loads
+from gpushift_jupyter.storage import workspace_from_runtime
 
 
 def test_a_pickled_open_file_is_never_reopened(tmp_path: Path) -> None:
@@ -61,7 +66,8 @@ def test_prepare_kishu_home_pins_the_settings_and_keeps_the_rest(tmp_path: Path)
 @pytest.mark.parametrize("kind", ["missing", "directory", "garbage", "empty_sqlite"])
 def test_read_commit_explains_a_bad_database(tmp_path: Path, kind: str) -> None:
     notebook = tmp_path / "n.ipynb"
-    db = database_path(notebook)
+    db = database_path(notebook, tmp_path)
+    db.parent.mkdir(parents=True)
     if kind == "directory":
         db.mkdir()
     elif kind == "garbage":
@@ -77,3 +83,28 @@ def test_read_commit_explains_a_bad_database(tmp_path: Path, kind: str) -> None:
         read_commit(db, None)
     assert (db.read_bytes() if db.is_file() else None) == before
     assert not db.with_name(db.name + "-journal").exists()
+
+
+def test_databases_live_in_the_workspaces_hidden_folder(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    hidden = home / ".gpushift" / "checkpoints"
+    assert database_path(home / "work" / "a.ipynb", home) == hidden / "work" / "a.ipynb.kishudb"
+    assert database_path(home / "a.ipynb", home / ".") == hidden / "a.ipynb.kishudb"
+    assert databases_folder(home / "work", home) == hidden / "work"
+    assert legacy_database_path(home / "work" / "a.ipynb") == home / "work" / "a.kishudb"
+    # The workspace mounted through a link: the same database either way.
+    link = tmp_path / "link"
+    link.symlink_to(home)
+    assert database_path(home / "work" / "a.ipynb", link) == link / ".gpushift" / "checkpoints" \
+        / "work" / "a.ipynb.kishudb"
+    for outside in (tmp_path / "a.ipynb", home, home / ".." / "x.ipynb", Path("a.ipynb")):
+        with pytest.raises(KernelStateError):
+            database_path(outside, home)
+
+
+def test_the_workspace_is_the_sidecars_else_the_servers_root() -> None:
+    root = Path("/srv/root")
+    assert workspace_from_runtime({"workspace": "/home/jovyan"}, root) == Path("/home/jovyan")
+    for document in ({}, {"workspace": None}, {"workspace": "relative"}, {"workspace": 3}):
+        assert workspace_from_runtime(document, root) == root

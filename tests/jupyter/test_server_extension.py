@@ -50,10 +50,13 @@ def sidecar(tmp_path: Path, jp_root_dir: Path) -> Any:
 
 
 def server_config(sidecar: Any, **extension: Any) -> dict[str, Any]:
-    """The Jupyter server's config: the extension on, wired to `sidecar`."""
+    """The Jupyter server's config: the extension on, wired to `sidecar`. Background
+    checkpoints are off unless asked for (test_background_checkpoints.py): the other
+    tests count checkpoints."""
     return {"ServerApp": {"jpserver_extensions": {"gpushift_jupyter": True}},
             "GpushiftExtension": {"runtime_dir": str(sidecar.runtime_dir),
-                                  "sidecar_url": sidecar.url, **extension}}
+                                  "sidecar_url": sidecar.url, "background_interval": 0,
+                                  **extension}}
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """Bounded checkpoint storage through the real in-process Jupyter server and the real
 `gpushift-sidecar` process behind it, with real kernels and kishu: what a user sees
-when a move's checkpoint does not fit on the notebook's volume (a 64 MiB tmpfs, less
-than the admin's default 256 MiB minimum free), and the retention the server applies
-after each checkpoint on its own."""
+when a move's checkpoint does not fit on the workspace volume (a 64 MiB tmpfs over the
+server's root, less than the admin's default 256 MiB minimum free), and the retention
+the server applies after each checkpoint on its own."""
 
 from __future__ import annotations
 
@@ -32,7 +32,9 @@ from gpushift_jupyter.kernel_state import database_path
 
 @pytest.fixture
 def small_volume(jp_root_dir: Path) -> Iterator[Path]:
-    with small_tmpfs(jp_root_dir / "small") as folder:
+    """The whole workspace (the notebook and the hidden checkpoints folder) on a small
+    volume, as on a small PVC."""
+    with small_tmpfs(jp_root_dir) as folder:
         yield folder
 
 
@@ -55,20 +57,20 @@ async def session_with_state(jp_fetch: Any, jp_serverapp: Any, path: str) -> str
 async def test_a_move_from_a_nearly_full_volume_fails_saying_why(
         jp_fetch: Any, jp_serverapp: Any, small_volume: Path) -> None:
     (small_volume / "train.ipynb").write_text(json.dumps(NOTEBOOK))
-    kernel_id = await session_with_state(jp_fetch, jp_serverapp, "small/train.ipynb")
+    kernel_id = await session_with_state(jp_fetch, jp_serverapp, "train.ipynb")
     status, answer = await call(jp_fetch, "POST", "checkpoint", {"kernel_id": kernel_id})
     assert status == 507 and answer["error"] == "volume_full", answer
     assert "volume is nearly full" in answer["detail"]
     assert "at least 256 MiB free" in answer["detail"]
     status, moved = await call(jp_fetch, "POST", "migrate", {
         "target": "gpu", "reason": "manual", "kernel_id": kernel_id,
-        "path": "small/train.ipynb"})
+        "path": "train.ipynb"})
     assert status == 202, moved
     failed = await wait_for_phase(jp_fetch, {"failed"})
     # The move's failure carries the reason to the user, before anything was patched.
-    assert "small/train.ipynb: the notebook's volume is nearly full" in failed["error"], failed
+    assert "train.ipynb: the notebook's volume is nearly full" in failed["error"], failed
     assert "patching" not in [h["phase"] for h in failed["history"]]
-    assert not database_path(small_volume / "train.ipynb").exists()
+    assert not database_path(small_volume / "train.ipynb", small_volume).exists()
 
 
 @on_server_loop
@@ -87,7 +89,7 @@ async def test_the_server_prunes_after_each_checkpoint(
         assert status == 200, saved
         commits.append(saved["commit_id"])
         await storage.settled()
-    report = storage.last[database_path(notebook)]
+    report = storage.last[database_path(notebook, jp_root_dir)]
     assert report.skipped == "", report
     assert report.prune is not None
     assert report.prune.kept == tuple(reversed(commits[-5:]))  # the admin's default, 5

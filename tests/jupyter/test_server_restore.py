@@ -107,7 +107,7 @@ async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
     assert status == 200, saved
     await jp_serverapp.web_app.settings["gpushift_services"].mover.storage.settled()
     await call_api(jp_fetch, "DELETE", ["api", "sessions", moved.session["id"]], None)
-    db = database_path(moved.notebook)
+    db = database_path(moved.notebook, jp_root_dir)
     await asyncio.to_thread(kill_mid_prune, db)  # keeps 1: the move's checkpoint goes
     revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
     try:
@@ -236,9 +236,10 @@ async def test_a_notebook_that_cannot_be_saved_fails_the_move_before_any_change(
                                 "x = 1")
     await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "work/eval.ipynb", "y = 2")
     # eval's checkpoint database cannot be written: a directory stands where it goes.
-    for database in (jp_root_dir / "work").glob("eval.kishudb*"):
+    hidden = jp_root_dir / ".gpushift" / "checkpoints" / "work"
+    for database in hidden.glob("eval.ipynb.kishudb*"):
         database.unlink()
-    (jp_root_dir / "work" / "eval.kishudb").mkdir(exist_ok=True)
+    (hidden / "eval.ipynb.kishudb").mkdir(parents=True, exist_ok=True)
     status, moved = await call(jp_fetch, "POST", "migrate", {
         "target": "gpu", "reason": "manual", "kernel_id": train["kernel"]["id"]})
     assert status == 202, moved  # at once; the save fails after

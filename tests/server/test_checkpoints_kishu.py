@@ -98,20 +98,22 @@ async def kernels(kishu_home: KishuHome, tmp_path: Path) -> AsyncIterator[list[K
         await kernel.km.shutdown_kernel(now=True)
 
 
-def kishu_log(home: KishuHome) -> dict[str, Any]:
+def kishu_log(home: KishuHome, db: Path) -> dict[str, Any]:
     """kishu's own answer (in a process of its own, with the test's KISHU_PATH_ROOT):
-    HEAD and every commit id, from `KishuCommand.log` / `log_all`."""
+    HEAD and every commit id of database `db`, from `KishuCommand.log` / `log_all`."""
     code = (
         "import json, sys\n"
         "from pathlib import Path\n"
         "from kishu.commands import KishuCommand\n"
+        "from kishu.storage.path import KishuPath\n"
+        "KishuPath.database_path = staticmethod(lambda _: Path(sys.argv[2]))\n"
         "nb = Path(sys.argv[1])\n"
         "log = KishuCommand.log(nb)\n"
         "every = KishuCommand.log_all(nb)\n"
         "print(json.dumps({'head': log.head.commit_id,\n"
         "                  'history': [c.commit_id for c in log.commit_graph],\n"
         "                  'all': [c.commit_id for c in every.commit_graph]}))\n")
-    done = subprocess.run([sys.executable, "-c", code, str(home.notebook)], env=home.env,
+    done = subprocess.run([sys.executable, "-c", code, str(home.notebook), str(db)], env=home.env,
                           capture_output=True, text=True, timeout=60, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -150,10 +152,18 @@ async def test_watcher_reports_kishus_commits(kishu_home: KishuHome, kernels: li
         assert watcher.watch_notebook(home.notebook) is None  # no database yet
         assert watcher.watched() == {str(home.notebook): "inotify"}
 
+        # kishu writes where gpushift keeps checkpoints (the workspace's hidden
+        # folder), as the server extension's driver makes it do.
+        db = database_path(home.notebook, tmp_path / "home")
+        db.parent.mkdir(parents=True, exist_ok=True)
+        in_hidden_folder = ("from pathlib import Path\n"
+                            "from kishu.storage.path import KishuPath\n"
+                            "KishuPath.database_path = "
+                            f"staticmethod(lambda _: Path({str(db)!r}))\n")
         kernel = await start_kernel(home, tmp_path / "runtime")
         kernels.append(kernel)
-        await kernel.run(f"from kishu import init_kishu\ninit_kishu({str(home.notebook)!r})")
-        db = database_path(home.notebook)
+        await kernel.run(in_hidden_folder
+                         + f"from kishu import init_kishu\ninit_kishu({str(home.notebook)!r})")
         assert db.exists()
 
         seen: list[str] = []
@@ -165,7 +175,7 @@ async def test_watcher_reports_kishus_commits(kishu_home: KishuHome, kernels: li
             seen.append(await changes.next_commit(seen[-1] if seen else None))
         assert len(set(seen)) == len(cells)
 
-        log = kishu_log(home)
+        log = kishu_log(home, db)
         latest = watcher.latest(home.notebook)
         assert latest is not None
         assert latest.commit_id == seen[-1] == log["head"]
@@ -192,7 +202,8 @@ async def test_watcher_reports_kishus_commits(kishu_home: KishuHome, kernels: li
         # The reported commit is one a fresh kernel can restore.
         fresh = await start_kernel(home, tmp_path / "runtime")
         kernels.append(fresh)
-        await fresh.run(f"from kishu import init_kishu\ninit_kishu({str(home.notebook)!r})")
+        await fresh.run(in_hidden_folder
+                        + f"from kishu import init_kishu\ninit_kishu({str(home.notebook)!r})")
         await fresh.run(f"_kishu.checkout({latest.commit_id!r})")
         out = await fresh.run("print(total, c['values'], a.shape)")
         assert out.strip() == f"{2 * sum(range(1000))} [0, 1, 2, 3, 4] (10, 100)"

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 from gpushift_testing.processes import stop_process
 
-from gpushift_core.admin_settings import GpuProfile
+from gpushift_core.admin_settings import CheckpointSettings, GpuProfile
 from gpushift_webhook.config import WebhookConfig
 
 SIDECAR_SRC = Path(__file__).resolve().parents[2] / "sidecar"
@@ -54,10 +54,12 @@ class Sidecar:
 
 
 def sidecar_environ(tmp: Path, port: int, runtime_dir: Path, workspace_dir: Path,
-                    gpu: tuple[str, int] | None = None) -> dict[str, str]:
+                    gpu: tuple[str, int] | None = None,
+                    checkpoints: CheckpointSettings | None = None) -> dict[str, str]:
     """The env the webhook gives the sidecar (gpushift_webhook.injection)."""
     config = WebhookConfig(profiles=[GpuProfile(name="nvidia-1"),
-                                     GpuProfile(name="nvidia-2", count=2)])
+                                     GpuProfile(name="nvidia-2", count=2)],
+                           checkpoints=checkpoints or CheckpointSettings())
     path = os.pathsep.join(p for p in (str(SIDECAR_SRC), os.environ.get("PYTHONPATH")) if p)
     return {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1",
             "GPUSHIFT_POD_NAME": "my-notebook-0", "GPUSHIFT_POD_NAMESPACE": "kubeflow-user",
@@ -76,12 +78,13 @@ def sidecar_command(*args: str) -> list[str]:
 
 def start_sidecar(tmp: Path, *, runtime_dir: Path | None = None,
                   workspace_dir: Path | None = None, port: int | None = None,
-                  gpu: tuple[str, int] | None = None, wait_ready: bool = True) -> Sidecar:
+                  gpu: tuple[str, int] | None = None, wait_ready: bool = True,
+                  checkpoints: CheckpointSettings | None = None) -> Sidecar:
     port = port or free_port()
     runtime_dir = runtime_dir or tmp / "run"
     workspace_dir = workspace_dir or tmp / "ws"
     workspace_dir.mkdir(exist_ok=True)
-    env = sidecar_environ(tmp, port, runtime_dir, workspace_dir, gpu)
+    env = sidecar_environ(tmp, port, runtime_dir, workspace_dir, gpu, checkpoints)
     log = tmp / f"sidecar-{port}-{time.monotonic_ns()}.log"
     process = subprocess.Popen(sidecar_command("serve"), stdout=log.open("wb"),
                                stderr=subprocess.STDOUT, env=env)

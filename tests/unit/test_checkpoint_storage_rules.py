@@ -4,6 +4,7 @@ recognised and told, and how the admin's settings reach the notebook side."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 
@@ -14,6 +15,13 @@ from gpushift_core.admin_settings import (
     CheckpointSettings,
     ConfigError,
     parse_admin_settings,
+)
+from gpushift_jupyter.background import (
+    BackgroundSettings,
+    KernelWatch,
+    due,
+    settings_from_runtime,
+    with_user_interval,
 )
 from gpushift_jupyter.kernel_state.retention import commits_to_keep
 from gpushift_jupyter.kernel_state.space import (
@@ -115,8 +123,62 @@ def test_admin_settings_carry_checkpoints_only_when_set():
     assert "checkpoints" not in AdminSettings().to_json()  # an older sidecar reads it
     custom = AdminSettings(checkpoints=CheckpointSettings(keep=10, min_free_mib=1024))
     document = custom.to_json()
-    assert document["checkpoints"] == {"keep": 10, "min_free_mib": 1024}
+    assert document["checkpoints"] == {"keep": 10, "min_free_mib": 1024,
+                                       "background_interval_seconds": 60,
+                                       "background_max_state_mib": 4096}
     assert parse_admin_settings(json.dumps(document)).checkpoints == custom.checkpoints
-    document["checkpoints"]["keep"] = 0
-    with pytest.raises(ConfigError, match=r"checkpoints\.keep"):
-        parse_admin_settings(json.dumps(document))
+    for key, bad in (("keep", 0), ("background_interval_seconds", -1),
+                     ("background_interval_seconds", 86401),
+                     ("background_max_state_mib", -1)):
+        wrong = json.loads(json.dumps(document))
+        wrong["checkpoints"][key] = bad
+        with pytest.raises(ConfigError, match=rf"checkpoints\.{key}"):
+            parse_admin_settings(json.dumps(wrong))
+
+
+@pytest.mark.parametrize(("admin", "server", "expected"), [
+    ({}, BackgroundSettings(30, 3, 100), BackgroundSettings(30, 3, 100)),
+    ({"background_interval_seconds": 60, "background_max_state_mib": 4096},
+     BackgroundSettings(30, 3, 100), BackgroundSettings(60, 3, 100)),
+    ({"background_interval_seconds": 60}, BackgroundSettings(120, 3, 100),
+     BackgroundSettings(120, 3, 100)),
+    ({"background_interval_seconds": 0}, BackgroundSettings(30, 3, 100),
+     BackgroundSettings(0, 3, 100)),
+    ({"background_interval_seconds": 60}, BackgroundSettings(0, 3, 100),
+     BackgroundSettings(0, 3, 100)),
+    ({"background_max_state_mib": 10, "background_interval_seconds": "x"},
+     BackgroundSettings(30, 3, 100), BackgroundSettings(30, 3, 10)),
+])
+def test_the_admins_background_settings_bound_the_servers(
+        admin: dict[str, object], server: BackgroundSettings,
+        expected: BackgroundSettings) -> None:
+    assert settings_from_runtime({"checkpoints": admin}, server) == expected
+
+
+def test_a_background_checkpoint_is_due_after_a_cell_once_the_kernel_is_quiet() -> None:
+    settings = BackgroundSettings(interval=60, quiet=3, max_state_mib=100)
+    wall = dt.datetime(2026, 1, 1, 12, tzinfo=dt.UTC)
+    activity = wall - dt.timedelta(seconds=5)
+
+    def is_due(watch: KernelWatch, state: str = "idle", last: dt.datetime | None = activity,
+               now: float = 1000.0, s: BackgroundSettings = settings) -> bool:
+        return due(s, watch, now=now, execution_state=state, last_activity=last,
+                   wall_now=wall)
+
+    assert is_due(KernelWatch())
+    assert not is_due(KernelWatch(), state="busy")  # never while a cell runs
+    assert not is_due(KernelWatch(), last=wall - dt.timedelta(seconds=1))  # not quiet yet
+    assert not is_due(KernelWatch(), last=None)
+    assert not is_due(KernelWatch(last_started=990.0))  # throttled
+    assert is_due(KernelWatch(last_started=930.0))
+    assert not is_due(KernelWatch(activity_seen=activity))  # nothing new since
+    assert not is_due(KernelWatch(), s=BackgroundSettings(0, 3, 100))  # off
+
+
+def test_the_users_interval_makes_them_rarer_or_off_never_more_frequent() -> None:
+    bounded = BackgroundSettings(60, 3, 100)
+    assert with_user_interval(bounded, None) == bounded
+    assert with_user_interval(bounded, 300) == BackgroundSettings(300, 3, 100)
+    assert with_user_interval(bounded, 10) == bounded
+    assert with_user_interval(bounded, 0).interval == 0
+    assert with_user_interval(BackgroundSettings(0, 3, 100), 300).interval == 0

@@ -4,9 +4,10 @@ between a CPU pod and a GPU pod (the kishu driver of the server extension).
 Use, with an `AsyncKernelClient` of a kernel the server manages::
 
     kernel = ClientKernel(client)
-    saved = await checkpoint(kernel, notebook_path)          # verified complete
-    ...                                                       # the pod is recreated
-    outcome = await restore(ClientKernel(new_client), notebook_path, saved.commit_id)
+    saved = await checkpoint(kernel, notebook_path, workspace=home)   # verified complete
+    ...                                                                # pod recreated
+    outcome = await restore(ClientKernel(new_client), notebook_path, saved.commit_id,
+                            workspace=home)
 
 Decisions (kishu 0.3.4; the reasons are in `agent` and `snapshots`):
 - kishu is attached without `init_kishu` and without its per-cell hooks: the user's
@@ -21,19 +22,23 @@ Decisions (kishu 0.3.4; the reasons are in `agent` and `snapshots`):
   group that fails is reported by name while the rest load.
 - kishu's settings that matter (`agent_settings.PINNED_SETTINGS`) are pinned in each
   kernel, so kishu's own edits to its shared config.ini change nothing.
-- The kishu database stays beside the notebook (`<stem>.kishudb`); a checkpoint is
-  verified read-only from the server's process (commit present, no -journal).
+- The kishu database lives in the workspace's hidden folder
+  (`<workspace>/.gpushift/checkpoints/<notebook path>.kishudb`, `database`), not beside
+  the notebook; a checkpoint is verified read-only from the server's process (commit
+  present, no -journal).
 """
 
 from gpushift_jupyter.kernel_state.agent_settings import PINNED_SETTINGS
 from gpushift_jupyter.kernel_state.config import kishu_environment, prepare_kishu_home
-from gpushift_jupyter.kernel_state.database import database_path
+from gpushift_jupyter.kernel_state.database import database_path, legacy_database_path
 from gpushift_jupyter.kernel_state.driver import (
     Checkpoint,
+    KernelHistory,
     Preview,
     RestoreOutcome,
     attach,
     checkpoint,
+    kernel_history,
     preview,
     restore,
 )
@@ -49,6 +54,7 @@ __all__ = [
     "Checkpoint",
     "ClientKernel",
     "KernelCode",
+    "KernelHistory",
     "KernelStateError",
     "Preview",
     "RestoreOutcome",
@@ -56,7 +62,9 @@ __all__ = [
     "attach",
     "checkpoint",
     "database_path",
+    "kernel_history",
     "kishu_environment",
+    "legacy_database_path",
     "prepare_kishu_home",
     "preview",
     "restore",

@@ -54,6 +54,14 @@ from kishu.planning.idgraph import IdGraph
 VERSION = "1"
 result = ""
 """JSON answer of the last operation (read by the server with `user_expressions`)."""
+own_head: str | None = None
+"""The commit this kernel's kishu last made or restored (None since it attached).
+kishu bases a commit on the database's HEAD, which other writers move too (a
+background checkpoint's child, another kernel of the same notebook): each commit is
+based on this kernel's own last one instead (`_align_head`)."""
+restored_commit: str | None = None
+"""The checkpoint restored into this kernel process, if any (a restarted kernel is a
+new process: None again). With the execution count, whether a "resume" may be offered."""
 
 def _answer(**fields: Any) -> None:
     global result  # noqa: PLW0603 - the module is the kernel-side mailbox
@@ -77,25 +85,30 @@ def _ip() -> Any:
     return get_ipython()
 
 
-def _kishu_instance(notebook_path: str | None = None) -> Any:
+def _kishu_instance() -> Any:
     kishu = _ip().user_ns.get("_kishu")
     if kishu is None:
         return None
     if not getattr(kishu, "_gpushift", False):
         raise RuntimeError("kishu was attached by hand in this kernel (init_kishu); restart "
                            "the kernel so that gpushift can attach it")
-    if notebook_path is not None and str(kishu._notebook_id.path()) != notebook_path:
-        raise RuntimeError(f"kishu is attached to {kishu._notebook_id.path()} in this kernel, "
-                           f"not to {notebook_path}; restart the kernel")
     return kishu
 
 
-def attach(notebook_path: str, settings: list[list[Any]]) -> None:
-    """Attach kishu to the notebook without hooks, namespace swap or notebook write."""
+def attach(notebook_path: str, database: str, settings: list[list[Any]]) -> None:
+    """Attach kishu to the notebook without hooks, namespace swap or notebook write.
+    Attached already to another notebook or database (the notebook was renamed or
+    moved, and its database with it): attached again, to the new ones."""
     _patches().apply_patches(settings)
-    if _kishu_instance(notebook_path) is not None:
-        _answer(status="ok", already=True)
-        return
+    current = _kishu_instance()
+    if current is not None:
+        if (str(current._notebook_id.path()) == notebook_path
+                and str(current.database_path()) == database):
+            _answer(status="ok", already=True)
+            return
+        del _ip().user_ns["_kishu"]
+    global own_head  # noqa: PLW0603
+    own_head = None  # kishu resets the database's HEAD when it attaches
     ip = _ip()
     path = Path(notebook_path)
     notebook_id = NotebookId(key=path.stem, path=path,
@@ -104,6 +117,9 @@ def attach(notebook_path: str, settings: list[list[Any]]) -> None:
     jupyterint.enclosing_platform = lambda: "jupyterlab"  # no ipylab round trip
     ip.init_create_namespaces = lambda **_: None  # keep the user's namespace object
     try:
+        # kishu's database in the workspace's hidden folder, not beside the notebook.
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        _patches().place_database(notebook_path, database)
         kishu = jupyterint.KishuForJupyter(notebook_id, ip=ip)
     finally:
         jupyterint.enclosing_platform = platform
@@ -134,11 +150,31 @@ def checkpoint() -> None:
                 traceback=traceback.format_exc(limit=8))
 
 
-def _arm_checkpoint() -> None:
-    kishu = _kishu_instance()
-    if kishu is None:
-        _answer(status="error", error="kishu is not attached in this kernel")
+def _align_head(kishu: Any) -> None:
+    """Put the database's HEAD back on this kernel's own last commit (or none) before a
+    commit. kishu decides which variables changed from its in-memory hashes, which are
+    this kernel's last commit's, and takes the unchanged ones' data from the HEAD
+    commit: with a HEAD another writer moved, a variable changed since would be
+    recorded with that writer's data (or missing hashes taken as "unchanged")."""
+    if kishu._kishu_graph.head() == own_head:
         return
+    if own_head is None:  # as kishu itself does when it attaches
+        kishu._kishu_branch.reset_head()
+        kishu._kishu_graph.reset()
+        kishu._kishu_nb_graph.reset()
+        return
+    kishu._kishu_graph.jump(own_head)
+    kishu._kishu_nb_graph.jump(own_head)
+    kishu._kishu_branch.update_head(branch_name=None, commit_id=own_head, is_detach=True)
+
+
+def prepare_commit(kishu: Any) -> None:
+    """kishu's pre_run_cell for a checkpoint: every variable counts as accessed, the
+    previous checkpoint's variables as those before the cell."""
+    background = sys.modules.get("_gpushift_kishu_background")
+    if background is not None:  # a background checkpoint's commit to build on
+        background.adopt_finished()
+    _align_head(kishu)
     planner = kishu._cr_planner
     head = kishu._kishu_graph.head()
     known = set(planner._ahg.get_active_variable_names(head)) if head else set()
@@ -148,6 +184,24 @@ def _arm_checkpoint() -> None:
         planner._id_graph_map.setdefault(name, None)
     kishu.pre_run_cell(None)
     planner._pre_run_cell_vars = known
+
+
+def finish_commit(kishu: Any, cell_result: Any) -> str:
+    """kishu's post_run_cell (the commit), then what it could not save; the commit id."""
+    global own_head  # noqa: PLW0603 - the module is the kernel's memory
+    kishu.post_run_cell(cell_result)
+    commit_id = str(kishu._kishu_graph.head())
+    own_head = commit_id
+    _record_not_saved(kishu, commit_id)
+    return commit_id
+
+
+def _arm_checkpoint() -> None:
+    kishu = _kishu_instance()
+    if kishu is None:
+        _answer(status="error", error="kishu is not attached in this kernel")
+        return
+    prepare_commit(kishu)
     ip = _ip()
     _answer(status="pending")
 
@@ -156,9 +210,7 @@ def _arm_checkpoint() -> None:
         failed = False
         try:
             started = time.monotonic()
-            kishu.post_run_cell(cell_result)
-            commit_id = kishu._kishu_graph.head()
-            _record_not_saved(kishu, commit_id)
+            commit_id = finish_commit(kishu, cell_result)
             _answer(status="ok", commit_id=commit_id,
                     commit_s=round(time.monotonic() - started, 3))
         except Exception as exc:
@@ -191,13 +243,14 @@ def _after_failed_commit() -> None:
         con.close()
 
 
-def restore(notebook_path: str, commit_id: str, settings: list[list[Any]]) -> None:
+def restore(notebook_path: str, database: str, commit_id: str,
+            settings: list[list[Any]]) -> None:
     """Load the commit's variables into this kernel (none re-run, each group on its
     own), then move kishu's HEAD there so the next checkpoint stores only changes."""
-    attach(notebook_path, settings)
+    attach(notebook_path, database, settings)
     if json.loads(result)["status"] != "ok":
         return
-    kishu = _kishu_instance(notebook_path)
+    kishu = _kishu_instance()
     snapshots = sys.modules["_gpushift_kishu_snapshots"]
     report = snapshots.load_commit(kishu.database_path(), commit_id)
     ip = _ip()
@@ -212,6 +265,8 @@ def restore(notebook_path: str, commit_id: str, settings: list[list[Any]]) -> No
     kishu._variable_version_tracker.set_current(
         kishu._kishu_variable_version.get_variable_version_by_commit_id(commit_id))
     kishu._checkout_id += 1
+    global restored_commit, own_head  # noqa: PLW0603 - the module is the kernel's memory
+    restored_commit = own_head = commit_id
     _answer(status="ok", restored=sorted(report.values),
             not_restored=sorted(report.not_restored), moved_to_cpu=report.moved_to_cpu,
             failed_loads=report.failed_loads)
@@ -224,7 +279,8 @@ def _cannot_pickle(value: Any) -> str:
 
 def _record_not_saved(kishu: Any, commit_id: str) -> None:
     """kishu skips a variable group it cannot pickle without a word; remember which
-    names and why, so a restore in another process can say so."""
+    names and why, so a restore in another process can say so; and when the commit was
+    made."""
     missing: list[tuple[str, str]] = []
     db = kishu.database_path()
     con = sqlite3.connect(db)
@@ -239,6 +295,11 @@ def _record_not_saved(kishu: Any, commit_id: str) -> None:
                     missing.append((name, _cannot_pickle(kishu._user_ns.to_dict().get(name))))
         con.executemany("insert into gpushift_not_saved values (?, ?, ?)",
                         [(commit_id, n, r) for n, r in missing])
+        # When the checkpoint was made, for "Resume where you left off — from HH:MM".
+        con.execute("create table if not exists gpushift_commit_time "
+                    "(commit_id text primary key, made_at real)")
+        con.execute("insert or replace into gpushift_commit_time values (?, ?)",
+                    (commit_id, time.time()))
         con.commit()
     finally:
         con.close()
@@ -306,5 +367,12 @@ def preview(budget_s: float) -> None:
     _answer(**fields)
 
 
-_OPS: dict[str, Callable[..., None]] = {"attach": attach, "restore": restore,
-                                        "preview": preview}
+def _background(name: str) -> Callable[..., None]:
+    def op(**args: Any) -> None:
+        getattr(sys.modules["_gpushift_kishu_background"], name)(**args)
+    return op
+
+
+_OPS: dict[str, Callable[..., None]] = {
+    "attach": attach, "restore": restore, "preview": preview,
+    "background_start": _background("start"), "background_cancel": _background("cancel")}

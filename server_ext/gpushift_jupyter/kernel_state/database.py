@@ -1,12 +1,20 @@
-"""Read-only look at a notebook's kishu database, from the server's process.
+"""Where a notebook's kishu database lives, and a read-only look at it from the
+server's process.
 
-kishu 0.3.4 keeps `<notebook dir>/<stem>.kishudb` (SQLite, journal mode delete) beside
-the notebook. No single write marks a commit complete: it is complete when its id is in
-`commit_entry` and no `<db>-journal` file exists (no write in flight); the same rule
-the sidecar applies. The file is opened with `mode=ro` and is never written, created or
-rolled back here (a hot journal is reported, not recovered: the server rolls back
-one whose writer died, under the database's lock, before it restores or
-checkpoints — `storage.StorageKeeper.writing`).
+Out of the user's way: every database lives in one hidden folder of the workspace
+volume, at the notebook's path relative to the workspace, `<workspace>/.gpushift/
+checkpoints/<dir>/<name>.ipynb.kishudb` (`database_path`; the sidecar computes the same
+place, a contract), never beside the notebook as kishu itself would put it
+(`legacy_database_path`: older gpushift releases did; `storage` moves such a database
+into the hidden folder the first time it is used). A notebook renamed or moved in
+JupyterLab takes its database along (`checkpoint_files`).
+
+The database is SQLite, journal mode delete. No single write marks a commit complete:
+it is complete when its id is in `commit_entry` and no `<db>-journal` file exists (no
+write in flight); the same rule the sidecar applies. The file is opened with `mode=ro`
+and is never written, created or rolled back here (a hot journal is reported, not
+recovered: the server rolls back one whose writer died, under the database's lock,
+before it restores or checkpoints — `storage.StorageKeeper.writing`).
 """
 
 from __future__ import annotations
@@ -20,10 +28,45 @@ from pathlib import Path
 from gpushift_jupyter.kernel_state.kernel_code import KernelStateError
 
 DB_SUFFIX = ".kishudb"
+CHECKPOINTS_FOLDER = Path(".gpushift", "checkpoints")
+"""The hidden folder of the workspace that holds every notebook's database."""
 
 
-def database_path(notebook_path: Path) -> Path:
-    """Where kishu keeps a notebook's checkpoints (`KishuPath.database_path`)."""
+def checkpoints_root(workspace: Path) -> Path:
+    return Path(os.path.normpath(workspace)) / CHECKPOINTS_FOLDER
+
+
+def workspace_relative(path: Path, workspace: Path) -> Path:
+    """`path` (absolute) relative to the workspace; KernelStateError when it is not on
+    it. Compared as written and, failing that, with symbolic links resolved (the
+    server names notebooks by their resolved path, the sidecar by the mount path)."""
+    if not path.is_absolute():
+        raise KernelStateError(f"the notebook path must be absolute, not {path}")
+    for mine, theirs in ((os.path.normpath(path), os.path.normpath(workspace)),
+                         (os.path.realpath(path), os.path.realpath(workspace))):
+        relative = os.path.relpath(mine, theirs)
+        if relative != "." and not relative.startswith(".."):
+            return Path(relative)
+    raise KernelStateError(f"{path} is not on the workspace volume ({workspace}): its "
+                           "checkpoints could not move with it")
+
+
+def database_path(notebook_path: Path, workspace: Path) -> Path:
+    """Where gpushift keeps a notebook's checkpoints: `<workspace>/.gpushift/checkpoints/
+    <notebook path relative to the workspace>.kishudb` (the full name, so that
+    `a.ipynb` and a `a.py` twin never share one)."""
+    relative = workspace_relative(notebook_path, workspace)
+    return checkpoints_root(workspace) / relative.parent / f"{relative.name}{DB_SUFFIX}"
+
+
+def databases_folder(folder: Path, workspace: Path) -> Path:
+    """The folder holding the databases of every notebook under `folder`."""
+    return checkpoints_root(workspace) / workspace_relative(folder, workspace)
+
+
+def legacy_database_path(notebook_path: Path) -> Path:
+    """Where kishu itself (and gpushift before the hidden folder) keeps a notebook's
+    database: beside it, `<dir>/<stem>.kishudb`."""
     path = Path(os.path.realpath(notebook_path))
     return path.parent / f"{path.stem}{DB_SUFFIX}"
 
@@ -44,6 +87,9 @@ class CommitFacts:
     not_saved: tuple[tuple[str, str], ...]
     """Variables of that commit kishu could not pickle: (name, reason)."""
     size_bytes: int
+    made_at: float | None = None
+    """When the commit was made (epoch seconds; recorded by gpushift's agent, else the
+    database's last write for the latest commit, else None)."""
 
 
 def read_commit(db_path: Path, commit_id: str | None) -> CommitFacts:
@@ -98,13 +144,25 @@ def _query(db_path: Path, commit_id: str | None, size: int) -> CommitFacts:
         if "gpushift_not_saved" in tables:
             reasons = {str(n): str(r) for n, r in con.execute(
                 "SELECT name, reason FROM gpushift_not_saved WHERE commit_id = ?", (wanted,))}
+        made_at = _made_at(con, tables, wanted)
         con.execute("COMMIT")
     finally:
         con.close()
+    if made_at is None and wanted == latest:
+        made_at = os.stat(db_path).st_mtime
     not_saved = tuple((n, reasons.get(n, "not saved: it cannot be pickled"))
                       for n in sorted(missing))
     return CommitFacts(db_path=db_path, latest=latest, commit_id=wanted,
-                       saved=tuple(sorted(saved)), not_saved=not_saved, size_bytes=size)
+                       saved=tuple(sorted(saved)), not_saved=not_saved, size_bytes=size,
+                       made_at=made_at)
+
+
+def _made_at(con: sqlite3.Connection, tables: set[str], commit_id: str) -> float | None:
+    if "gpushift_commit_time" not in tables:
+        return None
+    row = con.execute("SELECT made_at FROM gpushift_commit_time WHERE commit_id = ?",
+                      (commit_id,)).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
 
 
 def _latest(con: sqlite3.Connection, tables: set[str]) -> str | None:

@@ -7,6 +7,7 @@ import gc
 import io
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 import dill  # type: ignore[import-untyped,unused-ignore]
@@ -14,8 +15,30 @@ import numpy
 import xxhash
 from kishu.planning.idgraph import IdGraph, TrackedPickler
 from kishu.storage.config import Config
+from kishu.storage.path import KishuPath
 
 pinned: dict[tuple[str, str], Any] = {}
+databases: dict[str, Path] = {}
+"""Resolved notebook path -> where gpushift keeps its kishu database."""
+
+
+def place_database(notebook_path: str, database: str) -> None:
+    """Make kishu keep `notebook_path`'s database at `database` (the workspace's hidden
+    folder) instead of beside the notebook. kishu asks `KishuPath.database_path` in
+    several places (`KishuForJupyter.database_path`, and `KishuConnection`, which
+    records the kernel's connection), so that is the one answer changed; other
+    notebooks keep kishu's own answer."""
+    databases[str(Path(notebook_path).resolve())] = Path(database)
+    if getattr(KishuPath.database_path, "_gpushift_placed", False):
+        return
+    original = KishuPath.database_path
+
+    def placed(notebook: Path) -> Path:
+        found = databases.get(str(Path(notebook).resolve()))
+        return found if found is not None else original(notebook)
+
+    placed._gpushift_placed = True  # type: ignore[attr-defined]
+    KishuPath.database_path = staticmethod(placed)  # type: ignore[method-assign, assignment]
 
 
 def apply_patches(settings: list[list[Any]]) -> None:

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpushift_jupyter.kernel_state.retention import BUSY_TIMEOUT_S
+from gpushift_jupyter.kernel_state.retention import BUSY_TIMEOUT_S, open_existing
 
 STEP_PAGES = 2048
 """Pages per incremental step (8 MiB at SQLite's default 4 KiB page)."""
@@ -57,7 +57,7 @@ def reclaim(db_path: Path, *, budget_s: float, free_bytes: int | None = None,
     except FileNotFoundError:
         return ReclaimResult(0, 0, 0, False, "missing")
     started = time.monotonic()
-    con = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
+    con = open_existing(db_path, timeout=busy_timeout, isolation_level=None)
     vacuumed = False
     try:
         mode = int(con.execute("PRAGMA auto_vacuum").fetchone()[0])

@@ -36,10 +36,11 @@ import sqlite3
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # kishu 0.3.4's tables holding one row (or more) per commit, by commit id.
 _PER_COMMIT_TABLES = ("ahg_active_vses", "commit_variable", "gpushift_not_saved",
-                      "checkpoint")
+                      "gpushift_commit_time", "checkpoint")
 BUSY_TIMEOUT_S = 0.2
 """How long a prune waits for a lock another connection holds (kishu writing, a restore
 reading) before it gives up for this time: it is retried after the next checkpoint."""
@@ -75,6 +76,15 @@ class PruneResult:
     page_size: int
 
 
+def open_existing(db_path: Path, **options: Any) -> sqlite3.Connection:
+    """A read-write connection to a database that must exist: a prune or a rollback
+    that comes after the notebook was renamed (its database moved away) must not leave
+    an empty database at the old name (sqlite3.OperationalError instead)."""
+    con: sqlite3.Connection = sqlite3.connect(f"{db_path.as_uri()}?mode=rw", uri=True,
+                                              **options)
+    return con
+
+
 def prepare_database(db_path: Path) -> bool:
     """Create the notebook's kishu database, empty, with `auto_vacuum = INCREMENTAL`,
     when there is none yet (kishu then adds its tables to it). True when it did. An
@@ -101,7 +111,7 @@ def recover(db_path: Path) -> bool:
     journal = db_path.with_name(db_path.name + "-journal")
     if not journal.exists():
         return True
-    con = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S)
+    con = open_existing(db_path, timeout=BUSY_TIMEOUT_S)
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     finally:
@@ -132,7 +142,7 @@ def prune_database(db_path: Path, *, keep: int, protected: Collection[str] = (),
     """Delete every commit `commits_to_keep` does not keep, with what only those
     commits needed, in one transaction. sqlite3.OperationalError ("database is locked")
     when another connection writes or reads meanwhile: nothing changed then."""
-    con = sqlite3.connect(db_path, timeout=busy_timeout, isolation_level=None)
+    con = open_existing(db_path, timeout=busy_timeout, isolation_level=None)
     try:
         con.execute("BEGIN IMMEDIATE")
         try:

@@ -60,12 +60,17 @@ def full_volume_reason(free_bytes: int | None) -> str:
 
 
 def volume_free_bytes(folder: Path) -> int | None:
-    """Bytes an unprivileged user may still write on the volume of `folder`."""
-    try:
-        st = os.statvfs(folder)
-    except OSError:
-        return None
-    return st.f_bavail * st.f_frsize
+    """Bytes an unprivileged user may still write on the volume of `folder`, or of its
+    nearest existing parent (a notebook's first checkpoint makes its folder)."""
+    for place in (folder, *folder.parents):
+        try:
+            st = os.statvfs(place)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+    return None
 
 
 def expected_checkpoint_bytes(db_path: Path) -> int:

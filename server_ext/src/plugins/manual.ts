@@ -10,7 +10,8 @@ import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { ITranslator } from '@jupyterlab/translation';
 
-import { ApiError } from '../api';
+import { ApiClient, ApiError } from '../api';
+import { BackgroundWatcher } from '../background';
 import { canMove, canPickProfile, readSettings } from '../decision';
 import { confirmMove } from '../gpuDialog';
 import { loadBundle, TranslationBundle } from '../i18n';
@@ -127,13 +128,22 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       }
     }
     if (statusBar) {
+      // The current notebook's background checkpoint, in the item's tooltip.
+      const background = tracker
+        ? new BackgroundWatcher(tracker, new ApiClient(app.serviceManager.serverSettings, trans))
+        : null;
       statusBar.registerStatusItem('gpushift-jupyter:pod-kind', {
         // A click opens "Move to GPU…" (when a profile can be chosen).
-        item: new PodStatusItem(service, trans, () => {
-          if (commands.isEnabled(CommandIDs.moveToGpuProfile)) {
-            void commands.execute(CommandIDs.moveToGpuProfile);
-          }
-        }),
+        item: new PodStatusItem(
+          service,
+          trans,
+          () => {
+            if (commands.isEnabled(CommandIDs.moveToGpuProfile)) {
+              void commands.execute(CommandIDs.moveToGpuProfile);
+            }
+          },
+          background
+        ),
         align: 'left',
         rank: 0
       });

@@ -130,37 +130,81 @@ export async function quietNotebooks(page: IJupyterLabPageFixture): Promise<stri
 }
 
 /**
+ * A request to the extension's API (`api_extension/<endpoint>`) from the page, with
+ * JupyterLab's own token and XSRF cookie: the status and the JSON of the answer (null
+ * when empty or not JSON).
+ */
+export async function gpushiftApi(
+  page: IJupyterLabPageFixture,
+  method: string,
+  endpoint: string,
+  body?: unknown
+): Promise<{ status: number; json: any }> {
+  return page.evaluate(
+    async ([m, e, b]) => {
+      const settings = (window as any).jupyterapp.serviceManager.serverSettings;
+      const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
+      const headers: Record<string, string> = { 'Content-Type': 'application/json' };
+      if (xsrf) {
+        headers['X-XSRFToken'] = xsrf;
+      }
+      if (settings.token) {
+        headers['Authorization'] = `token ${settings.token}`;
+      }
+      const answer = await fetch(`${settings.baseUrl}api_extension/${e}`, {
+        method: m as string,
+        headers,
+        body: b === undefined ? undefined : JSON.stringify(b),
+        credentials: 'same-origin'
+      });
+      const text = await answer.text();
+      let json = null;
+      try {
+        json = text ? JSON.parse(text) : null;
+      } catch {
+        json = null; // not JSON (a proxy's page): the status tells
+      }
+      return { status: answer.status, json };
+    },
+    [method, endpoint, body] as [string, string, unknown]
+  );
+}
+
+/**
  * Starts the GPU pod's idle timer over, as "Stay on GPU" does, through the extension's
- * API (with JupyterLab's own token and XSRF cookie): a test that looks at the status bar
- * outside the warning does so right after, not at whatever point the timer has reached.
+ * API (`gpushiftApi`): a test that looks at the status bar outside the warning does so
+ * right after, not at whatever point the timer has reached.
  * "Stay" is only offered during the warning (409 `not_warning` before it), so this waits
  * for the warning to begin (at most the 10 s active period), stays, and waits for the
  * page to take the warning down (it learns of the stay at its next poll).
  */
 export async function restartIdleTimer(page: IJupyterLabPageFixture): Promise<void> {
   await expect
-    .poll(
-      () =>
-        page.evaluate(async () => {
-          const settings = (window as any).jupyterapp.serviceManager.serverSettings;
-          const xsrf = document.cookie.match(/(?:^|;\s*)_xsrf=([^;]*)/)?.[1];
-          const headers: Record<string, string> = { 'Content-Type': 'application/json' };
-          if (xsrf) {
-            headers['X-XSRFToken'] = xsrf;
-          }
-          if (settings.token) {
-            headers['Authorization'] = `token ${settings.token}`;
-          }
-          const answer = await fetch(`${settings.baseUrl}api_extension/idle/stay`, {
-            method: 'POST',
-            headers,
-            body: '{}',
-            credentials: 'same-origin'
-          });
-          return answer.status;
-        }),
-      { timeout: 30000, intervals: [500] }
-    )
+    .poll(async () => (await gpushiftApi(page, 'POST', 'idle/stay', {})).status, {
+      timeout: 30000,
+      intervals: [500]
+    })
     .toBe(204);
   await expect(toast(page, /to a CPU pod in/)).toHaveCount(0, { timeout: 15000 });
+}
+
+/** gpushift's "Resume where you left off?" dialog. */
+export function resumeDialog(page: IJupyterLabPageFixture): Locator {
+  return page.locator('.jp-Dialog').filter({ hasText: 'Resume where you left off?' });
+}
+
+/** Kernel → Restart Kernel…, confirmed: the same kernel id, a fresh process. */
+export async function restartKernel(page: IJupyterLabPageFixture): Promise<void> {
+  await page.menu.clickMenuItem('Kernel>Restart Kernel…');
+  const confirm = page.locator('.jp-Dialog').filter({ hasText: 'Restart Kernel?' });
+  await confirm.locator('.jp-Dialog-button.jp-mod-accept').click(); // "Restart"
+  await expect(confirm).toBeHidden();
+}
+
+/** Run `code` in a new cell at the end; the cell's index. */
+export async function runNewCell(page: IJupyterLabPageFixture, code: string): Promise<number> {
+  await page.notebook.addCell('code', code);
+  const index = (await page.notebook.getCellCount()) - 1;
+  await page.notebook.runCell(index, { inplace: true });
+  return index;
 }

@@ -42,10 +42,13 @@ KISHU_SCHEMA = [
 ]
 
 
-def make_db(notebook: Path) -> Path:
+def make_db(notebook: Path, workspace: Path | None = None) -> Path:
+    """A kishu database for `notebook`, in the hidden folder of `workspace` (default:
+    the notebook's grandparent)."""
     notebook.parent.mkdir(parents=True, exist_ok=True)
     notebook.write_text("{}")
-    db = database_path(notebook)
+    db = database_path(notebook, workspace or notebook.parent.parent)
+    db.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(db)
     for statement in KISHU_SCHEMA:
         con.execute(statement)
@@ -83,8 +86,17 @@ def notebook(tmp_path: Path) -> Path:
 # -- verify: the verdicts ---------------------------------------------------------------
 
 
-def test_database_path_is_kishus() -> None:
-    assert database_path("/home/jovyan/a/b.ipynb") == Path("/home/jovyan/a/b.kishudb")
+def test_database_path_is_in_the_workspaces_hidden_folder() -> None:
+    home = Path("/home/jovyan")
+    assert (database_path("/home/jovyan/a/b.ipynb", home)
+            == Path("/home/jovyan/.gpushift/checkpoints/a/b.ipynb.kishudb"))
+    assert (database_path("/home/jovyan/b.ipynb", Path("/home/jovyan/"))
+            == Path("/home/jovyan/.gpushift/checkpoints/b.ipynb.kishudb"))
+    # a.ipynb and its a.py twin never share a database
+    assert database_path("/home/jovyan/a.py", home) != database_path("/home/jovyan/a.ipynb", home)
+    for outside in ("/tmp/b.ipynb", "/home/jovyan", "/home/jovyan/../x.ipynb", "b.ipynb"):
+        with pytest.raises(ValueError):
+            database_path(outside, home)
 
 
 def test_complete_commit(notebook: Path) -> None:
@@ -108,7 +120,7 @@ def test_unknown_commit_is_missing(notebook: Path) -> None:
 
 def test_missing_database_is_missing_and_not_created(notebook: Path) -> None:
     notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
+    db = database_path(notebook, notebook.parent.parent)
     verdict = verify_database(db, "c1")
     assert verdict.status is VerdictStatus.MISSING
     assert "kishu attached" in verdict.reason
@@ -163,7 +175,8 @@ def test_a_dead_writers_hot_journal_stays_incomplete_and_untouched(notebook: Pat
                                      b"SQLite format 3\0" + b"\xff" * 4000])
 def test_corrupt_database_is_unreadable_and_unchanged(notebook: Path, content: bytes) -> None:
     notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
+    db = database_path(notebook, notebook.parent.parent)
+    db.parent.mkdir(parents=True)
     db.write_bytes(content)
     before = fingerprint(db.parent)
     verdict = verify_database(db, "c1")
@@ -174,7 +187,8 @@ def test_corrupt_database_is_unreadable_and_unchanged(notebook: Path, content: b
 
 def test_a_sqlite_file_that_is_not_kishus_is_unreadable(notebook: Path) -> None:
     notebook.parent.mkdir(parents=True)
-    db = database_path(notebook)
+    db = database_path(notebook, notebook.parent.parent)
+    db.parent.mkdir(parents=True, exist_ok=True)
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE other (x)")
     con.commit()
@@ -185,5 +199,6 @@ def test_a_sqlite_file_that_is_not_kishus_is_unreadable(notebook: Path) -> None:
 
 
 def test_a_directory_in_place_of_the_database_is_unreadable(notebook: Path) -> None:
-    database_path(notebook).mkdir(parents=True)
-    assert verify_database(database_path(notebook), "c1").status is VerdictStatus.UNREADABLE
+    db = database_path(notebook, notebook.parent.parent)
+    db.mkdir(parents=True)
+    assert verify_database(db, "c1").status is VerdictStatus.UNREADABLE

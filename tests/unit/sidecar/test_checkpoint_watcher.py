@@ -56,7 +56,7 @@ def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
         verdict = verify_database(db, "c1")
     assert verdict.status is VerdictStatus.INCOMPLETE, verdict.reason
     assert fingerprint(db.parent) == before
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     assert watcher.watch_notebook(notebook) is None
     watcher.stop()
     assert fingerprint(db.parent) == before
@@ -72,7 +72,7 @@ def test_a_real_hot_journal_is_left_alone(notebook: Path) -> None:
 def test_verify_through_the_watcher_uses_the_notebook_path(notebook: Path) -> None:
     db = make_db(notebook)
     add_commit(db, "c1")
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     assert watcher.verify(notebook, "c1").complete
     assert watcher.verify(notebook, "c2").status is VerdictStatus.MISSING
 
@@ -88,7 +88,7 @@ def test_latest_is_kishus_head(notebook: Path) -> None:
     con.execute("UPDATE head_branch SET commit_id = 'c1'")
     con.commit()
     con.close()
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     info = watcher.watch_notebook(notebook)
     watcher.stop()
     assert info is not None and info.commit_id == "c1"
@@ -101,7 +101,7 @@ def test_latest_without_head_is_the_commit_stored_last(notebook: Path) -> None:
     db = make_db(notebook)
     for commit in ("b", "c", "a"):
         add_commit(db, commit, head=False)
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     info = watcher.watch_notebook(notebook)
     watcher.stop()
     assert info is not None and info.commit_id == "a"
@@ -115,7 +115,7 @@ def test_latest_ignores_a_head_whose_commit_is_not_stored(notebook: Path) -> Non
     con.execute("UPDATE var_head_commit SET commit_id = 'ghost'")
     con.commit()
     con.close()
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     info = watcher.watch_notebook(notebook)
     watcher.stop()
     assert info is not None and info.commit_id == "c1"
@@ -123,7 +123,8 @@ def test_latest_ignores_a_head_whose_commit_is_not_stored(notebook: Path) -> Non
 
 def test_latest_of_an_unwatched_notebook_is_none(notebook: Path) -> None:
     make_db(notebook)
-    assert CheckpointWatcher(observer=_RecordingObserver()).latest(notebook) is None
+    assert CheckpointWatcher(root=notebook.parent.parent,
+                             observer=_RecordingObserver()).latest(notebook) is None
 
 
 def test_paths_outside_the_workspace_are_refused(tmp_path: Path) -> None:
@@ -196,26 +197,27 @@ class _Changes:
 async def test_inotify_reports_a_new_commit_on_the_event_loop(notebook: Path) -> None:
     db = make_db(notebook)
     add_commit(db, "c1")
-    (notebook.parent / "sub").mkdir()
+    (db.parent / "sub").mkdir()
     changes = _Changes()
     observer = _RecordingObserver()
     # A poll interval of an hour: only inotify can deliver within the test's timeout.
-    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=3600)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=observer, poll_interval=3600)
     watcher.start()
     try:
         assert watcher.watch_notebook(notebook) is not None
         await changes.wait_for("c1")
         assert watcher.watched() == {str(notebook): "inotify"}
-        # only the notebook's own folder, not recursively
-        assert observer.scheduled == [(str(notebook.parent), False)]
+        # only the folder of the notebook's database, not recursively
+        assert observer.scheduled == [(str(db.parent), False)]
         await asyncio.to_thread(add_commit, db, "c2")
         await changes.wait_for("c2")
         latest = watcher.latest(notebook)
         assert latest is not None and latest.commit_id == "c2"
         assert changes.threads == {threading.get_ident()}  # delivered on the loop
         # a file in a subfolder or another file changes nothing
-        (notebook.parent / "sub" / "x.kishudb").write_bytes(b"x")
-        (notebook.parent / "other.txt").write_text("x")
+        (db.parent / "sub" / "x.kishudb").write_bytes(b"x")
+        (db.parent / "other.txt").write_text("x")
         await asyncio.sleep(0.3)
         assert [c[1].commit_id for c in changes.calls if c[1]] == ["c1", "c2"]
     finally:
@@ -227,7 +229,8 @@ async def test_two_notebooks_in_one_folder_share_one_watch(notebook: Path) -> No
     db1, db2 = make_db(notebook), make_db(other)
     changes = _Changes()
     observer = _RecordingObserver()
-    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=3600)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=observer, poll_interval=3600)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
@@ -248,7 +251,8 @@ async def test_a_commit_is_reported_only_once_the_journal_is_gone(notebook: Path
     db = make_db(notebook)
     add_commit(db, "c1")
     changes = _Changes()
-    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=3600)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=_RecordingObserver(), poll_interval=3600)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
@@ -279,7 +283,8 @@ async def test_a_database_that_goes_bad_is_reported_as_none(notebook: Path) -> N
     db = make_db(notebook)
     add_commit(db, "c1")
     changes = _Changes()
-    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=3600)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=_RecordingObserver(), poll_interval=3600)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
@@ -300,13 +305,14 @@ async def test_falls_back_to_polling_when_inotify_cannot_watch(
     add_commit(db, "c1")
     changes = _Changes()
     observer = _RecordingObserver(fail=failure)
-    watcher = CheckpointWatcher(changes, observer=observer, poll_interval=0.1)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=observer, poll_interval=0.1)
     watcher.start()
     try:
         info = watcher.watch_notebook(notebook)
         assert info is not None and info.commit_id == "c1"
         assert watcher.watched() == {str(notebook): "polling"}
-        assert observer.scheduled == [(str(notebook.parent), False)]
+        assert observer.scheduled == [(str(db.parent), False)]
         assert "polling" in caplog.text
         await changes.wait_for("c1")
         await asyncio.to_thread(add_commit, db, "c2")
@@ -328,14 +334,15 @@ async def test_polling_takes_over_when_the_watched_folder_is_removed(tmp_path: P
     db = make_db(notebook)
     add_commit(db, "c1")
     changes = _Changes()
-    watcher = CheckpointWatcher(changes, observer=_RecordingObserver(), poll_interval=0.1)
+    watcher = CheckpointWatcher(changes, root=notebook.parent.parent,
+                                observer=_RecordingObserver(), poll_interval=0.1)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
         await changes.wait_for("c1")
-        for p in notebook.parent.iterdir():
+        for p in db.parent.iterdir():
             p.unlink()
-        notebook.parent.rmdir()
+        db.parent.rmdir()
         await changes.wait_for(None)
         for _ in range(50):
             if watcher.watched() == {str(notebook): "polling"}:
@@ -361,7 +368,8 @@ def test_without_a_loop_on_change_runs_on_the_watcher_thread(notebook: Path) -> 
             if info.commit_id == "c2":
                 done.set()
 
-    watcher = CheckpointWatcher(on_change, observer=_RecordingObserver(), poll_interval=3600)
+    watcher = CheckpointWatcher(on_change, root=notebook.parent.parent,
+                                observer=_RecordingObserver(), poll_interval=3600)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
@@ -376,7 +384,7 @@ def test_without_a_loop_on_change_runs_on_the_watcher_thread(notebook: Path) -> 
 def test_unwatch_drops_the_folder_watch(notebook: Path) -> None:
     make_db(notebook)
     observer = _RecordingObserver()
-    watcher = CheckpointWatcher(observer=observer)
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=observer)
     watcher.start()
     try:
         watcher.watch_notebook(notebook)
@@ -392,10 +400,12 @@ def test_nothing_is_written_next_to_the_notebook(notebook: Path) -> None:
     db = make_db(notebook)
     add_commit(db, "c1")
     before = fingerprint(db.parent)
-    watcher = CheckpointWatcher(observer=_RecordingObserver())
+    beside = sorted(os.listdir(notebook.parent))
+    watcher = CheckpointWatcher(root=notebook.parent.parent, observer=_RecordingObserver())
     watcher.watch_notebook(notebook)
     watcher.refresh(notebook)
     watcher.verify(notebook, "c1")
     watcher.stop()
     assert fingerprint(db.parent) == before
-    assert sorted(os.listdir(db.parent)) == ["analysis.ipynb", "analysis.kishudb"]
+    assert sorted(os.listdir(db.parent)) == ["analysis.ipynb.kishudb"]
+    assert sorted(os.listdir(notebook.parent)) == beside == ["analysis.ipynb"]

@@ -281,7 +281,7 @@ def train_db(sidecar: Sidecar, commit: str) -> tuple[Path, Path]:
     ws = sidecar.env.workspace_dir
     assert ws is not None
     notebook = ws / "train.ipynb"
-    db = make_db(notebook)
+    db = make_db(notebook, ws)
     add_commit(db, commit)
     return notebook, db
 

@@ -25,7 +25,7 @@ def environ(tmp_path):
 NOW = dt.datetime(2025, 3, 1, 12, 0, tzinfo=dt.UTC)
 
 
-def test_cpu_pod_document_keeps_the_seed_keys(environ):
+def test_cpu_pod_document_keeps_the_seed_keys(environ, tmp_path):
     doc = build_runtime_config(SidecarEnv.from_environ(environ()), migration=None,
                                last_checkpoint=None, updated_at=NOW)
     # The seed's keys, with the seed's types, for older front ends.
@@ -38,7 +38,9 @@ def test_cpu_pod_document_keeps_the_seed_keys(environ):
         "updatedAt": "2025-03-01T12:00:00.000000Z", "profiles": ["nvidia-1", "nvidia-2"],
         "idleBounds": {"timeout_seconds": 180, "min_seconds": 60, "max_seconds": 3600,
                        "warning_seconds": 30},
-        "checkpoints": {"keep": 5, "min_free_mib": 256},
+        "checkpoints": {"keep": 5, "min_free_mib": 256, "background_interval_seconds": 60,
+                        "background_max_state_mib": 4096},
+        "workspace": str(tmp_path / "ws"),
     }
 
 
