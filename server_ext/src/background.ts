@@ -35,6 +35,13 @@ export class BackgroundWatcher {
     return this._changed;
   }
 
+  /** Ask again now (the user's background setting changed), if a notebook is current. */
+  refresh(): void {
+    if (this._tracker.currentWidget) {
+      this._schedule(0);
+    }
+  }
+
   dispose(): void {
     this._schedule(null);
     this._tracker.currentChanged.disconnect(this._onCurrent, this);

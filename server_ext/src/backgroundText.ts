@@ -32,6 +32,8 @@ const STATES: ReadonlySet<string> = new Set([
 export interface IBackgroundReport {
   interval_s: number;
   max_state_mib: number;
+  /** The user's own interval (their setting); 0: they turned them off; null: none. */
+  user_interval_s?: number | null;
   state: BackgroundState;
   /** Epoch seconds. */
   at?: number;
@@ -129,7 +131,14 @@ export function backgroundText(
         mark: ''
       };
     case 'off':
-      return { line: trans.__('Background checkpoints are off.'), mark: '' };
+      // The user's setting, or the admin's (or the server's): only the user can change it.
+      return {
+        line:
+          report.user_interval_s === 0
+            ? trans.__('You turned background checkpoints off (setting "Save variables in the background").')
+            : trans.__('Background checkpoints are off.'),
+        mark: ''
+      };
     case 'none':
       return { line: '', mark: '' };
   }

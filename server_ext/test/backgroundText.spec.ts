@@ -86,6 +86,20 @@ describe('backgroundText', () => {
       backgroundText(trans, report({ state: 'off', why: 'background checkpoints are off' }), NOW)
     ).toEqual({ line: 'Background checkpoints are off.', mark: '' });
   });
+  it('says when the user turned them off (their setting), not the admin', () => {
+    const off = report({ state: 'off', why: 'you turned background checkpoints off', user_interval_s: 0 });
+    expect(backgroundText(trans, off, NOW)).toEqual({
+      line: 'You turned background checkpoints off (setting "Save variables in the background").',
+      mark: ''
+    });
+    // The admin's 0 with a user's interval (or none): not the user's doing.
+    expect(backgroundText(trans, { ...off, why: 'off', user_interval_s: 300 }, NOW).line).toBe(
+      'Background checkpoints are off.'
+    );
+    expect(backgroundText(trans, { ...off, why: 'off', user_interval_s: null }, NOW).line).toBe(
+      'Background checkpoints are off.'
+    );
+  });
   it('nothing for none, or no answer', () => {
     expect(backgroundText(trans, report({ state: 'none' }), NOW)).toEqual({ line: '', mark: '' });
     expect(backgroundText(trans, null, NOW)).toEqual({ line: '', mark: '' });

@@ -12,6 +12,7 @@ import { ITranslator } from '@jupyterlab/translation';
 
 import { ApiClient, ApiError } from '../api';
 import { BackgroundWatcher } from '../background';
+import { BACKGROUND_KEYS, backgroundBody, readBackgroundSetting } from '../backgroundSetting';
 import { canMove, canPickProfile, readSettings } from '../decision';
 import { confirmMove } from '../gpuDialog';
 import { loadBundle, TranslationBundle } from '../i18n';
@@ -32,6 +33,8 @@ export namespace CommandIDs {
   /** The toolbar button: the move that makes sense on this pod. */
   export const move = 'gpushift:move';
   export const idleTimeout = 'gpushift:set-idle-timeout';
+  /** "Turn background checkpoints off" / "… on": the user's setting. */
+  export const toggleBackground = 'gpushift:toggle-background-checkpoints';
 }
 
 export const manualPlugin: JupyterFrontEndPlugin<void> = {
@@ -51,6 +54,10 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
   ): void => {
     const trans = loadBundle(translator);
     const { commands } = app;
+    const api = new ApiClient(app.serviceManager.serverSettings, trans);
+    /** The plugin's settings, once loaded. */
+    let userSettings: ISettingRegistry.ISettings | null = null;
+    const backgroundOn = () => readBackgroundSetting(userSettings?.composite ?? {}).enabled;
     const move = async (target: Target, profile: string | null = null) => {
       const panel = tracker?.currentWidget ?? null;
       // Asked only when the move would stop something or leave variables behind.
@@ -117,21 +124,34 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
         }
       }
     });
+    commands.addCommand(CommandIDs.toggleBackground, {
+      label: () =>
+        backgroundOn()
+          ? trans.__('Turn background checkpoints off')
+          : trans.__('Turn background checkpoints on'),
+      caption: () =>
+        backgroundOn()
+          ? trans.__('Stop saving the variables in the background after cells run')
+          : trans.__('Save the variables in the background after cells run'),
+      isEnabled: () => userSettings !== null,
+      execute: async () => {
+        await userSettings?.set(BACKGROUND_KEYS.enabled, !backgroundOn());
+      }
+    });
     if (palette) {
       for (const command of [
         CommandIDs.moveToGpu,
         CommandIDs.moveToGpuProfile,
         CommandIDs.moveToCpu,
-        CommandIDs.idleTimeout
+        CommandIDs.idleTimeout,
+        CommandIDs.toggleBackground
       ]) {
         palette.addItem({ command, category: trans.__('GPU') });
       }
     }
+    // The current notebook's background checkpoint, in the status bar item's tooltip.
+    const background = statusBar && tracker ? new BackgroundWatcher(tracker, api) : null;
     if (statusBar) {
-      // The current notebook's background checkpoint, in the item's tooltip.
-      const background = tracker
-        ? new BackgroundWatcher(tracker, new ApiClient(app.serviceManager.serverSettings, trans))
-        : null;
       statusBar.registerStatusItem('gpushift-jupyter:pod-kind', {
         // A click opens "Move to GPU…" (when a profile can be chosen).
         item: new PodStatusItem(
@@ -160,23 +180,71 @@ export const manualPlugin: JupyterFrontEndPlugin<void> = {
       }
     });
     if (settingRegistry) {
-      void loadSettings(settingRegistry, service, trans);
+      void loadSettings(settingRegistry, service, trans).then(settings => {
+        if (settings) {
+          userSettings = settings;
+          commands.notifyCommandChanged(CommandIDs.toggleBackground);
+          settings.changed.connect(() => commands.notifyCommandChanged(CommandIDs.toggleBackground));
+          sendBackgroundSetting(settings, service, api, () => background?.refresh());
+        }
+      });
     }
   }
 };
 
-/** Apply the settings to the service, and the idle timeout to the sidecar (GPU pods). */
+/**
+ * Sends the user's background-checkpoint setting to the server, which keeps it in memory
+ * only: now, on every change, and to a server that came back (a restart, a move: the
+ * notebook server is gone meanwhile) or is another pod's. One request at a time, in
+ * order; quiet on failure (a pod without gpushift's server part). `onSent`: the server
+ * took it.
+ */
+function sendBackgroundSetting(
+  settings: ISettingRegistry.ISettings,
+  service: IMigrationService,
+  api: ApiClient,
+  onSent: () => void
+): void {
+  let sent: string | null = null;
+  let queue: Promise<void> = Promise.resolve();
+  const send = () => {
+    if (service.serverDownSince !== null) {
+      sent = null; // sent again when it answers
+      return;
+    }
+    const body = backgroundBody(readBackgroundSetting(settings.composite as Record<string, unknown>));
+    const key = `${service.config?.PodName ?? ''}:${body.interval_seconds}`;
+    if (key === sent) {
+      return;
+    }
+    sent = key;
+    queue = queue.then(async () => {
+      try {
+        await api.put('background', body);
+        onSent();
+      } catch (error) {
+        console.warn('gpushift: the background checkpoint setting was not sent', error);
+      }
+    });
+  };
+  settings.changed.connect(send);
+  service.changed.connect(send);
+  send();
+}
+
+/** Apply the settings to the service, and the idle timeout to the sidecar (GPU pods);
+ * the settings (null: not loaded). */
 async function loadSettings(
   registry: ISettingRegistry,
   service: IMigrationService,
   trans: TranslationBundle
-): Promise<void> {
+): Promise<ISettingRegistry.ISettings | null> {
   let settings: ISettingRegistry.ISettings;
   try {
     settings = await registry.load(PLUGIN_ID);
   } catch (error) {
     console.warn('gpushift: settings not loaded; using the defaults', error);
-    return;
+    return null;
   }
   let sentTimeout: string | null = null;
   const applyTimeout = async () => {
@@ -209,4 +277,5 @@ async function loadSettings(
   settings.changed.connect(apply);
   apply();
   service.changed.connect(() => void applyTimeout());
+  return settings;
 }

@@ -4,10 +4,20 @@
  * 8 MiB: see pod_server.py) and the status bar item says so in its tooltip; a restarted
  * kernel is offered that checkpoint, with no checkpoint asked for. A state over the bound
  * is not saved in the background, and the item says so (a mark, and why in the tooltip).
+ * The user's setting "Save variables in the background" turns them off (and on) for them.
  */
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
 
-import { gpushiftApi, podStatus, restartKernel, resumeDialog, runNewCell, toast } from './helpers';
+import {
+  gpushiftApi,
+  podStatus,
+  restartKernel,
+  resumeDialog,
+  runNewCell,
+  setSetting,
+  toast
+} from './helpers';
+import { reloadPlain } from './outage';
 
 /** A new notebook (in the test's folder), its kernel up; its name. */
 async function newNotebook(page: IJupyterLabPageFixture): Promise<string> {
@@ -28,6 +38,13 @@ test.describe('CPU pod: background checkpoints', () => {
   // the restart's too (JupyterLab expects 200, and never reconnects to the restarted
   // kernel): the kernels are not tracked here (see cpu-pod-resume.spec.ts).
   test.use({ kernels: null });
+
+  test.afterEach(async ({ page }) => {
+    // The server keeps the user's interval for every later page: back to the default.
+    await page.evaluate(() => typeof (window as any).galata?.app).catch(() => undefined);
+    await setSetting(page, 'backgroundCheckpoints', true).catch(() => undefined);
+    await gpushiftApi(page, 'PUT', 'background', { interval_seconds: null }).catch(() => undefined);
+  });
 
   test('the variables are saved in the background, and a restarted kernel resumes them', async ({
     page
@@ -84,5 +101,56 @@ test.describe('CPU pod: background checkpoints', () => {
       timeout: 30000
     });
     await expect(podStatus(page)).not.toHaveAttribute('data-background', /./);
+  });
+
+  test('the setting turns them off for the user, and the page sends it again when it starts', async ({
+    page
+  }) => {
+    await newNotebook(page);
+    const isPut = (request: { url(): string; method(): string }) =>
+      request.url().includes('api_extension/background') && request.method() === 'PUT';
+
+    let sent = page.waitForRequest(isPut);
+    await setSetting(page, 'backgroundCheckpoints', false);
+    expect((await sent).postDataJSON()).toEqual({ interval_seconds: 0 });
+    await page.notebook.setCell(0, 'code', 'x = 1');
+    await page.notebook.runCell(0, { inplace: true });
+    await expect(podStatus(page)).toHaveAttribute(
+      'title',
+      /\nYou turned background checkpoints off \(setting "Save variables in the background"\)\.$/,
+      { timeout: 30000 }
+    );
+    await expect(podStatus(page)).not.toHaveAttribute('data-background', /./);
+    const kernelId = await currentKernelId(page);
+    const report = await gpushiftApi(page, 'GET', `background?kernel_id=${kernelId}`);
+    expect(report, JSON.stringify(report.json)).toMatchObject({
+      status: 200,
+      json: { state: 'off', why: 'you turned background checkpoints off', user_interval_s: 0 }
+    });
+
+    // A restarted server forgets it: the page sends it again when it starts.
+    await page.notebook.save(); // nothing unsaved to hold the reload
+    await gpushiftApi(page, 'PUT', 'background', { interval_seconds: null });
+    const answer = page.waitForResponse(response => isPut(response.request()));
+    await reloadPlain(page); // Galata's own reload waits for a Launcher
+    expect(await (await answer).json()).toMatchObject({ interval_s: 0, user_interval_s: 0 });
+    // Galata's in-page helpers take the app when first asked for it (its reload asks).
+    await page.evaluate(() => typeof (window as any).galata.app);
+
+    // On again, with the command: saved in the background after the next cell.
+    const toggle = 'gpushift:toggle-background-checkpoints';
+    const label = () => page.evaluate(id => (window as any).jupyterapp.commands.label(id), toggle);
+    await expect.poll(label).toBe('Turn background checkpoints on');
+    sent = page.waitForRequest(isPut);
+    await page.evaluate(id => (window as any).jupyterapp.commands.execute(id), toggle);
+    expect((await sent).postDataJSON()).toEqual({ interval_seconds: null });
+    expect(await label()).toBe('Turn background checkpoints off');
+    // The notebook is back (the layout restored), its kernel too.
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+    expect(await page.notebook.isAnyActive()).toBe(true);
+    await runNewCell(page, 'y = 2');
+    await expect(podStatus(page)).toHaveAttribute('title', /\n\d variables? saved \d\d:\d\d \(background\)\.$/, {
+      timeout: 30000
+    });
   });
 });
