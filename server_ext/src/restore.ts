@@ -364,7 +364,12 @@ async function withTimeout<T>(promise: Promise<T>, ms: number, message: string):
   }
 }
 
-function showDetails(trans: TranslationBundle, details: string, title: string): Promise<unknown> {
+/** A restore's details (what came back, what did not, why) in a dialog. */
+export function showDetails(
+  trans: TranslationBundle,
+  details: string,
+  title: string
+): Promise<unknown> {
   const body = document.createElement('pre');
   body.className = 'gpushift-restore-details';
   body.textContent = details;

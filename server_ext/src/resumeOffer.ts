@@ -7,12 +7,13 @@
  * asks once per kernel process, one question at a time, and is quiet when the server
  * extension does not answer. The words are in resumeText.ts.
  */
-import { Dialog, ISessionContext, Notification, showDialog } from '@jupyterlab/apputils';
+import { Dialog, ISessionContext, Notification } from '@jupyterlab/apputils';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { Widget } from '@lumino/widgets';
 
 import { ApiClient, ApiError } from './api';
 import { TranslationBundle } from './i18n';
+import { showDetails } from './restore';
 import {
   IResumeNotice,
   IResumeOffer,
@@ -231,15 +232,4 @@ function questionBody(question: ReturnType<typeof resumeQuestion>): Widget {
   }
   paragraph(question.choice);
   return new Widget({ node });
-}
-
-function showDetails(trans: TranslationBundle, details: string, title: string): Promise<unknown> {
-  const body = document.createElement('pre');
-  body.className = 'gpushift-restore-details';
-  body.textContent = details;
-  return showDialog({
-    title,
-    body: new Widget({ node: body }),
-    buttons: [Dialog.okButton({ label: trans.__('Close') })]
-  });
 }
