@@ -172,6 +172,7 @@ class BackgroundCheckpoints:
     def look(self) -> None:
         """Start what is due (each in a task of its own)."""
         now, wall_now = time.monotonic(), dt.datetime.now(dt.UTC)
+        settings = self.settings  # reads runtime-config.json: once per look
         attached = set(self.kernels.attached())
         for gone in set(self.watches) - attached:
             watch = self.watches.pop(gone)
@@ -184,7 +185,7 @@ class BackgroundCheckpoints:
         for kernel_id in attached:
             watch = self.watches.setdefault(kernel_id, KernelWatch())
             manager = self.kernels.kernel_manager.get_kernel(kernel_id)
-            if due(self.settings, watch, now=now,
+            if due(settings, watch, now=now,
                    execution_state=getattr(manager, "execution_state", None),
                    last_activity=getattr(manager, "last_activity", None),
                    wall_now=wall_now):
