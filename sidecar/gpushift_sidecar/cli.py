@@ -1,7 +1,9 @@
 """`gpushift-sidecar`: serve the loopback API, or probe it (the startup probe).
 
 `probe` runs every second in every notebook pod until the sidecar is ready, so this
-module imports the server's dependencies only when it serves.
+module imports the server's dependencies only when it serves. It keeps asking for up to
+`--wait` seconds (the injected probe: 1 s of its 2 s timeout), so a pod's notebook
+container starts as soon as the sidecar is ready, not up to a probe period later.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -29,6 +32,7 @@ log = logging.getLogger("gpushift.sidecar")
 
 RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
 _DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
+_PROBE_RETRY_S = 0.05
 _DEFAULT_CHECKPOINT_TIMEOUT = 60.0
 _DEFAULT_RESTORE_TIMEOUT = 600.0
 _DEFAULT_SAVE_TIMEOUT = 600.0
@@ -72,29 +76,44 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     probe = sub.add_parser("probe", help="exit 0 when GET /healthz answers 200, else 1")
     probe.add_argument("--port", type=int, default=None,
                        help="port (default: $GPUSHIFT_API_PORT, else 8765)")
-    probe.add_argument("--timeout", type=float, default=1.0, help="seconds to wait")
+    probe.add_argument("--timeout", type=float, default=1.0,
+                       help="seconds to wait for one answer")
+    probe.add_argument("--wait", type=float, default=0.0,
+                       help="seconds to keep asking (every 50 ms) while the sidecar is not "
+                            "ready yet, so the probe passes as soon as it is instead of at "
+                            "the kubelet's next period (default 0: ask once)")
     args = parser.parse_args(argv)
     if args.command == "probe":
-        return run_probe(args.port or _port_from_environ(), args.timeout)
+        return run_probe(args.port or _port_from_environ(), args.timeout, args.wait)
     return run_serve(args, runner_factory)
 
 
-def run_probe(port: int, timeout: float) -> int:
+def run_probe(port: int, timeout: float, wait: float = 0.0) -> int:
+    """0 once GET /healthz answers 200 within `wait` seconds (asked every 50 ms), else 1
+    with the last reason on stderr (the kubelet puts it in the probe's event)."""
+    deadline = time.monotonic() + wait
+    while True:
+        left = deadline - time.monotonic()
+        ready, why = _ask_healthz(port, timeout if left <= 0 else min(timeout, left))
+        if ready:
+            return 0
+        if time.monotonic() + _PROBE_RETRY_S >= deadline:
+            print(f"gpushift-sidecar probe: {why}", file=sys.stderr)
+            return 1
+        time.sleep(_PROBE_RETRY_S)
+
+
+def _ask_healthz(port: int, timeout: float) -> tuple[bool, str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
         connection.request("GET", "/healthz")
         response = connection.getresponse()
         body = response.read(2048).decode("utf-8", "replace")
     except OSError as exc:
-        print(f"gpushift-sidecar probe: no answer on 127.0.0.1:{port}: {exc}", file=sys.stderr)
-        return 1
+        return False, f"no answer on 127.0.0.1:{port}: {exc}"
     finally:
         connection.close()
-    if response.status == 200:
-        return 0
-    # The kubelet puts this in the probe's event: it says why the sidecar is not ready.
-    print(f"gpushift-sidecar probe: {response.status} {body}", file=sys.stderr)
-    return 1
+    return response.status == 200, f"{response.status} {body}"
 
 
 def _port_from_environ() -> int:

@@ -46,6 +46,8 @@ class ContainerProcess:
     not_before: float = 0.0  # restart back-off
     started_wall: float = 0.0  # time.time() of the last start, for the pod's status
     exited_wall: float = 0.0  # time.time() the exit was first seen (0: not seen yet)
+    probing: subprocess.Popen[bytes] | None = None  # the exec startup probe in flight
+    probe_deadline: float = 0.0  # when the probe in flight has failed (timeoutSeconds)
 
     @property
     def pid(self) -> int | None:
@@ -55,6 +57,7 @@ class ContainerProcess:
         return self.popen is not None and self.popen.poll() is None
 
     def start(self) -> None:
+        self.end_probe()  # a probe of the process before says nothing about this one
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             out.write(f"### {time.strftime('%H:%M:%S')} start #{self.restarts}: "
@@ -68,27 +71,52 @@ class ContainerProcess:
         self.started_wall, self.exited_wall = time.time(), 0.0
         self.started = self.plan.probe is None
 
-    def probe(self) -> bool:
-        """One run of the startup probe (exec: exit 0; httpGet: 2xx/3xx)."""
+    def start_probe(self, now: float) -> bool | None:
+        """Start one run of the startup probe. An exec probe runs on its own, as the
+        kubelet runs each probe beside the others (`poll_probe` collects it): None.
+        An httpGet probe answers at once: True (2xx/3xx) or False."""
         probe = self.plan.probe
         if probe is None:
             return True
         if probe.argv is not None:
             try:
-                result = subprocess.run(probe.argv, env=self.plan.env, cwd=self.plan.cwd,
-                                        capture_output=True, timeout=5, check=False)
-            except (OSError, subprocess.TimeoutExpired):
+                self.probing = subprocess.Popen(
+                    probe.argv, env=self.plan.env, cwd=self.plan.cwd,
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL)
+            except OSError:
                 return False
-            return result.returncode == 0
+            self.probe_deadline = now + probe.timeout_s
+            return None
         assert probe.http is not None
         try:
-            with urllib.request.urlopen(probe.http, timeout=2) as response:
+            with urllib.request.urlopen(probe.http, timeout=probe.timeout_s) as response:
                 return bool(200 <= response.status < 400)
         except OSError:
             return False
 
+    def end_probe(self) -> None:
+        if self.probing is not None:
+            with contextlib.suppress(ProcessLookupError):
+                self.probing.kill()
+            self.probing.wait()
+            self.probing = None
+
+    def poll_probe(self, now: float) -> bool | None:
+        """The result of the exec probe in flight once it ended (False when it ran past
+        its timeoutSeconds: killed, as the kubelet does); None while it runs or when
+        none does."""
+        if self.probing is None:
+            return None
+        code = self.probing.poll()
+        if code is None and now < self.probe_deadline:
+            return None
+        self.end_probe()
+        return code == 0
+
     def stop(self, grace: float) -> None:
         """SIGTERM to the process group, SIGKILL to whatever of it is left after `grace`."""
+        self.end_probe()
         if self.popen is None:
             return
         family = [*process_family(self.popen.pid), *self.leftovers()]
@@ -254,12 +282,19 @@ class LocalPod:
         probe = proc.plan.probe
         if proc.started or probe is None:
             return
-        period = probe.period_s if self.probe_period is None else min(self.probe_period,
-                                                                       probe.period_s)
-        if now - self._last_probe.get(proc.plan.name, 0.0) < period:
-            return
-        self._last_probe[proc.plan.name] = now
-        if proc.probe():
+        passed = proc.poll_probe(now)
+        if passed is None:
+            if proc.probing is not None:
+                return
+            period = probe.period_s if self.probe_period is None else min(
+                self.probe_period, probe.period_s)
+            if now - self._last_probe.get(proc.plan.name, 0.0) < period:
+                return
+            self._last_probe[proc.plan.name] = now
+            passed = proc.start_probe(now)
+            if passed is None:
+                return
+        if passed:
             proc.started = True
             log.info("%s passed its startup probe after %.2fs", name, now - proc.started_at)
         elif now - proc.started_at > probe.deadline_s:

@@ -59,6 +59,7 @@ class Probe:
     http: str | None
     period_s: float
     deadline_s: float  # failureThreshold x periodSeconds: then the container is restarted
+    timeout_s: float = 1.0  # timeoutSeconds: one probe that runs longer has failed
 
 
 @dataclass(frozen=True)
@@ -245,13 +246,14 @@ def _probe(spec: Mapping[str, Any] | None, rewrite: Callable[[str], str],
         return None
     period = float(spec.get("periodSeconds", 10))
     deadline = period * float(spec.get("failureThreshold", 3))
+    timeout = float(spec.get("timeoutSeconds", 1))
     if "exec" in spec:
         argv = pod_env.remap_port_args([rewrite(str(a)) for a in spec["exec"]["command"]],
                                        ports)
         argv[0] = _executable(argv[0], venv_bin, path)
-        return Probe(argv, None, period, deadline)
+        return Probe(argv, None, period, deadline, timeout)
     if "httpGet" in spec:
         port = int(spec["httpGet"]["port"])
         url = f"http://{pod_env.LOOPBACK}:{ports.get(port, port)}{spec['httpGet'].get('path', '/')}"
-        return Probe(None, url, period, deadline)
+        return Probe(None, url, period, deadline, timeout)
     return None

@@ -194,3 +194,38 @@ async def test_a_kernel_that_does_not_answer_is_a_clear_error(
     await a.manager.shutdown_kernel(now=True)
     with pytest.raises(KernelStateError, match="not running"):
         await attach(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+
+
+async def test_changes_made_in_place_after_a_restore_are_saved(
+        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
+    """kishu decides what changed by comparing each variable's IdGraph hash with the one
+    taken after the restore; gpushift hashes plain arrays and strings directly
+    (`kishu_patches._DigestPickler`). Every kind of in-place change must still count."""
+    a = await kishu_kernels()
+    await a.cell("import numpy as np, pandas as pd\n"
+                 "big = np.arange(2_000_000, dtype=np.float64)\n"
+                 "grid = np.zeros((4, 6))\n"
+                 "table = pd.DataFrame({'n': range(100), 's': [str(i) for i in range(100)]})\n"
+                 "words = ['alpha', 'beta']\n"
+                 "fortran = np.asfortranarray(np.arange(12.0).reshape(3, 4))")
+    saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    b = await kishu_kernels()
+    assert (await restore(b.code, kishu_home.notebook, saved.commit_id,
+                          workspace=kishu_home.workspace)).ok
+    await b.cell("big[::1000] += 1.0\n"
+                 "grid.shape = (6, 4)\n"
+                 "table.loc[5, 's'] = 'changed'\n"
+                 "words[1] = 'gamma'")
+    changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    stored = {name for versioned, commit, _ in snapshot_rows(
+        database_path(kishu_home.notebook, kishu_home.workspace))
+        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    assert {"big", "grid", "table", "words"} <= stored
+    assert "fortran" not in stored  # unchanged: not stored again
+    c = await kishu_kernels()
+    assert (await restore(c.code, kishu_home.notebook, None,
+                          workspace=kishu_home.workspace)).ok
+    assert await c.value(
+        "[float(big[1000]), float(big[1001]), list(grid.shape), table.loc[5, 's'], words, "
+        "bool(fortran.flags.f_contiguous), float(fortran[2, 3])]"
+    ) == [1001.0, 1001.0, [6, 4], "changed", ["alpha", "gamma"], True, 11.0]

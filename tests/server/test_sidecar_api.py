@@ -347,10 +347,10 @@ def test_a_missing_variable_is_named_with_exit_2(tmp_path):
     assert "GPUSHIFT_NOTEBOOK_NAME: not set" in result.stderr
 
 
-def probe(port: int) -> tuple[int, float]:
+def probe(port: int, *extra: str) -> tuple[int, float]:
     env = {**os.environ, "PYTHONPATH": str(SIDECAR_SRC)}
     started = time.monotonic()
-    result = subprocess.run(sidecar_command("probe", "--port", str(port)), env=env,
+    result = subprocess.run(sidecar_command("probe", "--port", str(port), *extra), env=env,
                             capture_output=True, timeout=20)
     return result.returncode, time.monotonic() - started
 
@@ -374,4 +374,22 @@ def test_probe_fails_until_ready_then_passes(tmp_path):
         code, seconds = probe(port)
         assert code == 0 and seconds < 3
     finally:
+        assert stop(running) == 0
+
+
+def test_a_waiting_probe_passes_as_soon_as_the_sidecar_is_ready(tmp_path):
+    """The injected probe (`--wait 1`): started with the sidecar, it passes when the
+    sidecar becomes ready, within its wait, instead of failing and waiting a period."""
+    port = free_port()
+    code, seconds = probe(port, "--timeout", "0.5", "--wait", "0.4")
+    assert code == 1 and 0.35 < seconds < 3  # nothing listens: it asked until its wait ran out
+    env = {**os.environ, "PYTHONPATH": str(SIDECAR_SRC)}
+    waiting = subprocess.Popen(sidecar_command("probe", "--port", str(port), "--timeout",
+                                               "0.5", "--wait", "20"), env=env)
+    running = start_sidecar(tmp_path, port=port, wait_ready=False)
+    try:
+        assert waiting.wait(timeout=25) == 0
+        assert health(running)[0] == 200
+    finally:
+        waiting.kill()
         assert stop(running) == 0

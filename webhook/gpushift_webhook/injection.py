@@ -352,8 +352,12 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         # The API listens on loopback only, which the kubelet's httpGet probes cannot
         # reach; the probe runs inside the container instead. It passes only once
         # runtime-config.json has been written.
+        # The probe keeps asking for 1 s of its 2 s timeout: it passes as soon as the
+        # sidecar is ready (the notebook container starts then), where a single ask
+        # made every move wait for the next probe period (up to 1 s more).
         "startupProbe": {
-            "exec": {"command": ["gpushift-sidecar", "probe", "--port", str(s.port)]},
+            "exec": {"command": ["gpushift-sidecar", "probe", "--port", str(s.port),
+                                 "--timeout", "0.5", "--wait", "1"]},
             "periodSeconds": s.startup_period_seconds,
             "failureThreshold": s.startup_failure_threshold,
             "timeoutSeconds": 2,

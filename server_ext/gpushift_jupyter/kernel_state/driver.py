@@ -26,6 +26,7 @@ AGENT_MODULE = "_gpushift_kishu"
 SNAPSHOTS_MODULE = "_gpushift_kishu_snapshots"
 PATCHES_MODULE = "_gpushift_kishu_patches"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
+KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
 """The one recorded cell a checkpoint runs: kishu commits after it, as after any cell.
 It costs the user one execution count and one history entry; it prints and returns
@@ -83,7 +84,8 @@ def install_code() -> str:
     It runs before every operation, so it is small: the modules' sources travel
     compressed and are unpacked only when the kernel does not have these very
     versions yet (a digest of them is kept on the agent module)."""
-    modules = [(SNAPSHOTS_MODULE, _source("snapshots")),
+    modules = [(KISHU_IMPORT_MODULE, _source("kishu_import")),
+               (SNAPSHOTS_MODULE, _source("snapshots")),
                (PATCHES_MODULE, _source("kishu_patches")), (AGENT_MODULE, _source("agent")),
                (BACKGROUND_MODULE, _source("background_agent"))]
     digest = hashlib.sha256(repr(modules).encode()).hexdigest()[:32]

@@ -132,8 +132,11 @@ def load_commit(db_path: Path, commit_id: str,
             names = group_names(versioned_name)
             if on_group is not None:
                 on_group(names)
+            # The order of kishu's primary key (versioned_name, commit_id, chunk_id): ordering
+            # by chunk_id alone made SQLite copy every blob into a temporary B-tree to sort
+            # it (2.5x the read time of a 500 MiB state).
             chunks = con.execute("select data from variable_snapshot where versioned_name = ? "
-                                 "order by chunk_id", (versioned_name,)).fetchall()
+                                 "order by commit_id, chunk_id", (versioned_name,)).fetchall()
             if not chunks:
                 for name in names:
                     report.not_restored.append((name, reasons.get(

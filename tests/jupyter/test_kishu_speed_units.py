@@ -1,0 +1,108 @@
+"""How gpushift makes kishu cheaper in the kernel, without changing what it detects:
+the IdGraph digests of arrays and strings (`kishu_patches._DigestPickler`) and the
+deferred IRI grammar of kishu's import (`kishu_import`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from importlib import resources
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gpushift_jupyter.kernel_state import kishu_patches
+
+
+def digest(value: object) -> bytes:
+    return kishu_patches._id_graph(value).serialized_hash
+
+
+def test_equal_values_have_equal_digests_and_a_copy_is_not_the_same_object() -> None:
+    array = np.random.default_rng(1).random(10_000)
+    assert digest(array) == digest(array.copy())
+    frame = pd.DataFrame({"n": range(50), "s": [str(i) for i in range(50)]})
+    assert digest(frame) == digest(frame.copy())
+    graph = kishu_patches._id_graph(array)
+    assert id(array) in graph.addresses  # overlap detection still sees the array
+
+
+@pytest.mark.parametrize("change", [
+    lambda a: a.__setitem__(5, a[5] + 1.0),
+    lambda a: a.reshape(100, 100),
+    lambda a: a.astype(np.float32),
+    lambda a: np.asfortranarray(a.reshape(100, 100)),
+    lambda a: a.reshape(100, 100).T,
+    lambda a: a[::2],
+])
+def test_any_change_of_an_array_changes_its_digest(change: object) -> None:
+    array = np.random.default_rng(2).random(10_000)
+    before = digest(array)
+    if callable(change):
+        changed = change(array)
+    after = digest(array if changed is None else changed)
+    assert after != before
+
+
+def test_strings_and_records_are_told_apart() -> None:
+    assert digest(["ab", "c"]) != digest(["a", "bc"])
+    assert digest("\udcff") != digest("")  # lone surrogates hash too
+    records = np.zeros(3, dtype=[("x", "f8"), ("y", "i4")])
+    other = records.copy()
+    other["y"][1] = 3
+    assert digest(records) != digest(other)
+    frame = pd.DataFrame({"s": ["a", "b"]})
+    edited = frame.copy()
+    edited.loc[1, "s"] = "c"
+    assert digest(frame) != digest(edited)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: np.arange("2024-01-01", "2024-02-01", dtype="datetime64[D]"),
+    lambda: np.array(2.5),
+    lambda: np.zeros((0, 3)),
+    lambda: np.array(["ab", "cd"]),
+    lambda: np.arange(10, dtype=">i4"),
+])
+def test_every_plain_array_kind_is_digested_and_its_changes_seen(
+        make: Callable[[], np.ndarray]) -> None:
+    array = make()
+    before = digest(array)
+    assert before == digest(make())
+    flat = array.reshape(-1)  # a view: changing it changes the array
+    if flat.size:
+        flat[0] = flat[-1] if flat.size > 1 else flat[0] * 2
+        assert digest(array) != before
+
+
+def test_arrays_of_objects_take_kishus_own_path() -> None:
+    inner = [1]
+    objects = np.empty(2, dtype=object)
+    objects[0], objects[1] = inner, [2]
+    before = digest(objects)
+    inner.append(3)  # a change inside an element, the array's bytes (pointers) unchanged
+    assert digest(objects) != before
+
+
+def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_work() -> None:
+    source = resources.files("gpushift_jupyter.kernel_state").joinpath(
+        "kishu_import.py").read_text()
+    script = (
+        "import sys, types\n"
+        "module = types.ModuleType('_gpushift_kishu_import')\n"
+        f"exec(compile({source!r}, '<kishu_import>', 'exec'), module.__dict__)\n"
+        "assert 'kishu.jupyterint' in sys.modules\n"
+        "assert 'rfc3987_syntax.syntax_helpers' not in sys.modules, 'grammar was built'\n"
+        "assert 'rfc3987_syntax' not in sys.modules, 'the stand-in stayed'\n"
+        "import jsonschema\n"
+        "checker = jsonschema.FormatChecker()\n"
+        "assert checker.conforms('http://example.com/\u00fc', 'iri')\n"
+        "assert not checker.conforms('::no iri', 'iri')\n"
+        "import rfc3987_syntax\n"
+        "assert not getattr(rfc3987_syntax, '__gpushift_stand_in__', False)\n"
+        "assert rfc3987_syntax.is_valid_syntax('iri', 'http://example.com/')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
