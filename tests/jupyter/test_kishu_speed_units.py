@@ -4,16 +4,18 @@ deferred IRI grammar of kishu's import (`kishu_import`)."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 from collections.abc import Callable
 from importlib import resources
 
+import dill
 import numpy as np
 import pandas as pd
 import pytest
 
-from gpushift_jupyter.kernel_state import kishu_patches
+from gpushift_jupyter.kernel_state import kishu_patches, snapshots
 
 
 def digest(value: object) -> bytes:
@@ -106,3 +108,21 @@ def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_wor
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 4, 5])
+def test_a_group_loads_the_same_from_its_chunks_wherever_they_are_cut(protocol: int) -> None:
+    """kishu keeps a large group in several blob chunks; the unpickler reads them in
+    order without joining them (`snapshots.ChunkReader`)."""
+    value = {"big": np.arange(50_000, dtype=np.float64), "text": "line\nbreak ü",
+             "frame": pd.DataFrame({"s": ["a", "b"]}), "nested": [{"k": (1, 2.5)}]}
+    data = dill.dumps(value, protocol=protocol)
+    for cuts in ([], [1], [7, 8, 9], [len(data) // 3, len(data) // 2],
+                 list(range(1, len(data), 4099))):
+        edges = [0, *cuts, len(data)]
+        chunks = [data[a:b] for a, b in itertools.pairwise(edges)]
+        loaded, moved = snapshots.loads(chunks)
+        assert not moved
+        assert np.array_equal(loaded["big"], value["big"])
+        assert loaded["frame"].equals(value["frame"])
+        assert (loaded["text"], loaded["nested"]) == (value["text"], value["nested"])
