@@ -38,8 +38,27 @@ def escape(segment: str | int) -> str:
     return text
 
 
+# Pointers of the paths made of strings only: the same few come back in every patch
+# (the webhook adds the same ones to every pod). Only those: a path with an int or a bool
+# segment would find another that compares equal (1 == True) but is written otherwise.
+_POINTERS: dict[Path, str] = {}
+_POINTERS_MAX = 4096
+
+
 def pointer(path: Path) -> str:
-    return "".join(["/" + escape(s) for s in path])
+    text = _POINTERS.get(path)
+    if text is not None:
+        return text
+    # Joined as they are, the segments need no escaping when the text has no "~" and
+    # no "/" but the separators (nearly every path).
+    text = "/".join(map(str, path))
+    if "~" in text or text.count("/") != len(path) - 1:
+        text = "".join(["/" + escape(s) for s in path])
+    elif path:
+        text = "/" + text
+    if len(_POINTERS) < _POINTERS_MAX and all(type(s) is str for s in path):
+        _POINTERS[path] = text
+    return text
 
 
 class PatchConflict(ValueError):
@@ -169,13 +188,18 @@ class PatchBuilder:
         start = 0
         if self._doc is not None:
             node = self._doc
-        else:
+        elif self._created:  # nothing added yet (the usual case): no prefix to look up
             for depth in range(len(path), 0, -1):
                 if path[:depth] in self._created:
                     node, start = self._created[path[:depth]], depth
                     break
         for segment in path[start:]:
-            node = _child(node, segment)
+            # A key of a mapping, inline: the usual step, and this runs for every
+            # operation the builder adds.
+            if isinstance(node, dict) and isinstance(segment, str):
+                node = node.get(segment, _MISSING)
+            else:
+                node = _child(node, segment)
             if node is _MISSING:
                 return False
         if node is None:

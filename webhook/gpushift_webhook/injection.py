@@ -49,6 +49,17 @@ class Decision:
     namespace: str = ""
     pod: str = ""
 
+    def about(self, namespace: str, pod: str) -> Decision:
+        """This decision, naming the pod it is about. Built directly, not with
+        `dataclasses.replace` (which looks up the fields on every call): it runs once
+        per review, on the admission hot path. A new field must be passed on here."""
+        return Decision(self.outcome, self.reason, self.operations, self.warnings,
+                        self.notebook, namespace, pod)
+
+
+# What json.dumps(value, sort_keys=True) writes, without making an encoder per call.
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)
+
 
 class Unhandled(Exception):
     """The pod has a shape we cannot inject into; it is admitted unchanged."""
@@ -120,7 +131,8 @@ def _inject(pod: Mapping[str, Any], notebook: str, config: WebhookConfig) -> Dec
         warnings.append(identity.warning)
     gpu = gpu_facts(notebook_container, config.gpu_resources)
     if gpu is not None:  # which profile: two may hold the same GPU, on other nodes
-        gpu = replace(gpu, profile=profile_of_pod(spec, gpu, config.profiles))
+        # All three fields, directly: dataclasses.replace is slow for the hot path.
+        gpu = GpuFacts(gpu.resource, gpu.count, profile_of_pod(spec, gpu, config.profiles))
     workspace = _workspace_mount(spec, notebook_container, config)
     if workspace is None:
         warnings.append(
@@ -316,7 +328,7 @@ def _sidecar_container(  # noqa: PLR0917 - private, called once
         {"name": "GPUSHIFT_NOTEBOOK_IMAGE", "value": str(notebook_container.get("image", ""))},
         # So is a GPU profile whose CPU/memory would put a request above its limit.
         {"name": "GPUSHIFT_NOTEBOOK_RESOURCES",
-         "value": json.dumps(notebook_container.get("resources") or {}, sort_keys=True)},
+         "value": _SORTED_JSON.encode(notebook_container.get("resources") or {})},
         {"name": "GPUSHIFT_GPU_RESOURCE", "value": gpu.resource if gpu else ""},
         {"name": "GPUSHIFT_GPU_COUNT", "value": str(gpu.count if gpu else 0)},
         {"name": "GPUSHIFT_GPU_PROFILE", "value": gpu.profile if gpu else ""},

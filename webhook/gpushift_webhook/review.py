@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from gpushift_core import labels, patches
@@ -41,9 +40,8 @@ def review(body: object, config: WebhookConfig,
     webhook's cache knows them (`server_types.ServerTypeCache`; a dict read, no I/O)."""
     request = _request(body)
     uid = request["uid"]
-    decision = replace(decide(request, config, server_types),
-                       namespace=request.get("namespace") or "",
-                       pod=_pod_name(request["object"]))
+    decision = decide(request, config, server_types).about(
+        request.get("namespace") or "", _pod_name(request["object"]))
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if decision.operations:
         response["patchType"] = "JSONPatch"
