@@ -96,7 +96,7 @@ def test_the_fingerprint_covers_everything_the_kernel_remembers():
     """The cache's key is the memory's fingerprint: every field a walk carries from cell to
     cell must change it, or a cell would be served a verdict from another memory. A field
     added to KernelState without being fingerprinted fails here."""
-    transient = {"availability_lines", "walked_text", "_scanner"}  # one walk's scratch
+    transient = {"availability_lines", "walked_text", "_walked_lines", "_scanner"}  # scratch
     samples = {
         "aliases": {"xp": "cupy"}, "shadowed": {"cp"}, "devices": {"device": DeviceKind.CUDA},
         "guards": {"use_gpu"}, "forced": {"use_cuda"}, "gpu_functions": {"train"},

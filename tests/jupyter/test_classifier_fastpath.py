@@ -179,3 +179,25 @@ def test_not_strict_still_unbinds_a_remembered_name() -> None:
     assert kernel.classify("import pandas as pd\nm.to(device)").needs_gpu
     assert not kernel.classify("x = 1\ndevice = 'cpu'\nz = 2\n").needs_gpu
     assert not kernel.classify("m.to(device)").needs_gpu
+
+
+def test_the_keyword_shortcut_lists_every_keyword_a_rule_reads() -> None:
+    """`calls._KEYWORDS` lets `_keyword_hits` skip keywords no rule reads: every keyword
+    that function (and the helpers it hands `key` to) compares `key` with must be in it,
+    or that rule would silently stop firing."""
+    import ast as ast_module
+    import inspect
+
+    from gpushift_jupyter.classifier import calls
+
+    read: set[str] = set()
+    for function in (calls._keyword_hits, calls._is_xgboost_gpu):
+        tree = ast_module.parse(inspect.getsource(function))
+        for node in ast_module.walk(tree):
+            if (isinstance(node, ast_module.Compare) and isinstance(node.left, ast_module.Name)
+                    and node.left.id == "key"):
+                for side in node.comparators:
+                    read |= {c.value for c in ast_module.walk(side)
+                             if isinstance(c, ast_module.Constant) and isinstance(c.value, str)}
+    assert read, "found no keyword comparisons: the test no longer reads the rules"
+    assert read <= calls._KEYWORDS, sorted(read - calls._KEYWORDS)

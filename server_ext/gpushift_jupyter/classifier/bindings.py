@@ -58,18 +58,20 @@ def bind(
 ) -> str | None:
     """Bind `target = value` (or `for target in value`); the rule when the binding itself
     commits the kernel to a CUDA device (`DEVICE = "cuda"`)."""
-    if isinstance(target, ast.Tuple | ast.List):
-        for element in target.elts:
-            _forget_target(element, state)
-        return None
-    if isinstance(target, ast.Starred):
-        _forget_target(target.value, state)
-        return None
-    if isinstance(target, ast.Subscript):
-        key = target.slice
-        if isinstance(key, ast.Constant) and isinstance(key.value, str):
-            return _literal_device_rule(key.value, value, state)
-        return None
+    target_type = type(target)
+    if target_type is not ast.Name:  # most targets are plain names: skip the other tests
+        if target_type is ast.Tuple or target_type is ast.List:
+            for element in target.elts:  # type: ignore[attr-defined]
+                _forget_target(element, state)
+            return None
+        if target_type is ast.Starred:
+            _forget_target(target.value, state)  # type: ignore[attr-defined]
+            return None
+        if target_type is ast.Subscript:
+            key = target.slice  # type: ignore[attr-defined]
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                return _literal_device_rule(key.value, value, state)
+            return None
     name = dotted(target)
     if name is None:
         return None

@@ -4,8 +4,9 @@ CUDA-only APIs. The caller walks the tree and decides whether a hit counts (guar
 from __future__ import annotations
 
 import ast
+from functools import lru_cache
 
-from gpushift_jupyter.classifier.devices import eval_device, qualname
+from gpushift_jupyter.classifier.devices import dotted, eval_device, qualname
 from gpushift_jupyter.classifier.rules import (
     DISPLAY_CALLS,
     GPU_CALLS,
@@ -27,6 +28,14 @@ _GPU_ACCELERATORS = frozenset({"gpu", "cuda"})
 _GPU_TREE_SETTINGS = frozenset({"gpu_hist", "gpu_exact", "gpu_predictor"})
 _GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 _FLASH_ATTENTION = frozenset({"flash_attention_2", "flash_attention_3"})
+# First parts of every name `_named_call_hits` has a rule for (besides GPU_CALLS and
+# `*init_process_group`), and every keyword `_keyword_hits` looks at.
+_NAMED_ROOTS = frozenset({"torch", "numba", "tensorflow", "jax", *GPU_LIBRARIES})
+_KEYWORDS = frozenset({
+    "device", "device_type", "device_map", "map_location", "devices", "accelerator", "gpus",
+    "tree_method", "predictor", "gpu_id", "task_type", "target", "backend",
+    "attn_implementation", "load_in_4bit", "load_in_8bit", "fp16", "providers",
+})
 
 
 def _string(node: ast.AST) -> str | None:
@@ -42,12 +51,14 @@ def _device_hit(node: ast.AST, state: KernelState, rule: str, *, ints: bool) -> 
     return [(node, "state.cuda_device" if via else rule)]
 
 
-def call_hits(call: ast.Call, state: KernelState) -> list[Hit]:
-    """Every GPU need that this call expresses by itself."""
+def call_hits(call: ast.Call, state: KernelState, name: str | None = None) -> list[Hit]:
+    """Every GPU need that this call expresses by itself. `name`: the callee's qualname
+    ("" when it has none), when the caller has it already."""
     hits: list[Hit] = []
     func = call.func
-    name = qualname(func, state) or ""
-    method = func.attr if isinstance(func, ast.Attribute) else ""
+    if name is None:
+        name = qualname(func, state) or ""
+    method = func.attr if type(func) is ast.Attribute else ""
     if method == "cuda":
         hits.append((call, "torch.cuda_method"))
     elif method == "to" and not name.startswith(("numba.", "cupy.")):
@@ -55,9 +66,15 @@ def call_hits(call: ast.Call, state: KernelState) -> list[Hit]:
             hits += _device_hit(arg, state, "torch.to_cuda", ints=True)
     elif method in GPU_METHODS:
         hits.append((call, GPU_METHODS[method]))
-    hits += _named_call_hits(call, name, state)
-    hits += _keyword_hits(call, name, state)
-    hits += _state_hits(call, name, state)
+    # Most calls (`np.zeros`, `model(x)`, `print`) match no rule: the cheap tests below
+    # skip the rule chains that could not match (each test is what every branch requires).
+    root = name.partition(".")[0]
+    if root in _NAMED_ROOTS or name in GPU_CALLS or name.endswith("init_process_group"):
+        hits += _named_call_hits(call, name, state)
+    if call.keywords:
+        hits += _keyword_hits(call, name, state)
+    if state.gpu_functions or (call.args and state.devices):
+        hits += _state_hits(call, name, state)
     return hits
 
 
@@ -121,6 +138,8 @@ def _keyword_hits(call: ast.Call, name: str, state: KernelState) -> list[Hit]:
     hits: list[Hit] = []
     for item in call.keywords:
         key, value = item.arg, item.value
+        if key not in _KEYWORDS:
+            continue
         text = (_string(value) or "").lower()
         if key in {"device", "device_type"}:
             hits += _device_hit(value, state, "device_kwarg.cuda", ints=True)
@@ -181,21 +200,34 @@ def _gpu_providers_only(node: ast.AST) -> bool:
 
 def _state_hits(call: ast.Call, name: str, state: KernelState) -> list[Hit]:
     hits: list[Hit] = []
-    target = call.func.value if isinstance(call.func, ast.Subscript) else call.func
-    if isinstance(target, ast.Name) and target.id in state.gpu_functions:
+    func = call.func
+    target = func.value if type(func) is ast.Subscript else func
+    if type(target) is ast.Name and target.id in state.gpu_functions:
         hits.append((call, "state.gpu_function"))
-    if name in DISPLAY_CALLS or name.startswith("logging.") or name.endswith((".info", ".debug")):
+    devices = state.devices
+    if not devices or name in DISPLAY_CALLS or name.startswith("logging.") \
+            or name.endswith((".info", ".debug")):
         return hits
-    # A device bound earlier to CUDA, handed to a function: it will be used there.
+    # A device bound earlier to CUDA, handed to a function: it will be used there (what
+    # `_device_hit` finds for a name: only a name bound to CUDA counts).
     for arg in call.args:
-        if isinstance(arg, ast.Name | ast.Attribute):
-            hits += _device_hit(arg, state, "state.cuda_device", ints=False)
+        kind = type(arg)
+        if (kind is ast.Name or kind is ast.Attribute) \
+                and devices.get(dotted(arg) or "") is DeviceKind.CUDA:
+            hits.append((arg, "state.cuda_device"))
     return hits
 
 
 def attribute_hit(node: ast.Attribute, name: str) -> str | None:
     """A rule for a dotted name in an expression that is not itself called
     (`torch.cuda.FloatTensor`, `cp.ndarray`)."""
+    return _attribute_rule(name)
+
+
+@lru_cache(maxsize=4096)
+def _attribute_rule(name: str) -> str | None:
+    # A function of the name alone, asked for every `torch.*` chain a cell holds (the same
+    # few names again and again): remembered.
     if TORCH_CUDA_TENSOR_TYPES.match(name):
         return "torch.cuda_tensor_type"
     root = name.split(".", 1)[0]

@@ -9,6 +9,7 @@ from enum import Enum
 
 from gpushift_jupyter.classifier.rules import (
     AVAILABILITY_CALLS,
+    DEFAULT_ALIASES,
     DeviceKind,
     device_string_kind,
     mentions_gpu,
@@ -26,13 +27,20 @@ class GuardKind(Enum):
 
 def dotted(node: ast.AST) -> str | None:
     """`a.b.c` for a Name/Attribute chain, else None."""
+    kind = type(node)
+    if kind is ast.Name:  # the common cases (`x`, `np.zeros`) without building a list
+        return node.id  # type: ignore[attr-defined,no-any-return]
+    if kind is ast.Attribute and type(node.value) is ast.Name:  # type: ignore[attr-defined]
+        return node.value.id + "." + node.attr  # type: ignore[attr-defined,no-any-return]
     parts: list[str] = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
+    while kind is ast.Attribute:
+        parts.append(node.attr)  # type: ignore[attr-defined]
+        node = node.value  # type: ignore[attr-defined]
+        kind = type(node)
+    if kind is ast.Name:
+        parts.append(node.id)  # type: ignore[attr-defined]
+        parts.reverse()
+        return ".".join(parts)
     return None
 
 
@@ -43,7 +51,11 @@ def qualname(node: ast.AST, state: KernelState) -> str | None:
     if text is None:
         return None
     head, dot, rest = text.partition(".")
-    return state.resolve(head) + dot + rest
+    # state.resolve(head), inlined: this runs for every call a cell makes.
+    resolved = state.aliases.get(head)  # (an alias is never None)
+    if resolved is None:
+        resolved = head if head in state.shadowed else DEFAULT_ALIASES.get(head, head)
+    return resolved + dot + rest if dot else resolved
 
 
 def is_availability_call(node: ast.AST) -> bool:
@@ -55,6 +67,37 @@ def is_availability_call(node: ast.AST) -> bool:
     return name in AVAILABILITY_CALLS
 
 
+_SKIPPED_FIELDS = frozenset({
+    "ctx", "type_comment", "id", "attr", "arg", "conversion", "is_async", "op",
+})
+_NODE_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def subnodes(node: ast.AST) -> list[ast.AST]:
+    """`node` and every node under it that can matter to a rule (all but contexts and
+    operators). Like `ast.walk`, without its generator and generic field iteration: the
+    guard and availability checks run on every test and assigned value of a cell."""
+    nodes = [node]
+    append = nodes.append
+    fields_of = _NODE_FIELDS
+    for current in nodes:  # grows while it is read: breadth first, as ast.walk
+        kind = type(current)
+        fields = fields_of.get(kind)
+        if fields is None:
+            fields = fields_of[kind] = tuple(
+                field for field in getattr(kind, "_fields", ()) if field not in _SKIPPED_FIELDS
+            )
+        for field in fields:
+            child = getattr(current, field, None)
+            if type(child) is list:
+                for item in child:
+                    if isinstance(item, ast.AST):
+                        append(item)
+            elif isinstance(child, ast.AST):
+                append(child)
+    return nodes
+
+
 def contains_availability(node: ast.AST, state: KernelState) -> bool:
     """Whether an expression asks if a GPU is there, directly or through a guard name."""
     lines = state.availability_lines
@@ -63,10 +106,15 @@ def contains_availability(node: ast.AST, state: KernelState) -> bool:
         index = bisect.bisect_left(lines, first)
         if index == len(lines) or lines[index] > (getattr(node, "end_lineno", None) or first):
             return False
-    for child in ast.walk(node):
-        if is_availability_call(child):
-            return True
-        if isinstance(child, ast.Name | ast.Attribute) and dotted(child) in state.guards:
+    guards = state.guards
+    for child in subnodes(node):
+        kind = type(child)
+        if kind is ast.Call:
+            func = child.func  # type: ignore[attr-defined]
+            name = func.attr if type(func) is ast.Attribute else getattr(func, "id", "")
+            if name in AVAILABILITY_CALLS:
+                return True
+        elif guards and (kind is ast.Name or kind is ast.Attribute) and dotted(child) in guards:
             return True
     return False
 
@@ -74,18 +122,22 @@ def contains_availability(node: ast.AST, state: KernelState) -> bool:
 def guard_kind(test: ast.AST, state: KernelState) -> GuardKind:
     """Classify the condition of an `if`, `while`, conditional expression or `and`."""
     forced = False
-    for child in ast.walk(test):
-        if is_availability_call(child):
-            return GuardKind.GUARD
-        if isinstance(child, ast.Compare):
-            compared = [child.left, *child.comparators]
+    for child in subnodes(test):
+        kind = type(child)
+        if kind is ast.Call:
+            func = child.func  # type: ignore[attr-defined]
+            called = func.attr if type(func) is ast.Attribute else getattr(func, "id", "")
+            if called in AVAILABILITY_CALLS:
+                return GuardKind.GUARD
+        elif kind is ast.Compare:
+            compared = [child.left, *child.comparators]  # type: ignore[attr-defined]
             if any(_is_gpu_string(operand) for operand in compared):
                 kinds = [_compared_device(operand, state) for operand in compared]
                 if DeviceKind.CUDA in kinds:
                     forced = True
                 else:
                     return GuardKind.GUARD
-        elif isinstance(child, ast.Name | ast.Attribute):
+        elif kind is ast.Name or kind is ast.Attribute:
             name = dotted(child)
             if name is None:
                 continue
@@ -123,44 +175,53 @@ def eval_device(node: ast.AST, state: KernelState, *, ints: bool) -> tuple[Devic
 
     `ints`: whether a bare integer means a GPU index here (`.to(0)`, `device=0`).
     """
-    if isinstance(node, ast.Constant):
-        value = node.value
+    # Dispatch on the exact node type (the parser makes no subclasses): most values met
+    # (`np.zeros(...)`, `x + 1`) name no device, and a chain of isinstance tests cost more
+    # than the answer.
+    kind = type(node)
+    if kind is ast.Constant:
+        value = node.value  # type: ignore[attr-defined]
         if isinstance(value, str):
             return device_string_kind(value), ""
         if isinstance(value, int) and not isinstance(value, bool) and ints:
             return (DeviceKind.CUDA if value >= 0 else DeviceKind.CPU), ""
-        return DeviceKind.UNKNOWN, ""
-    if isinstance(node, ast.Name | ast.Attribute):
+        return _UNKNOWN
+    if kind is ast.Name or kind is ast.Attribute:
         name = dotted(node)
-        if name is None:
-            return DeviceKind.UNKNOWN, ""
-        if name in state.devices:
+        if name is not None and name in state.devices:
             return state.devices[name], name
-        if name.startswith("torch.cuda.") and not name.endswith("Tensor"):
-            return DeviceKind.UNKNOWN, ""
-        return DeviceKind.UNKNOWN, ""
-    if isinstance(node, ast.JoinedStr):
-        head = node.values[0] if node.values else None
+        return _UNKNOWN
+    if kind is ast.Call:
+        return _eval_device_call(node, state)  # type: ignore[arg-type]
+    if kind not in _DEVICE_CONTAINERS:
+        return _UNKNOWN
+    if kind is ast.JoinedStr:
+        head = node.values[0] if node.values else None  # type: ignore[attr-defined]
         if isinstance(head, ast.Constant) and isinstance(head.value, str):
             prefix = head.value.lower().lstrip("/")
             if prefix.startswith(("cuda", "gpu", "device:gpu")):
                 return DeviceKind.CUDA, ""
-        return DeviceKind.UNKNOWN, ""
-    if isinstance(node, ast.Call):
-        return _eval_device_call(node, state)
-    if isinstance(node, ast.Subscript):
-        return eval_device(node.value, state, ints=False)
-    if isinstance(node, ast.IfExp):
+        return _UNKNOWN
+    if kind is ast.Subscript:
+        return eval_device(node.value, state, ints=False)  # type: ignore[attr-defined]
+    if kind is ast.IfExp:
+        assert isinstance(node, ast.IfExp)
         if guard_kind(node.test, state) is GuardKind.FORCED:
             return eval_device(node.body, state, ints=ints)
         return _combine([node.body, node.orelse], state, ints)
-    if isinstance(node, ast.BoolOp):
-        return _combine(node.values, state, ints)
-    if isinstance(node, ast.List | ast.Tuple | ast.Set):
-        return _first_cuda([eval_device(elt, state, ints=ints) for elt in node.elts])
-    if isinstance(node, ast.Dict):
-        return _first_cuda([eval_device(value, state, ints=True) for value in node.values])
-    return DeviceKind.UNKNOWN, ""
+    if kind is ast.BoolOp:
+        return _combine(node.values, state, ints)  # type: ignore[attr-defined]
+    if kind is ast.Dict:
+        return _first_cuda([eval_device(value, state, ints=True)
+                            for value in node.values])  # type: ignore[attr-defined]
+    # List, Tuple, Set
+    return _first_cuda([eval_device(elt, state, ints=ints) for elt in node.elts])  # type: ignore[attr-defined]
+
+
+_UNKNOWN = (DeviceKind.UNKNOWN, "")
+_DEVICE_CONTAINERS = frozenset({
+    ast.JoinedStr, ast.Subscript, ast.IfExp, ast.BoolOp, ast.List, ast.Tuple, ast.Set, ast.Dict,
+})
 
 
 def _first_cuda(kinds: list[tuple[DeviceKind, str]]) -> tuple[DeviceKind, str]:
@@ -175,8 +236,19 @@ def _combine(options: list[ast.expr], state: KernelState, ints: bool) -> tuple[D
     return (DeviceKind.CPU if DeviceKind.CPU in kinds else DeviceKind.UNKNOWN), ""
 
 
+# The last parts of the calls `_eval_device_call` reads: resolving a name through the
+# kernel's imports changes only its first part, so a dotted callee ending otherwise
+# (`np.zeros`, most assigned values) names no device.
+_DEVICE_CALL_LASTS = frozenset({"device", "str", "device_put", "devices", "local_devices",
+                                "current_device"})
+
+
 def _eval_device_call(node: ast.Call, state: KernelState) -> tuple[DeviceKind, str]:
-    name = qualname(node.func, state) or ""
+    text = dotted(node.func)
+    if text is None or ("." in text and text.rpartition(".")[2] not in _DEVICE_CALL_LASTS):
+        return _UNKNOWN
+    head, dot, rest = text.partition(".")
+    name = state.resolve(head) + dot + rest
     if name in {"torch.device", "str", "tensorflow.device", "jax.device_put"} and node.args:
         return eval_device(node.args[0], state, ints=name == "torch.device")
     if name == "torch.device":

@@ -102,8 +102,7 @@ class KernelClassifier:
         hits: list[tuple[int, str]] = []
         walker = Walker(working, hits, line_of, trigger_lines=walk_lines)
         walker.body(tree.body, guarded=False)
-        working.availability_lines = None
-        working.walked_text = ""
+        working.end_walk()
         self._state = working
         return bool(hits), _reasons(code, hits)
 

@@ -211,6 +211,7 @@ _CUDA_DEVICE = re.compile(
     r"(?:cuda|gpu)(?::\d+)?|/?(?:job:[^/]*/)?(?:replica:\d+/)?(?:task:\d+/)?(?:device:)?gpu:\d+"
 )
 _CPU_DEVICE = re.compile(r"cpu(?::\d+)?|/?(?:device:)?cpu:\d+|mps|meta|auto|balanced\w*|sequential")
+_GPU_INDEXES = re.compile(r"\d+(,\d+)*")  # "0", "0,1": GPU indexes (compiled once: hot)
 DEVICE_WORDS = ("device", "dev", "gpu", "cuda")
 
 
@@ -218,7 +219,7 @@ def device_string_kind(text: str) -> DeviceKind:
     """What a device string names: "cuda:0", "/GPU:0", "gpu" are CUDA; "0" is GPU 0 (the
     Hugging Face / Ultralytics spelling); "cpu", "auto" are not."""
     value = text.strip().lower()
-    if _CUDA_DEVICE.fullmatch(value) or re.fullmatch(r"\d+(,\d+)*", value):
+    if _CUDA_DEVICE.fullmatch(value) or _GPU_INDEXES.fullmatch(value):
         return DeviceKind.CUDA
     if _CPU_DEVICE.fullmatch(value) or value in {"", "-1"}:
         return DeviceKind.CPU

@@ -61,12 +61,17 @@ class Scanner:
         check_lines: list[int] = []
         line = 1
         position = 0
+        last = 0  # the last line appended to any_lines (lines only grow)
+        count = lowered.count
+        checks = self.checks
         for match in self.pattern.finditer(lowered):
-            line += lowered.count("\n", position, match.start())
-            position = match.start()
-            if not any_lines or any_lines[-1] != line:
+            start = match.start()
+            line += count("\n", position, start)
+            position = start
+            if line != last:
                 any_lines.append(line)
-            if match.group() in self.checks and (not check_lines or check_lines[-1] != line):
+                last = line
+            if match.group() in checks and (not check_lines or check_lines[-1] != line):
                 check_lines.append(line)
         return any_lines, check_lines
 
@@ -88,6 +93,8 @@ class KernelState:
     # The lower-cased text those lines number (so a guard bound mid-cell can add its own).
     walked_text: str = ""
     _scanner: Scanner | None = None
+    # walked_text split in lines, when a guard bound mid-cell needed it (once per cell).
+    _walked_lines: list[str] | None = field(default=None, compare=False, repr=False)
 
     def copy(self) -> KernelState:
         """An independent copy (the containers are copied; patterns are immutable)."""
@@ -124,18 +131,19 @@ class KernelState:
 
     def forget(self, name: str) -> None:
         """`name` now holds something the classifier knows nothing about."""
-        known = (
-            name in self.aliases
-            or name in self.devices
-            or name in self.guards
-            or name in self.forced
-            or name in self.gpu_functions
-        )
-        self.aliases.pop(name, None)
-        self.devices.pop(name, None)
-        self.guards.discard(name)
-        self.forced.discard(name)
-        self.gpu_functions.discard(name)
+        # Called for every name a cell assigns: test membership once per container (most
+        # names are in none of them) rather than pop/discard on all five.
+        known = False
+        if name in self.aliases:
+            del self.aliases[name]
+            known = True
+        if name in self.devices:
+            del self.devices[name]
+            known = True
+        for names in (self.guards, self.forced, self.gpu_functions):
+            if name in names:
+                names.remove(name)
+                known = True
         if name in DEFAULT_ALIASES:
             self.shadowed.add(name)
         if known:
@@ -154,15 +162,19 @@ class KernelState:
         if not word or not text:
             self.availability_lines = None  # no text to search: look everywhere
             return
+        # The lines holding the word (it has no newline: a line holds it or not), found
+        # line by line: a common word (`device`) occurs dozens of times in a cell.
         found: set[int] = set(lines)
-        line, counted = 1, 0
-        position = text.find(word)
-        while position >= 0:
-            line += text.count("\n", counted, position)
-            counted = position
-            found.add(line)
-            position = text.find(word, position + 1)
+        if self._walked_lines is None:
+            self._walked_lines = text.split("\n")
+        found.update([number for number, line in enumerate(self._walked_lines, 1) if word in line])
         self.availability_lines = sorted(found)
+
+    def end_walk(self) -> None:
+        """The cell's walk is over: drop what was only for its text."""
+        self.availability_lines = None
+        self.walked_text = ""
+        self._walked_lines = None
 
     def changed(self) -> None:
         """Drop the cached scanner: the set of interesting names changed."""
@@ -172,17 +184,30 @@ class KernelState:
         """The words that make a line of a cell worth walking in this kernel, and among them
         those that check for a GPU (availability calls, guard names)."""
         if self._scanner is None:
-            names = {*self.devices, *self.guards, *self.forced, *self.gpu_functions}
-            # `from torch.cuda import synchronize` makes `synchronize()` interesting.
-            names.update(
-                alias for alias, module in self.aliases.items()
-                if _STATIC_TRIGGER.search(module.lower())
-                or module.split(".", 1)[0] in GPU_LIBRARIES
-            )
-            checks = _AVAILABILITY_WORDS | {_last_word(name) for name in self.guards}
-            words = frozenset(TRIGGER_WORDS) | checks | {_last_word(name) for name in names}
-            self._scanner = Scanner(_trigger_pattern(words - {""}), checks - {""})
+            remembers = (self.devices or self.guards or self.forced or self.gpu_functions
+                         or self.aliases)
+            # A kernel that remembers nothing (a fresh one: a notebook's first cells) has
+            # the static words only: that scanner is built once.
+            self._scanner = _build_scanner(self) if remembers else _static_scanner()
         return self._scanner
+
+
+def _build_scanner(state: KernelState) -> Scanner:
+    names = {*state.devices, *state.guards, *state.forced, *state.gpu_functions}
+    # `from torch.cuda import synchronize` makes `synchronize()` interesting.
+    names.update(
+        alias for alias, module in state.aliases.items()
+        if _STATIC_TRIGGER.search(module.lower())
+        or module.split(".", 1)[0] in GPU_LIBRARIES
+    )
+    checks = _AVAILABILITY_WORDS | {_last_word(name) for name in state.guards}
+    words = frozenset(TRIGGER_WORDS) | checks | {_last_word(name) for name in names}
+    return Scanner(_trigger_pattern(words - {""}), checks - {""})
+
+
+@functools.lru_cache(maxsize=1)
+def _static_scanner() -> Scanner:
+    return _build_scanner(KernelState())
 
 
 def _last_word(name: str) -> str:

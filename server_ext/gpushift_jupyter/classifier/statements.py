@@ -74,6 +74,8 @@ def layout(code: str) -> CellLayout | None:
     def strip(match: re.Match[str]) -> str:
         found = match.group()
         kind = match.lastgroup
+        if kind == "string":  # the most common, tested first
+            return "0" + _CONTINUED * found.count("\n") if "\n" in found else "0"
         if kind == "comment":
             return ""
         if kind == "magic":
@@ -81,9 +83,7 @@ def layout(code: str) -> CellLayout | None:
             magics[text.count("\n", 0, match.start())] = magic
             indent = magic[: len(magic) - len(magic.lstrip(" \t"))]
             return "\n" + indent + "!" + _CONTINUED * magic.count("\n")
-        if kind == "continuation":
-            return _CONTINUED
-        return "0" + _CONTINUED * found.count("\n")
+        return _CONTINUED  # a backslash continuation
 
     maybe_magic = any(pattern.search(text) for pattern in _MAYBE_MAGIC)
     scan = _SCAN_MAGIC if maybe_magic else _SCAN_PLAIN
@@ -98,20 +98,29 @@ def layout(code: str) -> CellLayout | None:
     depth = 0
     decorating = False  # the statement so far is only decorator lines
     for index, line in enumerate(lines):
-        if not line or line[0] == "\x01":
+        if not line:
+            continue
+        first = line[0]
+        if first == "\x01":
             pass
-        elif index in magic_lines and depth:
+        elif depth and index in magic_lines:
             return None  # `%` or `!` at the start of a line inside brackets
-        elif depth == 0 and line[0] not in " \t":
-            if not starts or not (decorating or _CLAUSE.match(line)):
+        elif depth == 0 and first not in " \t":
+            # (the clause regex only on lines that can start a clause: it is called for
+            # most lines of a cell otherwise)
+            if not starts or not (decorating or (first in "ef" and _CLAUSE.match(line))):
                 starts.append(index)
-                decorating = line[0] == "@"
-            elif decorating and line[0] != "@":
+                decorating = first == "@"
+            elif decorating and first != "@":
                 decorating = False
         elif not starts and line.strip():
             return None  # a leading indent: IPython strips it from the whole cell
-        if "(" in line or ")" in line:
+        if "(" in line:
             depth += line.count("(") - line.count(")")
+            if depth < 0:
+                return None
+        elif ")" in line:
+            depth -= line.count(")")
             if depth < 0:
                 return None
     if depth:
@@ -151,12 +160,15 @@ def reduce_cell(
     source_lines = code.split("\n")
     reduced = [""] * len(source_lines)
     magic_lines: list[int] = []
+    magics = cell.magics
     for first, last in cell.spans():
         if not keep(first + 1, last + 1):
             continue
         reduced[first : last + 1] = source_lines[first : last + 1]
+        if not magics:
+            continue  # most cells: no line to translate
         for index in range(first, last + 1):
-            magic = cell.magics.get(index)
+            magic = magics.get(index)
             if magic is None:
                 continue
             translated = translate_magic(magic)
