@@ -5,12 +5,13 @@ whole cell, then `ast.parse` of all of it."""
 from __future__ import annotations
 
 import ast
+import inspect
 import random
 
 import pytest
 from test_classifier_corpus import load_corpus
 
-from gpushift_jupyter.classifier import KernelClassifier, Verdict, classify_cell
+from gpushift_jupyter.classifier import KernelClassifier, Verdict, calls, classify_cell, rules
 from gpushift_jupyter.classifier.statements import layout, reduce_cell
 
 MAGICS = (
@@ -185,19 +186,38 @@ def test_the_keyword_shortcut_lists_every_keyword_a_rule_reads() -> None:
     """`calls._KEYWORDS` lets `_keyword_hits` skip keywords no rule reads: every keyword
     that function (and the helpers it hands `key` to) compares `key` with must be in it,
     or that rule would silently stop firing."""
-    import ast as ast_module
-    import inspect
-
-    from gpushift_jupyter.classifier import calls
-
     read: set[str] = set()
     for function in (calls._keyword_hits, calls._is_xgboost_gpu):
-        tree = ast_module.parse(inspect.getsource(function))
-        for node in ast_module.walk(tree):
-            if (isinstance(node, ast_module.Compare) and isinstance(node.left, ast_module.Name)
+        tree = ast.parse(inspect.getsource(function))
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
                     and node.left.id == "key"):
                 for side in node.comparators:
-                    read |= {c.value for c in ast_module.walk(side)
-                             if isinstance(c, ast_module.Constant) and isinstance(c.value, str)}
+                    read |= {c.value for c in ast.walk(side)
+                             if isinstance(c, ast.Constant) and isinstance(c.value, str)}
     assert read, "found no keyword comparisons: the test no longer reads the rules"
     assert read <= calls._KEYWORDS, sorted(read - calls._KEYWORDS)
+
+
+def test_the_name_shortcut_covers_every_name_a_rule_reads() -> None:
+    """`calls._NAMED_ROOTS` lets `call_hits` skip `_named_call_hits` for callees whose
+    first part no rule names: every name that function compares the callee with (==,
+    in, startswith) and every TF_GPU_CONFIG name must start with one of them. os.* and
+    subprocess.* only return "no hit" there (the analyzer reads shell commands)."""
+    names: set[str] = set(rules.TF_GPU_CONFIG)
+    tree = ast.parse(inspect.getsource(calls._named_call_hits))
+    for node in ast.walk(tree):
+        compared = None
+        if (isinstance(node, ast.Compare) and isinstance(node.left, ast.Name)
+                and node.left.id == "name"):
+            compared = node.comparators
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "startswith" and isinstance(node.func.value, ast.Name)
+              and node.func.value.id == "name"):
+            compared = node.args
+        for side in compared or ():
+            names |= {c.value for c in ast.walk(side)
+                      if isinstance(c, ast.Constant) and isinstance(c.value, str)}
+    roots = {name.split(".", 1)[0] for name in names} - {"os", "subprocess"}
+    assert len(roots) >= 3, "found too few names: the test no longer reads the rules"
+    assert roots <= calls._NAMED_ROOTS, sorted(roots - calls._NAMED_ROOTS)
