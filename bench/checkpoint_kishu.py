@@ -43,6 +43,7 @@ from gpushift_jupyter.kernel_state import (
     prepare_kishu_home,
     restore,
 )
+from gpushift_jupyter.kernel_state.retention import prepare_database
 
 MIB = 2**20
 KERNEL_NAME = "gpushift-bench-python"
@@ -107,6 +108,9 @@ async def bench_size(work: Path, env: dict[str, str], mib: int, repeat: int) -> 
     notebook.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4,
                                     "nbformat_minor": 5}))
     dill_file = folder / "baseline.dill"
+    # As the server creates it before the first checkpoint (`StorageKeeper.writing`).
+    database_path(notebook, work).parent.mkdir(parents=True, exist_ok=True)
+    prepare_database(database_path(notebook, work))
     runs: dict[str, list[float]] = {"checkpoint_s": [], "dill_dump_s": [], "restore_s": [],
                                     "dill_load_s": [], "attach_s": []}
     a = await start_kernel(work, env)

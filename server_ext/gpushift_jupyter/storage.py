@@ -319,6 +319,7 @@ class StorageKeeper:
         deadline = time.monotonic() + RECLAIM_BUDGET_S
         first: ReclaimResult | None = None
         result: ReclaimResult | None = None
+        steps = 0
         while time.monotonic() < deadline:
             async with self.database_lock(db):
                 try:
@@ -329,13 +330,14 @@ class StorageKeeper:
                     log.info("gpushift: space of %s not reclaimed now: %s", db, exc)
                     break
             first = first or result
+            steps += result.steps
             if result.stopped != "budget":
                 break
             await asyncio.sleep(0)  # a checkpoint waiting for the lock goes first
         if first is None or result is None:
             return None
         return ReclaimResult(first.bytes_before, result.bytes_after, result.free_pages_left,
-                             first.vacuumed or result.vacuumed, result.stopped)
+                             first.vacuumed or result.vacuumed, result.stopped, steps)
 
     async def _move_checkpoints(self, notebook: Path) -> frozenset[str] | None:
         if self.current_move is None:

@@ -187,12 +187,14 @@ def prepare_commit(kishu: Any) -> None:
 
 
 def finish_commit(kishu: Any, cell_result: Any) -> str:
-    """kishu's post_run_cell (the commit), then what it could not save; the commit id."""
+    """kishu's post_run_cell (the commit), then what it could not save, all in one
+    transaction (`kishu_patches.one_transaction`); the commit id."""
     global own_head  # noqa: PLW0603 - the module is the kernel's memory
-    kishu.post_run_cell(cell_result)
-    commit_id = str(kishu._kishu_graph.head())
+    with _patches().one_transaction(kishu.database_path()):
+        kishu.post_run_cell(cell_result)
+        commit_id = str(kishu._kishu_graph.head())
+        _record_not_saved(kishu, commit_id)
     own_head = commit_id
-    _record_not_saved(kishu, commit_id)
     return commit_id
 
 
@@ -282,8 +284,7 @@ def _record_not_saved(kishu: Any, commit_id: str) -> None:
     names and why, so a restore in another process can say so; and when the commit was
     made."""
     missing: list[tuple[str, str]] = []
-    db = kishu.database_path()
-    con = sqlite3.connect(db)
+    con = _patches().connect(kishu.database_path())
     try:
         con.execute("create table if not exists gpushift_not_saved "
                     "(commit_id text, name text, reason text)")

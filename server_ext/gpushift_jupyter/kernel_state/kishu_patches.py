@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import io
+import os
 import sqlite3
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,9 @@ from kishu.storage.path import KishuPath
 pinned: dict[tuple[str, str], Any] = {}
 databases: dict[str, Path] = {}
 """Resolved notebook path -> where gpushift keeps its kishu database."""
+_KISHU_STORAGE = ("branch", "checkpoint", "commit", "commit_graph", "connection", "disk_ahg",
+                  "tag", "variable_version")
+"""kishu 0.3.4's modules (`kishu.storage.*`) that open their own SQLite connections."""
 
 
 def place_database(notebook_path: str, database: str) -> None:
@@ -70,8 +76,9 @@ def _store_variable_snapshots(self: KishuCheckpoint, commit_id: str, vses_to_sto
     zero-filled blob of its size (`blobopen`) instead of bound as a parameter, which
     SQLite first copies whole (0.4 s of 1.2 s for 500 MB here). As kishu: one group's
     pickle in chunks of at most `_max_blob_size`, a group that cannot be pickled skipped
-    (recorded by `agent._record_not_saved`), a commit after each group."""
-    con = sqlite3.connect(self.database_path)
+    (recorded by `agent._record_not_saved`), a commit after each group (a no-op within
+    `one_transaction`)."""
+    con = connect(self.database_path)
     try:
         for vs in vses_to_store:
             subset = user_ns.subset(set(vs.name))
@@ -91,6 +98,80 @@ def _store_variable_snapshots(self: KishuCheckpoint, commit_id: str, vses_to_sto
             con.commit()
     finally:
         con.close()
+
+
+class _SharedConnection:
+    """The one connection of a commit (`one_transaction`), as each of kishu's storage
+    calls opens, commits and closes "its own": those two are no-ops here."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def commit(self) -> None:
+        """Once, at the end of the whole commit: `one_transaction`."""
+
+    def close(self) -> None:
+        """By `one_transaction`."""
+
+    def __getattr__(self, name: str) -> Any:  # cursor, execute, executemany, blobopen
+        return getattr(self.real, name)
+
+
+_shared: tuple[str, _SharedConnection] | None = None
+"""The database a commit writes in one transaction now, and its connection."""
+
+
+def connect(database: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """A connection to `database`: the running commit's shared one when it is that
+    commit's database (`one_transaction`), else a new one."""
+    if _shared is not None and os.path.realpath(database) == _shared[0]:
+        return _shared[1]
+    return sqlite3.connect(database, **kwargs)
+
+
+class _SqliteForKishu(types.ModuleType):
+    """`sqlite3` as kishu's storage modules see it during `one_transaction`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sqlite3, name)
+
+    @staticmethod
+    def connect(database: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        if args:  # positional settings (timeout, ...): kishu passes none
+            return sqlite3.connect(database, *args, **kwargs)
+        return connect(database, **kwargs)
+
+
+@contextlib.contextmanager
+def one_transaction(database: str | os.PathLike[str]) -> Iterator[None]:
+    """Make everything kishu and gpushift write to `database` in the block one SQLite
+    transaction: committed (synced) once at the end, rolled back whole on any error.
+    kishu commits some twenty times per checkpoint (each group, the commit entry, graph,
+    branch, variable versions), each synced to disk: at 50 MiB that was most of a
+    checkpoint's time beyond dill's. One transaction is also all-or-nothing: a
+    checkpoint that fails half-way (the volume filled) leaves nothing behind."""
+    global _shared  # noqa: PLW0603 - the kernel's one commit at a time
+    if _shared is not None:
+        yield
+        return
+    modules = [sys.modules[f"kishu.storage.{name}"] for name in _KISHU_STORAGE
+               if f"kishu.storage.{name}" in sys.modules]
+    real = sqlite3.connect(database, timeout=5.0)
+    _shared = (os.path.realpath(database), _SharedConnection(real))
+    shim = _SqliteForKishu("sqlite3")
+    for module in modules:
+        module.sqlite3 = shim  # type: ignore[attr-defined]
+    try:
+        yield
+        real.commit()
+    except BaseException:
+        real.rollback()
+        raise
+    finally:
+        for module in modules:
+            module.sqlite3 = sqlite3  # type: ignore[attr-defined]
+        _shared = None
+        real.close()
 
 
 class LiveNamespace(dict[str, Any]):

@@ -24,10 +24,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gpushift_jupyter.kernel_state.retention import BUSY_TIMEOUT_S, open_existing
+from gpushift_jupyter.kernel_state.retention import BUSY_TIMEOUT_S, PAGE_SIZE, open_existing
 
-STEP_PAGES = 2048
-"""Pages per incremental step (8 MiB at SQLite's default 4 KiB page)."""
+STEP_BYTES = 8 * 1024 * 1024
+"""What one incremental step gives back at most (2,048 pages of 4 KiB, 512 of 16 KiB)."""
 VACUUM_MAX_BYTES = 128 * 1024 * 1024
 """Largest database converted with a full VACUUM (about a second of rewriting)."""
 INCREMENTAL = 2
@@ -44,10 +44,12 @@ class ReclaimResult:
     stopped: str
     """Why it stopped: "done", "budget", "busy", "not incremental" (a legacy database
     left as it is) or "missing"."""
+    steps: int = 0
+    """Incremental steps taken (each one transaction of at most `STEP_BYTES`)."""
 
 
 def reclaim(db_path: Path, *, budget_s: float, free_bytes: int | None = None,
-            busy_timeout: float = BUSY_TIMEOUT_S, step_pages: int = STEP_PAGES,
+            busy_timeout: float = BUSY_TIMEOUT_S, step_bytes: int = STEP_BYTES,
             vacuum_max_bytes: int = VACUUM_MAX_BYTES) -> ReclaimResult:
     """Shrink the database by its free pages, for at most about `budget_s` seconds (each
     step is one transaction). `free_bytes`: what the volume has free (None: unknown,
@@ -66,17 +68,23 @@ def reclaim(db_path: Path, *, budget_s: float, free_bytes: int | None = None,
             if not _may_vacuum(before, free_bytes, vacuum_max_bytes):
                 return ReclaimResult(before, before, free, False, "not incremental")
             con.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            con.execute("VACUUM")  # rewrites the file, now in incremental mode
+            con.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            con.execute("VACUUM")  # rewrites the file: incremental mode, large pages
             vacuumed = True
             free = int(con.execute("PRAGMA freelist_count").fetchone()[0])
+        step_pages = max(1, step_bytes // int(con.execute("PRAGMA page_size").fetchone()[0]))
         stopped = "done"
+        steps = 0
         while free > 0:
             if time.monotonic() - started >= budget_s:
                 stopped = "budget"
                 break
             try:
-                # A pragma that returns rows runs one step per row read: fetchall.
-                con.execute(f"PRAGMA incremental_vacuum({int(step_pages)})").fetchall()
+                # Run to completion: `execute` steps the statement once, which frees ONE
+                # page (Python's sqlite3 resets a statement that returns no columns after
+                # its first step); a script runs it until done, all `step_pages` pages.
+                con.executescript(f"PRAGMA incremental_vacuum({int(step_pages)});")
+                steps += 1
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) and "busy" not in str(exc):
                     raise
@@ -88,7 +96,7 @@ def reclaim(db_path: Path, *, budget_s: float, free_bytes: int | None = None,
             free = left
     finally:
         con.close()
-    return ReclaimResult(before, os.stat(db_path).st_size, free, vacuumed, stopped)
+    return ReclaimResult(before, os.stat(db_path).st_size, free, vacuumed, stopped, steps)
 
 
 def _may_vacuum(size: int, free_bytes: int | None, vacuum_max_bytes: int) -> bool:
