@@ -22,6 +22,8 @@ Decisions (kishu 0.3.4; the reasons are in `agent` and `snapshots`):
   group that fails is reported by name while the rest load.
 - kishu's settings that matter (`agent_settings.PINNED_SETTINGS`) are pinned in each
   kernel, so kishu's own edits to its shared config.ini change nothing.
+- A checkpoint writes the database in one SQLite transaction (`kishu_storage`): all or
+  nothing, synced once; the group pickles are dill's bytes, made without copying arrays.
 - The kishu database lives in the workspace's hidden folder
   (`<workspace>/.gpushift/checkpoints/<notebook path>.kishudb`, `database`), not beside
   the notebook; a checkpoint is verified read-only from the server's process (commit

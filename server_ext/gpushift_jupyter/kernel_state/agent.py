@@ -81,6 +81,10 @@ def _patches() -> Any:
     return sys.modules["_gpushift_kishu_patches"]
 
 
+def _storage() -> Any:
+    return sys.modules["_gpushift_kishu_storage"]
+
+
 def _ip() -> Any:
     return get_ipython()
 
@@ -188,9 +192,9 @@ def prepare_commit(kishu: Any) -> None:
 
 def finish_commit(kishu: Any, cell_result: Any) -> str:
     """kishu's post_run_cell (the commit), then what it could not save, all in one
-    transaction (`kishu_patches.one_transaction`); the commit id."""
+    transaction (`kishu_storage.one_transaction`); the commit id."""
     global own_head  # noqa: PLW0603 - the module is the kernel's memory
-    with _patches().one_transaction(kishu.database_path()):
+    with _storage().one_transaction(kishu.database_path()):
         kishu.post_run_cell(cell_result)
         commit_id = str(kishu._kishu_graph.head())
         _record_not_saved(kishu, commit_id)
@@ -226,12 +230,12 @@ def _arm_checkpoint() -> None:
 
 
 def _after_failed_commit() -> None:
-    """A commit that failed half-way (the volume filled: SQLITE_FULL) leaves kishu's
-    connection, with its open transaction and -journal, in the failed frames: SQLite
-    rolls the transaction back only when the connection closes. Collect them now, so
-    the database is as the previous checkpoint left it (no -journal, no lock) and the
-    space the failed write took is free again. kishu's plan in memory may be ahead of
-    the database: drop it, so the next checkpoint attaches again, from the database."""
+    """A commit that failed half-way (the volume filled: SQLITE_FULL) was rolled back by
+    `kishu_storage.one_transaction`; a connection kishu opened outside it may still sit
+    in the failed frames with an open transaction, which SQLite rolls back only when it
+    closes: collect them now, so the database is as the previous checkpoint left it (no
+    -journal, no lock) and the space is free again. kishu's plan in memory may be ahead
+    of the database: drop it, so the next checkpoint attaches again, from it."""
     kishu = _ip().user_ns.pop("_kishu", None)
     gc.collect()
     if kishu is None:
@@ -284,7 +288,7 @@ def _record_not_saved(kishu: Any, commit_id: str) -> None:
     names and why, so a restore in another process can say so; and when the commit was
     made."""
     missing: list[tuple[str, str]] = []
-    con = _patches().connect(kishu.database_path())
+    con = _storage().connect(kishu.database_path())
     try:
         con.execute("create table if not exists gpushift_not_saved "
                     "(commit_id text, name text, reason text)")

@@ -1,7 +1,8 @@
 """Attach kishu to a kernel, checkpoint its state, restore it into another kernel.
 
 See the package docstring for the decisions; `agent` is the code that runs in the
-kernel, `snapshots` the loader it uses, `database` the server-side verification.
+kernel, `kishu_patches` and `kishu_storage` how it changes and drives kishu there,
+`snapshots` the loader it uses, `database` the server-side verification.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from gpushift_jupyter.kernel_state.kernel_code import KernelCode, KernelStateErr
 AGENT_MODULE = "_gpushift_kishu"
 SNAPSHOTS_MODULE = "_gpushift_kishu_snapshots"
 PATCHES_MODULE = "_gpushift_kishu_patches"
+STORAGE_MODULE = "_gpushift_kishu_storage"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
 KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
@@ -86,6 +88,7 @@ def install_code() -> str:
     versions yet (a digest of them is kept on the agent module)."""
     modules = [(KISHU_IMPORT_MODULE, _source("kishu_import")),
                (SNAPSHOTS_MODULE, _source("snapshots")),
+               (STORAGE_MODULE, _source("kishu_storage")),
                (PATCHES_MODULE, _source("kishu_patches")), (AGENT_MODULE, _source("agent")),
                (BACKGROUND_MODULE, _source("background_agent"))]
     digest = hashlib.sha256(repr(modules).encode()).hexdigest()[:32]

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import io
-import os
-import sqlite3
 import sys
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +14,13 @@ import dill  # type: ignore[import-untyped,unused-ignore]
 import numpy
 import xxhash
 from kishu.planning.idgraph import IdGraph, TrackedPickler
-from kishu.storage.checkpoint import VARIABLE_SNAPSHOT_TABLE, KishuCheckpoint
+from kishu.storage.checkpoint import KishuCheckpoint
 from kishu.storage.config import Config
 from kishu.storage.path import KishuPath
 
 pinned: dict[tuple[str, str], Any] = {}
 databases: dict[str, Path] = {}
 """Resolved notebook path -> where gpushift keeps its kishu database."""
-_KISHU_STORAGE = ("branch", "checkpoint", "commit", "commit_graph", "connection", "disk_ahg",
-                  "tag", "variable_version")
-"""kishu 0.3.4's modules (`kishu.storage.*`) that open their own SQLite connections."""
 
 
 def place_database(notebook_path: str, database: str) -> None:
@@ -67,111 +60,16 @@ def apply_patches(settings: list[list[Any]]) -> None:
     pinned_get._gpushift_pinned = True  # type: ignore[attr-defined]
     Config.get = staticmethod(pinned_get)  # type: ignore[method-assign, assignment]
     IdGraph.from_object = staticmethod(_id_graph)  # type: ignore[method-assign]
-    KishuCheckpoint.store_variable_snapshots = _store_variable_snapshots  # type: ignore[method-assign]
+    KishuCheckpoint.store_variable_snapshots = (  # type: ignore[method-assign]
+        _storage().store_variable_snapshots)
 
 
-def _store_variable_snapshots(self: KishuCheckpoint, commit_id: str, vses_to_store: list[Any],
-                              user_ns: Any) -> None:
-    """kishu's `KishuCheckpoint.store_variable_snapshots`, each chunk written into a
-    zero-filled blob of its size (`blobopen`) instead of bound as a parameter, which
-    SQLite first copies whole (0.4 s of 1.2 s for 500 MB here). As kishu: one group's
-    pickle in chunks of at most `_max_blob_size`, a group that cannot be pickled skipped
-    (recorded by `agent._record_not_saved`), a commit after each group (a no-op within
-    `one_transaction`)."""
-    con = connect(self.database_path)
-    try:
-        for vs in vses_to_store:
-            subset = user_ns.subset(set(vs.name))
-            try:
-                data = dill.dumps(subset.to_dict())
-            except (dill.PickleError, ValueError, AttributeError, TypeError):
-                continue
-            view = memoryview(data)
-            for start in range(0, len(view), self._max_blob_size):
-                chunk = view[start:start + self._max_blob_size]
-                row = con.execute(
-                    "INSERT INTO variable_snapshot VALUES (?, ?, ?, zeroblob(?))",
-                    (vs.versioned_name(), commit_id, start // self._max_blob_size, len(chunk)))
-                assert row.lastrowid is not None
-                with con.blobopen(VARIABLE_SNAPSHOT_TABLE, "data", row.lastrowid) as blob:
-                    blob.write(chunk)
-            con.commit()
-    finally:
-        con.close()
-
-
-class _SharedConnection:
-    """The one connection of a commit (`one_transaction`), as each of kishu's storage
-    calls opens, commits and closes "its own": those two are no-ops here."""
-
-    def __init__(self, real: sqlite3.Connection) -> None:
-        self.real = real
-
-    def commit(self) -> None:
-        """Once, at the end of the whole commit: `one_transaction`."""
-
-    def close(self) -> None:
-        """By `one_transaction`."""
-
-    def __getattr__(self, name: str) -> Any:  # cursor, execute, executemany, blobopen
-        return getattr(self.real, name)
-
-
-_shared: tuple[str, _SharedConnection] | None = None
-"""The database a commit writes in one transaction now, and its connection."""
-
-
-def connect(database: str | os.PathLike[str], **kwargs: Any) -> Any:
-    """A connection to `database`: the running commit's shared one when it is that
-    commit's database (`one_transaction`), else a new one."""
-    if _shared is not None and os.path.realpath(database) == _shared[0]:
-        return _shared[1]
-    return sqlite3.connect(database, **kwargs)
-
-
-class _SqliteForKishu(types.ModuleType):
-    """`sqlite3` as kishu's storage modules see it during `one_transaction`."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(sqlite3, name)
-
-    @staticmethod
-    def connect(database: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
-        if args:  # positional settings (timeout, ...): kishu passes none
-            return sqlite3.connect(database, *args, **kwargs)
-        return connect(database, **kwargs)
-
-
-@contextlib.contextmanager
-def one_transaction(database: str | os.PathLike[str]) -> Iterator[None]:
-    """Make everything kishu and gpushift write to `database` in the block one SQLite
-    transaction: committed (synced) once at the end, rolled back whole on any error.
-    kishu commits some twenty times per checkpoint (each group, the commit entry, graph,
-    branch, variable versions), each synced to disk: at 50 MiB that was most of a
-    checkpoint's time beyond dill's. One transaction is also all-or-nothing: a
-    checkpoint that fails half-way (the volume filled) leaves nothing behind."""
-    global _shared  # noqa: PLW0603 - the kernel's one commit at a time
-    if _shared is not None:
-        yield
-        return
-    modules = [sys.modules[f"kishu.storage.{name}"] for name in _KISHU_STORAGE
-               if f"kishu.storage.{name}" in sys.modules]
-    real = sqlite3.connect(database, timeout=5.0)
-    _shared = (os.path.realpath(database), _SharedConnection(real))
-    shim = _SqliteForKishu("sqlite3")
-    for module in modules:
-        module.sqlite3 = shim  # type: ignore[attr-defined]
-    try:
-        yield
-        real.commit()
-    except BaseException:
-        real.rollback()
-        raise
-    finally:
-        for module in modules:
-            module.sqlite3 = sqlite3  # type: ignore[attr-defined]
-        _shared = None
-        real.close()
+def _storage() -> Any:
+    """`kishu_storage` as the kernel has it (`driver` sends it first), else imported."""
+    module = sys.modules.get("_gpushift_kishu_storage")
+    if module is None:
+        from gpushift_jupyter.kernel_state import kishu_storage as module  # noqa: PLC0415
+    return module
 
 
 class LiveNamespace(dict[str, Any]):

@@ -1,0 +1,221 @@
+"""How kishu 0.3.4's storage is driven in the kernel (sent to the kernel as the module
+`_gpushift_kishu_storage`, before `_gpushift_kishu_patches`, which installs it).
+
+- `one_transaction`: everything a checkpoint writes, kishu's and gpushift's, is one
+  SQLite transaction, synced once, all or nothing.
+- `store_variable_snapshots`: kishu's `KishuCheckpoint.store_variable_snapshots`, the
+  same rows and the same bytes in them, without copying large arrays on the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import dill  # type: ignore[import-untyped,unused-ignore]
+import numpy
+from dill._dill import _create_array  # type: ignore[import-untyped,unused-ignore]
+from kishu.storage.checkpoint import VARIABLE_SNAPSHOT_TABLE, KishuCheckpoint
+
+_KISHU_STORAGE = ("branch", "checkpoint", "commit", "commit_graph", "connection", "disk_ahg",
+                  "tag", "variable_version")
+"""kishu 0.3.4's modules (`kishu.storage.*`) that open their own SQLite connections."""
+
+
+class _SharedConnection:
+    """The one connection of a commit (`one_transaction`), as each of kishu's storage
+    calls opens, commits and closes "its own": those two are no-ops here."""
+
+    def __init__(self, real: sqlite3.Connection) -> None:
+        self.real = real
+
+    def commit(self) -> None:
+        """Once, at the end of the whole commit: `one_transaction`."""
+
+    def close(self) -> None:
+        """By `one_transaction`."""
+
+    def __getattr__(self, name: str) -> Any:  # cursor, execute, executemany, blobopen
+        return getattr(self.real, name)
+
+
+_shared: tuple[str, _SharedConnection] | None = None
+"""The database a commit writes in one transaction now, and its connection."""
+
+
+def connect(database: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """A connection to `database`: the running commit's shared one when it is that
+    commit's database (`one_transaction`), else a new one."""
+    if _shared is not None and os.path.realpath(database) == _shared[0]:
+        return _shared[1]
+    return sqlite3.connect(database, **kwargs)
+
+
+class _SqliteForKishu(types.ModuleType):
+    """`sqlite3` as kishu's storage modules see it during `one_transaction`."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(sqlite3, name)
+
+    @staticmethod
+    def connect(database: str | os.PathLike[str], *args: Any, **kwargs: Any) -> Any:
+        if args:  # positional settings (timeout, ...): kishu passes none
+            return sqlite3.connect(database, *args, **kwargs)
+        return connect(database, **kwargs)
+
+
+@contextlib.contextmanager
+def one_transaction(database: str | os.PathLike[str]) -> Iterator[None]:
+    """Make everything kishu and gpushift write to `database` in the block one SQLite
+    transaction: committed (synced) once at the end, rolled back whole on any error.
+    kishu commits some fifteen times per checkpoint (each group, the commit entry,
+    graph, branch, variable versions), each synced to disk. One transaction is also all
+    or nothing: a checkpoint that fails half-way (the volume filled) leaves nothing."""
+    global _shared  # noqa: PLW0603 - the kernel's one commit at a time
+    if _shared is not None:
+        yield
+        return
+    modules = [sys.modules[f"kishu.storage.{name}"] for name in _KISHU_STORAGE
+               if f"kishu.storage.{name}" in sys.modules]
+    real = sqlite3.connect(database, timeout=5.0)
+    _shared = (os.path.realpath(database), _SharedConnection(real))
+    shim = _SqliteForKishu("sqlite3")
+    for module in modules:
+        module.sqlite3 = shim  # type: ignore[attr-defined]
+    try:
+        yield
+        real.commit()
+    except BaseException:
+        real.rollback()
+        raise
+    finally:
+        for module in modules:
+            module.sqlite3 = sqlite3  # type: ignore[attr-defined]
+        _shared = None
+        real.close()
+
+
+def store_variable_snapshots(self: KishuCheckpoint, commit_id: str, vses_to_store: list[Any],
+                             user_ns: Any) -> None:
+    """kishu's `KishuCheckpoint.store_variable_snapshots`: each group's `dill.dumps` of a
+    `{name: value}` dict in chunks of at most `_max_blob_size`, byte for byte, a group
+    that cannot be pickled skipped (recorded by `agent._record_not_saved`), a commit
+    after each group (a no-op within `one_transaction`). Differences, for speed only:
+    the pickle is made without copying arrays (`pickle_group`), and each chunk is
+    written into a zero-filled blob (`blobopen`) instead of bound as a parameter, which
+    SQLite first copies whole."""
+    con = connect(self.database_path)
+    try:
+        for vs in vses_to_store:
+            subset = user_ns.subset(set(vs.name))
+            try:
+                pickled = pickle_group(subset.to_dict())
+            except (dill.PickleError, ValueError, AttributeError, TypeError):
+                continue
+            for index, chunk in enumerate(pickled.chunks(self._max_blob_size)):
+                row = con.execute(
+                    "INSERT INTO variable_snapshot VALUES (?, ?, ?, zeroblob(?))",
+                    (vs.versioned_name(), commit_id, index, sum(len(part) for part in chunk)))
+                assert row.lastrowid is not None
+                with con.blobopen(VARIABLE_SNAPSHOT_TABLE, "data", row.lastrowid) as blob:
+                    for part in chunk:
+                        blob.write(part)
+            con.commit()
+    finally:
+        con.close()
+
+
+def pickle_group(group: dict[str, Any]) -> Pieces:
+    """`dill.dumps(group)`, the same bytes, as pieces (`Pieces`)."""
+    pieces = Pieces()
+    # As dill.dumps makes its pickler: dill's settings for everything not given.
+    _StorePickler(pieces, dill.settings["protocol"], byref=None, fmode=None,
+                  recurse=None).dump(group)
+    return pieces
+
+
+class _RawBytes:
+    """An array's memory, where numpy's `__reduce__` puts `tobytes()`, a copy of it."""
+
+    def __init__(self, view: memoryview) -> None:
+        self.view = view
+
+
+class _StorePickler(dill.Pickler):  # type: ignore[misc]
+    """dill's pickler writing exactly what it writes, but the data of a plain C-contiguous
+    numpy array straight from the array's memory. dill saves an array as numpy's
+    `__reduce__`, whose state holds `tobytes()`, a copy of all of it, which was then
+    copied again into the pickle's BytesIO: for a 500 MiB array, 1 GB of fresh memory
+    (slow to fault in, in a VM) and 0.7 s before SQLite saw a byte."""
+
+    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
+        if type(obj) is _RawBytes:
+            self.save_bytes(obj.view)  # memoized as numpy's bytes would be: same opcodes
+            return
+        if (type(obj) is numpy.ndarray and not obj.dtype.hasobject
+                and obj.flags.c_contiguous and id(obj) not in self.memo):
+            try:  # as bytes: datetime64 arrays, for one, offer no buffer of their own
+                view = obj.reshape(-1).view(numpy.uint8).data
+            except (ValueError, TypeError, BufferError):
+                view = None
+            if view is not None:
+                # Fresh objects, as numpy's `__reduce__` makes them for every array (shared
+                # ones would be memoized: other bytes than dill's, for the same values).
+                reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
+                function, arguments, template = reduced
+                state = (template[0], obj.shape, obj.dtype, False, _RawBytes(view))
+                # What dill's own handler of arrays saves (`save_numpy_array`).
+                self.save_reduce(_create_array, (function, arguments, state, None), obj=obj)
+                return
+        super().save(obj, save_persistent_id)
+
+
+class Pieces:
+    """The file `_StorePickler` writes: small writes joined, large ones (an array's
+    memory, a pickle frame) kept as they are, not copied."""
+
+    LARGE = 1 << 16
+
+    def __init__(self) -> None:
+        self.pieces: list[Any] = []
+        self.size = 0
+        self._small = bytearray()
+
+    def write(self, data: Any) -> int:
+        n = len(data)
+        if n >= self.LARGE:
+            self._flush()
+            self.pieces.append(data)
+        else:
+            self._small += data
+        self.size += n
+        return n
+
+    def _flush(self) -> None:
+        if self._small:
+            self.pieces.append(bytes(self._small))
+            self._small = bytearray()
+
+    def chunks(self, limit: int) -> Iterator[list[memoryview]]:
+        """The pickle in consecutive chunks of `limit` bytes (the last one shorter), each
+        a list of views: kishu's chunks, cut where slicing the whole would cut it."""
+        self._flush()
+        chunk: list[memoryview] = []
+        room = limit
+        for piece in self.pieces:
+            view = memoryview(piece).cast("B")
+            while len(view):
+                part = view[:room]
+                chunk.append(part)
+                room -= len(part)
+                view = view[len(part):]
+                if room == 0:
+                    yield chunk
+                    chunk, room = [], limit
+        if chunk:
+            yield chunk
