@@ -131,11 +131,17 @@ def store_variable_snapshots(self: KishuCheckpoint, commit_id: str, vses_to_stor
 
 
 def pickle_group(group: dict[str, Any]) -> Pieces:
-    """`dill.dumps(group)`, the same bytes, as pieces (`Pieces`)."""
+    """`dill.dumps(group)`, the same bytes, as pieces (`Pieces`), made by dill's own
+    pickler with `_Dispatch` as its type table. (Not a subclass: dill treats a pickler of
+    another module as foreign, `is_dill`: it logs every object it saves and saves
+    `__main__`'s namespace differently. Not a `save` of our own in front of dill's
+    either: that made the pickling of a DataFrame of strings six times slower.)"""
     pieces = Pieces()
     # As dill.dumps makes its pickler: dill's settings for everything not given.
-    _StorePickler(pieces, dill.settings["protocol"], byref=None, fmode=None,
-                  recurse=None).dump(group)
+    pickler = dill.Pickler(pieces, dill.settings["protocol"], byref=None, fmode=None,
+                           recurse=None)
+    pickler.dispatch = _DISPATCH
+    pickler.dump(group)
     return pieces
 
 
@@ -146,37 +152,54 @@ class _RawBytes:
         self.view = view
 
 
-class _StorePickler(dill.Pickler):  # type: ignore[misc]
-    """dill's pickler writing exactly what it writes, but the data of a plain C-contiguous
-    numpy array straight from the array's memory. dill saves an array as numpy's
+def _save_raw_bytes(pickler: Any, obj: _RawBytes) -> None:
+    pickler.save_bytes(obj.view)  # memoized as numpy's bytes would be: the same opcodes
+
+
+def _save_array(pickler: Any, obj: Any) -> None:
+    """dill's handler of numpy arrays (`save_numpy_array`), but the data of a plain
+    C-contiguous array written straight from its memory. dill saves an array as numpy's
     `__reduce__`, whose state holds `tobytes()`, a copy of all of it, which was then
     copied again into the pickle's BytesIO: for a 500 MiB array, 1 GB of fresh memory
     (slow to fault in, in a VM) and 0.7 s before SQLite saw a byte."""
-
-    def save(self, obj: Any, save_persistent_id: bool = True) -> None:
-        if type(obj) is _RawBytes:
-            self.save_bytes(obj.view)  # memoized as numpy's bytes would be: same opcodes
+    if not obj.dtype.hasobject and obj.flags.c_contiguous:
+        try:  # as bytes: datetime64 arrays, for one, offer no buffer of their own
+            view = obj.reshape(-1).view(numpy.uint8).data
+        except (ValueError, TypeError, BufferError):
+            view = None
+        if view is not None:
+            # Fresh objects, as numpy's `__reduce__` makes them for every array (shared
+            # ones would be memoized: other bytes than dill's, for the same values).
+            reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
+            function, arguments, template = reduced
+            state = (template[0], obj.shape, obj.dtype, False, _RawBytes(view))
+            pickler.save_reduce(_create_array, (function, arguments, state, None), obj=obj)
             return
-        if (type(obj) is numpy.ndarray and not obj.dtype.hasobject
-                and obj.flags.c_contiguous and id(obj) not in self.memo):
-            try:  # as bytes: datetime64 arrays, for one, offer no buffer of their own
-                view = obj.reshape(-1).view(numpy.uint8).data
-            except (ValueError, TypeError, BufferError):
-                view = None
-            if view is not None:
-                # Fresh objects, as numpy's `__reduce__` makes them for every array (shared
-                # ones would be memoized: other bytes than dill's, for the same values).
-                reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
-                function, arguments, template = reduced
-                state = (template[0], obj.shape, obj.dtype, False, _RawBytes(view))
-                # What dill's own handler of arrays saves (`save_numpy_array`).
-                self.save_reduce(_create_array, (function, arguments, state, None), obj=obj)
-                return
-        super().save(obj, save_persistent_id)
+    dills = dill.Pickler.dispatch.get(numpy.ndarray)  # registered as dill met the array
+    if dills is not None:
+        dills(pickler, obj)
+    else:  # what pickle does for a type without a handler
+        pickler.save_reduce(*obj.__reduce_ex__(pickler.proto), obj=obj)
+
+
+class _Dispatch(dict[type, Any]):
+    """The type table `pickle_group`'s pickler looks its handlers up in (`.get`, once per
+    object): ours for plain arrays and their memory, dill's (live: it adds numpy's
+    types as it meets them) for everything else."""
+
+    def get(self, key: type, default: Any = None) -> Any:
+        if key is numpy.ndarray:
+            return _save_array
+        if key is _RawBytes:
+            return _save_raw_bytes
+        return dill.Pickler.dispatch.get(key, default)
+
+
+_DISPATCH = _Dispatch()
 
 
 class Pieces:
-    """The file `_StorePickler` writes: small writes joined, large ones (an array's
+    """The file `pickle_group` writes: small writes joined, large ones (an array's
     memory, a pickle frame) kept as they are, not copied."""
 
     LARGE = 1 << 16
