@@ -84,6 +84,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/classifier_speed.py
 	$(BIN)/python bench/checkpoint_kishu.py
 	$(BIN)/python bench/checkpoint_storage.py
+	$(BIN)/python bench/sqlite_pages.py
 	$(BIN)/python bench/background_checkpoint.py
 	$(BIN)/python bench/e2e_migration.py
 
