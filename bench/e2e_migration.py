@@ -20,7 +20,11 @@ it. Phases of one move (from the migration's history and the restore's answer):
   notebook's URL with the migration visible;
 * kernel — the first notebook's session on the new pod;
 * restore — every notebook's checkpoint loaded into its kernel, all at once (the server
-  extension's figure; the first notebook's answer comes when all are back);
+  extension's figure; the first notebook's answer comes when all are back); and the
+  first notebook's in parts: ..kernel — its kernel started (a new pod has none),
+  ..ready — the kernel's client ready and the database's lock taken, ..attach — kishu
+  imported and attached in the kernel, ..read — the variables' chunks read from the
+  database, ..unpickle — unpickled (the rest is the operations' round trips);
 * held cell — the pending cell run on the new pod;
 * total — from "Move" to the held cell's output: what the user waits for.
 
@@ -51,7 +55,11 @@ from gpushift_testing.kube import wait_for  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 PHASES = ["checkpoint", "patch", "pod recreated", "server back", "kernel", "restore",
-          "held cell", "total", "overhead"]
+          " ..kernel", " ..ready", " ..attach", " ..read", " ..unpickle", "held cell",
+          "total", "overhead"]
+RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..attach": "attach",
+                 " ..read": "read", " ..unpickle": "unpickle"}
+"""The first notebook's restore, in parts (its answer's `seconds`)."""
 HELD_CELL = 'device = "cuda"\nprint(round(float(big.sum()), 3))'
 
 
@@ -125,6 +133,9 @@ async def one_move(user: JupyterUser, kernel: str, target: str, mib: int,
         "total": total,
     }
     figures["overhead"] = total - figures["checkpoint"] - figures["restore"]
+    parts = restored.get("seconds") or {}
+    for phase, part in RESTORE_PARTS.items():
+        figures[phase] = float(parts.get(part) or 0.0)
     return fresh, figures
 
 

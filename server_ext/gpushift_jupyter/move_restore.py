@@ -194,6 +194,7 @@ class MoveRestorer:
         async def one(ref: dict[str, Any]) -> tuple[Path, tuple[str, dict[str, Any]]]:
             notebook = Path(ref["notebook_path"])
             try:
+                # A new pod has no kernels: this starts the notebook's (its session's).
                 kernel_id = await notebook_kernel(self.kernels, notebook)
             except ApiError as exc:  # no kernel for it: that notebook's restore failed
                 return notebook, ("", {
@@ -201,7 +202,9 @@ class MoveRestorer:
                     "commit_id": ref["commit_id"],
                     "detail": f"no kernel to restore into (the checkpoint is kept on the "
                               f"volume): {exc.detail}"})
+            kernel_s = time.monotonic() - started
             answer = await self._restore_into(kernel_id, notebook, ref["commit_id"])
+            answer.setdefault("seconds", {})["kernel"] = round(kernel_s, 3)
             return notebook, (kernel_id, {**answer, "commit_id": ref["commit_id"]})
 
         # Each notebook into its own kernel (its own process): all at once.
@@ -313,9 +316,11 @@ class MoveRestorer:
     async def _restore_into(self, kernel_id: str, notebook: Path,
                             commit_id: str | None) -> dict[str, Any]:
         facts = self.kernels.facts(kernel_id)
+        started = time.monotonic()
         try:
             async with self.kernels.kernel(kernel_id) as kernel, \
                     self.storage.writing(notebook):
+                ready = time.monotonic()
                 outcome = await restore(kernel, notebook, commit_id,
                                         workspace=self.storage.workspace())
             facts.notebook = notebook  # restore attaches kishu to the notebook
@@ -326,4 +331,7 @@ class MoveRestorer:
         log.info("restore", extra={"notebook": str(notebook), "ok": outcome.ok})
         return {"ok": outcome.ok, "restored": list(outcome.restored),
                 "not_restored": [{"name": n, "reason": r} for n, r in outcome.not_restored],
-                "detail": outcome.detail}
+                "detail": outcome.detail,
+                # Where a restore's time went: the kernel's client ready and the database's
+                # lock taken, then the kernel's own parts (`RestoreOutcome.seconds`).
+                "seconds": {"ready": round(ready - started, 3), **outcome.seconds}}

@@ -76,6 +76,12 @@ async def test_a_move_that_arrives_is_restored_on_the_server_without_a_browser(
         assert first["ok"] is True and first["commit_id"] == moved.commit
         assert {"xs", "greeting", "p", "Point"} <= set(first["restored"]), first
         assert first["restored_at"] > 0 and first["migration"]["phase"] == "done"
+        # Where the restore's time went (the e2e bench prints these), each part of it.
+        parts = first["seconds"]
+        assert set(parts) == {"kernel", "ready", "attach", "read", "unpickle"}, parts
+        assert all(isinstance(parts[p], float) for p in parts), parts
+        assert all(0 <= parts[p] <= first["elapsed_ms"] / 1000 for p in parts), parts
+        assert sum(parts.values()) <= first["elapsed_ms"] / 1000, parts
         assert first["pending_cell"] == {"cell_id": "cell-7", "code": "print(xs.sum())",
                                          "path": "work/train.ipynb"}
         status, second = await call(jp_fetch, "POST", "restore",

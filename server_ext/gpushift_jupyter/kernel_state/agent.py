@@ -253,9 +253,11 @@ def restore(notebook_path: str, database: str, commit_id: str,
             settings: list[list[Any]]) -> None:
     """Load the commit's variables into this kernel (none re-run, each group on its
     own), then move kishu's HEAD there so the next checkpoint stores only changes."""
+    started = time.monotonic()
     attach(notebook_path, database, settings)
     if json.loads(result)["status"] != "ok":
         return
+    attached = time.monotonic()
     kishu = _kishu_instance()
     snapshots = sys.modules["_gpushift_kishu_snapshots"]
     report = snapshots.load_commit(kishu.database_path(), commit_id)
@@ -275,7 +277,9 @@ def restore(notebook_path: str, database: str, commit_id: str,
     restored_commit = own_head = commit_id
     _answer(status="ok", restored=sorted(report.values),
             not_restored=sorted(report.not_restored), moved_to_cpu=report.moved_to_cpu,
-            failed_loads=report.failed_loads)
+            failed_loads=report.failed_loads,
+            seconds={"attach": round(attached - started, 3), "read": round(report.read_s, 3),
+                     "unpickle": round(report.unpickle_s, 3)})
 
 
 def _cannot_pickle(value: Any) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,9 @@ class RestoreOutcome:
     detail: str
     moved_to_cpu: tuple[str, ...] = ()
     """Variables holding torch tensors saved on a GPU, now on the CPU."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Where the kernel's time went: "attach" (kishu imported and attached, once per
+    kernel), "read" (the variables' chunks read from the database), "unpickle"."""
 
 
 @dataclass(frozen=True)
@@ -196,7 +199,9 @@ async def restore(kernel: KernelCode, notebook_path: Path, commit_id: str | None
     if moved:
         parts.append("saved on a GPU, now on the CPU: " + ", ".join(moved))
     return RestoreOutcome(ok=failed == 0, restored=restored, not_restored=not_restored,
-                          detail="; ".join(parts), moved_to_cpu=moved)
+                          detail="; ".join(parts), moved_to_cpu=moved,
+                          seconds={str(k): float(v) for k, v in
+                                   (answer.get("seconds") or {}).items()})
 
 
 @dataclass(frozen=True)
