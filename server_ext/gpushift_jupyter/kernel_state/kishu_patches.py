@@ -186,9 +186,10 @@ def _array_digest(array: Any) -> bytes | None:
     """None when the array's bytes cannot be viewed (then kishu's path hashes it)."""
     try:
         contiguous = array if array.flags.c_contiguous else numpy.ascontiguousarray(array)
-        # As bytes: datetime64 arrays, for one, offer no buffer of their own.
-        data = contiguous.reshape(-1).view(numpy.uint8).data
-    except (ValueError, TypeError, BufferError):
+    except (ValueError, TypeError):
+        return None
+    data = _storage().array_bytes(contiguous)
+    if data is None:
         return None
     digest = xxhash.xxh3_128()
     digest.update(data)

@@ -160,13 +160,10 @@ def _save_array(pickler: Any, obj: Any) -> None:
     """dill's handler of numpy arrays (`save_numpy_array`), but the data of a plain
     C-contiguous array written straight from its memory. dill saves an array as numpy's
     `__reduce__`, whose state holds `tobytes()`, a copy of all of it, which was then
-    copied again into the pickle's BytesIO: for a 500 MiB array, 1 GB of fresh memory
-    (slow to fault in, in a VM) and 0.7 s before SQLite saw a byte."""
+    copied again into the pickle's BytesIO: for a 500 MiB array, 1 GB more memory and
+    0.7 s before SQLite saw a byte."""
     if not obj.dtype.hasobject and obj.flags.c_contiguous:
-        try:  # as bytes: datetime64 arrays, for one, offer no buffer of their own
-            view = obj.reshape(-1).view(numpy.uint8).data
-        except (ValueError, TypeError, BufferError):
-            view = None
+        view = array_bytes(obj)
         if view is not None:
             # Fresh objects, as numpy's `__reduce__` makes them for every array (shared
             # ones would be memoized: other bytes than dill's, for the same values).
@@ -180,6 +177,16 @@ def _save_array(pickler: Any, obj: Any) -> None:
         dills(pickler, obj)
     else:  # what pickle does for a type without a handler
         pickler.save_reduce(*obj.__reduce_ex__(pickler.proto), obj=obj)
+
+
+def array_bytes(array: Any) -> memoryview | None:
+    """A C-contiguous array's memory as bytes (no copy), or None when it cannot be
+    viewed so (then the caller takes dill's or kishu's own path). Viewed as uint8:
+    datetime64 arrays, for one, offer no buffer of their own."""
+    try:
+        return array.reshape(-1).view(numpy.uint8).data  # type: ignore[no-any-return]
+    except (ValueError, TypeError, BufferError):
+        return None
 
 
 class _Dispatch(dict[type, Any]):
