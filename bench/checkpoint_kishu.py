@@ -11,6 +11,10 @@ prints, as medians of `--repeat` runs interleaved with the baseline's (one run a
   place, a new small variable), each followed by a checkpoint: its time and how much
   the database grew;
 - the database size over the live state, and over one dill file of it;
+- the memory a checkpoint faults in, against dill dump's;
+- the restoring kernel's peak memory above what it held before, and all the memory it
+  faulted in (each new page costs a fault: in a VM whose host backs memory lazily,
+  2-10 s per GiB was measured), against dill load's;
 - kishu's import and set-up in a fresh kernel (once per kernel, not counted above).
 The last lines print every ratio beside issue 16's target (each <= 1.5x dill).
 
@@ -20,6 +24,7 @@ The last lines print every ratio beside issue 16's target (each <= 1.5x dill).
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
@@ -59,6 +64,21 @@ class Kernel:
                                                       output_hook=lambda _m: None)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"cell failed: {reply['content'].get('evalue')}\n{source}")
+
+    async def value(self, expression: str) -> Any:
+        """`expression` evaluated in the kernel (a Python literal's repr)."""
+        reply = await self.client.execute_interactive(
+            "", user_expressions={"v": expression}, timeout=60, output_hook=lambda _m: None)
+        return ast.literal_eval(reply["content"]["user_expressions"]["v"]["data"]["text/plain"])
+
+    async def memory_mib(self) -> tuple[float, float, float]:
+        """The kernel's resident memory now, at its peak and all it has faulted in (minor
+        page faults, 4 KiB each), in MiB."""
+        now, peak, faults = await self.value(
+            "(int(open('/proc/self/statm').read().split()[1]), "
+            "__import__('resource').getrusage(0).ru_maxrss // 4, "
+            "__import__('resource').getrusage(0).ru_minflt)")
+        return now * 4 / 1024, peak * 4 / 1024, faults * 4 / 1024
 
     async def stop(self) -> None:
         self.client.stop_channels()
@@ -112,7 +132,10 @@ async def bench_size(work: Path, env: dict[str, str], mib: int, repeat: int) -> 
     database_path(notebook, work).parent.mkdir(parents=True, exist_ok=True)
     prepare_database(database_path(notebook, work))
     runs: dict[str, list[float]] = {"checkpoint_s": [], "dill_dump_s": [], "restore_s": [],
-                                    "dill_load_s": [], "attach_s": []}
+                                    "dill_load_s": [], "attach_s": [], "restore_peak_mib": [],
+                                    "dill_load_peak_mib": [], "restore_faulted_mib": [],
+                                    "dill_load_faulted_mib": [], "checkpoint_faulted_mib": [],
+                                    "dill_dump_faulted_mib": []}
     a = await start_kernel(work, env)
     try:
         for run in range(repeat):
@@ -120,18 +143,22 @@ async def bench_size(work: Path, env: dict[str, str], mib: int, repeat: int) -> 
             await a.cell(state_cell(mib, seed=run))
             if run == 0:  # kishu's import and set-up, once per kernel
                 await attach(a.code, notebook, workspace=work)
+            before = await a.memory_mib()
             seconds, _ = await timed(checkpoint(a.code, notebook, workspace=work))
             runs["checkpoint_s"].append(seconds)
+            after = await a.memory_mib()
+            runs["checkpoint_faulted_mib"].append(after[2] - before[2])
             seconds, _ = await timed(a.cell(dump_cell(dill_file)))
             runs["dill_dump_s"].append(seconds)
+            runs["dill_dump_faulted_mib"].append((await a.memory_mib())[2] - after[2])
         dill_bytes = dill_file.stat().st_size
         growth = []
         changes = ["counter += 1", "a2[::1000] += 1.0", "extra = {'note': 'new variable'}"]
         for change in changes:
             await a.cell(change)
-            before = database_path(notebook, work).stat().st_size
+            size = database_path(notebook, work).stat().st_size
             seconds, again = await timed(checkpoint(a.code, notebook, workspace=work))
-            growth.append((change, seconds, again.database_bytes - before))
+            growth.append((change, seconds, again.database_bytes - size))
         await a.cell(dump_cell(dill_file))  # the same variables as the latest checkpoint
         db_bytes = database_path(notebook, work).stat().st_size
     finally:
@@ -142,13 +169,22 @@ async def bench_size(work: Path, env: dict[str, str], mib: int, repeat: int) -> 
         try:
             seconds, _ = await timed(attach(b.code, notebook, workspace=work))
             runs["attach_s"].append(seconds)
+            before = await b.memory_mib()
             seconds, outcome = await timed(restore(b.code, notebook, None, workspace=work))
             assert outcome.ok, outcome
             runs["restore_s"].append(seconds)
-            load = f"import dill\nwith open({str(dill_file)!r}, 'rb') as _f:\n" \
+            after = await b.memory_mib()
+            runs["restore_peak_mib"].append(after[1] - before[0])
+            runs["restore_faulted_mib"].append(after[2] - before[2])
+            await c.cell("import dill")
+            before = await c.memory_mib()
+            load = f"with open({str(dill_file)!r}, 'rb') as _f:\n" \
                    "    globals().update(dill.load(_f))\n"
             seconds, _ = await timed(c.cell(load))
             runs["dill_load_s"].append(seconds)
+            after = await c.memory_mib()
+            runs["dill_load_peak_mib"].append(after[1] - before[0])
+            runs["dill_load_faulted_mib"].append(after[2] - before[2])
         finally:
             await b.stop()
             await c.stop()
@@ -163,6 +199,13 @@ async def bench_size(work: Path, env: dict[str, str], mib: int, repeat: int) -> 
           f"{figures['dill_dump_s']:6.2f} s   ratio {save_ratio:5.2f}")
     print(f"restore (fresh kernel)   {figures['restore_s']:8.2f} s   dill load       "
           f"{figures['dill_load_s']:6.2f} s   ratio {load_ratio:5.2f}")
+    for what, ours, dills in (
+            ("checkpoint's memory faulted in", "checkpoint_faulted", "dill_dump_faulted"),
+            ("restore's peak memory", "restore_peak", "dill_load_peak"),
+            ("restore's memory faulted in", "restore_faulted", "dill_load_faulted")):
+        mine, theirs = figures[f"{ours}_mib"], figures[f"{dills}_mib"]
+        print(f"{what:30} {mine:5.0f} MiB   dill {theirs:5.0f} MiB   ratio "
+              f"{mine / max(theirs, 1.0):5.2f}")
     for change, seconds, grew in growth:
         print(f"  after {change!r:38} checkpoint {seconds:6.2f} s, database +{grew / MIB:8.2f} MiB")
     print(f"database {db_bytes / MIB:8.1f} MiB after {repeat + 3} checkpoints; live state "

@@ -4,11 +4,14 @@ deferred IRI grammar of kishu's import (`kishu_import`)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 
 import dill
 import numpy as np
@@ -126,3 +129,34 @@ def test_a_group_loads_the_same_from_its_chunks_wherever_they_are_cut(protocol: 
         assert np.array_equal(loaded["big"], value["big"])
         assert loaded["frame"].equals(value["frame"])
         assert (loaded["text"], loaded["nested"]) == (value["text"], value["nested"])
+
+
+@pytest.mark.parametrize("piece", [1, 5, 4096, snapshots.ChunkReader.PIECE])
+@pytest.mark.parametrize("protocol", [0, 4])
+def test_a_group_loads_the_same_from_blobs_read_a_piece_at_a_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, protocol: int, piece: int) -> None:
+    """A restore reads each blob chunk a piece at a time (`ChunkReader.PIECE`) into the
+    unpickler, never the whole row at once; pieces cut values, lines (protocol 0 reads
+    lines) and chunks anywhere."""
+    monkeypatch.setattr(snapshots.ChunkReader, "PIECE", piece)
+    value = {"big": np.arange(3_000, dtype=np.float64), "text": "line\nbreak ü",
+             "frame": pd.DataFrame({"s": ["a", "b"]}), "nested": [{"k": (1, 2.5)}]}
+    data = dill.dumps(value, protocol=protocol)
+    edges = [0, 3, len(data) // 2, len(data)]
+    con = sqlite3.connect(tmp_path / "chunks.sqlite")
+    con.execute("create table variable_snapshot (versioned_name text, commit_id text, "
+                "chunk_id int, data blob)")
+    rows = [con.execute("insert into variable_snapshot values ('1,v', 'c', ?, ?)",
+                        (index, data[a:b])).lastrowid
+            for index, (a, b) in enumerate(itertools.pairwise(edges))]
+    con.commit()
+    with contextlib.ExitStack() as opened:
+        blobs = [opened.enter_context(con.blobopen("variable_snapshot", "data", row or 0,
+                                                   readonly=True)) for row in rows]
+        unpickler = snapshots.SafeUnpickler(blobs)
+        loaded = unpickler.load()
+    con.close()
+    assert np.array_equal(loaded["big"], value["big"])
+    assert loaded["frame"].equals(value["frame"])
+    assert (loaded["text"], loaded["nested"]) == (value["text"], value["nested"])
+    assert unpickler.reader.read_s > 0

@@ -25,7 +25,8 @@ from __future__ import annotations
 import io
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,55 +61,79 @@ def _refuse_file_handle(name: str, mode: str, *_: Any) -> Any:
 
 
 class ChunkReader:
-    """A group's blob chunks read in order as one file, for the unpickler. Joining them
-    first copied the whole group once more (0.3 s for a 500 MiB array, kept in two
-    chunks by kishu); the unpickler reads a large value straight into its own buffer
-    (`readinto`), small ones with `read` and `readline`."""
+    """A group's chunks read in order as one file, for the unpickler, without joining
+    them: the unpickler reads a large value straight into its own buffer (`readinto`),
+    small ones with `read` and `readline`.
 
-    def __init__(self, chunks: list[bytes]) -> None:
-        self._views = [memoryview(chunk) for chunk in chunks if len(chunk)]
-        self._views.reverse()  # pop() from the end: the next chunk
+    A chunk is bytes or an open `sqlite3.Blob`. A blob is read a piece at a time
+    (`PIECE`), so the only memory a restore touches for a large value is the value's
+    own: fetching a 500 MiB row first copied it twice (SQLite's buffer, then the
+    `bytes`), and on a fresh pod every new page costs a fault (in this VM 2-10 s per
+    GiB, measured in bench/e2e_migration.py: read 6.0 s p50 at 500 MiB before)."""
+
+    PIECE = 1 << 20
+    """At most this much of a blob is read at once: one buffer, reused by the allocator."""
+
+    def __init__(self, chunks: Sequence[bytes | sqlite3.Blob]) -> None:
+        self._chunks: list[memoryview | sqlite3.Blob] = [
+            chunk if isinstance(chunk, sqlite3.Blob) else memoryview(chunk)
+            for chunk in chunks if len(chunk)]
+        self._chunks.reverse()  # pop() from the end: the next chunk
+        self._at = 0  # position in the current chunk
+        self.read_s = 0.0
+        """Seconds spent copying from the chunks (reading the blobs), for `LoadReport`."""
 
     def readinto(self, target: Any) -> int:
+        started = time.monotonic()
         out = memoryview(target).cast("B")
         done = 0
-        while done < len(out) and self._views:
-            view = self._views[-1]
-            n = min(len(view), len(out) - done)
-            out[done:done + n] = view[:n]
+        while done < len(out) and self._chunks:
+            chunk = self._chunks[-1]
+            n = min(len(chunk) - self._at, len(out) - done, self.PIECE)
+            out[done:done + n] = _piece(chunk, self._at, n)
             done += n
-            self._advance(view, n)
+            self._advance(chunk, n)
+        self.read_s += time.monotonic() - started
         return done
 
     def read(self, size: int = -1) -> bytes:
         if size < 0:
-            size = sum(len(view) for view in self._views)
+            size = sum(len(chunk) for chunk in self._chunks) - self._at
         buffer = bytearray(size)
         return bytes(buffer[:self.readinto(buffer)])
 
     def readline(self) -> bytes:
         line = bytearray()
-        while self._views and not line.endswith(b"\n"):
-            view = self._views[-1]
-            piece = bytes(view[:4096])
+        while self._chunks and not line.endswith(b"\n"):
+            chunk = self._chunks[-1]
+            piece = bytes(_piece(chunk, self._at, 4096))
             end = piece.find(b"\n")
             n = len(piece) if end < 0 else end + 1
             line += piece[:n]
-            self._advance(view, n)
+            self._advance(chunk, n)
         return bytes(line)
 
-    def _advance(self, view: memoryview, n: int) -> None:
-        if n == len(view):
-            self._views.pop()
-        else:
-            self._views[-1] = view[n:]
+    def _advance(self, chunk: memoryview | sqlite3.Blob, n: int) -> None:
+        self._at += n
+        if self._at == len(chunk):
+            self._chunks.pop()
+            self._at = 0
+
+
+def _piece(chunk: memoryview | sqlite3.Blob, at: int, n: int) -> memoryview | bytes:
+    """Up to `n` bytes of `chunk` from `at`: a view of bytes, a copy of a blob's."""
+    if isinstance(chunk, memoryview):
+        return chunk[at:at + n]
+    chunk.seek(at)
+    return chunk.read(n)
 
 
 class SafeUnpickler(dill.Unpickler):  # type: ignore[misc]
     """dill's unpickler with GPU storages mapped to the CPU and open files refused."""
 
-    def __init__(self, data: bytes | list[bytes]) -> None:
-        super().__init__(ChunkReader(data if isinstance(data, list) else [data]))
+    def __init__(self, data: bytes | Sequence[bytes | sqlite3.Blob]) -> None:
+        self.reader = ChunkReader([data] if isinstance(data, bytes) else data)
+        super().__init__(self.reader)
         self.moved_to_cpu = False
 
     def find_class(self, module: str, name: str) -> Any:
@@ -139,7 +164,7 @@ class SafeUnpickler(dill.Unpickler):  # type: ignore[misc]
         return storage
 
 
-def loads(data: bytes | list[bytes]) -> tuple[Any, bool]:
+def loads(data: bytes | Sequence[bytes | sqlite3.Blob]) -> tuple[Any, bool]:
     """Unpickle one group (its bytes, or its chunks in order); the value and whether GPU
     storages were moved to the CPU."""
     unpickler = SafeUnpickler(data)
@@ -186,26 +211,28 @@ def load_commit(db_path: Path, commit_id: str,
             # The order of kishu's primary key (versioned_name, commit_id, chunk_id): ordering
             # by chunk_id alone made SQLite copy every blob into a temporary B-tree to sort
             # it (2.5x the read time of a 500 MiB state).
-            started = time.monotonic()
-            chunks = con.execute("select data from variable_snapshot where versioned_name = ? "
-                                 "order by commit_id, chunk_id", (versioned_name,)).fetchall()
-            report.read_s += time.monotonic() - started
-            if not chunks:
+            rows = [int(r[0]) for r in con.execute(
+                "select rowid from variable_snapshot where versioned_name = ? "
+                "order by commit_id, chunk_id", (versioned_name,))]
+            if not rows:
                 for name in names:
                     report.not_restored.append((name, reasons.get(
                         name, "not saved: it could not be pickled when the checkpoint was made")))
                 continue
-            started = time.monotonic()
-            _load_group(report, names, [bytes(c[0]) for c in chunks])
-            report.unpickle_s += time.monotonic() - started
+            with ExitStack() as blobs:
+                chunks = [blobs.enter_context(con.blobopen("variable_snapshot", "data", row,
+                                                           readonly=True)) for row in rows]
+                _load_group(report, names, chunks)
     finally:
         con.close()
     return report
 
 
-def _load_group(report: LoadReport, names: list[str], data: list[bytes]) -> None:
+def _load_group(report: LoadReport, names: list[str], chunks: list[sqlite3.Blob]) -> None:
+    started = time.monotonic()
+    unpickler = SafeUnpickler(chunks)
     try:
-        value, moved = loads(data)
+        value = unpickler.load()
         if not isinstance(value, dict):
             raise TypeError(f"a snapshot holds a {type(value).__name__}, not a dict")
     except NotRebuiltError as exc:
@@ -220,6 +247,9 @@ def _load_group(report: LoadReport, names: list[str], data: list[bytes]) -> None
             report.not_restored.append(
                 (name, f"could not be loaded: {type(exc).__name__}: {exc}"[:500]))
         return
+    finally:
+        report.read_s += unpickler.reader.read_s
+        report.unpickle_s += time.monotonic() - started - unpickler.reader.read_s
     report.values.update(value)
-    if moved:
+    if unpickler.moved_to_cpu:
         report.moved_to_cpu.extend(sorted(value))
