@@ -86,6 +86,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/checkpoint_storage.py
 	$(BIN)/python bench/sqlite_pages.py
 	$(BIN)/python bench/background_checkpoint.py
+	$(BIN)/python bench/server_start.py
 	$(BIN)/python bench/e2e_migration.py
 
 clean:

@@ -92,12 +92,16 @@ def test_arrays_of_objects_take_kishus_own_path() -> None:
 
 
 def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_work() -> None:
+    """As the driver sends them to a kernel: the IRI grammar's stand-in, then the import."""
+    grammar = resources.files("gpushift_jupyter").joinpath("iri_grammar.py").read_text()
     source = resources.files("gpushift_jupyter.kernel_state").joinpath(
         "kishu_import.py").read_text()
     script = (
         "import sys, types\n"
-        "module = types.ModuleType('_gpushift_kishu_import')\n"
-        f"exec(compile({source!r}, '<kishu_import>', 'exec'), module.__dict__)\n"
+        "for name, text in [('_gpushift_iri_grammar', " + repr(grammar) + "), "
+        "('_gpushift_kishu_import', " + repr(source) + ")]:\n"
+        "    module = sys.modules[name] = types.ModuleType(name)\n"
+        "    exec(compile(text, '<' + name + '>', 'exec'), module.__dict__)\n"
         "assert 'kishu.jupyterint' in sys.modules\n"
         "assert 'rfc3987_syntax.syntax_helpers' not in sys.modules, 'grammar was built'\n"
         "assert 'rfc3987_syntax' not in sys.modules, 'the stand-in stayed'\n"

@@ -29,6 +29,7 @@ PATCHES_MODULE = "_gpushift_kishu_patches"
 STORAGE_MODULE = "_gpushift_kishu_storage"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
 KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
+IRI_GRAMMAR_MODULE = "_gpushift_iri_grammar"
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
 """The one recorded cell a checkpoint runs: kishu commits after it, as after any cell.
 It costs the user one execution count and one history entry; it prints and returns
@@ -79,8 +80,8 @@ class Preview:
     """False when the budget ran out before every variable was looked at."""
 
 
-def _source(module: str) -> str:
-    return resources.files(__package__).joinpath(f"{module}.py").read_text()
+def _source(module: str, package: str = __package__) -> str:
+    return resources.files(package).joinpath(f"{module}.py").read_text()
 
 
 @functools.cache
@@ -89,7 +90,8 @@ def install_code() -> str:
     It runs before every operation, so it is small: the modules' sources travel
     compressed and are unpacked only when the kernel does not have these very
     versions yet (a digest of them is kept on the agent module)."""
-    modules = [(KISHU_IMPORT_MODULE, _source("kishu_import")),
+    modules = [(IRI_GRAMMAR_MODULE, _source("iri_grammar", "gpushift_jupyter")),
+               (KISHU_IMPORT_MODULE, _source("kishu_import")),
                (SNAPSHOTS_MODULE, _source("snapshots")),
                (STORAGE_MODULE, _source("kishu_storage")),
                (PATCHES_MODULE, _source("kishu_patches")), (AGENT_MODULE, _source("agent")),
