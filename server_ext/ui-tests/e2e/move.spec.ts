@@ -137,6 +137,22 @@ test.describe('a real move between pods (fake_gpu)', () => {
     await expect(dialog).toBeVisible();
     await expect(dialog).toContainText('device = "cuda"');
     await expect(prompt(page, 1)).toHaveText('[ ]:'); // held: it has not run
+    // Issue 16's figure, printed, not asserted (speed is measured in bench/): from the
+    // click to the held cell's output on the new pod, watched in the page every 50 ms.
+    const clicked = Date.now();
+    const heldCellRan = page
+      .waitForFunction(
+        () =>
+          /\[\d+\]:/.test(
+            document.querySelectorAll('.jp-Notebook .jp-Cell')[1]?.querySelector('.jp-InputPrompt')?.textContent ?? ''
+          ),
+        null,
+        { polling: 50, timeout: MOVE_TIMEOUT }
+      )
+      .then(
+        () => Date.now(),
+        () => null
+      );
     await dialog.getByRole('button', { name: 'Move to GPU now' }).click();
     await expect(prompt(page, 1)).toHaveText('[⏳]:'); // it waits for the move
 
@@ -166,6 +182,13 @@ test.describe('a real move between pods (fake_gpu)', () => {
     expect(output).toContain(`checksum ${checksum} frame (1000, 2) point 5.0`);
     expect(output).toContain('restores 1'); // the state went into the kernel once
     expect(output).toContain('gpu kwok-gpu-0 cuda');
+    const ranAt = await heldCellRan;
+    console.log(
+      ranAt === null
+        ? '[issue 16] "Move to GPU now" -> held cell\'s output: not measured (the page was reloaded)'
+        : `[issue 16] "Move to GPU now" -> held cell's output: ${((ranAt - clicked) / 1000).toFixed(2)} s ` +
+            '(two notebooks, a small state; target 6 s)'
+    );
     await shot(page, 'e2e-output');
     await page.notebook.save(); // the next test reopens it
 
