@@ -15,7 +15,10 @@ it. Phases of one move (from the migration's history and the restore's answer):
   `checkpointed`: `/migrate` answers at once, the server saves meanwhile);
 * patch — the sidecar patches the Notebook (`checkpointed` → `recreating`);
 * pod recreated — old pod stopped, new one scheduled (instant here: kwok), the runner
-  starts its sidecar, which finds the migration (`recreating` → `restoring`);
+  starts its sidecar, which finds the migration (`recreating` → `restoring`); of it,
+  ..old server's exit — the old pod's JupyterLab (and its kernels) from SIGTERM to its
+  exit: the user's server using the pod's grace period, which is Kubernetes' (the local
+  pod runner's record of the stop);
 * server back — from `restoring` until the new pod's JupyterLab answers through the
   notebook's URL with the migration visible;
 * kernel — the first notebook's session on the new pod;
@@ -28,8 +31,12 @@ it. Phases of one move (from the migration's history and the restore's answer):
 * held cell — the pending cell run on the new pod;
 * total — from "Move" to the held cell's output: what the user waits for.
 
-gpushift's own overhead is everything except the checkpoint and restore themselves
-(scheduling is instant here). Prints every move, then p50 and max per phase and size.
+The overhead is everything except the checkpoint and restore (scheduling is instant
+here), as earlier rounds printed it. gpushift's overhead is stricter about the restore
+and leaves out what is Kubernetes' (issue 16): the total less the checkpoint, less only
+the restore's I/O (..read and ..unpickle: the new kernel's start and kishu's import in
+it count as overhead) and less the old server's exit (the old pod's grace period).
+Prints every move, then p50 and max per phase and size.
 """
 
 from __future__ import annotations
@@ -52,11 +59,12 @@ from gpushift_testing.binaries import missing_binaries  # noqa: E402
 from gpushift_testing.controlplane import ControlPlane  # noqa: E402
 from gpushift_testing.jupyter_user import JupyterUser  # noqa: E402
 from gpushift_testing.kube import wait_for  # noqa: E402
+from gpushift_testing.pod_runner import PodRunner  # noqa: E402
 from kubernetes import client  # noqa: E402
 
-PHASES = ["checkpoint", "patch", "pod recreated", "server back", "kernel", "restore",
-          " ..kernel", " ..ready", " ..attach", " ..read", " ..unpickle", "held cell",
-          "total", "overhead"]
+PHASES = ["checkpoint", "patch", "pod recreated", " ..old server's exit", "server back",
+          "kernel", "restore", " ..kernel", " ..ready", " ..attach", " ..read",
+          " ..unpickle", "held cell", "total", "overhead", "gpushift's overhead"]
 RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..attach": "attach",
                  " ..read": "read", " ..unpickle": "unpickle"}
 """The first notebook's restore, in parts (its answer's `seconds`)."""
@@ -91,8 +99,19 @@ def notebook_paths(count: int) -> list[str]:
     return ["work.ipynb"] + [f"other-{i}.ipynb" for i in range(1, count)]
 
 
-async def one_move(user: JupyterUser, kernel: str, target: str, mib: int,
-                   notebooks: int = 1) -> tuple[str, dict[str, float]]:
+def old_server_exit(runner: PodRunner, recreating: float, restoring: float) -> float:
+    """Seconds the old pod's main containers took from SIGTERM to exit, in the move
+    that was `recreating` .. `restoring` (the runner's record of the stop)."""
+    for pod in reversed(runner.stopped_pods):
+        mains = [times for name, times in pod.stop_times.items()
+                 if not next(c for c in pod.plan.containers if c.name == name).sidecar]
+        if mains and recreating - 1 <= min(b for b, _ in mains) <= restoring:
+            return max(e for _, e in mains) - min(b for b, _ in mains)
+    raise LookupError("the runner stopped no pod during the move")
+
+
+async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: str,
+                   mib: int, notebooks: int = 1) -> tuple[str, dict[str, float]]:
     kernels = [kernel] + [await user.open_notebook(p) for p in notebook_paths(notebooks)[1:]]
     for each in kernels:
         done = await user.execute(each, state_cell(mib), timeout=600)
@@ -126,16 +145,20 @@ async def one_move(user: JupyterUser, kernel: str, target: str, mib: int,
         "checkpoint": at["checkpointed"] - at["checkpointing"],
         "patch": at["recreating"] - at["checkpointed"],
         "pod recreated": at["restoring"] - at["recreating"],
+        " ..old server's exit": old_server_exit(runner, at["recreating"], at["restoring"]),
         "server back": max(0.0, back - at["restoring"]),
         "kernel": kernel_s,
         "restore": restored["elapsed_ms"] / 1000,
         "held cell": held,
         "total": total,
     }
-    figures["overhead"] = total - figures["checkpoint"] - figures["restore"]
     parts = restored.get("seconds") or {}
     for phase, part in RESTORE_PARTS.items():
         figures[phase] = float(parts.get(part) or 0.0)
+    figures["overhead"] = total - figures["checkpoint"] - figures["restore"]
+    io = float(parts.get("read") or 0.0) + float(parts.get("unpickle") or 0.0)
+    figures["gpushift's overhead"] = (total - figures["checkpoint"] - io
+                                      - figures[" ..old server's exit"])
     return fresh, figures
 
 
@@ -155,7 +178,8 @@ async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
             await user.gpushift("POST", "attach", {"kernel_id": kernel, "path": "work.ipynb"})
             for run in range(runs):
                 target = "gpu" if run % 2 == 0 else "cpu"
-                kernel, figures = await one_move(user, kernel, target, mib, notebooks)
+                kernel, figures = await one_move(user, nb.runner, kernel, target, mib,
+                                                 notebooks)
                 results.append(figures)
                 print(f"{mib:4d} MiB x{notebooks} move {run + 1} to {target}: " + ", ".join(
                     f"{k} {v:.2f}s" for k, v in figures.items()), flush=True)
@@ -194,17 +218,19 @@ def main() -> int:
             if hook is not None:
                 hook.stop()
             plane.stop()
-    print(f"\n{'phase':14s}" + "".join(f"{f'{m}Mx{n} p50':>12s}{f'{m}Mx{n} max':>12s}"
+    print(f"\n{'phase':21s}" + "".join(f"{f'{m}Mx{n} p50':>12s}{f'{m}Mx{n} max':>12s}"
                                       for m, n in table))
     for phase in PHASES:
-        row = f"{phase:14s}"
+        row = f"{phase:21s}"
         for runs in table.values():
             values = [r[phase] for r in runs]
             row += f"{statistics.median(values):11.2f}s{max(values):11.2f}s"
         print(row)
     print("(columns: state size in MiB x open notebooks, each notebook with that state)")
     print("\noverhead = total - checkpoint - restore (scheduling is instant here); "
-          "target: under 5 s")
+          "gpushift's overhead = total - checkpoint - the restore's read and unpickle - "
+          "the old server's exit (the old pod's grace period, Kubernetes'); target: "
+          "2 s p50")
     return 0
 
 

@@ -1,13 +1,14 @@
 """The new pod's side of a move: restore the state of every notebook the move saved, each
 into its notebook's kernel, and tell the sidecar how it went.
 
-One restore per move, claimed: the server's own loop (`server_restore`) and a browser's
+One restore per move: the server's own loop (`server_restore`) and a browser's
 `POST /restore` both call `restore_move`; whichever comes first restores every notebook,
-each into its own kernel and all at once (the others' requests get 409
-`already_restoring` meanwhile), and what it did is kept
-(`ServerRestore`) for every browser that asks later — what came back in its notebook,
-into which kernel, when — instead of restoring again. The held cell goes to the first
-browser of its notebook, once, and only after a restore that succeeded there.
+each into its own kernel and all at once (the others wait for it and get its answer: a
+watching browser is answered the moment the state is back, not at its next poll), and
+what it did is kept (`ServerRestore`) for every browser that asks later — what came
+back in its notebook, into which kernel, when — instead of restoring again. The held
+cell goes to the first browser of its notebook, once, and only after a restore that
+succeeded there.
 
 A restore that fails reports `ok: false` to the sidecar (the migration ends failed, the
 checkpoints stay on the volume). A move that ended badly after its pod was replaced is
@@ -113,6 +114,9 @@ class MoveRestorer:
         self._restoring: set[str] = set()
         """Migrations (or notebooks, without a sidecar) whose restore runs now: one at a
         time, so two tabs never restore the same state twice into the kernel."""
+        self._moves_in_flight: dict[str, asyncio.Future[ServerRestore | None]] = {}
+        """Moves whose `restore_move` runs now, by migration id: resolved with what it
+        did (None when it failed), for the requests that wait on it."""
 
     async def current(self) -> dict[str, Any] | None:
         try:
@@ -171,21 +175,34 @@ class MoveRestorer:
     async def restore_move(self, migration: dict[str, Any], *, by: str) -> ServerRestore:
         """Restore every notebook of the move in `restoring` into its notebook's kernel
         (a browser's session, or one opened here), all at once, and report to
-        the sidecar, which ends the move. Claimed: 409 `already_restoring` while it
-        runs elsewhere."""
+        the sidecar, which ends the move. While it runs, another call waits for it and
+        gets its answer; if it fails, the waiting call tries once more itself (the
+        kernels never get the state twice: what was restored is kept in `done`)."""
         migration_id = str(migration["id"])
-        with self._claim(migration_id, migration):
-            done = self.done.get(migration_id)
-            if done is None:
-                done = await self._restore_every_notebook(migration, by)
-                self.done[migration_id] = done
-            if not done.reported:
-                # Restored but not yet told (the sidecar did not answer): tell it again,
-                # never restore again — the kernels hold the state already.
-                done.answer["migration"] = await self.sidecar.post(
-                    "/migrations/current/restore", done.report)
-                done.reported = True
+        while (running := self._moves_in_flight.get(migration_id)) is not None:
+            # Shielded: a waiter that goes away (its browser closed) leaves the restore.
+            if (answer := await asyncio.shield(running)) is not None:
+                return answer
+        running = asyncio.get_running_loop().create_future()
+        self._moves_in_flight[migration_id] = running
+        reported: ServerRestore | None = None
+        try:
+            with self._claim(migration_id, migration):
+                done = self.done.get(migration_id)
+                if done is None:
+                    done = await self._restore_every_notebook(migration, by)
+                    self.done[migration_id] = done
+                if not done.reported:
+                    # Restored but not yet told (the sidecar did not answer): tell it
+                    # again, never restore again — the kernels hold the state already.
+                    done.answer["migration"] = await self.sidecar.post(
+                        "/migrations/current/restore", done.report)
+                    done.reported = True
+                reported = done
             return done
+        finally:
+            del self._moves_in_flight[migration_id]
+            running.set_result(reported)
 
     async def _restore_every_notebook(self, migration: dict[str, Any],
                                       by: str) -> ServerRestore:

@@ -44,7 +44,8 @@ class ServerRestorer:
 
     async def run_forever(self, interval: float) -> None:
         while True:
-            await asyncio.sleep(interval)
+            # The first look at once: on a new pod the move is in `restoring` before the
+            # server starts, and a browser that asks meanwhile waits for this restore.
             try:
                 await self.restore_arrived_move()
             except ApiError as exc:
@@ -52,6 +53,7 @@ class ServerRestorer:
                             "(%s): %s", exc.error, exc.detail)
             except Exception:  # a bug here must not end the loop (or the server)
                 log.exception("gpushift: restoring the move on the server failed")
+            await asyncio.sleep(interval)
 
     async def restore_arrived_move(self) -> ServerRestore | None:
         """One look: restore the migration in `restoring`, if there is one to do."""

@@ -285,7 +285,8 @@ export class RestoreFlow {
         const restoringElsewhere =
           error instanceof ApiError && error.status === 409 && error.code === 'already_restoring';
         if (restoringElsewhere && Date.now() < deadline) {
-          // The server (or another tab) is restoring it: its answer comes to us after.
+          // Another tab recovers this notebook's state now (a move's restore is
+          // waited for by the server itself): ask again after it.
           await new Promise(resolve => setTimeout(resolve, SERVER_RESTORE_POLL_MS));
           continue;
         }

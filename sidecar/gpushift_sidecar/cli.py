@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from gpushift_core import jsonlog
 from gpushift_sidecar.env import EnvError, SidecarEnv
@@ -86,6 +86,21 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     if args.command == "probe":
         return run_probe(args.port or _port_from_environ(), args.timeout, args.wait)
     return run_serve(args, runner_factory)
+
+
+def entry() -> NoReturn:
+    """The `gpushift-sidecar` command: `main`, then out at once. When a pod is replaced
+    its new pod waits for this process to end, and Python's own finalization (tearing
+    down ~1,000 modules, the Kubernetes client's pydantic models among them) took
+    0.14 s after the sidecar had stopped. Everything is closed by then: `run_serve`'s
+    event loop has ended (its worker threads joined) and the state is on disk; the log
+    is flushed here."""
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def run_probe(port: int, timeout: float, wait: float = 0.0) -> int:
@@ -176,7 +191,9 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
                                         activity_interval=args.activity_interval))
 
 
-async def _cancel(task: asyncio.Task[None]) -> None:
+async def _cancel(task: asyncio.Task[None] | None) -> None:
+    if task is None:
+        return
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
@@ -259,6 +276,10 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     writer = asyncio.create_task(sidecar.files.run())
+    # The client's typed APIs, imported off the event loop now that the probe can pass
+    # (the notebook container starts meanwhile): Events, pods and quotas need CoreV1.
+    warm = None if kube is None else asyncio.create_task(
+        kube.warm_up("core_v1", "custom_objects"))
     # On a CPU pod it only reads the Notebook's server type (moves are refused for one
     # kept off), then returns.
     idle = asyncio.create_task(sidecar.idle.run())
@@ -278,6 +299,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
         if activity is not None:  # then the pod's last word on its GPU work (bounded)
             await activity.stop()
         await _cancel(writer)
+        await _cancel(warm)
         await app_runner.cleanup()  # stop accepting; requests in flight finish
         await sidecar.close()
         if kube is not None:
@@ -287,4 +309,4 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -118,8 +118,9 @@ def phase_times(migration: dict[str, Any]) -> dict[str, float]:
 
 async def restore_state(user: JupyterUser, kernel_id: str, path: str,
                         timeout: float) -> tuple[int, Any]:
-    """`POST /restore` as the front end makes it: while the new pod's server (or another
-    tab) restores the move itself, it answers 409 already_restoring; ask again until it
+    """`POST /restore` as the front end makes it: while the new pod's server restores
+    the move itself, the request waits for it and gets its answer; while another tab
+    recovers the notebook's state it answers 409 already_restoring: ask again until it
     answers what was restored (or anything else)."""
     deadline = time.monotonic() + timeout
     while True:

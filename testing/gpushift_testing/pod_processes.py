@@ -60,7 +60,7 @@ class ContainerProcess:
         self.end_probe()  # a probe of the process before says nothing about this one
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
-            out.write(f"### {time.strftime('%H:%M:%S')} start #{self.restarts}: "
+            out.write(f"### {_clock()} start #{self.restarts}: "
                       f"{' '.join(self.plan.argv)}\n".encode())
             out.flush()
             self.popen = subprocess.Popen(
@@ -120,10 +120,13 @@ class ContainerProcess:
         if self.popen is None:
             return
         family = [*process_family(self.popen.pid), *self.leftovers()]
+        self.note(f"SIGTERM (grace {grace:g}s)")
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(grace)
+        self.note(f"exited {self.popen.returncode}" if self.popen.returncode is not None
+                   else "still running after its grace period")
         deadline = time.monotonic() + max(0.1, grace / 2)
         while any(map(running, family)) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -135,6 +138,11 @@ class ContainerProcess:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(5)
 
+
+    def note(self, what: str) -> None:
+        """A line of the runner's in the container's log (when it was stopped...)."""
+        with contextlib.suppress(OSError), self.log_path.open("ab") as out:
+            out.write(f"### {_clock()} {what}\n".encode())
 
     def leftovers(self) -> list[int]:
         """Running processes of this container besides its main one (kernels, ...)."""
@@ -148,6 +156,13 @@ class ContainerProcess:
         for pid in self.leftovers():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _clock() -> str:
+    """Wall-clock time to the millisecond, for the runner's lines in container logs
+    (set beside the processes' own timestamps to see where a pod's start went)."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.localtime(now)) + f".{int(now * 1000) % 1000:03d}"
 
 
 def marked_processes(mark: bytes) -> list[int]:
@@ -199,6 +214,8 @@ class LocalPod:
     probe_period: float | None = None
     processes: list[ContainerProcess] = field(default_factory=list)
     stopped: bool = False
+    stop_times: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Container -> (told to stop, stopped), epoch seconds, once the pod was stopped."""
     _last_probe: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -297,6 +314,7 @@ class LocalPod:
         if passed:
             proc.started = True
             log.info("%s passed its startup probe after %.2fs", name, now - proc.started_at)
+            proc.note("passed its startup probe")
         elif now - proc.started_at > probe.deadline_s:
             log.warning("%s failed its startup probe for %.0fs: restarting", name,
                         probe.deadline_s)
@@ -316,12 +334,15 @@ class LocalPod:
                 proc.end_leftovers()
 
     def stop(self, grace: float) -> None:
-        """Main containers first, then the sidecars in reverse order (as the kubelet)."""
+        """Main containers first, then the sidecars in reverse order (as the kubelet);
+        when each was told to stop and when it had (`stop_times`)."""
         self.stopped = True
         mains = [p for p in self.processes if not p.plan.sidecar]
         sidecars = [p for p in self.processes if p.plan.sidecar]
         for proc in [*mains, *reversed(sidecars)]:
+            began = time.time()
             proc.stop(grace)
+            self.stop_times[proc.plan.name] = (began, time.time())
 
     def pids(self) -> dict[str, int]:
         return {p.plan.name: p.pid for p in self.processes if p.alive() and p.pid}

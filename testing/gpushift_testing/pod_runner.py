@@ -86,6 +86,8 @@ class PodRunner:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pods: dict[str, LocalPod] = {}  # uid -> the pod's processes
+        self.stopped_pods: list[LocalPod] = []
+        """The pods this runner stopped, in order (their `stop_times`: the bench's)."""
         self._retry_at: dict[str, float] = {}
         self._reported: set[str] = set()  # uids whose end this runner has reported
         self._nodes: dict[str, NodeFacts] = {}
@@ -280,6 +282,7 @@ class PodRunner:
         self.routes.clear(plan.namespace, plan.notebook, uid)
         t0 = time.monotonic()
         local.stop(self.grace)
+        self.stopped_pods.append(local)
         log.info("pod %s/%s (uid %s) stopped in %.2fs", plan.namespace, plan.name, uid,
                  time.monotonic() - t0)
 

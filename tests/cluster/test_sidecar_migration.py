@@ -149,7 +149,8 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
                                                MIRROR)["phase"] == "done", 10)
     story = wait_events(admin, namespace, "MigrationRequested", "CheckpointVerified",
                         "NotebookPatched", "MigrationRestoring", "MigrationDone")
-    assert all(e.type == "Normal" for e in story)
+    assert all(e.type == "Normal" for e in story), [(e.type, e.reason, e.message)
+                                                    for e in story]
     assert all(e.involved_object.uid == created["metadata"]["uid"] for e in story)
     patched = next(e for e in story if e.reason == "NotebookPatched")
     assert "to GPU (profile nvidia-1)" in patched.message and CUDA_IMAGE in patched.message

@@ -1,9 +1,23 @@
 """The restore side's pure decisions: which checkpoints a move holds and the one report
-the sidecar gets for several notebooks (the restores themselves: test_server_restore)."""
+the sidecar gets for several notebooks (the restores themselves: test_server_restore);
+and how two requests for one move's restore share it when the first fails."""
 
 from __future__ import annotations
 
-from gpushift_jupyter.move_restore import checkpoints_of, overall_report, recoverable
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+from gpushift_jupyter.errors import ApiError
+from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.move_restore import (
+    MoveRestorer,
+    checkpoints_of,
+    overall_report,
+    recoverable,
+)
+from gpushift_jupyter.sidecar_client import TOKEN_FILE, SidecarClient
 
 
 def answer(ok: bool, restored: list[str], not_restored: tuple[str, ...] = (),
@@ -46,3 +60,35 @@ def test_a_move_that_failed_before_the_patch_is_not_recovered() -> None:
     replaced = {**migration, "history": [*history[:2], {"phase": "recreating"},
                                          {"phase": "failed"}]}
     assert recoverable(replaced)
+
+
+def test_a_restore_that_fails_is_tried_again_by_the_request_waiting_on_it(
+        tmp_path: Path) -> None:
+    """Two requests for one move's restore: the second waits on the first. The first's
+    report cannot reach the sidecar (nothing listens on its port): the waiting request
+    then tries itself — the state is not restored twice (kept in `done`) — and both get
+    the JSON error, neither hangs; nothing stays in flight."""
+    with socket.socket() as probe:  # a port of 127.0.0.1 nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    (tmp_path / TOKEN_FILE).write_text("t0ken")
+    sidecar = SidecarClient(f"http://127.0.0.1:{port}", tmp_path, timeout=5)
+    restorer = MoveRestorer(KernelRegistry(None, None, tmp_path), sidecar)
+    migration = {"id": "m-1", "phase": "restoring", "checkpoint": None,
+                 "other_checkpoints": []}
+
+    async def both() -> list[Any]:
+        try:
+            return await asyncio.wait_for(asyncio.gather(
+                *(restorer.restore_move(migration, by=by) for by in ("server", "browser")),
+                return_exceptions=True), 30)
+        finally:
+            await sidecar.close()
+
+    answers = asyncio.run(both())
+    assert [(type(a), getattr(a, "error", None)) for a in answers] == [
+        (ApiError, "sidecar_unavailable")] * 2, answers
+    [done] = restorer.done.values()
+    assert done.by == "server" and done.reported is False
+    assert done.report["detail"] == "the move was made without a checkpoint"
+    assert not restorer._moves_in_flight and not restorer._restoring

@@ -100,6 +100,42 @@ async def test_a_move_that_arrives_is_restored_on_the_server_without_a_browser(
 
 
 @on_server_loop
+async def test_a_browser_that_asks_while_the_server_restores_waits_for_its_answer(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
+        tmp_path: Path) -> None:
+    """The browser's `POST /restore` lands while the server's own restore runs: it is
+    answered when that restore ends (what came back, the held cell), not refused with a
+    409 the front end would ask again about a second later."""
+    moved = await state_then_a_move(jp_fetch, jp_serverapp, jp_root_dir)
+    await call_api(jp_fetch, "DELETE", ["api", "sessions", moved.session["id"]], None)
+    restorer = jp_serverapp.web_app.settings["gpushift_services"].restorer
+    revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
+    try:
+        async def servers_restore_running() -> str:
+            while not restorer._moves_in_flight:
+                await asyncio.sleep(0.005)
+            [migration_id] = restorer._moves_in_flight
+            return str(migration_id)
+
+        migration_id = await asyncio.wait_for(servers_restore_running(), 60)
+        status, answer = await call(jp_fetch, "POST", "restore",
+                                    {"kernel_id": moved.kernel_id,
+                                     "path": "work/train.ipynb"})
+        assert status == 200, (answer, revived.logs()[-3000:])
+        assert answer["migration"]["id"] == migration_id
+        assert answer["restored_on_server"] is True and answer["ok"] is True
+        assert {"xs", "greeting", "p", "Point"} <= set(answer["restored"]), answer
+        assert answer["pending_cell"]["cell_id"] == "cell-7"
+        assert answer["migration"]["phase"] == "done"
+        assert not restorer._moves_in_flight
+        assert await value_of(jp_serverapp, answer["kernel_id"], "int(xs.sum())") == "499500"
+    finally:
+        assert revived.process.poll() is None
+        sidecar_base.stop(revived)
+    assert "Traceback" not in revived.logs()
+
+
+@on_server_loop
 async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
         tmp_path: Path) -> None:

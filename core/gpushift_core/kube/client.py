@@ -26,6 +26,7 @@ shows it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -93,14 +94,39 @@ class KubeApi(CapacityCalls):
         self.list_from_cache = list_from_cache
         self.page_size = page_size
         self.api_client = api_client
-        self.core_v1 = client.CoreV1Api(api_client)
-        self.custom_objects = client.CustomObjectsApi(api_client)
-        self.coordination_v1 = client.CoordinationV1Api(api_client)
-        self.admission_v1 = client.AdmissionregistrationV1Api(api_client)
         self.retry = retry or Retry()
         self.component = component
         self.instance = instance
         self.host = host
+
+    # The typed APIs are made on first use: importing the client's CoreV1Api takes
+    # 0.45 s (its models are pydantic classes) and the admission API 0.1 s, which a
+    # new pod's sidecar paid before it could serve — on the path of every move.
+    # `warm_up` makes them off the event loop once the caller is serving.
+    @functools.cached_property
+    def core_v1(self) -> Any:
+        return client.CoreV1Api(self.api_client)
+
+    @functools.cached_property
+    def custom_objects(self) -> Any:
+        return client.CustomObjectsApi(self.api_client)
+
+    @functools.cached_property
+    def coordination_v1(self) -> Any:
+        return client.CoordinationV1Api(self.api_client)
+
+    @functools.cached_property
+    def admission_v1(self) -> Any:
+        return client.AdmissionregistrationV1Api(self.api_client)
+
+    async def warm_up(self, *apis: str) -> None:
+        """Make the typed APIs named (`core_v1`, ...) in a worker thread, so that their
+        first call does not import them on the event loop."""
+        def make() -> None:
+            for name in apis:
+                getattr(self, name)
+
+        await asyncio.to_thread(make)
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeApi:
