@@ -36,7 +36,7 @@ test: lint typecheck dockerlint controlplane frontend browser
 	server_ext/hack/test-frontend.sh --browser
 	server_ext/hack/test-lowest-jupyterlab.sh
 	server_ext/hack/test-e2e-browser.sh
-	$(BIN)/pytest -ra --durations=15
+	$(BIN)/pytest -ra --durations=15 -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

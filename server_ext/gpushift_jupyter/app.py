@@ -49,10 +49,11 @@ class GpushiftExtension(ExtensionApp):
              "restores the latest state even with no browser open. 0 turns it off.")
     restore_interval = Float(
         1.0, config=True,
-        help="How often (seconds) the server looks for a move that arrived on this pod, "
-             "to restore its state into the notebook's kernel by itself, with or without "
-             "a browser open (a browser that opens the notebook later is told what came "
-             "back). 0 turns it off: then the browser restores.")
+        help="How often (seconds) the server looks for a move that arrived on this pod "
+             "(the first look as soon as the server runs), to restore its state into the "
+             "notebook's kernel by itself, with or without a browser open (a browser that "
+             "opens the notebook later is told what came back). 0 turns it off: then the "
+             "browser restores.")
     activity_interval = Float(
         5.0, config=True,
         help="How often (seconds) the kernels' activity (busy kernels, GPU cells "

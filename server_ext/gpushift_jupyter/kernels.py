@@ -10,6 +10,7 @@ against the kernel's session: a kernel is only ever attached to its own notebook
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,20 @@ _MAX_PATH_CHARS = 4096
 # A tab reports its GPU cell running just before the kernel gets it; until the kernel
 # says "busy", the report stands for this long.
 GPU_REPORT_GRACE_SECONDS = 10.0
+
+
+async def _reply_on(channel: Any, msg_type: str | None, timeout: float) -> bool:
+    """Whether a message (of `msg_type`, when given) comes on the channel within
+    `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            msg = await channel.get_msg(timeout=left)
+        except queue.Empty:
+            return False
+        if msg_type is None or msg.get("msg_type") == msg_type:
+            return True
+    return False
 
 
 class KernelInUse(Exception):
@@ -167,13 +182,24 @@ class KernelRegistry:
             facts.busy.release()
 
     async def wait_ready(self, kernel_id: str, timeout: float) -> None:
-        """Until the kernel answers (a kernel just started takes a moment)."""
+        """Until the kernel answers (a kernel just started takes a moment): its reply to
+        `kernel_info` on the shell channel, and a message on IOPub (so the channel is
+        connected). jupyter_client's `wait_for_ready` then also waits for 0.2 s of
+        silence on IOPub, a flush for later reads of the same client; this client is
+        closed here, so that 0.2 s came on top of every new pod's restore for nothing."""
         async with self.kernel(kernel_id) as kernel:
-            try:
-                await kernel.client.wait_for_ready(timeout=timeout)
-            except RuntimeError as exc:  # timed out, or the kernel died
-                raise ApiError(500, "kernel_not_ready",
-                               f"kernel {kernel_id} did not become ready: {exc}") from None
+            client = kernel.client
+            deadline = time.monotonic() + timeout
+            while True:
+                client.kernel_info()
+                if await _reply_on(client.shell_channel, "kernel_info_reply", 1.0) and \
+                        await _reply_on(client.iopub_channel, None, 0.2):
+                    return
+                if not await client.is_alive() or time.monotonic() > deadline:
+                    why = ("it died" if not await client.is_alive()
+                           else f"no answer in {timeout:g} s")
+                    raise ApiError(500, "kernel_not_ready",
+                                   f"kernel {kernel_id} did not become ready: {why}")
 
     async def _session_path(self, kernel_id: str) -> Path | None:
         for session in await self.session_manager.list_sessions():
