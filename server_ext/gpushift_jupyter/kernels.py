@@ -195,9 +195,9 @@ class KernelRegistry:
                 if await _reply_on(client.shell_channel, "kernel_info_reply", 1.0) and \
                         await _reply_on(client.iopub_channel, None, 0.2):
                     return
-                if not await client.is_alive() or time.monotonic() > deadline:
-                    why = ("it died" if not await client.is_alive()
-                           else f"no answer in {timeout:g} s")
+                alive = await client.is_alive()
+                if not alive or time.monotonic() > deadline:
+                    why = f"no answer in {timeout:g} s" if alive else "it died"
                     raise ApiError(500, "kernel_not_ready",
                                    f"kernel {kernel_id} did not become ready: {why}")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ from test_server_extension import (  # the fixtures too, shared with that module
     wait_for_phase,
 )
 
+from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import database_path
+from gpushift_jupyter.kernels import KernelRegistry
 
 __all__ = ["kishu_root", "sidecar"]
 
@@ -165,6 +168,26 @@ async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
     finally:
         assert revived.process.poll() is None
         sidecar_base.stop(revived)
+
+
+@on_server_loop
+async def test_a_kernel_that_dies_as_it_starts_is_not_waited_for(
+        jp_serverapp: Any, jp_data_dir: Path, jp_root_dir: Path) -> None:
+    """A kernel whose process exits at once (a broken environment) is reported as such
+    by the wait for a new kernel, not waited on until its deadline."""
+    spec = jp_data_dir / "kernels" / "dies-at-start"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-c", "import sys; sys.exit(3)", "-f",
+                 "{connection_file}"],
+        "display_name": "dies at start", "language": "python"}))
+    registry = KernelRegistry(jp_serverapp.kernel_manager, jp_serverapp.session_manager,
+                              jp_root_dir)
+    kernel_id = await jp_serverapp.kernel_manager.start_kernel(kernel_name="dies-at-start")
+    with pytest.raises(ApiError) as refused:
+        await registry.wait_ready(kernel_id, 600)
+    assert refused.value.error == "kernel_not_ready", refused.value.detail
+    assert "it died" in refused.value.detail  # not "no answer in 600 s"
 
 
 def test_the_session_gets_the_kernel_the_notebook_names_when_installed(tmp_path: Path) -> None:
