@@ -39,12 +39,16 @@ test.describe('CPU pod: the server away during a move', () => {
     await closeConnectionLost(dialog);
     await expect(dialog).toHaveCount(0);
     expect(skipped).toHaveLength(0);
+    // The server is back before the move (JupyterLab's own polling, still cut, could
+    // show the dialog again before the move starts: a race of the test, not a user's).
+    await page.unroute('**/api/sessions**', cut);
 
     // A move in flight: the move's progress explains the outage, no dialog.
     const release = await holdMoveRequest(page);
     await startMove(page);
     await expect(podStatus(page)).toHaveText('Moving to GPU…');
     await expect(toast(page, 'Moving to a GPU pod: saving your variables… (1/3)')).toBeVisible();
+    await page.route('**/api/sessions**', cut);
     await pollSessions(page);
     await expect.poll(() => skipped.length).toBeGreaterThan(0);
     await page.waitForTimeout(1000);
@@ -75,11 +79,13 @@ test.describe('CPU pod: the server away during a move', () => {
     await expect(dialog).not.toContainText(CONNECTION_LOST);
     await closeConnectionLost(dialog);
     await expect(dialog).toHaveCount(0);
+    await page.unroute('**/api/sessions**', cut); // back before the move, as above
 
     // A move in flight: no dialog in any language.
     const release = await holdMoveRequest(page);
     await startMove(page);
     await expect(podStatus(page)).toHaveText('Moving to GPU…');
+    await page.route('**/api/sessions**', cut);
     await pollSessions(page);
     await page.waitForTimeout(1500);
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
