@@ -20,6 +20,7 @@ from gpushift_jupyter.moves import Mover
 from gpushift_jupyter.resume import ResumeOffers
 from gpushift_jupyter.server_restore import ServerRestorer
 from gpushift_jupyter.services import Services
+from gpushift_jupyter.session_creation import serialize_session_creation
 from gpushift_jupyter.sidecar_client import SidecarClient
 from gpushift_jupyter.storage import StorageKeeper
 
@@ -94,6 +95,9 @@ class GpushiftExtension(ExtensionApp):
                                 self.sidecar_timeout)
         server = self.serverapp
         assert server is not None  # set before extensions initialise
+        # A browser reconnecting as the server's restore opens the same notebook gets
+        # that session, not a second kernel beside it.
+        serialize_session_creation(server.session_manager)
         kernels = KernelRegistry(server.kernel_manager, server.session_manager,
                                  Path(server.root_dir))
         restorer = MoveRestorer(kernels, sidecar)

@@ -196,10 +196,12 @@ async def notebook_kernel(registry: KernelRegistry, notebook: Path) -> str:
     # A browser that opened the notebook at the same moment has a session of its own
     # (jupyter_server checks for one and creates it in separate steps): its kernel is
     # the one the user works in, so the state goes there and ours is closed — the page
-    # never has to switch kernels.
+    # never has to switch kernels. A browser that joined this kernel (its own session
+    # around it) keeps it: closing our session would stop the kernel under the page.
     for session in await manager.list_sessions():
         other = (session.get("kernel") or {}).get("id")
-        if session.get("path") == relative and session.get("id") != model["id"] and other:
+        if (session.get("path") == relative and session.get("id") != model["id"] and other
+                and other != kernel_id):
             await manager.delete_session(model["id"])
             return str(other)
     return kernel_id

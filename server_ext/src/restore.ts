@@ -316,9 +316,17 @@ export class RestoreFlow {
     await context.sessionManager.refreshRunning();
     const running = new Set(Array.from(context.sessionManager.running(), s => s.id));
     if (!context.session || !running.has(context.session.id)) {
-      const name =
-        panel.model?.defaultKernelName || context.kernelPreference.name || 'python3';
-      await context.changeKernel({ name });
+      // The new pod's server may have opened this notebook's session for its restore
+      // already: join that kernel (where the state goes) rather than start another one
+      // beside it, which would slow both and be closed again.
+      const opened = await context.sessionManager.findByPath(panel.context.path);
+      if (opened?.kernel) {
+        await context.changeKernel({ id: opened.kernel.id });
+      } else {
+        const name =
+          panel.model?.defaultKernelName || context.kernelPreference.name || 'python3';
+        await context.changeKernel({ name });
+      }
     }
     const kernel = context.session?.kernel;
     if (!kernel) {

@@ -190,6 +190,76 @@ async def test_a_kernel_that_dies_as_it_starts_is_not_waited_for(
     assert "it died" in refused.value.detail  # not "no answer in 600 s"
 
 
+@on_server_loop
+async def test_a_browser_opening_the_notebook_the_server_restores_gets_that_kernel(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path) -> None:
+    """A browser that reconnects while the server opens the notebook's session for its
+    restore (both right after the new pod's server starts) gets the server's session:
+    one kernel starts, not one each side by side with one closed again."""
+    from gpushift_jupyter.pod_sessions import notebook_kernel
+
+    notebook = jp_root_dir / "work" / "race.ipynb"
+    notebook.parent.mkdir(exist_ok=True)
+    notebook.write_text(json.dumps(NOTEBOOK))
+    kernels = jp_serverapp.kernel_manager
+    start_kernel = kernels.start_kernel
+    started: list[str] = []
+    starting = asyncio.Event()
+
+    async def counted_start(*args: Any, **kwargs: Any) -> str:
+        starting.set()
+        kernel_id = str(await start_kernel(*args, **kwargs))
+        started.append(kernel_id)
+        return kernel_id
+
+    kernels.start_kernel = counted_start  # counts starts; the real kernels start
+    try:
+        registry = KernelRegistry(kernels, jp_serverapp.session_manager, jp_root_dir)
+        servers = asyncio.create_task(notebook_kernel(registry, notebook))
+        await asyncio.wait_for(starting.wait(), 60)  # the server's kernel is starting
+        _, browsers = await call_api(jp_fetch, "POST", ["api", "sessions"], {
+            "path": "work/race.ipynb", "type": "notebook", "name": "race.ipynb",
+            "kernel": {"name": "python3"}})
+        kernel_id = await asyncio.wait_for(servers, 120)
+    finally:
+        del kernels.start_kernel
+    assert started == [kernel_id], started
+    assert browsers["kernel"]["id"] == kernel_id
+    [session] = await jp_serverapp.session_manager.list_sessions()
+    assert session["id"] == browsers["id"]
+    await jp_serverapp.session_manager.delete_session(session["id"])
+
+
+@on_server_loop
+async def test_a_browser_that_joins_the_servers_kernel_keeps_it(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path) -> None:
+    """JupyterLab opens a session under a made-up path, then renames it (its own guard
+    against the server's race): joining the kernel the server opened for the notebook
+    makes a second session around that kernel, which the server's restore must not
+    close — that would stop the kernel under the page."""
+    from gpushift_jupyter.pod_sessions import notebook_kernel
+
+    notebook = jp_root_dir / "work" / "joined.ipynb"
+    notebook.parent.mkdir(exist_ok=True)
+    notebook.write_text(json.dumps(NOTEBOOK))
+    kernels = jp_serverapp.kernel_manager
+    registry = KernelRegistry(kernels, jp_serverapp.session_manager, jp_root_dir)
+    servers = asyncio.create_task(notebook_kernel(registry, notebook))
+    while not kernels.list_kernel_ids():  # the server's kernel is there, not yet ready
+        await asyncio.sleep(0.005)
+    [started] = kernels.list_kernel_ids()
+    _, browsers = await call_api(jp_fetch, "POST", ["api", "sessions"], {
+        "path": "work/0b7c-a-uuid", "type": "notebook", "name": "joined.ipynb",
+        "kernel": {"id": started}})
+    await call_api(jp_fetch, "PATCH", ["api", "sessions", browsers["id"]],
+                   {"path": "work/joined.ipynb"})
+    assert await asyncio.wait_for(servers, 120) == started
+    assert kernels.list_kernel_ids() == [started]  # still running
+    assert await value_of(jp_serverapp, started, "1 + 1") == "2"
+    await jp_serverapp.session_manager.delete_session(browsers["id"])  # the kernel too
+    assert await jp_serverapp.session_manager.list_sessions() == []  # ours went with it
+
+
 def test_the_session_gets_the_kernel_the_notebook_names_when_installed(tmp_path: Path) -> None:
     from gpushift_jupyter.pod_sessions import kernel_name_of
 
