@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 
 from gpushift_jupyter.errors import ApiError
@@ -28,6 +29,11 @@ log = logging.getLogger("gpushift.jupyter")
 # (a kernel that would not start): after these, the browser or the sidecar's restore
 # deadline decides.
 MAX_ATTEMPTS = 3
+SIDECAR_START_S = 60.0
+SIDECAR_START_RETRY_S = 0.1
+"""Until the sidecar first answers (at most this long after the server's start), the
+loop looks again every SIDECAR_START_RETRY_S: the sidecar's server may still be starting
+beside this one."""
 
 
 class ServerRestorer:
@@ -43,17 +49,28 @@ class ServerRestorer:
         self._attempts: dict[str, int] = {}
 
     async def run_forever(self, interval: float) -> None:
+        started = time.monotonic()
+        answered = False
         while True:
             # The first look at once: on a new pod the move is in `restoring` before the
             # server starts, and a browser that asks meanwhile waits for this restore.
+            wait = interval
             try:
                 await self.restore_arrived_move()
+                answered = True
             except ApiError as exc:
-                log.warning("gpushift: the move's state was not restored on the server "
-                            "(%s): %s", exc.error, exc.detail)
+                if (exc.error == "sidecar_unavailable" and not answered
+                        and time.monotonic() - started < SIDECAR_START_S):
+                    # The notebook container starts while the sidecar still starts up
+                    # (its runtime files come first): look again soon, quietly.
+                    log.debug("gpushift: the sidecar does not answer yet: %s", exc.detail)
+                    wait = min(interval, SIDECAR_START_RETRY_S)
+                else:
+                    log.warning("gpushift: the move's state was not restored on the "
+                                "server (%s): %s", exc.error, exc.detail)
             except Exception:  # a bug here must not end the loop (or the server)
                 log.exception("gpushift: restoring the move on the server failed")
-            await asyncio.sleep(interval)
+            await asyncio.sleep(wait)
 
     async def restore_arrived_move(self) -> ServerRestore | None:
         """One look: restore the migration in `restoring`, if there is one to do."""

@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from gpushift_core import jsonlog
@@ -27,11 +28,13 @@ from gpushift_sidecar.env import EnvError, SidecarEnv
 if TYPE_CHECKING:
     from gpushift_core.kube import KubeApi
     from gpushift_sidecar.service import MigrationRunner, Sidecar
+    from gpushift_sidecar.startup_files import StartupFiles
 
 log = logging.getLogger("gpushift.sidecar")
 
 RunnerFactory = Callable[["Sidecar"], "MigrationRunner"]
 _DEFAULT_PORT = 8765  # as gpushift_sidecar.env.DEFAULT_API_PORT, without importing it
+_RUNTIME_CONFIG = "runtime-config.json"  # as gpushift_sidecar.runtime_config.FILE_NAME
 _PROBE_RETRY_S = 0.05
 _DEFAULT_CHECKPOINT_TIMEOUT = 60.0
 _DEFAULT_RESTORE_TIMEOUT = 600.0
@@ -84,7 +87,9 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
                             "the kubelet's next period (default 0: ask once)")
     args = parser.parse_args(argv)
     if args.command == "probe":
-        return run_probe(args.port or _port_from_environ(), args.timeout, args.wait)
+        runtime_dir = os.environ.get("GPUSHIFT_RUNTIME_DIR", "").strip()
+        return run_probe(args.port or _port_from_environ(), args.timeout, args.wait,
+                         Path(runtime_dir) if runtime_dir else None)
     return run_serve(args, runner_factory)
 
 
@@ -103,11 +108,16 @@ def entry() -> NoReturn:
     os._exit(code)
 
 
-def run_probe(port: int, timeout: float, wait: float = 0.0) -> int:
-    """0 once GET /healthz answers 200 within `wait` seconds (asked every 50 ms), else 1
-    with the last reason on stderr (the kubelet puts it in the probe's event)."""
+def run_probe(port: int, timeout: float, wait: float = 0.0,
+              runtime_dir: Path | None = None) -> int:
+    """0 once `runtime_dir` holds runtime-config.json (the sidecar writes it first
+    thing, before its server's imports) or GET /healthz answers 200, within `wait`
+    seconds (looked at every 50 ms); else 1 with the last reason on stderr (the kubelet
+    puts it in the probe's event): /healthz says why the files are not written."""
     deadline = time.monotonic() + wait
     while True:
+        if runtime_dir is not None and (runtime_dir / _RUNTIME_CONFIG).is_file():
+            return 0
         left = deadline - time.monotonic()
         ready, why = _ask_healthz(port, timeout if left <= 0 else min(timeout, left))
         if ready:
@@ -180,8 +190,14 @@ def run_serve(args: argparse.Namespace, runner_factory: RunnerFactory | None) ->
                   file=sys.stderr)
             return 2
     port = args.port or env.api_port
+    # runtime-config.json now, before the server's imports: the notebook container starts
+    # on it (the startup probe) while they run.
+    from gpushift_sidecar.startup_files import write_startup_files  # noqa: PLC0415
+
+    startup = write_startup_files(env)
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(serve_forever(env, args.host, port, runner_factory,
+                                        startup=startup,
                                         kubeconfig=args.kubeconfig,
                                         checkpoint_timeout=checkpoint_timeout,
                                         restore_timeout=restore_timeout,
@@ -234,7 +250,10 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         restore_timeout: float = _DEFAULT_RESTORE_TIMEOUT,
                         save_timeout: float = _DEFAULT_SAVE_TIMEOUT,
                         idle_tick: float = 1.0, idle_annotations: float = 30.0,
-                        activity_interval: float = 60.0) -> int:
+                        activity_interval: float = 60.0,
+                        startup: StartupFiles | None = None) -> int:
+    """`startup`: what `write_startup_files` made as the process started (None: made
+    and written here)."""
     from aiohttp import web  # noqa: PLC0415 - see run_serve
 
     from gpushift_sidecar.api import make_app  # noqa: PLC0415
@@ -242,19 +261,19 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     from gpushift_sidecar.idle_loop import IdleLoopConfig  # noqa: PLC0415
     from gpushift_sidecar.runner import RunnerConfig, StepRunner  # noqa: PLC0415
     from gpushift_sidecar.service import Sidecar  # noqa: PLC0415
-    from gpushift_sidecar.state_file import MigrationStore  # noqa: PLC0415
-    from gpushift_sidecar.tracker import MigrationTracker  # noqa: PLC0415
+    from gpushift_sidecar.startup_files import write_startup_files  # noqa: PLC0415
 
     kube, problem = connect_kube(env, kubeconfig)
-    tracker = MigrationTracker(MigrationStore.for_env(env))
-    steps = StepRunner(env, tracker, kube, kube_problem=problem,
+    startup = startup or write_startup_files(env)
+    steps = StepRunner(env, startup.tracker, kube, kube_problem=problem,
                        config=RunnerConfig(checkpoint_timeout=checkpoint_timeout,
                                            restore_timeout=restore_timeout,
                                            save_timeout=save_timeout))
-    sidecar = Sidecar.create(env, steps, tracker=tracker, kube=kube, quotas=kube,
+    sidecar = Sidecar.create(env, steps, kube=kube, quotas=kube,
                              capacity=kube,
                              idle_config=IdleLoopConfig(tick_seconds=idle_tick,
-                                                        annotations_seconds=idle_annotations))
+                                                        annotations_seconds=idle_annotations),
+                             startup=startup)
     steps.verify = sidecar.watcher.verify  # one checkpoint watcher: API, idle move, runner
     if runner_factory is not None:
         sidecar.runner = runner_factory(sidecar)

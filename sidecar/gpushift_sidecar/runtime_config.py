@@ -129,11 +129,19 @@ class RuntimeFiles:
         self._document = self._build()
         self._dirty = True
         self._token_written = False
+        self._last_write_ok: bool | None = None
         self._changed = asyncio.Event()
         self.ready = False
         """True once runtime-config.json (and the token before it) has been written."""
         self.problem: str | None = "runtime-config.json has not been written yet"
         """Why the files are not (or no longer) current; None when they are."""
+
+    def report_writes_to(self, on_write: Callable[[bool], None]) -> None:
+        """Tell `on_write` whether each write worked from now on, and how the last one
+        went if one was made before (the early write, before the metrics existed)."""
+        self._on_write = on_write
+        if self._last_write_ok is not None:
+            on_write(self._last_write_ok)
 
     @property
     def path(self) -> Path:
@@ -231,6 +239,7 @@ class RuntimeFiles:
                                     optimizer_off=self._optimizer_off)
 
     def _report(self, *, ok: bool) -> None:
+        self._last_write_ok = ok
         if self._on_write is not None:
             self._on_write(ok)
 

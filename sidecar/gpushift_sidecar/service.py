@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from gpushift_core.kube import KubeError
 from gpushift_core.notebook_stop import stop_refusal
@@ -22,6 +22,7 @@ from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
 from gpushift_sidecar.metrics import SidecarMetrics
 from gpushift_sidecar.quota_gate import QuotaGate, QuotaReader, QuotaRefused
 from gpushift_sidecar.runtime_config import RuntimeFiles
+from gpushift_sidecar.startup_files import StartupFiles, checkpoint_json, show_migration
 from gpushift_sidecar.state import Migration, Phase
 from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.token import ApiToken
@@ -91,16 +92,24 @@ class Sidecar:
                kube: NotebookReader | None = None,
                idle_config: IdleLoopConfig | None = None,
                quotas: QuotaReader | None = None,
-               capacity: ConfigMapReader | None = None) -> Sidecar:
+               capacity: ConfigMapReader | None = None,
+               startup: StartupFiles | None = None) -> Sidecar:
         """`tracker`: the one the runner was built with (default: a new one on the state
         file of `env`). `kube`: reads the Notebook's idle annotations (None: the admin's
         default timeout applies). `quotas`: reads the namespace's ResourceQuotas before a
         move to GPU (None: no pre-check). `capacity`: reads the published GPU capacity
-        (None: unknown)."""
+        (None: unknown). `startup`: the token, runtime files and tracker the sidecar
+        made and wrote as it started (`write_startup_files`; None: made here, the files
+        not written yet)."""
         metrics = metrics or SidecarMetrics()
-        token = ApiToken.load_or_create(env.runtime_dir)
-        files = RuntimeFiles(env, token, on_write=metrics.record_write)
-        tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
+        if startup is None:
+            token = ApiToken.load_or_create(env.runtime_dir)
+            files = RuntimeFiles(env, token)
+            tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
+            show_migration(files, tracker)
+        else:
+            token, files, tracker = startup.token, startup.files, startup.tracker
+        files.report_writes_to(metrics.record_write)
         sidecar = cls(env, token, files, tracker, metrics, runner, kube=kube)
         sidecar.watcher = CheckpointWatcher(sidecar.checkpoint_changed,
                                             root=env.workspace_dir)
@@ -110,15 +119,13 @@ class Sidecar:
         tracker.on_change = sidecar.migration_changed
         if tracker.current is not None:
             metrics.show_phase(tracker.current)
-            files.update(migration=tracker.current.summary(),
-                         last_checkpoint=_checkpoint_json(tracker.current))
         return sidecar
 
     def migration_changed(self, previous: Migration | None, migration: Migration) -> None:
         self.metrics.record_change(previous, migration)
         checkpoint = self.files.last_checkpoint
         if previous is None or previous.id != migration.id:  # a new migration
-            checkpoint = _checkpoint_json(migration) or checkpoint
+            checkpoint = checkpoint_json(migration) or checkpoint
         self.files.update(migration=migration.summary(), last_checkpoint=checkpoint)
         log.info("migration step", extra={
             "notebook": migration.notebook, "namespace": migration.namespace,
@@ -201,6 +208,3 @@ class Sidecar:
             await self.runner.start(current)
 
 
-def _checkpoint_json(migration: Migration) -> dict[str, Any] | None:
-    c = migration.checkpoint
-    return None if c is None else {"notebookPath": c.notebook_path, "commitId": c.commit_id}

@@ -347,8 +347,10 @@ def test_a_missing_variable_is_named_with_exit_2(tmp_path):
     assert "GPUSHIFT_NOTEBOOK_NAME: not set" in result.stderr
 
 
-def probe(port: int, *extra: str) -> tuple[int, float]:
+def probe(port: int, *extra: str, runtime_dir: Path | None = None) -> tuple[int, float]:
     env = {**os.environ, "PYTHONPATH": str(SIDECAR_SRC)}
+    if runtime_dir is not None:  # as injected: the sidecar container has it
+        env["GPUSHIFT_RUNTIME_DIR"] = str(runtime_dir)
     started = time.monotonic()
     result = subprocess.run(sidecar_command("probe", "--port", str(port), *extra), env=env,
                             capture_output=True, timeout=20)
@@ -375,6 +377,31 @@ def test_probe_fails_until_ready_then_passes(tmp_path):
         assert code == 0 and seconds < 3
     finally:
         assert stop(running) == 0
+
+
+def test_the_runtime_files_come_first_and_the_probe_passes_on_them(tmp_path):
+    """The sidecar writes runtime-config.json (and its token) before its server's
+    imports, so the notebook container starts while they run: the probe passes on the
+    file. Shown with a sidecar that can never serve (its port taken): the files are
+    written all the same, and the probe passes with nothing answering."""
+    port = free_port()
+    runtime_dir = tmp_path / "run"
+    assert probe(port, runtime_dir=runtime_dir)[0] == 1  # no file, nothing listens
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
+        env = sidecar_environ(tmp_path, port, runtime_dir, tmp_path / "ws", None, None)
+        (tmp_path / "ws").mkdir()
+        served = subprocess.run(sidecar_command("serve"), env=env, capture_output=True,
+                                timeout=60)
+        assert served.returncode == 1, served.stderr.decode()
+        assert b"cannot listen" in served.stdout + served.stderr
+        document = json.loads((runtime_dir / "runtime-config.json").read_text())
+        assert document["PodName"] == "my-notebook-0"
+        assert (runtime_dir / "api-token").stat().st_mode & 0o777 == 0o600
+        code, seconds = probe(port, "--timeout", "0.5", "--wait", "1",
+                              runtime_dir=runtime_dir)
+        assert code == 0 and seconds < 3  # on the file: the silent port is not asked
 
 
 def test_a_waiting_probe_passes_as_soon_as_the_sidecar_is_ready(tmp_path):
