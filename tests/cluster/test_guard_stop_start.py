@@ -160,7 +160,10 @@ async def test_a_move_in_recreating_is_cancelled_by_stop_not_rolled_back(
     assert PREVIOUS_PROFILE_ANNOTATION not in nb["metadata"]["annotations"]
     wait_for("StatefulSet nb at 0 replicas, no pod", lambda: scaled_to_zero(
         admin, namespace, "nb"), 30, interval=0.2)
-    [event] = notebook_events(admin.core, namespace, "nb", "MigrationCancelled")
+    # The guard records the Event after its patch: under load it can land after the
+    # controller scaled the StatefulSet down.
+    [event] = wait_for("the MigrationCancelled Event", lambda: notebook_events(
+        admin.core, namespace, "nb", "MigrationCancelled"), 10, interval=0.1)
     assert event.type == "Normal" and STOPPED_DURING_MOVE in event.message
 
     # Past the ready timeout: still cancelled, nothing rolled back.
