@@ -22,9 +22,8 @@ from gpushift_sidecar.idle_loop import IdleLoop, IdleLoopConfig, NotebookReader
 from gpushift_sidecar.metrics import SidecarMetrics
 from gpushift_sidecar.quota_gate import QuotaGate, QuotaReader, QuotaRefused
 from gpushift_sidecar.runtime_config import RuntimeFiles
-from gpushift_sidecar.startup_files import StartupFiles, checkpoint_json, show_migration
+from gpushift_sidecar.startup_files import StartupFiles, checkpoint_json, make_startup_files
 from gpushift_sidecar.state import Migration, Phase
-from gpushift_sidecar.state_file import MigrationStore
 from gpushift_sidecar.token import ApiToken
 from gpushift_sidecar.tracker import MigrationInFlight, MigrationTracker, NotebookStopped
 
@@ -102,13 +101,8 @@ class Sidecar:
         made and wrote as it started (`write_startup_files`; None: made here, the files
         not written yet)."""
         metrics = metrics or SidecarMetrics()
-        if startup is None:
-            token = ApiToken.load_or_create(env.runtime_dir)
-            files = RuntimeFiles(env, token)
-            tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
-            show_migration(files, tracker)
-        else:
-            token, files, tracker = startup.token, startup.files, startup.tracker
+        startup = startup or make_startup_files(env, tracker)
+        token, files, tracker = startup.token, startup.files, startup.tracker
         files.report_writes_to(metrics.record_write)
         sidecar = cls(env, token, files, tracker, metrics, runner, kube=kube)
         sidecar.watcher = CheckpointWatcher(sidecar.checkpoint_changed,

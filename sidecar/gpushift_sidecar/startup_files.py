@@ -34,22 +34,25 @@ class StartupFiles:
     """The migration of the state file, as the runner resumes it."""
 
 
-def write_startup_files(env: SidecarEnv) -> StartupFiles:
-    """Make the token, the runtime files and the tracker, and write the files now. A
-    failed write is logged and left to `RuntimeFiles.run()` to retry."""
+def make_startup_files(env: SidecarEnv,
+                       tracker: MigrationTracker | None = None) -> StartupFiles:
+    """The token, the runtime files (showing the tracker's current migration) and the
+    tracker (default: a new one on the state file of `env`); nothing written yet."""
     token = ApiToken.load_or_create(env.runtime_dir)
     files = RuntimeFiles(env, token)
-    tracker = MigrationTracker(MigrationStore.for_env(env))
-    show_migration(files, tracker)
-    files.write_now()
-    return StartupFiles(token, files, tracker)
-
-
-def show_migration(files: RuntimeFiles, tracker: MigrationTracker) -> None:
-    """Put the tracker's current migration (and the checkpoint it names) in the files."""
+    tracker = tracker or MigrationTracker(MigrationStore.for_env(env))
     if tracker.current is not None:
         files.update(migration=tracker.current.summary(),
                      last_checkpoint=checkpoint_json(tracker.current))
+    return StartupFiles(token, files, tracker)
+
+
+def write_startup_files(env: SidecarEnv) -> StartupFiles:
+    """`make_startup_files`, and the files written now. A failed write is logged and
+    left to `RuntimeFiles.run()` to retry."""
+    startup = make_startup_files(env)
+    startup.files.write_now()
+    return startup
 
 
 def checkpoint_json(migration: Migration) -> dict[str, Any] | None:
