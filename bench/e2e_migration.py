@@ -25,9 +25,10 @@ it. Phases of one move (from the migration's history and the restore's answer):
 * restore — every notebook's checkpoint loaded into its kernel, all at once (the server
   extension's figure; the first notebook's answer comes when all are back); and the
   first notebook's in parts: ..kernel — its kernel started (a new pod has none),
-  ..ready — the kernel's client ready and the database's lock taken, ..attach — kishu
-  imported and attached in the kernel, ..read — the variables' chunks read from the
-  database, ..unpickle — unpickled (the rest is the operations' round trips);
+  ..ready — the kernel's client ready and the database's lock taken, ..import — kishu
+  imported in the kernel, ..attach — attached, ..read — the variables' chunks read from
+  the database, ..unpickle — unpickled, ..hash — kishu's IdGraphs of the restored
+  variables (the rest is the operations' round trips);
 * held cell — the pending cell run on the new pod;
 * start to variables — from the new pod's notebook container's start (the runner's
   record) to the end of the restore: every notebook's kernel holds its variables
@@ -66,11 +67,12 @@ from gpushift_testing.pod_runner import PodRunner  # noqa: E402
 from kubernetes import client  # noqa: E402
 
 PHASES = ["checkpoint", "patch", "pod recreated", " ..old server's exit", "server back",
-          "kernel", "restore", " ..kernel", " ..ready", " ..attach", " ..read",
-          " ..unpickle", "held cell", "start to variables", "total", "overhead",
+          "kernel", "restore", " ..kernel", " ..ready", " ..import", " ..attach", " ..read",
+          " ..unpickle", " ..hash", "held cell", "start to variables", "total", "overhead",
           "gpushift's overhead"]
-RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..attach": "attach",
-                 " ..read": "read", " ..unpickle": "unpickle"}
+RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..import": "import",
+                 " ..attach": "attach", " ..read": "read", " ..unpickle": "unpickle",
+                 " ..hash": "hash"}
 """The first notebook's restore, in parts (its answer's `seconds`)."""
 HELD_CELL = 'device = "cuda"\nprint(round(float(big.sum()), 3))'
 

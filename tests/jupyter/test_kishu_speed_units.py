@@ -1,6 +1,6 @@
 """How gpushift makes kishu cheaper in the kernel, without changing what it detects:
 the IdGraph digests of arrays and strings (`kishu_patches._DigestPickler`) and the
-deferred IRI grammar of kishu's import (`kishu_import`)."""
+deferred IRI grammar, ipylab and requests of kishu's import (`kishu_import`)."""
 
 from __future__ import annotations
 
@@ -91,8 +91,28 @@ def test_arrays_of_objects_take_kishus_own_path() -> None:
     assert digest(objects) != before
 
 
+def test_an_installed_module_is_not_walked_and_groups_as_before(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """numpy (stored by name) is not walked: its IdGraph's addresses are what walking its
+    namespace gave. A module of the user's own is stored by value and still walked: a
+    variable sharing its data is grouped with it."""
+    assert kishu_patches._reachable(np) == {id(np)}
+    fast = kishu_patches._id_graph(np).addresses
+    monkeypatch.setattr(kishu_patches, "_pickled_by_reference", lambda _module: False)
+    assert len(kishu_patches._reachable(np)) > 100  # what the walk goes through
+    assert kishu_patches._id_graph(np).addresses == fast
+    monkeypatch.undo()
+    (tmp_path / "user_helpers.py").write_text("items = [[1, 2], [3]]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import user_helpers  # type: ignore[import-not-found]
+    assert not kishu_patches._pickled_by_reference(user_helpers)
+    shared = user_helpers.items[0]
+    assert kishu_patches._id_graph(user_helpers).is_overlap(kishu_patches._id_graph(shared))
+
+
 def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_work() -> None:
-    """As the driver sends them to a kernel: the IRI grammar's stand-in, then the import."""
+    """As the driver sends them to a kernel: the IRI grammar's stand-in, then the import;
+    ipylab and requests are imported only when a name of theirs is first read."""
     grammar = resources.files("gpushift_jupyter").joinpath("iri_grammar.py").read_text()
     source = resources.files("gpushift_jupyter.kernel_state").joinpath(
         "kishu_import.py").read_text()
@@ -111,7 +131,21 @@ def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_wor
         "assert not checker.conforms('::no iri', 'iri')\n"
         "import rfc3987_syntax\n"
         "assert not getattr(rfc3987_syntax, '__gpushift_stand_in__', False)\n"
-        "assert rfc3987_syntax.is_valid_syntax('iri', 'http://example.com/')\n")
+        "assert rfc3987_syntax.is_valid_syntax('iri', 'http://example.com/')\n"
+        # What gpushift never calls in kishu is not imported, and works when it is.
+        "assert 'ipylab' not in sys.modules and 'requests' not in sys.modules\n"
+        "assert 'ipywidgets' not in sys.modules\n"
+        "assert sys.modules['_gpushift_kishu_import'].seconds > 0\n"
+        "from kishu import jupyterint\n"
+        "from kishu.jupyter import runtime\n"
+        "assert callable(runtime.requests.get) and 'requests' in sys.modules\n"
+        "import requests\n"
+        "assert not getattr(requests, '__gpushift_stand_in__', False)\n"
+        "assert runtime.requests.Session is requests.Session\n"
+        "import requests.adapters\n"
+        "assert jupyterint.ipylab.JupyterFrontEnd.__module__.startswith('ipylab')\n"
+        "import ipylab\n"
+        "assert not getattr(ipylab, '__gpushift_stand_in__', False)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr

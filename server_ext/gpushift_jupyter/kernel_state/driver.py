@@ -66,8 +66,10 @@ class RestoreOutcome:
     moved_to_cpu: tuple[str, ...] = ()
     """Variables holding torch tensors saved on a GPU, now on the CPU."""
     seconds: dict[str, float] = field(default_factory=dict)
-    """Where the kernel's time went: "attach" (kishu imported and attached, once per
-    kernel), "read" (the variables' chunks read from the database), "unpickle"."""
+    """Where the kernel's time went: "import" (kishu imported, once per kernel, before
+    the operation), "attach" (kishu attached), "read" (the variables' chunks read from
+    the database), "unpickle", "hash" (kishu's IdGraphs of the restored variables and
+    its HEAD moved: what the next checkpoint needs to store only changes)."""
 
 
 @dataclass(frozen=True)
