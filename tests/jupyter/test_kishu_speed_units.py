@@ -91,6 +91,32 @@ def test_arrays_of_objects_take_kishus_own_path() -> None:
     assert digest(objects) != before
 
 
+def test_an_array_of_strings_is_digested_whole_and_its_changes_seen() -> None:
+    """A text column (an object array of str only) takes the joined-digest path; any
+    change of its content, cut or shape changes the digest; anything but str in it
+    takes kishu's path."""
+    def texts(*items: str) -> np.ndarray:
+        array = np.empty(len(items), dtype=object)
+        array[:] = list(items)
+        return array
+
+    words = texts("ab", "c", "\udcff", "")
+    assert kishu_patches._strings_digest(words) is not None
+    assert digest(words) == digest(texts("ab", "c", "\udcff", ""))
+    for other in (texts("a", "bc", "\udcff", ""), texts("ab", "c", "\udcff", "x"),
+                  texts("ab", "c", "", "\udcff"), words.reshape(2, 2),
+                  words.reshape(2, 2).T, texts("ab", "c")):
+        assert digest(other) != digest(words), other
+    mixed = texts("ab", "c", "d", "e")
+    mixed[3] = 7
+    assert kishu_patches._strings_digest(mixed) is None
+    assert digest(mixed) != digest(texts("ab", "c", "d", "7"))
+    frame = pd.DataFrame({"s": [str(i) for i in range(1000)]})
+    before = digest(frame)
+    frame.loc[500, "s"] = "changed"
+    assert digest(frame) != before
+
+
 def test_an_installed_module_is_not_walked_and_groups_as_before(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """numpy (stored by name) is not walked: its IdGraph's addresses are what walking its

@@ -2,7 +2,7 @@
 
 The server extension never imports this module to use it: it sends this file's source to
 the kernel, which executes it as the module `_gpushift_kishu` (a `sys.modules` entry, so
-nothing is added to the user's namespace; see `driver.install_code`). Each operation
+nothing is added to the user's namespace; see `driver.install_expression`). Each operation
 stores a JSON answer in `result`, which the server reads back with a silent execution's
 `user_expressions`. No operation raises into the kernel.
 

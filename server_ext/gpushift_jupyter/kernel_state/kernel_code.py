@@ -20,7 +20,7 @@ class RunResult:
     error: str = ""
     """`ename: evalue` when status is `error`."""
     expressions: Mapping[str, str] = field(default_factory=dict)
-    """The `text/plain` value of each user expression asked for (silent runs only)."""
+    """The `text/plain` value of each user expression asked for."""
 
 
 class KernelCode(Protocol):
@@ -31,7 +31,8 @@ class KernelCode(Protocol):
         """Execute `code`. record=True: an ordinary execution (store_history=True,
         silent=False: it takes an execution count, enters the history, and IPython's
         pre/post_run_cell hooks run); record=False: silent helper code, invisible to
-        the user. `expressions` are evaluated after the code (silent runs). Raises
+        the user. `expressions` are evaluated after the code and its hooks, when it
+        succeeded. Raises
         KernelStateError when the kernel does not answer within `timeout` seconds."""
         ...
 

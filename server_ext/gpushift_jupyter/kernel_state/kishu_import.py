@@ -1,6 +1,6 @@
 """Imports kishu in the kernel about 1.4 s faster (sent to the kernel as the module
 `_gpushift_kishu_import`, after `_gpushift_iri_grammar` and before the modules that
-import kishu; see `driver.install_code`). A new pod's restore pays this import before a
+import kishu; see `driver.install_expression`). A new pod's restore pays this import before a
 single variable comes back, so it is on the path of every move.
 
 - kishu imports nbformat, which imports jsonschema, which imports the IRI grammar of

@@ -167,19 +167,38 @@ class _DigestPickler(TrackedPickler):
       500 MiB state took 0.84 s to hash, at every checkpoint and after every restore.
     - A string: its length and UTF-8 bytes, instead of a whole `dill.dumps` per string
       (kishu's path for immutables: a DataFrame of 20 000 strings made 20 000 picklers).
-    Arrays holding objects, array subclasses and everything else take kishu's path."""
+    - An array of strings only (a DataFrame's text column): the strings' lengths and
+      their text joined, digested in one go, instead of saving each string (10 ms for
+      20 000 strings, at every checkpoint and restore; 1 ms this way).
+    Other arrays holding objects, array subclasses and everything else take kishu's
+    path."""
 
     def save(self, obj: Any, save_persistent_id: bool = True) -> None:
         kind = type(obj)
         if kind is str:
             data = obj.encode("utf-8", "surrogatepass")
             self.write(b"S%d:" % len(data) + data)
-        elif kind is numpy.ndarray and not obj.dtype.hasobject and (
-                digest := _array_digest(obj)) is not None:
+        elif kind is numpy.ndarray and (digest := (
+                _array_digest(obj) if not obj.dtype.hasobject else
+                _strings_digest(obj))) is not None:
             self.write(digest)
             self._memoize(obj, save_persistent_id)
         else:
             super().save(obj, save_persistent_id)
+
+
+def _strings_digest(array: Any) -> bytes | None:
+    """None unless `array` is a plain object array holding only `str` (exactly)."""
+    if array.dtype != object:
+        return None
+    items = array.ravel().tolist()  # C order; the objects themselves, not copies
+    if set(map(type, items)) - {str}:
+        return None
+    digest = xxhash.xxh3_128()
+    digest.update(numpy.fromiter(map(len, items), dtype=numpy.int64, count=len(items)).tobytes())
+    digest.update("".join(items).encode("utf-8", "surrogatepass"))
+    header = f"O{array.shape}{array.flags.f_contiguous:d}:"
+    return header.encode() + digest.digest()
 
 
 def _array_digest(array: Any) -> bytes | None:
