@@ -1,9 +1,11 @@
 """How long JupyterLab takes to answer after its process starts, with gpushift's start
-hook deferring jsonschema's IRI grammar (`gpushift_jupyter/server_start.py`) against the
-same server with the hook turned off (`GPUSHIFT_DEFER_IRI_GRAMMAR=0`): the baseline, in
-the same run. Runs alternate, each a fresh `jupyter-lab` (with gpushift's server
-extension, as a pod starts it) in a fresh home, timed from the process's start to the
-first 200 from `/api/status`; prints each run, the medians and their ratio.
+hook (`gpushift_jupyter/server_start.py`: jsonschema's IRI grammar deferred, JupyterLab's
+`node yarn.js config` started at once) against the same server with only the grammar
+deferred (`GPUSHIFT_PREFETCH_YARN_CONFIG=0`) and with the hook turned off (both `=0`,
+with `GPUSHIFT_DEFER_IRI_GRAMMAR=0`): the baseline, in the same run. Runs rotate, each a
+fresh `jupyter-lab` (with gpushift's server extension, as a pod starts it) in a fresh
+home, timed from the process's start to the first 200 from `/api/status`; prints each
+run, the medians and their ratios to the baseline.
 
     .venv/bin/python bench/server_start.py [--runs 7]
 """
@@ -30,12 +32,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def time_to_answer(hook: bool) -> float:
+MODES = {"hook on": ("1", "1"), "no prefetch": ("1", "0"), "hook off": ("0", "0")}
+"""What each run sets: (GPUSHIFT_DEFER_IRI_GRAMMAR, GPUSHIFT_PREFETCH_YARN_CONFIG)."""
+
+
+def time_to_answer(mode: str) -> float:
     """Seconds from starting `jupyter-lab` to its first answer from /api/status."""
     port = free_port()
+    grammar, prefetch = MODES[mode]
     with tempfile.TemporaryDirectory(prefix="gpushift-start-") as home:
         env = dict(os.environ, HOME=home, JUPYTER_CONFIG_DIR=f"{home}/.jupyter",
-                   GPUSHIFT_DEFER_IRI_GRAMMAR="1" if hook else "0")
+                   GPUSHIFT_DEFER_IRI_GRAMMAR=grammar,
+                   GPUSHIFT_PREFETCH_YARN_CONFIG=prefetch)
         started = time.monotonic()
         server = subprocess.Popen(
             [str(LAB), "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
@@ -62,15 +70,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    times: dict[bool, list[float]] = {True: [], False: []}
+    times: dict[str, list[float]] = {mode: [] for mode in MODES}
+    modes = list(MODES)
     for run in range(args.runs):
-        for hook in (run % 2 == 0, run % 2 == 1):  # alternate which goes first
-            seconds = time_to_answer(hook)
-            times[hook].append(seconds)
-            print(f"run {run + 1}: {'hook on ' if hook else 'hook off'} {seconds:5.2f} s")
-    on, off = statistics.median(times[True]), statistics.median(times[False])
-    print(f"\nJupyterLab answering after its start, median of {args.runs}: with the start "
-          f"hook {on:.2f} s, without (baseline) {off:.2f} s, ratio {on / off:.2f}")
+        for mode in modes[run % 3:] + modes[:run % 3]:  # rotate which goes first
+            seconds = time_to_answer(mode)
+            times[mode].append(seconds)
+            print(f"run {run + 1}: {mode:11} {seconds:5.2f} s")
+    medians = {mode: statistics.median(each) for mode, each in times.items()}
+    base = medians["hook off"]
+    print(f"\nJupyterLab answering after its start, median of {args.runs}: "
+          + ", ".join(f"{mode} {m:.2f} s ({m / base:.2f}x)" for mode, m in medians.items())
+          + " (baseline: hook off)")
 
 
 if __name__ == "__main__":

@@ -1,20 +1,24 @@
 """What gpushift does as a Jupyter server process starts, before jupyter_server is
 imported: the IRI grammar jupyter_events' jsonschema would build at import is built at
 its first use instead (`iri_grammar`): JupyterLab answered in 1.07 s instead of 2.24 s
-on every pod start (`bench/server_start.py`, 5 alternating runs on a 2-core machine).
+on every pod start (`bench/server_start.py`, 5 alternating runs on a 2-core machine);
+and JupyterLab's `node yarn.js config` starts at once, beside the server's imports,
+instead of in the middle of them (`yarn_config_prefetch`).
 
 Run by the one-line `gpushift_jupyter_server_start.pth` the package installs into
 site-packages, in every Python process of the environment; the line only imports this
 module when the program's name contains "jupyter", and `run` acts only for the Jupyter
 server commands (`SERVER_COMMANDS`), never for kernels, `pip` or the user's scripts.
-`GPUSHIFT_DEFER_IRI_GRAMMAR=0` in the server's environment turns it off.
+`GPUSHIFT_DEFER_IRI_GRAMMAR=0` in the server's environment turns the first off,
+`GPUSHIFT_PREFETCH_YARN_CONFIG=0` the second.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-from gpushift_jupyter import iri_grammar
+from gpushift_jupyter import iri_grammar, yarn_config_prefetch
 
 SERVER_COMMANDS = frozenset({"jupyter-lab", "jupyter-server", "jupyter-notebook",
                              "jupyterhub-singleuser"})
@@ -22,6 +26,7 @@ SERVER_COMMANDS = frozenset({"jupyter-lab", "jupyter-server", "jupyter-notebook"
 `jupyter-lab`, as Kubeflow's notebook images do."""
 
 OPT_OUT_ENV = "GPUSHIFT_DEFER_IRI_GRAMMAR"
+PREFETCH_OPT_OUT_ENV = "GPUSHIFT_PREFETCH_YARN_CONFIG"
 
 
 def is_jupyter_server(argv: list[str]) -> bool:
@@ -29,11 +34,19 @@ def is_jupyter_server(argv: list[str]) -> bool:
 
 
 def run(argv: list[str]) -> bool:
-    """Defer the IRI grammar when `argv` starts a Jupyter server; whether it did. Never
-    raises: a failure here must not keep the server from starting."""
-    if os.environ.get(OPT_OUT_ENV, "1") == "0" or not is_jupyter_server(argv):
+    """Defer the IRI grammar and start the yarn config when `argv` starts a Jupyter
+    server; whether the grammar was deferred. Never raises: a failure here must not
+    keep the server from starting."""
+    if not is_jupyter_server(argv):
         return False
-    try:
-        return iri_grammar.defer()
-    except Exception:  # whatever failed, the server starts as it would without gpushift
-        return False
+    deferred = False
+    if os.environ.get(OPT_OUT_ENV, "1") != "0":
+        try:
+            deferred = iri_grammar.defer()
+        except Exception:  # whatever failed, the server starts as it would without it
+            deferred = False
+    if os.environ.get(PREFETCH_OPT_OUT_ENV, "1") != "0":
+        # On any failure JupyterLab runs the command itself, as without gpushift.
+        with contextlib.suppress(Exception):
+            yarn_config_prefetch.start()
+    return deferred

@@ -1,6 +1,7 @@
 """The server start hook (`gpushift_jupyter_server_start.pth` → `server_start`): a
 Jupyter server process starts without building jsonschema's IRI grammar, IRI checks
-still work, and no other process is touched. Run through the .pth file the package
+still work, JupyterLab's yarn configuration comes from a command started early, and no
+other process is touched. Run through the .pth file the package
 installed into this environment, in real processes."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gpushift_jupyter import server_start
+from gpushift_jupyter import server_start, yarn_config_prefetch
 
 PROBE = """
 import sys
@@ -73,4 +74,86 @@ def test_run_decides_by_the_program_name_and_never_raises(
         raise ImportError("a broken environment")
 
     monkeypatch.setattr(server_start.iri_grammar, "defer", broken)
+    monkeypatch.setattr(server_start.yarn_config_prefetch, "start", broken)
     assert server_start.run(["jupyter-lab"]) is False
+
+
+YARN_PROBE = """
+import logging, subprocess, sys
+from gpushift_jupyter import yarn_config_prefetch as prefetch
+early = prefetch.prefetch
+given = []
+if early is not None:  # record what JupyterLab is given from the early command
+    output = early.output
+    early.output = lambda: given.append(output()) or given[-1]
+import jupyterlab.commands as commands
+log = logging.getLogger("probe")
+first = commands._yarn_config(log)
+ran = []  # JupyterLab's own command, as a later call runs it
+check_output = subprocess.check_output
+subprocess.check_output = lambda args, **kw: ran.append((args, kw.get("cwd"))) or \
+    check_output(args, **kw)
+again = commands._yarn_config(log)
+subprocess.check_output = check_output
+assert first == again, (first, again)
+[(command, cwd)] = ran
+if early is not None:
+    assert (command, cwd) == (early.command, early.cwd), (command, cwd, early.command)
+    assert given == [check_output(command, stderr=subprocess.PIPE, cwd=cwd)], given
+    assert given[0], "yarn printed nothing"
+import jupyterlab.labapp  # JupyterLab's own call at import works as before
+print(f"started={early is not None} used={bool(given)}")
+"""
+
+
+def yarn_probe(tmp_path: Path, program: str, **env: str) -> str:
+    script = tmp_path / program
+    script.write_text(YARN_PROBE)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120, check=False, env=dict(os.environ, **env))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+needs_node = pytest.mark.skipif(yarn_config_prefetch.yarn_command() is None,
+                                reason="no Node.js: JupyterLab runs no yarn command")
+
+
+@needs_node
+def test_a_jupyter_server_gets_jupyterlabs_yarn_config_from_the_early_command(
+        tmp_path: Path) -> None:
+    """The same configuration as JupyterLab's own call, from the command the start hook
+    started before JupyterLab was imported."""
+    assert yarn_probe(tmp_path, "jupyter-lab") == "started=True used=True"
+
+
+@needs_node
+def test_the_early_yarn_command_is_only_for_servers_and_can_be_turned_off(
+        tmp_path: Path) -> None:
+    assert yarn_probe(tmp_path, "python-script") == "started=False used=False"
+    assert yarn_probe(tmp_path, "jupyter-lab", GPUSHIFT_PREFETCH_YARN_CONFIG="0") == \
+        "started=False used=False"
+
+
+def test_only_the_prefetched_command_gets_its_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another command (or folder) runs for real; a command that failed fails as
+    `check_output` would, with its output and error."""
+    early = yarn_config_prefetch.Prefetch(
+        [sys.executable, "-c", "print('early')"], str(tmp_path))
+    monkeypatch.setattr(yarn_config_prefetch, "prefetch", early)
+    shim = yarn_config_prefetch._Subprocess()
+    other = [sys.executable, "-c", "print('other')"]
+    assert shim.check_output(other, cwd=str(tmp_path)) == b"other\n"
+    assert shim.check_output(early.command, cwd=str(tmp_path.parent)) == b"early\n"
+    assert not early.used  # a different folder: that was a run of its own
+    assert shim.check_output(early.command, cwd=str(tmp_path)) == b"early\n"
+    assert early.used
+    assert shim.PIPE is subprocess.PIPE
+    failing = yarn_config_prefetch.Prefetch(
+        [sys.executable, "-c", "import sys; print('out'); sys.exit('err')"], str(tmp_path))
+    monkeypatch.setattr(yarn_config_prefetch, "prefetch", failing)
+    with pytest.raises(subprocess.CalledProcessError) as caught:
+        shim.check_output(failing.command, cwd=str(tmp_path))
+    assert (caught.value.returncode, caught.value.output, caught.value.stderr) == (
+        1, b"out\n", b"err\n")
