@@ -31,10 +31,10 @@ print(f"built={built} stand_in={stand_in}")
 """
 
 
-def probe(tmp_path: Path, program: str, **env: str) -> str:
-    """Run PROBE as a program named `program`, as `jupyter lab` runs `jupyter-lab`."""
+def probe(tmp_path: Path, program: str, source: str = PROBE, **env: str) -> str:
+    """Run `source` as a program named `program`, as `jupyter lab` runs `jupyter-lab`."""
     script = tmp_path / program
-    script.write_text(PROBE)
+    script.write_text(source)
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                           timeout=120, check=False, env=dict(os.environ, **env))
     assert done.returncode == 0, done.stderr
@@ -106,15 +106,6 @@ print(f"started={early is not None} used={bool(given)}")
 """
 
 
-def yarn_probe(tmp_path: Path, program: str, **env: str) -> str:
-    script = tmp_path / program
-    script.write_text(YARN_PROBE)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
-                          timeout=120, check=False, env=dict(os.environ, **env))
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 needs_node = pytest.mark.skipif(yarn_config_prefetch.yarn_command() is None,
                                 reason="no Node.js: JupyterLab runs no yarn command")
 
@@ -124,14 +115,15 @@ def test_a_jupyter_server_gets_jupyterlabs_yarn_config_from_the_early_command(
         tmp_path: Path) -> None:
     """The same configuration as JupyterLab's own call, from the command the start hook
     started before JupyterLab was imported."""
-    assert yarn_probe(tmp_path, "jupyter-lab") == "started=True used=True"
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE) == "started=True used=True"
 
 
 @needs_node
 def test_the_early_yarn_command_is_only_for_servers_and_can_be_turned_off(
         tmp_path: Path) -> None:
-    assert yarn_probe(tmp_path, "python-script") == "started=False used=False"
-    assert yarn_probe(tmp_path, "jupyter-lab", GPUSHIFT_PREFETCH_YARN_CONFIG="0") == \
+    assert probe(tmp_path, "python-script", YARN_PROBE) == "started=False used=False"
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE,
+                 GPUSHIFT_PREFETCH_YARN_CONFIG="0") == \
         "started=False used=False"
 
 
