@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import queue
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -172,7 +173,7 @@ class KernelRegistry:
                               ) from None
         try:
             manager = self.kernel_manager.get_kernel(kernel_id)
-            client = manager.client()
+            client = manager.client(session=own_session(manager.session))
             client.start_channels()
             try:
                 yield ClientKernel(client)
@@ -211,3 +212,15 @@ class KernelRegistry:
     def _forget_gone(self) -> None:
         for kernel_id in [k for k in self._facts if k not in self.kernel_manager]:
             del self._facts[kernel_id]
+
+
+def own_session(shared: Any) -> Any:
+    """A copy of the kernel manager's jupyter_client Session with an id of its own.
+    Every `manager.client()` gets the manager's id, which is also its shell socket's
+    identity, and ipykernel hands an identity over to its latest connection
+    (ROUTER_HANDOVER): a reply to another client of the same kernel (another server
+    extension's, a test's) would come to ours, and that client would wait in vain —
+    seen in CI as a cell that never answered while gpushift looked at its kernel."""
+    own = shared.clone()
+    own.session = str(uuid.uuid4())
+    return own

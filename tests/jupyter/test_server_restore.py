@@ -420,6 +420,29 @@ async def test_one_gib_of_state_is_saved_and_restored_within_the_deadlines(
 
 
 @on_server_loop
+async def test_gpushifts_client_takes_no_reply_meant_for_another_client_of_the_kernel(
+        jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path) -> None:
+    """Another client of the same kernel (here `manager.client()`, as another extension
+    would make one) runs a cell; gpushift's client connects meanwhile and runs its
+    silent code: each gets its own reply. With the manager's Session shared, the kernel
+    handed the shell identity over to gpushift's connection and the cell's reply went
+    there: the cell's client waited until its timeout."""
+    import asyncio
+
+    session = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "shared.ipynb",
+                                  "x = 1")
+    kernel_id = session["kernel"]["id"]
+    cell = asyncio.ensure_future(run_cell(jp_serverapp, kernel_id,
+                                          "import time; time.sleep(2)"))
+    await asyncio.sleep(0.7)  # the cell's client is connected, the cell runs
+    registry = jp_serverapp.web_app.settings["gpushift_services"].kernels
+    async with registry.kernel(kernel_id) as kernel:
+        done = await kernel.run("", timeout=30, record=False, expressions={"x": "x"})
+    assert done.status == "ok" and done.expressions == {"x": "1"}, done
+    await asyncio.wait_for(cell, 20)
+
+
+@on_server_loop
 async def test_looking_at_variables_never_waits_on_a_busy_kernel_nor_past_its_budget(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
