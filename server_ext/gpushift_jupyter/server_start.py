@@ -39,14 +39,13 @@ def run(argv: list[str]) -> bool:
     keep the server from starting."""
     if not is_jupyter_server(argv):
         return False
+    # Whatever fails here, the server starts as it would without gpushift (the grammar
+    # built at import, JupyterLab running its yarn command itself).
     deferred = False
     if os.environ.get(OPT_OUT_ENV, "1") != "0":
-        try:
+        with contextlib.suppress(Exception):
             deferred = iri_grammar.defer()
-        except Exception:  # whatever failed, the server starts as it would without it
-            deferred = False
     if os.environ.get(PREFETCH_OPT_OUT_ENV, "1") != "0":
-        # On any failure JupyterLab runs the command itself, as without gpushift.
         with contextlib.suppress(Exception):
             yarn_config_prefetch.start()
     return deferred

@@ -30,6 +30,8 @@ STORAGE_MODULE = "_gpushift_kishu_storage"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
 KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
 IRI_GRAMMAR_MODULE = "_gpushift_iri_grammar"
+AGENT_RESULT = f"__import__({AGENT_MODULE!r}).result"
+"""The expression that reads the agent's answer to its last operation."""
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
 """The one recorded cell a checkpoint runs: kishu commits after it, as after any cell.
 It costs the user one execution count and one history entry; it prints and returns
@@ -120,16 +122,11 @@ def install_expression() -> str:
 
 
 async def _op(kernel: KernelCode, name: str, timeout: float, **args: Any) -> dict[str, Any]:
-    """Run one agent operation silently and return its JSON answer (name "result":
-    only read the answer the last operation left). The cell is empty: the install and
-    the operation are user expressions, evaluated in order."""
-    agent = f"__import__({AGENT_MODULE!r})"
-    expressions = {"answer": f"{agent}.result"}
-    if name != "result":
-        expressions = {"install": install_expression(),
-                       "answer": f"{agent}.run_op({name!r}, {json.dumps(args)!r}) "
-                                 f"or {agent}.result"}
-    done = await kernel.run("", timeout=timeout, record=False, expressions=expressions)
+    """Run one agent operation silently and return its JSON answer. The cell is empty:
+    the install and the operation are user expressions, evaluated in order."""
+    run_op = f"__import__({AGENT_MODULE!r}).run_op({name!r}, {json.dumps(args)!r})"
+    done = await kernel.run("", timeout=timeout, record=False, expressions={
+        "install": install_expression(), "answer": f"{run_op} or {AGENT_RESULT}"})
     return _answer(done.status, done.error, done.expressions.get("answer", ""), name)
 
 
@@ -165,7 +162,7 @@ async def checkpoint(kernel: KernelCode, notebook_path: Path, *, workspace: Path
     # The answer is read in the same request: user expressions are evaluated after the
     # cell and its post_run_cell hooks (kishu's commit), when the cell succeeded.
     done = await kernel.run(CHECKPOINT_CELL, timeout=timeout, record=True,
-                            expressions={"answer": f"__import__({AGENT_MODULE!r}).result"})
+                            expressions={"answer": AGENT_RESULT})
     if done.status != "ok":
         raise KernelStateError(f"the checkpoint cell failed: {done.error or done.status}")
     answer = _answer(done.status, done.error, done.expressions.get("answer", ""), "checkpoint")
