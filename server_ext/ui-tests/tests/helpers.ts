@@ -52,6 +52,18 @@ export function toast(page: IJupyterLabPageFixture, text: string | RegExp): Loca
   return page.locator('.Toastify__toast').filter({ hasText: text });
 }
 
+/** The messages of JupyterLab's notifications now (the notification center's list): what
+ * gpushift asked JupyterLab to show, whether or not its toast is on screen yet (JupyterLab
+ * renders toasts in a container it mounts at the page's first notification). */
+export async function notificationMessages(page: IJupyterLabPageFixture): Promise<string[]> {
+  return page.evaluate(async () => {
+    const helpers: any = await (window as any).galata.getPlugin(
+      '@jupyterlab/galata-extension:helpers'
+    );
+    return helpers.notifications.notifications.map((n: { message: string }) => n.message);
+  });
+}
+
 /** Record every notification created or updated from now on (in-page). */
 export async function captureNotices(page: IJupyterLabPageFixture): Promise<void> {
   await page.evaluate(async () => {
