@@ -1,31 +1,19 @@
 """A warm kernel process (see `warm_kernels`): `python -m gpushift_jupyter.warm_kernel_main
-SECONDS`. Imports what every kernel of a move imports first — ipykernel, and the
-libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...) — then waits on stdin
-for one line: the kernel's `{"argv", "env", "cwd"}`. It takes that environment and folder
-and runs ipykernel as `python -m ipykernel_launcher ARGV` would. End of input, or nothing
-within SECONDS: it ends, and no kernel was ever there.
-
-kishu itself and gpushift's kernel-side modules are not imported here: they are installed
-by the kernel's first operation, as in any kernel: installed here, before IPython's
-shell existed, a manual move out of the restored kernel never started (the browser test
-`e2e/move.spec.ts` "GPU -> CPU by hand" waited 180 s for it, in CI and twice here; it
-passed with only these libraries preloaded).
+SECONDS`. Imports what every kernel of a move imports first (ipykernel; gpushift's
+kernel-side modules, kishu with them), then waits on stdin for one line: the kernel's
+`{"argv", "env", "cwd"}`. It takes that environment and folder and runs ipykernel as
+`python -m ipykernel_launcher ARGV` would. End of input, or nothing within SECONDS:
+it ends, and no kernel was ever there.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import importlib.util
 import json
 import os
 import select
 import sys
 from pathlib import Path
-
-PRELOAD = ("numpy", "pandas", "dill", "xxhash", "sqlite3", "nbformat", "networkx")
-"""What kishu's import in the kernel spends most of its time on (pandas alone about
-0.36 s, nbformat 0.13 s, networkx 0.10 s; `python -X importtime`)."""
 
 
 def _wait_for_order(seconds: float) -> dict[str, object] | None:
@@ -43,18 +31,19 @@ def main(seconds: float) -> int:
     before = dict(os.environ)
     from ipykernel import kernelapp  # noqa: PLC0415 - after the path is set
 
-    from gpushift_jupyter import iri_grammar  # noqa: PLC0415
+    from gpushift_jupyter.kernel_state.driver import (  # noqa: PLC0415
+        KISHU_IMPORT_MODULE,
+        install_expression,
+    )
 
-    # nbformat imports jsonschema, whose IRI grammar is built at its first use instead
-    # (as in the server and in kishu's import in a kernel).
-    grammar = iri_grammar.defer()
     try:
-        for name in PRELOAD:
-            with contextlib.suppress(ImportError):
-                importlib.import_module(name)
-    finally:
-        if grammar:
-            iri_grammar.release()
+        eval(install_expression(), {})  # noqa: S307 - gpushift's own modules, as a kernel gets them
+        # Imported off the path the user waits on: the restore does not count it.
+        setattr(sys.modules[KISHU_IMPORT_MODULE], "seconds", 0.0)  # noqa: B010
+    except Exception:  # the kernel's first operation says why, as without gpushift
+        # Nothing half-installed stays: the kernel's first operation installs them anew.
+        for name in [n for n in sys.modules if n.startswith("_gpushift_")]:
+            del sys.modules[name]
     # What the imports set in the environment (as they would have in the kernel), kept.
     set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
     order = _wait_for_order(seconds)
@@ -68,11 +57,6 @@ def main(seconds: float) -> int:
     os.chdir(cwd)
     spec = importlib.util.find_spec("ipykernel_launcher")
     sys.argv = [spec.origin if spec and spec.origin else "ipykernel_launcher", *argv]
-    # ipykernel read JPY_PARENT_PID when it was imported, before this environment: say it
-    # on the command line (the kernel then ends with the server, as a cold one does).
-    parent = str(env.get("JPY_PARENT_PID") or "")
-    if parent.isdigit():
-        sys.argv.append(f"--IPKernelApp.parent_handle={parent}")
     kernelapp.launch_new_instance()
     return 0
 
