@@ -427,7 +427,6 @@ async def test_gpushifts_client_takes_no_reply_meant_for_another_client_of_the_k
     silent code: each gets its own reply. With the manager's Session shared, the kernel
     handed the shell identity over to gpushift's connection and the cell's reply went
     there: the cell's client waited until its timeout."""
-    import asyncio
 
     session = await open_notebook(jp_fetch, jp_serverapp, jp_root_dir, "shared.ipynb",
                                   "x = 1")
@@ -446,8 +445,6 @@ async def test_gpushifts_client_takes_no_reply_meant_for_another_client_of_the_k
 async def test_looking_at_variables_never_waits_on_a_busy_kernel_nor_past_its_budget(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import asyncio
-
     from gpushift_jupyter import pod_sessions
 
     monkeypatch.setattr(pod_sessions, "PREVIEW_BUDGET_S", 0.5)
@@ -491,7 +488,6 @@ async def test_a_kernel_being_saved_is_waited_for_two_seconds_then_named_uncheck
     6 s); looking at the variables waits `IN_USE_WAIT_S` for it, then says why it did
     not look (and asks no confirmation for it: `moveLossText` in willStop.ts). Once the
     checkpoint is done, the same question is answered in full."""
-    import asyncio
     import time
 
     from gpushift_jupyter import pod_sessions
