@@ -10,7 +10,7 @@
  * GPU this pod does not have), and the user is told why and offered to try again.
  */
 import { TranslationBundle } from './i18n';
-import { NoticeType, shorten } from './phases';
+import { isTerminal, NoticeType, shorten } from './phases';
 import { IMigration, IRestoreResult, Target } from './types';
 
 export { shorten };
@@ -24,11 +24,18 @@ export type RestoreKind = 'restore' | 'recover';
  * Whether the page should restore state for migration `m` now, and which way; null: not
  * now. Nothing while the server is away (the pod is being replaced) or for a migration
  * this page handled already.
+ *
+ * `watched`: the migrations this page saw under way. A page that watched a move collects
+ * its restore even after another tab did (`restored_on_server` is then false): its own
+ * notebook's kernel went with the old pod, and only the restore's answer names the one
+ * that holds the state. A tab that polls later than another (a slower or background one)
+ * otherwise stayed on "No Kernel".
  */
 export function restoreKindOf(
   m: IMigration | null,
   serverDown: boolean,
-  handled: ReadonlySet<string>
+  handled: ReadonlySet<string>,
+  watched: ReadonlySet<string> = new Set()
 ): RestoreKind | null {
   if (!m || serverDown || handled.has(m.id)) {
     return null;
@@ -40,6 +47,11 @@ export function restoreKindOf(
   }
   if (m.recoverable === true && (m.phase === 'rolled_back' || m.phase === 'failed')) {
     return 'recover';
+  }
+  // Ended after a restore on the new pod (a move that found the Notebook as it wanted
+  // it ended without one: its kernel is still there).
+  if (watched.has(m.id) && isTerminal(m.phase) && m.restore_report) {
+    return 'restore';
   }
   return null;
 }

@@ -27,6 +27,7 @@ import { ApiClient, ApiError } from './api';
 import { TranslationBundle } from './i18n';
 import { IMigrationService } from './tokens';
 import { IMigration, IRestoreResult } from './types';
+import { isTerminal } from './phases';
 import { notebookPathOf, otherNotebookPathsOf } from './migrationPath';
 import { describeRestore, heldCellIsStale, heldCellToRun } from './restoreText';
 import { describeRecovery, restoreKindOf, retryRequest } from './recovery';
@@ -54,7 +55,15 @@ export class RestoreFlow {
 
   private _check(): void {
     const m = this._service.migration;
-    const kind = restoreKindOf(m, this._service.serverDownSince !== null, this._handled);
+    if (m && !isTerminal(m.phase)) {
+      this._watched.add(m.id);
+    }
+    const kind = restoreKindOf(
+      m,
+      this._service.serverDownSince !== null,
+      this._handled,
+      this._watched
+    );
     if (!m || kind === null) {
       return;
     }
@@ -358,6 +367,8 @@ export class RestoreFlow {
   }
 
   private _handled = new Set<string>();
+  /** Migrations this page saw under way (see `restoreKindOf`). */
+  private _watched = new Set<string>();
   private _busyPaths = new Set<string>();
 }
 

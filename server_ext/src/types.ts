@@ -67,6 +67,9 @@ export interface IMigration {
   /** GET /migration: the new pod's server restored the move by itself, and no browser
    * has collected what it did yet (POST /restore answers it). */
   restored_on_server?: boolean;
+  /** What the restore on the new pod did (the sidecar keeps it once the restore ended;
+   * absent when the move needed no new pod). */
+  restore_report?: { ok?: boolean } | null;
   [key: string]: unknown;
 }
 

@@ -58,6 +58,30 @@ describe('restoreKindOf', () => {
     expect(restoreKindOf(onServer, false, new Set(['m7']))).toBeNull();
     expect(restoreKindOf({ ...onServer, restored_on_server: false }, false, none)).toBeNull();
   });
+  it('collects a restore another tab collected first when this page watched the move', () => {
+    const collected = {
+      ...rolledBack,
+      phase: 'done' as const,
+      recoverable: false,
+      restored_on_server: false,
+      restore_report: { ok: true }
+    };
+    const watched = new Set(['m7']);
+    expect(restoreKindOf(collected, false, none, watched)).toBe('restore');
+    expect(restoreKindOf({ ...collected, phase: 'failed' }, false, none, watched)).toBe('restore');
+    // A page that did not watch it (opened after the move), or handled it already.
+    expect(restoreKindOf(collected, false, none, none)).toBeNull();
+    expect(restoreKindOf(collected, false, watched, watched)).toBeNull();
+    expect(restoreKindOf(collected, true, none, watched)).toBeNull();
+    // No restore on a new pod (the Notebook already was as the move wanted it): the
+    // kernel is still there.
+    expect(restoreKindOf({ ...collected, restore_report: null }, false, none, watched)).toBeNull();
+    expect(restoreKindOf({ ...collected, phase: 'recreating' }, false, none, watched)).toBeNull();
+    // Recoverable stays a recovery (the state was not restored on this pod).
+    expect(restoreKindOf({ ...rolledBack, restore_report: { ok: false } }, false, none, watched)).toBe(
+      'recover'
+    );
+  });
 });
 
 describe('describeRecovery', () => {

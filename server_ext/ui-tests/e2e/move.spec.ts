@@ -279,12 +279,34 @@ test.describe('a real move between pods (fake_gpu)', () => {
     await expect.poll(() => kernelOf(other), { timeout: 120000 }).toBe(await kernelOf(page));
     await recordToasts(other);
 
+    // This tab comes back after the other one, as a slower or background tab does: its
+    // first look at the new pod's record of the move is held until the other tab has
+    // collected the restore, after which the server no longer says
+    // `restored_on_server`. It watched the move: it still switches to the kernel that
+    // holds the state (it stayed on "No Kernel" once, in CI).
+    const otherCollected = async () =>
+      (await toastsSeen(other)).some(t => /Restored \d+ variable/.test(t));
+    let firstSeenOnTheNewPod: Record<string, unknown> | null = null;
+    await page.route(/\/api_extension\/migration(\?|$)/, async route => {
+      let response = await route.fetch();
+      const phase = (await response.json().catch(() => null))?.migration?.phase;
+      if (firstSeenOnTheNewPod === null && (phase === 'restoring' || phase === 'done')) {
+        await expect.poll(otherCollected, { timeout: MOVE_TIMEOUT }).toBe(true);
+        response = await route.fetch();
+        firstSeenOnTheNewPod = (await response.json()).migration;
+      }
+      // The page gives up on a poll after 5 s (and polls again): nothing to answer then.
+      await route.fulfill({ response }).catch(() => undefined);
+    });
+
     await page.menu.clickMenuItem('Kernel>Move to CPU');
     const restored = toast(page, /Restored \d+ variable/).filter({
       hasNotText: /\.ipynb: Moved/
     });
     await expect(restored).toBeVisible({ timeout: MOVE_TIMEOUT });
     await restored.hover();
+    expect(firstSeenOnTheNewPod).toMatchObject({ phase: 'done', restored_on_server: false });
+    await page.unroute(/\/api_extension\/migration(\?|$)/);
     await expect(podStatus(page)).toHaveText('CPU', { timeout: 60000 });
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
     const details = await restoreDetails(page, restored);
