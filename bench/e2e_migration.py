@@ -4,6 +4,7 @@ with the server extension, real kernels and kishu), the bench acting as the brow
 
     .venv/bin/python bench/e2e_migration.py [--runs 5] [--sizes 50,500] [--notebooks 1]
     .venv/bin/python bench/e2e_migration.py --sizes 50 --notebooks 1,2,4
+    .venv/bin/python bench/e2e_migration.py --notebook-env GPUSHIFT_WARM_KERNELS=0  # a feature off
 
 For each state size and number of open notebooks, one Notebook server is moved `--runs`
 times, GPU and CPU in turn, each time with fresh state of that size in every notebook's
@@ -177,11 +178,12 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
 
 
 async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
-                     runs: int, notebooks: int = 1) -> list[dict[str, float]]:
+                     runs: int, notebooks: int = 1,
+                     env: dict[str, str] | None = None) -> list[dict[str, float]]:
     namespace = f"bench-{mib}-{notebooks}-{uuid.uuid4().hex[:5]}"
     admin.core.create_namespace({"metadata": {"name": namespace}})
     results = []
-    with e2e.notebook(plane, admin, namespace, work / namespace) as nb:
+    with e2e.notebook(plane, admin, namespace, work / namespace, env=env) as nb:
         async with nb.user() as user:
             await user.wait_until_up(180)
             for path in notebook_paths(notebooks):
@@ -210,7 +212,11 @@ def main() -> int:
     ap.add_argument("--sizes", default="50,500", help="state sizes in MiB, comma-separated")
     ap.add_argument("--notebooks", default="1",
                     help="numbers of open notebooks, comma-separated (each with the state)")
+    ap.add_argument("--notebook-env", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable of the notebook container (repeatable), "
+                         "e.g. GPUSHIFT_WARM_KERNELS=0 to compare with a gpushift feature off")
     args = ap.parse_args()
+    env = dict(item.split("=", 1) for item in args.notebook_env)
     counts = [int(n) for n in args.notebooks.split(",")]
     if missing_binaries():
         print("control plane binaries missing: run hack/build-controlplane.sh", file=sys.stderr)
@@ -226,7 +232,7 @@ def main() -> int:
                                        "custom": client.CustomObjectsApi(api),
                                        "rbac": client.RbacAuthorizationV1Api(api)})
             hook = e2e.start_webhook(plane, work / "webhook")
-            table = {(mib, n): asyncio.run(bench_size(plane, admin, work, mib, args.runs, n))
+            table = {(mib, n): asyncio.run(bench_size(plane, admin, work, mib, args.runs, n, env))
                      for mib in sizes for n in counts}
         finally:
             if hook is not None:

@@ -11,6 +11,7 @@ from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.utils import url_path_join
 from traitlets import Float, Integer, Unicode, default
 
+from gpushift_jupyter import warm_kernels
 from gpushift_jupyter.background import BackgroundCheckpoints, BackgroundSettings
 from gpushift_jupyter.checkpoint_files import CONTENTS_EVENTS, CheckpointFiles
 from gpushift_jupyter.handlers import ROUTES
@@ -23,6 +24,7 @@ from gpushift_jupyter.services import Services
 from gpushift_jupyter.session_creation import serialize_session_creation
 from gpushift_jupyter.sidecar_client import SidecarClient
 from gpushift_jupyter.storage import StorageKeeper
+from gpushift_jupyter.warm_provisioner import use_when_warm
 
 URL_PREFIX = "api_extension"
 
@@ -98,6 +100,11 @@ class GpushiftExtension(ExtensionApp):
         # A browser reconnecting as the server's restore opens the same notebook gets
         # that session, not a second kernel beside it.
         serialize_session_creation(server.session_manager)
+        # A move arriving: the kernels of its restore start in the processes the start
+        # hook warmed (warm_kernels).
+        if use_when_warm(server.kernel_manager):
+            self.log.info("gpushift: %d warm kernel process(es) for the arriving move",
+                          warm_kernels.started_count)
         kernels = KernelRegistry(server.kernel_manager, server.session_manager,
                                  Path(server.root_dir))
         restorer = MoveRestorer(kernels, sidecar)
@@ -127,6 +134,8 @@ class GpushiftExtension(ExtensionApp):
                                              listener=files.on_contents_event)
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
+        if warm_kernels.started_count:  # the warm processes not used by then end
+            loop.call_later(warm_kernels.WARM_SECONDS + 10, warm_kernels.reap)
         self._tasks: list[asyncio.Task[None]] = []
         if self.activity_interval > 0:
             self._tasks.append(loop.create_task(

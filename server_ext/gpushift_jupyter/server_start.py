@@ -3,14 +3,16 @@ imported: the IRI grammar jupyter_events' jsonschema would build at import is bu
 its first use instead (`iri_grammar`): JupyterLab answered in 1.07 s instead of 2.24 s
 on every pod start (`bench/server_start.py`, 5 alternating runs on a 2-core machine);
 and JupyterLab's `node yarn.js config` starts at once, beside the server's imports,
-instead of in the middle of them (`yarn_config_prefetch`).
+instead of in the middle of them (`yarn_config_prefetch`); and on a pod a move is
+arriving at, the kernels its restore will start are warmed beside the server's start
+(`warm_kernels`).
 
 Run by the one-line `gpushift_jupyter_server_start.pth` the package installs into
 site-packages, in every Python process of the environment; the line only imports this
 module when the program's name contains "jupyter", and `run` acts only for the Jupyter
 server commands (`SERVER_COMMANDS`), never for kernels, `pip` or the user's scripts.
 `GPUSHIFT_DEFER_IRI_GRAMMAR=0` in the server's environment turns the first off,
-`GPUSHIFT_PREFETCH_YARN_CONFIG=0` the second.
+`GPUSHIFT_PREFETCH_YARN_CONFIG=0` the second, `GPUSHIFT_WARM_KERNELS=0` the third.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from gpushift_jupyter import iri_grammar, yarn_config_prefetch
+from gpushift_jupyter import iri_grammar, warm_kernels, yarn_config_prefetch
 
 SERVER_COMMANDS = frozenset({"jupyter-lab", "jupyter-server", "jupyter-notebook",
                              "jupyterhub-singleuser"})
@@ -48,4 +50,8 @@ def run(argv: list[str]) -> bool:
     if os.environ.get(PREFETCH_OPT_OUT_ENV, "1") != "0":
         with contextlib.suppress(Exception):
             yarn_config_prefetch.start()
+    # Once: site runs the .pth twice in a virtual environment whose lib64 links to lib.
+    if not warm_kernels.started_count:
+        with contextlib.suppress(Exception):  # GPUSHIFT_WARM_KERNELS=0 turns it off
+            warm_kernels.start_for_arriving_move()
     return deferred

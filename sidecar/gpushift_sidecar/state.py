@@ -242,10 +242,13 @@ class Migration:
         return data
 
     def summary(self) -> dict[str, Any]:
-        """The `migration` field of runtime-config.json (camelCase, like the file)."""
+        """The `migration` field of runtime-config.json (camelCase, like the file).
+        `notebooks`: how many notebooks' checkpoints the move carries (the new pod's
+        server warms a kernel for each as it starts)."""
         return {"id": self.id, "phase": self.phase.value, "target": self.target.value,
                 "reason": self.reason.value, "profile": self.profile, "error": self.error,
-                "active": self.active, "updatedAt": self.updated_at}
+                "active": self.active, "updatedAt": self.updated_at,
+                "notebooks": len(self.checkpoints)}
 
     def to_annotation(self) -> str:
         """Compact JSON for the Notebook annotation `gpushift.io/notebook-migration`

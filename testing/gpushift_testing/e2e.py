@@ -76,15 +76,17 @@ class NotebookUnderTest:
 
 @contextlib.contextmanager
 def notebook(plane: ControlPlane, admin: Any, namespace: str, tmp: Path, *,
-             name: str = "nb", gpu: bool = False) -> Iterator[NotebookUnderTest]:
+             name: str = "nb", gpu: bool = False,
+             env: dict[str, str] | None = None) -> Iterator[NotebookUnderTest]:
     """A Notebook (CPU, or GPU with the e2e profile) in `namespace` (opted in here),
-    run by a local pod runner behind a proxy; everything stopped at the end."""
+    run by a local pod runner behind a proxy; everything stopped at the end. `env`:
+    more environment variables of the notebook container."""
     demo_setup.opt_in_namespace(admin.core, namespace, create=False)
     access.profile_editor_token(admin.core, admin.rbac, namespace)
     workspace = tmp / f"{name}-workspace"
     demo_setup.create_workspace_claim(admin.core, namespace, f"{name}-workspace", workspace)
     token = uuid.uuid4().hex
-    body = demo_setup.notebook_body(name, f"{name}-workspace", token)
+    body = demo_setup.notebook_body(name, f"{name}-workspace", token, extra_env=env)
     if gpu:
         spec = body["spec"]["template"]["spec"]
         spec["containers"][0]["image"] = CUDA_IMAGE

@@ -75,6 +75,7 @@ def test_run_decides_by_the_program_name_and_never_raises(
 
     monkeypatch.setattr(server_start.iri_grammar, "defer", broken)
     monkeypatch.setattr(server_start.yarn_config_prefetch, "start", broken)
+    monkeypatch.setattr(server_start.warm_kernels, "start_for_arriving_move", broken)
     assert server_start.run(["jupyter-lab"]) is False
 
 

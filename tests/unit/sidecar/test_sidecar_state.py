@@ -142,6 +142,8 @@ def test_document_round_trip_and_annotation(env):
                                           "commit_id": "c-2"}]
     assert Migration.from_dict(data) == others
     assert [c.commit_id for c in others.checkpoints] == ["c-1", "c-2"]
+    # runtime-config.json's `migration` counts them: the new pod warms a kernel each.
+    assert (m.summary()["notebooks"], others.summary()["notebooks"]) == (1, 2)
     annotation = m.to_annotation()
     assert " " not in annotation
     assert json.loads(annotation) == {"id": m.id, "phase": "checkpointed", "target": "gpu",
