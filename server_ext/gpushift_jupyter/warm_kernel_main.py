@@ -1,6 +1,7 @@
 """A warm kernel process (see `warm_kernels`): `python -m gpushift_jupyter.warm_kernel_main
 SECONDS`. Imports what every kernel of a move imports first — ipykernel, and the
-libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...) — then waits on stdin
+libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...), at a lower priority
+than the server's start (`NICER_BY`) — then waits on stdin
 for one line: the kernel's `{"argv", "env", "cwd"}`. It takes that environment and folder
 and runs ipykernel as `python -m ipykernel_launcher ARGV` would. End of input, or nothing
 within SECONDS: it ends, and no kernel was ever there.
@@ -19,11 +20,21 @@ import json
 import os
 import select
 import sys
+import threading
 from pathlib import Path
 
 PRELOAD = ("numpy", "pandas", "dill", "xxhash", "sqlite3", "nbformat", "networkx")
 """What kishu's import in the kernel spends most of its time on (pandas alone about
 0.36 s, nbformat 0.13 s, networkx 0.10 s; `python -X importtime`)."""
+AT_OWN_PRIORITY = ("numpy",)
+"""Imported first, in the main thread at the process's priority: numpy's OpenBLAS starts
+its worker threads as it loads, and a thread keeps the nice value of the thread that
+started it, for the kernel's whole life."""
+NICER_BY = 10
+"""How much lower (Linux nice) the other imports run than the server: they take the CPU
+JupyterLab's start leaves idle instead of competing with it (total 3.84 -> 3.60 s p50
+of 18 interleaved moves; server_ext/README.md). Only their own thread, which
+ends before the kernel starts: the kernel's threads run at the server's priority."""
 
 
 def _wait_for_order(seconds: float) -> dict[str, object] | None:
@@ -33,13 +44,11 @@ def _wait_for_order(seconds: float) -> dict[str, object] | None:
     return order if isinstance(order, dict) else None
 
 
-def main(seconds: float) -> int:
-    # As ipykernel_launcher: the folder the program started in is not on sys.path while
-    # ipykernel loads (InteractiveShellApp.init_path adds the kernel's own back).
-    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
-        del sys.path[0]
-    before = dict(os.environ)
-    from ipykernel import kernelapp  # noqa: PLC0415 - after the path is set
+def _preload_nicer() -> None:
+    with contextlib.suppress(OSError):  # no lower priority: the imports still run
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + NICER_BY)
+    import ipykernel.kernelapp  # noqa: F401, PLC0415 - after the path is set
 
     from gpushift_jupyter import iri_grammar  # noqa: PLC0415
 
@@ -53,6 +62,23 @@ def main(seconds: float) -> int:
     finally:
         if grammar:
             iri_grammar.release()
+
+
+def main(seconds: float) -> int:
+    # As ipykernel_launcher: the folder the program started in is not on sys.path while
+    # ipykernel loads (InteractiveShellApp.init_path adds the kernel's own back).
+    if sys.path and (sys.path[0] == "" or Path(sys.path[0]) == Path.cwd()):
+        del sys.path[0]
+    before = dict(os.environ)
+    for name in AT_OWN_PRIORITY:
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+    preloading = threading.Thread(target=_preload_nicer, name="gpushift-warm-preload")
+    preloading.start()
+    preloading.join()
+    # Imported by then (here, should the thread have failed: the error is the kernel's).
+    from ipykernel import kernelapp  # noqa: PLC0415 - after the path is set
+
     # What the imports set in the environment (as they would have in the kernel), kept.
     set_by_imports = {k: v for k, v in os.environ.items() if before.get(k) != v}
     order = _wait_for_order(seconds)

@@ -28,8 +28,11 @@ from gpushift_jupyter import warm_kernels
 TOKEN = "warm-kernel-test-token"
 PROBE = ("import json, os, sys\n"
          "from ipykernel.kernelapp import IPKernelApp\n"
+         # The nice value of each of the kernel's threads (Linux: per thread).
+         "nice = sorted({os.getpriority(os.PRIO_PROCESS, int(t))"
+         " for t in os.listdir('/proc/self/task')})\n"
          "print(json.dumps({'pid': os.getpid(), 'cwd': os.getcwd(), 'path': sys.path,"
-         " 'env': dict(os.environ), 'preloaded': 'pandas' in sys.modules,"
+         " 'env': dict(os.environ), 'preloaded': 'pandas' in sys.modules, 'nice': nice,"
          " 'parent': IPKernelApp.instance().parent_handle}))")
 # The `migration` of the sidecar's runtime-config.json (`Migration.summary`): a move of
 # two notebooks arriving.
@@ -276,6 +279,10 @@ async def test_the_first_kernel_of_an_arriving_move_starts_in_the_warm_process(
     # It ends with the server as a cold kernel does (ipykernel's parent poller).
     assert seen["parent"] == cold_seen["parent"] == server.process.pid
     assert not cold_seen["preloaded"]
+    # Its imports ran at a lower priority, in a thread of their own: none of the
+    # kernel's threads kept it (numpy's OpenBLAS threads were started before).
+    assert seen["nice"] == cold_seen["nice"] == [os.getpriority(os.PRIO_PROCESS, 0)], (
+        seen["nice"], cold_seen["nice"])
     client.stop_channels()
     cold_client.stop_channels()
 
