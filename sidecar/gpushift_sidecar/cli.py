@@ -295,10 +295,6 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     writer = asyncio.create_task(sidecar.files.run())
-    # The client's typed APIs, imported off the event loop now that the probe can pass
-    # (the notebook container starts meanwhile): Events, pods and quotas need CoreV1.
-    warm = None if kube is None else asyncio.create_task(
-        kube.warm_up("core_v1", "custom_objects"))
     # On a CPU pod it only reads the Notebook's server type (moves are refused for one
     # kept off), then returns.
     idle = asyncio.create_task(sidecar.idle.run())
@@ -318,7 +314,6 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
         if activity is not None:  # then the pod's last word on its GPU work (bounded)
             await activity.stop()
         await _cancel(writer)
-        await _cancel(warm)
         await app_runner.cleanup()  # stop accepting; requests in flight finish
         await sidecar.close()
         if kube is not None:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-
-from kubernetes import client
+from typing import Any
 
 from gpushift_core.kube import KubeApi, KubeError
 from gpushift_core.patches import PatchBuilder
@@ -45,48 +44,50 @@ class CertificateObjects:
     async def read_secret(self, namespace: str, name: str) -> SecretData | None:
         """The Secret, or None when there is none."""
         try:
-            secret = await self.api.call(self.api.core_v1.read_namespaced_secret, name,
-                                         namespace)
+            secret = await self.api.read_json(self.api.core_v1.read_namespaced_secret, name,
+                                              namespace)
         except KubeError as exc:
             if exc.not_found:
                 return None
             raise
-        owners = tuple(ref.uid for ref in secret.metadata.owner_references or [])
-        return SecretData(dict(secret.data or {}), secret.metadata.resource_version, owners)
+        meta = secret.get("metadata") or {}
+        owners = tuple(str(ref.get("uid")) for ref in meta.get("ownerReferences") or [])
+        return SecretData(dict(secret.get("data") or {}), str(meta.get("resourceVersion")),
+                          owners)
 
     async def write_secret(self, namespace: str, name: str, data: dict[str, str],
                            resource_version: str | None, owner: Owner | None = None) -> None:
         """Create the Secret, or replace it if it still has `resource_version`
         (409 Conflict otherwise: another replica wrote first); owned by `owner` when
         given (no blockOwnerDeletion: it needs no permission on the owner)."""
-        values: dict[str, bytes | str] = dict(data)
-        references = None if owner is None else [client.V1OwnerReference(
-            api_version="admissionregistration.k8s.io/v1",
-            kind="MutatingWebhookConfiguration", name=owner.name, uid=owner.uid)]
-        body = client.V1Secret(
-            metadata=client.V1ObjectMeta(name=name, namespace=namespace,
-                                         resource_version=resource_version,
-                                         labels={"app.kubernetes.io/name": "gpushift",
-                                                 "app.kubernetes.io/component": "webhook"},
-                                         owner_references=references),
-            type="Opaque", data=values,
-        )
+        metadata: dict[str, Any] = {
+            "name": name, "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "gpushift",
+                       "app.kubernetes.io/component": "webhook"}}
+        if resource_version is not None:
+            metadata["resourceVersion"] = resource_version
+        if owner is not None:
+            metadata["ownerReferences"] = [{
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": "MutatingWebhookConfiguration", "name": owner.name, "uid": owner.uid}]
+        body = {"apiVersion": "v1", "kind": "Secret", "metadata": metadata, "type": "Opaque",
+                "data": dict(data)}
         if resource_version is None:
-            await self.api.call(self.api.core_v1.create_namespaced_secret, namespace, body,
-                                write=True)
+            await self.api.write_json(self.api.core_v1.create_namespaced_secret, namespace,
+                                      body)
         else:
-            await self.api.call(self.api.core_v1.replace_namespaced_secret, name, namespace,
-                                body, write=True)
+            await self.api.write_json(self.api.core_v1.replace_namespaced_secret, name,
+                                      namespace, body)
 
     async def read_ca_bundles(self, webhook_configuration: str
                               ) -> tuple[Owner, list[bytes]]:
         """The MutatingWebhookConfiguration (as the Secret's owner) and the caBundle of
         each of its webhooks."""
-        mwc = await self.api.call(self.api.admission_v1.read_mutating_webhook_configuration,
-                                  webhook_configuration)
-        owner = Owner(webhook_configuration, str(mwc.metadata.uid))
-        return owner, [base64.b64decode(w.client_config.ca_bundle or "")
-                       for w in mwc.webhooks or []]
+        mwc = await self.api.read_json(
+            self.api.admission_v1.read_mutating_webhook_configuration, webhook_configuration)
+        owner = Owner(webhook_configuration, str((mwc.get("metadata") or {}).get("uid")))
+        return owner, [base64.b64decode((w.get("clientConfig") or {}).get("caBundle") or "")
+                       for w in mwc.get("webhooks") or []]
 
     async def write_ca_bundle(self, webhook_configuration: str, bundle_b64: str) -> int:
         """Set caBundle on every webhook of the configuration; returns how many."""

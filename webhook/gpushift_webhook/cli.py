@@ -151,9 +151,6 @@ async def serve_forever(config: WebhookConfig, args: argparse.Namespace) -> None
         api = KubeApi.connect(args.kubeconfig, component="gpushift-guard",
                               instance=getattr(args, "guard_identity", ""), retry=PASS_RETRY,
                               list_from_cache=True)
-        # The client's typed APIs take ~0.6 s to import: in a worker thread, so that the
-        # reviews this replica already answers are not held up behind them.
-        await api.warm_up("core_v1", "custom_objects", "coordination_v1", "admission_v1")
     if args.self_managed_certs:
         settings = replace(_self_managed_settings(args), load_files=cert.reload)
         assert api is not None

@@ -26,7 +26,6 @@ shows it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import inspect
 import json
 import logging
@@ -41,6 +40,14 @@ from kubernetes import client
 from gpushift_core.kube.capacity_calls import CapacityCalls
 from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError, Unreachable
 from gpushift_core.kube.events import NOTEBOOK_API, notebook_event
+from gpushift_core.kube.rest import (
+    ADMISSION_V1,
+    COORDINATION_V1,
+    CORE_V1,
+    CUSTOM_OBJECTS,
+    JSON_PATCH,
+    RestApi,
+)
 from gpushift_core.kube.transport import Retry, call, configuration, stream
 from gpushift_core.patches import PatchBuilder
 
@@ -49,7 +56,6 @@ __all__ = ["NOTEBOOK_API", "BuildOps", "KubeApi", "PatchResult", "copied_to_pod"
 log = logging.getLogger("gpushift.kube")
 
 NOTEBOOKS = "notebooks"
-JSON_PATCH = "application/json-patch+json"
 RESOURCE_VERSION_PATH = "/metadata/resourceVersion"
 
 BuildOps = Callable[[dict[str, Any]], "list[dict[str, Any]] | Awaitable[list[dict[str, Any]]]"]
@@ -98,35 +104,13 @@ class KubeApi(CapacityCalls):
         self.component = component
         self.instance = instance
         self.host = host
-
-    # The typed APIs are made on first use: importing the client's CoreV1Api takes
-    # 0.45 s (its models are pydantic classes) and the admission API 0.1 s, which a
-    # new pod's sidecar paid before it could serve — on the path of every move.
-    # `warm_up` makes them off the event loop once the caller is serving.
-    @functools.cached_property
-    def core_v1(self) -> Any:
-        return client.CoreV1Api(self.api_client)
-
-    @functools.cached_property
-    def custom_objects(self) -> Any:
-        return client.CustomObjectsApi(self.api_client)
-
-    @functools.cached_property
-    def coordination_v1(self) -> Any:
-        return client.CoordinationV1Api(self.api_client)
-
-    @functools.cached_property
-    def admission_v1(self) -> Any:
-        return client.AdmissionregistrationV1Api(self.api_client)
-
-    async def warm_up(self, *apis: str) -> None:
-        """Make the typed APIs named (`core_v1`, ...) in a worker thread, so that their
-        first call does not import them on the event loop."""
-        def make() -> None:
-            for name in apis:
-                getattr(self, name)
-
-        await asyncio.to_thread(make)
+        self.core_v1 = RestApi(api_client, CORE_V1)
+        self.custom_objects = RestApi(api_client, CUSTOM_OBJECTS)
+        self.coordination_v1 = RestApi(api_client, COORDINATION_V1)
+        self.admission_v1 = RestApi(api_client, ADMISSION_V1)
+        """The API groups gpushift calls, under the typed APIs' names: plain JSON over
+        the ApiClient, not the client's typed APIs, whose import costs about 1 s of CPU
+        at every start (see `rest`)."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeApi:
@@ -307,8 +291,10 @@ class KubeApi(CapacityCalls):
         still at `resource_version`): preconditions the API checks, so a pod recreated
         under the same name, or one that changed since it was read, is left alone.
         True when this call deleted it; False when it was gone, another pod or changed."""
-        body = client.V1DeleteOptions(preconditions=client.V1Preconditions(
-            uid=uid, resource_version=resource_version))
+        preconditions = {"uid": uid}
+        if resource_version is not None:
+            preconditions["resourceVersion"] = resource_version
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": preconditions}
         try:
             await self.call(self.core_v1.delete_namespaced_pod, name, namespace, body=body,
                             write=True, _preload_content=False)
