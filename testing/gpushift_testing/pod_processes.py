@@ -209,8 +209,8 @@ def running(pid: int) -> bool:
 class LocalPod:
     plan: PodPlan
     log_dir: Path
-    # None: every periodSeconds of the probe, as the kubelet (an exec probe of the
-    # sidecar costs ~0.4 s of CPU: probing faster slows the sidecar's own start).
+    # None: every periodSeconds of the probe, as the kubelet (each exec probe is a
+    # process of its own: probing faster takes CPU from the sidecar's own start).
     probe_period: float | None = None
     processes: list[ContainerProcess] = field(default_factory=list)
     stopped: bool = False
@@ -230,6 +230,11 @@ class LocalPod:
 
     def container(self, name: str) -> ContainerProcess:
         return next(p for p in self.processes if p.plan.name == name)
+
+    @property
+    def probing(self) -> bool:
+        """An exec startup probe is running: its end should be seen at once."""
+        return any(p.probing is not None for p in self.processes)
 
     @property
     def main_started(self) -> bool:

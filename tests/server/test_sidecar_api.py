@@ -420,3 +420,25 @@ def test_a_waiting_probe_passes_as_soon_as_the_sidecar_is_ready(tmp_path):
     finally:
         waiting.kill()
         assert stop(running) == 0
+
+
+def test_the_probe_imports_the_standard_library_only(tmp_path):
+    """A probe is a process of its own each time, and a move's new notebook container
+    waits for it: it loads none of the server's modules (asyncio, aiohttp, the
+    Kubernetes client, gpushift's core but its version), nor http.client when the file
+    is there."""
+    runtime_dir = tmp_path / "run"
+    runtime_dir.mkdir()
+    (runtime_dir / "runtime-config.json").write_text("{}")
+    loaded = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\nfrom gpushift_sidecar import cli\n"
+         "try:\n    cli.main(['probe', '--port', '1'])\n"
+         "finally:\n    print(' '.join(sorted(sys.modules)))"],
+        env={**os.environ, "PYTHONPATH": str(SIDECAR_SRC),
+             "GPUSHIFT_RUNTIME_DIR": str(runtime_dir)},
+        capture_output=True, text=True, timeout=30, check=True).stdout.split()
+    heavy = {"asyncio", "aiohttp", "uvloop", "kubernetes", "gpushift_core.kube",
+             "gpushift_core.jsonlog", "http.client", "gpushift_sidecar.serve",
+             "gpushift_sidecar.env"}
+    assert heavy.isdisjoint(loaded), heavy & set(loaded)
