@@ -9,7 +9,8 @@ arriving at, the kernels its restore will start are warmed beside the server's s
 
 Run by the one-line `gpushift_jupyter_server_start.pth` the package installs into
 site-packages, in every Python process of the environment; the line only imports this
-module when the program's name contains "jupyter", and `run` acts only for the Jupyter
+module when the program's name starts with "jupyter-" or "jupyterhub-" (not in the
+`jupyter` launcher, which execs `jupyter-lab`), and `run` acts only for the Jupyter
 server commands (`SERVER_COMMANDS`), never for kernels, `pip` or the user's scripts.
 `GPUSHIFT_DEFER_IRI_GRAMMAR=0` in the server's environment turns the first off,
 `GPUSHIFT_PREFETCH_YARN_CONFIG=0` the second, `GPUSHIFT_WARM_KERNELS=0` the third.

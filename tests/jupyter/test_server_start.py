@@ -59,6 +59,14 @@ def test_other_programs_are_left_alone(tmp_path: Path, program: str) -> None:
     assert probe(tmp_path, program) == "built=True stand_in=False"
 
 
+def test_the_jupyter_launcher_does_not_even_import_the_hook(tmp_path: Path) -> None:
+    """`jupyter lab` is `jupyter`, which execs `jupyter-lab`: its 30 ms of the hook's
+    imports would only delay the server's start."""
+    source = "import sys; print('gpushift_jupyter.server_start' in sys.modules)"
+    assert probe(tmp_path, "jupyter", source) == "False"
+    assert probe(tmp_path, "jupyter-lab", source) == "True"
+
+
 def test_the_hook_can_be_turned_off(tmp_path: Path) -> None:
     assert probe(tmp_path, "jupyter-lab", GPUSHIFT_DEFER_IRI_GRAMMAR="0") == \
         "built=True stand_in=False"
