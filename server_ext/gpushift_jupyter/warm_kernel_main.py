@@ -1,6 +1,7 @@
 """A warm kernel process (see `warm_kernels`): `python -m gpushift_jupyter.warm_kernel_main
-SECONDS`. Imports what every kernel of a move imports first — ipykernel, and the
-libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...), at a lower priority
+SECONDS`. Imports what every kernel of a move imports first — ipykernel with its
+debugger, and the libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...), at
+a lower priority
 than the server's start (`NICER_BY`) — then waits on stdin
 for one line: the kernel's `{"argv", "env", "cwd"}`. It takes that environment and folder
 and runs ipykernel as `python -m ipykernel_launcher ARGV` would. End of input, or nothing
@@ -23,9 +24,12 @@ import sys
 import threading
 from pathlib import Path
 
-PRELOAD = ("numpy", "pandas", "dill", "xxhash", "sqlite3", "nbformat", "networkx")
+PRELOAD = ("numpy", "pandas", "dill", "xxhash", "sqlite3", "nbformat", "networkx",
+           "ipykernel.debugger", "psutil", "pdb")
 """What kishu's import in the kernel spends most of its time on (pandas alone about
-0.36 s, nbformat 0.13 s, networkx 0.10 s; `python -X importtime`)."""
+0.36 s, nbformat 0.13 s, networkx 0.10 s; `python -X importtime`), and what ipykernel
+imports as it makes the kernel, once the order came: its debugger (debugpy's pydevd,
+0.05 s of the kernel's 0.13 s `initialize`), psutil, pdb."""
 AT_OWN_PRIORITY = ("numpy",)
 """Imported first, in the main thread at the process's priority: numpy's OpenBLAS starts
 its worker threads as it loads, and a thread keeps the nice value of the thread that
