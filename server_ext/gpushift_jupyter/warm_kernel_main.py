@@ -1,9 +1,8 @@
 """A warm kernel process (see `warm_kernels`): `python -m gpushift_jupyter.warm_kernel_main
 SECONDS`. Imports what every kernel of a move imports first — ipykernel with its
 debugger, and the libraries kishu imports (`PRELOAD`: pandas, nbformat, networkx...), at
-a lower priority
-than the server's start (`NICER_BY`) — then waits on stdin
-for one line: the kernel's `{"argv", "env", "cwd"}`. It takes that environment and folder
+a lower priority than the server's start (`NICER_BY`) — then waits on stdin for one
+line: the kernel's `{"argv", "env", "cwd"}`. It takes that environment and folder
 and runs ipykernel as `python -m ipykernel_launcher ARGV` would. End of input, or nothing
 within SECONDS: it ends, and no kernel was ever there.
 

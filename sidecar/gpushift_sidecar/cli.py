@@ -78,7 +78,6 @@ def main(argv: list[str] | None = None, runner_factory: RunnerFactory | None = N
     return run_serve(args, runner_factory)
 
 
-
 def entry() -> NoReturn:
     """The `gpushift-sidecar` command: `main`, then out at once. When a pod is replaced
     its new pod waits for this process to end, and Python's own finalization (tearing

@@ -1,5 +1,9 @@
 """`gpushift-sidecar serve`: write runtime-config.json, then serve the loopback API and
-run the sidecar's loops until SIGTERM."""
+run the sidecar's loops until SIGTERM.
+
+The server's modules (uvloop, aiohttp, the Kubernetes client, the sidecar's service) are
+imported inside the functions, after `run_serve` wrote runtime-config.json: the
+notebook container starts on that file (the startup probe) while they load."""
 
 from __future__ import annotations
 
@@ -139,7 +143,7 @@ async def serve_forever(env: SidecarEnv, host: str, port: int,
                         startup: StartupFiles | None = None) -> int:
     """`startup`: what `write_startup_files` made as the process started (None: made
     and written here)."""
-    from aiohttp import web  # noqa: PLC0415 - see run_serve
+    from aiohttp import web  # noqa: PLC0415 - see the module's docstring
 
     from gpushift_sidecar.api import make_app  # noqa: PLC0415
     from gpushift_sidecar.gpu_busy import GpuActivityPublisher  # noqa: PLC0415

@@ -149,7 +149,3 @@ async def test_every_route_against_the_api_server(api: KubeApi, namespace: str,
     assert called == set(CORE_V1) | set(COORDINATION_V1) | set(ADMISSION_V1) | set(
         CUSTOM_OBJECTS)
 
-
-async def test_a_route_gpushift_does_not_have_is_an_attribute_error(api: KubeApi) -> None:
-    with pytest.raises(AttributeError, match="list_namespaced_secret: no route"):
-        _ = api.core_v1.list_namespaced_secret

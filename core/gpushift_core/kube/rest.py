@@ -30,8 +30,8 @@ from urllib.parse import quote
 
 from kubernetes.client.exceptions import ApiException
 
-__all__ = ["ADMISSION_V1", "COORDINATION_V1", "CORE_V1", "CUSTOM_OBJECTS", "RestApi", "Route",
-           "query_name"]
+__all__ = ["ADMISSION_V1", "COORDINATION_V1", "CORE_V1", "CUSTOM_OBJECTS", "JSON_PATCH",
+           "RestApi", "Route", "query_name"]
 
 JSON = "application/json"
 JSON_PATCH = "application/json-patch+json"
