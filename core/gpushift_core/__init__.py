@@ -6,8 +6,8 @@
   `spec_editor`: the field edits and record-keeping both directions share.
 - `pod_profile`: which GPU profile a pod runs on, from its spec.
 - `patches`: the one JSON Patch builder.
-- `kube`: the one Kubernetes client (Notebooks, pods, Events, Leases), its transport
-  and its errors.
+- `kube`: the one Kubernetes client (Notebooks, pods, Events, Leases), its connection
+  (ServiceAccount or kubeconfig, one urllib3 pool), its transport and its errors.
 - `labels`, `jsonlog`, `version`.
 
 The webhook (`gpushift_webhook`) and the sidecar (`gpushift_sidecar`) each build on this

@@ -125,7 +125,7 @@ def connect_kube(env: SidecarEnv, kubeconfig: str | None) -> tuple[KubeApi | Non
     try:
         return KubeApi.connect(kubeconfig, component="gpushift-sidecar", instance=env.pod_name,
                                host=env.node_name), ""
-    except Exception as exc:  # config.ConfigException, a broken file, a missing token
+    except Exception as exc:  # ConfigError (no pod, a broken kubeconfig), an unreadable CA
         problem = f"no Kubernetes API configuration: {exc}"
         log.warning("no Kubernetes API client; migrations will fail at the patch",
                   extra={"why": problem})

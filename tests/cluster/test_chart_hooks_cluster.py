@@ -284,7 +284,8 @@ def test_a_replica_outliving_its_configuration_leaves_no_secret(setup: Setup,
     settings = SelfManagedSettings(namespace=NAMESPACE, secret_name=secret_name,
                                    webhook_configuration=name, cert_dir=tmp_path,
                                    policy=RotationPolicy(dns_names=["outlived.test"]))
-    objects, seen = CertificateObjects(KubeApi(setup.raw)), OwnerSeen()
+    objects = CertificateObjects(KubeApi.connect(str(setup.plane.kubeconfig)))
+    seen = OwnerSeen()
     asyncio.run(reconcile_once(objects, settings, seen))
     uid = setup.admission.read_mutating_webhook_configuration(name).metadata.uid
     assert seen.owner is not None and seen.owner.uid == uid

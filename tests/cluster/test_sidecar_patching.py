@@ -15,6 +15,8 @@ those of test_sidecar_patching_concurrency.py and test_sidecar_patching_unreacha
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -32,10 +34,10 @@ from gpushift_testing.workloads import (
     node_kind,
     wait_running,
 )
-from kubernetes import client
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
-from gpushift_core.kube import KubeApi
+from gpushift_core.kube import KubeApi, KubeError, connection
+from gpushift_core.kube.connection import ApiError
 from gpushift_core.move_plan import MovePlan, plan_move
 from gpushift_webhook.config import WebhookConfig
 
@@ -213,21 +215,21 @@ async def test_the_sidecar_token_is_the_profile_editor_in_its_namespace_only(
     anyway, gpushift or not); outside it, nothing (tests/cluster/test_chart_cluster_release.py
     compares every grant through the authorizer)."""
     notebook("nb")
-    core, custom = client.CoreV1Api(sidecar.api_client), client.CustomObjectsApi(
-        sidecar.api_client)
-    core.list_namespaced_pod(namespace)
-    core.list_namespaced_secret(namespace)
-    custom.list_namespaced_custom_object(*NB, namespace, "notebooks")
+    notebooks = f"/apis/{NB[0]}/{NB[1]}"
+    get = sidecar.connection.request
+    for allowed in (f"/api/v1/namespaces/{namespace}/pods",
+                    f"/api/v1/namespaces/{namespace}/secrets",
+                    f"{notebooks}/namespaces/{namespace}/notebooks"):
+        assert get("GET", allowed).status == 200, allowed
     refused = {
-        "a pod of another namespace": lambda: core.read_namespaced_pod("x", "default"),
-        "Notebooks of all namespaces": lambda: custom.list_cluster_custom_object(
-            *NB, "notebooks"),
-        "nodes": core.list_node,
-        "namespaces": core.list_namespace,
+        "a pod of another namespace": "/api/v1/namespaces/default/pods/x",
+        "Notebooks of all namespaces": f"{notebooks}/notebooks",
+        "nodes": "/api/v1/nodes",
+        "namespaces": "/api/v1/namespaces",
     }
-    for what, call in refused.items():
-        with pytest.raises(client.ApiException) as err:
-            call()
+    for what, path in refused.items():
+        with pytest.raises(ApiError) as err:
+            get("GET", path)
         assert err.value.status == 403, what
     # What it needs works (the first test moves the notebook with it).
     assert (await sidecar.get_notebook(namespace, "nb"))["metadata"]["name"] == "nb"
@@ -237,27 +239,39 @@ async def test_in_cluster_config_is_the_pods_service_account_token(
         control_plane: ControlPlane, sidecar_kubeconfig: Callable[[str], Path],
         namespace: str, notebook: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """In the pod, connect() finds the token mount the webhook copies into the sidecar."""
-    from kubernetes.config import incluster_config
-
+    """In the pod, connect() finds the token mount the webhook copies into the sidecar,
+    and reads the token again as the kubelet rotates it."""
     notebook("nb")
     kubeconfig = yaml.safe_load(sidecar_kubeconfig(control_plane.server).read_text())
     mount = tmp_path / "serviceaccount"
     mount.mkdir()
     (mount / "token").write_text(kubeconfig["users"][0]["user"]["token"])
     (mount / "ca.crt").write_bytes(Path(control_plane.ca_file).read_bytes())
-    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(mount / "token"))
-    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(mount / "ca.crt"))
+    monkeypatch.setattr(connection, "SERVICE_ACCOUNT_DIR", str(mount))
     host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
     monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
     monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
     api = KubeApi.connect()
     try:
-        assert api.api_client.configuration.host == control_plane.server
+        assert api.connection.access.server == control_plane.server
         assert (await api.get_notebook(namespace, "nb"))["metadata"]["name"] == "nb"
-        with pytest.raises(client.ApiException) as err:  # it is the ServiceAccount
-            client.CoreV1Api(api.api_client).list_namespaced_pod("default")
+        with pytest.raises(ApiError) as err:  # it is the ServiceAccount
+            api.connection.request("GET", "/api/v1/namespaces/default/pods")
         assert err.value.status == 403
-        assert f"system:serviceaccount:{namespace}:{SA}" in str(err.value.body)
+        assert f"system:serviceaccount:{namespace}:{SA}" in err.value.body
     finally:
         api.close()
+    # The kubelet rotates the token in place: the file is read again after
+    # `token_reread_seconds` (a minute; here half a second), not at every request.
+    access = dataclasses.replace(connection.in_cluster(), token_reread_seconds=0.5)
+    rotating = KubeApi(connection.Connection(access))
+    try:
+        await rotating.get_notebook(namespace, "nb")
+        (mount / "token").write_text("rotated-and-no-longer-valid")
+        await rotating.get_notebook(namespace, "nb")  # the token read a moment ago holds
+        await asyncio.sleep(0.6)
+        with pytest.raises(KubeError) as refused:
+            await rotating.get_notebook(namespace, "nb")
+        assert refused.value.status == 401
+    finally:
+        rotating.close()

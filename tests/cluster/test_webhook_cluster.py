@@ -268,7 +268,7 @@ def test_self_managed_secret_and_ca_bundle_agree(gpushift, admin):
         "MutatingWebhookConfiguration", RELEASE, mwc.metadata.uid)
 
 
-def test_the_tls_secret_goes_with_its_webhook_configuration(admin, tmp_path):
+def test_the_tls_secret_goes_with_its_webhook_configuration(admin, control_plane, tmp_path):
     """A webhook configuration of its own and the webhook's certificate pass against it:
     the Secret it writes is owned by the configuration, so deleting the configuration
     (as `helm uninstall` does) makes Kubernetes' garbage collector delete the Secret,
@@ -293,7 +293,7 @@ def test_the_tls_secret_goes_with_its_webhook_configuration(admin, tmp_path):
     settings = SelfManagedSettings(namespace=NAMESPACE, secret_name=secret_name,
                                    webhook_configuration=name, cert_dir=tmp_path,
                                    policy=RotationPolicy(dns_names=["gc.test"]))
-    objects = CertificateObjects(KubeApi(admin.raw))
+    objects = CertificateObjects(KubeApi.connect(str(control_plane.kubeconfig)))
     try:
         admin.core.create_namespaced_secret(NAMESPACE, {  # written before owners existed
             "metadata": {"name": secret_name}, "type": "Opaque"})

@@ -1,8 +1,9 @@
 """The import rules between components, as contracts (`[tool.importlinter]` in
 pyproject.toml) checked by import-linter over the real import graph: the notebook side
 imports nothing of the cluster side; the webhook and the sidecar never import each
-other, only the core; no product package imports the test harness; pure decision
-modules reach no I/O module, directly or through another module.
+other, only the core; no product package imports the test harness; the cluster side
+does not import the official Kubernetes client; pure decision modules reach no I/O
+module, directly or through another module.
 
 The second test proves the check bites: it copies the packages, adds one forbidden
 import per contract and expects each contract to be reported broken."""
@@ -25,7 +26,7 @@ PACKAGES = {
     "gpushift_jupyter": ROOT / "server_ext",
     "gpushift_testing": ROOT / "testing",
 }
-CONTRACTS = 6
+CONTRACTS = 7
 
 
 def lint_imports(cwd: Path, path: list[Path]) -> subprocess.CompletedProcess[str]:
@@ -57,6 +58,9 @@ VIOLATIONS = [
     ("gpushift_certs/issue.py", "import gpushift_testing.pki",
      "No product package imports the test harness",
      "gpushift_certs.issue -> gpushift_testing.pki"),
+    ("gpushift_webhook/cert_objects.py", "from kubernetes import client",
+     "The cluster side does not import the official Kubernetes client",
+     "gpushift_webhook.cert_objects -> kubernetes"),
     ("gpushift_sidecar/migration_steps.py", "import sqlite3",
      "Pure decisions reach no I/O module",
      "gpushift_sidecar.migration_steps -> sqlite3"),

@@ -1,6 +1,6 @@
 """gpushift_core.kube against a real local HTTP server that misbehaves as an API server
 does in an outage -- refuses, drops or resets connections, never answers, cuts a body,
-answers 503 or garbage -- with the real Kubernetes client and urllib3 underneath (no
+answers 503 or garbage -- with the real connection and urllib3 underneath (no
 mocks of the client): every failure is a `KubeError` (`Unreachable` for a read,
 `MaybeSent` for a write that may have landed), within the call's timeouts, and the
 event loop keeps running meanwhile. Also the paged Notebook list from the watch cache."""
@@ -19,9 +19,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from kubernetes import client
 
 from gpushift_core.kube import KubeApi, KubeError, MaybeSent, Retry, Unreachable
+from gpushift_core.kube.connection import ClusterAccess, Connection
 
 QUICK = Retry(deadline_seconds=0, connect_timeout_seconds=1, read_timeout_seconds=0.4)
 """One try, short timeouts (as the webhook's loops call)."""
@@ -107,12 +107,8 @@ def server() -> Iterator[ApiServer]:
     srv.server_close()
 
 
-def api_for(url: str, retry: Retry, *, urllib3_retries: bool = False,
-            **kwargs: Any) -> KubeApi:
-    cfg = client.Configuration(host=url)
-    if not urllib3_retries:
-        cfg.retries = False  # as gpushift_core.kube.transport.configuration sets it
-    return KubeApi(client.ApiClient(cfg), retry=retry, **kwargs)
+def api_for(url: str, retry: Retry, **kwargs: Any) -> KubeApi:
+    return KubeApi(Connection(ClusterAccess(server=url)), retry=retry, **kwargs)
 
 
 def closed_port() -> str:
@@ -188,16 +184,6 @@ async def test_a_body_cut_or_stalled_midway_is_unreachable_within_the_timeout(se
     with pytest.raises(Unreachable):
         await api.get_pod("ns", "p")
     assert time.monotonic() - started < 2
-
-
-async def test_urllib3s_own_retries_end_in_max_retry_error_which_is_unwrapped(server):
-    server.modes = [("hang", None)]
-    api = api_for(server.url, QUICK, urllib3_retries=True)
-    with pytest.raises(Unreachable, match="ReadTimeoutError"):
-        await api.get_notebook("ns", "nb")
-    api = api_for(closed_port(), QUICK, urllib3_retries=True)
-    with pytest.raises(Unreachable, match="NewConnectionError"):
-        await api.get_pod("ns", "p")
 
 
 async def test_garbage_and_refusals(server):

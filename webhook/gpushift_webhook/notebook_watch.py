@@ -188,7 +188,7 @@ class WatchedApi(KubeApi):
     while it follows the API (no request), else lists as `KubeApi` does."""
 
     def __init__(self, api: KubeApi, store: NotebookStore) -> None:
-        super().__init__(api.api_client, retry=api.retry, component=api.component,
+        super().__init__(api.connection, retry=api.retry, component=api.component,
                          instance=api.instance, host=api.host,
                          list_from_cache=api.list_from_cache, page_size=api.page_size)
         self.store = store

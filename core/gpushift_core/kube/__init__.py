@@ -1,5 +1,7 @@
-"""The one Kubernetes client of the cluster side (`client.KubeApi`), its transport
-(timeouts, backoff) and its errors, which carry the API's Status."""
+"""The one Kubernetes client of the cluster side (`client.KubeApi`), its connection
+(`connection`: the pod's ServiceAccount or a kubeconfig, one urllib3 pool; the official
+`kubernetes` package is not used), its transport (timeouts, backoff) and its errors,
+which carry the API's Status."""
 
 from gpushift_core.kube.client import (
     NOTEBOOK_API,

@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import jsonpatch
-from kubernetes import client
 
 from gpushift_core.kube.capacity_calls import CapacityCalls
+from gpushift_core.kube.connection import Connection, cluster_access
 from gpushift_core.kube.errors import KubeError, MaybeSent, PatchConflictError, Unreachable
 from gpushift_core.kube.events import NOTEBOOK_API, notebook_event
 from gpushift_core.kube.rest import (
@@ -48,7 +48,7 @@ from gpushift_core.kube.rest import (
     JSON_PATCH,
     RestApi,
 )
-from gpushift_core.kube.transport import Retry, call, configuration, stream
+from gpushift_core.kube.transport import Retry, call, stream
 from gpushift_core.patches import PatchBuilder
 
 __all__ = ["NOTEBOOK_API", "BuildOps", "KubeApi", "PatchResult", "copied_to_pod"]
@@ -87,7 +87,7 @@ class PatchResult:
 
 
 class KubeApi(CapacityCalls):
-    def __init__(self, api_client: Any, *, retry: Retry | None = None,
+    def __init__(self, connection: Connection, *, retry: Retry | None = None,
                  component: str = "gpushift", instance: str = "", host: str = "",
                  list_from_cache: bool = False, page_size: int = 500) -> None:
         """`component`, `instance` (the pod) and `host` (the node) sign the Events and
@@ -99,26 +99,26 @@ class KubeApi(CapacityCalls):
             raise ValueError("page_size must be at least 1")
         self.list_from_cache = list_from_cache
         self.page_size = page_size
-        self.api_client = api_client
+        self.connection = connection
         self.retry = retry or Retry()
         self.component = component
         self.instance = instance
         self.host = host
-        self.core_v1 = RestApi(api_client, CORE_V1)
-        self.custom_objects = RestApi(api_client, CUSTOM_OBJECTS)
-        self.coordination_v1 = RestApi(api_client, COORDINATION_V1)
-        self.admission_v1 = RestApi(api_client, ADMISSION_V1)
-        """The API groups gpushift calls, under the typed APIs' names: plain JSON over
-        the ApiClient, not the client's typed APIs, whose import costs about 1 s of CPU
-        at every start (see `rest`)."""
+        self.core_v1 = RestApi(connection, CORE_V1)
+        self.custom_objects = RestApi(connection, CUSTOM_OBJECTS)
+        self.coordination_v1 = RestApi(connection, COORDINATION_V1)
+        self.admission_v1 = RestApi(connection, ADMISSION_V1)
+        """The API groups gpushift calls, under the official client's typed APIs'
+        names: plain JSON over `connection` (see `rest`)."""
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, **kwargs: Any) -> KubeApi:
-        """In a pod: its ServiceAccount; else a kubeconfig file (see `configuration`)."""
-        return cls(client.ApiClient(configuration(kubeconfig)), **kwargs)
+        """`kubeconfig` when given; in a pod, its ServiceAccount (the token re-read as
+        the kubelet rotates it); else the default kubeconfig (`connection.cluster_access`)."""
+        return cls(Connection(cluster_access(kubeconfig)), **kwargs)
 
     def close(self) -> None:
-        self.api_client.close()
+        self.connection.close()
 
     async def call(self, fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
         """One API call of this client's `retry` (see `transport.call`)."""

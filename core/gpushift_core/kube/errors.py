@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any, Self
 
-from kubernetes.client.exceptions import ApiException
+from gpushift_core.kube.connection import ApiError
 
 __all__ = ["KubeError", "MaybeSent", "PatchConflictError", "Unreachable"]
 
@@ -24,7 +24,7 @@ class KubeError(Exception):
         self.details: dict[str, Any] = dict(details or {})
 
     @classmethod
-    def from_api(cls, exc: ApiException) -> Self:
+    def from_api(cls, exc: ApiError) -> Self:
         try:
             body = json.loads(exc.body or "{}")
         except ValueError:

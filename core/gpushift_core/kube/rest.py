@@ -1,5 +1,5 @@
-"""The REST calls the cluster side makes, as plain JSON through the official client's
-`ApiClient`, without its typed APIs.
+"""The REST calls the cluster side makes, as plain JSON over `connection.Connection`,
+named as the official client's typed APIs name them.
 
 The typed APIs of the client (kubernetes 35 and later) are pydantic-validated classes:
 making `CoreV1Api` costs about 0.75 s of CPU and `CustomObjectsApi` 0.2 s, at every start
@@ -8,16 +8,17 @@ pod started, beside JupyterLab's own start on the same cores (1.5 s of the sidec
 CPU in the 2.4 s from the notebook container's start to the server's extensions loading,
 measured on the local cluster), and under the sidecar's 250m CPU limit that is seconds
 of a throttled start. Everything gpushift reads or writes is plain JSON anyway
-(`KubeApi.read_json`), so the typed models bought nothing.
+(`KubeApi.read_json`), so the typed models bought nothing; the client's package is not
+used at all any more (see `connection`).
 
 A `RestApi` offers the methods gpushift calls under the typed APIs' names, with their
 positional parameters in the same order, so call sites and `transport` (which calls
 them in a worker thread, `_preload_content`, `_request_timeout`, `watch=True`) read as
 with the typed client: `api.core_v1.read_namespaced_pod(name, namespace)`. Keyword
 arguments are the query (`label_selector` → `labelSelector`, `_continue` → `continue`);
-a non-2xx answer raises the client's `ApiException` exactly as the typed API does (so
-`KubeError.from_api` reads its Status). A method gpushift does not call is an
-AttributeError: add its route here.
+a non-2xx answer raises `connection.ApiError`, which carries the API's Status as the
+typed API's `ApiException` did (`KubeError.from_api` reads it). A method gpushift does
+not call is an AttributeError: add its route here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from kubernetes.client.exceptions import ApiException
+from gpushift_core.kube.connection import Connection
 
 __all__ = ["ADMISSION_V1", "COORDINATION_V1", "CORE_V1", "CUSTOM_OBJECTS", "JSON_PATCH",
            "RestApi", "Route", "query_name"]
@@ -113,10 +114,10 @@ def query_name(keyword: str) -> str:
 
 
 class RestApi:
-    """The methods of `routes` over `api_client` (see the module's docstring)."""
+    """The methods of `routes` over `connection` (see the module's docstring)."""
 
-    def __init__(self, api_client: Any, routes: Mapping[str, Route]) -> None:
-        self.api_client = api_client
+    def __init__(self, connection: Connection, routes: Mapping[str, Route]) -> None:
+        self.connection = connection
         self.routes = routes
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
@@ -134,7 +135,8 @@ class RestApi:
                 _request_timeout: Any = None, _content_type: str | None = None,
                 body: Any = None, **query: Any) -> Any:
         """Send one request: the answer's JSON, or with `_preload_content=False` the
-        urllib3 response, its body unread (a watch is read as it comes)."""
+        urllib3 response, its body unread (a watch is read as it comes). A non-2xx
+        answer raises `ApiError`."""
         count = len(route.params)
         if len(args) > count + 1 or (len(args) == count + 1 and body is not None):
             raise TypeError(f"{route.method} {route.path}: too many arguments")
@@ -147,20 +149,16 @@ class RestApi:
         path = route.path.format(**{name: quote(str(value), safe="")
                                     for name, value in zip(route.params, args, strict=False)})
         headers = {"Accept": JSON}
+        data = None
         if body is not None:
             headers["Content-Type"] = _content_type or (
                 JSON_PATCH if route.method == "PATCH" else JSON)
+            data = json.dumps(body).encode()
         params = [(query_name(key), value) for key, value in query.items()
                   if value is not None]
-        serialized = self.api_client.param_serialize(
-            method=route.method, resource_path=path, query_params=params,
-            header_params=headers, body=body, auth_settings=["BearerToken"])
-        response = self.api_client.call_api(*serialized, _request_timeout=_request_timeout)
-        if not 200 <= response.status <= 299:
-            response.read()
-            # As the typed API does: the error carries the API's Status in its body.
-            raise ApiException.from_response(http_resp=response, body=None, data=None)
+        response = self.connection.request(route.method, path, query=params, body=data,
+                                           headers=headers, timeout=_request_timeout,
+                                           preload=_preload_content)
         if not _preload_content:
-            return response.response
-        response.read()
+            return response
         return json.loads(response.data) if response.data else None

@@ -1,6 +1,6 @@
 """How every Kubernetes API call is made: off the event loop, with timeouts and backoff.
 
-The official client is synchronous; each call runs in a worker thread
+The connection (`connection.Connection`) is synchronous; each call runs in a worker thread
 (asyncio.to_thread) so the caller's event loop keeps answering. Every call has a connect
 and a read timeout. While the API cannot be reached (no connection, a timeout, 429 or
 503) the call is tried again with exponential backoff until `Retry.deadline_seconds`;
@@ -10,8 +10,10 @@ KubeError` covers an apiserver outage too. A request that may have reached the s
 repeating is harmless: reads and Events. A write raises `MaybeSent` instead, and the
 caller checks whether it landed. A body read separately (`_preload_content=False`) is
 read in the worker thread too, so a body cut or stalled midway is a transport error of
-the call, under its read timeout (urllib3's `ProtocolError`, `ReadTimeoutError`,
-`MaxRetryError` and refused connections alike: `tests/unit/test_kube_transport_sockets.py`).
+the call, under its read timeout (urllib3's `ProtocolError`, `ReadTimeoutError` and
+refused connections alike: `tests/unit/test_kube_transport_sockets.py`). The connection
+makes no retries of its own (`retries=False`: urllib3 raises the failure itself, not a
+`MaxRetryError`); the backoff here is the only one.
 """
 
 from __future__ import annotations
@@ -29,12 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
 
+from gpushift_core.kube.connection import ApiError
 from gpushift_core.kube.errors import KubeError, MaybeSent, Unreachable
 
-__all__ = ["Retry", "call", "configuration", "stream"]
+__all__ = ["Retry", "call", "stream"]
 
 log = logging.getLogger("gpushift.kube")
 
@@ -60,25 +61,6 @@ class Retry:
     """How long one try waits for the answer."""
 
 
-def configuration(kubeconfig: str | None = None) -> client.Configuration:
-    """In a pod: its ServiceAccount (in-cluster config, which re-reads the rotated token);
-    else a kubeconfig file (`kubeconfig`, or the default one). Nothing global is set."""
-    cfg = client.Configuration()
-    if kubeconfig:
-        config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=kubeconfig, client_configuration=cfg, persist_config=False)
-    else:
-        try:
-            config.load_incluster_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg)
-        except config.ConfigException:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                client_configuration=cfg, persist_config=False)
-    # The backoff in `call` replaces urllib3's immediate retries.
-    cfg.retries = False
-    return cfg
-
-
 async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
     """Run one API call in a thread, retrying while the API cannot be reached.
 
@@ -92,7 +74,7 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
     while True:
         try:
             return await asyncio.to_thread(_invoke, fn, args, kwargs)
-        except ApiException as exc:
+        except ApiError as exc:
             error = KubeError.from_api(exc)
             if error.status in _UNSURE_STATUSES and write:
                 raise MaybeSent(f"{error.status} {error.reason}") from None
@@ -100,10 +82,9 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
                 raise error from None
             failure: KubeError = error if error.status else Unreachable(error.reason)
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
-            cause = _cause(exc)
-            if write and not _not_sent(cause):
-                raise MaybeSent(f"{type(cause).__name__}: {cause}") from exc
-            failure = Unreachable(f"{type(cause).__name__}: {cause}")
+            if write and not _not_sent(exc):
+                raise MaybeSent(f"{type(exc).__name__}: {exc}") from exc
+            failure = Unreachable(f"{type(exc).__name__}: {exc}")
         if loop.time() + delay > deadline:
             raise failure
         log.warning("Kubernetes API: %s; retrying in %.1fs", failure, delay)
@@ -186,10 +167,9 @@ def as_kube_error(exc: BaseException) -> KubeError:
     """A failure of the client or the transport as a `KubeError`."""
     if isinstance(exc, KubeError):
         return exc
-    if isinstance(exc, ApiException):
+    if isinstance(exc, ApiError):
         return KubeError.from_api(exc)
-    cause = _cause(exc)
-    return Unreachable(f"{type(cause).__name__}: {cause}")
+    return Unreachable(f"{type(exc).__name__}: {exc}")
 
 
 def _invoke(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -202,12 +182,6 @@ def _invoke(fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
             result, urllib3.response.BaseHTTPResponse):
         _ = result.data  # cached on the response for the caller
     return result
-
-
-def _cause(exc: BaseException) -> BaseException:
-    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
-        return exc.reason
-    return exc
 
 
 def _not_sent(exc: BaseException) -> bool:

@@ -7,11 +7,11 @@ import datetime as dt
 import json
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
 from sidecar_environ import make_environ
 
 from gpushift_core.admin_settings import GpuProfile, ImagePair
 from gpushift_core.kube import Retry
+from gpushift_core.kube.connection import ApiError
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.migration_steps import (
     Mirror,
@@ -59,11 +59,10 @@ def notebook_cr() -> dict[str, Any]:
 
 
 
-def status(code: int, reason: str, message: str) -> ApiException:
-    exc = ApiException(status=code, reason=reason)
-    exc.body = json.dumps({"kind": "Status", "reason": reason, "message": message,
-                           "code": code, "details": {"name": "my-notebook"}})
-    return exc
+def status(code: int, reason: str, message: str) -> ApiError:
+    return ApiError(code, reason, json.dumps({
+        "kind": "Status", "reason": reason, "message": message, "code": code,
+        "details": {"name": "my-notebook"}}))
 
 
 

@@ -9,20 +9,20 @@ from typing import Any
 
 import pytest
 import urllib3
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from gpushift_core import kube
 from gpushift_core.kube import KubeApi, KubeError, PatchConflictError, Retry, Unreachable
+from gpushift_core.kube.connection import ApiError, ClusterAccess, Connection
 from gpushift_core.patches import apply
 
+# The fake replaces the API groups: nothing is ever sent here.
+NOWHERE = Connection(ClusterAccess(server="http://127.0.0.1:1"))
 FAST = Retry(deadline_seconds=2.0, initial_seconds=0.01, max_seconds=0.02)
 
 
 def refused() -> Exception:
     pool = urllib3.HTTPSConnectionPool("127.0.0.1", 1)
-    return urllib3.exceptions.MaxRetryError(
-        pool, "/", urllib3.exceptions.NewConnectionError(pool, "Connection refused"))
+    return urllib3.exceptions.NewConnectionError(pool, "Connection refused")  # type: ignore[arg-type]
 
 
 def lost() -> Exception:
@@ -30,11 +30,9 @@ def lost() -> Exception:
                                             ConnectionResetError("reset by peer"))
 
 
-def status(code: int, body: dict[str, Any] | None = None) -> ApiException:
-    exc = ApiException(status=code, reason="Reason")
-    exc.body = json.dumps(body or {"kind": "Status", "reason": "Reason", "message": "m",
-                                   "code": code})
-    return exc
+def status(code: int, body: dict[str, Any] | None = None) -> ApiError:
+    return ApiError(code, "Reason", json.dumps(
+        body or {"kind": "Status", "reason": "Reason", "message": "m", "code": code}))
 
 
 class FakeNotebooks:
@@ -85,7 +83,7 @@ def fake() -> FakeNotebooks:
 
 @pytest.fixture
 def api(fake: FakeNotebooks) -> KubeApi:
-    api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST,
+    api = KubeApi(NOWHERE, retry=FAST,
                   component="gpushift-sidecar")
     api.custom_objects = fake  # type: ignore[assignment]
     return api
@@ -121,7 +119,7 @@ async def test_refusals_are_not_retried(api, fake):
 
 
 async def test_unreachable_after_the_deadline(fake):
-    api = KubeApi(client.ApiClient(client.Configuration()),
+    api = KubeApi(NOWHERE,
                   retry=Retry(deadline_seconds=0.2, initial_seconds=0.05, max_seconds=0.05),
                   component="gpushift-sidecar")
     api.custom_objects = fake  # type: ignore[assignment]
@@ -209,8 +207,7 @@ async def test_annotations_that_would_restart_the_pod_are_refused(api, fake):
 
 
 def test_error_from_a_body_that_is_not_json():
-    exc = ApiException(status=502, reason="Bad Gateway")
-    exc.body = "<html>upstream connect error</html>"
+    exc = ApiError(502, "Bad Gateway", "<html>upstream connect error</html>")
     err = KubeError.from_api(exc)
     assert (err.status, err.reason, err.details) == (502, "Bad Gateway", {})
     assert "upstream connect error" in err.message

@@ -12,8 +12,6 @@ import time
 import types
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 from migration_fixtures import (
     FAST,
     GPU,
@@ -26,6 +24,7 @@ from migration_fixtures import (
 )
 
 from gpushift_core.kube import KubeApi
+from gpushift_core.kube.connection import ApiError, ClusterAccess, Connection
 from gpushift_core.patches import apply
 from gpushift_sidecar.api import make_app
 from gpushift_sidecar.api_requests import NamedCheckpoints, RestoreReport
@@ -60,7 +59,7 @@ class FakeServer:
         self.pod_uid = pod_uid
         self.patches: list[list[dict[str, Any]]] = []
         self.events: list[dict[str, Any]] = []
-        self.refuse_patch: ApiException | None = None
+        self.refuse_patch: ApiError | None = None
         self.patch_delay = 0.0
 
     # CustomObjectsApi
@@ -105,7 +104,8 @@ class FakeServer:
 
 
 def kube_for(server: FakeServer) -> KubeApi:
-    api = KubeApi(client.ApiClient(client.Configuration()), retry=FAST, instance="pod-0")
+    api = KubeApi(Connection(ClusterAccess(server="http://127.0.0.1:1")), retry=FAST,
+                  instance="pod-0")
     api.custom_objects = server  # type: ignore[assignment]
     api.core_v1 = server  # type: ignore[assignment]
     return api
