@@ -99,7 +99,7 @@ def main() -> None:
         for run in range(args.runs):
             for name in ("sidecar", "baseline"):
                 port = free_port()
-                runtime, workspace = work / f"runtime-{run}", work / "workspace"
+                runtime, workspace = work / f"runtime-{name}-{run}", work / "workspace"
                 runtime.mkdir()
                 workspace.mkdir(exist_ok=True)
                 if name == "sidecar":
