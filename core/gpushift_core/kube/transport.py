@@ -39,8 +39,9 @@ __all__ = ["Retry", "call", "stream"]
 
 log = logging.getLogger("gpushift.kube")
 
-# Retried for any call: the request never reached the API, or the API refused to take it.
-_RETRY_STATUSES = frozenset({0, 429, 503})
+# Retried for any call: the API refused to take the request (a failure to reach it is a
+# transport error, below).
+_RETRY_STATUSES = frozenset({429, 503})
 # Also retried for reads and Events; for a write the outcome is unknown.
 _UNSURE_STATUSES = frozenset({500, 502, 504})
 
@@ -80,7 +81,7 @@ async def call(retry: Retry, fn: Any, *args: Any, write: bool = False, **kwargs:
                 raise MaybeSent(f"{error.status} {error.reason}") from None
             if error.status not in _RETRY_STATUSES | _UNSURE_STATUSES:
                 raise error from None
-            failure: KubeError = error if error.status else Unreachable(error.reason)
+            failure: KubeError = error
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             if write and not _not_sent(exc):
                 raise MaybeSent(f"{type(exc).__name__}: {exc}") from exc
