@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import ipaddress
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from cryptography import x509
@@ -54,19 +56,6 @@ def make_pki(d: Path) -> Pki:
         path.write_bytes(c.public_bytes(serialization.Encoding.PEM))
         return path
 
-    def usage(*, cert_sign: bool) -> x509.KeyUsage:
-        return x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=False,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=cert_sign,
-            crl_sign=cert_sign,
-            encipher_only=False,
-            decipher_only=False,
-        )
-
     def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
         key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
@@ -79,42 +68,15 @@ def make_pki(d: Path) -> Pki:
             .not_valid_before(now)
             .not_valid_after(until)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(usage(cert_sign=True), critical=True)
+            .add_extension(_usage(cert_sign=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
             .sign(key, hashes.SHA256())
         )
         return key, cert
 
-    def issue(
-        ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
-        cn: str,
-        eku: x509.ObjectIdentifier,
-        sans: list[x509.GeneralName] | None = None,
-    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-        ca_key, ca_cert = ca
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now)
-            .not_valid_after(until)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(usage(cert_sign=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([eku]), False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-            )
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
-        return key, builder.sign(ca_key, hashes.SHA256())
-
     ca = make_ca("gpushift-test-ca")
-    srv_key, srv_cert = issue(
-        ca,
+    srv_key, srv_cert = _issue(
+        ca, now, until,
         "kube-apiserver",
         ExtendedKeyUsageOID.SERVER_AUTH,
         [
@@ -128,7 +90,8 @@ def make_pki(d: Path) -> Pki:
         ],
     )
     fp_ca = make_ca("gpushift-test-front-proxy-ca")
-    fp_key, fp_cert = issue(fp_ca, "front-proxy-client", ExtendedKeyUsageOID.CLIENT_AUTH)
+    fp_key, fp_cert = _issue(fp_ca, now, until, "front-proxy-client",
+                             ExtendedKeyUsageOID.CLIENT_AUTH)
     sa_key = ec.generate_private_key(ec.SECP256R1())
     sa_pub = d / "sa.pub"
     sa_pub.write_bytes(
@@ -147,6 +110,67 @@ def make_pki(d: Path) -> Pki:
         front_proxy_client_cert=write_cert(fp_cert, "front-proxy-client.crt"),
         front_proxy_client_key=write_key(fp_key, "front-proxy-client.key"),
     )
+
+
+def _usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _issue(
+    ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate],
+    now: dt.datetime,
+    until: dt.datetime,
+    cn: str,
+    eku: x509.ObjectIdentifier,
+    sans: list[x509.GeneralName] | None = None,
+) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A leaf certificate for `cn` (a key of its own), signed by `ca`."""
+    ca_key, ca_cert = ca
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(until)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([eku]), False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
+        )
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), False)
+    return key, builder.sign(ca_key, hashes.SHA256())
+
+
+def client_certificate(ca_cert: Path, ca_key: Path, user: str) -> tuple[bytes, bytes]:
+    """(certificate, key) as PEM: a client certificate for `user`, valid for an hour,
+    signed by the CA the API server trusts for clients (`Pki.ca_cert`/`ca_key`)."""
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{ca_key}: not the EC key make_pki writes")
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+    ca = (key, x509.load_pem_x509_certificate(ca_cert.read_bytes()))
+    leaf_key, leaf = _issue(ca, now, now + dt.timedelta(hours=1), user,
+                            ExtendedKeyUsageOID.CLIENT_AUTH)
+    return (leaf.public_bytes(serialization.Encoding.PEM),
+            leaf_key.private_bytes(serialization.Encoding.PEM,
+                                   serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption()))
 
 
 # identity -> (user name, group); one static token and one kubeconfig each
@@ -184,11 +208,21 @@ def write_auth(
 def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str,
                      user: str = "sa") -> Path:
     """A kubeconfig (mode 0600) that talks to `server` with `token`."""
+    return write_kubeconfig_of(path, {"server": server, "certificate-authority": str(ca_file)},
+                               {"token": token}, user)
+
+
+def write_kubeconfig_of(path: Path, cluster: Mapping[str, Any],
+                        credentials: Mapping[str, Any] | None, user: str = "sa",
+                        current_context: str | None = None) -> Path:
+    """A kubeconfig (mode 0600) of one cluster (its fields as given: `server`,
+    `certificate-authority`...), one user with `credentials` (None: no user entry) and
+    their context, named `user`; `current-context` is `current_context` or that one."""
+    users = [] if credentials is None else [{"name": user, "user": dict(credentials)}]
     path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": user,
-        "clusters": [{"name": "plane", "cluster": {"server": server,
-                                                    "certificate-authority": str(ca_file)}}],
-        "users": [{"name": user, "user": {"token": token}}],
+        "apiVersion": "v1", "kind": "Config", "current-context": current_context or user,
+        "clusters": [{"name": "plane", "cluster": dict(cluster)}],
+        "users": users,
         "contexts": [{"name": user, "context": {"cluster": "plane", "user": user}}],
     }))
     path.chmod(0o600)

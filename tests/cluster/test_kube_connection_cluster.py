@@ -7,17 +7,13 @@ test_sidecar_patching.py."""
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from gpushift_testing.pki import client_certificate, write_kubeconfig_of
 
 from gpushift_core.kube.connection import ApiError, Connection, from_kubeconfig
 
@@ -27,29 +23,11 @@ REVIEW = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 def _client_cert(control_plane: Any, user: str) -> tuple[bytes, bytes]:
     """A client certificate for `user`, signed by the CA the API server trusts for them."""
     pki = Path(control_plane.ca_file).parent
-    ca_cert = x509.load_pem_x509_certificate((pki / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((pki / "ca.key").read_bytes(), None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + dt.timedelta(hours=1))
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return client_certificate(pki / "ca.crt", pki / "ca.key", user)
 
 
 def _kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> str:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "c",
-        "clusters": [{"name": "k", "cluster": cluster}],
-        "users": [{"name": "u", "user": user}],
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
-    return str(path)
+    return str(write_kubeconfig_of(path, cluster, user))
 
 
 def _who(connection: Connection) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+from gpushift_testing.pki import write_kubeconfig_of
 
 from gpushift_core.kube import connection
 from gpushift_core.kube.connection import (
@@ -30,13 +30,8 @@ from gpushift_core.kube.connection import (
 
 
 def kubeconfig(path: Path, cluster: dict[str, Any], user: dict[str, Any] | None = None,
-               context: str = "c") -> Path:
-    users = [] if user is None else [{"name": "u", "user": user}]
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": context,
-        "clusters": [{"name": "k", "cluster": cluster}], "users": users,
-        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}]}))
-    return path
+               context: str | None = None) -> Path:
+    return write_kubeconfig_of(path, cluster, user, current_context=context)
 
 
 def test_a_kubeconfigs_paths_are_relative_to_its_folder(tmp_path: Path) -> None:

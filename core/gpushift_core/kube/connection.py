@@ -199,11 +199,8 @@ class Connection:
         self.access = access
         self._token_lock = threading.Lock()
         self._token: tuple[str, float] | None = None  # (token, monotonic time read)
-        if access.server.startswith("https://"):
-            self._pool = urllib3.PoolManager(num_pools=1, maxsize=pool_size,
-                                             ssl_context=_tls_context(access))
-        else:
-            self._pool = urllib3.PoolManager(num_pools=1, maxsize=pool_size)
+        context = _tls_context(access) if access.server.startswith("https://") else None
+        self._pool = urllib3.PoolManager(num_pools=1, maxsize=pool_size, ssl_context=context)
 
     def request(self, method: str, path: str, *, query: Iterable[tuple[str, Any]] = (),
                 body: bytes | None = None, headers: Mapping[str, str] | None = None,
@@ -274,7 +271,7 @@ def _query_value(value: Any) -> str:
     return str(value)
 
 
-def _timeout(value: Any) -> urllib3.Timeout | None:
+def _timeout(value: Any) -> urllib3.Timeout:
     if value is None:
         return urllib3.Timeout(connect=None, read=None)
     if isinstance(value, tuple):
