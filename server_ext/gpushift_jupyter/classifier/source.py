@@ -6,8 +6,10 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from IPython.core.inputtransformer2 import TransformerManager
+if TYPE_CHECKING:
+    from IPython.core.inputtransformer2 import TransformerManager
 
 # IPython rewrites magics and `!` commands into `get_ipython().<method>(...)` calls.
 _IPYTHON_CALL = "get_ipython()."
@@ -40,9 +42,14 @@ class ParseFailure:
 
 
 @lru_cache(maxsize=1)
-def _transformer() -> TransformerManager:
-    # Building the manager is cheap but not free; one per process is enough (it is stateless
-    # between transform_cell calls).
+def transformer() -> TransformerManager:
+    """IPython's input transformer, one per process (it is stateless between
+    `transform_cell` calls). IPython is imported here, at the first cell that needs it (a
+    magic, a `!` command, a cell that is not plain Python), not with the classifier: the
+    Jupyter server imports the classifier as it starts, on the path of every move, and
+    IPython is 25-35 ms of that start that most cells never use."""
+    from IPython.core.inputtransformer2 import TransformerManager  # noqa: PLC0415
+
     return TransformerManager()  # type: ignore[no-untyped-call]
 
 
@@ -59,7 +66,7 @@ def parse_cell(code: str) -> ParsedCell | ParseFailure:
     except (SyntaxError, ValueError, RecursionError, MemoryError) as plain_error:
         first_error = plain_error
     try:
-        transformed = _transformer().transform_cell(code)
+        transformed = transformer().transform_cell(code)
     except Exception as error:  # IPython's transformers raise on some broken input
         return ParseFailure(_error_line(first_error), f"cannot transform: {error}")
     line_map = _align(code.splitlines(), transformed.splitlines())

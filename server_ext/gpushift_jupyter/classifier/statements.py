@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
-from IPython.core.inputtransformer2 import TransformerManager
+from gpushift_jupyter.classifier.source import transformer
 
 _STRINGS_AND_COMMENTS = (
     r'''(?P<string>"""[^"\\]*(?:(?:\\.|"(?!""))[^"\\]*)*"""'''
@@ -128,18 +128,13 @@ def layout(code: str) -> CellLayout | None:
     return CellLayout(tuple(starts), magics, len(lines))
 
 
-@lru_cache(maxsize=1)
-def _transformer() -> TransformerManager:
-    return TransformerManager()  # type: ignore[no-untyped-call]
-
-
 @lru_cache(maxsize=512)
 def translate_magic(text: str) -> str | None:
     """IPython's translation of one magic line (`!nvidia-smi` ->
     `get_ipython().system('nvidia-smi')`), indent kept; None when it is not one line."""
     indent = text[: len(text) - len(text.lstrip(" \t"))]
     try:
-        translated = _transformer().transform_cell(text.strip(" \t"))
+        translated = transformer().transform_cell(text.strip(" \t"))
     except Exception:  # IPython's transformers raise on some broken input
         return None
     translated = translated.strip("\n")
