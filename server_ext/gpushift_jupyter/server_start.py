@@ -1,7 +1,9 @@
 """What gpushift does as a Jupyter server process starts, before jupyter_server is
 imported: the IRI grammar jupyter_events' jsonschema would build at import is built at
-its first use instead (`iri_grammar`): JupyterLab answered in 1.07 s instead of 2.24 s
-on every pod start (`bench/server_start.py`, 5 alternating runs on a 2-core machine);
+its first use instead, and jsonschema's other optional format checkers are imported at
+theirs (`format_checkers`): JupyterLab answered in 1.07 s instead of 2.24 s on every pod
+start with the grammar alone (`bench/server_start.py`, 5 alternating runs on a 2-core
+machine);
 and JupyterLab's `node yarn.js config` starts at once, beside the server's imports,
 instead of in the middle of them (`yarn_config_prefetch`); and on a pod a move is
 arriving at, the kernels its restore will start are warmed beside the server's start
@@ -21,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from gpushift_jupyter import iri_grammar, warm_kernels, yarn_config_prefetch
+from gpushift_jupyter import format_checkers, warm_kernels, yarn_config_prefetch
 
 SERVER_COMMANDS = frozenset({"jupyter-lab", "jupyter-server", "jupyter-notebook",
                              "jupyterhub-singleuser"})
@@ -37,9 +39,9 @@ def is_jupyter_server(argv: list[str]) -> bool:
 
 
 def run(argv: list[str]) -> bool:
-    """Defer the IRI grammar and start the yarn config when `argv` starts a Jupyter
-    server; whether the grammar was deferred. Never raises: a failure here must not
-    keep the server from starting."""
+    """Defer jsonschema's format checkers and start the yarn config when `argv` starts a
+    Jupyter server; whether the IRI grammar was deferred. Never raises: a failure here
+    must not keep the server from starting."""
     if not is_jupyter_server(argv):
         return False
     # Whatever fails here, the server starts as it would without gpushift (the grammar
@@ -47,7 +49,7 @@ def run(argv: list[str]) -> bool:
     deferred = False
     if os.environ.get(OPT_OUT_ENV, "1") != "0":
         with contextlib.suppress(Exception):
-            deferred = iri_grammar.defer()
+            deferred = format_checkers.IRI_GRAMMAR in format_checkers.defer()
     if os.environ.get(PREFETCH_OPT_OUT_ENV, "1") != "0":
         with contextlib.suppress(Exception):
             yarn_config_prefetch.start()

@@ -53,18 +53,18 @@ def _preload_nicer() -> None:
                        os.getpriority(os.PRIO_PROCESS, 0) + NICER_BY)
     import ipykernel.kernelapp  # noqa: F401, PLC0415 - after the path is set
 
-    from gpushift_jupyter import iri_grammar  # noqa: PLC0415
+    from gpushift_jupyter import format_checkers  # noqa: PLC0415
 
-    # nbformat imports jsonschema, whose IRI grammar is built at its first use instead
+    # nbformat imports jsonschema, whose format checkers are imported at their first use
     # (as in the server and in kishu's import in a kernel).
-    grammar = iri_grammar.defer()
+    checkers = format_checkers.defer()
     try:
         for name in PRELOAD:
             with contextlib.suppress(ImportError):
                 importlib.import_module(name)
     finally:
-        if grammar:
-            iri_grammar.release()
+        if checkers:
+            format_checkers.release()
 
 
 def main(seconds: float) -> int:

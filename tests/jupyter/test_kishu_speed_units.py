@@ -137,20 +137,21 @@ def test_an_installed_module_is_not_walked_and_groups_as_before(
 
 
 def test_kishu_imports_without_building_the_iri_grammar_and_iri_checks_still_work() -> None:
-    """As the driver sends them to a kernel: the IRI grammar's stand-in, then the import;
-    ipylab and requests are imported only when a name of theirs is first read."""
-    grammar = resources.files("gpushift_jupyter").joinpath("iri_grammar.py").read_text()
+    """As the driver sends them to a kernel: the format checkers' stand-ins, then the
+    import; ipylab and requests are imported only when a name of theirs is first read."""
+    checkers = resources.files("gpushift_jupyter").joinpath("format_checkers.py").read_text()
     source = resources.files("gpushift_jupyter.kernel_state").joinpath(
         "kishu_import.py").read_text()
     script = (
         "import sys, types\n"
-        "for name, text in [('_gpushift_iri_grammar', " + repr(grammar) + "), "
+        "for name, text in [('_gpushift_format_checkers', " + repr(checkers) + "), "
         "('_gpushift_kishu_import', " + repr(source) + ")]:\n"
         "    module = sys.modules[name] = types.ModuleType(name)\n"
         "    exec(compile(text, '<' + name + '>', 'exec'), module.__dict__)\n"
         "assert 'kishu.jupyterint' in sys.modules\n"
         "assert 'rfc3987_syntax.syntax_helpers' not in sys.modules, 'grammar was built'\n"
         "assert 'rfc3987_syntax' not in sys.modules, 'the stand-in stayed'\n"
+        "assert 'rfc3986_validator' not in sys.modules, 'the stand-in stayed'\n"
         "import jsonschema\n"
         "checker = jsonschema.FormatChecker()\n"
         "assert checker.conforms('http://example.com/\u00fc', 'iri')\n"

@@ -1,8 +1,8 @@
 """The server start hook (`gpushift_jupyter_server_start.pth` → `server_start`): a
-Jupyter server process starts without building jsonschema's IRI grammar, IRI checks
-still work, JupyterLab's yarn configuration comes from a command started early, and no
-other process is touched. Run through the .pth file the package
-installed into this environment, in real processes."""
+Jupyter server process starts without building jsonschema's IRI grammar or importing its
+other optional format checkers, the format checks still work, JupyterLab's yarn
+configuration comes from a command started early, and no other process is touched. Run
+through the .pth file the package installed into this environment, in real processes."""
 
 from __future__ import annotations
 
@@ -17,17 +17,31 @@ import pytest
 from gpushift_jupyter import server_start, yarn_config_prefetch
 
 PROBE = """
-import sys
+import importlib.util, sys
 import jupyter_server.serverapp  # what a server imports first: jsonschema with it
 built = "rfc3987_syntax.syntax_helpers" in sys.modules
 stand_in = getattr(sys.modules.get("rfc3987_syntax"), "__gpushift_stand_in__", False)
+optional = [name for name in ("rfc3986_validator", "rfc3339_validator", "fqdn", "webcolors",
+                              "uri_template") if importlib.util.find_spec(name)]
+assert len(optional) == 5, optional  # jupyter_server's dependencies install them all
+deferred = [name for name in optional
+            if getattr(sys.modules.get(name), "__gpushift_stand_in__", False)]
+assert deferred in ([], optional), deferred
 import jsonschema
 checker = jsonschema.FormatChecker()
-assert checker.conforms("http://example.com/\\u00fc", "iri")
-assert not checker.conforms("::no iri", "iri")
-import rfc3987_syntax
+for value, format, conforms in [
+        ("http://example.com/\\u00fc", "iri", True), ("::no iri", "iri", False),
+        ("http://example.com/a", "uri", True), ("no uri", "uri", False),
+        ("#/a", "uri-reference", True), ("\\\\x", "uri-reference", False),
+        ("2024-01-01T00:00:00Z", "date-time", True), ("yesterday", "date-time", False),
+        ("example.com", "hostname", True), ("-bad-.com", "hostname", False),
+        ("red", "color", True), ("no-such-colour", "color", False),
+        ("http://x/{id}", "uri-template", True), ("http://x/{id", "uri-template", False)]:
+    assert checker.conforms(value, format) is conforms, (value, format)
+import rfc3987_syntax, webcolors
 assert not getattr(rfc3987_syntax, "__gpushift_stand_in__", False), "the stand-in stayed"
-print(f"built={built} stand_in={stand_in}")
+assert not getattr(webcolors, "__gpushift_stand_in__", False), "the stand-in stayed"
+print(f"built={built} stand_in={stand_in} others={'deferred' if deferred else 'imported'}")
 """
 
 
@@ -48,15 +62,15 @@ def test_the_package_installs_the_start_hook() -> None:
 
 
 @pytest.mark.parametrize("program", sorted(server_start.SERVER_COMMANDS))
-def test_a_jupyter_server_starts_without_building_the_iri_grammar(
+def test_a_jupyter_server_starts_without_the_iri_grammar_or_other_format_checkers(
         tmp_path: Path, program: str) -> None:
-    assert probe(tmp_path, program) == "built=False stand_in=True"
+    assert probe(tmp_path, program) == "built=False stand_in=True others=deferred"
 
 
 @pytest.mark.parametrize("program", ["jupyter", "jupyter-kernel", "python-script",
                                      "ipykernel_launcher.py"])
 def test_other_programs_are_left_alone(tmp_path: Path, program: str) -> None:
-    assert probe(tmp_path, program) == "built=True stand_in=False"
+    assert probe(tmp_path, program) == "built=True stand_in=False others=imported"
 
 
 def test_the_jupyter_launcher_does_not_even_import_the_hook(tmp_path: Path) -> None:
@@ -69,7 +83,7 @@ def test_the_jupyter_launcher_does_not_even_import_the_hook(tmp_path: Path) -> N
 
 def test_the_hook_can_be_turned_off(tmp_path: Path) -> None:
     assert probe(tmp_path, "jupyter-lab", GPUSHIFT_DEFER_IRI_GRAMMAR="0") == \
-        "built=True stand_in=False"
+        "built=True stand_in=False others=imported"
 
 
 def test_run_decides_by_the_program_name_and_never_raises(
@@ -81,7 +95,7 @@ def test_run_decides_by_the_program_name_and_never_raises(
     def broken() -> bool:
         raise ImportError("a broken environment")
 
-    monkeypatch.setattr(server_start.iri_grammar, "defer", broken)
+    monkeypatch.setattr(server_start.format_checkers, "defer", broken)
     monkeypatch.setattr(server_start.yarn_config_prefetch, "start", broken)
     monkeypatch.setattr(server_start.warm_kernels, "start_for_arriving_move", broken)
     assert server_start.run(["jupyter-lab"]) is False
@@ -158,3 +172,33 @@ def test_only_the_prefetched_command_gets_its_output(
         shim.check_output(failing.command, cwd=str(tmp_path))
     assert (caught.value.returncode, caught.value.output, caught.value.stderr) == (
         1, b"out\n", b"err\n")
+
+
+STAND_IN_PROBE = """
+import importlib.util, sys
+from gpushift_jupyter import format_checkers
+deferred = format_checkers.defer()
+assert deferred == list(format_checkers.DEFERRED), deferred  # all installed here
+webcolors = sys.modules["webcolors"]
+assert webcolors.__gpushift_stand_in__
+# What other importers ask of a module in sys.modules answers as the real module would.
+assert importlib.util.find_spec("webcolors").origin == webcolors.__file__
+assert not hasattr(webcolors, "no_such_name")  # (this one read imported the real one)
+assert "webcolors" in sys.modules and not hasattr(sys.modules["webcolors"], "__gpushift_stand_in__")
+import rfc3987_syntax.syntax_helpers  # a submodule of a package still in its stand-in
+assert sys.modules["rfc3987_syntax"].__gpushift_stand_in__
+from rfc3987_syntax import is_valid_syntax
+assert is_valid_syntax("iri", "http://example.com/")  # the first use: the real module
+assert not hasattr(sys.modules["rfc3987_syntax"], "__gpushift_stand_in__")
+format_checkers.release()
+left = [name for name in format_checkers.DEFERRED
+        if getattr(sys.modules.get(name), "__gpushift_stand_in__", False)]
+again = format_checkers.defer()  # the real ones imported above stay
+assert "webcolors" not in again and "rfc3987_syntax" not in again, again
+format_checkers.release()
+print("left", left, len(again))
+"""
+
+
+def test_a_stand_in_answers_for_its_module_until_its_first_use(tmp_path: Path) -> None:
+    assert probe(tmp_path, "python-script", STAND_IN_PROBE) == "left [] 4"

@@ -29,7 +29,7 @@ PATCHES_MODULE = "_gpushift_kishu_patches"
 STORAGE_MODULE = "_gpushift_kishu_storage"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
 KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
-IRI_GRAMMAR_MODULE = "_gpushift_iri_grammar"
+FORMAT_CHECKERS_MODULE = "_gpushift_format_checkers"
 AGENT_RESULT = f"__import__({AGENT_MODULE!r}).result"
 """The expression that reads the agent's answer to its last operation."""
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
@@ -97,7 +97,7 @@ def install_expression() -> str:
     code: IPython tokenizes a cell's whole text before running it and ipykernel hashes
     it in pure Python, 15-20 ms for these 25 kB each time; an expression is only
     compiled (under 1 ms)."""
-    modules = [(IRI_GRAMMAR_MODULE, _source("iri_grammar", "gpushift_jupyter")),
+    modules = [(FORMAT_CHECKERS_MODULE, _source("format_checkers", "gpushift_jupyter")),
                (KISHU_IMPORT_MODULE, _source("kishu_import")),
                (SNAPSHOTS_MODULE, _source("snapshots")),
                (STORAGE_MODULE, _source("kishu_storage")),

@@ -1,12 +1,13 @@
 """Imports kishu in the kernel about 1.4 s faster (sent to the kernel as the module
-`_gpushift_kishu_import`, after `_gpushift_iri_grammar` and before the modules that
+`_gpushift_kishu_import`, after `_gpushift_format_checkers` and before the modules that
 import kishu; see `driver.install_expression`). A new pod's restore pays this import before a
 single variable comes back, so it is on the path of every move.
 
 - kishu imports nbformat, which imports jsonschema, which imports the IRI grammar of
   `rfc3987_syntax`: 1.16 s of kishu's 1.58 s import (`python -X importtime -c "from
-  kishu import jupyterint"`). While kishu is imported, the grammar's module is a
-  stand-in that builds it at its first use (`gpushift_jupyter.iri_grammar`).
+  kishu import jupyterint"`). While kishu is imported, the grammar's module and
+  jsonschema's other optional format checkers are stand-ins that import them at their
+  first use (`gpushift_jupyter.format_checkers`).
 - kishu imports `ipylab` (with ipywidgets, 0.07 s) and `requests` (0.07 s) at module
   level for what gpushift never calls: asking a browser which platform it runs on, and
   asking the Jupyter server for the notebook's path (both given to kishu directly, see
@@ -27,7 +28,7 @@ import time
 import types
 from typing import Any
 
-iri_grammar = sys.modules["_gpushift_iri_grammar"]
+format_checkers = sys.modules["_gpushift_format_checkers"]
 LAZY = ("ipylab", "requests")
 """Modules kishu imports but gpushift's use of it never reaches (see above)."""
 seconds = 0.0
@@ -66,14 +67,14 @@ def _release(names: list[str]) -> None:
 def import_kishu() -> None:
     global seconds  # noqa: PLW0603 - the module is the kernel's memory
     started = time.monotonic()
-    grammar = iri_grammar.defer()
+    checkers = format_checkers.defer()
     lazy = _defer_lazy()
     try:
         importlib.import_module("kishu.jupyterint")
     finally:
         _release(lazy)
-        if grammar:
-            iri_grammar.release()
+        if checkers:
+            format_checkers.release()
     seconds = time.monotonic() - started
 
 
