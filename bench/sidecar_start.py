@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "testing"))
 from gpushift_testing.common import free_port  # noqa: E402
 from gpushift_testing.pki import write_kubeconfig  # noqa: E402
+from gpushift_testing.processes import cpu_seconds  # noqa: E402
 from gpushift_testing.sidecar_process import SIDECAR, PodFacts, sidecar_env  # noqa: E402
 
 from gpushift_webhook.config import WebhookConfig  # noqa: E402
@@ -53,14 +54,6 @@ from gpushift_sidecar.runner import RunnerConfig, StepRunner
 from gpushift_sidecar.service import Sidecar
 print(len(sys.modules), "kubernetes" in sys.modules)
 """
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
-
-
 def time_to_serve(argv: list[str], env: dict[str, str], port: int,
                   log: Path) -> tuple[float, float]:
     """(seconds to the first 200 from /healthz, CPU seconds used by then)."""

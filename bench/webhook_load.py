@@ -29,6 +29,8 @@ import aiohttp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "testing"))
+from gpushift_testing.processes import cpu_seconds  # noqa: E402
 from kubeflow_pods import admission_review, notebook_pod  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -137,12 +139,6 @@ def measure(name: str, tmp: Path, args: argparse.Namespace, rate: float,
     finally:
         proc.terminate()
         proc.wait(10)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> int:

@@ -72,6 +72,13 @@ class Proc:
             )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process so far (Linux /proc): what a bench
+    reads at a moment of a process's life, such as its first answer."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
                  grace: float = 10) -> int:
     """Send `sig` (when the process still runs), SIGKILL after `grace` seconds; its exit
