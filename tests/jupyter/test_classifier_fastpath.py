@@ -7,8 +7,6 @@ from __future__ import annotations
 import ast
 import inspect
 import random
-import subprocess
-import sys
 
 import pytest
 from test_classifier_corpus import load_corpus
@@ -223,25 +221,3 @@ def test_the_name_shortcut_covers_every_name_a_rule_reads() -> None:
     roots = {name.split(".", 1)[0] for name in names} - {"os", "subprocess"}
     assert len(roots) >= 3, "found too few names: the test no longer reads the rules"
     assert roots <= calls._NAMED_ROOTS, sorted(roots - calls._NAMED_ROOTS)
-
-
-IPYTHON_PROBE = """
-import sys
-import gpushift_jupyter.app  # what the Jupyter server imports as it loads the extension
-from gpushift_jupyter.classifier import KernelClassifier
-at_start = "IPython" in sys.modules
-kernel = KernelClassifier(strict=False)
-plain = kernel.classify("import torch\\nx = torch.zeros(3).cuda()\\n")
-after_plain = "IPython" in sys.modules
-magic = kernel.classify("!nvidia-smi\\ny = x + 1\\n")
-print(at_start, plain.needs_gpu, after_plain, magic.needs_gpu, "IPython" in sys.modules)
-"""
-
-
-def test_ipython_is_imported_at_the_first_cell_that_needs_it_not_with_the_server() -> None:
-    """The server imports the classifier as it starts (on every move's path); IPython's
-    transformer is only for magics and cells that are not plain Python."""
-    done = subprocess.run([sys.executable, "-c", IPYTHON_PROBE], capture_output=True,
-                          text=True, timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "True", "False", "True", "True"]

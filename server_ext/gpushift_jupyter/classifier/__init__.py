@@ -1,6 +1,5 @@
 """The GPU-need classifier: decides from a cell's code whether running it needs a GPU, with
-a reason (user's line, rule, source text) per hit. Pure Python (stdlib + IPython, which
-is imported only for a cell with a magic or one that is not plain Python).
+a reason (user's line, rule, source text) per hit. Pure Python (stdlib + IPython).
 
 `KernelClassifier` keeps one kernel's memory across cells (a later `model.to(device)` needs
 a GPU when `device` was bound to CUDA earlier); `classify_cell` classifies a cell alone.

@@ -6,10 +6,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from IPython.core.inputtransformer2 import TransformerManager
+from IPython.core.inputtransformer2 import TransformerManager
 
 # IPython rewrites magics and `!` commands into `get_ipython().<method>(...)` calls.
 _IPYTHON_CALL = "get_ipython()."
@@ -43,13 +41,8 @@ class ParseFailure:
 
 @lru_cache(maxsize=1)
 def transformer() -> TransformerManager:
-    """IPython's input transformer, one per process (it is stateless between
-    `transform_cell` calls). IPython is imported here, at the first cell that needs it (a
-    magic, a `!` command, a cell that is not plain Python), not with the classifier: the
-    Jupyter server imports the classifier as it starts, on the path of every move, and
-    IPython is 25-35 ms of that start that most cells never use."""
-    from IPython.core.inputtransformer2 import TransformerManager  # noqa: PLC0415
-
+    """IPython's input transformer, one per process (building it is cheap but not free,
+    and it is stateless between `transform_cell` calls)."""
     return TransformerManager()  # type: ignore[no-untyped-call]
 
 
