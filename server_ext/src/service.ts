@@ -11,6 +11,7 @@ import { secondsLeft } from './countdown';
 import { TranslationBundle } from './i18n';
 import { isTerminal } from './phases';
 import { PodKind, podKindOf } from './podKind';
+import { pollDelay } from './pollDelay';
 import { IProfilesAnswer, readProfiles } from './profiles';
 import { IMigrationService, IMoveOptions } from './tokens';
 import {
@@ -31,8 +32,6 @@ import {
 /** Statuses of a route/proxy whose notebook pod is gone or starting (GET api_extension). */
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
-/** Poll intervals (ms): faster while something the user watches is changing. */
-const POLL_MS = { quiet: 5000, gpu: 2000, busy: 1000 };
 
 export class MigrationService implements IMigrationService {
   constructor(
@@ -344,10 +343,14 @@ export class MigrationService implements IMigrationService {
     if (this._timer !== null) {
       clearTimeout(this._timer);
     }
-    const busy =
-      this.migrating || this._downSince !== null || this._idle?.state === 'warning';
     const wait =
-      delay ?? (busy ? POLL_MS.busy : this._pod.kind === 'gpu' ? POLL_MS.gpu : POLL_MS.quiet);
+      delay ??
+      pollDelay({
+        migrating: this.migrating,
+        serverDown: this._downSince !== null,
+        idleWarning: this._idle?.state === 'warning',
+        onGpu: this._pod.kind === 'gpu'
+      });
     this._timer = setTimeout(async () => {
       this._timer = null;
       try {
