@@ -1,7 +1,8 @@
 """How long JupyterLab takes to answer after its process starts, with gpushift's start
-hook (`gpushift_jupyter/server_start.py`: jsonschema's IRI grammar deferred, JupyterLab's
-`node yarn.js config` started at once) against the same server with only the grammar
-deferred (`GPUSHIFT_PREFETCH_YARN_CONFIG=0`) and with the hook turned off (both `=0`,
+hook (`gpushift_jupyter/server_start.py`: jsonschema's IRI grammar and other optional
+format checkers deferred, JupyterLab's `node yarn.js config` started at once) against the
+same server with only the format checkers deferred (`GPUSHIFT_PREFETCH_YARN_CONFIG=0`) and
+with the hook turned off (both `=0`,
 with `GPUSHIFT_DEFER_IRI_GRAMMAR=0`): the baseline, in the same run. Runs rotate, each a
 fresh `jupyter-lab` (with gpushift's server extension, as a pod starts it) in a fresh
 home, timed from the process's start to the first 200 from `/api/status`, with the
