@@ -119,8 +119,9 @@ export class MigrationService implements IMigrationService {
     if (config !== null) {
       this._config = config;
       this._pod = podKindOf(this._trans, config);
-      await this._refreshMigration(config);
-      await this._refreshIdle();
+      // Side by side: after a move, this answer is what the page waits for before its
+      // restore and the held cell (the two set different fields).
+      await Promise.all([this._refreshMigration(config), this._refreshIdle()]);
     } else if (this._downSince !== null && this._config === null) {
       this._pod = podKindOf(this._trans, null);
     }
