@@ -32,7 +32,6 @@ import {
 /** Statuses of a route/proxy whose notebook pod is gone or starting (GET api_extension). */
 const GATEWAY_STATUSES = new Set([502, 503, 504]);
 
-
 export class MigrationService implements IMigrationService {
   constructor(
     readonly api: ApiClient,
