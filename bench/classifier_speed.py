@@ -10,6 +10,8 @@ concatenating shuffled corpus cells until the size is reached. Three kinds:
   words the classifier looks at: its worst realistic case);
 * `analysis`: plain-Python cells from plain_analysis.yaml (pandas, plotting: most cells of a
   notebook), where the classifier skips almost every statement;
+* `function`: one function per cell, its body one-line statements of plain_analysis.yaml
+  with three GPU lines of the corpus among them (a training step defined in one cell);
 * `magics`: like `corpus` plus one `!`/`%` line (the classifier translates that line alone
   with IPython, see classifier/statements.py); its baseline is what the classifier used to
   do and what IPython does to run the cell: `transform_cell` of the whole cell, then
@@ -43,7 +45,7 @@ from pathlib import Path
 import yaml
 from IPython.core.inputtransformer2 import TransformerManager
 
-from gpushift_jupyter.classifier import KernelClassifier
+from gpushift_jupyter.classifier import KernelClassifier, classify_cell
 
 CORPUS = Path(__file__).resolve().parents[1] / "tests" / "jupyter" / "classifier_corpus"
 SIZES = (10, 50, 200, 500)
@@ -90,6 +92,27 @@ def build_cells(pool: list[str], lines: int, count: int, rng: random.Random,
             starts = [_first_line(node) - 1 for node in ast.parse("\n".join(source_lines)).body]
             source_lines.insert(starts[len(starts) // 2], rng.choice(MAGIC_LINES))
         built.append("\n".join(source_lines) + "\n")
+    return built
+
+
+def build_function_cells(plain: list[str], everything: list[str], lines: int, count: int,
+                         rng: random.Random) -> list[str]:
+    """`count` cells of `lines` lines, each one function (a training step written in one
+    cell): one-line statements of the analysis corpus as its body, three of them corpus
+    one-liners that need a GPU on their own (`model.cuda()`)."""
+    def one_liners(cells: list[str]) -> list[str]:
+        return [line for cell in cells for line in cell.splitlines()
+                if line and not line[0].isspace() and not line.startswith(("@", "def ", "class "))
+                and not line.rstrip().endswith(":") and _parses(line)]
+    plain_lines = one_liners(plain)
+    gpu_lines = [line for line in one_liners(everything) if classify_cell(line).needs_gpu]
+    built: list[str] = []
+    while len(built) < count:
+        body = [rng.choice(plain_lines) for _ in range(lines - 2)]
+        for spot in rng.sample(range(len(body)), 3):
+            body[spot] = rng.choice(gpu_lines)
+        built.append("def step(model, batch, device):\n"
+                     + "".join(f"    {line}\n" for line in body) + "    return model\n")
     return built
 
 
@@ -146,10 +169,13 @@ def main() -> None:
     print(f"{'kind':8} {'lines':>5} {'what':11} {'cells/s':>9} {'p50 ms':>8} {'p99 ms':>8}"
           f" {'ratio p50':>9} {'ratio p99':>9}")
     ratios: dict[tuple[str, int, str], tuple[float, float]] = {}
-    kinds = (("corpus", pool, False), ("analysis", analysis_pool, False), ("magics", pool, True))
+    kinds = (("corpus", pool, False), ("analysis", analysis_pool, False), ("magics", pool, True),
+             ("function", analysis_pool, False))
     for kind, kind_pool, magics in kinds:
         for lines in SIZES:
-            cells = build_cells(kind_pool, lines, args.cells, rng, magics)
+            cells = (build_function_cells(kind_pool, pool, lines, args.cells, rng)
+                     if kind == "function" else
+                     build_cells(kind_pool, lines, args.cells, rng, magics))
             seen: dict[str, KernelClassifier] = {}
             for cell in cells:  # twice: the memory after the cell is the one it ran in
                 seen[cell] = KernelClassifier(strict=False)

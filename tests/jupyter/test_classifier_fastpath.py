@@ -126,6 +126,65 @@ def test_reduced_cell_keeps_line_numbers_and_translates_magics() -> None:
     assert magics == [4, 6]
 
 
+def test_reduced_cell_stands_pass_for_simple_statements_without_triggers() -> None:
+    """Inside a kept statement, a simple statement without a trigger becomes `pass` on
+    its first line (its other lines blank); headers, clauses, decorators, `raise` and the
+    exits stay, because the walker reads them without a trigger word, and so does a
+    one-line `if` whose `else` follows (the `else` needs it)."""
+    code = (
+        "class Trainer:\n"                      # 1
+        "    @staticmethod\n"                   # 2
+        "    def train(model):\n"               # 3
+        '        """Train it."""\n'             # 4
+        "        total = f(1,\n"                # 5
+        "                  2)\n"                # 6
+        "        for batch in loader:\n"        # 7
+        "            x = batch.cuda()\n"        # 8
+        "            total += 1  # counted\n"   # 9
+        "        try:\n"                        # 10
+        "            import cupy\n"             # 11
+        "        except ImportError: raise\n"   # 12
+        "        if not ok: sys.exit(1)\n"      # 13
+        "        if ready: total = 0\n"         # 14
+        "        # the else of that if\n"        # 15
+        "        else: total = 1\n"             # 16
+        "        return total\n"                # 17
+    )
+    triggers = {8, 11}
+    reduced = reduce_cell(code, lambda first, last: any(first <= n <= last for n in triggers))
+    assert reduced is not None
+    assert reduced[0].split("\n") == [
+        "class Trainer:", "    @staticmethod", "    def train(model):", "        pass",
+        "        pass", "", "        for batch in loader:", "            x = batch.cuda()",
+        "            pass", "        try:", "            import cupy",
+        "        except ImportError: raise", "        if not ok: sys.exit(1)",
+        "        if ready: total = 0", "        # the else of that if",
+        "        else: total = 1", "        pass", "",
+    ]
+    ast.parse(reduced[0])
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        # Five statements in the try: no probe (is_probe counts them), so the init needs
+        # a GPU; with the three plain lines gone it would look like a probe.
+        "try:\n    import pynvml\n    pynvml.nvmlInit()\n    a = 1\n    b = 2\n    c = 3\n"
+        "except Exception:\n    use_gpu = False\n",
+        # The `raise` under the check has no trigger word of its own.
+        "def check():\n    if not torch.cuda.is_available():\n        message = 'no'\n"
+        "        raise RuntimeError(message)\n    return 1\n",
+        "def check():\n    if not torch.cuda.is_available():\n        sys.exit(1)\n",
+        "def run(x):\n    y = x + 1\n    match y:\n        case 1: z = 2\n"
+        "        case _: z = x.cuda()\n",
+    ],
+)
+def test_pass_for_plain_statements_keeps_the_verdict(code: str) -> None:
+    expected = summary(ReferenceClassifier().classify(code))
+    assert expected[1], "the reference finds nothing: the case tests nothing"
+    assert summary(KernelClassifier(strict=False).classify(code)) == expected
+
+
 @pytest.mark.parametrize(
     "code",
     [

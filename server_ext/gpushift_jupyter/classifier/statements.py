@@ -7,7 +7,9 @@ cell may take), and IPython's input transformation tokenizes the whole cell in p
 top-level statement starts (tracking strings, comments, brackets and backslash
 continuations with one regex pass) and returns the cell with every line of the statements
 not kept blanked, and each kept magic or `!` line replaced by IPython's own translation of
-that line alone; every line stays on its own line number. When the cell looks like
+that line alone; every line stays on its own line number. Inside a kept statement, a
+simple statement in a block that mentions no trigger becomes `pass` (the walker would skip
+it; headers, clauses, decorators, `raise` and exits stay). When the cell looks like
 something this scan does not follow (a leading indent, a cell magic, an unterminated
 string, unbalanced brackets, a magic inside brackets) it returns None and the caller parses
 the whole cell the slow, exact way.
@@ -49,16 +51,25 @@ _CONTINUED = "\n\x01"  # marks a line that continues a string or a backslash lin
 _BRACKETS = str.maketrans("[{]}", "(())")
 # Lines that continue the statement above them at the same indent.
 _CLAUSE = re.compile(r"(?:else|elif|except|finally)(?!\w)")
+# Inside a block, also `case` (a soft keyword: a line that only looks like one is kept).
+_INNER_CLAUSE = re.compile(r"(?:else|elif|except|finally|case)(?!\w)")
+# A simple statement inside a block that the walker looks at even without a trigger word:
+# `raise` and the exits make `if not gpu: raise ...` a requirement and `except: raise` no
+# probe (syntax.raises, syntax.is_probe). Such a line is kept as it is.
+_KEPT = re.compile(r"raise|exit|quit|Exit")
 
 
 @dataclass(frozen=True)
 class CellLayout:
-    """Where a cell's top-level statements start (0-based line indexes, in order) and its
-    magic lines (0-based first line -> the magic's original text, continuation included)."""
+    """Where a cell's top-level statements start (0-based line indexes, in order), its
+    magic lines (0-based first line -> the magic's original text, continuation included)
+    and, per top-level statement, its simple statements inside blocks that a `pass` can
+    stand in for (`inner`: 0-based first and last line)."""
 
     starts: tuple[int, ...]
     magics: dict[int, str]
     line_count: int
+    inner: dict[int, list[tuple[int, int]]]
 
     def spans(self) -> list[tuple[int, int]]:
         """(first, last) 0-based line indexes of each top-level statement."""
@@ -66,8 +77,10 @@ class CellLayout:
         return [(start, end - 1) for start, end in zip(self.starts, ends, strict=True)]
 
 
-def layout(code: str) -> CellLayout | None:
-    """The cell's top-level statements, or None when the scan cannot tell them apart."""
+def _stripped_lines(code: str) -> tuple[list[str], dict[int, str]] | None:
+    """The cell's lines with strings as `0`, comments gone, brackets all `()`, lines that
+    continue a string or a backslash line marked, and each magic as `!`; and the magics
+    (0-based line -> text). None for an unterminated string or a cell magic."""
     magics: dict[int, str] = {}
     text = "\n" + code  # so that a magic on the first line also follows a newline
 
@@ -92,11 +105,25 @@ def layout(code: str) -> CellLayout | None:
         return None  # an unterminated string: only the real parser can say what follows
     if any(text.lstrip(" \t").startswith("%%") for text in magics.values()):
         return None  # a cell magic governs the whole cell
-    lines = stripped.split("\n")
+    return stripped.split("\n"), magics
+
+
+def layout(code: str) -> CellLayout | None:
+    """The cell's top-level statements, or None when the scan cannot tell them apart."""
+    scanned = _stripped_lines(code)
+    if scanned is None:
+        return None
+    lines, magics = scanned
     magic_lines = set(magics)
     starts: list[int] = []
+    inner: dict[int, list[tuple[int, int]]] = {}
     depth = 0
     decorating = False  # the statement so far is only decorator lines
+    # The logical line being read inside a block, while a `pass` may still replace it:
+    # its first line (-1: none) and its last non-blank line's text so far.
+    simple = -1
+    indent = ""  # that line's indent
+    last_text = ""
     for index, line in enumerate(lines):
         if not line:
             continue
@@ -105,16 +132,35 @@ def layout(code: str) -> CellLayout | None:
             pass
         elif depth and index in magic_lines:
             return None  # `%` or `!` at the start of a line inside brackets
-        elif depth == 0 and first not in " \t":
-            # (the clause regex only on lines that can start a clause: it is called for
-            # most lines of a cell otherwise)
-            if not starts or not (decorating or (first in "ef" and _CLAUSE.match(line))):
-                starts.append(index)
-                decorating = first == "@"
-            elif decorating and first != "@":
-                decorating = False
-        elif not starts and line.strip():
-            return None  # a leading indent: IPython strips it from the whole cell
+        elif depth == 0:
+            body = line.lstrip(" \t") if first in " \t" else line
+            if not body:
+                continue  # only a comment was on this line
+            # A new logical line: the one before it ends here. It stays when it was a
+            # block's header or this line is its clause (`if x: y` then `else: z`).
+            if simple >= 0:
+                if not last_text.rstrip().endswith(":") and not (
+                    line.startswith(indent) and _INNER_CLAUSE.match(line, len(indent))
+                ):
+                    inner[starts[-1]].append((simple, index - 1))
+                simple = -1
+            if first not in " \t":
+                # (the clause regex only on lines that can start a clause: it is called
+                # for most lines of a cell otherwise)
+                if not starts or not (decorating or (first in "ef" and _CLAUSE.match(line))):
+                    starts.append(index)
+                    inner[index] = []
+                    decorating = first == "@"
+                elif decorating and first != "@":
+                    decorating = False
+            else:
+                if not starts:
+                    return None  # a leading indent: IPython strips it from the whole cell
+                if body[0] not in "@!" and not _KEPT.search(body) and not (
+                    body[0] in "efc" and _INNER_CLAUSE.match(body)
+                ):
+                    simple = index
+                    indent = line[: len(line) - len(body)]
         if "(" in line:
             depth += line.count("(") - line.count(")")
             if depth < 0:
@@ -123,9 +169,12 @@ def layout(code: str) -> CellLayout | None:
             depth -= line.count(")")
             if depth < 0:
                 return None
+        last_text = line
     if depth:
         return None
-    return CellLayout(tuple(starts), magics, len(lines))
+    if simple >= 0 and not last_text.rstrip().endswith(":"):
+        inner[starts[-1]].append((simple, len(lines) - 1))
+    return CellLayout(tuple(starts), magics, len(lines), inner)
 
 
 @lru_cache(maxsize=512)
@@ -160,6 +209,14 @@ def reduce_cell(
         if not keep(first + 1, last + 1):
             continue
         reduced[first : last + 1] = source_lines[first : last + 1]
+        for inner_first, inner_last in cell.inner[first]:
+            # A simple statement inside a block that mentions no trigger: the walker
+            # would skip it (Walker.body), so the parser need not read it. `pass` keeps
+            # its block a block and its try body as many statements long (is_probe).
+            if not keep(inner_first + 1, inner_last + 1):
+                line = source_lines[inner_first]
+                reduced[inner_first] = line[: len(line) - len(line.lstrip(" \t"))] + "pass"
+                reduced[inner_first + 1 : inner_last + 1] = _blank(inner_last - inner_first)
         if not magics:
             continue  # most cells: no line to translate
         for index in range(first, last + 1):
@@ -174,3 +231,7 @@ def reduce_cell(
                 reduced[extra] = ""
             magic_lines.append(index + 1)
     return "\n".join(reduced), magic_lines
+
+
+def _blank(count: int) -> list[str]:
+    return [""] * count
