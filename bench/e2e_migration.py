@@ -28,8 +28,10 @@ it. Phases of one move (from the migration's history and the restore's answer):
   first notebook's in parts: ..kernel — its kernel started (a new pod has none),
   ..ready — the kernel's client ready and the database's lock taken, ..import — kishu
   imported in the kernel, ..attach — attached, ..read — the variables' chunks read from
-  the database, ..unpickle — unpickled, ..hash — kishu's IdGraphs of the restored
-  variables (the rest is the operations' round trips);
+  the database, ..unpickle — unpickled, ..hash — kishu's HEAD moved and the thread
+  started that takes kishu's IdGraphs of the restored variables after the answer (the
+  rest is the operations' round trips); ..hash wait — how long the first execution
+  after the restore (the held cell, on a move to the GPU) waited for that thread;
 * held cell — the pending cell run on the new pod;
 * start to variables — from the new pod's notebook container's start (the runner's
   record) to the end of the restore: every notebook's kernel holds its variables
@@ -69,13 +71,17 @@ from kubernetes import client  # noqa: E402
 
 PHASES = ["checkpoint", "patch", "pod recreated", " ..old server's exit", "server back",
           "kernel", "restore", " ..kernel", " ..ready", " ..import", " ..attach", " ..read",
-          " ..unpickle", " ..hash", "held cell", "start to variables", "total", "overhead",
-          "gpushift's overhead"]
+          " ..unpickle", " ..hash", " ..hash wait", "held cell", "start to variables", "total",
+          "overhead", "gpushift's overhead"]
 RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..import": "import",
                  " ..attach": "attach", " ..read": "read", " ..unpickle": "unpickle",
                  " ..hash": "hash"}
 """The first notebook's restore, in parts (its answer's `seconds`)."""
 HELD_CELL = 'device = "cuda"\nprint(round(float(big.sum()), 3))'
+# How long the first execution after the restore (the held cell, on a move to the GPU)
+# waited for kishu's IdGraphs of the restored variables, taken in a thread after the
+# restore's answer (server_ext/gpushift_jupyter/kernel_state/restored_hashes.py).
+HASH_WAIT = "print(__import__('sys').modules['_gpushift_restored_hashes'].waited_s)"
 
 
 def state_cell(mib: int) -> str:
@@ -149,6 +155,8 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
         assert ran.status == "ok", ran.error
         held = time.monotonic() - t1
     total = time.time() - started
+    waited = await user.execute(fresh, HASH_WAIT)
+    assert waited.status == "ok", waited.error
     for path in notebook_paths(notebooks)[1:]:  # restored by the server, each its own
         other = await user.open_notebook(path)
         there = await user.execute(other, "print(big.size)")
@@ -163,6 +171,7 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
         "server back": max(0.0, back - at["restoring"]),
         "kernel": kernel_s,
         "restore": restored["elapsed_ms"] / 1000,
+        " ..hash wait": float(waited.stdout),
         "held cell": held,
         "start to variables": restored["restored_at"] - notebook_started(runner),
         "total": total,

@@ -21,6 +21,7 @@ from gpushift_jupyter.kernel_state import (
     database_path,
     restore,
 )
+from gpushift_jupyter.kernel_state.driver import RESTORED_HASHES_MODULE
 
 STATE_CELLS = [
     "import numpy as np, pandas as pd\n"
@@ -229,3 +230,37 @@ async def test_changes_made_in_place_after_a_restore_are_saved(
         "[float(big[1000]), float(big[1001]), list(grid.shape), table.loc[5, 's'], words, "
         "bool(fortran.flags.f_contiguous), float(fortran[2, 3])]"
     ) == [1001.0, 1001.0, [6, 4], "changed", ["alpha", "gamma"], True, 11.0]
+
+
+async def test_a_cell_right_after_a_restore_waits_for_the_restored_hashes(
+        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
+    """The restore answers before kishu's IdGraphs of what it loaded are taken (a
+    thread, `restored_hashes.py`); a cell that changes a variable at once must still
+    find it hashed as restored, or the next checkpoint would not store the change. The
+    thread is made to sleep a second first, so the cell surely comes while it runs."""
+    a = await kishu_kernels()
+    await a.cell("import numpy as np\n"
+                 "big = np.arange(2_000_000, dtype=np.float64)\n"
+                 "words = ['alpha', 'beta']\n"
+                 "kept = np.ones(10)")
+    saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    b = await kishu_kernels()
+    await attach(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    await b.cell(f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].delay_s = 1.0")
+    assert (await restore(b.code, kishu_home.notebook, saved.commit_id,
+                          workspace=kishu_home.workspace)).ok
+    await b.cell("big[::1000] += 1.0\nwords[1] = 'gamma'")
+    # The cell waited: the thread was still running when the restore had answered.
+    assert await b.value(
+        f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].waited_s > 0.5") is True
+    changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    stored = {name for versioned, commit, _ in snapshot_rows(
+        database_path(kishu_home.notebook, kishu_home.workspace))
+        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    assert {"big", "words"} <= stored
+    assert "kept" not in stored  # hashed as restored, unchanged: not stored again
+    c = await kishu_kernels()
+    assert (await restore(c.code, kishu_home.notebook, None,
+                          workspace=kishu_home.workspace)).ok
+    assert await c.value("[float(big[1000]), float(big[1001]), words]") == [
+        1001.0, 1001.0, ["alpha", "gamma"]]

@@ -49,7 +49,6 @@ from kishu import jupyterint
 from kishu.jupyter.namespace import Namespace
 from kishu.jupyter.runtime import JupyterRuntimeEnv
 from kishu.notebook_id import NotebookId
-from kishu.planning.idgraph import IdGraph
 
 VERSION = "1"
 result = ""
@@ -265,8 +264,9 @@ def restore(notebook_path: str, database: str, commit_id: str,
     ip.user_ns.update(report.values)
     planner = kishu._cr_planner
     hashing = time.monotonic()
-    for name, value in report.values.items():
-        planner._id_graph_map[name] = IdGraph.from_object(value)
+    # kishu's IdGraphs of what was loaded: in a thread, after this answer; the kernel's
+    # next execution waits for them (restored_hashes.py).
+    sys.modules["_gpushift_restored_hashes"].start(planner, report.values)
     planner._pre_run_cell_vars = set()
     kishu._kishu_graph.jump(commit_id)
     kishu._kishu_nb_graph.jump(commit_id)

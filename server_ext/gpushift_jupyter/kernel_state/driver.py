@@ -30,6 +30,7 @@ STORAGE_MODULE = "_gpushift_kishu_storage"
 BACKGROUND_MODULE = "_gpushift_kishu_background"
 KISHU_IMPORT_MODULE = "_gpushift_kishu_import"
 FORMAT_CHECKERS_MODULE = "_gpushift_format_checkers"
+RESTORED_HASHES_MODULE = "_gpushift_restored_hashes"
 AGENT_RESULT = f"__import__({AGENT_MODULE!r}).result"
 """The expression that reads the agent's answer to its last operation."""
 CHECKPOINT_CELL = f"__import__({AGENT_MODULE!r}).checkpoint()"
@@ -70,8 +71,10 @@ class RestoreOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     """Where the kernel's time went: "import" (kishu imported, once per kernel, before
     the operation), "attach" (kishu attached), "read" (the variables' chunks read from
-    the database), "unpickle", "hash" (kishu's IdGraphs of the restored variables and
-    its HEAD moved: what the next checkpoint needs to store only changes)."""
+    the database), "unpickle", "hash" (kishu's HEAD moved and the thread started that
+    takes kishu's IdGraphs of the restored variables, what the next checkpoint needs to
+    store only changes; the kernel's next execution waits for what is left of it:
+    `restored_hashes.py`)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ def install_expression() -> str:
                (KISHU_IMPORT_MODULE, _source("kishu_import")),
                (SNAPSHOTS_MODULE, _source("snapshots")),
                (STORAGE_MODULE, _source("kishu_storage")),
-               (PATCHES_MODULE, _source("kishu_patches")), (AGENT_MODULE, _source("agent")),
+               (PATCHES_MODULE, _source("kishu_patches")),
+               (RESTORED_HASHES_MODULE, _source("restored_hashes")),
+               (AGENT_MODULE, _source("agent")),
                (BACKGROUND_MODULE, _source("background_agent"))]
     digest = hashlib.sha256(repr(modules).encode()).hexdigest()[:32]
     installer = (
