@@ -264,3 +264,36 @@ async def test_a_cell_right_after_a_restore_waits_for_the_restored_hashes(
                           workspace=kishu_home.workspace)).ok
     assert await c.value("[float(big[1000]), float(big[1001]), words]") == [
         1001.0, 1001.0, ["alpha", "gamma"]]
+
+
+async def test_a_variable_the_thread_cannot_hash_is_hashed_before_the_next_cell(
+        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
+    """A value whose hashing fails in the restore's thread (here: it pickles on the main
+    thread only) is hashed again before the next cell runs, in the kernel's own
+    thread: a change the cell makes to it must still be stored."""
+    a = await kishu_kernels()
+    await a.cell("import threading\n"
+                 "class MainThreadOnly:\n"
+                 "    def __init__(self, n):\n"
+                 "        self.n = n\n"
+                 "    def __reduce_ex__(self, protocol):\n"
+                 "        if threading.current_thread() is not threading.main_thread():\n"
+                 "            raise RuntimeError('main thread only')\n"
+                 "        return (MainThreadOnly, (self.n,))\n"
+                 "picky = MainThreadOnly(1)")
+    saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    b = await kishu_kernels()
+    await attach(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    await b.cell(f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].delay_s = 0.5")
+    assert (await restore(b.code, kishu_home.notebook, saved.commit_id,
+                          workspace=kishu_home.workspace)).ok
+    await b.cell("picky.n = 5")
+    changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    stored = {name for versioned, commit, _ in snapshot_rows(
+        database_path(kishu_home.notebook, kishu_home.workspace))
+        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    assert "picky" in stored
+    c = await kishu_kernels()
+    assert (await restore(c.code, kishu_home.notebook, None,
+                          workspace=kishu_home.workspace)).ok
+    assert await c.value("picky.n") == 5
