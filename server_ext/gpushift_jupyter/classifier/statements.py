@@ -94,8 +94,7 @@ def _stripped_lines(code: str) -> tuple[list[str], dict[int, str]] | None:
         if kind == "magic":
             magic = found[1:]
             magics[text.count("\n", 0, match.start())] = magic
-            indent = magic[: len(magic) - len(magic.lstrip(" \t"))]
-            return "\n" + indent + "!" + _CONTINUED * magic.count("\n")
+            return "\n" + _indent(magic) + "!" + _CONTINUED * magic.count("\n")
         return _CONTINUED  # a backslash continuation
 
     maybe_magic = any(pattern.search(text) for pattern in _MAYBE_MAGIC)
@@ -139,7 +138,7 @@ def layout(code: str) -> CellLayout | None:
             # A new logical line: the one before it ends here. It stays when it was a
             # block's header or this line is its clause (`if x: y` then `else: z`).
             if simple >= 0:
-                if not last_text.rstrip().endswith(":") and not (
+                if not _opens_block(last_text) and not (
                     line.startswith(indent) and _INNER_CLAUSE.match(line, len(indent))
                 ):
                     inner[starts[-1]].append((simple, index - 1))
@@ -172,7 +171,7 @@ def layout(code: str) -> CellLayout | None:
         last_text = line
     if depth:
         return None
-    if simple >= 0 and not last_text.rstrip().endswith(":"):
+    if simple >= 0 and not _opens_block(last_text):
         inner[starts[-1]].append((simple, len(lines) - 1))
     return CellLayout(tuple(starts), magics, len(lines), inner)
 
@@ -181,7 +180,7 @@ def layout(code: str) -> CellLayout | None:
 def translate_magic(text: str) -> str | None:
     """IPython's translation of one magic line (`!nvidia-smi` ->
     `get_ipython().system('nvidia-smi')`), indent kept; None when it is not one line."""
-    indent = text[: len(text) - len(text.lstrip(" \t"))]
+    indent = _indent(text)
     try:
         translated = transformer().transform_cell(text.strip(" \t"))
     except Exception:  # IPython's transformers raise on some broken input
@@ -214,9 +213,8 @@ def reduce_cell(
             # would skip it (Walker.body), so the parser need not read it. `pass` keeps
             # its block a block and its try body as many statements long (is_probe).
             if not keep(inner_first + 1, inner_last + 1):
-                line = source_lines[inner_first]
-                reduced[inner_first] = line[: len(line) - len(line.lstrip(" \t"))] + "pass"
-                reduced[inner_first + 1 : inner_last + 1] = _blank(inner_last - inner_first)
+                reduced[inner_first] = _indent(source_lines[inner_first]) + "pass"
+                reduced[inner_first + 1 : inner_last + 1] = [""] * (inner_last - inner_first)
         if not magics:
             continue  # most cells: no line to translate
         for index in range(first, last + 1):
@@ -233,5 +231,12 @@ def reduce_cell(
     return "\n".join(reduced), magic_lines
 
 
-def _blank(count: int) -> list[str]:
-    return [""] * count
+def _indent(line: str) -> str:
+    """The spaces and tabs a line starts with."""
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _opens_block(last_line: str) -> bool:
+    """Whether a logical line whose last stripped line is `last_line` is a block's header
+    (`for x in y:`), not a statement of its own (`if x: y`)."""
+    return last_line.rstrip().endswith(":")

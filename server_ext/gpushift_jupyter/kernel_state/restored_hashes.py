@@ -28,14 +28,15 @@ sure to come while it runs)."""
 waited_s: float | None = None
 """How long the first execution after the last restore waited for the thread (0.0:
 it was done; None: no execution since)."""
-_thread: threading.Thread | None = None
-_pending: tuple[Any, dict[str, Any], list[str]] | None = None
+# The running thread, with kishu's planner, the restored values and the names the
+# thread could not hash (None: nothing to wait for).
+_running: tuple[threading.Thread, Any, dict[str, Any], list[str]] | None = None
 
 
 def start(planner: Any, values: dict[str, Any]) -> None:
     """Hash `values` (just restored, already in the user's namespace) into kishu's
     `planner` in a thread; the kernel's next execution waits for it (`wait`)."""
-    global _thread, _pending, waited_s  # noqa: PLW0603 - the module is the kernel's memory
+    global _running, waited_s  # noqa: PLW0603 - the module is the kernel's memory
     wait()  # (never two at once: an earlier restore's hashes are done first)
     events = get_ipython().events
     if wait not in events.callbacks["pre_execute"]:
@@ -51,23 +52,22 @@ def start(planner: Any, values: dict[str, Any]) -> None:
             except Exception:  # hashed again by `wait`, where an error shows
                 failed.append(name)
 
-    _pending = (planner, values, failed)
+    thread = threading.Thread(target=hash_all, name="gpushift-restored-hashes", daemon=True)
+    _running = (thread, planner, values, failed)
     waited_s = None
-    _thread = threading.Thread(target=hash_all, name="gpushift-restored-hashes", daemon=True)
-    _thread.start()
+    thread.start()
 
 
 def wait() -> None:
     """Block until the restored variables are hashed (IPython's `pre_execute`)."""
-    global _thread, _pending, waited_s  # noqa: PLW0603
-    thread, pending = _thread, _pending
-    if thread is None or pending is None:
+    global _running, waited_s  # noqa: PLW0603
+    if _running is None:
         return
+    thread, planner, values, failed = _running
     started = time.monotonic()
     thread.join()
-    _thread = _pending = None
+    _running = None
     waited_s = time.monotonic() - started
-    planner, values, failed = pending
     for name in failed:
         # Once more in the kernel's own thread, before any code of this execution has
         # run: what raises here raised in the restore before the thread took it over.
