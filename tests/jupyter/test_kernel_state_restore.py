@@ -12,7 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import KishuHome, StartKernel
+from conftest import KishuHome, KishuKernel, StartKernel
 
 from gpushift_jupyter.kernel_state import (
     KernelStateError,
@@ -49,6 +49,26 @@ def snapshot_rows(db: Path) -> list[tuple[str, str, int]]:
             "ORDER BY rowid")]
     finally:
         con.close()
+
+
+def names_stored_by(kishu_home: KishuHome, commit_id: str) -> set[str]:
+    """The variables a commit stored anew (those unchanged since are not stored again)."""
+    return {name for versioned, commit, _ in snapshot_rows(
+        database_path(kishu_home.notebook, kishu_home.workspace))
+        if commit == commit_id for name in versioned.split(",")[1:]}
+
+
+async def restore_with_slow_hashes(kishu_home: KishuHome, kishu_kernels: StartKernel,
+                                   commit_id: str, delay_s: float) -> KishuKernel:
+    """A fresh kernel with `commit_id` restored, whose hashing thread sleeps `delay_s`
+    first (`restored_hashes.delay_s`): a cell sent at once comes while it runs."""
+    kernel = await kishu_kernels()
+    await attach(kernel.code, kishu_home.notebook, workspace=kishu_home.workspace)
+    await kernel.cell(
+        f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].delay_s = {delay_s!r}")
+    assert (await restore(kernel.code, kishu_home.notebook, commit_id,
+                          workspace=kishu_home.workspace)).ok
+    return kernel
 
 
 async def test_state_comes_back_in_a_new_kernel_process(
@@ -218,9 +238,7 @@ async def test_changes_made_in_place_after_a_restore_are_saved(
                  "table.loc[5, 's'] = 'changed'\n"
                  "words[1] = 'gamma'")
     changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    stored = {name for versioned, commit, _ in snapshot_rows(
-        database_path(kishu_home.notebook, kishu_home.workspace))
-        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    stored = names_stored_by(kishu_home, changed.commit_id)
     assert {"big", "grid", "table", "words"} <= stored
     assert "fortran" not in stored  # unchanged: not stored again
     c = await kishu_kernels()
@@ -244,19 +262,13 @@ async def test_a_cell_right_after_a_restore_waits_for_the_restored_hashes(
                  "words = ['alpha', 'beta']\n"
                  "kept = np.ones(10)")
     saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    b = await kishu_kernels()
-    await attach(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    await b.cell(f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].delay_s = 1.0")
-    assert (await restore(b.code, kishu_home.notebook, saved.commit_id,
-                          workspace=kishu_home.workspace)).ok
+    b = await restore_with_slow_hashes(kishu_home, kishu_kernels, saved.commit_id, 1.0)
     await b.cell("big[::1000] += 1.0\nwords[1] = 'gamma'")
     # The cell waited: the thread was still running when the restore had answered.
     assert await b.value(
         f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].waited_s > 0.5") is True
     changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    stored = {name for versioned, commit, _ in snapshot_rows(
-        database_path(kishu_home.notebook, kishu_home.workspace))
-        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    stored = names_stored_by(kishu_home, changed.commit_id)
     assert {"big", "words"} <= stored
     assert "kept" not in stored  # hashed as restored, unchanged: not stored again
     c = await kishu_kernels()
@@ -282,16 +294,10 @@ async def test_a_variable_the_thread_cannot_hash_is_hashed_before_the_next_cell(
                  "        return (MainThreadOnly, (self.n,))\n"
                  "picky = MainThreadOnly(1)")
     saved = await checkpoint(a.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    b = await kishu_kernels()
-    await attach(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    await b.cell(f"__import__('sys').modules[{RESTORED_HASHES_MODULE!r}].delay_s = 0.5")
-    assert (await restore(b.code, kishu_home.notebook, saved.commit_id,
-                          workspace=kishu_home.workspace)).ok
+    b = await restore_with_slow_hashes(kishu_home, kishu_kernels, saved.commit_id, 0.5)
     await b.cell("picky.n = 5")
     changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
-    stored = {name for versioned, commit, _ in snapshot_rows(
-        database_path(kishu_home.notebook, kishu_home.workspace))
-        if commit == changed.commit_id for name in versioned.split(",")[1:]}
+    stored = names_stored_by(kishu_home, changed.commit_id)
     assert "picky" in stored
     c = await kishu_kernels()
     assert (await restore(c.code, kishu_home.notebook, None,
