@@ -5,13 +5,15 @@
  * JupyterLab and gpushift run unchanged.
  */
 import { expect, test } from '@jupyterlab/galata';
-import { Route } from '@playwright/test';
 
 import { notificationMessages, podStatus, toast } from './helpers';
 import {
   closeConnectionLost,
+  closeUntilGone,
+  cutSessions,
   holdMoveRequest,
   pollSessions,
+  refuseSaves,
   reloadPlain,
   setAutosaveInterval,
   setLocale,
@@ -29,22 +31,20 @@ test.describe('CPU pod: the server away during a move', () => {
       }
     });
     await expect(podStatus(page)).toHaveText('CPU');
-    const cut = (route: Route) => route.abort('connectionrefused');
-    await page.route('**/api/sessions**', cut);
+    const cut = await cutSessions(page);
+    const move = await holdMoveRequest(page);
+    cut.on();
 
     // No move: JupyterLab's dialog, as without gpushift.
     await pollSessions(page);
     const dialog = page.locator('.jp-Dialog').filter({ hasText: CONNECTION_LOST });
     await expect(dialog).toBeVisible();
-    await closeConnectionLost(dialog);
-    await expect(dialog).toHaveCount(0);
     expect(skipped).toHaveLength(0);
-    // The server is back before the move (JupyterLab's own polling, still cut, could
-    // show the dialog again before the move starts: a race of the test, not a user's).
-    await page.unroute('**/api/sessions**', cut);
+    // The server is back before the move.
+    cut.off();
+    await closeUntilGone(dialog, () => closeConnectionLost(dialog));
 
     // A move in flight: the move's progress explains the outage, no dialog.
-    const release = await holdMoveRequest(page);
     await startMove(page);
     await expect(podStatus(page)).toHaveText('Moving to GPU…');
     // The move's first step is announced (CI once saw the page's first toast never
@@ -53,14 +53,15 @@ test.describe('CPU pod: the server away during a move', () => {
     await expect
       .poll(() => notificationMessages(page))
       .toContain('Moving to a GPU pod: saving your variables… (1/3)');
-    await page.route('**/api/sessions**', cut);
+    cut.on();
     await pollSessions(page);
     await expect.poll(() => skipped.length).toBeGreaterThan(0);
     await page.waitForTimeout(1000);
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    expect(move.held()).toBe(1); // still in flight: the page waits for the server
 
-    await page.unroute('**/api/sessions**', cut);
-    await release();
+    cut.off();
+    move.release();
     // No Kubernetes API here: the move fails at the patch step and says so.
     await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
   });
@@ -73,8 +74,9 @@ test.describe('CPU pod: the server away during a move', () => {
     await reloadPlain(page);
     await expect(page.locator('.lm-MenuBar').first()).toContainText('Datei'); // German now
     await expect(podStatus(page)).toHaveText('CPU');
-    const cut = (route: Route) => route.abort('connectionrefused');
-    await page.route('**/api/sessions**', cut);
+    const cut = await cutSessions(page);
+    const move = await holdMoveRequest(page);
+    cut.on();
 
     // No move: JupyterLab's own dialog, in German.
     await pollSessions(page);
@@ -82,20 +84,19 @@ test.describe('CPU pod: the server away during a move', () => {
     await expect(dialog).toBeVisible();
     await expect(dialog).toContainText('Server-Verbindungsfehler');
     await expect(dialog).not.toContainText(CONNECTION_LOST);
-    await closeConnectionLost(dialog);
-    await expect(dialog).toHaveCount(0);
-    await page.unroute('**/api/sessions**', cut); // back before the move, as above
+    cut.off(); // back before the move, as above
+    await closeUntilGone(dialog, () => closeConnectionLost(dialog));
 
     // A move in flight: no dialog in any language.
-    const release = await holdMoveRequest(page);
     await startMove(page);
     await expect(podStatus(page)).toHaveText('Moving to GPU…');
-    await page.route('**/api/sessions**', cut);
+    cut.on();
     await pollSessions(page);
     await page.waitForTimeout(1500);
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
-    await page.unroute('**/api/sessions**', cut);
-    await release();
+    expect(move.held()).toBe(1);
+    cut.off();
+    move.release();
     await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
   });
 
@@ -103,19 +104,12 @@ test.describe('CPU pod: the server away during a move', () => {
     await page.notebook.createNew();
     await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
     await page.notebook.save();
-    const release = await holdMoveRequest(page);
+    const move = await holdMoveRequest(page);
+    const saves = await refuseSaves(page);
     await startMove(page);
     await expect(podStatus(page)).toHaveText('Moving to GPU…');
     // Saves reach no server while the pod is replaced: the route in front answers 503.
-    let refusedSaves = 0;
-    const unavailable = async (route: Route) => {
-      if (route.request().method() !== 'PUT') {
-        return route.continue();
-      }
-      refusedSaves += 1;
-      return route.fulfill({ status: 503, body: 'Service Unavailable' });
-    };
-    await page.route('**/api/contents/**', unavailable);
+    saves.on();
     await setAutosaveInterval(page, 1);
 
     await page.notebook.setCell(0, 'code', 'edited_during_the_move = 1');
@@ -123,11 +117,12 @@ test.describe('CPU pod: the server away during a move', () => {
       page.evaluate(() => (window as any).jupyterapp.shell.currentWidget.context.model.dirty);
     expect(await dirty()).toBe(true);
     await page.waitForTimeout(3500); // three autosave intervals
-    expect(refusedSaves).toBe(0);
+    expect(saves.refused()).toBe(0);
     await expect(page.locator('.jp-Dialog')).toHaveCount(0);
+    expect(move.held()).toBe(1);
 
-    await page.unroute('**/api/contents/**', unavailable);
-    await release();
+    saves.off();
+    move.release();
     await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
     // The move is over: the change is saved (the autosave it held back).
     await expect.poll(dirty, { timeout: 15000 }).toBe(false);

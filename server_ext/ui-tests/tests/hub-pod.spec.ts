@@ -5,12 +5,17 @@
  * under JupyterLab's German language pack.
  */
 import { expect, IJupyterLabPageFixture, test } from '@jupyterlab/galata';
-import { Route } from '@playwright/test';
 
 import { podStatus, toast } from './helpers';
-import { holdMoveRequest, pollSessions, reloadPlain, setLocale, startMove } from './outage';
-
-const cut = (route: Route) => route.abort('connectionrefused');
+import {
+  closeUntilGone,
+  cutSessions,
+  holdMoveRequest,
+  pollSessions,
+  reloadPlain,
+  setLocale,
+  startMove
+} from './outage';
 
 /** The server away: JupyterHub's dialog (its `title`), dismissed with `dismiss`; then a
  * move in flight: no dialog at all. */
@@ -19,32 +24,27 @@ async function hubThenMove(
   title: string,
   dismiss: string
 ): Promise<void> {
-  await page.route('**/api/sessions**', cut);
+  const cut = await cutSessions(page);
+  const move = await holdMoveRequest(page);
+  cut.on();
   await pollSessions(page);
   const dialog = page.locator('.jp-Dialog');
   await expect(dialog).toBeVisible();
   await expect(dialog).toContainText(title);
-  // The server is back before the user dismisses it. A poll of JupyterLab's own that
-  // failed meanwhile may show the dialog once more (JupyterHub's plugin, as without
-  // gpushift): dismissed too, until none comes back.
-  await page.unroute('**/api/sessions**', cut);
-  await expect(async () => {
-    if ((await dialog.count()) > 0) {
-      await dialog.getByRole('button', { name: dismiss }).click();
-    }
-    await expect(dialog).toHaveCount(0, { timeout: 1500 });
-  }).toPass({ timeout: 20000 });
+  // The server is back before the user dismisses it.
+  cut.off();
+  await closeUntilGone(dialog, () => dialog.getByRole('button', { name: dismiss }).click());
 
-  const release = await holdMoveRequest(page);
   await startMove(page);
   await expect(podStatus(page)).toHaveText('Moving to GPU…');
   // The server away again, now during a move: no dialog at all.
-  await page.route('**/api/sessions**', cut);
+  cut.on();
   await pollSessions(page);
   await page.waitForTimeout(1500);
   await expect(page.locator('.jp-Dialog')).toHaveCount(0);
-  await page.unroute('**/api/sessions**', cut);
-  await release();
+  expect(move.held()).toBe(1); // still in flight
+  cut.off();
+  move.release();
   await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
 }
 
