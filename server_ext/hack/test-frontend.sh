@@ -77,6 +77,9 @@ fi
 cd "$HERE/ui-tests"
 step "browser test packages"
 jlpm install
+# Playwright runs the specs without checking their types: tsc does (tests/ and e2e/).
+step "browser tests: type check"
+"$HERE/node_modules/.bin/tsc" --noEmit -p .
 step "browser tests (Galata)"
 jlpm playwright test "$@"
 step "done"

@@ -19,7 +19,7 @@ test.use({ tmpPath: 'e2e', kernels: null, sessions: null, terminals: null } as a
 /** A move here: the old pod's end, the new one's JupyterLab, the restore (2 cores). */
 const MOVE_TIMEOUT = 200000;
 const HOG = 'gpu-hog-t4-e2e';
-const T4_TOLERATIONS = [
+const T4_TOLERATIONS: Record<string, string>[] = [
   { key: 'nvidia.com/gpu', operator: 'Exists', effect: 'NoSchedule' },
   { key: 'gpushift.io/gpu-pool', operator: 'Equal', value: 't4', effect: 'NoSchedule' }
 ];
