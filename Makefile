@@ -46,6 +46,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict -p gpushift_core -p gpushift_webhook -p gpushift_certs -p gpushift_sidecar
 	$(BIN)/mypy --strict -p gpushift_jupyter
 	$(BIN)/mypy --strict testing/gpushift_testing
+	MYPYPATH=testing:tests $(BIN)/mypy --strict bench
 
 dockerlint: $(STAMP)
 	$(BIN)/hadolint Dockerfile.webhook Dockerfile.sidecar Dockerfile.notebook

@@ -18,6 +18,10 @@ async def mutate(request: web.Request) -> web.Response:
     return web.Response(body=ALLOW, content_type="application/json")
 
 
+async def healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
@@ -27,7 +31,7 @@ def main() -> None:
     ctx.load_cert_chain(f"{args.cert_dir}/tls.crt", f"{args.cert_dir}/tls.key")
     app = web.Application(client_max_size=3 * 1024 * 1024)
     app.router.add_post("/mutate", mutate)
-    app.router.add_get("/healthz", lambda _: web.json_response({"status": "ok"}))
+    app.router.add_get("/healthz", healthz)
     # The same event loop as gpushift-webhook, so the comparison is of the handlers.
     web.run_app(app, host="127.0.0.1", port=args.port, ssl_context=ctx, access_log=None,
                 print=None, loop=uvloop.new_event_loop())

@@ -37,7 +37,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import jupyter_client
+import jupyter_client.manager
 
 from gpushift_jupyter.kernel_state import (
     ClientKernel,
@@ -86,7 +86,7 @@ class Kernel:
 
 
 async def start_kernel(work: Path, env: dict[str, str]) -> Kernel:
-    manager = jupyter_client.AsyncKernelManager(
+    manager = jupyter_client.manager.AsyncKernelManager(
         kernel_name=KERNEL_NAME,
         connection_file=str(work / "runtime" / f"kernel-{uuid.uuid4()}.json"))
     await manager.start_kernel(env=env, cwd=str(work))

@@ -152,7 +152,7 @@ def main() -> int:
         sidecars: list[SidecarProcess] = []
         try:
             namespace = "bench"
-            core.create_namespace({"metadata": {"name": namespace}})
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
             workspace = work / "workspace"
             setup_notebook(api, namespace, workspace)
             kubeconfig = work / "sidecar-kubeconfig"
