@@ -71,6 +71,15 @@ async def restore_with_slow_hashes(kishu_home: KishuHome, kishu_kernels: StartKe
     return kernel
 
 
+async def latest_in_fresh_kernel(kishu_home: KishuHome,
+                                 kishu_kernels: StartKernel) -> KishuKernel:
+    """A fresh kernel with the notebook's newest checkpoint restored."""
+    kernel = await kishu_kernels()
+    assert (await restore(kernel.code, kishu_home.notebook, None,
+                          workspace=kishu_home.workspace)).ok
+    return kernel
+
+
 async def test_state_comes_back_in_a_new_kernel_process(
         kishu_home: KishuHome, kishu_kernels: StartKernel, tmp_path: Path) -> None:
     notebook_bytes = kishu_home.notebook.read_bytes()
@@ -241,9 +250,7 @@ async def test_changes_made_in_place_after_a_restore_are_saved(
     stored = names_stored_by(kishu_home, changed.commit_id)
     assert {"big", "grid", "table", "words"} <= stored
     assert "fortran" not in stored  # unchanged: not stored again
-    c = await kishu_kernels()
-    assert (await restore(c.code, kishu_home.notebook, None,
-                          workspace=kishu_home.workspace)).ok
+    c = await latest_in_fresh_kernel(kishu_home, kishu_kernels)
     assert await c.value(
         "[float(big[1000]), float(big[1001]), list(grid.shape), table.loc[5, 's'], words, "
         "bool(fortran.flags.f_contiguous), float(fortran[2, 3])]"
@@ -271,9 +278,7 @@ async def test_a_cell_right_after_a_restore_waits_for_the_restored_hashes(
     stored = names_stored_by(kishu_home, changed.commit_id)
     assert {"big", "words"} <= stored
     assert "kept" not in stored  # hashed as restored, unchanged: not stored again
-    c = await kishu_kernels()
-    assert (await restore(c.code, kishu_home.notebook, None,
-                          workspace=kishu_home.workspace)).ok
+    c = await latest_in_fresh_kernel(kishu_home, kishu_kernels)
     assert await c.value("[float(big[1000]), float(big[1001]), words]") == [
         1001.0, 1001.0, ["alpha", "gamma"]]
 
@@ -299,7 +304,5 @@ async def test_a_variable_the_thread_cannot_hash_is_hashed_before_the_next_cell(
     changed = await checkpoint(b.code, kishu_home.notebook, workspace=kishu_home.workspace)
     stored = names_stored_by(kishu_home, changed.commit_id)
     assert "picky" in stored
-    c = await kishu_kernels()
-    assert (await restore(c.code, kishu_home.notebook, None,
-                          workspace=kishu_home.workspace)).ok
+    c = await latest_in_fresh_kernel(kishu_home, kishu_kernels)
     assert await c.value("picky.n") == 5
