@@ -45,14 +45,14 @@ export async function refuseSaves(
   page: IJupyterLabPageFixture
 ): Promise<IRouteSwitch & { refused(): number }> {
   let refused = 0;
-  const route = await switchedRoute(page, '**/api/contents/**', async route => {
+  const saves = await switchedRoute(page, '**/api/contents/**', async route => {
     if (route.request().method() !== 'PUT') {
       return route.fallback();
     }
     refused += 1;
     return route.fulfill({ status: 503, body: 'Service Unavailable' });
   });
-  return { ...route, refused: () => refused };
+  return { ...saves, refused: () => refused };
 }
 
 /** The move request held open: the page waits for the server to save the variables, a
