@@ -5,6 +5,7 @@ with the server extension, real kernels and kishu), the bench acting as the brow
     .venv/bin/python bench/e2e_migration.py [--runs 5] [--sizes 50,500] [--notebooks 1]
     .venv/bin/python bench/e2e_migration.py --sizes 50 --notebooks 1,2,4
     .venv/bin/python bench/e2e_migration.py --notebook-env GPUSHIFT_WARM_KERNELS=0  # a feature off
+    .venv/bin/python bench/e2e_migration.py --runs 3 --sizes 50 --cpu  # who used the CPU
 
 For each state size and number of open notebooks, one Notebook server is moved `--runs`
 times, GPU and CPU in turn, each time with fresh state of that size in every notebook's
@@ -32,7 +33,7 @@ it. Phases of one move (from the migration's history and the restore's answer):
   started that takes kishu's IdGraphs of the restored variables after the answer (the
   rest is the operations' round trips); ..hash wait — how long the first execution
   after the restore (the held cell, on a move to the GPU) waited for that thread;
-* held cell — the pending cell run on the new pod;
+* held cell — the pending cell run on the new pod, until its output arrived;
 * start to variables — from the new pod's notebook container's start (the runner's
   record) to the end of the restore: every notebook's kernel holds its variables
   (issue 16: within 3 s plus the restore's own read and unpickle);
@@ -44,6 +45,13 @@ and leaves out what is Kubernetes' (issue 16): the total less the checkpoint, le
 the restore's I/O (..read and ..unpickle: the new kernel's start and kishu's import in
 it count as overhead) and less the old server's exit (the old pod's grace period).
 Prints every move, then p50 and max per phase and size.
+
+With `--cpu`, a thread samples every process's CPU time (`gpushift_testing.cpu_use`, a
+few per cent of a core) and each move also prints the CPU seconds each part of the
+system used from `recreating` to the end of the restore (the old pod's exit, the new
+pod's start, the restore; `bench` is this process: the client, the local pod runner and
+the notebook proxy), and `cpu: busy cores`: their total over that wall time. Near
+the machine's core count, the new pod's start is bound by CPU, not by waiting.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ sys.path.insert(0, str(ROOT / "testing"))
 from gpushift_testing import e2e  # noqa: E402
 from gpushift_testing.binaries import missing_binaries  # noqa: E402
 from gpushift_testing.controlplane import ControlPlane  # noqa: E402
+from gpushift_testing.cpu_use import CpuSampler  # noqa: E402
 from gpushift_testing.jupyter_user import JupyterUser  # noqa: E402
 from gpushift_testing.kube import wait_for  # noqa: E402
 from gpushift_testing.pod_runner import PodRunner  # noqa: E402
@@ -131,7 +140,8 @@ def notebook_started(runner: PodRunner) -> float:
 
 
 async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: str,
-                   mib: int, notebooks: int = 1) -> tuple[str, dict[str, float]]:
+                   mib: int, notebooks: int = 1,
+                   cpu: CpuSampler | None = None) -> tuple[str, dict[str, float]]:
     kernels = [kernel] + [await user.open_notebook(p) for p in notebook_paths(notebooks)[1:]]
     for each in kernels:
         done = await user.execute(each, state_cell(mib), timeout=600)
@@ -149,12 +159,13 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
     status, restored = await e2e.restore_state(user, fresh, "work.ipynb", 600)
     assert status == 200 and restored["ok"], restored
     held = 0.0
+    ended = time.time()
     if restored["pending_cell"]:
-        t1 = time.monotonic()
         ran = await user.execute(fresh, restored["pending_cell"]["code"])
-        assert ran.status == "ok", ran.error
-        held = time.monotonic() - t1
-    total = time.time() - started
+        assert ran.status == "ok" and ran.output_at, ran
+        # Until its output arrived (what the user waits for), not the connection's close.
+        held, ended = ran.output_at - ended, ran.output_at
+    total = ended - started
     waited = await user.execute(fresh, HASH_WAIT)
     assert waited.status == "ok", waited.error
     for path in notebook_paths(notebooks)[1:]:  # restored by the server, each its own
@@ -183,12 +194,18 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
     io = float(parts.get("read") or 0.0) + float(parts.get("unpickle") or 0.0)
     figures["gpushift's overhead"] = (total - figures["checkpoint"] - io
                                       - figures[" ..old server's exit"])
+    if cpu is not None:  # from `recreating` to the end of the restore
+        used = cpu.used(at["recreating"], restored["restored_at"])
+        figures.update({f"cpu: {part}": seconds for part, seconds in sorted(
+            used.items(), key=lambda item: -item[1])})
+        figures["cpu: busy cores"] = used["total"] / (restored["restored_at"]
+                                                      - at["recreating"])
     return fresh, figures
 
 
 async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
-                     runs: int, notebooks: int = 1,
-                     env: dict[str, str] | None = None) -> list[dict[str, float]]:
+                     runs: int, notebooks: int = 1, env: dict[str, str] | None = None,
+                     cpu: CpuSampler | None = None) -> list[dict[str, float]]:
     namespace = f"bench-{mib}-{notebooks}-{uuid.uuid4().hex[:5]}"
     admin.core.create_namespace({"metadata": {"name": namespace}})
     results = []
@@ -204,7 +221,7 @@ async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
             for run in range(runs):
                 target = "gpu" if run % 2 == 0 else "cpu"
                 kernel, figures = await one_move(user, nb.runner, kernel, target, mib,
-                                                 notebooks)
+                                                 notebooks, cpu)
                 results.append(figures)
                 print(f"{mib:4d} MiB x{notebooks} move {run + 1} to {target}: " + ", ".join(
                     f"{k} {v:.2f}s" for k, v in figures.items()), flush=True)
@@ -224,6 +241,8 @@ def main() -> int:
     ap.add_argument("--notebook-env", action="append", default=[], metavar="NAME=VALUE",
                     help="an environment variable of the notebook container (repeatable), "
                          "e.g. GPUSHIFT_WARM_KERNELS=0 to compare with a gpushift feature off")
+    ap.add_argument("--cpu", action="store_true",
+                    help="also print the CPU each part of the system used in each move")
     args = ap.parse_args()
     env = dict(item.split("=", 1) for item in args.notebook_env)
     counts = [int(n) for n in args.notebooks.split(",")]
@@ -235,25 +254,31 @@ def main() -> int:
         work = Path(tmp)
         plane = ControlPlane(work / "cp").start()
         hook = None
+        cpu = CpuSampler().start() if args.cpu else None
         try:
             api = plane.api_client()
             admin = type("Admin", (), {"core": client.CoreV1Api(api),
                                        "custom": client.CustomObjectsApi(api),
                                        "rbac": client.RbacAuthorizationV1Api(api)})
             hook = e2e.start_webhook(plane, work / "webhook")
-            table = {(mib, n): asyncio.run(bench_size(plane, admin, work, mib, args.runs, n, env))
+            table = {(mib, n): asyncio.run(bench_size(plane, admin, work, mib, args.runs, n, env,
+                                                      cpu))
                      for mib in sizes for n in counts}
         finally:
+            if cpu is not None:
+                cpu.stop()
             if hook is not None:
                 hook.stop()
             plane.stop()
     print(f"\n{'phase':21s}" + "".join(f"{f'{m}Mx{n} p50':>12s}{f'{m}Mx{n} max':>12s}"
                                       for m, n in table))
-    for phase in PHASES:
+    cpu_rows = sorted({k for runs in table.values() for r in runs for k in r} - set(PHASES))
+    for phase in PHASES + cpu_rows:
         row = f"{phase:21s}"
         for runs in table.values():
-            values = [r[phase] for r in runs]
-            row += f"{statistics.median(values):11.2f}s{max(values):11.2f}s"
+            values = [r.get(phase, 0.0) for r in runs]
+            unit = " " if phase == "cpu: busy cores" else "s"
+            row += f"{statistics.median(values):11.2f}{unit}{max(values):11.2f}{unit}"
         print(row)
     print("(columns: state size in MiB x open notebooks, each notebook with that state)")
     print("\noverhead = total - checkpoint - restore (scheduling is instant here); "

@@ -33,6 +33,9 @@ class Execution:
     """text/plain of execute_result and display_data."""
     error: str | None = None
     execution_count: int | None = None
+    output_at: float = 0.0
+    """time.time() when its first output (stdout, a result or an error) arrived: what
+    the user sees, before the kernel reports idle and the connection closes."""
 
 
 class JupyterUser:
@@ -123,6 +126,9 @@ class JupyterUser:
                 if message.get("parent_header", {}).get("msg_id") != msg_id:
                     continue
                 kind, content = message["msg_type"], message["content"]
+                if not result.output_at and kind in ("stream", "execute_result",
+                                                     "display_data", "error"):
+                    result.output_at = time.time()
                 if kind == "stream" and content.get("name") == "stdout":
                     result.stdout += content["text"]
                 elif kind in ("execute_result", "display_data"):
