@@ -11,6 +11,19 @@ gets that process's output when it runs exactly that command (same program, argu
 and folder) and runs the command itself otherwise; JupyterLab's own parsing and error
 handling see the same bytes. Nothing changes but when the command ran.
 
+Then it is not run again where its answer is known: JupyterLab reads only yarn 1's
+output (`{"type": "info"}` lines), and the yarn of every JupyterLab 4 is yarn 3 or later,
+which writes one `{"key": ..., "type": <the setting's type>}` line per setting, so
+JupyterLab's configuration is empty (the default registry) whatever the settings are.
+That is a property of the yarn program, not of its settings: once an output of that
+shape was seen, the program (node and yarn.js, by path, size and modification time) is
+noted in `~/.cache/gpushift/yarn-config-unreadable.json` (`$XDG_CACHE_HOME`; a
+Kubeflow notebook's home is its volume, so every later pod of the notebook reads it),
+and later starts give JupyterLab an empty output instead of running Node.js: the same
+empty configuration, without the 0.4-0.5 s of CPU the command took beside every pod's
+start, a move's included (`bench/e2e_migration.py --cpu`). A yarn that fails is never
+noted (JupyterLab logs its error as before).
+
 Plain Python with no import of gpushift or JupyterLab (`server_start` calls it from the
 server's start hook).
 """
@@ -20,6 +33,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -29,15 +43,23 @@ from types import ModuleType
 from typing import Any
 
 MODULE = "jupyterlab.commands"
+UNREADABLE_FILE = "yarn-config-unreadable.json"
+"""In the user's cache folder's `gpushift`: the yarn programs whose output JupyterLab
+cannot read (`{"programs": [program_key, ...]}`)."""
+MAX_NOTED = 16
+"""At most this many programs are noted (the newest): a home sees few JupyterLabs."""
 
 
 class Prefetch:
-    """The command started early, and its output once asked for."""
+    """The command started early, and its output once asked for; or, for a program
+    known to write what JupyterLab cannot read (`unreadable`), no command and an empty
+    output."""
 
-    def __init__(self, command: list[str], cwd: str) -> None:
-        self.command, self.cwd = command, cwd
-        self.process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE)
+    def __init__(self, command: list[str], cwd: str, key: str | None = None,
+                 unreadable: bool = False) -> None:
+        self.command, self.cwd, self.key = command, cwd, key
+        self.process = None if unreadable else subprocess.Popen(
+            command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.used = False
         """Whether JupyterLab took the output (a mismatch runs its own command)."""
 
@@ -46,18 +68,86 @@ class Prefetch:
                 and os.path.abspath(cwd) == self.cwd)
 
     def output(self) -> bytes:
-        """What `subprocess.check_output(command, stderr=PIPE, cwd=...)` would give."""
+        """What `subprocess.check_output(command, stderr=PIPE, cwd=...)` would give, or
+        what JupyterLab reads of it."""
         self.used = True
+        if self.process is None:
+            return b""
         stdout, stderr = self.process.communicate()
         if self.process.returncode:
             raise subprocess.CalledProcessError(self.process.returncode, self.command,
                                                 output=stdout, stderr=stderr)
+        if self.key is not None and not readable_by_jupyterlab(stdout):
+            note_unreadable(self.key)
         return stdout
 
     def discard(self) -> None:
+        if self.process is None:
+            return
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate()
+
+
+def readable_by_jupyterlab(output: bytes) -> bool:
+    """Whether JupyterLab's `_yarn_config` could find settings in this output of
+    `yarn config --json` (pure). It reads yarn 1's `{"type": "info"}` lines; an output
+    of JSON objects each with a `type` other than "info" (yarn 2+) gives it nothing."""
+    lines = output.splitlines()
+    for line in lines:
+        try:
+            item = json.loads(line)
+        except ValueError:
+            return True  # not yarn 2+'s shape: JupyterLab decides, every time
+        if not isinstance(item, dict) or item.get("type", "info") == "info":
+            return True
+    return not lines
+
+
+def program_key(command: Sequence[str]) -> str | None:
+    """The yarn program of `command` (node and yarn.js): each file's real path, size and
+    modification time; None when one cannot be read."""
+    parts = []
+    for path in command[:2]:
+        try:
+            found = os.stat(path)
+        except OSError:
+            return None
+        parts.append(f"{os.path.realpath(path)}:{found.st_size}:{found.st_mtime_ns}")
+    return " ".join(parts)
+
+
+def _noted_file() -> str:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
+                                                             ".cache")
+    return os.path.join(cache, "gpushift", UNREADABLE_FILE)
+
+
+def noted_unreadable() -> list[str]:
+    """The programs noted as writing what JupyterLab cannot read (none when the file is
+    missing or not this module's)."""
+    try:
+        with open(_noted_file(), "rb") as file:
+            programs = json.load(file).get("programs")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [p for p in programs if isinstance(p, str)] if isinstance(programs, list) else []
+
+
+def note_unreadable(key: str) -> None:
+    """Note `key`'s program (best effort: a home that cannot be written to runs the
+    command at every start, as before)."""
+    others = [p for p in noted_unreadable() if p != key]
+    programs = [*others[-(MAX_NOTED - 1):], key]
+    path = _noted_file()
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}"
+        with open(partial, "w") as file:
+            json.dump({"programs": programs}, file)
+        os.replace(partial, path)
+    except OSError:
+        pass
 
 
 prefetch: Prefetch | None = None
@@ -90,15 +180,17 @@ def yarn_command() -> tuple[list[str], str] | None:
 
 
 def start() -> bool:
-    """Start the command and have `jupyterlab.commands` use its output; whether it
-    started."""
+    """Start the command (unless its program is noted as unreadable) and have
+    `jupyterlab.commands` use its output; whether JupyterLab will be given it."""
     global prefetch  # noqa: PLW0603 - one per process
     if prefetch is not None or MODULE in sys.modules:
         return False
     found = yarn_command()
     if found is None:
         return False
-    prefetch = Prefetch(*found)
+    command, cwd = found
+    key = program_key(command)
+    prefetch = Prefetch(command, cwd, key, key is not None and key in noted_unreadable())
     sys.meta_path.insert(0, _PatchOnImport())
     return True
 

@@ -72,11 +72,15 @@ class Proc:
             )
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int, children: bool = False) -> float:
     """User + system CPU time of a running process so far (Linux /proc): what a bench
-    reads at a moment of a process's life, such as its first answer."""
+    reads at a moment of a process's life, such as its first answer; `children`: with
+    that of the children it has waited for."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,

@@ -6,6 +6,7 @@ through the .pth file the package installed into this environment, in real proce
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,21 +134,123 @@ needs_node = pytest.mark.skipif(yarn_config_prefetch.yarn_command() is None,
                                 reason="no Node.js: JupyterLab runs no yarn command")
 
 
+# A later start, for a yarn program noted as writing what JupyterLab cannot read:
+# JupyterLab is given no output, and its configuration is what its own command gives.
+YARN_NOTED_PROBE = """
+import logging, subprocess
+from gpushift_jupyter import yarn_config_prefetch as prefetch
+early = prefetch.prefetch
+ran = []
+check_output = subprocess.check_output
+subprocess.check_output = lambda args, **kw: ran.append(args) or check_output(args, **kw)
+import jupyterlab.commands as commands
+log = logging.getLogger("probe")
+first = commands._yarn_config(log)
+assert not ran, ran  # no yarn command ran for it
+again = commands._yarn_config(log)  # JupyterLab's own command
+assert len(ran) == 1 and first == again == {"yarn config": {}, "npm config": {}}, again
+import jupyterlab.labapp
+print(f"started={early.process is not None} used={early.used}")
+"""
+
+
+def yarn_env(tmp_path: Path) -> dict[str, str]:
+    """A cache folder of the test's own: what earlier starts noted is not seen."""
+    return {"XDG_CACHE_HOME": str(tmp_path / "cache")}
+
+
 @needs_node
 def test_a_jupyter_server_gets_jupyterlabs_yarn_config_from_the_early_command(
         tmp_path: Path) -> None:
     """The same configuration as JupyterLab's own call, from the command the start hook
     started before JupyterLab was imported."""
-    assert probe(tmp_path, "jupyter-lab", YARN_PROBE) == "started=True used=True"
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE, **yarn_env(tmp_path)) == \
+        "started=True used=True"
+
+
+@needs_node
+def test_a_yarn_whose_output_jupyterlab_cannot_read_runs_once(tmp_path: Path) -> None:
+    """JupyterLab 4's yarn (3+) writes settings JupyterLab's parser does not read: after
+    the first start has seen that, later starts run no Node.js and JupyterLab gets the
+    same (empty) configuration; another program (a changed yarn.js) runs again."""
+    found = yarn_config_prefetch.yarn_command()
+    assert found is not None
+    command, cwd = found
+    output = subprocess.run(command, cwd=cwd, capture_output=True, check=True).stdout
+    if yarn_config_prefetch.readable_by_jupyterlab(output):
+        pytest.skip("this yarn writes yarn 1's output, which JupyterLab reads")
+    env = yarn_env(tmp_path)
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE, **env) == "started=True used=True"
+    noted = json.loads((tmp_path / "cache" / "gpushift" / "yarn-config-unreadable.json")
+                       .read_text())
+    assert noted == {"programs": [yarn_config_prefetch.program_key(command)]}
+    assert probe(tmp_path, "jupyter-lab", YARN_NOTED_PROBE, **env) == \
+        "started=False used=True"
+    # The noted key no longer names this program: it runs (and is noted again).
+    (tmp_path / "cache" / "gpushift" / "yarn-config-unreadable.json").write_text(
+        json.dumps({"programs": ["/usr/bin/node:1:1 /elsewhere/yarn.js:1:1"]}))
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE, **env) == "started=True used=True"
+
+
+def test_what_jupyterlab_reads_of_yarns_output() -> None:
+    """JupyterLab's `_yarn_config` reads yarn 1's info/inspect lines; yarn 2+ writes a
+    line per setting, typed, which it skips: only that shape counts as unreadable."""
+    yarn1 = (b'{"type":"info","data":"yarn config"}\n'
+             b'{"type":"inspect","data":{"registry":"https://example.invalid/"}}\n')
+    yarn3 = (b'{"key":"cacheFolder","type":"ABSOLUTE_PATH","default":"./.yarn/cache"}\n'
+             b'{"key":"npmRegistryServer","effective":"x","type":"STRING"}\n')
+    assert yarn_config_prefetch.readable_by_jupyterlab(yarn1)
+    assert not yarn_config_prefetch.readable_by_jupyterlab(yarn3)
+    for other in (b"", b"not json\n", b'{"key":"cacheFolder"}\n', b"[1]\n",
+                  yarn3 + b'{"type":"info","data":"yarn config"}\n'):
+        assert yarn_config_prefetch.readable_by_jupyterlab(other), other
+
+
+def test_a_program_is_known_by_its_files(tmp_path: Path) -> None:
+    node, yarn = tmp_path / "node", tmp_path / "yarn.js"
+    node.write_text("n")
+    yarn.write_text("y")
+    command = [str(node), str(yarn), "config", "--json"]
+    key = yarn_config_prefetch.program_key(command)
+    assert key is not None and str(yarn) in key
+    yarn.write_text("yarn 4")
+    assert yarn_config_prefetch.program_key(command) not in (None, key)
+    yarn.unlink()
+    assert yarn_config_prefetch.program_key(command) is None
+
+
+def test_noted_programs_are_the_newest_few(tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert yarn_config_prefetch.noted_unreadable() == []
+    noted = tmp_path / "gpushift" / "yarn-config-unreadable.json"
+    noted.parent.mkdir()
+    for broken in ("not json", "[]", '{"programs": "x"}'):
+        noted.write_text(broken)
+        assert yarn_config_prefetch.noted_unreadable() == []
+    for i in range(yarn_config_prefetch.MAX_NOTED + 4):
+        yarn_config_prefetch.note_unreadable(f"program {i}")
+    yarn_config_prefetch.note_unreadable("program 5")  # again: now the newest
+    kept = yarn_config_prefetch.noted_unreadable()
+    assert len(kept) == yarn_config_prefetch.MAX_NOTED
+    assert kept[-1] == "program 5" and kept.count("program 5") == 1
+    assert "program 0" not in kept
+    # A cache folder that cannot be made (a file is in its way): nothing noted, no error.
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    yarn_config_prefetch.note_unreadable("program x")
+    assert yarn_config_prefetch.noted_unreadable() == []
 
 
 @needs_node
 def test_the_early_yarn_command_is_only_for_servers_and_can_be_turned_off(
         tmp_path: Path) -> None:
-    assert probe(tmp_path, "python-script", YARN_PROBE) == "started=False used=False"
-    assert probe(tmp_path, "jupyter-lab", YARN_PROBE,
-                 GPUSHIFT_PREFETCH_YARN_CONFIG="0") == \
+    env = yarn_env(tmp_path)
+    assert probe(tmp_path, "python-script", YARN_PROBE, **env) == \
         "started=False used=False"
+    assert probe(tmp_path, "jupyter-lab", YARN_PROBE, GPUSHIFT_PREFETCH_YARN_CONFIG="0",
+                 **env) == "started=False used=False"
 
 
 def test_only_the_prefetched_command_gets_its_output(
