@@ -93,6 +93,11 @@ HELD_CELL = 'device = "cuda"\nprint(round(float(big.sum()), 3))'
 HASH_WAIT = "print(__import__('sys').modules['_gpushift_restored_hashes'].waited_s)"
 
 
+def unit(figure: str) -> str:
+    """Seconds, but for the busy cores (a count)."""
+    return "" if figure == "cpu: busy cores" else "s"
+
+
 def state_cell(mib: int) -> str:
     return (f"import numpy as np, pandas as pd\n"
             f"big = np.random.default_rng().random({mib} * 2**20 // 8)\n"
@@ -224,7 +229,7 @@ async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
                                                  notebooks, cpu)
                 results.append(figures)
                 print(f"{mib:4d} MiB x{notebooks} move {run + 1} to {target}: " + ", ".join(
-                    f"{k} {v:.2f}s" for k, v in figures.items()), flush=True)
+                    f"{k} {v:.2f}{unit(k)}" for k, v in figures.items()), flush=True)
     # The fake GPU node has one GPU: the next size's notebook needs it.
     admin.core.delete_namespace(namespace)
     wait_for("the notebook's pod gone", lambda: not admin.core.list_namespaced_pod(
@@ -277,8 +282,8 @@ def main() -> int:
         row = f"{phase:21s}"
         for runs in table.values():
             values = [r.get(phase, 0.0) for r in runs]
-            unit = " " if phase == "cpu: busy cores" else "s"
-            row += f"{statistics.median(values):11.2f}{unit}{max(values):11.2f}{unit}"
+            row += (f"{statistics.median(values):11.2f}{unit(phase) or ' '}"
+                    f"{max(values):11.2f}{unit(phase) or ' '}")
         print(row)
     print("(columns: state size in MiB x open notebooks, each notebook with that state)")
     print("\noverhead = total - checkpoint - restore (scheduling is instant here); "
