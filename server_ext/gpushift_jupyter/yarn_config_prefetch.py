@@ -30,6 +30,7 @@ server's start hook).
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
@@ -140,14 +141,15 @@ def note_unreadable(key: str) -> None:
     others = [p for p in noted_unreadable() if p != key]
     programs = [*others[-(MAX_NOTED - 1):], key]
     path = _noted_file()
+    partial = f"{path}.{os.getpid()}"  # then renamed: a reader never sees half a file
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}"
         with open(partial, "w") as file:
             json.dump({"programs": programs}, file)
         os.replace(partial, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):
+            os.remove(partial)
 
 
 prefetch: Prefetch | None = None

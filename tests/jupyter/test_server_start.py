@@ -235,6 +235,11 @@ def test_noted_programs_are_the_newest_few(tmp_path: Path,
     assert len(kept) == yarn_config_prefetch.MAX_NOTED
     assert kept[-1] == "program 5" and kept.count("program 5") == 1
     assert "program 0" not in kept
+    # A folder where the file goes: nothing noted, no error, no half-written file left.
+    noted.unlink()
+    noted.mkdir()
+    yarn_config_prefetch.note_unreadable("program y")
+    assert sorted(p.name for p in noted.parent.iterdir()) == [noted.name]
     # A cache folder that cannot be made (a file is in its way): nothing noted, no error.
     blocked = tmp_path / "a-file"
     blocked.write_text("")
