@@ -21,7 +21,6 @@ their ratios to the baseline.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -61,9 +60,9 @@ def note_yarn(home: str) -> None:
     key = yarn_config_prefetch.program_key(command)
     if yarn_config_prefetch.readable_by_jupyterlab(output) or key is None:
         raise SystemExit("JupyterLab reads this yarn's output: nothing would be noted")
-    noted = Path(home, ".cache", "gpushift", yarn_config_prefetch.UNREADABLE_FILE)
-    noted.parent.mkdir(parents=True)
-    noted.write_text(json.dumps({"programs": [key]}))
+    yarn_config_prefetch.note_unreadable(key, f"{home}/.cache")
+    if key not in yarn_config_prefetch.noted_unreadable(f"{home}/.cache"):
+        raise SystemExit(f"could not note the yarn program in {home}/.cache")
 
 
 def time_to_answer(mode: str) -> tuple[float, float, float]:

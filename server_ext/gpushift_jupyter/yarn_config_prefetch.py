@@ -118,29 +118,29 @@ def program_key(command: Sequence[str]) -> str | None:
     return " ".join(parts)
 
 
-def _noted_file() -> str:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"),
-                                                             ".cache")
+def _noted_file(cache: str | None) -> str:
+    cache = cache or os.environ.get("XDG_CACHE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "gpushift", UNREADABLE_FILE)
 
 
-def noted_unreadable() -> list[str]:
+def noted_unreadable(cache: str | None = None) -> list[str]:
     """The programs noted as writing what JupyterLab cannot read (none when the file is
-    missing or not this module's)."""
+    missing or not this module's), in the user's cache folder or `cache`."""
     try:
-        with open(_noted_file(), "rb") as file:
+        with open(_noted_file(cache), "rb") as file:
             programs = json.load(file).get("programs")
     except (OSError, ValueError, AttributeError):
         return []
     return [p for p in programs if isinstance(p, str)] if isinstance(programs, list) else []
 
 
-def note_unreadable(key: str) -> None:
-    """Note `key`'s program (best effort: a home that cannot be written to runs the
-    command at every start, as before)."""
-    others = [p for p in noted_unreadable() if p != key]
+def note_unreadable(key: str, cache: str | None = None) -> None:
+    """Note `key`'s program, in the user's cache folder or `cache` (best effort: a home
+    that cannot be written to runs the command at every start, as before)."""
+    others = [p for p in noted_unreadable(cache) if p != key]
     programs = [*others[-(MAX_NOTED - 1):], key]
-    path = _noted_file()
+    path = _noted_file(cache)
     partial = f"{path}.{os.getpid()}"  # then renamed: a reader never sees half a file
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)

@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+from gpushift_testing.processes import cpu_of, proc_stat
+
 PARTS = (
     ("kernels", ("ipykernel_launcher", "warm_kernel_main")),
     ("JupyterLab", ("jupyter-lab", "jupyter lab", "jupyter-server", "jupyterhub-singleuser")),
@@ -48,7 +50,6 @@ class CpuSampler:
     def __init__(self, period: float = 0.1,
                  parts: tuple[tuple[str, tuple[str, ...]], ...] = PARTS) -> None:
         self.period, self.parts = period, parts
-        self._tick = os.sysconf("SC_CLK_TCK")
         self._times: list[float] = []
         # A process is its pid and its start time: pids are reused within a run.
         self._samples: list[dict[tuple[int, str], float]] = []
@@ -79,7 +80,7 @@ class CpuSampler:
                 continue
             pid = int(entry)
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = proc_stat(pid)
                 key = (pid, fields[19])  # starttime
                 if key not in self._parts:
                     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -87,7 +88,7 @@ class CpuSampler:
                         errors="replace"), pid, own, self.parts)
             except OSError:  # it ended meanwhile
                 continue
-            sample[key] = (int(fields[11]) + int(fields[12])) / self._tick
+            sample[key] = cpu_of(fields)
         return sample
 
     def used(self, since: float, until: float) -> dict[str, float]:
@@ -98,16 +99,14 @@ class CpuSampler:
         if last <= first:
             return {"total": 0.0}
         window = self._samples[first:last + 1]
-        # Each process's CPU at its first and last sample in the window (one that started
-        # in it: from 0).
-        seen: dict[tuple[int, str], tuple[float, float]] = {}
+        # Each process's CPU at its last sample in the window, less that at the first (0
+        # for one that started in the window).
+        latest: dict[tuple[int, str], float] = {}
         for sample in window:
-            for key, cpu in sample.items():
-                start, _ = seen.get(key, (window[0].get(key, 0.0), 0.0))
-                seen[key] = (start, cpu)
+            latest.update(sample)
         used: dict[str, float] = {}
-        for key, (start, end) in seen.items():
+        for key, end in latest.items():
             part = self._parts.get(key, OTHER)
-            used[part] = used.get(part, 0.0) + end - start
+            used[part] = used.get(part, 0.0) + end - window[0].get(key, 0.0)
         used["total"] = sum(used.values())
         return used

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gpushift_testing.pod_spec import CONTAINER_MARK_ENV, ContainerPlan, PodPlan
-from gpushift_testing.processes import _die_with_parent
+from gpushift_testing.processes import _die_with_parent, proc_stat
 
 log = logging.getLogger("gpushift.pod_runner")
 MAX_BACKOFF_S = 10.0
@@ -181,13 +181,12 @@ def marked_processes(mark: bytes) -> list[int]:
 def process_family(pid: int) -> list[int]:
     """`pid` and all its descendants now, from /proc (kernels leave the process group)."""
     children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
         try:
-            text = stat.read_text()
+            ppid = int(proc_stat(int(entry.name))[1])
         except OSError:
             continue
-        fields = text.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, ...
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        children.setdefault(ppid, []).append(int(entry.name))
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -199,10 +198,9 @@ def process_family(pid: int) -> list[int]:
 def running(pid: int) -> bool:
     """The process exists and is not a zombie."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
+        return proc_stat(pid)[0] != "Z"
     except OSError:
         return False
-    return text.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @dataclass

@@ -72,15 +72,27 @@ class Proc:
             )
 
 
-def cpu_seconds(pid: int, children: bool = False) -> float:
-    """User + system CPU time of a running process so far (Linux /proc): what a bench
-    reads at a moment of a process's life, such as its first answer; `children`: with
-    that of the children it has waited for."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def proc_stat(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command's name (which may hold spaces):
+    [0] is the state, [1] the parent's pid, [11] and [12] utime and stime, [19] the
+    start time."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_of(fields: list[str], children: bool = False) -> float:
+    """User + system CPU seconds in `proc_stat` fields; `children`: with that of the
+    children the process has waited for."""
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
     if children:
         ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float:
+    """User + system CPU time of a running process so far (Linux /proc): what a bench
+    reads at a moment of a process's life, such as its first answer; `children`: with
+    that of the children it has waited for."""
+    return cpu_of(proc_stat(pid), children)
 
 
 def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM,
