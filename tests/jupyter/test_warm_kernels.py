@@ -17,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 import pytest
@@ -196,8 +197,31 @@ class Server:
         client = AsyncKernelClient()
         client.load_connection_file(str(self.runtime_dir / f"kernel-{kernel_id}.json"))
         client.start_channels()
-        await client.wait_for_ready(timeout=60)
+        await self.ready(client)
         return client
+
+    async def ready(self, client: AsyncKernelClient) -> None:
+        """`client.wait_for_ready` without its heartbeat check: a client not made by a
+        KernelManager calls the kernel dead when one heartbeat takes over a second, which
+        a busy 2-core CI machine saw ("Kernel died before replying to kernel_info").
+        The server says whether the kernel lives; ready is a kernel_info reply on shell
+        and then a message on IOPub (subscribed, so no output is missed)."""
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            client.kernel_info()
+            try:
+                reply = await client.get_shell_msg(timeout=2)
+            except Empty:
+                continue
+            if reply["msg_type"] != "kernel_info_reply":
+                continue
+            try:
+                await client.get_iopub_msg(timeout=0.5)
+            except Empty:
+                continue
+            return
+        raise AssertionError(f"the kernel did not answer kernel_info: {self.log()}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -266,7 +290,7 @@ async def test_the_first_kernel_of_an_arriving_move_starts_in_the_warm_process(
     # Restarted: a process of its own (the other warm one is for another notebook's
     # restore; it is taken by the restart all the same: the same kernel either way).
     server.api("POST", f"kernels/{kernel['id']}/restart")
-    await client.wait_for_ready(timeout=60)
+    await server.ready(client)
     again = await probe(client)
     assert again["pid"] != seen["pid"]
     cold = server.api("POST", "kernels", {"name": "python3"})
