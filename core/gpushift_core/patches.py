@@ -38,27 +38,40 @@ def escape(segment: str | int) -> str:
     return text
 
 
-# Pointers of the paths made of strings only: the same few come back in every patch
-# (the webhook adds the same ones to every pod). Only those: a path with an int or a bool
-# segment would find another that compares equal (1 == True) but is written otherwise.
-_POINTERS: dict[Path, str] = {}
+# The pointers of the paths seen: the same few come back in every patch (the webhook adds
+# the same ones to every pod, `/spec/containers/0/env` among them). A path of strings maps
+# to its text. A path with an int maps to its texts by the types of its segments: a path
+# with a bool compares equal to the one with that int (1 == True) but is written otherwise
+# ("/a/True"), and no string equals an int, so the two kinds of key never meet.
+_POINTERS: dict[Path, str | dict[tuple[type, ...], str]] = {}
 _POINTERS_MAX = 4096
 
 
 def pointer(path: Path) -> str:
-    text = _POINTERS.get(path)
-    if text is not None:
-        return text
+    cached = _POINTERS.get(path)
+    if type(cached) is str:
+        return cached
+    types = tuple(map(type, path))
+    if cached is not None:
+        assert isinstance(cached, dict)
+        text = cached.get(types)
+        if text is not None:
+            return text
+    text = _pointer_text(path)
+    if cached is not None:
+        cached[types] = text
+    elif len(_POINTERS) < _POINTERS_MAX:
+        _POINTERS[path] = text if all(kind is str for kind in types) else {types: text}
+    return text
+
+
+def _pointer_text(path: Path) -> str:
     # Joined as they are, the segments need no escaping when the text has no "~" and
     # no "/" but the separators (nearly every path).
     text = "/".join(map(str, path))
     if "~" in text or text.count("/") != len(path) - 1:
-        text = "".join(["/" + escape(s) for s in path])
-    elif path:
-        text = "/" + text
-    if len(_POINTERS) < _POINTERS_MAX and all(type(s) is str for s in path):
-        _POINTERS[path] = text
-    return text
+        return "".join(["/" + escape(s) for s in path])
+    return "/" + text if path else text
 
 
 class PatchConflict(ValueError):

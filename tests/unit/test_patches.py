@@ -10,6 +10,17 @@ def test_escape_slash_and_tilde():
     assert pointer(("spec", "containers", 0, "env")) == "/spec/containers/0/env"
 
 
+def test_pointers_are_remembered_apart_for_paths_that_compare_equal():
+    # ("a", 1) == ("a", True): one cache key, written two ways, in either order.
+    for _ in range(2):
+        assert pointer(("seg", True)) == "/seg/True"
+        assert pointer(("seg", 1)) == "/seg/1"
+        assert pointer(("seg", 1.0)) == "/seg/1.0"
+        assert pointer(("other", 2)) == "/other/2"
+        assert pointer(("other", 2, "x/y")) == "/other/2/x~1y"
+        assert pointer(()) == ""
+
+
 def test_creates_missing_annotations_then_adds_below_it():
     pod = {"metadata": {"name": "p"}}
     patch = PatchBuilder(pod)
