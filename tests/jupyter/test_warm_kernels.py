@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from gpushift_testing.kernels import isolated_kernelspec
+from gpushift_testing.processes import proc_stat
 from jupyter_client import AsyncKernelClient
 
 from gpushift_jupyter import warm_kernels
@@ -184,7 +185,7 @@ class Server:
                 continue
             try:
                 cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                ppid = int(proc_stat(int(entry.name))[1])
             except (OSError, ValueError, IndexError):
                 continue
             if ppid == self.process.pid and warm_kernels.MAIN_MODULE.encode() in cmdline:
@@ -204,23 +205,18 @@ class Server:
         """`client.wait_for_ready` without its heartbeat check: a client not made by a
         KernelManager calls the kernel dead when one heartbeat takes over a second, which
         a busy 2-core CI machine saw ("Kernel died before replying to kernel_info").
-        The server says whether the kernel lives; ready is a kernel_info reply on shell
-        and then a message on IOPub (subscribed, so no output is missed)."""
+        Ready is the reply to this very kernel_info request on shell and then its status
+        on IOPub: only then is IOPub subscribed to the kernel now running. Any message
+        will not do: after a restart, the old kernel's (the interrupted cell's error and
+        status) still wait in the channel, and a cell sent before IOPub reconnects loses
+        its output. The loop ends with the server process."""
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log()
-            client.kernel_info()
-            try:
-                reply = await client.get_shell_msg(timeout=2)
-            except Empty:
-                continue
-            if reply["msg_type"] != "kernel_info_reply":
-                continue
-            try:
-                await client.get_iopub_msg(timeout=0.5)
-            except Empty:
-                continue
-            return
+            request = client.kernel_info()
+            if await _answered(client.get_shell_msg, request, 2) and \
+                    await _answered(client.get_iopub_msg, request, 0.5):
+                return
         raise AssertionError(f"the kernel did not answer kernel_info: {self.log()}")
 
     def stop(self) -> None:
@@ -229,6 +225,18 @@ class Server:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+async def _answered(get: Any, request: str, timeout: float) -> bool:
+    """Whether a message answering `request` comes within `timeout` seconds of each
+    other message (older ones are passed over)."""
+    while True:
+        try:
+            message = await get(timeout=timeout)
+        except Empty:
+            return False
+        if message.get("parent_header", {}).get("msg_id") == request:
+            return True
 
 
 @pytest.fixture
