@@ -39,6 +39,15 @@ it. Phases of one move (from the migration's history and the restore's answer):
   (issue 16: within 3 s plus the restore's own read and unpickle);
 * total — from "Move" to the held cell's output: what the user waits for.
 
+After each state size's moves (one open notebook), the first notebook's newest
+checkpoint is restored again the way `bench/checkpoint_kishu.py` restores — a fresh
+kernel on this machine, kishu attached first, `restore` timed — `--runs` times. Beside
+it, with their ratio (issue 16: the end-to-end restore within 1.2x of the bench's):
+`move: restore, own` — the move's restore without what the kishu bench leaves out
+(..kernel, ..ready, ..import, ..attach; the kernel-side modules' install, which its
+attach did, still counts) against `bench: restore`; and `move: restore I/O` — ..read,
+..unpickle and ..hash — against the same parts of the bench's restore.
+
 The overhead is everything except the checkpoint and restore (scheduling is instant
 here), as earlier rounds printed it. gpushift's overhead is stricter about the restore
 and leaves out what is Kubernetes' (issue 16): the total less the checkpoint, less only
@@ -59,16 +68,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "testing"))
+import checkpoint_kishu  # noqa: E402  (this folder: the kishu bench's kernels)
 from gpushift_testing import e2e  # noqa: E402
 from gpushift_testing.binaries import missing_binaries  # noqa: E402
 from gpushift_testing.controlplane import ControlPlane  # noqa: E402
@@ -78,10 +90,21 @@ from gpushift_testing.kube import wait_for  # noqa: E402
 from gpushift_testing.pod_runner import PodRunner  # noqa: E402
 from kubernetes import client  # noqa: E402
 
+from gpushift_jupyter.kernel_state import attach, restore  # noqa: E402
+
+IO_PARTS = ("read", "unpickle", "hash")
+"""The restore's parts that load the variables (the rest starts the kernel and kishu)."""
+BESIDE_BENCH = {"move: restore, own": "bench: restore",
+                "move: restore I/O": "bench: restore I/O"}
+"""The move's restore beside the same checkpoint's restored the kishu bench's way
+(`bench_restores`): less the new kernel's start, its readiness, kishu's import and
+attach (`own_restore`), which the kishu bench leaves out too; and the parts in
+`IO_PARTS` alone."""
 PHASES = ["checkpoint", "patch", "pod recreated", " ..old server's exit", "server back",
           "kernel", "restore", " ..kernel", " ..ready", " ..import", " ..attach", " ..read",
           " ..unpickle", " ..hash", " ..hash wait", "held cell", "start to variables", "total",
-          "overhead", "gpushift's overhead"]
+          "overhead", "gpushift's overhead", *(name for pair in BESIDE_BENCH.items()
+                                                for name in pair)]
 RESTORE_PARTS = {" ..kernel": "kernel", " ..ready": "ready", " ..import": "import",
                  " ..attach": "attach", " ..read": "read", " ..unpickle": "unpickle",
                  " ..hash": "hash"}
@@ -208,6 +231,52 @@ async def one_move(user: JupyterUser, runner: PodRunner, kernel: str, target: st
     return fresh, figures
 
 
+def own_restore(figures: dict[str, float]) -> float:
+    """The move's restore less the new kernel's start, its client's readiness, kishu's
+    import and attach, which `checkpoint_kishu.py`'s restore does not time either (it
+    still counts the kernel-side modules' install, which the kishu bench's kernel did
+    in its attach)."""
+    return figures["restore"] - sum(figures[part] for part in (
+        " ..kernel", " ..ready", " ..import", " ..attach"))
+
+
+@contextlib.contextmanager
+def restored_environ(names: tuple[str, ...]) -> Iterator[None]:
+    """`os.environ`'s `names` as they were, after the block (the kishu bench's kernel
+    setup points JUPYTER_PATH and IPYTHONDIR at its folder)."""
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+async def bench_restores(workspace: Path, folder: Path, runs: int) -> list[tuple[float, float]]:
+    """`runs` restores of the first notebook's newest checkpoint on `workspace`, the kishu
+    bench's way: a fresh kernel on this machine, attached (kishu imported) first, then
+    `restore` timed. Each: (seconds, of them the parts in `IO_PARTS`)."""
+    notebook = workspace / notebook_paths(1)[0]
+    timings: list[tuple[float, float]] = []
+    folder.mkdir()
+    with restored_environ(("JUPYTER_PATH", "IPYTHONDIR")):
+        env = checkpoint_kishu.kernel_environment(folder)
+        for _ in range(runs):
+            kernel = await checkpoint_kishu.start_kernel(folder, env)
+            try:
+                await attach(kernel.code, notebook, workspace=workspace)
+                took, outcome = await checkpoint_kishu.timed(restore(
+                    kernel.code, notebook, None, workspace=workspace))
+                assert outcome.ok, outcome
+                timings.append((took, sum(outcome.seconds.get(p, 0.0) for p in IO_PARTS)))
+            finally:
+                await kernel.stop()
+    return timings
+
+
 async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
                      runs: int, notebooks: int = 1, env: dict[str, str] | None = None,
                      cpu: CpuSampler | None = None) -> list[dict[str, float]]:
@@ -230,6 +299,14 @@ async def bench_size(plane: ControlPlane, admin: Any, work: Path, mib: int,
                 results.append(figures)
                 print(f"{mib:4d} MiB x{notebooks} move {run + 1} to {target}: " + ", ".join(
                     f"{k} {v:.2f}{unit(k)}" for k, v in figures.items()), flush=True)
+    if notebooks == 1:  # the pod is stopped: its database is free
+        alone = await bench_restores(nb.workspace, work / f"{namespace}-restores", runs)
+        for figures, (seconds, io) in zip(results, alone, strict=True):
+            figures["move: restore, own"] = own_restore(figures)
+            figures["move: restore I/O"] = sum(figures[f" ..{p}"] for p in IO_PARTS)
+            figures["bench: restore"], figures["bench: restore I/O"] = seconds, io
+        print(f"{mib:4d} MiB: the kishu bench's restore of the last checkpoint: " + ", ".join(
+            f"{seconds:.2f}s (I/O {io:.2f}s)" for seconds, io in alone), flush=True)
     # The fake GPU node has one GPU: the next size's notebook needs it.
     admin.core.delete_namespace(namespace)
     wait_for("the notebook's pod gone", lambda: not admin.core.list_namespaced_pod(
@@ -286,6 +363,15 @@ def main() -> int:
                     f"{max(values):11.2f}{unit(phase) or ' '}")
         print(row)
     print("(columns: state size in MiB x open notebooks, each notebook with that state)")
+    for (mib, n), runs in table.items():
+        if n != 1 or not runs or "bench: restore" not in runs[0]:
+            continue
+        for move_figure, bench_figure in BESIDE_BENCH.items():
+            move = statistics.median(r[move_figure] for r in runs)
+            alone = statistics.median(r[bench_figure] for r in runs)
+            print(f"{mib} MiB: {move_figure} p50 {move:.2f} s, {bench_figure} p50 "
+                  f"{alone:.2f} s: {move / alone:.2f}x (issue 16: the move's restore within "
+                  "1.2x of the bench's)")
     print("\noverhead = total - checkpoint - restore (scheduling is instant here); "
           "gpushift's overhead = total - checkpoint - the restore's read and unpickle - "
           "the old server's exit (the old pod's grace period, Kubernetes'); target: "
