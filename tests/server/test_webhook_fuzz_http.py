@@ -12,9 +12,10 @@ import base64
 import json
 import random
 import ssl
+import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import aiohttp
@@ -132,16 +133,25 @@ def problem(body: Any, status: int, answer: Any) -> str | None:
     return None
 
 
-def admission_lines(hook: Webhook, since: int) -> dict[str, dict[str, Any]]:
+def admission_lines(hook: Webhook, since: int,
+                    expected: Collection[str] = ()) -> dict[str, dict[str, Any]]:
     """The admission log lines from character `since` of the server's log on, by uid,
-    after checking that nothing failed meanwhile (the server is shared by the module)."""
-    # Split at "\n" only: splitlines() also splits at the U+2028 a fuzzed string may hold.
-    lines = [json.loads(line) for line in hook.logs()[since:].split("\n")
-             if line.startswith("{")]
+    after checking that nothing failed meanwhile (the server is shared by the module).
+    Waits (up to 10 s) for the lines of the `expected` uids: the server writes the lines
+    of one pass of its event loop together at the pass's end, just after the answers."""
+    deadline = time.monotonic() + 10
+    while True:
+        # Whole lines only; split at "\n" only: splitlines() also splits at the U+2028 a
+        # fuzzed string may hold.
+        lines = [json.loads(line) for line in hook.logs()[since:].split("\n")[:-1]
+                 if line.startswith("{")]
+        admissions = {line["uid"]: line for line in lines if line["msg"] == "admission"}
+        if set(expected) <= admissions.keys() or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     failed = [line for line in lines if "exception" in line]
     # "injection failed" is a bug of ours too: the pod is admitted, but without gpushift.
     assert not failed, f"{len(failed)} errors logged, the first: {failed[0]}"
-    admissions = {line["uid"]: line for line in lines if line["msg"] == "admission"}
     for line in admissions.values():
         assert all(isinstance(line[k], str) for k in ("uid", "namespace", "pod")), line
     return admissions
@@ -171,7 +181,8 @@ async def test_randomly_mutated_reviews_never_get_a_server_error(hook: Webhook) 
         "\n".join(problems[:20])
     # The mix reached both sides: refused reviews and admitted ones.
     assert statuses[200] > CASES // 10 and sum(n for s, n in statuses.items() if s >= 400)
-    admission_lines(hook, since)
+    admitted = {answer["response"]["uid"] for status, answer in results if status == 200}
+    assert admitted <= admission_lines(hook, since, admitted).keys()
 
 
 def set_at(body: dict[str, Any], path: str, value: Any) -> None:
@@ -220,7 +231,8 @@ async def test_known_malformed_shapes(hook: Webhook, path: str, value: Any,
     assert problem(body, got, answer) is None
     if got == 200:
         assert "internal error" not in json.dumps(answer)
-        assert body["request"]["uid"] in admission_lines(hook, since)
+        uid = body["request"]["uid"]
+        assert uid in admission_lines(hook, since, [uid])
 
 
 async def test_a_valid_review_gets_exactly_the_answer_of_review(hook: Webhook) -> None:
@@ -231,6 +243,7 @@ async def test_a_valid_review_gets_exactly_the_answer_of_review(hook: Webhook) -
     assert status == 200
     assert answer == review(body, CONFIG)[0]
     assert answer["response"]["patchType"] == "JSONPatch"
-    line = admission_lines(hook, since)[body["request"]["uid"]]
+    uid = body["request"]["uid"]
+    line = admission_lines(hook, since, [uid])[uid]
     assert (line["namespace"], line["pod"], line["notebook"], line["outcome"]) == (
         "kubeflow-user-example-com", "my-notebook-0", "my-notebook", "injected")

@@ -57,6 +57,7 @@ class WebhookMetrics:
             "gpushift_webhook_reviews", "AdmissionReviews answered, by outcome.",
             ["outcome"], registry=self.registry,
         )
+        self._reviews_by_outcome: dict[str, Counter] = {}
         self.latency = Histogram(
             "gpushift_webhook_review_duration_seconds",
             "Time to answer one AdmissionReview, from body read to response built.",
@@ -126,3 +127,13 @@ class WebhookMetrics:
             ["profile"],
             registry=self.registry,
         )
+
+    def reviewed(self, outcome: str, seconds: float) -> None:
+        """One review answered: counted by its outcome, and its time observed. Each
+        outcome's labelled counter is looked up once: `labels()` costs twice `inc()`,
+        on every review."""
+        counter = self._reviews_by_outcome.get(outcome)
+        if counter is None:
+            counter = self._reviews_by_outcome[outcome] = self.reviews.labels(outcome)
+        counter.inc()
+        self.latency.observe(seconds)

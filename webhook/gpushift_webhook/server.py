@@ -23,6 +23,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gpushift_certs.reloading import CertificateInfo, ReloadingCertificate
+from gpushift_core import jsonlog
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.injection import Outcome
 from gpushift_webhook.metrics import WebhookMetrics
@@ -108,10 +109,9 @@ async def mutate(request: web.Request) -> web.Response:
     except BadRequest as exc:
         return _bad(metrics, exc.error, exc.detail)
     elapsed = time.perf_counter() - started
-    metrics.reviews.labels(decision.outcome.value).inc()
-    metrics.latency.observe(elapsed)
+    metrics.reviewed(decision.outcome.value, elapsed)
     # Every field from what review() validated: the raw body may hold anything.
-    log.info("admission", extra={
+    jsonlog.info_batched(log, "admission", {
         "uid": answer["response"]["uid"],
         "namespace": decision.namespace,
         "pod": decision.pod,
