@@ -19,8 +19,7 @@ and a Notebook as read from the API:
 * `new_pod_outcome` / `old_pod_outcome`: in `recreating`, what the new pod (restore, or
   the guard rolled the move back) or a restarted old pod (keep waiting, patch again, or
   rolled back) does.
-* `mirror_ops`: the mirror of a phase, never overwriting a later phase of the same
-  migration nor the cluster-side guard's `rolled_back`.
+* the mirror itself (`mirror_ops`, `read_mirror`) is `gpushift_sidecar.migration_mirror`.
 * `restore_deadline` / `restore_timeout_error`: `restoring` ends: when no restore was
   reported in time, the move ends `failed`, the checkpoint kept.
 
@@ -44,6 +43,12 @@ from gpushift_core.move_plan import MovePlan, PlanError, plan_move, unmapped_ima
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
 from gpushift_core.timestamps import parse_utc
+from gpushift_sidecar.migration_mirror import (
+    ANNOTATIONS,
+    Mirror,
+    read_mirror,
+    read_previous_profile,
+)
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
     PREVIOUS_PROFILE_ANNOTATION,
@@ -54,17 +59,14 @@ from gpushift_sidecar.state import (
 
 __all__ = [
     "NO_CHECKPOINT_NOTE",
-    "Mirror",
     "OldPodAction",
     "PatchDecision",
     "PatchKind",
     "ResumeAction",
     "guard_verdict",
-    "mirror_ops",
     "new_pod_outcome",
     "old_pod_outcome",
     "plan_patch",
-    "read_mirror",
     "resume_action",
     "runs_on_target",
     "spec_on_target",
@@ -72,103 +74,8 @@ __all__ = [
 
 NO_CHECKPOINT_NOTE = ("no checkpoint was named: the kernel state will not be restored on "
                       "the new pod")
-ANNOTATIONS = ("metadata", "annotations")
-# Phases in the order a migration goes through them; the ended ones come last.
-_RANK = {phase: i for i, phase in enumerate(
-    (Phase.REQUESTED, Phase.CHECKPOINTING, Phase.CHECKPOINTED, Phase.PATCHING,
-     Phase.RECREATING, Phase.RESTORING))}
-_ENDED_RANK = len(_RANK)
 # A mirror of the migration in one of these phases was written with or after the patch.
 _PATCHED = frozenset({Phase.RECREATING, Phase.RESTORING, Phase.DONE, Phase.ROLLED_BACK})
-
-
-def _rank(phase: Phase) -> int:
-    return _RANK.get(phase, _ENDED_RANK)
-
-
-# ----------------------------------------------------------------------------- mirror
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """The Notebook annotation `gpushift.io/notebook-migration`, parsed."""
-
-    id: str
-    phase: Phase | None
-    """None: a phase this sidecar does not know."""
-    raw: str
-    error: str | None = None
-
-    @classmethod
-    def parse(cls, value: object) -> Mirror | None:
-        """None for a missing or unreadable annotation (it is only a mirror)."""
-        if not isinstance(value, str):
-            return None
-        try:
-            data = json.loads(value)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
-            return None
-        try:
-            phase: Phase | None = Phase(str(data.get("phase")))
-        except ValueError:
-            phase = None
-        error = data.get("reason") or data.get("error")
-        return cls(id=data["id"], phase=phase, raw=value,
-                   error=error if isinstance(error, str) and error else None)
-
-
-def annotations_of(notebook: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = notebook.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    return annotations if isinstance(annotations, Mapping) else {}
-
-
-def read_mirror(notebook: Mapping[str, Any] | None) -> Mirror | None:
-    if notebook is None:
-        return None
-    return Mirror.parse(annotations_of(notebook).get(MIGRATION_ANNOTATION))
-
-
-def read_previous_profile(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The record of the last move to GPU, from its Notebook annotation (None when there
-    is none or it is not a JSON object)."""
-    value = annotations_of(notebook).get(PREVIOUS_PROFILE_ANNOTATION)
-    if not isinstance(value, str):
-        return None
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def mirror_allows(current: Mirror | None, migration: Migration) -> bool:
-    """Whether the mirror may show `migration` now: not over a later phase of the same
-    migration, and not over the guard's `rolled_back` or `cancelled` (the guard's word
-    stands)."""
-    if current is None or current.id != migration.id or current.phase is None:
-        return True
-    if current.phase in (Phase.ROLLED_BACK, Phase.CANCELLED):
-        return migration.phase is current.phase
-    return _rank(current.phase) <= _rank(migration.phase)
-
-
-def mirror_ops(notebook: Mapping[str, Any], migration: Migration, *,
-               drop_previous: bool = False) -> list[dict[str, Any]]:
-    """The operations that make the Notebook's mirror show `migration` (and, with
-    `drop_previous`, remove the previous-profile record); [] when nothing changes or the
-    mirror must not be overwritten."""
-    pb = PatchBuilder(notebook)
-    annotations = annotations_of(notebook)
-    value = migration.to_annotation()
-    if (mirror_allows(read_mirror(notebook), migration)
-            and annotations.get(MIGRATION_ANNOTATION) != value):
-        pb.set_key(ANNOTATIONS, MIGRATION_ANNOTATION, value)
-    if drop_previous and PREVIOUS_PROFILE_ANNOTATION in annotations:
-        pb.remove((*ANNOTATIONS, PREVIOUS_PROFILE_ANNOTATION))
-    return pb.operations
 
 
 # ----------------------------------------------------------------------------- the patch

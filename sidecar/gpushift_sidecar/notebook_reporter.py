@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from gpushift_core.kube import KubeError, PatchResult
 from gpushift_sidecar.api_requests import RestoreReport
 from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.migration_steps import mirror_ops
+from gpushift_sidecar.migration_mirror import mirror_ops
 from gpushift_sidecar.state import Migration
 from gpushift_sidecar.tracker import MigrationTracker
 

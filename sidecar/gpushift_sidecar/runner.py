@@ -53,6 +53,7 @@ from gpushift_sidecar.checkpoint_wait import (
     verify_checkpoint,
 )
 from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.migration_mirror import read_mirror
 from gpushift_sidecar.migration_steps import (
     NO_CHECKPOINT_NOTE,
     OldPodAction,
@@ -62,7 +63,6 @@ from gpushift_sidecar.migration_steps import (
     new_pod_outcome,
     old_pod_outcome,
     plan_patch,
-    read_mirror,
     restore_deadline,
     restore_timeout_error,
     resume_action,

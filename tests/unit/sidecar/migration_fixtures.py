@@ -13,9 +13,7 @@ from gpushift_core.admin_settings import GpuProfile, ImagePair
 from gpushift_core.kube import Retry
 from gpushift_core.kube.connection import ApiError
 from gpushift_sidecar.env import SidecarEnv
-from gpushift_sidecar.migration_steps import (
-    Mirror,
-)
+from gpushift_sidecar.migration_mirror import Mirror
 from gpushift_sidecar.state import (
     Migration,
     Phase,

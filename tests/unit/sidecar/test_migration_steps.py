@@ -24,12 +24,11 @@ from migration_fixtures import (
 
 from gpushift_core.patches import apply
 from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.migration_mirror import Mirror, mirror_ops
 from gpushift_sidecar.migration_steps import (
-    Mirror,
     OldPodAction,
     PatchKind,
     ResumeAction,
-    mirror_ops,
     new_pod_outcome,
     old_pod_outcome,
     plan_patch,

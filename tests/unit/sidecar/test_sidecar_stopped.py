@@ -25,10 +25,10 @@ from gpushift_core.notebook_stop import STOPPED_DURING_MOVE
 from gpushift_core.patches import apply
 from gpushift_sidecar.api import make_app
 from gpushift_sidecar.env import SidecarEnv
+from gpushift_sidecar.migration_mirror import mirror_ops
 from gpushift_sidecar.migration_steps import (
     OldPodAction,
     PatchKind,
-    mirror_ops,
     new_pod_outcome,
     old_pod_outcome,
     plan_patch,
