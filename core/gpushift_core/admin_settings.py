@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from gpushift_core.labels import KUBEFLOW_SERVER_TYPE_ANNOTATION
+from gpushift_core.labels import KUBEFLOW_SERVER_TYPE_ANNOTATION, annotations_of
 from gpushift_core.quantity import QuantityError, parse_quantity
 from gpushift_core.settings_loader import ConfigError, build
 
@@ -341,9 +341,7 @@ def image_kind_name(kind: str) -> str:
 
 def server_type_of(notebook: Mapping[str, Any]) -> str:
     """The Notebook's server type annotation ("" when it has none)."""
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(KUBEFLOW_SERVER_TYPE_ANNOTATION) if isinstance(
-        annotations, Mapping) else None
+    value = annotations_of(notebook).get(KUBEFLOW_SERVER_TYPE_ANNOTATION)
     return value.strip() if isinstance(value, str) else ""
 
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gpushift_core.labels import GPU_ACTIVITY_ANNOTATION
+from gpushift_core.labels import GPU_ACTIVITY_ANNOTATION, annotations_of, json_object
 
 __all__ = ["GpuActivity", "read_gpu_activity"]
 
@@ -45,13 +45,8 @@ class GpuActivity:
     @classmethod
     def parse(cls, text: object) -> GpuActivity | None:
         """None for anything but the JSON above (it is only a report: never raise)."""
-        if not isinstance(text, str):
-            return None
-        try:
-            data = json.loads(text)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("pod"), str):
+        data = json_object(text)
+        if data is None or not isinstance(data.get("pod"), str):
             return None
         busy, at, last = (_number(data.get(k)) for k in ("busy", "at", "lastWork"))
         if busy is None or at is None or busy < 0:
@@ -61,11 +56,7 @@ class GpuActivity:
 
 def read_gpu_activity(notebook: Mapping[str, Any]) -> GpuActivity | None:
     """The Notebook's activity annotation, parsed (None when absent or unreadable)."""
-    meta = notebook.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    if not isinstance(annotations, Mapping):
-        return None
-    return GpuActivity.parse(annotations.get(GPU_ACTIVITY_ANNOTATION))
+    return GpuActivity.parse(annotations_of(notebook).get(GPU_ACTIVITY_ANNOTATION))
 
 
 def _number(value: object) -> float | None:

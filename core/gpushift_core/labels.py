@@ -1,4 +1,11 @@
-"""Label and annotation names shared by the webhook, the chart and (later) the sidecar."""
+"""Label and annotation names shared by the webhook, the chart and the sidecar, and
+`annotations_of` and `json_object`, the one way they read an object's annotations."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
 
 PREFIX = "gpushift.io"
 
@@ -50,3 +57,23 @@ KUBEFLOW_SERVER_TYPE_ANNOTATION = "notebooks.kubeflow.org/server-type"
 # template; it never copies a later annotation), and the guard removes it while the
 # Notebook is stopped, so the next Start tries the sidecar again.
 OPTIMIZER_OFF_ENV = "GPUSHIFT_OPTIMIZER_OFF"
+
+
+def annotations_of(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """The annotations of a Kubernetes object as read from the API ({} when it has none,
+    or when its metadata or annotations are not mappings: nothing is validated yet)."""
+    meta = (obj or {}).get("metadata")
+    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
+    return annotations if isinstance(annotations, Mapping) else {}
+
+
+def json_object(value: object) -> dict[str, Any] | None:
+    """The JSON object an annotation's value holds; None when the value is not a string
+    or not a JSON object (annotations are written by anyone: never raise)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        data = json.loads(value)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from gpushift_core.labels import KUBEFLOW_STOPPED_ANNOTATION
+from gpushift_core.labels import KUBEFLOW_STOPPED_ANNOTATION, annotations_of
 
 __all__ = ["STOPPED_DURING_MOVE", "stop_refusal", "stopped"]
 
@@ -24,16 +24,13 @@ STOPPED_DURING_MOVE = (f"the notebook was stopped ({KUBEFLOW_STOPPED_ANNOTATION}
 def stopped(notebook: Mapping[str, Any] | None) -> bool:
     """Whether the Notebook carries Kubeflow's stop annotation (any value: Kubeflow's
     controller tests only for the key)."""
-    meta = (notebook or {}).get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    return isinstance(annotations, Mapping) and KUBEFLOW_STOPPED_ANNOTATION in annotations
+    return KUBEFLOW_STOPPED_ANNOTATION in annotations_of(notebook)
 
 
 def stop_refusal(notebook: Mapping[str, Any] | None) -> str | None:
     """Why no move may start on this Notebook (None: it is not stopped)."""
     if not stopped(notebook):
         return None
-    meta = (notebook or {}).get("metadata") or {}
-    since = str((meta.get("annotations") or {}).get(KUBEFLOW_STOPPED_ANNOTATION) or "")
+    since = str(annotations_of(notebook).get(KUBEFLOW_STOPPED_ANNOTATION) or "")
     return (f"the notebook is stopped ({KUBEFLOW_STOPPED_ANNOTATION}"
             f"{' since ' + since if since else ''}): start it before moving it")

@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gpushift_core.admin_settings import GpuProfile
+from gpushift_core.labels import PREVIOUS_PROFILE_ANNOTATION, annotations_of, json_object
 from gpushift_core.patches import Path
 from gpushift_core.spec_editor import (
     SECTIONS,
@@ -29,7 +30,13 @@ from gpushift_core.spec_editor import (
     same_toleration,
 )
 
-__all__ = ["RollbackPlanner", "holds_recorded_gpu", "restorable"]
+__all__ = ["RollbackPlanner", "holds_recorded_gpu", "read_previous_profile", "restorable"]
+
+
+def read_previous_profile(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The record of the last move to GPU, from its Notebook annotation
+    (`PREVIOUS_PROFILE_ANNOTATION`; None when there is none or it is not a JSON object)."""
+    return json_object(annotations_of(notebook).get(PREVIOUS_PROFILE_ANNOTATION))
 
 
 def _nonzero(quantity: Any) -> bool:

@@ -1,20 +1,21 @@
 """The migration mirror (pure): the Notebook annotation `gpushift.io/notebook-migration`
 that shows a move's phase to the cluster side (the guard, the notebook-controller's
-users), and the record of the profile before a move to GPU.
+users).
 
-`mirror_ops` writes the mirror of a phase, never over a later phase of the same
-migration nor over the guard's `rolled_back` or `cancelled`; `read_mirror` and
-`read_previous_profile` read what a Notebook shows. `gpushift_sidecar.migration_steps`
+`mirror_ops` writes the mirror of a phase (and drops the previous-profile record,
+`gpushift_core.rollback_record.read_previous_profile`), never over a later phase of
+the same migration nor over the guard's `rolled_back` or `cancelled`; `read_mirror`
+reads what a Notebook shows. `gpushift_sidecar.migration_steps`
 decides with them; the runner and the notebook reporter write them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gpushift_core.labels import annotations_of, json_object
 from gpushift_core.patches import PatchBuilder
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
@@ -48,13 +49,8 @@ class Mirror:
     @classmethod
     def parse(cls, value: object) -> Mirror | None:
         """None for a missing or unreadable annotation (it is only a mirror)."""
-        if not isinstance(value, str):
-            return None
-        try:
-            data = json.loads(value)
-        except ValueError:
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+        data = json_object(value)
+        if data is None or not isinstance(value, str) or not isinstance(data.get("id"), str):
             return None
         try:
             phase: Phase | None = Phase(str(data.get("phase")))
@@ -65,29 +61,10 @@ class Mirror:
                    error=error if isinstance(error, str) and error else None)
 
 
-def annotations_of(notebook: Mapping[str, Any]) -> Mapping[str, Any]:
-    meta = notebook.get("metadata")
-    annotations = meta.get("annotations") if isinstance(meta, Mapping) else None
-    return annotations if isinstance(annotations, Mapping) else {}
-
-
 def read_mirror(notebook: Mapping[str, Any] | None) -> Mirror | None:
     if notebook is None:
         return None
     return Mirror.parse(annotations_of(notebook).get(MIGRATION_ANNOTATION))
-
-
-def read_previous_profile(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The record of the last move to GPU, from its Notebook annotation (None when there
-    is none or it is not a JSON object)."""
-    value = annotations_of(notebook).get(PREVIOUS_PROFILE_ANNOTATION)
-    if not isinstance(value, str):
-        return None
-    try:
-        record = json.loads(value)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def mirror_allows(current: Mirror | None, migration: Migration) -> bool:

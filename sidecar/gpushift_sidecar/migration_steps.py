@@ -42,13 +42,9 @@ from gpushift_core.admin_settings import AdminSettings, GpuFacts, GpuProfile
 from gpushift_core.move_plan import MovePlan, PlanError, plan_move, unmapped_image_setting
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.rollback_record import read_previous_profile
 from gpushift_core.timestamps import parse_utc
-from gpushift_sidecar.migration_mirror import (
-    ANNOTATIONS,
-    Mirror,
-    read_mirror,
-    read_previous_profile,
-)
+from gpushift_sidecar.migration_mirror import ANNOTATIONS, Mirror, read_mirror
 from gpushift_sidecar.state import (
     MIGRATION_ANNOTATION,
     PREVIOUS_PROFILE_ANNOTATION,

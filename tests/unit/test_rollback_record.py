@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_move_plan import (
@@ -26,8 +27,10 @@ from test_move_plan import (
 )
 
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES, GpuProfile
+from gpushift_core.labels import PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.move_plan import plan_move
 from gpushift_core.patches import apply
+from gpushift_core.rollback_record import read_previous_profile
 from gpushift_core.spec_editor import gpu_image_for
 
 # --------------------------------------------------------------------------- back to CPU
@@ -242,3 +245,21 @@ def test_cpu_gpu_cpu_is_the_identity_on_the_template(spec, profile, pick, data):
     # And the same move again is the same patch (the record does not depend on history).
     again = plan_move(back, "gpu", profile, IMAGE_MAP, container=container)
     assert again.operations[1:] == to_gpu.operations[1:]
+
+
+@pytest.mark.parametrize(("notebook", "record"), [
+    ({"metadata": {"annotations": {PREVIOUS_PROFILE_ANNOTATION: '{"image": "cpu:1"}'}}},
+     {"image": "cpu:1"}),
+    ({"metadata": {"annotations": {}}}, None),
+    ({"metadata": {"annotations": {PREVIOUS_PROFILE_ANNOTATION: ""}}}, None),
+    ({"metadata": {"annotations": {PREVIOUS_PROFILE_ANNOTATION: "{not json"}}}, None),
+    ({"metadata": {"annotations": {PREVIOUS_PROFILE_ANNOTATION: "[1, 2]"}}}, None),
+    # Read from the API before anything validated it: any shape.
+    ({"metadata": {"annotations": {PREVIOUS_PROFILE_ANNOTATION: 7}}}, None),
+    ({"metadata": {"annotations": ["a"]}}, None),
+    ({"metadata": "x"}, None),
+    ({}, None),
+])
+def test_the_previous_profile_record_is_read_from_any_shape(
+        notebook: dict[str, Any], record: dict[str, Any] | None) -> None:
+    assert read_previous_profile(notebook) == record

@@ -58,6 +58,7 @@ from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATI
 from gpushift_core.move_plan import PlanError, plan_move
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.rollback_record import read_previous_profile
 from gpushift_core.timestamps import iso_utc, parse_utc
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.failed_create import newest_failed_create
@@ -297,7 +298,7 @@ def _while_stopped(notebook: Mapping[str, Any], m: Migration | None,
         return Action(ActionKind.CANCEL, "the Notebook was stopped during the move",
                       STOPPED_DURING_MOVE, "stopped", m)
     if holds_gpu(notebook_pod_spec(notebook), gpu_resources) \
-            and previous_record(notebook) is not None:
+            and read_previous_profile(notebook) is not None:
         return Action(ActionKind.TO_CPU, "stopped on a GPU: back to its CPU profile while "
                       "stopped", migration=m)
     if holds_gpu(notebook_pod_spec(notebook), gpu_resources):
@@ -331,18 +332,6 @@ class RollbackPatch:
     reason: str
     summary: str
     """What changed in the spec (plan_move's summary), "" for FAIL."""
-
-
-def previous_record(notebook: Mapping[str, Any]) -> dict[str, Any] | None:
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(PREVIOUS_PROFILE_ANNOTATION)
-    if not text:
-        return None
-    try:
-        record = json.loads(text)
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
 
 
 def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime,
@@ -396,7 +385,7 @@ def cpu_spec(notebook: Mapping[str, Any], cfg: WebhookConfig,
               ) -> tuple[list[dict[str, Any]], str, str | None]:
     """(spec operations, summary, None) that put the previous profile back (from the
     record; without it when the record cannot be planned), or ([], "", error)."""
-    record = previous_record(notebook)
+    record = read_previous_profile(notebook)
     attempts: list[dict[str, Any] | None] = [record, None] if record is not None else [None]
     errors: list[str] = []
     for previous in attempts:

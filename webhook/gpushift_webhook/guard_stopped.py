@@ -19,6 +19,7 @@ from typing import Any
 
 from gpushift_core.labels import PREVIOUS_PROFILE_ANNOTATION
 from gpushift_core.patches import PatchBuilder
+from gpushift_core.rollback_record import read_previous_profile
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.guard_decision import (
     CANCELLED,
@@ -30,7 +31,6 @@ from gpushift_webhook.guard_decision import (
     guarded_ops,
     holds_gpu,
     notebook_pod_spec,
-    previous_record,
     rollback_patch,
     set_mirror,
 )
@@ -62,7 +62,7 @@ def stop_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime,
     summary, reason = "", action.reason
     pb = PatchBuilder(notebook)
     if holds_gpu(notebook_pod_spec(notebook), cfg.gpu_resources) \
-            and previous_record(notebook) is not None:
+            and read_previous_profile(notebook) is not None:
         spec_ops, summary, error = cpu_spec(notebook, cfg)
         if error is None:
             pb.remove(("metadata", "annotations", PREVIOUS_PROFILE_ANNOTATION))
