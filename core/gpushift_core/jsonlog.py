@@ -97,9 +97,10 @@ def info_batched(logger: logging.Logger, message: str, fields: Mapping[str, Any]
     loop's thread, with the logging set up by `setup` alone (no other handler or filter
     on the way: a test's log capture is another handler), the line is made directly,
     without a `LogRecord`, and written at the end of the loop's pass; a process killed
-    in between loses it. Otherwise it is `logger.info`. Measured under the webhook
-    bench's load: about 30 µs less CPU per review (a record, its formatting and a
-    write per line)."""
+    in between loses it. Otherwise it is `logger.info`. In process 3.8 µs a line
+    against 9.7 µs; under the webhook bench's closed loop, with the metrics' change of
+    the same commit, the server's CPU per review went from 226 to 205 µs (medians of 6
+    interleaved runs each)."""
     if not logger.isEnabledFor(logging.INFO):
         return
     handler = _only_handler(logger)
