@@ -262,7 +262,17 @@ def encode(operations: list[dict[str, Any]]) -> str:
     The builder only makes well-formed operations, so this serialises them
     directly; `apply` (jsonpatch) is what checks them, in the tests.
     """
-    return base64.b64encode(orjson.dumps(operations)).decode()
+    return base64.b64encode(dumps(operations)).decode()
+
+
+def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+    """`value` as compact UTF-8 JSON: orjson's, or, for what orjson cannot write (an int
+    beyond 64 bits, which a pod parsed by `json` may hold), json's same text."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+    except TypeError:  # orjson.JSONEncodeError is one
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"),
+                          ensure_ascii=False).encode()
 
 
 def apply(original: Mapping[str, Any], operations: list[dict[str, Any]]) -> Any:

@@ -1,6 +1,17 @@
+import base64
+import json
+
 import pytest
 
-from gpushift_core.patches import PatchBuilder, PatchConflict, apply, escape, pointer
+from gpushift_core.patches import (
+    PatchBuilder,
+    PatchConflict,
+    apply,
+    dumps,
+    encode,
+    escape,
+    pointer,
+)
 
 
 def test_escape_slash_and_tilde():
@@ -222,3 +233,15 @@ def test_value_at_reads_the_original_when_nothing_changed():
     assert patch.value_at(("spec", "a", 2), "d") == "d"
     assert patch.value_at(("spec", "a", 0, "x"), "d") == "d"
     assert not patch
+
+
+@pytest.mark.parametrize("value", [
+    {"b": [1.5, "é", None, True], "a": {"z": 1, "y": "x/~"}},
+    {"b": 2**70, "a": [-(2**64), 1]},  # beyond orjson's 64 bits: json writes it
+])
+def test_dumps_is_compact_utf8_json_with_or_without_sorted_keys(value):
+    for sort_keys in (False, True):
+        assert dumps(value, sort_keys=sort_keys) == json.dumps(
+            value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False).encode()
+    ops = [{"op": "add", "path": "/a", "value": value}]
+    assert json.loads(base64.b64decode(encode(ops))) == ops

@@ -114,6 +114,24 @@ def test_the_sidecar_is_told_the_notebook_image_and_resources(tmp_path):
 # -- the settings ---------------------------------------------------------------------------
 
 
+def test_resources_orjson_cannot_write_reach_the_sidecar_sorted_all_the_same():
+    """An int beyond 64 bits (a pod parsed by json may hold one; orjson refuses it): the
+    same compact, sorted text, from json; the pod is injected, not an internal error."""
+    pod = notebook_pod()
+    resources = {"requests": {"memory": 2**70, "cpu": "500m"}, "limits": {"cpu": 1}}
+    pod["spec"]["containers"][0]["resources"] = resources
+    decision = plan_injection(pod, NAMESPACE, WebhookConfig())
+    assert decision.outcome is Outcome.INJECTED, decision.reason
+    text = sidecar_env(decision.operations, pod)["GPUSHIFT_NOTEBOOK_RESOURCES"]
+    assert text == ('{"limits":{"cpu":1},"requests":{"cpu":"500m",'
+                    '"memory":1180591620717411303424}}')
+    assert json.loads(text) == resources
+    answer, _ = review({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                        "request": {"uid": "u", "kind": {"kind": "Pod"}, "namespace": NAMESPACE,
+                                    "object": pod}}, WebhookConfig())
+    assert answer["response"]["patchType"] == "JSONPatch"
+
+
 def test_settings_defaults_round_trip_to_the_sidecar():
     config = parse_config({"unmapped_image": "keep",
                            "server_types": {"inject": ["jupyter"], "inert": [VSCODE]}})
