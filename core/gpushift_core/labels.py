@@ -1,5 +1,6 @@
 """Label and annotation names shared by the webhook, the chart and the sidecar, and
-`annotations_of` and `json_object`, the one way they read an object's annotations."""
+how they read an object's annotations (`annotations_of`) and an annotation's JSON
+object (`json_object`)."""
 
 from __future__ import annotations
 

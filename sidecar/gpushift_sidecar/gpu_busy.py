@@ -27,7 +27,7 @@ from typing import Any
 
 from gpushift_core.gpu_activity import GpuActivity, read_gpu_activity
 from gpushift_core.kube import KubeError
-from gpushift_core.labels import GPU_ACTIVITY_ANNOTATION
+from gpushift_core.labels import GPU_ACTIVITY_ANNOTATION, annotations_of
 from gpushift_core.patches import PatchBuilder
 from gpushift_sidecar.env import SidecarEnv
 from gpushift_sidecar.notebook_reporter import NotebookApi, status_text
@@ -83,8 +83,7 @@ def activity_ops(notebook: dict[str, Any], activity: GpuActivity) -> list[dict[s
         return []
     pb = PatchBuilder(notebook)
     value = activity.to_annotation()
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    if annotations.get(GPU_ACTIVITY_ANNOTATION) != value:
+    if annotations_of(notebook).get(GPU_ACTIVITY_ANNOTATION) != value:
         pb.set_key(ANNOTATIONS, GPU_ACTIVITY_ANNOTATION, value)
     return pb.operations
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from gpushift_core.admin_settings import GpuFacts
 from gpushift_core.idle_timeout import IDLE_TIMEOUT_ANNOTATIONS, PIN_ANNOTATIONS
+from gpushift_core.labels import annotations_of
 from gpushift_sidecar.idle import IdleState
 from gpushift_sidecar.state import Migration, Phase
 
@@ -32,9 +33,8 @@ def api_state(state: IdleState, moving: bool) -> str:
 
 def idle_annotations(notebook: Mapping[str, Any]) -> dict[str, str]:
     """The Notebook's annotations that configure the idle timer."""
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
     keys = (*IDLE_TIMEOUT_ANNOTATIONS, *PIN_ANNOTATIONS)
-    return {k: str(v) for k, v in annotations.items() if k in keys}
+    return {k: str(v) for k, v in annotations_of(notebook).items() if k in keys}
 
 
 def idle_note(timeout: int, gpu: GpuFacts | None) -> str:

@@ -36,14 +36,13 @@ sees its final values, then dropped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpushift_core.admin_settings import GpuFacts, GpuProfile
 from gpushift_core.gpu_activity import GpuActivity, read_gpu_activity
-from gpushift_core.labels import MIGRATION_ANNOTATION
+from gpushift_core.labels import MIGRATION_ANNOTATION, annotations_of, json_object
 from gpushift_core.notebook_stop import stopped
 from gpushift_core.pod_profile import profile_of_pod
 
@@ -285,25 +284,16 @@ def _spec_gpu(notebook: Mapping[str, Any], gpu_resources: Sequence[str]) -> GpuF
 
 
 def _migration(notebook: Mapping[str, Any]) -> tuple[str, str, str, str] | None:
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(MIGRATION_ANNOTATION) if isinstance(annotations, Mapping) else None
-    try:
-        data = json.loads(text) if isinstance(text, str) else None
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+    data = json_object(annotations_of(notebook).get(MIGRATION_ANNOTATION))
+    if data is None or not isinstance(data.get("id"), str):
         return None
     return (data["id"], str(data.get("phase") or ""), str(data.get("target") or ""),
             str(data.get("trigger") or ""))
 
 
 def _phases(notebook: Mapping[str, Any]) -> tuple[tuple[str, float], ...]:
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(MIGRATION_ANNOTATION) if isinstance(annotations, Mapping) else None
-    try:
-        phases = json.loads(text).get("phases") if isinstance(text, str) else None
-    except (ValueError, AttributeError):
-        return ()
+    data = json_object(annotations_of(notebook).get(MIGRATION_ANNOTATION))
+    phases = data.get("phases") if data is not None else None
     if not isinstance(phases, dict):
         return ()
     return tuple((str(name), float(seconds)) for name, seconds in sorted(phases.items())

@@ -54,7 +54,7 @@ from typing import Any, Protocol
 
 from gpushift_certs.issue import utcnow
 from gpushift_core.kube import BuildOps, KubeError, PatchResult
-from gpushift_core.labels import MIGRATION_ANNOTATION
+from gpushift_core.labels import MIGRATION_ANNOTATION, annotations_of
 from gpushift_webhook import failed_create
 from gpushift_webhook.config import WebhookConfig
 from gpushift_webhook.enablement import EnablementMode, namespace_enabled, namespace_selector
@@ -195,7 +195,7 @@ class MigrationGuard:
             if ns not in enabled:
                 continue
             await self._release_stuck_sidecar(nb, ns, name, now)
-            if MIGRATION_ANNOTATION not in (meta.get("annotations") or {}):
+            if MIGRATION_ANNOTATION not in annotations_of(nb):
                 continue
             seen.add((ns, name))
             try:

@@ -54,7 +54,11 @@ from enum import StrEnum
 from typing import Any
 
 from gpushift_core.admin_settings import DEFAULT_GPU_RESOURCES
-from gpushift_core.labels import MIGRATION_ANNOTATION, PREVIOUS_PROFILE_ANNOTATION
+from gpushift_core.labels import (
+    MIGRATION_ANNOTATION,
+    PREVIOUS_PROFILE_ANNOTATION,
+    annotations_of,
+)
 from gpushift_core.move_plan import PlanError, plan_move
 from gpushift_core.notebook_stop import STOPPED_DURING_MOVE, stopped
 from gpushift_core.patches import PatchBuilder
@@ -131,8 +135,7 @@ class Action:
 def read_migration(notebook: Mapping[str, Any]) -> Migration | None:
     """The migration annotation; None when there is none. MigrationAnnotationError when
     it is there but not understood."""
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(MIGRATION_ANNOTATION)
+    text = annotations_of(notebook).get(MIGRATION_ANNOTATION)
     if text is None:
         return None
     try:
@@ -343,7 +346,7 @@ def rollback_patch(notebook: Mapping[str, Any], action: Action, now: dt.datetime
     m = action.migration
     kind, reason, summary = action.kind, action.reason, ""
     spec_ops: list[dict[str, Any]] = []
-    annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+    annotations = annotations_of(notebook)
     if kind is ActionKind.ROLLBACK:
         spec_ops, summary, error = cpu_spec(notebook, cfg)
         if error is not None:

@@ -36,12 +36,11 @@ def probe_pod(image: str) -> dict[str, Any]:
 def verdict(pod: Mapping[str, Any], namespace: str, sidecar_name: str) -> str | None:
     """None when `pod` (the API server's answer) has the sidecar; else what is wrong,
     as a message for the admin."""
-    meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     has_sidecar = any(isinstance(c, Mapping) and c.get("name") == sidecar_name
                       for c in containers)
-    marked = labels.INJECTED_ANNOTATION in (meta.get("annotations") or {})
+    marked = labels.INJECTED_ANNOTATION in labels.annotations_of(pod)
     if has_sidecar and marked:
         return None
     missing = " and ".join(

@@ -49,6 +49,7 @@ from gpushift_core.kube.rest import (
     RestApi,
 )
 from gpushift_core.kube.transport import Retry, call, stream
+from gpushift_core.labels import annotations_of
 from gpushift_core.patches import PatchBuilder
 
 __all__ = ["NOTEBOOK_API", "BuildOps", "KubeApi", "PatchResult", "copied_to_pod"]
@@ -265,7 +266,7 @@ class KubeApi(CapacityCalls):
 
         def build(notebook: dict[str, Any]) -> list[dict[str, Any]]:
             patch = PatchBuilder(notebook)
-            annotations = (notebook.get("metadata") or {}).get("annotations") or {}
+            annotations = annotations_of(notebook)
             if value is None:
                 if key in annotations:
                     patch.remove(("metadata", "annotations", key))
