@@ -1,6 +1,7 @@
 """One JSON object per log line, with the structured fields passed in `extra`.
 
-The admission path logs every review, so this is on the hot path: orjson, the timestamp
+The admission path logs every review, so this is on the hot path: orjson (json's same
+text for what orjson refuses, `patches.dumps`: an int beyond 64 bits), the timestamp
 prefix formatted once per second, and `info_batched` for a line per request, which
 skips the logging module's record and writes the lines of one pass of the event loop
 together.
@@ -15,7 +16,7 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-import orjson
+from gpushift_core.patches import dumps
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName"}
@@ -34,7 +35,7 @@ class JsonFormatter(logging.Formatter):
                 line[key] = value
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        return dumps(line, default=str).decode()
 
     def line(self, created: float, level: str, logger: str, message: str,
              fields: Mapping[str, Any]) -> str:
@@ -42,7 +43,7 @@ class JsonFormatter(logging.Formatter):
         `extra`, without the record."""
         line = self.head(created, level, logger, message)
         line.update(fields)
-        return orjson.dumps(line, default=str).decode()
+        return dumps(line, default=str).decode()
 
     def head(self, created: float, level: str, logger: str, message: str) -> dict[str, Any]:
         """The keys every line starts with (`created`: epoch seconds)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jsonpatch
@@ -265,14 +265,17 @@ def encode(operations: list[dict[str, Any]]) -> str:
     return base64.b64encode(dumps(operations)).decode()
 
 
-def dumps(value: Any, *, sort_keys: bool = False) -> bytes:
+def dumps(value: Any, *, sort_keys: bool = False,
+          default: Callable[[Any], Any] | None = None) -> bytes:
     """`value` as compact UTF-8 JSON: orjson's, or, for what orjson cannot write (an int
-    beyond 64 bits, which a pod parsed by `json` may hold), json's same text."""
+    beyond 64 bits, which a pod parsed by `json` may hold), json's same text.
+    `default`: what to write for an object neither knows (`str` for a log line)."""
     try:
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else None)
+        return orjson.dumps(value, default=default,
+                            option=orjson.OPT_SORT_KEYS if sort_keys else None)
     except TypeError:  # orjson.JSONEncodeError is one
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+                          ensure_ascii=False, default=default).encode()
 
 
 def apply(original: Mapping[str, Any], operations: list[dict[str, Any]]) -> Any:

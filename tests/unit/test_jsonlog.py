@@ -127,3 +127,18 @@ async def test_another_handler_or_a_filter_gets_a_real_record(
         log.removeFilter(keep_none)
     await asyncio.sleep(0)
     assert len(seen) == 1 and len(lines(stream)) == 1
+
+
+
+def test_a_record_with_an_int_beyond_64_bits_is_written(
+        logs: Callable[[], io.StringIO]) -> None:
+    """orjson refuses such an int (its `default` is not asked for ints): the line was
+    lost, with a logging error on stderr, before json's same text stood in for it."""
+    stream = logs()
+    log = logging.getLogger("gpushift.test")
+    log.info("quantity", extra={"bytes": 2**70, "path": io.StringIO})
+    # The batched line too, made without a record (here outside a loop: at once).
+    jsonlog.info_batched(log, "admission", {"bytes": -(2**70)})
+    first, second = lines(stream)
+    assert first["bytes"] == 2**70 and first["path"] == str(io.StringIO)
+    assert second["bytes"] == -(2**70) and second["msg"] == "admission"
