@@ -81,9 +81,10 @@ async def test_a_move_that_arrives_is_restored_on_the_server_without_a_browser(
         assert first["restored_at"] > 0 and first["migration"]["phase"] == "done"
         # Where the restore's time went (the e2e bench prints these), each part of it.
         parts = first["seconds"]
-        assert set(parts) == {"kernel", "ready", "import", "attach", "read", "unpickle",
-                              "hash"}, parts
+        assert set(parts) == {"kernel", "ready", "import", "install", "attach", "read",
+                              "unpickle", "hash"}, parts
         assert parts["import"] > 0, parts  # a new kernel: kishu imported by the restore
+        assert parts["install"] > 0, parts  # and the kernel-side modules installed
         assert all(isinstance(parts[p], float) for p in parts), parts
         assert all(0 <= parts[p] <= first["elapsed_ms"] / 1000 for p in parts), parts
         assert sum(parts.values()) <= first["elapsed_ms"] / 1000, parts

@@ -58,6 +58,10 @@ own_head: str | None = None
 kishu bases a commit on the database's HEAD, which other writers move too (a
 background checkpoint's child, another kernel of the same notebook): each commit is
 based on this kernel's own last one instead (`_align_head`)."""
+installed_s = 0.0
+"""Seconds the kernel-side modules' install took in this kernel (`driver.install_expression`
+adds to it; set after this module ran), kishu's import included; the next restore
+tells it, once."""
 restored_commit: str | None = None
 """The checkpoint restored into this kernel process, if any (a restarted kernel is a
 new process: None again). With the execution count, whether a "resume" may be offered."""
@@ -274,14 +278,17 @@ def restore(notebook_path: str, database: str, commit_id: str,
     kishu._variable_version_tracker.set_current(
         kishu._kishu_variable_version.get_variable_version_by_commit_id(commit_id))
     kishu._checkout_id += 1
-    global restored_commit, own_head  # noqa: PLW0603 - the module is the kernel's memory
+    global restored_commit, own_head, installed_s  # noqa: PLW0603 - the kernel's memory
     restored_commit = own_head = commit_id
     importer: Any = sys.modules["_gpushift_kishu_import"]
     imported, importer.seconds = importer.seconds, 0.0  # told once, by the op it delayed
+    installed, installed_s = installed_s, 0.0  # the same; that import was part of it
     _answer(status="ok", restored=sorted(report.values),
             not_restored=sorted(report.not_restored), moved_to_cpu=report.moved_to_cpu,
             failed_loads=report.failed_loads,
-            seconds={"import": round(imported, 3), "attach": round(attached - started, 3),
+            seconds={"import": round(imported, 3),
+                     "install": round(max(0.0, installed - imported), 3),
+                     "attach": round(attached - started, 3),
                      "read": round(report.read_s, 3), "unpickle": round(report.unpickle_s, 3),
                      "hash": round(time.monotonic() - hashing, 3)})
 

@@ -70,7 +70,9 @@ class RestoreOutcome:
     """Variables holding torch tensors saved on a GPU, now on the CPU."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Where the kernel's time went: "import" (kishu imported, once per kernel, before
-    the operation), "attach" (kishu attached), "read" (the variables' chunks read from
+    the operation), "install" (the kernel-side modules' install, less that import, in
+    the same operation or one before it: a new kernel's first), "attach" (kishu
+    attached), "read" (the variables' chunks read from
     the database), "unpickle", "hash" (kishu's HEAD moved and the thread started that
     takes kishu's IdGraphs of the restored variables, what the next checkpoint needs to
     store only changes; the kernel's next execution waits for what is left of it:
@@ -99,7 +101,8 @@ def install_expression() -> str:
     module). It goes with every operation as the first user expression, not as cell
     code: IPython tokenizes a cell's whole text before running it and ipykernel hashes
     it in pure Python, 15-20 ms for these 25 kB each time; an expression is only
-    compiled (under 1 ms)."""
+    compiled (under 1 ms). The agent module keeps how long the install took
+    (`installed_s`; a restore tells it)."""
     modules = [(FORMAT_CHECKERS_MODULE, _source("format_checkers", "gpushift_jupyter")),
                (KISHU_IMPORT_MODULE, _source("kishu_import")),
                (SNAPSHOTS_MODULE, _source("snapshots")),
@@ -110,7 +113,8 @@ def install_expression() -> str:
                (BACKGROUND_MODULE, _source("background_agent"))]
     digest = hashlib.sha256(repr(modules).encode()).hexdigest()[:32]
     installer = (
-        "import sys, types\n"
+        "import sys, time, types\n"
+        "started = time.monotonic()\n"
         f"for name, source in {modules!r}:\n"
         "    if getattr(sys.modules.get(name), '__gpushift_source__', None) == source:\n"
         "        continue\n"
@@ -118,7 +122,9 @@ def install_expression() -> str:
         "    module.__gpushift_source__ = source\n"
         "    sys.modules[name] = module\n"
         "    exec(compile(source, '<' + name + '>', 'exec'), module.__dict__)\n"
-        f"sys.modules[{AGENT_MODULE!r}].__gpushift_digest__ = {digest!r}\n")
+        f"agent = sys.modules[{AGENT_MODULE!r}]\n"
+        "agent.installed_s += time.monotonic() - started\n"
+        f"agent.__gpushift_digest__ = {digest!r}\n")
     packed = base64.b85encode(zlib.compress(installer.encode(), 9)).decode()
     return (f"None if getattr(__import__('sys').modules.get({AGENT_MODULE!r}), "
             f"'__gpushift_digest__', None) == {digest!r} else "
