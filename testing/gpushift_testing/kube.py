@@ -66,7 +66,34 @@ def pod_summary(pod: Any) -> dict[str, Any]:
             (c.type, c.status, c.reason, c.message) for c in ((st.conditions if st else None) or [])
         ],
         "images": [c.image for c in pod.spec.containers],
+        # Which StatefulSet revision made it, when, and what lets it onto a tainted node:
+        # what tells a pod made from a stale template apart from a misplaced one.
+        "revision": (pod.metadata.labels or {}).get("controller-revision-hash"),
+        "created": str(pod.metadata.creation_timestamp),
+        "tolerations": [(t.key, t.effect) for t in pod.spec.tolerations or []],
     }
+
+
+def workload_story(core: Any, apps: Any, namespace: str) -> dict[str, Any]:
+    """What made the pods of `namespace` what they are, for a failed test's message: each
+    StatefulSet's revisions and status, the pods, and every Event in time order (the
+    StatefulSet controller's create/delete Events name each pod it made or removed)."""
+    story: dict[str, Any] = {"pods": [pod_summary(p) for p in
+                                      core.list_namespaced_pod(namespace).items]}
+    for s in apps.list_namespaced_stateful_set(namespace).items:
+        story[f"statefulset {s.metadata.name}"] = {
+            "generation": s.metadata.generation,
+            "observed": s.status.observed_generation,
+            "current": s.status.current_revision, "update": s.status.update_revision}
+    story["revisions"] = sorted(
+        (r.revision, r.metadata.name, str(r.metadata.creation_timestamp))
+        for r in apps.list_namespaced_controller_revision(namespace).items)
+    events = core.list_namespaced_event(namespace).items
+    story["events"] = [
+        (str(e.last_timestamp or e.event_time), e.involved_object.kind,
+         e.involved_object.name, e.reason, e.count, e.message)
+        for e in sorted(events, key=lambda e: str(e.last_timestamp or e.event_time))]
+    return story
 
 
 def delete_namespaces(core: Any, names: Iterable[str]) -> None:

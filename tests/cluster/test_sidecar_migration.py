@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 import test_sidecar_patching as patching
 from gpushift_testing.kishu_files import kishu_db
-from gpushift_testing.kube import pod_summary, wait_for
+from gpushift_testing.kube import pod_summary, wait_for, workload_story
 from gpushift_testing.sidecar_process import PodFacts, SidecarProcess
 from gpushift_testing.workloads import gpu_limit, node_kind, wait_running
 
@@ -113,7 +113,8 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
     assert status == 202, accepted
     gpu_pod = wait_running(admin.core, namespace, "nb-0", not_uid=cpu_pod.metadata.uid)
     moved_s = time.monotonic() - t0
-    assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", pod_summary(gpu_pod)
+    assert node_kind(admin.core, gpu_pod.spec.node_name) == "gpu", (
+        pod_summary(gpu_pod), workload_story(admin.core, admin.apps, namespace))
     assert gpu_limit(gpu_pod) == "1" and gpu_pod.spec.containers[0].image == CUDA_IMAGE
 
     m = first.wait_phase("recreating")
@@ -168,7 +169,9 @@ async def test_to_gpu_with_a_checkpoint_restored_on_the_new_pod_then_back_to_cpu
         "checkpoint": {"notebook_path": str(train), "commit_id": "c-2"}})
     assert status == 202, back
     cpu_again = wait_running(admin.core, namespace, "nb-0", not_uid=gpu_pod.metadata.uid)
-    assert node_kind(admin.core, cpu_again.spec.node_name) == "cpu"
+    assert node_kind(admin.core, cpu_again.spec.node_name) == "cpu", (
+        pod_summary(cpu_again), workload_story(admin.core, admin.apps, namespace),
+        second.logs()[-4000:])
     assert gpu_limit(cpu_again) is None and cpu_again.spec.containers[0].image == CPU_IMAGE
     assert read_notebook(admin, namespace)["spec"] == created["spec"]  # the original spec
     second.wait_phase("recreating")
