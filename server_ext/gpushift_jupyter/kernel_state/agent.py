@@ -349,13 +349,14 @@ class _PreviewPickler(dill.Pickler):  # type: ignore[misc]
 
 
 class _Discard:
-    def write(self, data: bytes) -> int:
-        return len(data)
+    def write(self, data: Any) -> int:
+        return memoryview(data).nbytes  # bytes, or an array's memory (a PickleBuffer)
 
 
 def preview(budget_s: float) -> None:
     """Which variables a checkpoint now would not bring back, and why: each variable
-    kishu would save, pickled as kishu pickles it, into nothing. Read-only; stops after
+    kishu would save, pickled as a checkpoint pickles it (the C pickler, else dill's:
+    `kishu_storage.pickle_group`), into nothing. Read-only; stops after
     `budget_s` (`checked_all` false). Answered from the last preview while no cell ran
     and no variable was rebound since."""
     global _preview_cache  # noqa: PLW0603 - the module is the kernel's memory
@@ -374,8 +375,9 @@ def preview(budget_s: float) -> None:
             checked_all = False
             break
         try:
-            _PreviewPickler(_Discard(), protocol=5, buffer_callback=lambda _: False).dump(
-                {name: value})
+            if not _storage().pickled_by_c({name: value}, _Discard()):
+                _PreviewPickler(_Discard(), protocol=5, buffer_callback=lambda _: False).dump(
+                    {name: value})
         except _WillNotComeBack as exc:
             unsaved.append((name, str(exc)))
         except Exception as exc:  # what kishu's checkpoint would skip, or fail on

@@ -147,12 +147,21 @@ def pickle_group(group: dict[str, Any]) -> Pieces:
     (`_DillsBytesPickler`) when every object in it is one that pickler writes as dill
     does, else by dill's own (`pickle_with_dill`)."""
     pieces = Pieces()
-    try:
-        _DillsBytesPickler(pieces, 5).dump(group)
-    except Exception:  # dill's turn: it saves more, or says what failed
+    if not pickled_by_c(group, pieces):
         return pickle_with_dill(group)
     pieces.pickler = "c"
     return pieces
+
+
+def pickled_by_c(group: dict[str, Any], file: Any) -> bool:
+    """Whether `_DillsBytesPickler` pickled `group` into `file` (its `write` gets a
+    `PickleBuffer` for an array's memory); when not, `file` holds part of a pickle and
+    dill's pickler is the one to ask."""
+    try:
+        _DillsBytesPickler(file, 5).dump(group)
+    except Exception:  # dill's turn: it saves more, or says what failed
+        return False
+    return True
 
 
 def pickle_with_dill(group: dict[str, Any]) -> Pieces:
