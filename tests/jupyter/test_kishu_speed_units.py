@@ -1,5 +1,6 @@
 """How gpushift makes kishu cheaper in the kernel, without changing what it detects:
-the IdGraph digests of arrays and strings (`kishu_patches._DigestPickler`) and the
+the IdGraph digests (the C pickler's pass, `kishu_patches._c_digest`, else
+`kishu_patches._DigestPickler`'s, with arrays and strings digested directly) and the
 deferred IRI grammar, ipylab and requests of kishu's import (`kishu_import`)."""
 
 from __future__ import annotations
@@ -23,6 +24,39 @@ from gpushift_jupyter.kernel_state import kishu_patches, snapshots
 
 def digest(value: object) -> bytes:
     return kishu_patches._id_graph(value).serialized_hash
+
+
+PLAIN_DATA = {
+    "records": lambda: [{"id": i, "name": f"n{i}", "tags": ["a", "b"]} for i in range(300)],
+    "a DataFrame with text": lambda: pd.DataFrame({"n": range(50),
+                                                   "s": [str(i) for i in range(50)]}),
+    "arrays sharing one": lambda: shared_arrays(np.arange(100.0)),
+}
+
+
+def shared_arrays(array: np.ndarray) -> dict[str, np.ndarray]:
+    return {"a": array, "view": array[2:], "again": array}
+
+
+@pytest.mark.parametrize("name", list(PLAIN_DATA))
+def test_plain_data_is_digested_by_the_c_pickler_with_the_addresses_kishus_gives(
+        name: str) -> None:
+    """The C pickler's pass (`_c_digest`) groups variables as kishu's own pickler did:
+    the same addresses of the variable's own objects."""
+    value = PLAIN_DATA[name]()
+    assert kishu_patches._c_digest(value) is not None
+    reachable = kishu_patches._reachable(value)
+    kishus = {key for key in kishu_patches._kishu_digest(value)[1] if key in reachable}
+    assert kishu_patches._id_graph(value).addresses == kishus
+    assert digest(value) == digest(PLAIN_DATA[name]())
+
+
+def test_what_the_c_pickler_leaves_to_kishu_is_digested_by_kishus_pickler() -> None:
+    """A lambda (dill saves it by value) and a generator (nothing pickles it: kishu goes
+    on past it and marks the variable changed)."""
+    assert kishu_patches._c_digest({"f": lambda v: v}) is None
+    graph = kishu_patches._id_graph({"g": (i for i in range(3)), "n": [1]})
+    assert graph.definitely_changed
 
 
 def test_equal_values_have_equal_digests_and_a_copy_is_not_the_same_object() -> None:

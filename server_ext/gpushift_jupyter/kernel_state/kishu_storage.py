@@ -20,7 +20,7 @@ import sqlite3
 import sys
 import threading
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dill  # type: ignore[import-untyped,unused-ignore]
@@ -158,10 +158,17 @@ def pickled_by_c(group: dict[str, Any], file: Any) -> bool:
     `PickleBuffer` for an array's memory); when not, `file` holds part of a pickle and
     dill's pickler is the one to ask."""
     try:
-        _DillsBytesPickler(file, 5).dump(group)
+        c_pickler(file).dump(group)
     except Exception:  # dill's turn: it saves more, or says what failed
         return False
     return True
+
+
+def c_pickler(file: Any, own: Callable[[Any], Any] | None = None) -> pickle.Pickler:
+    """A `_DillsBytesPickler` writing to `file` (which must take a `PickleBuffer`),
+    asking `own` first for a reduction (a digest's shortcuts); its `dump` raises where
+    dill's pickler must do the work."""
+    return _DillsBytesPickler(file, 5, own)
 
 
 def pickle_with_dill(group: dict[str, Any]) -> Pieces:
@@ -217,7 +224,15 @@ class _DillsBytesPickler(pickle.Pickler):
     about a `pickle.PickleBuffer`, which dill cannot pickle at protocol 4: the C pickler
     saves the bytes it views, which come back as `bytes` or `bytearray`.)"""
 
+    def __init__(self, file: Any, protocol: int,
+                 own: Callable[[Any], Any] | None = None) -> None:
+        super().__init__(file, protocol)
+        self.own = own
+        """A reduction of the caller's own, asked first (None: no answer)."""
+
     def reducer_override(self, obj: Any) -> Any:
+        if self.own is not None and (mine := self.own(obj)) is not None:
+            return mine
         kind = type(obj)
         if kind is numpy.ndarray:
             return _array_reduction(obj)
