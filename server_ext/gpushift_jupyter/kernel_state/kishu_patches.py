@@ -184,8 +184,9 @@ def _kishu_digest(obj: Any) -> _Digest:
 
 def _digest_shortcut(obj: Any) -> tuple[Any, ...] | None:
     """The C pickler's digest of an array of strings only (a text column): its
-    `_strings_digest`, the strings not pickled and memoized one by one (3x faster).
-    Never unpickled: only its bytes are digested."""
+    `_strings_digest`, the strings not pickled and memoized one by one (the IdGraph of
+    a DataFrame with 20 000 strings: 6.4 -> 1.6 ms). Never unpickled: only its bytes
+    are digested."""
     if type(obj) is numpy.ndarray and obj.dtype.hasobject:
         digest = _strings_digest(obj)
         if digest is not None:
