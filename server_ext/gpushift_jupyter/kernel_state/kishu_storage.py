@@ -265,16 +265,28 @@ def _namedtuple_class(cls: type) -> bool:
 def _array_reduction(obj: Any) -> tuple[Any, ...]:
     """dill's reduction of an array (its save_numpy_array), the memory of a plain
     C-contiguous one as a read-only `PickleBuffer` (see `_save_array`)."""
-    if not obj.dtype.hasobject and obj.flags.c_contiguous:
-        view = array_bytes(obj)
-        if view is not None:
-            reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
-            function, arguments, template = reduced
-            state = (template[0], obj.shape, obj.dtype, False,
-                     pickle.PickleBuffer(view.toreadonly()))
-            return (_create_array, (function, arguments, state, None))
+    plain = _plain_array_reduction(obj, lambda view: pickle.PickleBuffer(view.toreadonly()))
+    if plain is not None:
+        return plain
     function, arguments, state = obj.__reduce__()
     return (_create_array, (function, arguments, state, getattr(obj, "__dict__", None)))
+
+
+def _plain_array_reduction(obj: Any, memory: Callable[[memoryview], Any]
+                           ) -> tuple[Any, ...] | None:
+    """dill's reduction of a plain C-contiguous array with `memory(view of its bytes)`
+    where numpy's `__reduce__` puts `tobytes()`, a copy; None for any other array."""
+    if obj.dtype.hasobject or not obj.flags.c_contiguous:
+        return None
+    view = array_bytes(obj)
+    if view is None:
+        return None
+    # Fresh objects, as numpy's `__reduce__` makes them for every array (shared ones
+    # would be memoized: other bytes than dill's, for the same values).
+    reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
+    function, arguments, template = reduced
+    state = (template[0], obj.shape, obj.dtype, False, memory(view))
+    return (_create_array, (function, arguments, state, None))
 
 
 class _RawBytes:
@@ -294,16 +306,10 @@ def _save_array(pickler: Any, obj: Any) -> None:
     `__reduce__`, whose state holds `tobytes()`, a copy of all of it, which was then
     copied again into the pickle's BytesIO: for a 500 MiB array, 1 GB more memory and
     0.7 s before SQLite saw a byte."""
-    if not obj.dtype.hasobject and obj.flags.c_contiguous:
-        view = array_bytes(obj)
-        if view is not None:
-            # Fresh objects, as numpy's `__reduce__` makes them for every array (shared
-            # ones would be memoized: other bytes than dill's, for the same values).
-            reduced: tuple[Any, Any, Any] = numpy.empty(0).__reduce__()  # type: ignore[assignment]
-            function, arguments, template = reduced
-            state = (template[0], obj.shape, obj.dtype, False, _RawBytes(view))
-            pickler.save_reduce(_create_array, (function, arguments, state, None), obj=obj)
-            return
+    plain = _plain_array_reduction(obj, _RawBytes)
+    if plain is not None:
+        pickler.save_reduce(*plain, obj=obj)
+        return
     dills = dill.Pickler.dispatch.get(numpy.ndarray)  # registered as dill met the array
     if dills is not None:
         dills(pickler, obj)
