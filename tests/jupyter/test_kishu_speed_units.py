@@ -5,8 +5,10 @@ deferred IRI grammar, ipylab and requests of kishu's import (`kishu_import`)."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
+import pickle
 import sqlite3
 import subprocess
 import sys
@@ -49,6 +51,55 @@ def test_plain_data_is_digested_by_the_c_pickler_with_the_addresses_kishus_gives
     kishus = {key for key in kishu_patches._kishu_digest(value)[1] if key in reachable}
     assert kishu_patches._id_graph(value).addresses == kishus
     assert digest(value) == digest(PLAIN_DATA[name]())
+
+
+def self_holding_list() -> list[object]:
+    items: list[object] = [1, "x"]
+    items.append(items)
+    return items
+
+
+def shared_inner() -> dict[str, object]:
+    inner = [b"bytes", bytearray(b"ba"), (1.5, None, 2**70)]
+    return {"a": inner, "b": inner, "c": (inner, inner)}
+
+
+CONTAINERS_ONLY = {
+    "records": PLAIN_DATA["records"],
+    "tuple and frozenset keys": lambda: {(1, "a"): [1], frozenset({2, 3}): {"k": (4,)},
+                                         "s": {(5, 6), "t"}},
+    "one list twice": shared_inner,
+    "a list holding itself": self_holding_list,
+    "a string": lambda: "text",
+    "bytes": lambda: b"bytes",
+    "empty ones": lambda: [(), [], {}, set(), frozenset(), "", b"", bytearray()],
+    "a writable PickleBuffer": lambda: [pickle.PickleBuffer(bytearray(b"abc"))],
+}
+
+
+@pytest.mark.parametrize("name", list(CONTAINERS_ONLY))
+def test_containers_only_skip_the_walk_with_the_addresses_it_gives(name: str) -> None:
+    """What the C pickler writes by itself (atoms and the built-in containers) has no
+    temporaries in its memo: the addresses are the walk's without walking."""
+    value = CONTAINERS_ONLY[name]()
+    found = kishu_patches._c_digest(value)
+    assert found is not None and found.containers_only
+    reachable = kishu_patches._reachable(value)
+    walked = {key for key in found.memo if key in reachable}
+    assert kishu_patches._own_addresses(value, found.memo) == walked
+    assert kishu_patches._id_graph(value).addresses == walked
+
+
+@pytest.mark.parametrize("value", [
+    [1 + 2j], [np.float64(1.0)], {"t": int}, {"f": len}, [range(3)], collections.OrderedDict(),
+    [np.arange(3)], pd.DataFrame({"n": [1]}),
+], ids=["complex", "numpy scalar", "a class", "a builtin function", "range", "OrderedDict",
+        "array", "DataFrame"])
+def test_anything_reduced_or_referenced_is_still_walked(value: object) -> None:
+    """Reductions make temporaries and global references memoize module names: the C
+    pickler asked about such an object, so the walk filters the memo as before."""
+    found = kishu_patches._c_digest(value)
+    assert found is not None and not found.containers_only
 
 
 def test_what_the_c_pickler_leaves_to_kishu_is_digested_by_kishus_pickler() -> None:
