@@ -170,7 +170,9 @@ class _Digest(NamedTuple):
     definitely_changed: bool
     containers_only: bool = False
     """The C pickler wrote it all by itself: atoms and the built-in containers (dict,
-    list, tuple, set, frozenset, bytearray), no reduction and no global reference."""
+    list, tuple, set, frozenset, bytearray, PickleBuffer), no reduction and no global
+    reference (CPython's `save()` checks those types before it asks
+    `reducer_override`)."""
 
 
 def _own_addresses(root: Any, memo: dict[int, tuple[int, Any]]) -> set[int]:
