@@ -48,7 +48,7 @@ def test_plain_data_is_digested_by_the_c_pickler_with_the_addresses_kishus_gives
     value = PLAIN_DATA[name]()
     assert kishu_patches._c_digest(value) is not None
     reachable = kishu_patches._reachable(value)
-    kishus = {key for key in kishu_patches._kishu_digest(value)[1] if key in reachable}
+    kishus = {key for key in kishu_patches._kishu_digest(value).memo if key in reachable}
     assert kishu_patches._id_graph(value).addresses == kishus
     assert digest(value) == digest(PLAIN_DATA[name]())
 

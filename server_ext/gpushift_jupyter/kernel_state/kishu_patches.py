@@ -185,6 +185,10 @@ def _own_addresses(root: Any, memo: dict[int, tuple[int, Any]]) -> set[int]:
             if value is root or type(value) not in _SHARED_ATOMS}
 
 
+# Of what `_shared_by_reference` names, the only kinds a containers-only pickle memoizes
+# (the C pickler asks about modules, types and functions; numbers are never memoized).
+# Not that function itself: its isinstance over seven types made this 7 -> 60 ms for
+# 20 000 dicts. The tests compare the two filters.
 _SHARED_ATOMS = (str, bytes)
 
 
