@@ -56,12 +56,17 @@ def parse_flag(name: str, value: str) -> bool:
     raise ApiError(400, "invalid_field", f"{name}: 1 or 0, not {value[:40]!r}")
 
 
-def parse_classify(body: Mapping[str, Any]) -> tuple[str, str | None]:
-    known_keys(body, {"code", "kernel_id"})
+def parse_classify(body: Mapping[str, Any]) -> tuple[str, str | None, bool]:
+    """(code, kernel_id, preview): `preview` true asks for the verdict without the cell
+    running (see KernelClassifier.preview)."""
+    known_keys(body, {"code", "kernel_id", "preview"})
     code = body.get("code")
     if not isinstance(code, str):
         raise ApiError(400, "invalid_field", "code: required, the cell's source (a string)")
-    return code, text(body, "kernel_id", required=False)
+    preview = body.get("preview", False)
+    if not isinstance(preview, bool):
+        raise ApiError(400, "invalid_field", "preview: true or false (a JSON boolean)")
+    return code, text(body, "kernel_id", required=False), preview
 
 
 def parse_kernel_and_path(body: Mapping[str, Any]) -> tuple[str, str | None]:

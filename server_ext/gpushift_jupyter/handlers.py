@@ -109,9 +109,10 @@ class ClassifyHandler(GpushiftHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        code, kernel_id = api_requests.parse_classify(self.body(MAX_CLASSIFY_BYTES))
+        code, kernel_id, preview = api_requests.parse_classify(self.body(MAX_CLASSIFY_BYTES))
         classifier = self.services.kernels.classifier(kernel_id)
-        self.answer(classifier.classify(code).to_json())
+        verdict = classifier.preview(code) if preview else classifier.classify(code)
+        self.answer(verdict.to_json())
 
 
 class AttachHandler(GpushiftHandler):

@@ -276,6 +276,17 @@ export class MigrationService implements IMigrationService {
     }
   }
 
+  async preview(code: string, kernelId: string): Promise<IClassification | null> {
+    try {
+      const body = { code, kernel_id: kernelId, preview: true };
+      return await this.api.post<IClassification>('classify', body, 5000);
+    } catch (error) {
+      // Only a head start: the cell's run asks again.
+      console.debug('gpushift: no preview of the cell', error);
+      return null;
+    }
+  }
+
   reportActivity(kernelId: string, gpuCellRunning: boolean): void {
     // One after the other: a "finished" must not overtake its "started".
     this._activity = this._activity.then(() =>

@@ -138,3 +138,67 @@ def test_the_cache_evicts_the_least_recently_used_verdict():
     assert k.cache_hits == 2
     assert k.classify(b).needs_gpu  # walked again, same verdict
     assert k.cache_hits == 2
+
+
+def test_a_preview_gives_the_run_verdict_and_leaves_the_memory_as_it_was():
+    k = KernelClassifier(strict=False)
+    imports, use = "import cupy as xp", "a = xp.zeros(3)"
+    ahead = k.preview(imports)
+    assert ahead.needs_gpu and not ahead.cached
+    # The preview bound nothing: `xp` still means nothing to the kernel.
+    assert not k.classify(use).needs_gpu
+    assert k._state.fingerprint() == KernelState().fingerprint()
+
+
+def test_a_previewed_cell_runs_as_a_lookup_with_the_memory_after_it():
+    k, reference = KernelClassifier(strict=False), KernelClassifier(strict=False)
+    cells = ["import torch\ndevice = torch.device('cuda')", "model = model.to(device)",
+             "device = torch.device('cpu')", "model = model.to(device)"]
+    for cell in cells:  # each cell previewed in the memory it then runs in
+        ahead = k.preview(cell)
+        ran, expected = k.classify(cell), reference.classify(cell)
+        assert ran.cached and not ahead.cached
+        assert (ran.needs_gpu, ran.reasons) == (ahead.needs_gpu, ahead.reasons)
+        assert (ran.needs_gpu, ran.reasons) == (expected.needs_gpu, expected.reasons)
+        assert k._state.fingerprint() == reference._state.fingerprint()
+    assert k.cache_hits == len(cells) and not k._previews
+    assert len(k._verdicts) == len(cells)
+
+
+def test_a_preview_in_another_memory_is_not_used():
+    k = KernelClassifier(strict=False)
+    use = "model = model.to(device)"
+    assert not k.preview(use).needs_gpu  # `device` unknown yet
+    k.classify("import torch\ndevice = torch.device('cuda')")
+    ran = k.classify(use)
+    assert ran.needs_gpu and not ran.cached and k.cache_hits == 0
+
+
+def test_previews_are_bounded_and_do_not_push_out_the_verdicts_of_cells_that_ran():
+    k = KernelClassifier(strict=False, cache_entries=2)
+    ran = "x = torch.ones(1).cuda()"
+    k.classify(ran)
+    typed = [f"y{i} = torch.ones({i}).cuda()" for i in range(kernel_module.PREVIEW_ENTRIES + 5)]
+    for text in typed:  # a user typing a long cell, pausing after each line
+        assert k.preview(text).needs_gpu
+    assert len(k._previews) == kernel_module.PREVIEW_ENTRIES and len(k._verdicts) == 1
+    assert k.classify(ran).cached
+    assert not k.classify(typed[0]).cached  # the oldest preview went first
+    assert k.classify(typed[-1]).cached
+
+
+def test_a_preview_without_a_cache_still_answers():
+    k = KernelClassifier(strict=False, cache_entries=0)
+    assert k.preview("x = torch.ones(1).cuda()").needs_gpu
+    assert not k.classify("x = torch.ones(1).cuda()").cached and not k._previews
+
+
+def test_a_preview_that_trips_the_classifier_answers_like_classify(monkeypatch):
+    k = KernelClassifier(strict=False)
+
+    def broken(self, code):
+        raise RuntimeError("bug")
+    monkeypatch.setattr(KernelClassifier, "_classify_walk", broken)
+    ahead = k.preview("x = torch.ones(1).cuda()")
+    assert not ahead.needs_gpu and ahead.reasons[0].rule == "classifier_error"
+    assert not k._previews

@@ -292,7 +292,7 @@ def test_reason_per_hit_with_rule_and_text() -> None:
 def test_verdict_json_shape() -> None:
     verdict = classify_cell("x.cuda()")
     payload = json.loads(json.dumps(verdict.to_json()))
-    assert set(payload) == {"needs_gpu", "reasons", "elapsed_ms"}
+    assert set(payload) == {"needs_gpu", "reasons", "elapsed_ms", "cached"}
     assert payload["reasons"] == [{"line": 1, "rule": "torch.cuda_method", "text": "x.cuda()"}]
     assert isinstance(payload["elapsed_ms"], float) and payload["elapsed_ms"] >= 0
     assert isinstance(verdict, Verdict)

@@ -165,7 +165,19 @@ async def test_classify_is_stateful_per_kernel(jp_fetch, sidecar):
         assert later["needs_gpu"] is True
         _, elsewhere = await call(jp_fetch, "POST", "classify", {"code": "model.to(device)"})
         assert elsewhere["needs_gpu"] is False  # no kernel: no earlier cells
+        # A preview (a user paused typing) walks the cell without running it; the run is
+        # then a lookup. The preview bound nothing: `xp` is still unknown to the kernel.
+        cell = "import cupy as xp"
+        _, ahead = await call(jp_fetch, "POST", "classify",
+                              {"code": cell, "kernel_id": kernel_id, "preview": True})
+        _, unbound = await call(jp_fetch, "POST", "classify",
+                                {"code": "xp.ones(2)", "kernel_id": kernel_id, "preview": True})
+        assert ahead["needs_gpu"] is True and ahead["cached"] is False
+        assert unbound["needs_gpu"] is False
+        _, ran = await call(jp_fetch, "POST", "classify", {"code": cell, "kernel_id": kernel_id})
+        assert ran["cached"] is True and ran["reasons"] == ahead["reasons"]
         for body, error in [({"code": 3}, "invalid_field"), ({"cell": "x"}, "unknown_field"),
+                            ({"code": "x", "preview": "yes"}, "invalid_field"),
                             ({"code": "x", "kernel_id": "nope"}, "no_such_kernel")]:
             status, answer = await call(jp_fetch, "POST", "classify", body)
             assert status in (400, 404) and answer["error"] == error, answer

@@ -26,7 +26,10 @@ _Walk = tuple[ast.Module, Callable[[int], int], list[int], list[int] | None, str
 # _CACHED_TEXT characters are not kept (the cache's memory stays small).
 CACHE_ENTRIES = 256
 _CACHED_TEXT = 64 * 1024
+# How many previews (cells a user paused on, not yet run) each kernel keeps.
+PREVIEW_ENTRIES = 16
 _Outcome = tuple[bool, tuple[Reason, ...], KernelState]
+_Key = tuple[tuple[object, ...], str]
 
 
 class KernelClassifier:
@@ -45,42 +48,75 @@ class KernelClassifier:
         self._state = KernelState()
         self._strict = strict
         self._cache_entries = cache_entries
-        self._verdicts: OrderedDict[tuple[tuple[object, ...], str], _Outcome] = OrderedDict()
+        self._verdicts: OrderedDict[_Key, _Outcome] = OrderedDict()
+        self._previews: OrderedDict[_Key, _Outcome] = OrderedDict()
         self.cache_hits = 0
         """Cells answered from the cache (for tests and the bench)."""
 
     def classify(self, code: str) -> Verdict:
         """Whether running `code` needs a GPU. The cell is taken to be about to run: its
         bindings are remembered for the next cells. Never raises."""
+        return self._answer(code, commit=True)
+
+    def preview(self, code: str) -> Verdict:
+        """The verdict `classify(code)` would give in the kernel's memory as it is now,
+        without remembering the cell's bindings. The frontend asks while a user pauses
+        typing or selects a cell, so that running it is a lookup: the walk is paid off the
+        path the user waits on. The last PREVIEW_ENTRIES previews are kept apart from the
+        verdicts of cells that ran (a user's typing must not push those out). Never raises."""
+        return self._answer(code, commit=False)
+
+    def _answer(self, code: str, *, commit: bool) -> Verdict:
         started = time.perf_counter()
         try:
-            needs_gpu, reasons = self._classify(code)
+            needs_gpu, reasons, cached = self._classify(code, commit)
         except Exception as error:  # a classifier bug must not block a user's cell
             _LOG.exception("GPU-need classifier failed")
-            needs_gpu, reasons = False, (Reason(1, "classifier_error", repr(error)[:_MAX_TEXT]),)
+            needs_gpu, reasons, cached = False, (
+                Reason(1, "classifier_error", repr(error)[:_MAX_TEXT]),), False
         elapsed_ms = (time.perf_counter() - started) * 1000.0
-        return Verdict(needs_gpu, reasons, elapsed_ms)
+        return Verdict(needs_gpu, reasons, elapsed_ms, cached)
 
-    def _classify(self, code: str) -> tuple[bool, tuple[Reason, ...]]:
-        """The verdict for `code` in the kernel memory as it is, from the cache when this
-        cell was classified in this same memory before (the memory after it included)."""
+    def _classify(self, code: str, commit: bool) -> tuple[bool, tuple[Reason, ...], bool]:
+        """(needs_gpu, reasons, answered from the cache) for `code` in the kernel memory as
+        it is; with `commit`, the memory after the cell becomes the kernel's."""
         if len(code) > _CACHED_TEXT or self._cache_entries <= 0:
-            return self._classify_walk(code)
+            needs_gpu, reasons, after = self._classify_walk(code)
+            if commit:
+                self._state = after
+            return needs_gpu, reasons, False
         key = (self._state.fingerprint(), code)
+        known = self._lookup(key, commit)
+        cached = known is not None
+        if known is None:
+            known = self._classify_walk(code)
+            # States are never changed in place (a walk works on a copy): sharing is safe.
+            if commit:
+                _remember(self._verdicts, key, known, self._cache_entries)
+            else:
+                _remember(self._previews, key, known, PREVIEW_ENTRIES)
+        elif commit:
+            self.cache_hits += 1
+        needs_gpu, reasons, after = known
+        if commit:
+            self._state = after
+        return needs_gpu, reasons, cached
+
+    def _lookup(self, key: _Key, commit: bool) -> _Outcome | None:
+        """A remembered outcome: a cell that ran in this memory before, or one previewed
+        in it (moved among the verdicts when it runs)."""
         known = self._verdicts.get(key)
         if known is not None:
             self._verdicts.move_to_end(key)
-            self.cache_hits += 1
-            needs_gpu, reasons, self._state = known
-            return needs_gpu, reasons
-        needs_gpu, reasons = self._classify_walk(code)
-        # States are never changed in place (a walk works on a copy): sharing is safe.
-        self._verdicts[key] = (needs_gpu, reasons, self._state)
-        if len(self._verdicts) > self._cache_entries:
-            self._verdicts.popitem(last=False)
-        return needs_gpu, reasons
+            return known
+        known = self._previews.get(key)
+        if known is not None and commit:
+            del self._previews[key]
+            _remember(self._verdicts, key, known, self._cache_entries)
+        return known
 
-    def _classify_walk(self, code: str) -> tuple[bool, tuple[Reason, ...]]:
+    def _classify_walk(self, code: str) -> _Outcome:
+        """(needs_gpu, reasons, the kernel's memory after the cell) by walking it."""
         state = self._state
         scanner = state.scanner()
         lowered = code.lower()
@@ -88,13 +124,13 @@ class KernelClassifier:
         if not trigger_lines and not self._strict:
             # Nothing GPU-related and no remembered name: no rule can hit and no binding
             # the kernel remembers can change (a remembered name is itself a trigger).
-            return False, ()
+            return False, (), state
         walk = self._reduced_walk(code, lowered, trigger_lines) or self._full_walk(code)
         if isinstance(walk, ParseFailure):
-            return False, (Reason(walk.line, "no_parse", walk.message),)
+            return False, (Reason(walk.line, "no_parse", walk.message),), state
         tree, line_of, walk_lines, walk_checks, walked_text = walk
         if not walk_lines:
-            return False, ()
+            return False, (), state
         # Walk a copy, so a cell that trips the classifier leaves the kernel's memory as it was.
         working = state.copy()
         working.availability_lines = walk_checks if walk_checks is not None else check_lines
@@ -103,8 +139,7 @@ class KernelClassifier:
         walker = Walker(working, hits, line_of, trigger_lines=walk_lines)
         walker.body(tree.body, guarded=False)
         working.end_walk()
-        self._state = working
-        return bool(hits), _reasons(code, hits)
+        return bool(hits), _reasons(code, hits), working
 
     def _reduced_walk(self, code: str, lowered: str, trigger_lines: list[int]) -> _Walk | None:
         """Parse only the top-level statements that mention a trigger (all of them when
@@ -144,6 +179,13 @@ class KernelClassifier:
         lowered = parsed.source.lower()
         trigger_lines, check_lines = self._state.scanner().lines(lowered)
         return parsed.tree, parsed.original_line, trigger_lines, check_lines, lowered
+
+
+def _remember(outcomes: OrderedDict[_Key, _Outcome], key: _Key, outcome: _Outcome,
+              entries: int) -> None:
+    outcomes[key] = outcome
+    if len(outcomes) > entries:
+        outcomes.popitem(last=False)
 
 
 def _same_line(line: int) -> int:

@@ -5,11 +5,12 @@
  */
 import { JupyterFrontEndPlugin } from '@jupyterlab/application';
 import { Cell } from '@jupyterlab/cells';
-import { INotebookCellExecutor, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookCellExecutor, INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { ISettingRegistry } from '@jupyterlab/settingregistry';
 import { ITranslator } from '@jupyterlab/translation';
 import { Widget } from '@lumino/widgets';
 
+import { CellPreview } from '../cellPreview';
 import { GpuAwareCellExecutor } from '../executor';
 import { loadBundle } from '../i18n';
 import { QuietNotebooks } from '../quietNotebooks';
@@ -33,7 +34,7 @@ export const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
   requires: [IMigrationService],
   optional: [ITranslator, ISettingRegistry],
   activate: (
-    _app,
+    app,
     service: IMigrationService,
     translator: ITranslator | null,
     registry: ISettingRegistry | null
@@ -46,6 +47,11 @@ export const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
         .then(settings => quiet.attach(settings))
         .catch(error => console.warn('gpushift: settings not loaded', error));
     }
+    // The tracker depends on this executor (through the notebook widget factory): take it
+    // once the app is up. The cell a user is on is classified before it runs.
+    void app.restored
+      .then(() => app.resolveOptionalService(INotebookTracker))
+      .then(tracker => tracker && new CellPreview(tracker, service, quiet, panelOf));
     return new GpuAwareCellExecutor({
       service,
       quiet,

@@ -5,6 +5,7 @@ import { expect, test } from '@jupyterlab/galata';
 
 import {
   captureNotices,
+  GPU_CELL,
   gpuDialog,
   notebookWithGpuCell,
   notices,
@@ -43,6 +44,31 @@ test.describe('CPU pod', () => {
     await expect(dialog).toBeHidden();
     await page.notebook.runCell(1, { inplace: true });
     expect(await page.notebook.getCellTextOutput(1)).toEqual(['False\n']);
+    await expect(prompt(page, 0)).toHaveText('[ ]:');
+  });
+
+  test('the cell a user pauses on is classified before it runs: the run is a lookup', async ({
+    page
+  }) => {
+    await page.notebook.createNew();
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+    const isClassify = (url: string, body: any, preview: boolean) =>
+      url.includes('/api_extension/classify') && body?.code === GPU_CELL && !!body.preview === preview;
+    const previewed = page.waitForResponse(r =>
+      isClassify(r.url(), r.request().postDataJSON(), true)
+    );
+    await page.notebook.setCell(0, 'code', GPU_CELL);
+    const ahead = await (await previewed).json();
+    expect(ahead.needs_gpu).toBe(true);
+    expect(ahead.cached).toBe(false);
+
+    const ran = page.waitForResponse(r => isClassify(r.url(), r.request().postDataJSON(), false));
+    await startCell(page, 0);
+    const verdict = await (await ran).json();
+    expect(verdict.cached).toBe(true); // walked during the pause, not after Ctrl+Enter
+    expect(verdict.reasons).toEqual(ahead.reasons);
+    await expect(gpuDialog(page)).toContainText('line 2: y = [1].cuda()');
+    await page.keyboard.press('Escape');
     await expect(prompt(page, 0)).toHaveText('[ ]:');
   });
 

@@ -1,0 +1,92 @@
+/**
+ * Classifies the cell a user is on before they run it, so that running it is a lookup on
+ * the server (`KernelClassifier.preview`): the walk of a long cell is paid while the user
+ * reads or types, not between Shift+Enter and the cell starting. Only where the run would
+ * ask the classifier (a CPU pod with automatic moves on, see `beforeRun`). A preview is a
+ * head start, never an answer: the run asks again and gets the same verdict either way.
+ */
+import { Cell } from '@jupyterlab/cells';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IDisposable } from '@lumino/disposable';
+
+import { beforeRun } from './decision';
+import { PreviewScheduler } from './previewScheduler';
+import { QuietNotebooks } from './quietNotebooks';
+import { IMigrationService } from './tokens';
+
+/** What a preview sends: the cell's text and its kernel. */
+interface IPreviewItem {
+  code: string;
+  kernelId: string;
+}
+
+export class CellPreview implements IDisposable {
+  constructor(
+    private readonly _tracker: INotebookTracker,
+    private readonly _service: IMigrationService,
+    private readonly _quiet: QuietNotebooks,
+    private readonly _findPanel: (cell: Cell) => NotebookPanel | null,
+    delayMs?: number
+  ) {
+    this._scheduler = new PreviewScheduler<IPreviewItem>(
+      item => void _service.preview(item.code, item.kernelId),
+      delayMs
+    );
+    _tracker.activeCellChanged.connect(this._watch, this);
+    this._watch(_tracker, _tracker.activeCell);
+  }
+
+  get isDisposed(): boolean {
+    return this._disposed;
+  }
+
+  dispose(): void {
+    if (this._disposed) {
+      return;
+    }
+    this._disposed = true;
+    this._scheduler.cancel();
+    this._tracker.activeCellChanged.disconnect(this._watch, this);
+    this._cell?.model.contentChanged.disconnect(this._edited, this);
+    this._cell = null;
+  }
+
+  /** The user moved to another cell: preview it after the pause, and follow its edits. */
+  private _watch(_: unknown, cell: Cell | null): void {
+    this._cell?.model.contentChanged.disconnect(this._edited, this);
+    this._cell = cell;
+    cell?.model.contentChanged.connect(this._edited, this);
+    this._edited();
+  }
+
+  private _edited(): void {
+    this._scheduler.changed(() => this._item());
+  }
+
+  /** The active cell's text and kernel if its run would ask the classifier, else null. */
+  private _item(): IPreviewItem | null {
+    const cell = this._cell;
+    if (!cell || cell.isDisposed || cell.model.type !== 'code') {
+      return null;
+    }
+    const session = this._findPanel(cell)?.sessionContext;
+    const kernelId = session?.session?.kernel?.id;
+    if (!session || !kernelId) {
+      return null;
+    }
+    const code = cell.model.sharedModel.getSource();
+    const service = this._service;
+    const decision = beforeRun({
+      pod: service.pod,
+      settings: service.settings,
+      migrating: service.migrating,
+      quietNotebook: this._quiet.has(session.path),
+      hasCode: code.trim() !== ''
+    });
+    return decision === 'classify' ? { code, kernelId } : null;
+  }
+
+  private readonly _scheduler: PreviewScheduler<IPreviewItem>;
+  private _cell: Cell | null = null;
+  private _disposed = false;
+}
