@@ -5,8 +5,9 @@
  * ask the classifier (a CPU pod with automatic moves on, see `beforeRun`). A preview is a
  * head start, never an answer: the run asks again and gets the same verdict either way.
  */
+import { ISessionContext } from '@jupyterlab/apputils';
 import { Cell } from '@jupyterlab/cells';
-import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { INotebookTracker } from '@jupyterlab/notebook';
 import { IDisposable } from '@lumino/disposable';
 
 import { beforeRun } from './decision';
@@ -25,14 +26,16 @@ export class CellPreview implements IDisposable {
     private readonly _tracker: INotebookTracker,
     private readonly _service: IMigrationService,
     private readonly _quiet: QuietNotebooks,
-    private readonly _findPanel: (cell: Cell) => NotebookPanel | null,
     delayMs?: number
   ) {
-    this._scheduler = new PreviewScheduler<IPreviewItem>(
-      item => void _service.preview(item.code, item.kernelId),
-      delayMs
-    );
+    this._scheduler = new PreviewScheduler<IPreviewItem>(item => {
+      this._waiting = false;
+      void _service.preview(item.code, item.kernelId);
+    }, delayMs);
     _tracker.activeCellChanged.connect(this._watch, this);
+    // A cell the user paused on before its kernel was up, or before the page knew the
+    // pod's kind, is previewed once they are.
+    _service.changed.connect(this._retry, this);
     this._watch(_tracker, _tracker.activeCell);
   }
 
@@ -47,20 +50,38 @@ export class CellPreview implements IDisposable {
     this._disposed = true;
     this._scheduler.cancel();
     this._tracker.activeCellChanged.disconnect(this._watch, this);
-    this._cell?.model.contentChanged.disconnect(this._edited, this);
-    this._cell = null;
+    this._service.changed.disconnect(this._retry, this);
+    this._follow(null);
   }
 
   /** The user moved to another cell: preview it after the pause, and follow its edits. */
   private _watch(_: unknown, cell: Cell | null): void {
-    this._cell?.model.contentChanged.disconnect(this._edited, this);
-    this._cell = cell;
-    cell?.model.contentChanged.connect(this._edited, this);
+    this._follow(cell);
     this._edited();
   }
 
+  private _follow(cell: Cell | null): void {
+    this._cell?.model.contentChanged.disconnect(this._edited, this);
+    this._session?.statusChanged.disconnect(this._retry, this);
+    this._cell = cell;
+    // The tracker's notebook (the active cell's): a cell of a notebook being built has
+    // no panel among its ancestors yet.
+    this._session = cell ? (this._tracker.currentWidget?.sessionContext ?? null) : null;
+    cell?.model.contentChanged.connect(this._edited, this);
+    this._session?.statusChanged.connect(this._retry, this);
+  }
+
   private _edited(): void {
+    this._waiting = true;
     this._scheduler.changed(() => this._item());
+  }
+
+  /** Something a preview depends on changed (the kernel's status, the pod): try again if
+   * the last pause sent nothing. */
+  private _retry(): void {
+    if (this._waiting && !this._scheduler.pending) {
+      this._scheduler.changed(() => this._item());
+    }
   }
 
   /** The active cell's text and kernel if its run would ask the classifier, else null. */
@@ -69,7 +90,7 @@ export class CellPreview implements IDisposable {
     if (!cell || cell.isDisposed || cell.model.type !== 'code') {
       return null;
     }
-    const session = this._findPanel(cell)?.sessionContext;
+    const session = this._session;
     const kernelId = session?.session?.kernel?.id;
     if (!session || !kernelId) {
       return null;
@@ -88,5 +109,8 @@ export class CellPreview implements IDisposable {
 
   private readonly _scheduler: PreviewScheduler<IPreviewItem>;
   private _cell: Cell | null = null;
+  private _session: ISessionContext | null = null;
+  /** The last pause on this cell sent nothing (yet). */
+  private _waiting = false;
   private _disposed = false;
 }

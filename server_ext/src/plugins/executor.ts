@@ -51,7 +51,7 @@ export const executorPlugin: JupyterFrontEndPlugin<INotebookCellExecutor> = {
     // once the app is up. The cell a user is on is classified before it runs.
     void app.restored
       .then(() => app.resolveOptionalService(INotebookTracker))
-      .then(tracker => tracker && new CellPreview(tracker, service, quiet, panelOf));
+      .then(tracker => tracker && new CellPreview(tracker, service, quiet));
     return new GpuAwareCellExecutor({
       service,
       quiet,
