@@ -36,6 +36,9 @@ export class CellPreview implements IDisposable {
     // A cell the user paused on before its kernel was up, or before the page knew the
     // pod's kind, is previewed once they are.
     _service.changed.connect(this._retry, this);
+    // A cell run (this one or another) may change the kernel's memory: the cell is
+    // previewed again in the memory after it.
+    _service.classified.connect(this._ran, this);
     this._watch(_tracker, _tracker.activeCell);
   }
 
@@ -51,6 +54,7 @@ export class CellPreview implements IDisposable {
     this._scheduler.cancel();
     this._tracker.activeCellChanged.disconnect(this._watch, this);
     this._service.changed.disconnect(this._retry, this);
+    this._service.classified.disconnect(this._ran, this);
     this._follow(null);
   }
 
@@ -69,6 +73,12 @@ export class CellPreview implements IDisposable {
     this._session = cell ? (this._tracker.currentWidget?.sessionContext ?? null) : null;
     cell?.model.contentChanged.connect(this._edited, this);
     this._session?.statusChanged.connect(this._retry, this);
+  }
+
+  private _ran(_: unknown, kernelId: string): void {
+    if (this._cell && this._session?.session?.kernel?.id === kernelId) {
+      this._edited();
+    }
   }
 
   private _edited(): void {

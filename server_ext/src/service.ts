@@ -69,6 +69,9 @@ export class MigrationService implements IMigrationService {
   get changed(): ISignal<IMigrationService, void> {
     return this._changed;
   }
+  get classified(): ISignal<IMigrationService, string> {
+    return this._classified;
+  }
   get settings(): IUserSettings {
     return this._settings;
   }
@@ -268,7 +271,11 @@ export class MigrationService implements IMigrationService {
       if (kernelId) {
         body.kernel_id = kernelId;
       }
-      return await this.api.post<IClassification>('classify', body, 5000);
+      const answer = await this.api.post<IClassification>('classify', body, 5000);
+      if (kernelId) {
+        this._classified.emit(kernelId);
+      }
+      return answer;
     } catch (error) {
       // The user's cell runs when the classifier cannot tell: say so in the console.
       console.warn('gpushift: the classifier did not answer; running the cell', error);
@@ -388,4 +395,5 @@ export class MigrationService implements IMigrationService {
   private _activity: Promise<void> = Promise.resolve();
   private _movedPaths = new Map<string, string>();
   private _changed = new Signal<IMigrationService, void>(this);
+  private _classified = new Signal<IMigrationService, string>(this);
 }

@@ -73,6 +73,9 @@ export interface IMigrationService {
   podSessions(variables?: boolean): Promise<IPodSessions | null>;
   /** The classifier's answer for a cell's code (null: no answer; never throws). */
   classify(code: string, kernelId: string | null): Promise<IClassification | null>;
+  /** A cell about to run was classified in this kernel (its id): the classifier's memory
+   * of that kernel may have changed. */
+  readonly classified: ISignal<IMigrationService, string>;
   /** Ask the classifier about a cell the user is on but has not run, so that its run is
    * a lookup (null: no answer; never throws). Binds nothing in the kernel's memory. */
   preview(code: string, kernelId: string): Promise<IClassification | null>;

@@ -5,7 +5,6 @@ import { expect, test } from '@jupyterlab/galata';
 
 import {
   captureNotices,
-  GPU_CELL,
   gpuDialog,
   notebookWithGpuCell,
   notices,
@@ -50,26 +49,40 @@ test.describe('CPU pod', () => {
   test('the cell a user pauses on is classified before it runs: the run is a lookup', async ({
     page
   }) => {
+    // The cell binds `cp`: the kernel's memory after its run is not the one before.
+    const cell = 'import cupy as cp\nx = cp.ones(3)';
+    const classified = (preview: boolean) =>
+      page.waitForResponse(r => {
+        const body = r.request().postDataJSON();
+        return r.url().includes('/api_extension/classify') && body?.code === cell &&
+          !!body.preview === preview;
+      });
     await page.notebook.createNew();
     // Typed while the kernel starts: the preview goes once the kernel is up.
-    const isClassify = (url: string, body: any, preview: boolean) =>
-      url.includes('/api_extension/classify') && body?.code === GPU_CELL && !!body.preview === preview;
-    const previewed = page.waitForResponse(r =>
-      isClassify(r.url(), r.request().postDataJSON(), true)
-    );
-    await page.notebook.setCell(0, 'code', GPU_CELL);
+    const previewed = classified(true);
+    await page.notebook.setCell(0, 'code', cell);
     const ahead = await (await previewed).json();
     expect(ahead.needs_gpu).toBe(true);
     expect(ahead.cached).toBe(false);
 
-    const ran = page.waitForResponse(r => isClassify(r.url(), r.request().postDataJSON(), false));
+    const ran = classified(false);
+    const previewedAgain = classified(true);
     await startCell(page, 0);
     const verdict = await (await ran).json();
     expect(verdict.cached).toBe(true); // walked during the pause, not after Ctrl+Enter
     expect(verdict.reasons).toEqual(ahead.reasons);
-    await expect(gpuDialog(page)).toContainText('line 2: y = [1].cuda()');
+    await expect(gpuDialog(page)).toContainText('line 1: import cupy as cp');
     await page.keyboard.press('Escape');
     await expect(prompt(page, 0)).toHaveText('[ ]:');
+
+    // Asked to run, the cell bound `cp` in the classifier's memory: it is previewed again
+    // in the memory after it, and running it again is a lookup too.
+    expect((await (await previewedAgain).json()).cached).toBe(false);
+    const ranAgain = classified(false);
+    await startCell(page, 0);
+    expect((await (await ranAgain).json()).cached).toBe(true);
+    await expect(gpuDialog(page)).toBeVisible();
+    await page.keyboard.press('Escape');
   });
 
   test('"Run on CPU anyway" runs the cell on the CPU', async ({ page }) => {
