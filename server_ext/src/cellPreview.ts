@@ -8,7 +8,7 @@
 import { ISessionContext } from '@jupyterlab/apputils';
 import { Cell } from '@jupyterlab/cells';
 import { INotebookTracker } from '@jupyterlab/notebook';
-import { IDisposable } from '@lumino/disposable';
+import { Signal } from '@lumino/signaling';
 
 import { beforeRun } from './decision';
 import { PreviewScheduler } from './previewScheduler';
@@ -21,7 +21,7 @@ interface IPreviewItem {
   kernelId: string;
 }
 
-export class CellPreview implements IDisposable {
+export class CellPreview {
   constructor(
     private readonly _tracker: INotebookTracker,
     private readonly _service: IMigrationService,
@@ -42,20 +42,12 @@ export class CellPreview implements IDisposable {
     this._watch(_tracker, _tracker.activeCell);
   }
 
-  get isDisposed(): boolean {
-    return this._disposed;
-  }
-
+  /** Stop previewing (idempotent): every connection made with this as its receiver goes. */
   dispose(): void {
-    if (this._disposed) {
-      return;
-    }
-    this._disposed = true;
     this._scheduler.cancel();
-    this._tracker.activeCellChanged.disconnect(this._watch, this);
-    this._service.changed.disconnect(this._retry, this);
-    this._service.classified.disconnect(this._ran, this);
-    this._follow(null);
+    Signal.clearData(this);
+    this._cell = null;
+    this._session = null;
   }
 
   /** The user moved to another cell: preview it after the pause, and follow its edits. */
@@ -122,5 +114,4 @@ export class CellPreview implements IDisposable {
   private _session: ISessionContext | null = null;
   /** The last pause on this cell sent nothing (yet). */
   private _waiting = false;
-  private _disposed = false;
 }
