@@ -15,7 +15,7 @@ from gpushift_jupyter import warm_kernels
 from gpushift_jupyter.background import BackgroundCheckpoints, BackgroundSettings
 from gpushift_jupyter.checkpoint_files import CONTENTS_EVENTS, CheckpointFiles
 from gpushift_jupyter.handlers import ROUTES
-from gpushift_jupyter.kernels import KernelRegistry
+from gpushift_jupyter.kernels import KERNEL_ACTIONS, KernelRegistry
 from gpushift_jupyter.move_restore import MoveRestorer
 from gpushift_jupyter.moves import Mover
 from gpushift_jupyter.resume import ResumeOffers
@@ -132,6 +132,9 @@ class GpushiftExtension(ExtensionApp):
         if server.event_logger is not None:
             server.event_logger.add_listener(schema_id=CONTENTS_EVENTS,
                                              listener=files.on_contents_event)
+            # A restarted kernel: its classifier's memory goes with its variables.
+            server.event_logger.add_listener(schema_id=KERNEL_ACTIONS,
+                                             listener=kernels.on_kernel_action)
         self.settings["gpushift_services"] = services
         loop = asyncio.get_event_loop()
         if warm_kernels.started_count:  # the warm processes not used by then end

@@ -13,7 +13,7 @@ import asyncio
 import queue
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +27,8 @@ _MAX_PATH_CHARS = 4096
 # A tab reports its GPU cell running just before the kernel gets it; until the kernel
 # says "busy", the report stands for this long.
 GPU_REPORT_GRACE_SECONDS = 10.0
+# jupyter_server's events for kernel starts, restarts, interrupts and shutdowns.
+KERNEL_ACTIONS = "https://events.jupyter.org/jupyter_server/kernel_actions/v1"
 
 
 async def _reply_on(channel: Any, msg_type: str | None, timeout: float) -> bool:
@@ -83,6 +85,17 @@ class KernelRegistry:
         if kernel_id is None:
             return KernelClassifier(strict=False)
         return self.facts(kernel_id).classifier
+
+    async def on_kernel_action(self, logger: Any, schema_id: str,
+                               data: Mapping[str, Any]) -> None:
+        """jupyter_events listener: a kernel restarted under the same id has lost every
+        variable, so its classifier forgets what earlier cells bound (`cp` no longer
+        means CuPy until a cell imports it again). Never raises."""
+        if data.get("action") != "restart" or data.get("status") != "success":
+            return
+        facts = self._facts.get(str(data.get("kernel_id")))
+        if facts is not None:
+            facts.classifier = KernelClassifier(strict=False)
 
     def attached(self) -> list[str]:
         """Running kernels kishu is attached to."""

@@ -176,6 +176,18 @@ async def test_classify_is_stateful_per_kernel(jp_fetch, sidecar):
         assert unbound["needs_gpu"] is False
         _, ran = await call(jp_fetch, "POST", "classify", {"code": cell, "kernel_id": kernel_id})
         assert ran["cached"] is True and ran["reasons"] == ahead["reasons"]
+        # A restarted kernel lost `xp` with its variables: the classifier forgets it too.
+        _, used = await call(jp_fetch, "POST", "classify",
+                             {"code": "xp.ones(2)", "kernel_id": kernel_id})
+        assert used["needs_gpu"] is True
+        await call_api(jp_fetch, "POST", ["api", "kernels", kernel_id, "restart"], {})
+        for _ in range(50):  # the event's listener runs as its own task
+            _, after = await call(jp_fetch, "POST", "classify",
+                                  {"code": "xp.ones(2)", "kernel_id": kernel_id})
+            if not after["needs_gpu"]:
+                break
+            await asyncio.sleep(0.1)
+        assert after["needs_gpu"] is False, after
         for body, error in [({"code": 3}, "invalid_field"), ({"cell": "x"}, "unknown_field"),
                             ({"code": "x", "preview": "yes"}, "invalid_field"),
                             ({"code": "x", "kernel_id": "nope"}, "no_such_kernel")]:
