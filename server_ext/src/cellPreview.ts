@@ -82,7 +82,7 @@ export class CellPreview {
    * the last pause sent nothing. */
   private _retry(): void {
     if (this._waiting && !this._scheduler.pending) {
-      this._scheduler.changed(() => this._item());
+      this._edited();
     }
   }
 

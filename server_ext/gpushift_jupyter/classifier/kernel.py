@@ -80,21 +80,18 @@ class KernelClassifier:
     def _classify(self, code: str, commit: bool) -> tuple[bool, tuple[Reason, ...], bool]:
         """(needs_gpu, reasons, answered from the cache) for `code` in the kernel memory as
         it is; with `commit`, the memory after the cell becomes the kernel's."""
-        if len(code) > _CACHED_TEXT or self._cache_entries <= 0:
-            needs_gpu, reasons, after = self._classify_walk(code)
-            if commit:
-                self._state = after
-            return needs_gpu, reasons, False
-        key = (self._state.fingerprint(), code)
-        known = self._lookup(key, commit)
+        cacheable = len(code) <= _CACHED_TEXT and self._cache_entries > 0
+        key = (self._state.fingerprint(), code) if cacheable else None
+        known = None if key is None else self._lookup(key, commit)
         cached = known is not None
         if known is None:
             known = self._classify_walk(code)
             # States are never changed in place (a walk works on a copy): sharing is safe.
-            if commit:
-                _remember(self._verdicts, key, known, self._cache_entries)
-            else:
-                _remember(self._previews, key, known, PREVIEW_ENTRIES)
+            if key is not None:
+                if commit:
+                    _remember(self._verdicts, key, known, self._cache_entries)
+                else:
+                    _remember(self._previews, key, known, PREVIEW_ENTRIES)
         elif commit:
             self.cache_hits += 1
         needs_gpu, reasons, after = known
