@@ -79,9 +79,11 @@ export class CellPreview {
   }
 
   /** Something a preview depends on changed (the kernel's status, the pod): try again if
-   * the last pause sent nothing. */
+   * the last pause sent nothing and there is something to send now. (Not on every change
+   * regardless: on a GPU pod, or for a quiet notebook, each refresh of the service would
+   * arm a timer that finds nothing to send.) */
   private _retry(): void {
-    if (this._waiting && !this._scheduler.pending) {
+    if (this._waiting && !this._scheduler.pending && this._item()) {
       this._edited();
     }
   }

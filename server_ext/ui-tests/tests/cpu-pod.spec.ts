@@ -8,7 +8,9 @@ import {
   gpuDialog,
   notebookWithGpuCell,
   notices,
+  PAST_A_PREVIEW_MS,
   podStatus,
+  previewsSent,
   prompt,
   quietNotebooks,
   setSetting,
@@ -99,6 +101,14 @@ test.describe('CPU pod', () => {
     await startCell(page, 0);
     await gpuDialog(page).getByRole('button', { name: "Don't ask again for this notebook" }).click();
     await expect(prompt(page, 0)).toHaveText('[1]:');
+    // Its cells are no longer classified before they run, so none is previewed either:
+    // not the cell the user edits, nor the one they come back to.
+    const previews = previewsSent(page);
+    await page.notebook.setCell(1, 'code', 'quiet_edit = 1');
+    await page.waitForTimeout(PAST_A_PREVIEW_MS);
+    await page.notebook.selectCells(0);
+    await page.waitForTimeout(PAST_A_PREVIEW_MS);
+    expect(previews).toEqual([]);
     await startCell(page, 0);
     await expect(prompt(page, 0)).toHaveText('[2]:');
     await expect(gpuDialog(page)).toHaveCount(0);

@@ -4,7 +4,15 @@
  */
 import { expect, test } from '@jupyterlab/galata';
 
-import { podStatus, restartIdleTimer, shot, startCell, toast } from './helpers';
+import {
+  PAST_A_PREVIEW_MS,
+  podStatus,
+  previewsSent,
+  restartIdleTimer,
+  shot,
+  startCell,
+  toast
+} from './helpers';
 
 /** Flagged as GPU work by the classifier (`.cuda()`), and runs without torch. */
 const GPU_WORK = 't = type("T", (), {"cuda": lambda self: self})().cuda()';
@@ -21,6 +29,22 @@ test.describe('GPU pod (fake_gpu)', () => {
     await expect(podStatus(page)).toHaveAttribute('title', /runs on a GPU pod: NVIDIA .*×1/);
     await expect(podStatus(page)).toHaveAttribute('title', /your admin allows 40 s to 10 min/);
     await shot(page, 'status-gpu');
+  });
+
+  test('fake_gpu: no cell is previewed; a run is classified as it starts', async ({ page }) => {
+    // On a GPU pod a cell never waits for the classifier (it only tells whether the cell
+    // is GPU work, for the idle timer), so there is nothing to classify ahead.
+    const previews = previewsSent(page);
+    const tracked = page.waitForResponse(
+      r => r.url().includes('/api_extension/classify') && r.request().postDataJSON()?.code === GPU_WORK
+    );
+    await page.notebook.createNew();
+    await page.notebook.setCell(0, 'code', GPU_WORK);
+    await expect(page.locator('#jp-main-statusbar')).toContainText('Idle', { timeout: 60000 });
+    await page.waitForTimeout(PAST_A_PREVIEW_MS);
+    await startCell(page, 0);
+    expect((await (await tracked).json()).needs_gpu).toBe(true);
+    expect(previews).toEqual([]);
   });
 
   test('fake_gpu: idle countdown, and "Stay on GPU" keeps the GPU', async ({ page }) => {

@@ -113,6 +113,28 @@ export function gpuDialog(page: IJupyterLabPageFixture): Locator {
   return page.locator('.jp-Dialog').filter({ hasText: 'This cell needs a GPU' });
 }
 
+/**
+ * The text of every cell previewed from now on (`POST classify` with `"preview": true`,
+ * see src/cellPreview.ts), in the order the page sent them: a live list, filled as the
+ * requests go out.
+ */
+export function previewsSent(page: IJupyterLabPageFixture): string[] {
+  const sent: string[] = [];
+  page.on('request', request => {
+    if (request.method() === 'POST' && request.url().includes('/api_extension/classify')) {
+      const body = request.postDataJSON();
+      if (body?.preview === true) {
+        sent.push(body.code);
+      }
+    }
+  });
+  return sent;
+}
+
+/** Longer than a preview's pause (PREVIEW_DELAY_MS, 300 ms) several times over: a
+ * preview that was going to be sent has been sent by then. */
+export const PAST_A_PREVIEW_MS = 1500;
+
 /** Change one of gpushift's settings the way the Settings Editor does. */
 export async function setSetting(
   page: IJupyterLabPageFixture,
