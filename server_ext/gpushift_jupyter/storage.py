@@ -215,14 +215,15 @@ class StorageKeeper:
 
     async def roll_back_dead_write(self, db: Path) -> None:
         """A `-journal` left by a writer that died (the pod or this server killed
-        mid-prune, a kernel killed mid-checkpoint) makes every read-only check refuse
-        the database as "being written", so the last verified checkpoint could not be
-        restored on the new pod until some later write rolled it back. Under the
-        database's lock no writer of this server is running (prunes, reclaims and
-        kernels' checkpoints all hold it), and SQLite itself rolls a journal back only
-        when it is hot, i.e. no connection anywhere holds its write lock: a write in
-        flight in another process keeps its journal, and the caller's read then refuses
-        as before."""
+        mid-prune, a kernel killed mid-checkpoint or mid-restore) makes every read-only
+        check refuse the database as "being written", so the last verified checkpoint
+        could not be restored on the new pod until some later write rolled it back.
+        Under the database's lock no writer of this server is running (prunes, reclaims
+        and kernels' checkpoints all hold it), and SQLite itself rolls a journal back
+        only when it is hot, i.e. no connection anywhere holds its write lock; a journal
+        its writer died before syncing (not hot, the database untouched) is removed
+        under that lock (`retention.recover`). A write in flight in another process
+        keeps its journal, and the caller's read then refuses as before."""
         if not (os.path.lexists(journal_path(db)) and db.exists()):
             return
         try:
@@ -231,7 +232,7 @@ class StorageKeeper:
             log.warning("gpushift: the -journal of %s is not rolled back: %s", db, exc)
             return
         if gone:
-            log.warning("gpushift: rolled back a write to %s that was cut short (its "
+            log.warning("gpushift: undid a write to %s that was cut short (its "
                         "-journal was left behind); the checkpoints before it are intact",
                         db)
         else:

@@ -144,6 +144,33 @@ def kill_mid_prune(db: Path) -> None:
 
 
 
+# A writer (kishu's checkout moving HEAD, a checkpoint, a prune) SIGKILLed after its
+# first changes and before it synced its journal: a cache large enough that nothing
+# spills into the database file, so the -journal holds the old pages behind a header
+# that is still zeros. SQLite does not count such a journal as hot (first byte zero):
+# it neither rolls it back nor deletes it.
+KILLED_BEFORE_JOURNAL_SYNC = """
+import os, signal, sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("PRAGMA cache_size = -262144")
+con.execute("BEGIN IMMEDIATE")
+con.execute("DELETE FROM commit_entry")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def kill_before_journal_sync(db: Path) -> None:
+    """Leave the -journal of a write killed before its journal's header was written:
+    the database file as it was, the journal not hot."""
+    before = hashlib.sha256(db.read_bytes()).hexdigest()
+    done = subprocess.run([sys.executable, "-c", KILLED_BEFORE_JOURNAL_SYNC, str(db)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    journal = Path(f"{db}-journal")
+    assert journal.stat().st_size > 0 and journal.read_bytes()[:1] == b"\0"
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # untouched
+
+
 @contextmanager
 def small_tmpfs(folder: Path, size_mib: int = 64) -> Iterator[Path]:
     """A small tmpfs mounted at `folder` (made here when missing; an existing folder's

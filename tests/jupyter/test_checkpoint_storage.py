@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import KishuHome, StartKernel, kill_mid_prune, small_tmpfs
+from conftest import (
+    KishuHome,
+    StartKernel,
+    kill_before_journal_sync,
+    kill_mid_prune,
+    small_tmpfs,
+)
 
 from gpushift_jupyter.errors import ApiError
 from gpushift_jupyter.kernel_state import (
@@ -241,6 +247,39 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
     async with storage.writing(notebook):
         assert (await restore(older.code, notebook, first.commit_id, workspace=workspace)).ok
     assert await older.value("name") == "first"
+
+
+async def test_a_write_killed_before_its_journal_was_synced_does_not_block_the_restore(
+        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
+    """A writer killed after its first change and before it synced its journal (the
+    old pod's kernel mid-restore when its server was killed, a prune) leaves a
+    -journal SQLite does not count as hot: it neither rolls it back nor deletes it, and
+    the database is as the last commit left it. A read-only restore refuses it as
+    "being written" (it always would, until some write replaced the journal); the
+    restore under the database's lock, as the server runs it, removes it and brings the
+    checkpoint back exactly."""
+    notebook, workspace = kishu_home.notebook, kishu_home.workspace
+    db = database_path(notebook, workspace)
+    db.parent.mkdir(parents=True)
+    prepare_database(db)
+    storage = keeper({"optimizer": {"state": "on"}}, workspace)
+    old = await kishu_kernels()
+    await kernel_with_state(old)
+    saved = await checkpoint(old.code, notebook, workspace=workspace)
+    digests = await old.value(DIGESTS)
+    await old.manager.shutdown_kernel(now=True)
+
+    kill_before_journal_sync(db)
+    with pytest.raises(KernelStateError, match="kishu is writing"):
+        await restore(await kishu_kernels(), notebook, saved.commit_id,  # not locked
+                      workspace=workspace)
+    new = await kishu_kernels()
+    async with storage.writing(notebook):
+        outcome = await restore(new.code, notebook, saved.commit_id, workspace=workspace)
+    assert outcome.ok, outcome.detail
+    assert not Path(f"{db}-journal").exists()
+    assert await new.value(DIGESTS) == digests
+    assert await new.value("name") == "first"
 
 
 async def kernel_with_state(kernel: Any) -> None:

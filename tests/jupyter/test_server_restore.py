@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import kill_mid_prune
+from conftest import kill_before_journal_sync, kill_mid_prune
 
 # pytest-jupyter's fixtures, in this module only (see test_server_extension).
 from pytest_jupyter.jupyter_core import *  # noqa: F403
@@ -141,14 +142,17 @@ async def test_a_browser_that_asks_while_the_server_restores_waits_for_its_answe
     assert "Traceback" not in revived.logs()
 
 
+@pytest.mark.parametrize("killed", [kill_mid_prune, kill_before_journal_sync],
+                         ids=["mid_prune", "before_journal_sync"])
 @on_server_loop
-async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
+async def test_a_write_the_old_pod_died_in_does_not_block_the_new_pods_restore(
         jp_fetch: Any, jp_serverapp: Any, jp_root_dir: Path, sidecar: Any,
-        tmp_path: Path) -> None:
-    """The old pod is killed while a prune holds its write transaction (it had deleted
-    the move's checkpoint, not yet committed): a hot -journal is left on the volume. The
-    new pod's server rolls it back before it restores: the move's state comes back
-    exactly and the move ends done."""
+        tmp_path: Path, killed: Callable[[Path], None]) -> None:
+    """The old pod is killed while a write holds its transaction: a prune that had
+    deleted the move's checkpoint, not yet committed (a hot -journal), or a write
+    killed before it synced its journal (a journal SQLite ignores: seen when the old
+    server's kernel was killed mid-restore). The new pod's server undoes it before it
+    restores: the move's state comes back exactly and the move ends done."""
     moved = await state_then_a_move(jp_fetch, jp_serverapp, jp_root_dir)
     await run_cell(jp_serverapp, moved.kernel_id, "greeting = 'later'")
     status, saved = await call(jp_fetch, "POST", "checkpoint", {"kernel_id": moved.kernel_id})
@@ -156,7 +160,7 @@ async def test_a_prune_the_old_pod_died_in_does_not_block_the_new_pods_restore(
     await jp_serverapp.web_app.settings["gpushift_services"].mover.storage.settled()
     await call_api(jp_fetch, "DELETE", ["api", "sessions", moved.session["id"]], None)
     db = database_path(moved.notebook, jp_root_dir)
-    await asyncio.to_thread(kill_mid_prune, db)  # keeps 1: the move's checkpoint goes
+    await asyncio.to_thread(killed, db)  # a prune keeps 1: the move's checkpoint goes
     revived = arrive_on_a_new_pod(sidecar, jp_root_dir, tmp_path)
     try:
         done = await wait_for_phase(jp_fetch, {"done", "failed"}, timeout=60)

@@ -114,17 +114,48 @@ def prepare_database(db_path: Path) -> bool:
 def recover(db_path: Path) -> bool:
     """Let SQLite roll back a hot journal (a write that failed, or a process that died,
     left `<db>-journal` behind): reading with a connection that may write does it, and
-    only when no live connection still writes (then the journal is not hot). True when
-    no journal is left."""
+    only when no live connection still writes (then the journal is not hot). A journal
+    SQLite leaves alone although no one writes is removed (`_remove_dead_journal`).
+    True when no journal is left; sqlite3.OperationalError when the database is locked
+    for longer than BUSY_TIMEOUT_S."""
     journal = db_path.with_name(db_path.name + "-journal")
     if not journal.exists():
         return True
-    con = open_existing(db_path, timeout=BUSY_TIMEOUT_S)
+    con = open_existing(db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     try:
         con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        if journal.exists():
+            _remove_dead_journal(con, journal)
     finally:
         con.close()
     return not journal.exists()
+
+
+def _remove_dead_journal(con: sqlite3.Connection, journal: Path) -> None:
+    """A writer killed before it synced its journal (kishu's checkout or checkpoint, a
+    prune: the first pages copied, the journal's header still zeros, the database file
+    not yet written) leaves a journal whose first byte is zero. SQLite does not count it
+    as hot, so it neither rolls it back nor deletes it, and the database is as the last
+    commit left it; but every read-only check (a restore's, the sidecar's) refuses a
+    database with a journal as "being written", so the last verified checkpoint could
+    not be restored until some later write replaced the journal. Under the write lock
+    (no other connection is then writing: a writer holds it until its journal is gone)
+    such a journal is what SQLite's own next write would overwrite; it is deleted here.
+    Any other journal is left (busy: another process writes now)."""
+    con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    try:
+        con.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError:
+        return  # a live writer holds the lock: its journal is its own
+    try:
+        with journal.open("rb") as file:
+            first = file.read(1)
+        if first in (b"", b"\0"):
+            journal.unlink()
+    except FileNotFoundError:
+        pass  # gone meanwhile
+    finally:
+        con.execute("ROLLBACK")
 
 
 def newest_first(con: sqlite3.Connection) -> list[str]:
