@@ -131,9 +131,9 @@ export function previewsSent(page: IJupyterLabPageFixture): string[] {
   return sent;
 }
 
-/** Longer than a preview's pause (PREVIEW_DELAY_MS, 300 ms) several times over: a
+/** Longer than a preview's pause (PREVIEW_DELAY_MS, 300 ms) three times over: a
  * preview that was going to be sent has been sent by then. */
-export const PAST_A_PREVIEW_MS = 1500;
+export const PAST_A_PREVIEW_MS = 1000;
 
 /** Change one of gpushift's settings the way the Settings Editor does. */
 export async function setSetting(
