@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -198,13 +198,19 @@ async def test_a_nearly_full_volume_refuses_the_checkpoint_before_it_starts(
     assert not database_path(notebook, workspace).exists()
 
 
-async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
-        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
-    """The pod is killed while a prune holds its write transaction: a hot -journal is
-    left, and a read-only restore refuses it. On the new pod the restore (under the
-    database's lock, as the server's restore runs it) rolls it back and brings the last
-    verified checkpoint back exactly. Killed again: the next checkpoint, taken under the
-    lock, succeeds and restores; the older checkpoint survived both kills."""
+@pytest.mark.parametrize("killed", [kill_mid_prune, kill_before_journal_sync],
+                         ids=["mid_prune", "before_journal_sync"])
+async def test_a_write_killed_before_its_commit_loses_no_checkpoint(
+        kishu_home: KishuHome, kishu_kernels: StartKernel,
+        killed: Callable[[Path], None]) -> None:
+    """The pod is killed while a write holds its transaction: a prune (a hot -journal is
+    left), or a writer killed before it synced its journal (the old pod's kernel
+    mid-restore when its server was killed: a -journal SQLite does not count as hot, so
+    it neither rolls it back nor deletes it). A read-only restore refuses either as
+    "being written". On the new pod the restore (under the database's lock, as the
+    server's restore runs it) undoes it and brings the last verified checkpoint back
+    exactly. Killed again: the next checkpoint, taken under the lock, succeeds and
+    restores; the older checkpoint survived both kills."""
     notebook, workspace = kishu_home.notebook, kishu_home.workspace
     db = database_path(notebook, workspace)
     db.parent.mkdir(parents=True)
@@ -218,7 +224,7 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
     digests = await old.value(DIGESTS)
     await old.manager.shutdown_kernel(now=True)  # the old pod's kernel dies with it
 
-    kill_mid_prune(db)
+    killed(db)
     with pytest.raises(KernelStateError, match="kishu is writing"):
         await restore(await kishu_kernels(), notebook, second.commit_id,  # not locked
                       workspace=workspace)
@@ -229,8 +235,8 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
     assert not Path(f"{db}-journal").exists()
     assert await new.value(DIGESTS) == digests
     assert await new.value("name") == "second"
-    # Killed mid-prune again; the next checkpoint (in the restored kernel) comes first.
-    kill_mid_prune(db)
+    # Killed again; the next checkpoint (in the restored kernel) comes first.
+    killed(db)
     await new.cell("a1[:1000] += 1.0\nname = 'third'")
     async with storage.writing(notebook, create=True):
         third = await checkpoint(new.code, notebook, workspace=workspace)
@@ -241,45 +247,12 @@ async def test_a_prune_killed_before_its_commit_loses_no_checkpoint(
         assert (await restore(last.code, notebook, third.commit_id, workspace=workspace)).ok
     assert await last.value(DIGESTS) == expected
     assert await last.value("name") == "third"
-    # Neither killed prune took the older checkpoint. (Last: a restore moves kishu's
+    # Neither killed write took the older checkpoint. (Last: a restore moves kishu's
     # HEAD, which all kernels of a notebook share.)
     older = await kishu_kernels()
     async with storage.writing(notebook):
         assert (await restore(older.code, notebook, first.commit_id, workspace=workspace)).ok
     assert await older.value("name") == "first"
-
-
-async def test_a_write_killed_before_its_journal_was_synced_does_not_block_the_restore(
-        kishu_home: KishuHome, kishu_kernels: StartKernel) -> None:
-    """A writer killed after its first change and before it synced its journal (the
-    old pod's kernel mid-restore when its server was killed, a prune) leaves a
-    -journal SQLite does not count as hot: it neither rolls it back nor deletes it, and
-    the database is as the last commit left it. A read-only restore refuses it as
-    "being written" (it always would, until some write replaced the journal); the
-    restore under the database's lock, as the server runs it, removes it and brings the
-    checkpoint back exactly."""
-    notebook, workspace = kishu_home.notebook, kishu_home.workspace
-    db = database_path(notebook, workspace)
-    db.parent.mkdir(parents=True)
-    prepare_database(db)
-    storage = keeper({"optimizer": {"state": "on"}}, workspace)
-    old = await kishu_kernels()
-    await kernel_with_state(old)
-    saved = await checkpoint(old.code, notebook, workspace=workspace)
-    digests = await old.value(DIGESTS)
-    await old.manager.shutdown_kernel(now=True)
-
-    kill_before_journal_sync(db)
-    with pytest.raises(KernelStateError, match="kishu is writing"):
-        await restore(await kishu_kernels(), notebook, saved.commit_id,  # not locked
-                      workspace=workspace)
-    new = await kishu_kernels()
-    async with storage.writing(notebook):
-        outcome = await restore(new.code, notebook, saved.commit_id, workspace=workspace)
-    assert outcome.ok, outcome.detail
-    assert not Path(f"{db}-journal").exists()
-    assert await new.value(DIGESTS) == digests
-    assert await new.value("name") == "first"
 
 
 async def kernel_with_state(kernel: Any) -> None:
