@@ -142,9 +142,8 @@ def _remove_dead_journal(con: sqlite3.Connection, journal: Path) -> None:
     (no other connection is then writing: a writer holds it until its journal is gone)
     such a journal is what SQLite's own next write would overwrite; it is deleted here.
     Any other journal is left (busy: another process writes now)."""
-    con.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
     try:
-        con.execute("BEGIN IMMEDIATE")
+        con.execute("BEGIN IMMEDIATE")  # waits the connection's BUSY_TIMEOUT_S
     except sqlite3.OperationalError:
         return  # a live writer holds the lock: its journal is its own
     try:
