@@ -4,10 +4,15 @@ and the read-only database checks."""
 from __future__ import annotations
 
 import configparser
+import hashlib
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import dill
 import pytest
+from conftest import kill_before_journal_sync
 
 from gpushift_jupyter.kernel_state import (
     PINNED_SETTINGS,
@@ -20,6 +25,7 @@ from gpushift_jupyter.kernel_state.database import (
     legacy_database_path,
     read_commit,
 )
+from gpushift_jupyter.kernel_state.retention import recover
 from gpushift_jupyter.kernel_state.snapshots import NotRebuiltError, loads
 from gpushift_jupyter.storage import workspace_from_runtime
 
@@ -73,8 +79,6 @@ def test_read_commit_explains_a_bad_database(tmp_path: Path, kind: str) -> None:
     elif kind == "garbage":
         db.write_bytes(b"not sqlite" * 100)
     elif kind == "empty_sqlite":
-        import sqlite3
-
         sqlite3.connect(db).execute("create table t (x)").connection.close()
     before = db.read_bytes() if db.is_file() else None
     expected = {"missing": "no kishu database", "directory": "not a regular file",
@@ -131,15 +135,6 @@ def test_recover_removes_only_a_dead_writers_journal_that_sqlite_ignores(
     roll back (first byte zero) nor delete: `recover` removes it, and the database
     holds what it held. The same journal of a writer still running stays (it holds the
     write lock), and the database is not touched."""
-    import hashlib
-    import sqlite3
-    import subprocess
-    import sys
-
-    from conftest import kill_before_journal_sync
-
-    from gpushift_jupyter.kernel_state.retention import recover
-
     db = tmp_path / "n.ipynb.kishudb"
     con = sqlite3.connect(db)
     con.execute("CREATE TABLE t (x)")
