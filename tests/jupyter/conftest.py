@@ -144,18 +144,23 @@ def kill_mid_prune(db: Path) -> None:
 
 
 
-# A writer (kishu's checkout moving HEAD, a checkpoint, a prune) SIGKILLed after its
-# first changes and before it synced its journal: a cache large enough that nothing
-# spills into the database file, so the -journal holds the old pages behind a header
-# that is still zeros. SQLite does not count such a journal as hot (first byte zero):
-# it neither rolls it back nor deletes it.
-KILLED_BEFORE_JOURNAL_SYNC = """
+# A writer (kishu's checkout moving HEAD, a checkpoint, a prune) after its first changes
+# and before it synced its journal: a cache large enough that nothing spills into the
+# database file, so the -journal holds the old pages behind a header that is still
+# zeros. SQLite does not count such a journal as hot (first byte zero): it neither rolls
+# it back nor deletes it. `kill` (argv[2]): SIGKILLed there; else it says "writing",
+# waits for a line on stdin and rolls back.
+BEFORE_JOURNAL_SYNC = """
 import os, signal, sqlite3, sys
 con = sqlite3.connect(sys.argv[1], isolation_level=None)
 con.execute("PRAGMA cache_size = -262144")
 con.execute("BEGIN IMMEDIATE")
 con.execute("DELETE FROM commit_entry")
-os.kill(os.getpid(), signal.SIGKILL)
+if sys.argv[2] == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+print("writing", flush=True)
+sys.stdin.readline()
+con.execute("ROLLBACK")
 """
 
 
@@ -163,12 +168,21 @@ def kill_before_journal_sync(db: Path) -> None:
     """Leave the -journal of a write killed before its journal's header was written:
     the database file as it was, the journal not hot."""
     before = hashlib.sha256(db.read_bytes()).hexdigest()
-    done = subprocess.run([sys.executable, "-c", KILLED_BEFORE_JOURNAL_SYNC, str(db)],
+    done = subprocess.run([sys.executable, "-c", BEFORE_JOURNAL_SYNC, str(db), "kill"],
                           capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == -signal.SIGKILL, done.stderr
     journal = Path(f"{db}-journal")
     assert journal.stat().st_size > 0 and journal.read_bytes()[:1] == b"\0"
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # untouched
+
+
+def writing_before_journal_sync(db: Path) -> subprocess.Popen[str]:
+    """A live writer of `db` at the same point (its journal's header still zeros),
+    once it says so; a line on its stdin makes it roll back and exit."""
+    writer = subprocess.Popen([sys.executable, "-c", BEFORE_JOURNAL_SYNC, str(db), "wait"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdout is not None and writer.stdout.readline() == "writing\n"
+    return writer
 
 
 @contextmanager

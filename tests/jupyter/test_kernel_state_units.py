@@ -6,13 +6,11 @@ from __future__ import annotations
 import configparser
 import hashlib
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import dill
 import pytest
-from conftest import kill_before_journal_sync
+from conftest import kill_before_journal_sync, writing_before_journal_sync
 
 from gpushift_jupyter.kernel_state import (
     PINNED_SETTINGS,
@@ -22,6 +20,7 @@ from gpushift_jupyter.kernel_state import (
 )
 from gpushift_jupyter.kernel_state.database import (
     databases_folder,
+    journal_path,
     legacy_database_path,
     read_commit,
 )
@@ -114,20 +113,6 @@ def test_the_workspace_is_the_sidecars_else_the_servers_root() -> None:
         assert workspace_from_runtime(document, root) == root
 
 
-# A live writer: its first changes made (the journal's header still zeros, as after
-# KILLED_BEFORE_JOURNAL_SYNC), then it waits for a line on stdin and rolls back.
-_LIVE_WRITER = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("PRAGMA cache_size = -65536")
-con.execute("BEGIN IMMEDIATE")
-con.execute("DELETE FROM t")
-print("writing", flush=True)
-sys.stdin.readline()
-con.execute("ROLLBACK")
-"""
-
-
 @pytest.mark.parametrize("writer", ["killed", "live"])
 def test_recover_removes_only_a_dead_writers_journal_that_sqlite_ignores(
         tmp_path: Path, writer: str) -> None:
@@ -137,26 +122,24 @@ def test_recover_removes_only_a_dead_writers_journal_that_sqlite_ignores(
     write lock), and the database is not touched."""
     db = tmp_path / "n.ipynb.kishudb"
     con = sqlite3.connect(db)
-    con.execute("CREATE TABLE t (x)")
-    con.execute("CREATE TABLE commit_entry (commit_id)")
-    con.executemany("INSERT INTO t VALUES (?)", [(b"x" * 1000,)] * 500)
+    con.execute("CREATE TABLE commit_entry (commit_id, data)")
+    con.executemany("INSERT INTO commit_entry VALUES (?, ?)",
+                    [(f"c{n}", b"x" * 1000) for n in range(500)])
     con.commit()
     con.close()
-    journal = db.with_name(db.name + "-journal")
+    journal = journal_path(db)
     before = hashlib.sha256(db.read_bytes()).hexdigest()
     if writer == "killed":
         kill_before_journal_sync(db)
         assert recover(db) is True
         assert not journal.exists()
     else:
-        live = subprocess.Popen([sys.executable, "-c", _LIVE_WRITER, str(db)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        live = writing_before_journal_sync(db)
         try:
-            assert live.stdout is not None and live.stdin is not None
-            assert live.stdout.readline() == "writing\n"
             assert journal.read_bytes()[:1] == b"\0"
             assert recover(db) is False  # the write lock is the writer's
             assert journal.exists()
+            assert live.stdin is not None
             live.stdin.write("done\n")
             live.stdin.flush()
             assert live.wait(timeout=30) == 0
@@ -165,5 +148,5 @@ def test_recover_removes_only_a_dead_writers_journal_that_sqlite_ignores(
         assert not journal.exists()  # the writer's own rollback ended it
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before
     check = sqlite3.connect(db)
-    assert check.execute("SELECT count(*) FROM t").fetchone() == (500,)
+    assert check.execute("SELECT count(*) FROM commit_entry").fetchone() == (500,)
     check.close()
