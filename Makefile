@@ -33,8 +33,7 @@ demo: $(STAMP) $(FRONTEND_BUILT)
 	@$(BIN)/python hack/demo.py
 
 test: lint typecheck dockerlint controlplane frontend browser
-	server_ext/hack/test-frontend.sh --browser
-	server_ext/hack/test-lowest-jupyterlab.sh
+	server_ext/hack/test-browsers.sh
 	server_ext/hack/test-e2e-browser.sh
 	$(BIN)/pytest -ra --durations=15 -n 2 --dist loadfile
 

@@ -9,7 +9,10 @@
 #   server_ext/hack/test-lowest-jupyterlab.sh --project=gpu-pod    # arguments go to playwright
 #
 # Assumes the front end is built (hack/test-frontend.sh --unit) and Debian's chromium.
-# The environment is made once and again only when a pyproject.toml changed.
+# The environment is made once and again only when a pyproject.toml changed. Its pods
+# listen on ports 8898-8901 (GPUSHIFT_UI_PORT_BASE) and keep their files under
+# ui-tests/lowest-jupyterlab/.jupyter-run/, so that it can run beside the suite of the
+# current JupyterLab (hack/test-browsers.sh, what `make test` runs).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,6 +63,8 @@ ln -s "$HERE/gpushift_jupyter/labextension" "$VENV/share/jupyter/labextensions/g
 echo "== JupyterLab $("$VENV/bin/jupyter-lab" --version), Galata ~5.$MINOR"
 
 export PATH="$VENV/bin:$PATH" GPUSHIFT_PYTHON="$VENV/bin/python"
+export GPUSHIFT_UI_PORT_BASE="${GPUSHIFT_UI_PORT_BASE:-8898}"
+export GPUSHIFT_UI_RUN_ROOT="${GPUSHIFT_UI_RUN_ROOT:-$TESTS/.jupyter-run}"
 cd "$TESTS"
 rm -rf tests
 cp -r ../tests tests

@@ -8,12 +8,15 @@ const baseConfig = require('@jupyterlab/galata/lib/playwright-config');
 const path = require('path');
 
 const PYTHON = process.env.GPUSHIFT_PYTHON || path.resolve(__dirname, '../../.venv/bin/python');
-const PODS = { cpu: 8888, gpu: 8889, off: 8890, hub: 8891 };
+// Four ports from GPUSHIFT_UI_PORT_BASE (8888): the lowest JupyterLab's suite, which runs
+// at the same time (server_ext/hack/test-browsers.sh), takes four others.
+const BASE_PORT = Number(process.env.GPUSHIFT_UI_PORT_BASE || 8888);
+const PODS = { cpu: BASE_PORT, gpu: BASE_PORT + 1, off: BASE_PORT + 2, hub: BASE_PORT + 3 };
 
 module.exports = {
   ...baseConfig,
   reporter: [[process.env.CI ? 'list' : 'list'], ['html', { open: 'never' }]],
-  workers: 1, // one browser at a time: the machine has two cores
+  workers: 1, // one browser per suite: the machine has two cores (and runs two suites)
   retries: 0,
   timeout: 120000,
   expect: { timeout: 15000 },

@@ -10,7 +10,8 @@ short idle timeout. `off`: a pod the webhook did not
 inject (no sidecar). `hub`: a CPU pod whose JupyterLab runs as under JupyterHub (its page
 carries the hub's prefix, as JupyterHub's single-user server sets it). Runs until
 SIGTERM/SIGINT, then stops both processes. Files go to ui-tests/.jupyter-run/<kind>/
-(logs: sidecar.log, server.log).
+(logs: sidecar.log, server.log), or to $GPUSHIFT_UI_RUN_ROOT/<kind>/: the suite of the
+lowest JupyterLab runs beside this one with its own folders and ports.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def main() -> int:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind not in ("cpu", "gpu", "off", "hub"):
         sys.exit("usage: pod_server.py {cpu|gpu|off|hub} PORT")
-    run = HERE / ".jupyter-run" / kind
+    run = Path(os.environ.get("GPUSHIFT_UI_RUN_ROOT") or HERE / ".jupyter-run") / kind
     shutil.rmtree(run, ignore_errors=True)
     workspace = run / "workspace"
     workspace.mkdir(parents=True)

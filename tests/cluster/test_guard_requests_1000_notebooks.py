@@ -23,7 +23,7 @@ from test_notebook_watch_cluster import delta
 
 from gpushift_core.labels import ENABLED_LABEL, KUBEFLOW_STOPPED_ANNOTATION
 
-COUNT, NAMESPACES, WINDOW = 1000, 4, 30
+COUNT, NAMESPACES, WINDOW = 1000, 4, 15
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def create_notebooks(plane: cpmod.ControlPlane) -> None:
 
 
 def measure(plane: cpmod.ControlPlane) -> dict[str, int]:
-    time.sleep(10)  # started, listed, leading
+    time.sleep(8)  # started, listed, leading (a 6 s Lease)
     before = requests(plane)
     time.sleep(WINDOW)
     return delta(requests(plane), before)

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The browser tests of `make test`: the suite on the current JupyterLab
+# (hack/test-frontend.sh --browser, ports 8888-8891) and the suite on the lowest JupyterLab
+# gpushift supports (hack/test-lowest-jupyterlab.sh, ports 8898-8901), side by side.
+#
+#   server_ext/hack/test-browsers.sh
+#
+# Why at the same time: each suite drives one browser and waits on kernels, sidecars and
+# timers most of the time (the two cores were idle about 45% of a suite's run), so the two
+# together take little more than the longer one. Each suite keeps its own pods, folders and
+# reports; every line is printed as it comes, marked with its suite ("[lab 4.x]"). Exits
+# non-zero when either suite failed, after both have ended.
+set -uo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+FLOOR="$(sed -n 's/^ *"jupyterlab>=\([0-9]*\.[0-9]*\),<5",.*/\1/p' "$HERE/../pyproject.toml" | head -n 1)"
+CURRENT="$("${GPUSHIFT_VENV:-$HERE/../../.venv}/bin/jupyter-lab" --version 2>/dev/null || echo current)"
+
+# Runs one suite, each line marked; its exit status is the suite's, not sed's.
+marked() {
+  local mark="$1"; shift
+  "$@" 2>&1 | sed -u "s/^/[lab $mark] /"
+  return "${PIPESTATUS[0]}"
+}
+
+marked "$CURRENT" "$HERE/test-frontend.sh" --browser &
+current=$!
+marked "${FLOOR:-lowest}" "$HERE/test-lowest-jupyterlab.sh" &
+lowest=$!
+
+status=0
+wait "$current" || { echo "== the browser tests on JupyterLab $CURRENT failed" >&2; status=1; }
+wait "$lowest" || { echo "== the browser tests on JupyterLab ${FLOOR:-lowest} failed" >&2; status=1; }
+exit "$status"
