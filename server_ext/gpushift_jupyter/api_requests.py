@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from gpushift_jupyter.errors import ApiError
@@ -56,17 +57,38 @@ def parse_flag(name: str, value: str) -> bool:
     raise ApiError(400, "invalid_field", f"{name}: 1 or 0, not {value[:40]!r}")
 
 
-def parse_classify(body: Mapping[str, Any]) -> tuple[str, str | None, bool]:
-    """(code, kernel_id, preview): `preview` true asks for the verdict without the cell
-    running (see KernelClassifier.preview)."""
-    known_keys(body, {"code", "kernel_id", "preview"})
+@dataclass(frozen=True)
+class ClassifyRequest:
+    """A `/classify` body, checked."""
+
+    code: str
+    """The cell's source."""
+    kernel_id: str | None
+    """Whose memory classifies it (None: a throwaway one)."""
+    preview: bool
+    """The verdict without the cell running (see KernelClassifier.preview)."""
+    first_hit: bool
+    """Answer at the first statement that needs a GPU (see KernelClassifier.classify)."""
+
+
+def parse_classify(body: Mapping[str, Any]) -> ClassifyRequest:
+    known_keys(body, {"code", "kernel_id", "preview", "first_hit"})
     code = body.get("code")
     if not isinstance(code, str):
         raise ApiError(400, "invalid_field", "code: required, the cell's source (a string)")
-    preview = body.get("preview", False)
-    if not isinstance(preview, bool):
-        raise ApiError(400, "invalid_field", "preview: true or false (a JSON boolean)")
-    return code, text(body, "kernel_id", required=False), preview
+    preview, first_hit = _flag(body, "preview"), _flag(body, "first_hit")
+    if preview and first_hit:
+        raise ApiError(400, "invalid_field",
+                       "first_hit: only for a cell about to run, not with preview")
+    return ClassifyRequest(code, text(body, "kernel_id", required=False), preview, first_hit)
+
+
+def _flag(body: Mapping[str, Any], name: str) -> bool:
+    """An optional JSON boolean (false when absent)."""
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise ApiError(400, "invalid_field", f"{name}: true or false (a JSON boolean)")
+    return value
 
 
 def parse_kernel_and_path(body: Mapping[str, Any]) -> tuple[str, str | None]:

@@ -8,6 +8,7 @@ jupyter_server for every non-GET request. Errors are `{"error", "detail"}` (plus
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -109,10 +110,16 @@ class ClassifyHandler(GpushiftHandler):
     @authorized
     @answers_errors
     async def post(self) -> None:
-        code, kernel_id, preview = api_requests.parse_classify(self.body(MAX_CLASSIFY_BYTES))
-        classifier = self.services.kernels.classifier(kernel_id)
-        verdict = classifier.preview(code) if preview else classifier.classify(code)
+        request = api_requests.parse_classify(self.body(MAX_CLASSIFY_BYTES))
+        classifier = self.services.kernels.classifier(request.kernel_id)
+        if request.preview:
+            verdict = classifier.preview(request.code)
+        else:
+            verdict = classifier.classify(request.code, first_hit=request.first_hit)
         self.answer(verdict.to_json())
+        if request.first_hit:
+            # The rest of the cell's walk, once the answer is on its way.
+            asyncio.get_running_loop().call_soon(classifier.settle)
 
 
 class AttachHandler(GpushiftHandler):

@@ -58,6 +58,16 @@ export function beforeRun(ctx: ICellContext): BeforeRun {
   }
 }
 
+/**
+ * Whether the classifier may answer at the cell's first statement that needs a GPU
+ * (`first_hit`; the server walks the rest once the answer is sent): where only
+ * `needs_gpu` is acted on — the GPU pod's activity report, a move without asking. A run
+ * that may ask gets every reason, for the dialog.
+ */
+export function answerAtFirstHit(ctx: ICellContext, before: BeforeRun): boolean {
+  return before === 'track' || (before === 'classify' && !ctx.settings.askBeforeMoving);
+}
+
 /** After the classifier answered on a CPU pod: run, ask the user, or move at once. */
 export type AfterClassify = 'run' | 'ask' | 'move';
 

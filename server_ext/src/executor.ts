@@ -7,7 +7,7 @@ import { Notification } from '@jupyterlab/apputils';
 import { Cell, CodeCell, ICodeCellModel } from '@jupyterlab/cells';
 import { INotebookCellExecutor, NotebookPanel, runCell } from '@jupyterlab/notebook';
 
-import { afterClassify, beforeRun, ICellContext } from './decision';
+import { afterClassify, answerAtFirstHit, beforeRun, ICellContext } from './decision';
 import { askAboutGpuCell } from './gpuDialog';
 import { detectCudaError, IOutputLike } from './cudaErrors';
 import { TranslationBundle } from './i18n';
@@ -62,7 +62,9 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
       quietNotebook: this._options.quiet.has(path),
       hasCode: cell.model.type === 'code' && code.trim() !== ''
     };
-    switch (beforeRun(ctx)) {
+    const before = beforeRun(ctx);
+    const firstHit = answerAtFirstHit(ctx, before);
+    switch (before) {
       case 'run':
         return this._start(options, null);
       case 'hold':
@@ -70,11 +72,11 @@ export class GpuAwareCellExecutor implements INotebookCellExecutor {
         return { execution: Promise.resolve(false) };
       case 'track':
         // GPU pod: the cell starts now; the classifier says whether it is GPU work.
-        return this._start(options, service.classify(code, kernelId));
+        return this._start(options, service.classify(code, kernelId, firstHit));
       case 'classify':
         break;
     }
-    const result = await service.classify(code, kernelId);
+    const result = await service.classify(code, kernelId, firstHit);
     switch (afterClassify(ctx, result)) {
       case 'run':
         return this._start(options, Promise.resolve(result));

@@ -265,11 +265,18 @@ export class MigrationService implements IMigrationService {
     }
   }
 
-  async classify(code: string, kernelId: string | null): Promise<IClassification | null> {
+  async classify(
+    code: string,
+    kernelId: string | null,
+    firstHit = false
+  ): Promise<IClassification | null> {
     try {
       const body: Record<string, unknown> = { code };
       if (kernelId) {
         body.kernel_id = kernelId;
+      }
+      if (firstHit) {
+        body.first_hit = true;
       }
       const answer = await this.api.post<IClassification>('classify', body, 5000);
       if (kernelId) {

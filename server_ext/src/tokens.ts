@@ -71,8 +71,13 @@ export interface IMigrationService {
   /** What a move would save and stop now; `variables`: also the variables it would
    * not bring back (a pickling in each kernel: slower). Null: no answer; never throws. */
   podSessions(variables?: boolean): Promise<IPodSessions | null>;
-  /** The classifier's answer for a cell's code (null: no answer; never throws). */
-  classify(code: string, kernelId: string | null): Promise<IClassification | null>;
+  /** The classifier's answer for a cell's code (null: no answer; never throws).
+   * `firstHit`: the reasons may stop at the first statement that needs a GPU. */
+  classify(
+    code: string,
+    kernelId: string | null,
+    firstHit?: boolean
+  ): Promise<IClassification | null>;
   /** A cell about to run was classified in this kernel (its id): the classifier's memory
    * of that kernel may have changed. */
   readonly classified: ISignal<IMigrationService, string>;

@@ -1,6 +1,7 @@
 import { trans } from './trans';
 import {
   afterClassify,
+  answerAtFirstHit,
   beforeRun,
   canMove,
   DEFAULT_SETTINGS,
@@ -93,5 +94,23 @@ describe('canMove', () => {
       toGpu: false,
       toCpu: false
     });
+  });
+});
+
+describe('answerAtFirstHit', () => {
+  const noAsking = { ...cpu, settings: { ...DEFAULT_SETTINGS, askBeforeMoving: false } };
+  it('lets the classifier stop at the first GPU statement on a GPU pod', () => {
+    const onGpu = { ...cpu, pod: gpuPod };
+    expect(answerAtFirstHit(onGpu, beforeRun(onGpu))).toBe(true);
+  });
+  it('lets it stop when a GPU cell moves without asking', () => {
+    expect(answerAtFirstHit(noAsking, beforeRun(noAsking))).toBe(true);
+  });
+  it('wants every reason when the run may ask (the dialog lists them)', () => {
+    expect(answerAtFirstHit(cpu, beforeRun(cpu))).toBe(false);
+  });
+  it('asks nothing of a cell that is not classified', () => {
+    expect(answerAtFirstHit(noAsking, 'run')).toBe(false);
+    expect(answerAtFirstHit(noAsking, 'hold')).toBe(false);
   });
 });

@@ -196,7 +196,7 @@ def test_a_preview_without_a_cache_still_answers():
 def test_a_preview_that_trips_the_classifier_answers_like_classify(monkeypatch):
     k = KernelClassifier(strict=False)
 
-    def broken(self, code):
+    def broken(self, code, first_hit):
         raise RuntimeError("bug")
     monkeypatch.setattr(KernelClassifier, "_classify_walk", broken)
     ahead = k.preview("x = torch.ones(1).cuda()")

@@ -198,6 +198,38 @@ async def test_classify_is_stateful_per_kernel(jp_fetch, sidecar):
 
 
 @on_server_loop
+async def test_classify_first_hit_answers_at_the_first_gpu_statement(jp_fetch, jp_serverapp,
+                                                                     sidecar):
+    """`first_hit` (a move without asking, the GPU pod's activity report): the answer has
+    the first GPU statement's reasons; the server walks the rest once it has answered, so
+    the kernel's memory holds what the later statements bound."""
+    status, kernel = await call_api(jp_fetch, "POST", ["api", "kernels"], {})
+    kernel_id = kernel["id"]
+    classifier = jp_serverapp.web_app.settings["gpushift_services"].kernels.classifier(
+        kernel_id)
+    try:
+        cell = "import cupy as cp\nx = cp.ones(3)\ndevice = torch.device('cuda:0')\n"
+        status, fast = await call(jp_fetch, "POST", "classify",
+                                  {"code": cell, "kernel_id": kernel_id, "first_hit": True})
+        assert status == 200 and fast["needs_gpu"] is True
+        assert [reason["line"] for reason in fast["reasons"]] == [1], fast
+        for _ in range(100):  # the rest is walked on the server's loop, after the answer
+            if classifier.settled:
+                break
+            await asyncio.sleep(0.01)
+        assert classifier.settled
+        _, later = await call(jp_fetch, "POST", "classify",
+                              {"code": "model.to(device)", "kernel_id": kernel_id})
+        assert later["needs_gpu"] is True  # `device`, bound on line 3, was remembered
+        for body in ({"code": "x", "first_hit": "yes"},
+                     {"code": "x", "preview": True, "first_hit": True}):
+            status, answer = await call(jp_fetch, "POST", "classify", body)
+            assert status == 400 and answer["error"] == "invalid_field", answer
+    finally:
+        await call_api(jp_fetch, "DELETE", ["api", "kernels", kernel_id], None)
+
+
+@on_server_loop
 async def test_bad_bodies_are_json_4xx(jp_fetch, sidecar):
     for path, body, error in [
             ("migrate", {"target": "moon", "reason": "manual"}, "unknown_target"),

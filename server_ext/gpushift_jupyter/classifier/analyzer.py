@@ -66,12 +66,17 @@ class Walker:
 
     # statements ---------------------------------------------------------------------------
 
-    def body(self, statements: list[ast.stmt], guarded: bool) -> None:
-        """Walk statements in order."""
+    def body(self, statements: list[ast.stmt], guarded: bool, *,
+             stop_at_hit: bool = False) -> int:
+        """Walk statements in order; how many were walked. `stop_at_hit`: stop after the
+        first statement that records a need (an unguarded one: the cell needs a GPU, and
+        what the later statements hold cannot change that)."""
         lines = self.trigger_lines
         count = len(lines) if lines is not None else 0
         dispatch = _STATEMENTS
-        for statement in statements:
+        hits = self.hits
+        before = len(hits)
+        for position, statement in enumerate(statements):
             if lines is not None:
                 first = statement.lineno
                 if type(statement) in _DECORATED and statement.decorator_list:  # type: ignore[attr-defined]
@@ -82,6 +87,9 @@ class Walker:
             # A dict of node type -> method: one lookup instead of a chain of isinstance
             # checks (a cell's walk visits thousands of statements).
             dispatch.get(type(statement), Walker._other)(self, statement, guarded)
+            if stop_at_hit and len(hits) > before:
+                return position + 1
+        return len(statements)
 
     def statement(self, node: ast.stmt, guarded: bool) -> None:
         """One statement: bindings, guards, then the expressions it holds."""

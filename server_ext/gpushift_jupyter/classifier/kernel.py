@@ -50,13 +50,20 @@ class KernelClassifier:
         self._cache_entries = cache_entries
         self._verdicts: OrderedDict[_Key, _Outcome] = OrderedDict()
         self._previews: OrderedDict[_Key, _Outcome] = OrderedDict()
+        self._rest: _RestOfCell | None = None
         self.cache_hits = 0
         """Cells answered from the cache (for tests and the bench)."""
 
-    def classify(self, code: str) -> Verdict:
+    def classify(self, code: str, *, first_hit: bool = False) -> Verdict:
         """Whether running `code` needs a GPU. The cell is taken to be about to run: its
-        bindings are remembered for the next cells. Never raises."""
-        return self._answer(code, commit=True)
+        bindings are remembered for the next cells. Never raises.
+
+        `first_hit`: answer as soon as a top-level statement is known to need a GPU (the
+        reasons are that statement's), for a caller that only acts on `needs_gpu` (a move
+        without asking, the GPU pod's activity report). The rest of the cell is walked by
+        `settle()`, which the caller runs after sending the answer and every other call
+        runs first: the kernel's memory and the remembered verdict are the whole cell's."""
+        return self._answer(code, commit=True, first_hit=first_hit)
 
     def preview(self, code: str) -> Verdict:
         """The verdict `classify(code)` would give in the kernel's memory as it is now,
@@ -66,10 +73,30 @@ class KernelClassifier:
         verdicts of cells that ran (a user's typing must not push those out). Never raises."""
         return self._answer(code, commit=False)
 
-    def _answer(self, code: str, *, commit: bool) -> Verdict:
-        started = time.perf_counter()
+    @property
+    def settled(self) -> bool:
+        """Whether no `first_hit` answer left part of its cell to walk."""
+        return self._rest is None
+
+    def settle(self) -> None:
+        """Walk what a `first_hit` answer left of its cell. Never raises."""
+        rest, self._rest = self._rest, None
+        if rest is None:
+            return
         try:
-            needs_gpu, reasons, cached = self._classify(code, commit)
+            outcome = rest.finish()
+        except Exception:  # a classifier bug: forget the cell, as a failed walk does
+            _LOG.exception("GPU-need classifier failed")
+            self._state = rest.before
+            return
+        if rest.key is not None:
+            _remember(self._verdicts, rest.key, outcome, self._cache_entries)
+
+    def _answer(self, code: str, *, commit: bool, first_hit: bool = False) -> Verdict:
+        started = time.perf_counter()
+        self.settle()  # (normally done already, after the last answer was sent)
+        try:
+            needs_gpu, reasons, cached = self._classify(code, commit, first_hit and commit)
         except Exception as error:  # a classifier bug must not block a user's cell
             _LOG.exception("GPU-need classifier failed")
             needs_gpu, reasons, cached = False, (
@@ -77,7 +104,8 @@ class KernelClassifier:
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         return Verdict(needs_gpu, reasons, elapsed_ms, cached)
 
-    def _classify(self, code: str, commit: bool) -> tuple[bool, tuple[Reason, ...], bool]:
+    def _classify(self, code: str, commit: bool,
+                  first_hit: bool) -> tuple[bool, tuple[Reason, ...], bool]:
         """(needs_gpu, reasons, answered from the cache) for `code` in the kernel memory as
         it is; with `commit`, the memory after the cell becomes the kernel's."""
         cacheable = len(code) <= _CACHED_TEXT and self._cache_entries > 0
@@ -85,9 +113,14 @@ class KernelClassifier:
         known = None if key is None else self._lookup(key, commit)
         cached = known is not None
         if known is None:
-            known = self._classify_walk(code)
-            # States are never changed in place (a walk works on a copy): sharing is safe.
-            if key is not None:
+            known, rest = self._classify_walk(code, first_hit)
+            if rest is not None:
+                # Remembered once settled; until then the state is still being walked.
+                rest.key = key
+                self._rest = rest
+            # States are never changed in place once a walk is over (a walk works on a
+            # copy): sharing is safe.
+            elif key is not None:
                 if commit:
                     _remember(self._verdicts, key, known, self._cache_entries)
                 else:
@@ -112,8 +145,10 @@ class KernelClassifier:
             _remember(self._verdicts, key, known, self._cache_entries)
         return known
 
-    def _classify_walk(self, code: str) -> _Outcome:
-        """(needs_gpu, reasons, the kernel's memory after the cell) by walking it."""
+    def _classify_walk(self, code: str, first_hit: bool) -> tuple[_Outcome, _RestOfCell | None]:
+        """(needs_gpu, reasons, the kernel's memory after the cell) by walking it; with
+        `first_hit`, up to the first statement that needs a GPU, and what is left to walk
+        (None when nothing is)."""
         state = self._state
         scanner = state.scanner()
         lowered = code.lower()
@@ -121,22 +156,26 @@ class KernelClassifier:
         if not trigger_lines and not self._strict:
             # Nothing GPU-related and no remembered name: no rule can hit and no binding
             # the kernel remembers can change (a remembered name is itself a trigger).
-            return False, (), state
+            return (False, (), state), None
         walk = self._reduced_walk(code, lowered, trigger_lines) or self._full_walk(code)
         if isinstance(walk, ParseFailure):
-            return False, (Reason(walk.line, "no_parse", walk.message),), state
+            return (False, (Reason(walk.line, "no_parse", walk.message),), state), None
         tree, line_of, walk_lines, walk_checks, walked_text = walk
         if not walk_lines:
-            return False, (), state
+            return (False, (), state), None
         # Walk a copy, so a cell that trips the classifier leaves the kernel's memory as it was.
         working = state.copy()
         working.availability_lines = walk_checks if walk_checks is not None else check_lines
         working.walked_text = walked_text
         hits: list[tuple[int, str]] = []
         walker = Walker(working, hits, line_of, trigger_lines=walk_lines)
-        walker.body(tree.body, guarded=False)
+        statements = tree.body
+        walked = walker.body(statements, guarded=False, stop_at_hit=first_hit)
+        if walked < len(statements):
+            rest = _RestOfCell(code, walker, statements[walked:], state)
+            return (True, _reasons(code, hits), working), rest
         working.end_walk()
-        return bool(hits), _reasons(code, hits), working
+        return (bool(hits), _reasons(code, hits), working), None
 
     def _reduced_walk(self, code: str, lowered: str, trigger_lines: list[int]) -> _Walk | None:
         """Parse only the top-level statements that mention a trigger (all of them when
@@ -176,6 +215,28 @@ class KernelClassifier:
         lowered = parsed.source.lower()
         trigger_lines, check_lines = self._state.scanner().lines(lowered)
         return parsed.tree, parsed.original_line, trigger_lines, check_lines, lowered
+
+
+class _RestOfCell:
+    """The statements a `first_hit` answer left unwalked, with the walker (and the kernel
+    memory it works on) that stopped there."""
+
+    def __init__(self, code: str, walker: Walker, statements: list[ast.stmt],
+                 before: KernelState) -> None:
+        self.code = code
+        self.walker = walker
+        self.statements = statements
+        self.before = before
+        """The kernel's memory before the cell (kept if the rest of the walk fails)."""
+        self.key: _Key | None = None
+        """Where the whole cell's outcome is remembered (None: not cacheable)."""
+
+    def finish(self) -> _Outcome:
+        """Walk the rest; the whole cell's outcome."""
+        walker = self.walker
+        walker.body(self.statements, guarded=False)
+        walker.state.end_walk()
+        return True, _reasons(self.code, walker.hits), walker.state
 
 
 def _remember(outcomes: OrderedDict[_Key, _Outcome], key: _Key, outcome: _Outcome,
