@@ -88,19 +88,25 @@ def test_corpus_cells_with_magics_match_the_reference(strict: bool) -> None:
     assert check_runs([[code] for code in cells], strict) > 250
 
 
-@pytest.mark.parametrize("strict", [True, False])
-def test_long_concatenated_cells_match_the_reference(strict: bool) -> None:
-    """Cells like the bench's: many corpus cells end to end, some with magics."""
-    rng = random.Random(7)
+def long_runs(seed: int, count: int) -> list[list[str]]:
+    """`count` runs of three cells like the bench's: twelve corpus cells end to end, half
+    of them with a magic."""
+    rng = random.Random(seed)
     pool = plain_cells()
     runs = []
-    for _ in range(12):
+    for _ in range(count):
         run = []
         for _ in range(3):
             code = "".join(rng.choice(pool) for _ in range(12))
             run.append(with_magic(code, rng.choice(MAGICS), rng) if rng.random() < 0.5 else code)
         runs.append(run)
-    assert check_runs(runs, strict) == 36
+    return runs
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_long_concatenated_cells_match_the_reference(strict: bool) -> None:
+    """Cells like the bench's: many corpus cells end to end, some with magics."""
+    assert check_runs(long_runs(7, 12), strict) == 36
 
 
 def test_fast_path_is_taken_for_plain_and_magic_cells() -> None:

@@ -5,28 +5,12 @@ whole cell's, and the remembered verdict carries every reason."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from test_classifier_cache import sequences
-from test_classifier_fastpath import MAGICS, plain_cells, with_magic
+from test_classifier_fastpath import long_runs
 
 from gpushift_jupyter.classifier import KernelClassifier
 from gpushift_jupyter.classifier import kernel as kernel_module
-
-
-def long_cells() -> list[list[str]]:
-    """Many corpus cells end to end (the bench's GPU-heavy cells), some with a magic."""
-    rng = random.Random(11)
-    pool = plain_cells()
-    runs = []
-    for _ in range(10):
-        run = []
-        for _ in range(3):
-            code = "".join(rng.choice(pool) for _ in range(12))
-            run.append(with_magic(code, rng.choice(MAGICS), rng) if rng.random() < 0.5 else code)
-        runs.append(run)
-    return runs
 
 
 @pytest.mark.parametrize("strict", [False, True])
@@ -37,7 +21,7 @@ def test_first_hit_keeps_the_verdict_the_memory_and_the_remembered_reasons(stric
     rerun's remembered verdict with every reason. Half the cells are settled explicitly
     (the server's way), the others by the next call."""
     stopped = 0
-    for cells in [*sequences(), *long_cells()]:
+    for cells in [*sequences(), *long_runs(11, 10)]:
         fast = KernelClassifier(strict=strict)
         whole = KernelClassifier(strict=strict)
         for number, code in enumerate(cells * 3):
