@@ -5,6 +5,7 @@ import { expect, test } from '@jupyterlab/galata';
 
 import {
   captureNotices,
+  GPU_CELL,
   gpuDialog,
   notebookWithGpuCell,
   notices,
@@ -210,6 +211,32 @@ test.describe('CPU pod', () => {
     await startCell(page, 0);
     await expect(gpuDialog(page)).toBeVisible();
     await page.keyboard.press('Escape');
+  });
+
+  test('settings: with "ask before moving" off, a GPU cell moves at once', async ({ page }) => {
+    await notebookWithGpuCell(page, 'no-asking.ipynb');
+    await setSetting(page, 'askBeforeMoving', false);
+    try {
+      const classified = page.waitForResponse(
+        r => r.url().includes('/api_extension/classify') && r.request().postDataJSON()?.code === GPU_CELL
+      );
+      const sent = page.waitForRequest(request => request.url().includes('api_extension/migrate'));
+      await startCell(page, 0);
+      const answer = await classified;
+      // Only the verdict decides here: the classifier may answer at the first GPU statement.
+      expect(answer.request().postDataJSON().first_hit).toBe(true);
+      expect((await answer.json()).needs_gpu).toBe(true);
+      expect((await sent).postDataJSON()).toMatchObject({
+        target: 'gpu',
+        reason: 'auto',
+        pending_cell: { code: GPU_CELL }
+      });
+      await expect(gpuDialog(page)).toHaveCount(0);
+      // Then as any move on this machine: the patch step fails, and says why.
+      await expect(toast(page, 'The move to a GPU pod failed')).toBeVisible({ timeout: 60000 });
+    } finally {
+      await setSetting(page, 'askBeforeMoving', true);
+    }
   });
 
   test('a CUDA error in an output on a CPU pod offers the move', async ({ page }) => {
