@@ -147,9 +147,7 @@ def parse_migrate(body: Mapping[str, Any]) -> dict[str, Any]:
     kernel_id = text(body, "kernel_id", required=False)
     path = text(body, "path", required=False, limit=4096)
     profile = text(body, "profile", required=False)
-    keep_image = body.get("keep_image", False)
-    if not isinstance(keep_image, bool):
-        raise ApiError(400, "invalid_field", "keep_image: true or false")
+    keep_image = _flag(body, "keep_image")
     cell = body.get("pending_cell")
     if cell is not None:
         if not isinstance(cell, dict):

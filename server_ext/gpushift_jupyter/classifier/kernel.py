@@ -96,7 +96,7 @@ class KernelClassifier:
         started = time.perf_counter()
         self.settle()  # (normally done already, after the last answer was sent)
         try:
-            needs_gpu, reasons, cached = self._classify(code, commit, first_hit and commit)
+            needs_gpu, reasons, cached = self._classify(code, commit, first_hit)
         except Exception as error:  # a classifier bug must not block a user's cell
             _LOG.exception("GPU-need classifier failed")
             needs_gpu, reasons, cached = False, (
@@ -169,13 +169,10 @@ class KernelClassifier:
         working.walked_text = walked_text
         hits: list[tuple[int, str]] = []
         walker = Walker(working, hits, line_of, trigger_lines=walk_lines)
-        statements = tree.body
-        walked = walker.body(statements, guarded=False, stop_at_hit=first_hit)
-        if walked < len(statements):
-            rest = _RestOfCell(code, walker, statements[walked:], state)
+        rest = _RestOfCell(code, walker, tree.body, state)
+        if first_hit and rest.walk_to_first_hit():
             return (True, _reasons(code, hits), working), rest
-        working.end_walk()
-        return (bool(hits), _reasons(code, hits), working), None
+        return rest.finish(), None
 
     def _reduced_walk(self, code: str, lowered: str, trigger_lines: list[int]) -> _Walk | None:
         """Parse only the top-level statements that mention a trigger (all of them when
@@ -218,8 +215,8 @@ class KernelClassifier:
 
 
 class _RestOfCell:
-    """The statements a `first_hit` answer left unwalked, with the walker (and the kernel
-    memory it works on) that stopped there."""
+    """The statements of a cell not walked yet, with the walker (and the kernel memory it
+    works on) that walks them: all of them, or what a `first_hit` answer left."""
 
     def __init__(self, code: str, walker: Walker, statements: list[ast.stmt],
                  before: KernelState) -> None:
@@ -231,12 +228,18 @@ class _RestOfCell:
         self.key: _Key | None = None
         """Where the whole cell's outcome is remembered (None: not cacheable)."""
 
+    def walk_to_first_hit(self) -> bool:
+        """Walk up to the first statement that needs a GPU; whether any is left after it."""
+        walked = self.walker.body(self.statements, guarded=False, stop_at_hit=True)
+        self.statements = self.statements[walked:]
+        return bool(self.statements)
+
     def finish(self) -> _Outcome:
         """Walk the rest; the whole cell's outcome."""
         walker = self.walker
         walker.body(self.statements, guarded=False)
         walker.state.end_walk()
-        return True, _reasons(self.code, walker.hits), walker.state
+        return bool(walker.hits), _reasons(self.code, walker.hits), walker.state
 
 
 def _remember(outcomes: OrderedDict[_Key, _Outcome], key: _Key, outcome: _Outcome,
